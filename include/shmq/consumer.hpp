@@ -1,0 +1,118 @@
+// Consumer: receives messages from a queue and acks them.
+//
+// Delivery is at-least-once. Competing consumers: each message is held by one consumer
+// at a time and stays in its slot until acked. A message is redelivered (delivery_count
+// raised, redelivered() true) after nack(requeue), after its consumer closes without
+// acking it, and (with the watchdog) after its consumer dies or its lease expires.
+//
+// Threading: a Consumer is used by one thread at a time; interrupt() may be called from
+// any thread or a signal handler.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "shmq/error.hpp"
+
+namespace shmq {
+
+namespace detail {
+class Segment;
+}
+
+// A received message. Valid until acked or nacked. For messages that fit one slot, data()
+// points into shared memory (zero-copy) and stays valid while this consumer holds the
+// message; larger messages are copied out.
+class Message {
+ public:
+  Message() = default;
+  Message(Message&&) noexcept = default;
+  Message& operator=(Message&&) noexcept = default;
+  Message(const Message&) = delete;
+  Message& operator=(const Message&) = delete;
+
+  std::uint64_t position() const noexcept { return position_; }
+  std::uint64_t id() const noexcept { return id_; }
+  // 1 on first delivery, raised on every redelivery.
+  std::uint32_t delivery_count() const noexcept { return delivery_count_; }
+  bool redelivered() const noexcept { return delivery_count_ > 1; }
+  std::span<const std::byte> data() const noexcept { return {data_, size_}; }
+  std::size_t size() const noexcept { return size_; }
+  std::string_view view() const noexcept {
+    return {reinterpret_cast<const char*>(data_), size_};
+  }
+  // True while this handle holds a delivery (between receive and ack/nack).
+  bool held() const noexcept { return held_; }
+
+ private:
+  friend class Consumer;
+  std::uint64_t position_ = 0;
+  std::uint64_t id_ = 0;
+  std::uint64_t word_ = 0;  // the slot word that marks this delivery as held by us
+  std::uint32_t delivery_count_ = 0;
+  std::uint32_t fragments_ = 0;
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::vector<std::byte> copy_;  // backing store for messages spanning several slots
+  bool held_ = false;
+};
+
+class Consumer {
+ public:
+  Consumer(Consumer&&) noexcept;
+  Consumer& operator=(Consumer&&) noexcept;
+  Consumer(const Consumer&) = delete;
+  Consumer& operator=(const Consumer&) = delete;
+  // Returns every message still held (requeued for other consumers) and unregisters.
+  ~Consumer();
+
+  // receive() blocks until a message comes; try_receive() returns Status::empty at once;
+  // receive_for() waits at most `timeout`. On Status::ok, `out` holds the message.
+  Status receive(Message& out);
+  Status try_receive(Message& out);
+  Status receive_for(Message& out, std::chrono::nanoseconds timeout);
+
+  // Waits up to `timeout` for a first message, then takes what is ready without waiting,
+  // up to out.size(). Returns how many messages were received.
+  std::size_t receive_batch(std::span<Message> out, std::chrono::nanoseconds timeout);
+
+  // Releases the message's slot. Status::lease_lost if this consumer no longer holds it.
+  Status ack(Message& m);
+  // Acks every held message in `ms`; returns the first failure, or ok.
+  Status ack(std::span<Message> ms);
+  // Gives the message back. requeue=true: delivered again (to any consumer) with its
+  // delivery count raised. requeue=false: dropped as if acked.
+  Status nack(Message& m, bool requeue = true);
+
+  // Returns every held message to the queue (as close does) and keeps the consumer open.
+  std::size_t release_all();
+
+  void interrupt() noexcept;
+  void clear_interrupt() noexcept;
+
+  std::uint32_t member_index() const noexcept { return member_; }
+
+ private:
+  friend class Queue;
+  Consumer(std::shared_ptr<detail::Segment> segment, std::uint32_t member);
+
+  bool claim_at(std::uint64_t pos, std::uint64_t word, Message& out);
+  Status poll(Message& out);
+  bool scan_requeued(Message& out);
+  void fill(std::uint64_t pos, std::uint64_t held_word, Message& out);
+  void wake_producers() noexcept;
+  void release_member() noexcept;
+
+  std::shared_ptr<detail::Segment> seg_;
+  std::uint32_t member_ = 0;
+  std::uint64_t seen_requeue_epoch_ = 0;
+  std::unique_ptr<std::atomic<bool>> interrupted_;
+};
+
+}  // namespace shmq

@@ -1,0 +1,122 @@
+// Producer: sends messages into a queue.
+//
+// Threading: a Producer is used by one thread at a time (it is movable, not copyable);
+// interrupt() is the exception and may be called from any thread or a signal handler.
+// Any number of producers in any number of processes may send to one queue.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "shmq/error.hpp"
+
+namespace shmq {
+
+namespace detail {
+class Segment;
+}
+
+class Producer;
+
+using Bytes = std::span<const std::byte>;
+
+inline Bytes as_bytes(std::string_view s) noexcept {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+// A slot reserved for zero-copy writing: fill data(), then Producer::commit(). A
+// reservation dropped without commit is released as a skipped position (never delivered).
+class Reservation {
+ public:
+  Reservation() = default;
+  Reservation(Reservation&& other) noexcept;
+  Reservation& operator=(Reservation&& other) noexcept;
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  ~Reservation();
+
+  // The writable payload: exactly the length that was reserved.
+  std::span<std::byte> data() const noexcept { return {data_, size_}; }
+  // Shrinks the message before commit (never grows it).
+  void resize(std::size_t n) noexcept { if (n < size_) size_ = n; }
+  std::uint64_t position() const noexcept { return position_; }
+  bool valid() const noexcept { return producer_ != nullptr; }
+
+ private:
+  friend class Producer;
+  void abandon() noexcept;
+  Producer* producer_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::uint64_t position_ = 0;
+};
+
+class Producer {
+ public:
+  Producer(Producer&&) noexcept;
+  Producer& operator=(Producer&&) noexcept;
+  Producer(const Producer&) = delete;
+  Producer& operator=(const Producer&) = delete;
+  // Unregisters from the member table.
+  ~Producer();
+
+  // Sends a copy of `message`. `id` is kept with the message for deduplication; 0 asks
+  // for a fresh one (unique per producer row and process).
+  // send() blocks while the ring is full; try_send() returns Status::full at once;
+  // send_for() waits at most `timeout`.
+  Status send(Bytes message, std::uint64_t id = 0);
+  Status try_send(Bytes message, std::uint64_t id = 0);
+  Status send_for(Bytes message, std::chrono::nanoseconds timeout, std::uint64_t id = 0);
+  Status send(std::string_view s, std::uint64_t id = 0) { return send(as_bytes(s), id); }
+  Status try_send(std::string_view s, std::uint64_t id = 0) { return try_send(as_bytes(s), id); }
+
+  // Sends messages in order, waking consumers once for the batch. Blocks while full, up
+  // to `timeout` in all. Returns how many were sent; `*status` says why it stopped early.
+  std::size_t send_batch(std::span<const Bytes> messages,
+                         std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max(),
+                         Status* status = nullptr);
+
+  // Zero-copy: reserves one slot for a message of `size` bytes (at most one slot's
+  // payload, slot_size - 64), to be written in place and committed.
+  Status reserve(std::size_t size, Reservation& out,
+                 std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max());
+  Status try_reserve(std::size_t size, Reservation& out);
+  // Publishes a filled reservation.
+  Status commit(Reservation& r, std::uint64_t id = 0);
+
+  // Makes blocking calls return Status::interrupted, now and until clear_interrupt().
+  void interrupt() noexcept;
+  void clear_interrupt() noexcept;
+
+  std::uint32_t member_index() const noexcept { return member_; }
+  std::size_t max_message_size() const noexcept;
+
+ private:
+  friend class Queue;
+  friend class Reservation;
+  Producer(std::shared_ptr<detail::Segment> segment, std::uint32_t member);
+
+  Status send_impl(Bytes message, std::uint64_t id,
+                   std::chrono::steady_clock::time_point deadline, bool wake);
+  Status claim(std::uint32_t k, std::uint64_t& pos,
+               std::chrono::steady_clock::time_point deadline);
+  void write_and_publish_prepare(std::uint64_t pos, Bytes message, std::uint64_t id);
+  bool publish(std::uint64_t pos, std::uint32_t k);
+  void release_claim(std::uint64_t pos, std::uint32_t k);
+  void wake_consumers() noexcept;
+  std::uint64_t next_id() noexcept;
+  void release_member() noexcept;
+
+  std::shared_ptr<detail::Segment> seg_;
+  std::uint32_t member_ = 0;
+  std::uint64_t id_prefix_ = 0;
+  std::uint64_t id_counter_ = 0;
+  std::unique_ptr<std::atomic<bool>> interrupted_;
+};
+
+}  // namespace shmq

@@ -1,0 +1,103 @@
+// A queue: one shared-memory segment named /dev/shm/shmq.<name>, created once and opened
+// by any number of producer and consumer processes.
+//
+//   auto q = shmq::Queue::create("orders", {.slot_count = 1024}).value();
+//   auto producer = q.producer().value();
+//   auto consumer = q.consumer().value();
+//
+// A Queue handle is cheap to copy (it shares the mapping). Producers and consumers keep the
+// mapping alive on their own, so they may outlive the Queue they came from.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shmq/error.hpp"
+
+namespace shmq {
+
+class Producer;
+class Consumer;
+
+namespace detail {
+class Segment;
+}
+
+// Geometry and policy, fixed when the queue is created.
+struct QueueOptions {
+  // Number of slots in the ring; a power of two, 2 .. 2^24.
+  std::uint32_t slot_count = 1024;
+  // Bytes per slot including its 64-byte header; a multiple of 64, 128 .. 1 MiB.
+  // Messages up to slot_size - 64 bytes take one slot and are received zero-copy;
+  // larger ones span consecutive slots.
+  std::uint32_t slot_size = 256;
+  // Largest message accepted; 0 means one slot's payload. Must fit in the ring
+  // (at most min(slot_count, 4095) slots' payload).
+  std::uint32_t max_message_size = 0;
+  // Producer and consumer rows in the member table; 1 .. 255.
+  std::uint32_t max_members = 64;
+  // File mode of the segment: 0600 (owner only) or 0660 (owner and group). Exact, whatever
+  // the umask.
+  std::uint32_t mode = 0600;
+};
+
+// What a queue looks like now. Counts are approximate while producers and consumers run.
+struct QueueStats {
+  std::uint32_t slot_count = 0;
+  std::uint32_t slot_size = 0;
+  std::uint32_t max_message_size = 0;
+  std::uint32_t max_members = 0;
+  std::uint64_t tail = 0;         // next position producers will claim
+  std::uint64_t dispatch = 0;     // next position consumers will look at
+  std::uint64_t ready = 0;        // committed messages not delivered (incl. requeued)
+  std::uint64_t in_flight = 0;    // delivered, not yet acked
+  std::uint64_t claimed = 0;      // slots being written by producers
+  std::uint64_t free_slots = 0;   // slots free for the current lap
+  std::uint32_t producers = 0;
+  std::uint32_t consumers = 0;
+  std::uint64_t sent = 0;         // counters summed over members, live and gone
+  std::uint64_t received = 0;
+  std::uint64_t acked = 0;
+  std::uint64_t requeued = 0;
+};
+
+class Queue {
+ public:
+  // Creates a new queue; fails with already_exists if it exists.
+  static Result<Queue> create(std::string_view name, const QueueOptions& options = {});
+  // Opens an existing queue; its geometry comes from the segment.
+  static Result<Queue> open(std::string_view name);
+  // Opens the queue, creating it with `options` if it does not exist.
+  static Result<Queue> open_or_create(std::string_view name, const QueueOptions& options = {});
+  // Removes the segment name. Processes that have it mapped keep working on the old one.
+  static VoidResult remove(std::string_view name);
+  // Checks a queue name: 1..200 characters of [A-Za-z0-9._-], not starting with '.',
+  // no "..". Returns a message saying what is wrong, or an empty string.
+  static std::string validate_name(std::string_view name);
+
+  // Registers a producer / consumer row in the member table of this queue.
+  Result<Producer> producer();
+  Result<Consumer> consumer();
+
+  const std::string& name() const noexcept;
+  std::uint32_t slot_count() const noexcept;
+  std::uint32_t slot_size() const noexcept;
+  std::uint32_t max_message_size() const noexcept;
+  std::uint32_t max_members() const noexcept;
+
+  // Walks the ring and the member table; safe to call at any time from any process.
+  QueueStats stats() const;
+
+  // Internal: the mapped segment.
+  const std::shared_ptr<detail::Segment>& segment() const noexcept { return segment_; }
+
+ private:
+  explicit Queue(std::shared_ptr<detail::Segment> segment) : segment_(std::move(segment)) {}
+  std::shared_ptr<detail::Segment> segment_;
+};
+
+}  // namespace shmq

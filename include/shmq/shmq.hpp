@@ -1,0 +1,8 @@
+// shmq: a fault-tolerant message queue for processes on one Linux host.
+// Include this header for the whole public API.
+#pragma once
+
+#include "shmq/consumer.hpp"
+#include "shmq/error.hpp"
+#include "shmq/producer.hpp"
+#include "shmq/queue.hpp"

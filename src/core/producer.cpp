@@ -1,0 +1,365 @@
+#include "shmq/producer.hpp"
+
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+
+#include "platform/process.hpp"
+#include "ring/ring.hpp"
+#include "ring/slot_word.hpp"
+#include "segment/segment.hpp"
+
+namespace shmq {
+
+using detail::make_word;
+using detail::SlotState;
+using detail::word_aux;
+using detail::word_lap;
+using detail::word_owner;
+using detail::word_state;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+Clock::time_point deadline_after(std::chrono::nanoseconds timeout) {
+  const auto now = Clock::now();
+  if (timeout >= Clock::time_point::max() - now) return Clock::time_point::max();
+  return now + timeout;
+}
+
+// Member-local counter bump: only this process writes the row's counters, so a plain
+// load + store (no locked RMW) is enough; readers (stats) may see a slightly old value.
+inline void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
+  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+Producer::Producer(std::shared_ptr<detail::Segment> segment, std::uint32_t member)
+    : seg_(std::move(segment)),
+      member_(member),
+      interrupted_(std::make_unique<std::atomic<bool>>(false)) {
+  // Ids: member row (8 bits) | random (16 bits) | counter (40 bits). Two live producers
+  // never collide; a later producer on the same row collides with an earlier one with
+  // probability 2^-16 and only where their counters overlap. Callers that need strict
+  // deduplication pass their own ids.
+  std::random_device rd;
+  id_prefix_ = (std::uint64_t(member) << 56) | (std::uint64_t(rd() & 0xffff) << 40);
+}
+
+Producer::Producer(Producer&& o) noexcept
+    : seg_(std::move(o.seg_)),
+      member_(o.member_),
+      id_prefix_(o.id_prefix_),
+      id_counter_(o.id_counter_),
+      interrupted_(std::move(o.interrupted_)) {}
+
+Producer& Producer::operator=(Producer&& o) noexcept {
+  if (this != &o) {
+    release_member();
+    seg_ = std::move(o.seg_);
+    member_ = o.member_;
+    id_prefix_ = o.id_prefix_;
+    id_counter_ = o.id_counter_;
+    interrupted_ = std::move(o.interrupted_);
+  }
+  return *this;
+}
+
+Producer::~Producer() { release_member(); }
+
+void Producer::release_member() noexcept {
+  if (seg_) {
+    seg_->unregister_member(member_);
+    seg_.reset();
+  }
+}
+
+std::size_t Producer::max_message_size() const noexcept { return seg_->max_message_size(); }
+
+std::uint64_t Producer::next_id() noexcept {
+  id_counter_ = (id_counter_ + 1) & ((std::uint64_t{1} << 40) - 1);
+  if (id_counter_ == 0) id_counter_ = 1;
+  return id_prefix_ | id_counter_;
+}
+
+void Producer::interrupt() noexcept {
+  if (!interrupted_) return;
+  interrupted_->store(true, std::memory_order_seq_cst);
+  if (seg_) detail::wake_all(seg_->header().producers_wait);
+}
+
+void Producer::clear_interrupt() noexcept {
+  if (interrupted_) interrupted_->store(false, std::memory_order_relaxed);
+}
+
+void Producer::wake_consumers() noexcept {
+  detail::wake_waiters(seg_->header().consumers_wait, seg_->max_members());
+}
+
+// Claims positions pos .. pos+k-1 for one message. The claim is a single CAS of the head
+// slot word free(lap) -> claimed(lap, us, k); the tail cursor is only a hint that anyone
+// advances past a claimed head (so a producer that dies right after its claim leaves a
+// claimed slot owned by a dead member, which the watchdog repairs, and a tail that the next
+// producer moves on).
+Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point deadline) {
+  detail::Segment& seg = *seg_;
+  detail::SegmentHeader& h = seg.header();
+  const std::uint32_t shift = seg.slot_shift();
+  const std::uint64_t n = seg.slot_count();
+  int spins = 0;
+  for (;;) {
+    const std::uint64_t t = h.tail.value.load(std::memory_order_seq_cst);
+    const std::uint64_t lap = detail::lap_of(t, shift);
+    std::atomic<std::uint64_t>& word = seg.slot(t).word;
+    std::uint64_t w = word.load(std::memory_order_seq_cst);
+    const std::int64_t d = detail::lap_diff(word_lap(w), lap);
+    bool full = false;
+    if (d == 0 && detail::is_free(word_state(w))) {
+      // Every continuation slot must be free for its own lap too.
+      for (std::uint32_t j = 1; j < k && !full; ++j) {
+        const std::uint64_t q = t + j;
+        const std::uint64_t c = seg.slot(q).word.load(std::memory_order_seq_cst);
+        if (word_lap(c) == detail::lap_of(q, shift) && detail::is_free(word_state(c))) continue;
+        full = true;
+        // A head of the previous lap in the middle of its release: finish it for them.
+        if (detail::lap_diff(word_lap(c), detail::lap_of(q, shift)) < 0)
+          detail::finish_release(seg, q - n, c);
+      }
+      if (!full) {
+        // Acquire: pairs with the release that freed this slot (an ack), so the consumer's
+        // reads of the old payload happen-before our writes. seq_cst for wait_on's pairing.
+        if (word.compare_exchange_strong(w, make_word(lap, SlotState::claimed, member_, k),
+                                         std::memory_order_seq_cst)) {
+          std::uint64_t expected = t;
+          h.tail.value.compare_exchange_strong(expected, t + k, std::memory_order_seq_cst);
+          pos = t;
+          return Status::ok;
+        }
+        continue;  // lost the race for this position
+      }
+    } else if (d == 0) {
+      // Someone claimed t (it may since have been committed, delivered, skipped or be
+      // releasing): help the tail past the whole message.
+      std::uint64_t expected = t;
+      const std::uint32_t kk = std::max<std::uint32_t>(1, word_aux(w));
+      h.tail.value.compare_exchange_strong(expected, t + kk, std::memory_order_seq_cst);
+      continue;
+    } else if (d > 0) {
+      // Position t was claimed and already released, but the tail was never moved past it
+      // (its claimer died between its two CASes). free's aux is that message's size.
+      if (detail::is_free(word_state(w))) {
+        std::uint64_t expected = t;
+        const std::uint32_t kk = std::max<std::uint32_t>(1, word_aux(w));
+        h.tail.value.compare_exchange_strong(expected, t + kk, std::memory_order_seq_cst);
+      }
+      continue;  // or our tail was stale
+    } else {
+      // The slot still holds the previous lap: the ring is full (or that message is
+      // half-released, which we finish).
+      detail::finish_release(seg, t - n, w);
+      full = true;
+    }
+
+    // Full. Wait for a consumer to free a slot.
+    if (deadline == Clock::time_point::min()) return Status::full;
+    if (interrupted_->load(std::memory_order_relaxed)) return Status::interrupted;
+    if (Clock::now() >= deadline) return Status::timeout;
+    if (++spins < detail::kSpinBeforeSleep) {
+      detail::cpu_relax();
+      continue;
+    }
+    spins = 0;
+    // Anything we committed without waking (batch sends) must be visible to consumers
+    // before we sleep on them freeing space.
+    wake_consumers();
+    seg.member(member_).heartbeat_ns.store(detail::monotonic_ns(), std::memory_order_relaxed);
+    detail::wait_on(h.producers_wait, member_, deadline, [&] {
+      if (interrupted_->load(std::memory_order_seq_cst)) return true;
+      // Re-check the slot we wait for (and the continuations) after our bit is visible.
+      const std::uint64_t tt = h.tail.value.load(std::memory_order_seq_cst);
+      if (tt != t) return true;
+      const std::uint64_t ww = word.load(std::memory_order_seq_cst);
+      if (ww != w) return true;
+      // The head is unchanged. If it is free we are waiting for a continuation slot.
+      if (!(detail::lap_diff(word_lap(ww), lap) == 0 && detail::is_free(word_state(ww))))
+        return false;
+      for (std::uint32_t j = 1; j < k; ++j) {
+        const std::uint64_t q = t + j;
+        const std::uint64_t c = seg.slot(q).word.load(std::memory_order_seq_cst);
+        if (!(word_lap(c) == detail::lap_of(q, shift) && detail::is_free(word_state(c))))
+          return false;
+      }
+      return true;
+    });
+  }
+}
+
+// Commits a claimed message: claimed(lap, us, k) -> ready(lap, k). Fails only if the
+// watchdog repaired our claim into a hole in the meantime (we were stalled too long).
+bool Producer::publish(std::uint64_t pos, std::uint32_t k) {
+  detail::Segment& seg = *seg_;
+  const std::uint64_t lap = detail::lap_of(pos, seg.slot_shift());
+  std::uint64_t expected = make_word(lap, SlotState::claimed, member_, k);
+  // Release: publishes the header fields and payload written since the claim; pairs with
+  // the consumer's load of the word that sees ready. seq_cst: pairs with wait_on().
+  return seg.slot(pos).word.compare_exchange_strong(
+      expected, make_word(lap, SlotState::ready, detail::kNoOwner, k), std::memory_order_seq_cst);
+}
+
+// Gives back a claim that will not be published: our own claimed slot (an abandoned
+// reservation), or the hole the watchdog turned it into (skipped, owned by us). Either way
+// nothing was committed: the position becomes free_skipped at the next lap.
+void Producer::release_claim(std::uint64_t pos, std::uint32_t k) {
+  detail::Segment& seg = *seg_;
+  const std::uint64_t lap = detail::lap_of(pos, seg.slot_shift());
+  std::atomic<std::uint64_t>& word = seg.slot(pos).word;
+  for (const SlotState from : {SlotState::claimed, SlotState::skipped}) {
+    std::uint64_t expected = make_word(lap, from, member_, k);
+    if (k == 1) {
+      if (word.compare_exchange_strong(expected,
+                                       make_word(lap + 1, SlotState::free_skipped, 0, 1),
+                                       std::memory_order_seq_cst))
+        break;
+    } else {
+      const std::uint64_t rel = make_word(lap, SlotState::releasing_skipped, member_, k);
+      if (word.compare_exchange_strong(expected, rel, std::memory_order_seq_cst)) {
+        detail::finish_release(seg, pos, rel);
+        break;
+      }
+    }
+  }
+  // Consumers waiting at this position can move on now.
+  wake_consumers();
+}
+
+void Producer::write_and_publish_prepare(std::uint64_t pos, Bytes message, std::uint64_t id) {
+  detail::Segment& seg = *seg_;
+  detail::SlotHeader& hdr = seg.slot(pos);
+  hdr.position.store(pos, std::memory_order_relaxed);
+  hdr.id.store(id, std::memory_order_relaxed);
+  hdr.length.store(static_cast<std::uint32_t>(message.size()), std::memory_order_relaxed);
+  hdr.delivery_count.store(0, std::memory_order_relaxed);
+  const std::size_t p = seg.payload_size();
+  std::size_t off = 0;
+  for (std::uint64_t q = pos; off < message.size(); ++q) {
+    const std::size_t n = std::min(p, message.size() - off);
+    std::memcpy(seg.payload(q), message.data() + off, n);
+    off += n;
+  }
+}
+
+Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point deadline,
+                           bool wake) {
+  if (!seg_) return Status::invalid;
+  if (message.size() > seg_->max_message_size()) return Status::too_large;
+  const std::uint32_t k = seg_->fragments_for(message.size());
+  if (id == 0) id = next_id();
+  for (;;) {
+    std::uint64_t pos = 0;
+    if (const Status s = claim(k, pos, deadline); s != Status::ok) return s;
+    write_and_publish_prepare(pos, message, id);
+    if (publish(pos, k)) break;
+    // Our claim was repaired while we wrote: nothing of it is delivered. Give the slot
+    // back and send again at a new position.
+    release_claim(pos, k);
+  }
+  bump(seg_->member(member_).sent);
+  if (wake) wake_consumers();
+  return Status::ok;
+}
+
+Status Producer::send(Bytes message, std::uint64_t id) {
+  return send_impl(message, id, Clock::time_point::max(), true);
+}
+
+Status Producer::try_send(Bytes message, std::uint64_t id) {
+  return send_impl(message, id, Clock::time_point::min(), true);
+}
+
+Status Producer::send_for(Bytes message, std::chrono::nanoseconds timeout, std::uint64_t id) {
+  return send_impl(message, id, deadline_after(timeout), true);
+}
+
+std::size_t Producer::send_batch(std::span<const Bytes> messages, std::chrono::nanoseconds timeout,
+                                 Status* status) {
+  const auto deadline = deadline_after(timeout);
+  std::size_t sent = 0;
+  Status s = Status::ok;
+  for (const Bytes& m : messages) {
+    s = send_impl(m, 0, deadline, false);
+    if (s != Status::ok) break;
+    ++sent;
+  }
+  if (sent > 0) wake_consumers();
+  if (status != nullptr) *status = s;
+  return sent;
+}
+
+Status Producer::reserve(std::size_t size, Reservation& out, std::chrono::nanoseconds timeout) {
+  if (!seg_) return Status::invalid;
+  if (out.valid()) return Status::invalid;
+  if (size > seg_->payload_size() || size > seg_->max_message_size()) return Status::too_large;
+  std::uint64_t pos = 0;
+  const auto deadline =
+      timeout == std::chrono::nanoseconds::zero() ? Clock::time_point::min() : deadline_after(timeout);
+  if (const Status s = claim(1, pos, deadline); s != Status::ok) return s;
+  out.producer_ = this;
+  out.data_ = seg_->payload(pos);
+  out.size_ = size;
+  out.position_ = pos;
+  return Status::ok;
+}
+
+Status Producer::try_reserve(std::size_t size, Reservation& out) {
+  return reserve(size, out, std::chrono::nanoseconds::zero());
+}
+
+Status Producer::commit(Reservation& r, std::uint64_t id) {
+  if (r.producer_ != this) return Status::invalid;
+  detail::SlotHeader& hdr = seg_->slot(r.position_);
+  hdr.position.store(r.position_, std::memory_order_relaxed);
+  hdr.id.store(id != 0 ? id : next_id(), std::memory_order_relaxed);
+  hdr.length.store(static_cast<std::uint32_t>(r.size_), std::memory_order_relaxed);
+  hdr.delivery_count.store(0, std::memory_order_relaxed);
+  const bool ok = publish(r.position_, 1);
+  if (!ok) release_claim(r.position_, 1);
+  r.producer_ = nullptr;
+  r.data_ = nullptr;
+  if (!ok) return Status::lease_lost;
+  bump(seg_->member(member_).sent);
+  wake_consumers();
+  return Status::ok;
+}
+
+// --- Reservation ---------------------------------------------------------------------
+
+Reservation::Reservation(Reservation&& o) noexcept
+    : producer_(o.producer_), data_(o.data_), size_(o.size_), position_(o.position_) {
+  o.producer_ = nullptr;
+  o.data_ = nullptr;
+}
+
+Reservation& Reservation::operator=(Reservation&& o) noexcept {
+  if (this != &o) {
+    abandon();
+    producer_ = o.producer_;
+    data_ = o.data_;
+    size_ = o.size_;
+    position_ = o.position_;
+    o.producer_ = nullptr;
+    o.data_ = nullptr;
+  }
+  return *this;
+}
+
+Reservation::~Reservation() { abandon(); }
+
+void Reservation::abandon() noexcept {
+  if (producer_ != nullptr && producer_->seg_) producer_->release_claim(position_, 1);
+  producer_ = nullptr;
+  data_ = nullptr;
+}
+
+}  // namespace shmq

@@ -1,0 +1,125 @@
+#include "shmq/queue.hpp"
+
+#include "ring/slot_word.hpp"
+#include "segment/segment.hpp"
+#include "shmq/consumer.hpp"
+#include "shmq/producer.hpp"
+
+namespace shmq {
+
+using detail::SlotState;
+
+std::string Queue::validate_name(std::string_view name) {
+  // Built with append(): GCC 12 warns falsely (-Wrestrict, bug 105329) on "'" + string.
+  std::string shown(1, '\'');
+  shown.append(name.substr(0, 64)).append(name.size() > 64 ? "...'" : "'");
+  if (name.empty()) return "invalid queue name '': the name is empty";
+  if (name.size() > detail::kMaxNameLength)
+    return "invalid queue name " + shown + ": longer than " +
+           std::to_string(detail::kMaxNameLength) + " characters";
+  for (const char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) {
+      if (c == '/') return "invalid queue name " + shown + ": '/' is not allowed";
+      return "invalid queue name " + shown +
+             ": only letters, digits, '.', '_' and '-' are allowed";
+    }
+  }
+  if (name.front() == '.') return "invalid queue name " + shown + ": may not start with '.'";
+  if (name.find("..") != std::string_view::npos)
+    return "invalid queue name " + shown + ": '..' is not allowed";
+  return {};
+}
+
+Result<Queue> Queue::create(std::string_view name, const QueueOptions& options) {
+  auto seg = detail::Segment::create(name, options);
+  if (!seg.ok()) return seg.error();
+  return Queue(std::move(seg.value()));
+}
+
+Result<Queue> Queue::open(std::string_view name) {
+  auto seg = detail::Segment::open(name);
+  if (!seg.ok()) return seg.error();
+  return Queue(std::move(seg.value()));
+}
+
+Result<Queue> Queue::open_or_create(std::string_view name, const QueueOptions& options) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto q = open(name);
+    if (q.ok() || q.error().code() != Errc::not_found) return q;
+    auto c = create(name, options);
+    if (c.ok() || c.error().code() != Errc::already_exists) return c;
+    // Lost a race with another creator: open theirs.
+  }
+  return open(name);
+}
+
+VoidResult Queue::remove(std::string_view name) { return detail::Segment::remove(name); }
+
+Result<Producer> Queue::producer() {
+  auto m = segment_->register_member(detail::Role::producer);
+  if (!m.ok()) return m.error();
+  return Producer(segment_, m.value());
+}
+
+Result<Consumer> Queue::consumer() {
+  auto m = segment_->register_member(detail::Role::consumer);
+  if (!m.ok()) return m.error();
+  return Consumer(segment_, m.value());
+}
+
+const std::string& Queue::name() const noexcept { return segment_->name(); }
+std::uint32_t Queue::slot_count() const noexcept { return segment_->slot_count(); }
+std::uint32_t Queue::slot_size() const noexcept { return segment_->slot_size(); }
+std::uint32_t Queue::max_message_size() const noexcept { return segment_->max_message_size(); }
+std::uint32_t Queue::max_members() const noexcept { return segment_->max_members(); }
+
+QueueStats Queue::stats() const {
+  const detail::Segment& seg = *segment_;
+  detail::SegmentHeader& h = seg.header();
+  QueueStats s;
+  s.slot_count = seg.slot_count();
+  s.slot_size = seg.slot_size();
+  s.max_message_size = seg.max_message_size();
+  s.max_members = seg.max_members();
+  s.tail = h.tail.value.load(std::memory_order_acquire);
+  s.dispatch = h.dispatch.value.load(std::memory_order_acquire);
+  const std::uint32_t shift = seg.slot_shift();
+  const std::uint64_t t = s.tail;
+  const std::uint64_t n = seg.slot_count();
+  // Positions [tail - N, tail): every message that can be in the ring.
+  for (std::uint64_t pos = t > n ? t - n : 0; pos < t; ++pos) {
+    const std::uint64_t w = seg.slot(pos).word.load(std::memory_order_acquire);
+    if (detail::word_lap(w) != detail::lap_of(pos, shift)) continue;
+    switch (detail::word_state(w)) {
+      case SlotState::ready: ++s.ready; break;
+      case SlotState::held: ++s.in_flight; break;
+      case SlotState::claimed: ++s.claimed; break;
+      default: break;
+    }
+  }
+  for (std::uint64_t i = 0; i < n; ++i) {
+    const std::uint64_t w = seg.slot(i).word.load(std::memory_order_relaxed);
+    const std::uint64_t pos_lap = detail::lap_of(t + ((i - t) & (n - 1)), shift);
+    if (detail::is_free(detail::word_state(w)) && detail::word_lap(w) == pos_lap) ++s.free_slots;
+  }
+  s.sent = h.retired_sent.load(std::memory_order_relaxed);
+  s.received = h.retired_received.load(std::memory_order_relaxed);
+  s.acked = h.retired_acked.load(std::memory_order_relaxed);
+  s.requeued = h.retired_requeued.load(std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < seg.max_members(); ++i) {
+    const detail::MemberRow& row = seg.member(i);
+    const std::uint64_t st = row.state.load(std::memory_order_acquire);
+    if (detail::member_status(st) != detail::MemberStatus::active) continue;
+    if (detail::member_role(st) == detail::Role::producer) ++s.producers;
+    if (detail::member_role(st) == detail::Role::consumer) ++s.consumers;
+    s.sent += row.sent.load(std::memory_order_relaxed);
+    s.received += row.received.load(std::memory_order_relaxed);
+    s.acked += row.acked.load(std::memory_order_relaxed);
+    s.requeued += row.requeued.load(std::memory_order_relaxed);
+  }
+  return s;
+}
+
+}  // namespace shmq

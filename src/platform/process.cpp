@@ -1,0 +1,77 @@
+#include "platform/process.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+
+namespace shmq::detail {
+
+namespace {
+
+// Reads the state letter (field 3) and start time (field 22) of /proc/<pid>/stat.
+bool read_stat(pid_t pid, char& state, std::uint64_t& start_time) noexcept {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[1024];
+  ssize_t n;
+  do {
+    n = ::read(fd, buf, sizeof buf - 1);
+  } while (n < 0 && errno == EINTR);
+  ::close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  // Field 2 (comm) is in parentheses and may contain spaces or ')': skip to the last ')'.
+  const char* p = std::strrchr(buf, ')');
+  if (p == nullptr || p[1] != ' ' || p[2] == '\0') return false;
+  state = p[2];
+  ++p;
+  // After ')' come fields 3, 4, ...; starttime is field 22, i.e. the 20th after ')'.
+  int field = 2;
+  while (*p != '\0' && field < 21) {
+    if (*p == ' ') ++field;
+    ++p;
+  }
+  if (field != 21) return false;
+  std::uint64_t v = 0;
+  while (*p >= '0' && *p <= '9') v = v * 10 + std::uint64_t(*p++ - '0');
+  start_time = v;
+  return true;
+}
+
+}  // namespace
+
+std::uint64_t process_start_time(pid_t pid) noexcept {
+  char state = 0;
+  std::uint64_t start = 0;
+  return read_stat(pid, state, start) ? start : 0;
+}
+
+bool process_alive(pid_t pid, std::uint64_t start_time) noexcept {
+  if (pid <= 0) return false;
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+  char state = 0;
+  std::uint64_t now = 0;
+  if (!read_stat(pid, state, now)) {
+    // /proc/<pid> vanished between kill() and here (dead), or /proc is hidden from us
+    // (then kill() is all we can know).
+    return ::kill(pid, 0) == 0 || errno != ESRCH;
+  }
+  // A zombie has finished running: whatever it held, it will never release.
+  if (state == 'Z' || state == 'X') return false;
+  return start_time == 0 || now == start_time;
+}
+
+std::uint64_t monotonic_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::uint64_t(ts.tv_sec) * 1'000'000'000ull + std::uint64_t(ts.tv_nsec);
+}
+
+}  // namespace shmq::detail

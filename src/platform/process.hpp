@@ -1,0 +1,22 @@
+// Process identity and clocks.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+
+namespace shmq::detail {
+
+// Start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22), or 0 if the
+// process does not exist (or /proc is not readable). A pid reused by a new process has a
+// different start time, so (pid, start time) names one process for the life of the host.
+std::uint64_t process_start_time(pid_t pid) noexcept;
+
+// True if the process (pid, start_time) still runs. start_time 0 means unknown: then only
+// the pid is checked.
+bool process_alive(pid_t pid, std::uint64_t start_time) noexcept;
+
+// CLOCK_MONOTONIC in nanoseconds.
+std::uint64_t monotonic_ns() noexcept;
+
+}  // namespace shmq::detail

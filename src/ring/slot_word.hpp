@@ -1,0 +1,90 @@
+// The slot word: a slot's whole state in one 64-bit atomic.
+//
+//   63                       24 23   20 19     12 11        0
+//   +---------------------------+-------+---------+-----------+
+//   |          lap (40)         | state | owner   |  aux (12) |
+//   +---------------------------+-------+---------+-----------+
+//
+// A message's position p lives in slot (p mod N) on lap (p / N), N = slot_count. Every
+// transition is one compare-and-swap of the whole word, so a process that dies at any
+// instruction leaves each slot in exactly one of the states below, attributable to an
+// owner, and a late CAS from a process that was only slow fails instead of tearing
+// anything. The full state machine, with who may make each transition, is in
+// docs/slot_state_machine.md.
+//
+// A message of k > 1 fragments occupies positions p .. p+k-1. Only the head slot (p)
+// carries state; its aux field is k. The continuation slots keep the word FREE(lap) they
+// had when the head was claimed (they are covered by the head) and are freed to
+// FREE(lap+1) by whoever releases the head, before the head itself (see RELEASING).
+//
+// Laps are stored modulo 2^40 and compared with a signed 40-bit difference: a slot's lap
+// is never more than one ahead of or behind the lap a reader expects.
+#pragma once
+
+#include <cstdint>
+
+namespace shmq::detail {
+
+enum class SlotState : std::uint8_t {
+  // Free for a producer at this lap. aux = fragments of the previous lap's message in this
+  // slot (0 if none or if this slot was a continuation).
+  free = 0,
+  // Free for this lap; the previous lap's position here was a skipped hole (nothing was
+  // committed). Same as free for producers; the persister tells them apart.
+  free_skipped = 1,
+  // A producer (owner) claimed this position and is writing the message; aux = fragments.
+  claimed = 2,
+  // Committed, deliverable; aux = fragments.
+  ready = 3,
+  // Delivered to consumer owner, not acked yet; aux = fragments.
+  held = 4,
+  // A hole: the position was repaired (claimed by a producer that died or stalled) or
+  // abandoned. Consumers pass it. Not reusable until released by the producer (owner)
+  // itself or by the watchdog once owner is known dead: the owner may still be writing.
+  skipped = 5,
+  // Acked message of k > 1 fragments being released: anyone who sees it may finish the
+  // job (free the continuation slots, then the head -> free(lap+1)). Idempotent.
+  releasing = 6,
+  // Same for a hole: head -> free_skipped(lap+1).
+  releasing_skipped = 7,
+};
+
+inline constexpr std::uint32_t kLapBits = 40;
+inline constexpr std::uint64_t kLapMask = (std::uint64_t{1} << kLapBits) - 1;
+inline constexpr std::uint32_t kNoOwner = 0xff;
+
+inline constexpr std::uint64_t make_word(std::uint64_t lap, SlotState s, std::uint32_t owner,
+                                         std::uint32_t aux) {
+  return ((lap & kLapMask) << 24) | (std::uint64_t(std::uint8_t(s) & 0xf) << 20) |
+         (std::uint64_t(owner & 0xff) << 12) | std::uint64_t(aux & 0xfff);
+}
+inline constexpr std::uint64_t word_lap(std::uint64_t w) { return w >> 24; }
+inline constexpr SlotState word_state(std::uint64_t w) { return SlotState((w >> 20) & 0xf); }
+inline constexpr std::uint32_t word_owner(std::uint64_t w) { return (w >> 12) & 0xff; }
+inline constexpr std::uint32_t word_aux(std::uint64_t w) { return w & 0xfff; }
+
+inline constexpr bool is_free(SlotState s) {
+  return s == SlotState::free || s == SlotState::free_skipped;
+}
+
+// Signed difference a - b of two laps modulo 2^40.
+inline constexpr std::int64_t lap_diff(std::uint64_t a, std::uint64_t b) {
+  const std::uint64_t d = (a - b) & kLapMask;
+  return (d & (std::uint64_t{1} << (kLapBits - 1))) ? std::int64_t(d) - (std::int64_t{1} << kLapBits)
+                                                    : std::int64_t(d);
+}
+
+inline constexpr std::uint64_t lap_of(std::uint64_t pos, std::uint32_t shift) {
+  return (pos >> shift) & kLapMask;
+}
+
+static_assert(word_lap(make_word(kLapMask, SlotState::held, 7, 4095)) == kLapMask);
+static_assert(word_state(make_word(5, SlotState::releasing_skipped, 0xff, 0)) ==
+              SlotState::releasing_skipped);
+static_assert(word_owner(make_word(5, SlotState::held, 254, 1)) == 254);
+static_assert(word_aux(make_word(5, SlotState::held, 254, 4095)) == 4095);
+static_assert(lap_diff(0, kLapMask) == 1);
+static_assert(lap_diff(kLapMask, 0) == -1);
+static_assert(lap_diff(7, 5) == 2);
+
+}  // namespace shmq::detail

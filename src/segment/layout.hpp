@@ -1,0 +1,161 @@
+// The shared-memory segment layout: an ABI between processes, fixed at compile time.
+//
+//   offset 0                 SegmentHeader (identity, geometry, cursors; 1024 bytes)
+//   header.members_offset    MemberRow[max_members]            (128 bytes each)
+//   header.ring_offset       slot[slot_count], slot_size bytes each:
+//                              SlotHeader (64 bytes) + payload (slot_size - 64 bytes)
+//
+// Every field is fixed-width; every atomic is always lock-free; fields written by
+// different roles sit on different 128-byte lines (adjacent-line prefetch pairs 64-byte
+// lines on x86). Nothing here is trusted on read: the opener re-derives offsets and sizes
+// from the geometry and checks them against the size fstat reports (see segment.cpp).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace shmq::detail {
+
+inline constexpr std::size_t kCacheLine = 64;
+inline constexpr std::size_t kFalseSharingRange = 128;
+
+inline constexpr std::uint64_t kMagic = 0x31'4f'45'55'51'4d'48'53ull;  // "SHMQUEO1" LE
+inline constexpr std::uint32_t kLayoutVersion = 1;
+
+inline constexpr std::uint32_t kMinSlots = 2;
+inline constexpr std::uint32_t kMaxSlots = 1u << 24;
+inline constexpr std::uint32_t kMinSlotSize = 128;
+inline constexpr std::uint32_t kMaxSlotSize = 1u << 20;
+inline constexpr std::uint32_t kMaxMembers = 255;  // owner field is 8 bits, 0xFF = none
+inline constexpr std::uint32_t kMaxFragments = 4095;  // aux field is 12 bits
+inline constexpr std::size_t kMaxNameLength = 200;
+
+// Segment state (header.state).
+enum class SegmentState : std::uint32_t { active = 1, removed = 2 };
+
+struct alignas(kFalseSharingRange) CursorLine {
+  std::atomic<std::uint64_t> value;
+  std::uint8_t pad[kFalseSharingRange - sizeof(std::atomic<std::uint64_t>)];
+};
+static_assert(sizeof(CursorLine) == kFalseSharingRange);
+
+// A futex word and the bitmap of members sleeping on it (bit i = member row i).
+struct alignas(kFalseSharingRange) WaitLine {
+  std::atomic<std::uint32_t> futex;  // bumped before every wake
+  std::uint32_t reserved;
+  std::atomic<std::uint64_t> waiting[4];  // 256 bits: one per member row
+  std::uint8_t pad[kFalseSharingRange - 8 - 4 * 8];
+};
+static_assert(sizeof(WaitLine) == kFalseSharingRange);
+
+struct SegmentHeader {
+  // --- identity and geometry: written once by the creator, then read-only -------------
+  // magic and version are stored last, with release: an opener that reads them with
+  // acquire sees every other field initialised.
+  std::atomic<std::uint64_t> magic;
+  std::atomic<std::uint32_t> version;
+  std::uint32_t header_size;         // sizeof(SegmentHeader)
+  std::uint64_t segment_size;        // bytes the creator allocated
+  std::uint32_t slot_count;          // power of two
+  std::uint32_t slot_shift;          // log2(slot_count)
+  std::uint32_t slot_size;           // bytes per slot including SlotHeader
+  std::uint32_t max_message_size;
+  std::uint32_t max_members;
+  std::uint32_t max_fragments;       // max slots one message may span
+  std::uint64_t members_offset;
+  std::uint64_t ring_offset;
+  std::uint32_t creator_uid;
+  std::uint32_t mode;
+  std::uint64_t created_unix_ns;
+  std::atomic<std::uint32_t> state;  // SegmentState
+  std::uint32_t reserved0;
+  char name[kMaxNameLength + 8];     // NUL-terminated queue name
+
+  // --- totals of members that have left (their rows are reused); rarely written --------
+  std::atomic<std::uint64_t> retired_sent;
+  std::atomic<std::uint64_t> retired_received;
+  std::atomic<std::uint64_t> retired_acked;
+  std::atomic<std::uint64_t> retired_requeued;
+  std::uint8_t pad0[384 - 88 - (kMaxNameLength + 8) - 32];
+
+  // --- cursors: hints advanced by CAS; the slot words are the truth --------------------
+  CursorLine tail;           // producers: next head position to claim
+  CursorLine dispatch;       // consumers: next position to look at
+  CursorLine requeue_epoch;  // bumped after a message is put back behind dispatch
+  WaitLine consumers_wait;   // consumers sleep here for data (futex), producers wake
+  WaitLine producers_wait;   // producers sleep here for space, consumers wake
+};
+
+static_assert(sizeof(SegmentHeader) == 1024);
+static_assert(offsetof(SegmentHeader, magic) == 0);
+static_assert(offsetof(SegmentHeader, version) == 8);
+static_assert(offsetof(SegmentHeader, slot_count) == 24);
+static_assert(offsetof(SegmentHeader, name) == 88);
+static_assert(offsetof(SegmentHeader, retired_sent) == 296);
+static_assert(offsetof(SegmentHeader, tail) == 384);
+static_assert(offsetof(SegmentHeader, dispatch) == 512);
+static_assert(offsetof(SegmentHeader, requeue_epoch) == 640);
+static_assert(offsetof(SegmentHeader, consumers_wait) == 768);
+static_assert(offsetof(SegmentHeader, producers_wait) == 896);
+static_assert(std::is_standard_layout_v<SegmentHeader>);
+
+// Member row status (low 8 bits of MemberRow::state).
+enum class MemberStatus : std::uint8_t { free = 0, active = 1, leaving = 2 };
+enum class Role : std::uint8_t { none = 0, producer = 1, consumer = 2, watchdog = 3 };
+
+// One producer or consumer. `state` packs status, role and pid into one word so that a
+// claim (CAS free -> active) and a release are single atomic stores a crash cannot tear.
+struct alignas(kFalseSharingRange) MemberRow {
+  std::atomic<std::uint64_t> state;         // status | role << 8 | pid << 32
+  std::atomic<std::uint64_t> start_time;    // /proc/<pid>/stat field 22; 0 = not yet known
+  std::atomic<std::uint64_t> heartbeat_ns;  // CLOCK_MONOTONIC, written by the member
+  std::atomic<std::uint64_t> sent;          // counters written only by the member
+  std::atomic<std::uint64_t> received;
+  std::atomic<std::uint64_t> acked;
+  std::atomic<std::uint64_t> requeued;
+  std::atomic<std::uint64_t> registered_ns;
+  std::uint8_t pad[kFalseSharingRange - 64];
+};
+static_assert(sizeof(MemberRow) == 128);
+
+inline constexpr std::uint64_t member_state(MemberStatus s, Role r, std::uint32_t pid) {
+  return std::uint64_t(s) | (std::uint64_t(r) << 8) | (std::uint64_t(pid) << 32);
+}
+inline constexpr MemberStatus member_status(std::uint64_t w) { return MemberStatus(w & 0xff); }
+inline constexpr Role member_role(std::uint64_t w) { return Role((w >> 8) & 0xff); }
+inline constexpr std::uint32_t member_pid(std::uint64_t w) { return std::uint32_t(w >> 32); }
+
+// The first 64 bytes of every slot. `word` is the slot's whole state (slot_word.hpp); the
+// other fields describe the message and are written by the slot's current owner before it
+// publishes with a release store of `word`. They are atomics (relaxed) only because other
+// processes may read them while they change (stats, a hostile writer); no ordering rides
+// on them.
+struct alignas(kCacheLine) SlotHeader {
+  std::atomic<std::uint64_t> word;
+  std::atomic<std::uint64_t> position;        // producer: the message's position
+  std::atomic<std::uint64_t> id;              // producer: message id
+  std::atomic<std::uint32_t> length;          // producer: total message length
+  std::atomic<std::uint32_t> delivery_count;  // consumer: deliveries so far
+  std::atomic<std::uint64_t> enqueued_ns;     // producer: CLOCK_MONOTONIC at commit
+  std::atomic<std::uint64_t> claimed_ns;      // producer: CLOCK_MONOTONIC at claim
+  std::atomic<std::uint64_t> lease_until_ns;  // consumer: lease deadline (watchdog)
+  std::atomic<std::uint64_t> reserved;
+};
+static_assert(sizeof(SlotHeader) == 64);
+static_assert(offsetof(SlotHeader, word) == 0);
+static_assert(offsetof(SlotHeader, length) == 24);
+
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(sizeof(std::atomic<std::uint64_t>) == 8);
+static_assert(sizeof(std::atomic<std::uint32_t>) == 4);
+// Zero-filled memory is a valid "all free" state for every structure above.
+static_assert(std::is_trivially_destructible_v<SegmentHeader>);
+static_assert(std::is_trivially_destructible_v<MemberRow>);
+static_assert(std::is_trivially_destructible_v<SlotHeader>);
+
+inline constexpr std::size_t kSlotHeaderSize = sizeof(SlotHeader);
+
+}  // namespace shmq::detail

@@ -1,0 +1,373 @@
+#include "segment/segment.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+#include <boost/interprocess/exceptions.hpp>
+#include <boost/interprocess/permissions.hpp>
+
+#include "platform/futex.hpp"
+#include "platform/process.hpp"
+#include "ring/slot_word.hpp"
+
+namespace shmq::detail {
+
+namespace bip = boost::interprocess;
+
+namespace {
+
+constexpr std::uint64_t kMaxSegmentBytes = std::uint64_t{64} << 30;  // 64 GiB
+constexpr auto kInitWait = std::chrono::seconds(2);
+
+std::string quoted(std::string_view name) { return "queue '" + std::string(name) + "'"; }
+
+std::string octal(std::uint32_t mode) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%04o", mode & 07777);
+  return buf;
+}
+
+std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+
+bool in_group(gid_t gid) {
+  if (gid == ::getegid()) return true;
+  const int n = ::getgroups(0, nullptr);
+  if (n <= 0) return false;
+  std::vector<gid_t> groups(static_cast<std::size_t>(n));
+  const int m = ::getgroups(n, groups.data());
+  return m > 0 && std::find(groups.begin(), groups.begin() + m, gid) != groups.begin() + m;
+}
+
+Error from_errno(int err, std::string_view name, const std::string& what) {
+  std::string msg = what + " " + quoted(name) + " (/dev/shm/" + Segment::object_name(name) +
+                    "): " + std::strerror(err);
+  switch (err) {
+    case ENOENT: return {Errc::not_found, quoted(name) + " not found (no /dev/shm/" +
+                                              Segment::object_name(name) + ")"};
+    case EEXIST: return {Errc::already_exists, quoted(name) + " already exists"};
+    case EACCES:
+    case EPERM: return {Errc::permission_denied, msg};
+    case ENOSPC:
+    case ENOMEM: return {Errc::no_space, msg};
+    case EINVAL:
+    case ENAMETOOLONG: return {Errc::invalid_argument, msg};
+    default: return {Errc::system_error, msg};
+  }
+}
+
+Error from_boost(const bip::interprocess_exception& e, std::string_view name,
+                 const std::string& what) {
+  const int native = e.get_native_error();
+  if (native != 0) return from_errno(native, name, what);
+  switch (e.get_error_code()) {
+    case bip::not_found_error: return from_errno(ENOENT, name, what);
+    case bip::already_exists_error: return from_errno(EEXIST, name, what);
+    case bip::security_error: return from_errno(EACCES, name, what);
+    default: return {Errc::system_error, what + " " + quoted(name) + ": " + e.what()};
+  }
+}
+
+}  // namespace
+
+std::string Segment::object_name(std::string_view name) { return "shmq." + std::string(name); }
+
+SegmentGeometry compute_geometry(std::uint32_t slot_count, std::uint32_t slot_size,
+                                 std::uint32_t max_members) noexcept {
+  SegmentGeometry g{};
+  g.members_offset = sizeof(SegmentHeader);
+  g.ring_offset = align_up(g.members_offset + std::uint64_t(max_members) * sizeof(MemberRow),
+                           4096);
+  g.total_size = g.ring_offset + std::uint64_t(slot_count) * slot_size;
+  return g;
+}
+
+std::string Segment::validate_options(const QueueOptions& o) {
+  if (o.slot_count < kMinSlots || o.slot_count > kMaxSlots || !std::has_single_bit(o.slot_count))
+    return "slot count must be a power of two from " + std::to_string(kMinSlots) + " to " +
+           std::to_string(kMaxSlots) + ", got " + std::to_string(o.slot_count);
+  if (o.slot_size < kMinSlotSize || o.slot_size > kMaxSlotSize || o.slot_size % kCacheLine != 0)
+    return "slot size must be a multiple of 64 from " + std::to_string(kMinSlotSize) + " to " +
+           std::to_string(kMaxSlotSize) + " bytes, got " + std::to_string(o.slot_size);
+  if (o.max_members < 1 || o.max_members > kMaxMembers)
+    return "max members must be from 1 to " + std::to_string(kMaxMembers) + ", got " +
+           std::to_string(o.max_members);
+  if (o.mode != 0600 && o.mode != 0660)
+    return "mode must be 0600 or 0660, got " + octal(o.mode);
+  const std::uint64_t payload = o.slot_size - kSlotHeaderSize;
+  const std::uint64_t limit = std::min<std::uint64_t>(o.slot_count, kMaxFragments) * payload;
+  if (o.max_message_size > limit)
+    return "max message size " + std::to_string(o.max_message_size) +
+           " bytes does not fit the ring: at most " + std::to_string(limit) + " bytes (" +
+           std::to_string(std::min<std::uint64_t>(o.slot_count, kMaxFragments)) + " slots of " +
+           std::to_string(payload) + " payload bytes); raise slot count or slot size";
+  const auto g = compute_geometry(o.slot_count, o.slot_size, o.max_members);
+  if (g.total_size > kMaxSegmentBytes)
+    return "segment of " + std::to_string(g.total_size) + " bytes exceeds the 64 GiB limit";
+  return {};
+}
+
+Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
+                                                 const QueueOptions& options) {
+  if (auto e = Queue::validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
+  if (auto e = validate_options(options); !e.empty())
+    return Error(Errc::invalid_argument, "cannot create " + quoted(name) + ": " + e);
+  const auto g = compute_geometry(options.slot_count, options.slot_size, options.max_members);
+  const std::string obj = object_name(name);
+
+  bip::shared_memory_object shm;
+  try {
+    // O_CREAT | O_EXCL: never adopt a segment somebody else prepared.
+    shm = bip::shared_memory_object(bip::create_only, obj.c_str(), bip::read_write,
+                                    bip::permissions(options.mode));
+  } catch (const bip::interprocess_exception& e) {
+    return from_boost(e, name, "cannot create");
+  }
+  const int fd = shm.get_mapping_handle().handle;
+  // The mode is exact whatever the umask (Boost applies fchmod too; we do not rely on it).
+  if (::fchmod(fd, options.mode) != 0) {
+    const int err = errno;
+    ::shm_unlink(("/" + obj).c_str());
+    return from_errno(err, name, "cannot set the mode of");
+  }
+  // Reserve the memory now: a full /dev/shm is an error here, not a SIGBUS later.
+  if (const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(g.total_size)); rc != 0) {
+    ::shm_unlink(("/" + obj).c_str());
+    if (rc == ENOSPC)
+      return Error(Errc::no_space, "cannot create " + quoted(name) + ": /dev/shm has no room for " +
+                                       std::to_string(g.total_size) + " bytes");
+    return from_errno(rc, name, "cannot reserve memory for");
+  }
+  auto seg = attach(name, std::move(shm), g.total_size, /*created=*/true);
+  if (!seg.ok()) {
+    ::shm_unlink(("/" + obj).c_str());
+    return seg;
+  }
+  // Initialise. The memory is zero-filled, which is already a valid empty ring (every slot
+  // word is free at lap 0) and a free member table; only the header needs writing.
+  SegmentHeader& h = seg.value()->header();
+  h.header_size = sizeof(SegmentHeader);
+  h.segment_size = g.total_size;
+  h.slot_count = options.slot_count;
+  h.slot_shift = static_cast<std::uint32_t>(std::countr_zero(options.slot_count));
+  h.slot_size = options.slot_size;
+  h.max_fragments = std::min(options.slot_count, kMaxFragments);
+  h.max_message_size =
+      options.max_message_size != 0 ? options.max_message_size : options.slot_size - kSlotHeaderSize;
+  h.max_members = options.max_members;
+  h.members_offset = g.members_offset;
+  h.ring_offset = g.ring_offset;
+  h.creator_uid = ::geteuid();
+  h.mode = options.mode;
+  h.created_unix_ns = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  h.state.store(static_cast<std::uint32_t>(SegmentState::active), std::memory_order_relaxed);
+  std::memcpy(h.name, name.data(), name.size());
+  h.magic.store(kMagic, std::memory_order_relaxed);
+  // Publishes every field above; pairs with the acquire load of `version` in attach().
+  h.version.store(kLayoutVersion, std::memory_order_release);
+  futex_wake_all(h.version);
+  seg.value()->adopt_geometry();
+  return seg;
+}
+
+Result<std::shared_ptr<Segment>> Segment::open(std::string_view name) {
+  if (auto e = Queue::validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
+  const std::string obj = object_name(name);
+  bip::shared_memory_object shm;
+  try {
+    shm = bip::shared_memory_object(bip::open_only, obj.c_str(), bip::read_write);
+  } catch (const bip::interprocess_exception& e) {
+    return from_boost(e, name, "cannot open");
+  }
+  struct stat st {};
+  if (::fstat(shm.get_mapping_handle().handle, &st) != 0)
+    return from_errno(errno, name, "cannot stat");
+  const std::uint32_t mode = st.st_mode & 07777;
+  const uid_t me = ::geteuid();
+  // A segment somebody else made, or one anybody may write, can be full of lies: refuse it
+  // unless it is ours, or shared with a group we are in by an explicit 0660.
+  if ((mode & 0007) != 0)
+    return Error(Errc::permission_denied,
+                 "refusing " + quoted(name) + ": mode " + octal(mode) +
+                     " lets any user write it (owner uid " + std::to_string(st.st_uid) + ")");
+  if (st.st_uid != me && !((mode & 0060) == 0060 && in_group(st.st_gid)))
+    return Error(Errc::permission_denied,
+                 "permission denied: " + quoted(name) + " is owned by uid " +
+                     std::to_string(st.st_uid) + " with mode " + octal(mode) + " (you are uid " +
+                     std::to_string(me) + ")");
+  auto seg = attach(name, std::move(shm), static_cast<std::size_t>(st.st_size), false);
+  if (!seg.ok()) return seg;
+  if (auto e = seg.value()->check_geometry(); !e.empty())
+    return Error(Errc::corrupt, "corrupt " + quoted(name) + ": " + e);
+  seg.value()->adopt_geometry();
+  return seg;
+}
+
+Result<std::shared_ptr<Segment>> Segment::attach(std::string_view name,
+                                                 bip::shared_memory_object shm,
+                                                 std::size_t size, bool created) {
+  if (size < sizeof(SegmentHeader))
+    return Error(Errc::corrupt, "corrupt " + quoted(name) + ": segment is " +
+                                    std::to_string(size) + " bytes, smaller than its " +
+                                    std::to_string(sizeof(SegmentHeader)) + "-byte header");
+  std::shared_ptr<Segment> seg(new Segment());
+  seg->name_ = std::string(name);
+  try {
+    seg->region_ = bip::mapped_region(shm, bip::read_write, 0, size);
+  } catch (const bip::interprocess_exception& e) {
+    return from_boost(e, name, "cannot map");
+  }
+  seg->shm_ = std::move(shm);
+  seg->size_ = size;
+  seg->header_ = static_cast<SegmentHeader*>(seg->region_.get_address());
+  if (created) return seg;
+
+  SegmentHeader& h = *seg->header_;
+  const auto deadline = std::chrono::steady_clock::now() + kInitWait;
+  for (;;) {
+    const std::uint64_t magic = h.magic.load(std::memory_order_acquire);
+    if (magic != 0 && magic != kMagic)
+      return Error(Errc::bad_magic, quoted(name) + ": /dev/shm/" + object_name(name) +
+                                        " is not an shmq segment (bad magic)");
+    // Pairs with the release store of `version` in create(): once non-zero, every
+    // header field is initialised.
+    const std::uint32_t v = h.version.load(std::memory_order_acquire);
+    if (v != 0) {
+      if (h.magic.load(std::memory_order_relaxed) != kMagic)
+        return Error(Errc::bad_magic, quoted(name) + ": /dev/shm/" + object_name(name) +
+                                          " is not an shmq segment (bad magic)");
+      if (v != kLayoutVersion)
+        return Error(Errc::incompatible_version,
+                     quoted(name) + " has layout version " + std::to_string(v) +
+                         "; this library reads version " + std::to_string(kLayoutVersion));
+      break;
+    }
+    if (std::chrono::steady_clock::now() >= deadline)
+      return Error(Errc::not_initialized,
+                   quoted(name) + " was never initialised (its creator died while creating "
+                                  "it?); remove it and create it again");
+    // The creator wakes this futex when it publishes the version.
+    futex_wait(h.version, 0, std::min(deadline, std::chrono::steady_clock::now() +
+                                                    std::chrono::milliseconds(50)));
+  }
+  return seg;
+}
+
+std::string Segment::check_geometry() const {
+  const SegmentHeader& h = *header_;
+  // Plain reads of fields written once before the version was published.
+  const std::uint32_t n = h.slot_count;
+  if (h.header_size != sizeof(SegmentHeader))
+    return "header size " + std::to_string(h.header_size) + ", expected " +
+           std::to_string(sizeof(SegmentHeader));
+  QueueOptions o;
+  o.slot_count = n;
+  o.slot_size = h.slot_size;
+  o.max_members = h.max_members;
+  o.max_message_size = h.max_message_size;
+  o.mode = 0600;
+  if (auto e = validate_options(o); !e.empty()) return e;
+  if (h.max_message_size == 0) return "max message size is 0";
+  if (h.slot_shift != static_cast<std::uint32_t>(std::countr_zero(n)))
+    return "slot shift " + std::to_string(h.slot_shift) + " does not match slot count " +
+           std::to_string(n);
+  if (h.max_fragments != std::min(n, kMaxFragments))
+    return "max fragments " + std::to_string(h.max_fragments) + " does not match slot count";
+  const auto g = compute_geometry(n, h.slot_size, h.max_members);
+  if (h.members_offset != g.members_offset || h.ring_offset != g.ring_offset)
+    return "member table or ring offset does not match the geometry";
+  if (g.total_size > size_)
+    return "segment is " + std::to_string(size_) + " bytes but its geometry needs " +
+           std::to_string(g.total_size);
+  return {};
+}
+
+void Segment::adopt_geometry() noexcept {
+  const SegmentHeader& h = *header_;
+  slot_count_ = h.slot_count;
+  slot_shift_ = h.slot_shift;
+  mask_ = slot_count_ - 1;
+  slot_size_ = h.slot_size;
+  max_message_size_ = h.max_message_size;
+  max_members_ = h.max_members;
+  max_fragments_ = h.max_fragments;
+  auto* base = static_cast<std::byte*>(region_.get_address());
+  const auto g = compute_geometry(slot_count_, slot_size_, max_members_);
+  members_ = reinterpret_cast<MemberRow*>(base + g.members_offset);
+  ring_ = base + g.ring_offset;
+}
+
+VoidResult Segment::remove(std::string_view name) {
+  if (auto e = Queue::validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
+  if (::shm_unlink(("/" + object_name(name)).c_str()) != 0)
+    return from_errno(errno, name, "cannot remove");
+  return {};
+}
+
+Segment::~Segment() = default;
+
+Result<std::uint32_t> Segment::register_member(Role role) {
+  const auto pid = static_cast<std::uint32_t>(::getpid());
+  const std::uint64_t start = process_start_time(static_cast<pid_t>(pid));
+  const std::uint64_t active = member_state(MemberStatus::active, role, pid);
+  for (std::uint32_t i = 0; i < max_members_; ++i) {
+    MemberRow& row = members_[i];
+    std::uint64_t w = row.state.load(std::memory_order_acquire);
+    if (member_status(w) != MemberStatus::free) continue;
+    // Claims the row in one CAS: a crash after it leaves an active row with our pid, which
+    // the watchdog can judge (start_time 0 means "check the pid alone").
+    if (!row.state.compare_exchange_strong(w, active, std::memory_order_acq_rel)) continue;
+    row.sent.store(0, std::memory_order_relaxed);
+    row.received.store(0, std::memory_order_relaxed);
+    row.acked.store(0, std::memory_order_relaxed);
+    row.requeued.store(0, std::memory_order_relaxed);
+    const std::uint64_t now = monotonic_ns();
+    row.registered_ns.store(now, std::memory_order_relaxed);
+    row.heartbeat_ns.store(now, std::memory_order_relaxed);
+    row.start_time.store(start, std::memory_order_release);
+    // A previous holder of this row may have died asleep with its waiting bits set.
+    const std::uint64_t bit = std::uint64_t{1} << (i % 64);
+    header_->consumers_wait.waiting[i / 64].fetch_and(~bit, std::memory_order_relaxed);
+    header_->producers_wait.waiting[i / 64].fetch_and(~bit, std::memory_order_relaxed);
+    return i;
+  }
+  return Error(Errc::no_space, "no free member row in " + quoted(name_) + " (all " +
+                                   std::to_string(max_members_) +
+                                   " in use; create the queue with more members)");
+}
+
+void Segment::unregister_member(std::uint32_t i) noexcept {
+  if (i >= max_members_) return;
+  MemberRow& row = members_[i];
+  SegmentHeader& h = *header_;
+  h.retired_sent.fetch_add(row.sent.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  h.retired_received.fetch_add(row.received.load(std::memory_order_relaxed),
+                               std::memory_order_relaxed);
+  h.retired_acked.fetch_add(row.acked.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  h.retired_requeued.fetch_add(row.requeued.load(std::memory_order_relaxed),
+                               std::memory_order_relaxed);
+  row.sent.store(0, std::memory_order_relaxed);
+  row.received.store(0, std::memory_order_relaxed);
+  row.acked.store(0, std::memory_order_relaxed);
+  row.requeued.store(0, std::memory_order_relaxed);
+  const std::uint64_t bit = std::uint64_t{1} << (i % 64);
+  h.consumers_wait.waiting[i / 64].fetch_and(~bit, std::memory_order_relaxed);
+  h.producers_wait.waiting[i / 64].fetch_and(~bit, std::memory_order_relaxed);
+  row.start_time.store(0, std::memory_order_relaxed);
+  // Frees the row last: everything above happens-before the next claimant's CAS.
+  row.state.store(member_state(MemberStatus::free, Role::none, 0), std::memory_order_release);
+}
+
+}  // namespace shmq::detail

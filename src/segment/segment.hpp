@@ -1,0 +1,106 @@
+// Segment: creates, opens, validates and maps one queue's shared memory, and owns the
+// member table. The geometry is validated once at open and then copied into this object:
+// nothing the logic indexes with is re-read from shared memory afterwards.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+
+#include "segment/layout.hpp"
+#include "shmq/error.hpp"
+#include "shmq/queue.hpp"
+
+namespace shmq::detail {
+
+class Segment {
+ public:
+  static Result<std::shared_ptr<Segment>> create(std::string_view name,
+                                                 const QueueOptions& options);
+  static Result<std::shared_ptr<Segment>> open(std::string_view name);
+  static VoidResult remove(std::string_view name);
+
+  // "shmq.<name>": the object name under /dev/shm.
+  static std::string object_name(std::string_view name);
+  // Empty if `options` describe a valid geometry, else what is wrong.
+  static std::string validate_options(const QueueOptions& options);
+
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+  ~Segment();
+
+  SegmentHeader& header() const noexcept { return *header_; }
+  // Precondition: i < max_members().
+  MemberRow& member(std::uint32_t i) const noexcept { return members_[i]; }
+  SlotHeader& slot(std::uint64_t pos) const noexcept {
+    return *reinterpret_cast<SlotHeader*>(ring_ + (pos & mask_) * slot_size_);
+  }
+  std::byte* payload(std::uint64_t pos) const noexcept {
+    return ring_ + (pos & mask_) * slot_size_ + kSlotHeaderSize;
+  }
+
+  const std::string& name() const noexcept { return name_; }
+  std::uint32_t slot_count() const noexcept { return slot_count_; }
+  std::uint32_t slot_shift() const noexcept { return slot_shift_; }
+  std::uint32_t slot_size() const noexcept { return slot_size_; }
+  std::uint32_t payload_size() const noexcept { return slot_size_ - kSlotHeaderSize; }
+  std::uint32_t max_message_size() const noexcept { return max_message_size_; }
+  std::uint32_t max_members() const noexcept { return max_members_; }
+  std::uint32_t max_fragments() const noexcept { return max_fragments_; }
+  std::size_t mapped_size() const noexcept { return size_; }
+
+  // Fragments (slots) a message of `size` bytes takes.
+  std::uint32_t fragments_for(std::size_t size) const noexcept {
+    const std::size_t p = payload_size();
+    return size == 0 ? 1 : std::uint32_t((size + p - 1) / p);
+  }
+
+  // Claims a free member row for this process; the row index is the owner id in slot
+  // words. Fails with no_space when every row is taken.
+  Result<std::uint32_t> register_member(Role role);
+  // Retires the row's counters into the header totals and frees the row.
+  void unregister_member(std::uint32_t index) noexcept;
+
+ private:
+  Segment() = default;
+  // Maps `shm` whole and checks the header and geometry against its fstat size.
+  static Result<std::shared_ptr<Segment>> attach(std::string_view name,
+                                                 boost::interprocess::shared_memory_object shm,
+                                                 std::size_t size, bool created);
+
+  // Empty if the header's geometry is valid for the mapped size, else what is wrong.
+  std::string check_geometry() const;
+  // Copies the (validated) geometry out of shared memory into this object.
+  void adopt_geometry() noexcept;
+
+  std::string name_;
+  boost::interprocess::shared_memory_object shm_;
+  boost::interprocess::mapped_region region_;
+  std::size_t size_ = 0;
+  SegmentHeader* header_ = nullptr;
+  MemberRow* members_ = nullptr;
+  std::byte* ring_ = nullptr;
+  std::uint32_t slot_count_ = 0;
+  std::uint32_t slot_shift_ = 0;
+  std::uint64_t mask_ = 0;
+  std::uint32_t slot_size_ = 0;
+  std::uint32_t max_message_size_ = 0;
+  std::uint32_t max_members_ = 0;
+  std::uint32_t max_fragments_ = 0;
+};
+
+// Byte offsets of the member table and the ring, and the total size, for a geometry.
+struct SegmentGeometry {
+  std::uint64_t members_offset;
+  std::uint64_t ring_offset;
+  std::uint64_t total_size;
+};
+SegmentGeometry compute_geometry(std::uint32_t slot_count, std::uint32_t slot_size,
+                                 std::uint32_t max_members) noexcept;
+
+}  // namespace shmq::detail

@@ -1,1 +1,435 @@
+// The ring and the producer/consumer API in one process: delivery, acks, backpressure,
+// requeue, large messages, zero-copy, and the errors of bad input.
+#include <string>
+#include <vector>
+
 #include <gtest/gtest.h>
+
+#include "ring/slot_word.hpp"
+#include "segment/segment.hpp"
+#include "test_util.hpp"
+
+namespace shmq {
+namespace {
+
+using test::ScopedQueue;
+using namespace std::chrono_literals;
+
+std::string text(const Message& m) { return std::string(m.view()); }
+
+TEST(Ring, SendReceiveAckRoundTrip) {
+  ScopedQueue q("rt");
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("hello", 42), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(text(m), "hello");
+  EXPECT_EQ(m.id(), 42u);
+  EXPECT_EQ(m.position(), 0u);
+  EXPECT_EQ(m.delivery_count(), 1u);
+  EXPECT_FALSE(m.redelivered());
+  EXPECT_TRUE(m.held());
+  EXPECT_EQ(c.ack(m), Status::ok);
+  EXPECT_FALSE(m.held());
+  EXPECT_EQ(c.try_receive(m), Status::empty);
+}
+
+TEST(Ring, PositionsIncreaseAndAutoIdsAreDistinct) {
+  ScopedQueue q("pos", {.slot_count = 4});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  std::uint64_t last_id = 0;
+  for (std::uint64_t i = 0; i < 20; ++i) {  // five laps of a 4-slot ring
+    ASSERT_EQ(p.send(std::to_string(i)), Status::ok);
+    Message m;
+    ASSERT_EQ(c.try_receive(m), Status::ok);
+    EXPECT_EQ(m.position(), i);
+    EXPECT_EQ(text(m), std::to_string(i));
+    EXPECT_NE(m.id(), 0u);
+    EXPECT_NE(m.id(), last_id);
+    last_id = m.id();
+    ASSERT_EQ(c.ack(m), Status::ok);
+  }
+}
+
+TEST(Ring, EmptyMessageIsDelivered) {
+  ScopedQueue q("emptymsg");
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send(Bytes{}), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(m.size(), 0u);
+  EXPECT_EQ(c.ack(m), Status::ok);
+}
+
+TEST(Ring, FullRingRefusesTrySendUntilAck) {
+  ScopedQueue q("full", {.slot_count = 8});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  for (int i = 0; i < 8; ++i) ASSERT_EQ(p.try_send("m" + std::to_string(i)), Status::ok);
+  EXPECT_EQ(p.try_send("overflow"), Status::full);
+  EXPECT_EQ(p.send_for(as_bytes("overflow"), 1ms), Status::timeout);
+  // Received but unacked messages still occupy their slots: nothing is overwritten.
+  std::vector<Message> held(8);
+  for (auto& m : held) ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(p.try_send("overflow"), Status::full);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(text(held[i]), "m" + std::to_string(i));
+  ASSERT_EQ(c.ack(held[0]), Status::ok);
+  EXPECT_EQ(p.try_send("fits"), Status::ok);
+  EXPECT_EQ(p.try_send("overflow"), Status::full);
+}
+
+TEST(Ring, OutOfOrderAcksFreeSlotsInRingOrder) {
+  ScopedQueue q("ooo", {.slot_count = 4});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(p.try_send(std::to_string(i)), Status::ok);
+  std::vector<Message> ms(4);
+  for (auto& m : ms) ASSERT_EQ(c.try_receive(m), Status::ok);
+  // Acking a later message frees its slot, but the producer needs the slot at the tail.
+  ASSERT_EQ(c.ack(ms[2]), Status::ok);
+  EXPECT_EQ(p.try_send("x"), Status::full);
+  ASSERT_EQ(c.ack(ms[0]), Status::ok);
+  EXPECT_EQ(p.try_send("x"), Status::ok);
+}
+
+TEST(Ring, TooLargeMessageIsRefusedNotTruncated) {
+  ScopedQueue q("large", {.slot_count = 8, .slot_size = 128, .max_message_size = 300});
+  auto p = q->producer().value();
+  EXPECT_EQ(p.try_send(std::string(301, 'x')), Status::too_large);
+  EXPECT_EQ(p.try_send(std::string(300, 'x')), Status::ok);
+  EXPECT_EQ(p.max_message_size(), 300u);
+}
+
+TEST(Ring, MessagesLargerThanASlotSpanSlotsAndArriveWhole) {
+  // 64-byte payload per slot; messages up to 8 slots.
+  ScopedQueue q("span", {.slot_count = 16, .slot_size = 128, .max_message_size = 512});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  for (int round = 0; round < 10; ++round) {  // wraps the ring several times
+    for (std::size_t len : {1u, 64u, 65u, 200u, 512u}) {
+      std::string s(len, 'a');
+      for (std::size_t i = 0; i < len; ++i) s[i] = char('a' + (i * 7 + round) % 26);
+      ASSERT_EQ(p.send_for(as_bytes(s), 1s), Status::ok) << len;
+      Message m;
+      ASSERT_EQ(c.try_receive(m), Status::ok);
+      EXPECT_EQ(text(m), s) << len;
+      ASSERT_EQ(c.ack(m), Status::ok);
+    }
+  }
+}
+
+TEST(Ring, LargeMessageWaitsForAllItsSlots) {
+  ScopedQueue q("spanfull", {.slot_count = 8, .slot_size = 128, .max_message_size = 512});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  for (int i = 0; i < 6; ++i) ASSERT_EQ(p.try_send("s"), Status::ok);
+  EXPECT_EQ(p.try_send(std::string(130, 'L')), Status::full);  // needs 3, 2 free
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  ASSERT_EQ(c.ack(m), Status::ok);
+  EXPECT_EQ(p.try_send(std::string(130, 'L')), Status::ok);
+}
+
+TEST(Ring, NackRequeuesWithDeliveryCountRaised) {
+  ScopedQueue q("nack");
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("a", 7), Status::ok);
+  ASSERT_EQ(p.send("b", 8), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  ASSERT_EQ(text(m), "a");
+  ASSERT_EQ(c.nack(m), Status::ok);
+  // The requeued message comes back before newer ones, marked redelivered.
+  Message again;
+  ASSERT_EQ(c.try_receive(again), Status::ok);
+  EXPECT_EQ(text(again), "a");
+  EXPECT_EQ(again.id(), 7u);
+  EXPECT_EQ(again.delivery_count(), 2u);
+  EXPECT_TRUE(again.redelivered());
+  ASSERT_EQ(c.nack(again), Status::ok);
+  ASSERT_EQ(c.try_receive(again), Status::ok);
+  EXPECT_EQ(again.delivery_count(), 3u);
+  ASSERT_EQ(c.ack(again), Status::ok);
+  Message b;
+  ASSERT_EQ(c.try_receive(b), Status::ok);
+  EXPECT_EQ(text(b), "b");
+  EXPECT_EQ(b.delivery_count(), 1u);
+  ASSERT_EQ(c.ack(b), Status::ok);
+  EXPECT_EQ(c.try_receive(b), Status::empty);
+}
+
+TEST(Ring, NackWithoutRequeueDropsTheMessage) {
+  ScopedQueue q("nackdrop", {.slot_count = 2});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("x"), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  ASSERT_EQ(c.nack(m, /*requeue=*/false), Status::ok);
+  EXPECT_EQ(c.try_receive(m), Status::empty);
+  EXPECT_EQ(p.try_send("y"), Status::ok);
+  EXPECT_EQ(p.try_send("z"), Status::ok);
+}
+
+TEST(Ring, RequeuedMessageGoesToAnotherConsumer) {
+  ScopedQueue q("nack2");
+  auto p = q->producer().value();
+  auto c1 = q->consumer().value();
+  auto c2 = q->consumer().value();
+  ASSERT_EQ(p.send("only"), Status::ok);
+  Message m;
+  ASSERT_EQ(c1.try_receive(m), Status::ok);
+  Message none;
+  EXPECT_EQ(c2.try_receive(none), Status::empty);  // held by c1: one consumer at a time
+  ASSERT_EQ(c1.nack(m), Status::ok);
+  ASSERT_EQ(c2.try_receive(none), Status::ok);
+  EXPECT_EQ(text(none), "only");
+  EXPECT_TRUE(none.redelivered());
+}
+
+TEST(Ring, ClosingConsumerHandsUnackedMessagesToAnother) {
+  ScopedQueue q("close");
+  auto p = q->producer().value();
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(p.send(std::to_string(i)), Status::ok);
+  auto c2 = q->consumer().value();
+  {
+    auto c1 = q->consumer().value();
+    std::vector<Message> ms(3);
+    for (auto& m : ms) ASSERT_EQ(c1.try_receive(m), Status::ok);
+    ASSERT_EQ(c1.ack(ms[1]), Status::ok);
+    // c1 closes holding "0" and "2".
+  }
+  std::vector<std::string> got;
+  Message m;
+  while (c2.try_receive(m) == Status::ok) {
+    got.push_back(text(m));
+    if (m.view() == "0" || m.view() == "2") {
+      EXPECT_TRUE(m.redelivered());
+    }
+    ASSERT_EQ(c2.ack(m), Status::ok);
+  }
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<std::string>{"0", "2", "3", "4"}));
+}
+
+TEST(Ring, SecondAckOfTheSameMessageIsRefused) {
+  ScopedQueue q("dblack");
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("x"), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  ASSERT_EQ(c.ack(m), Status::ok);
+  EXPECT_EQ(c.ack(m), Status::invalid);  // the handle no longer holds anything
+  EXPECT_EQ(c.nack(m), Status::invalid);
+}
+
+TEST(Ring, AckOfAMessageTakenBackIsLeaseLost) {
+  ScopedQueue q("lease");
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("x"), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  // What the watchdog does when a lease expires: the slot goes back to ready.
+  EXPECT_EQ(c.release_all(), 1u);
+  EXPECT_EQ(c.ack(m), Status::lease_lost);
+  Message again;
+  ASSERT_EQ(c.try_receive(again), Status::ok);
+  EXPECT_EQ(again.delivery_count(), 2u);
+  EXPECT_EQ(c.ack(again), Status::ok);
+}
+
+TEST(Ring, ReceiveIntoAHeldHandleIsRefused) {
+  ScopedQueue q("heldhandle");
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("a"), Status::ok);
+  ASSERT_EQ(p.send("b"), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(c.try_receive(m), Status::invalid);
+  EXPECT_EQ(text(m), "a");
+}
+
+TEST(Ring, ZeroCopyReserveWriteCommit) {
+  ScopedQueue q("zc", {.slot_count = 4, .slot_size = 128});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  Reservation r;
+  ASSERT_EQ(p.try_reserve(10, r), Status::ok);
+  ASSERT_EQ(r.data().size(), 10u);
+  std::memcpy(r.data().data(), "0123456789", 10);
+  r.resize(4);
+  ASSERT_EQ(p.commit(r, 99), Status::ok);
+  EXPECT_FALSE(r.valid());
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(text(m), "0123");
+  EXPECT_EQ(m.id(), 99u);
+  EXPECT_EQ(c.ack(m), Status::ok);
+  Reservation big;
+  EXPECT_EQ(p.try_reserve(65, big), Status::too_large);  // more than one slot's payload
+}
+
+TEST(Ring, AbandonedReservationIsSkippedNotDelivered) {
+  ScopedQueue q("zcabandon", {.slot_count = 2});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  {
+    Reservation r;
+    ASSERT_EQ(p.try_reserve(8, r), Status::ok);
+    Message none;
+    EXPECT_EQ(c.try_receive(none), Status::empty);  // claimed, not committed
+  }
+  ASSERT_EQ(p.send("after"), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(text(m), "after");
+  EXPECT_EQ(m.position(), 1u);
+  ASSERT_EQ(c.ack(m), Status::ok);
+  // The abandoned position's slot is free again: the ring holds two new messages.
+  EXPECT_EQ(p.try_send("1"), Status::ok);
+  EXPECT_EQ(p.try_send("2"), Status::ok);
+  EXPECT_EQ(p.try_send("3"), Status::full);
+}
+
+TEST(Ring, BatchSendAndReceive) {
+  ScopedQueue q("batch", {.slot_count = 64});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  std::vector<std::string> payloads;
+  for (int i = 0; i < 40; ++i) payloads.push_back("msg" + std::to_string(i));
+  std::vector<Bytes> views;
+  for (auto& s : payloads) views.push_back(as_bytes(s));
+  Status st = Status::invalid;
+  ASSERT_EQ(p.send_batch(views, 1s, &st), 40u);
+  EXPECT_EQ(st, Status::ok);
+  std::vector<Message> ms(32);
+  ASSERT_EQ(c.receive_batch(ms, 1s), 32u);
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(text(ms[i]), payloads[i]);
+  EXPECT_EQ(c.ack(ms), Status::ok);
+  std::vector<Message> rest(32);
+  ASSERT_EQ(c.receive_batch(rest, 1s), 8u);
+  EXPECT_EQ(text(rest[7]), "msg39");
+  EXPECT_EQ(c.ack(std::span<Message>(rest.data(), 8)), Status::ok);
+}
+
+TEST(Ring, BatchSendStopsAtFullAndSaysWhy) {
+  ScopedQueue q("batchfull", {.slot_count = 4});
+  auto p = q->producer().value();
+  std::vector<Bytes> views(6, as_bytes("x"));
+  Status st = Status::ok;
+  EXPECT_EQ(p.send_batch(views, 1ms, &st), 4u);
+  EXPECT_EQ(st, Status::timeout);
+}
+
+TEST(Ring, ReceiveForTimesOutOnEmptyQueue) {
+  ScopedQueue q("timeout");
+  auto c = q->consumer().value();
+  Message m;
+  EXPECT_EQ(c.receive_for(m, 2ms), Status::timeout);
+  EXPECT_EQ(c.try_receive(m), Status::empty);
+}
+
+TEST(Ring, InterruptWakesABlockedReceive) {
+  ScopedQueue q("interrupt");
+  auto c = q->consumer().value();
+  std::atomic<int> result{-1};
+  std::thread t([&] {
+    Message m;
+    result = static_cast<int>(c.receive(m));
+  });
+  // The receiver is either still spinning or asleep on the futex; both must see it.
+  c.interrupt();
+  t.join();
+  EXPECT_EQ(result.load(), static_cast<int>(Status::interrupted));
+  c.clear_interrupt();
+  Message m;
+  EXPECT_EQ(c.receive_for(m, 1ms), Status::timeout);
+}
+
+TEST(Ring, BlockedSendWakesWhenAConsumerAcks) {
+  ScopedQueue q("wake", {.slot_count = 2});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("1"), Status::ok);
+  ASSERT_EQ(p.send("2"), Status::ok);
+  std::thread t([&] { EXPECT_EQ(p.send("3"), Status::ok); });  // blocks: ring full
+  Message m;
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_EQ(c.receive(m), Status::ok);
+    EXPECT_EQ(text(m), std::to_string(i));
+    ASSERT_EQ(c.ack(m), Status::ok);
+  }
+  t.join();
+}
+
+TEST(Ring, StatsCountWhatTheRingHolds) {
+  ScopedQueue q("stats", {.slot_count = 8});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(p.send("x"), Status::ok);
+  Message a, b;
+  ASSERT_EQ(c.try_receive(a), Status::ok);
+  ASSERT_EQ(c.try_receive(b), Status::ok);
+  ASSERT_EQ(c.ack(a), Status::ok);
+  const QueueStats s = q->stats();
+  EXPECT_EQ(s.tail, 5u);
+  EXPECT_EQ(s.ready, 3u);
+  EXPECT_EQ(s.in_flight, 1u);
+  EXPECT_EQ(s.producers, 1u);
+  EXPECT_EQ(s.consumers, 1u);
+  EXPECT_EQ(s.sent, 5u);
+  EXPECT_EQ(s.received, 2u);
+  EXPECT_EQ(s.acked, 1u);
+  EXPECT_EQ(s.free_slots, 4u);  // 8 - 3 ready - 1 held
+}
+
+TEST(Ring, MemberTableFullIsAClearError) {
+  ScopedQueue q("members", {.max_members = 2});
+  auto a = q->producer().value();
+  auto b = q->consumer().value();
+  auto c = q->consumer();
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().code(), Errc::no_space);
+  EXPECT_NE(c.error().message().find("no free member row"), std::string::npos);
+  { auto gone = std::move(a); }  // unregisters
+  EXPECT_TRUE(q->consumer().ok());
+}
+
+TEST(Ring, MembersRegisterPidAndStartTime) {
+  ScopedQueue q("rows");
+  auto p = q->producer().value();
+  const auto& seg = *q->segment();
+  const auto& row = seg.member(p.member_index());
+  const std::uint64_t st = row.state.load();
+  EXPECT_EQ(detail::member_status(st), detail::MemberStatus::active);
+  EXPECT_EQ(detail::member_role(st), detail::Role::producer);
+  EXPECT_EQ(detail::member_pid(st), static_cast<std::uint32_t>(::getpid()));
+  EXPECT_NE(row.start_time.load(), 0u);
+  EXPECT_NE(row.heartbeat_ns.load(), 0u);
+}
+
+TEST(Ring, GarbageSlotWordIsNeverDeliveredAndDoesNotWedge) {
+  ScopedQueue q("garbage", {.slot_count = 8});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("a"), Status::ok);
+  ASSERT_EQ(p.send("b"), Status::ok);
+  // Another process scribbles a ready word with an impossible fragment count on slot 0.
+  q->segment()->slot(0).word.store(
+      detail::make_word(0, detail::SlotState::ready, detail::kNoOwner, 4095));
+  q->segment()->slot(1).length.store(0xffffffffu);  // and a huge length on slot 1
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(m.position(), 1u);
+  EXPECT_LE(m.size(), q->max_message_size());  // clamped, never read out of bounds
+}
+
+}  // namespace
+}  // namespace shmq

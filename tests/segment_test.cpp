@@ -1,1 +1,265 @@
+// The segment: names, geometry, creation and the checks an opener makes on a segment it
+// cannot trust (wrong magic, another layout version, too short, wrong owner or mode).
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
 #include <gtest/gtest.h>
+
+#include "segment/layout.hpp"
+#include "segment/segment.hpp"
+#include "test_util.hpp"
+
+namespace shmq {
+namespace {
+
+using test::ScopedQueue;
+using test::unique_name;
+
+// Writes a raw /dev/shm object the way a foreign or hostile process could.
+class RawObject {
+ public:
+  RawObject(const std::string& queue, std::size_t size, mode_t mode = 0600)
+      : path_("/" + detail::Segment::object_name(queue)) {
+    fd_ = ::shm_open(path_.c_str(), O_CREAT | O_EXCL | O_RDWR, mode);
+    EXPECT_GE(fd_, 0) << std::strerror(errno);
+    ::fchmod(fd_, mode);
+    EXPECT_EQ(::ftruncate(fd_, static_cast<off_t>(size)), 0);
+    size_ = size;
+  }
+  ~RawObject() {
+    ::close(fd_);
+    ::shm_unlink(path_.c_str());
+  }
+  void write(std::size_t offset, const void* data, std::size_t n) {
+    ASSERT_EQ(::pwrite(fd_, data, n, static_cast<off_t>(offset)), static_cast<ssize_t>(n));
+  }
+  int fd() const { return fd_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  std::size_t size_ = 0;
+};
+
+Errc open_error(const std::string& name) {
+  auto q = Queue::open(name);
+  EXPECT_FALSE(q.ok());
+  return q.ok() ? Errc::ok : q.error().code();
+}
+
+std::string open_message(const std::string& name) {
+  auto q = Queue::open(name);
+  return q.ok() ? std::string() : q.error().message();
+}
+
+TEST(QueueName, ValidNamesPass) {
+  for (const char* n : {"orders", "a", "orders.dlq", "A-b_c.9", "x.y.z"})
+    EXPECT_EQ(Queue::validate_name(n), "") << n;
+  EXPECT_EQ(Queue::validate_name(std::string(200, 'n')), "");
+}
+
+TEST(QueueName, BadNamesAreRefusedWithAReason) {
+  EXPECT_NE(Queue::validate_name("").find("empty"), std::string::npos);
+  EXPECT_NE(Queue::validate_name("a/b").find("'/'"), std::string::npos);
+  EXPECT_NE(Queue::validate_name("..").find("'.'"), std::string::npos);
+  EXPECT_NE(Queue::validate_name("a..b").find("'..'"), std::string::npos);
+  EXPECT_NE(Queue::validate_name(".hidden").find("start"), std::string::npos);
+  EXPECT_NE(Queue::validate_name("sp ace").find("only letters"), std::string::npos);
+  EXPECT_NE(Queue::validate_name(std::string(201, 'n')).find("longer than 200"),
+            std::string::npos);
+  auto q = Queue::create("../etc/passwd");
+  ASSERT_FALSE(q.ok());
+  EXPECT_EQ(q.error().code(), Errc::invalid_argument);
+  EXPECT_EQ(Queue::open("a/b").error().code(), Errc::invalid_argument);
+  EXPECT_EQ(Queue::remove("a/b").error().code(), Errc::invalid_argument);
+}
+
+TEST(Geometry, BadOptionsAreRefusedWithAReason) {
+  struct Case {
+    QueueOptions o;
+    const char* says;
+  };
+  const Case cases[] = {
+      {{.slot_count = 1000}, "power of two"},
+      {{.slot_count = 1}, "power of two"},
+      {{.slot_count = 1u << 25}, "power of two"},
+      {{.slot_size = 100}, "multiple of 64"},
+      {{.slot_size = 64}, "multiple of 64"},
+      {{.max_members = 0}, "max members"},
+      {{.max_members = 256}, "max members"},
+      {{.mode = 0666}, "mode"},
+      {{.mode = 0644}, "mode"},
+      {{.slot_count = 4, .slot_size = 128, .max_message_size = 257}, "does not fit"},
+  };
+  for (const Case& c : cases) {
+    auto q = Queue::create(unique_name("geom"), c.o);
+    ASSERT_FALSE(q.ok()) << c.says;
+    EXPECT_EQ(q.error().code(), Errc::invalid_argument);
+    EXPECT_NE(q.error().message().find(c.says), std::string::npos) << q.error().message();
+  }
+}
+
+TEST(Geometry, OneMebibyteMessagesAreConfigurable) {
+  ScopedQueue q("mib", {.slot_count = 256, .slot_size = 8192, .max_message_size = 1u << 20});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  std::string big(1u << 20, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = char(i * 131 % 251);
+  ASSERT_EQ(p.try_send(big), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(m.size(), big.size());
+  EXPECT_TRUE(m.view() == big);
+  EXPECT_EQ(c.ack(m), Status::ok);
+}
+
+TEST(Segment, OpenTakesGeometryFromTheSegment) {
+  ScopedQueue q("geomopen", {.slot_count = 32, .slot_size = 512, .max_message_size = 2000,
+                             .max_members = 9});
+  auto o = Queue::open(q.name());
+  ASSERT_TRUE(o.ok()) << o.error().message();
+  EXPECT_EQ(o->slot_count(), 32u);
+  EXPECT_EQ(o->slot_size(), 512u);
+  EXPECT_EQ(o->max_message_size(), 2000u);
+  EXPECT_EQ(o->max_members(), 9u);
+  EXPECT_EQ(o->name(), q.name());
+}
+
+TEST(Segment, CreateOfAnExistingQueueFails) {
+  ScopedQueue q("exists");
+  auto again = Queue::create(q.name());
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code(), Errc::already_exists);
+  EXPECT_NE(again.error().message().find("already exists"), std::string::npos);
+  EXPECT_TRUE(Queue::open_or_create(q.name()).ok());
+}
+
+TEST(Segment, OpenOfAMissingQueueSaysNotFound) {
+  const std::string name = unique_name("missing");
+  EXPECT_EQ(open_error(name), Errc::not_found);
+  EXPECT_NE(open_message(name).find("queue '" + name + "' not found"), std::string::npos);
+  EXPECT_EQ(Queue::remove(name).error().code(), Errc::not_found);
+}
+
+TEST(Segment, ModeIsExactWhateverTheUmask) {
+  for (std::uint32_t mode : {0600u, 0660u}) {
+    const mode_t old = ::umask(0077);
+    ScopedQueue q("mode", {.mode = mode});
+    ::umask(old);
+    struct stat st {};
+    ASSERT_EQ(::stat(("/dev/shm/" + detail::Segment::object_name(q.name())).c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, mode);
+  }
+}
+
+TEST(Segment, MemoryIsReservedAtCreate) {
+  ScopedQueue q("reserved", {.slot_count = 1024, .slot_size = 1024});
+  struct stat st {};
+  ASSERT_EQ(::stat(("/dev/shm/" + detail::Segment::object_name(q.name())).c_str(), &st), 0);
+  // posix_fallocate: blocks are allocated, not a sparse file that SIGBUSes when tmpfs fills.
+  EXPECT_GE(static_cast<std::uint64_t>(st.st_blocks) * 512, 1024u * 1024u);
+}
+
+TEST(Segment, WrongMagicIsRefused) {
+  const std::string name = unique_name("magic");
+  RawObject raw(name, 8192);
+  const char junk[] = "this is not a queue";
+  raw.write(0, junk, sizeof junk);
+  EXPECT_EQ(open_error(name), Errc::bad_magic);
+  EXPECT_NE(open_message(name).find("not an shmq segment"), std::string::npos);
+}
+
+TEST(Segment, ForeignLayoutVersionIsRefused) {
+  ScopedQueue q("version");
+  q->segment()->header().version.store(detail::kLayoutVersion + 1);
+  EXPECT_EQ(open_error(q.name()), Errc::incompatible_version);
+  EXPECT_NE(open_message(q.name()).find("layout version 2"), std::string::npos);
+}
+
+TEST(Segment, SegmentShorterThanItsHeaderIsRefused) {
+  const std::string name = unique_name("short");
+  RawObject raw(name, 100);
+  EXPECT_EQ(open_error(name), Errc::corrupt);
+  EXPECT_NE(open_message(name).find("smaller than its"), std::string::npos);
+}
+
+TEST(Segment, SegmentShorterThanItsGeometryIsRefused) {
+  // A valid header claiming a ring larger than the object: refuse, never map past the end.
+  ScopedQueue q("shortring", {.slot_count = 64, .slot_size = 256});
+  const std::string name = unique_name("shortring-copy");
+  RawObject raw(name, 4096 * 2);
+  raw.write(0, &q->segment()->header(), sizeof(detail::SegmentHeader));
+  EXPECT_EQ(open_error(name), Errc::corrupt);
+  EXPECT_NE(open_message(name).find("geometry needs"), std::string::npos);
+}
+
+TEST(Segment, ScribbledGeometryIsRefused) {
+  ScopedQueue q("scribble", {.slot_count = 64});
+  auto& h = q->segment()->header();
+  h.slot_count = 63;  // not a power of two
+  EXPECT_EQ(open_error(q.name()), Errc::corrupt);
+  h.slot_count = 64;
+  h.slot_shift = 5;
+  EXPECT_EQ(open_error(q.name()), Errc::corrupt);
+  h.slot_shift = 6;
+  h.max_message_size = 1u << 30;
+  EXPECT_EQ(open_error(q.name()), Errc::corrupt);
+  h.max_message_size = 192;
+  EXPECT_TRUE(Queue::open(q.name()).ok());
+}
+
+TEST(Segment, UninitialisedSegmentTimesOutWithAClearError) {
+  // What a creator that died between create and publish leaves behind.
+  const std::string name = unique_name("uninit");
+  RawObject raw(name, 8192);
+  EXPECT_EQ(open_error(name), Errc::not_initialized);
+  EXPECT_NE(open_message(name).find("never initialised"), std::string::npos);
+}
+
+TEST(Segment, WorldWritableSegmentIsRefused) {
+  const std::string name = unique_name("world");
+  RawObject raw(name, 8192, 0666);
+  EXPECT_EQ(open_error(name), Errc::permission_denied);
+  EXPECT_NE(open_message(name).find("mode 0666"), std::string::npos);
+}
+
+TEST(Segment, SegmentOwnedByAnotherUserIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to chown a segment to another user";
+  ScopedQueue q("owner");
+  const std::string path = "/dev/shm/" + detail::Segment::object_name(q.name());
+  ASSERT_EQ(::chown(path.c_str(), 1001, 1001), 0);
+  EXPECT_EQ(open_error(q.name()), Errc::permission_denied);
+  EXPECT_NE(open_message(q.name()).find("owned by uid 1001 with mode 0600 (you are uid 0)"),
+            std::string::npos)
+      << open_message(q.name());
+}
+
+TEST(Segment, RemoveMakesTheNameFreeAgain) {
+  const std::string name = unique_name("remove");
+  {
+    auto q = Queue::create(name);
+    ASSERT_TRUE(q.ok());
+    ASSERT_TRUE(Queue::remove(name).ok());
+    // The old mapping keeps working for whoever holds it.
+    auto p = q->producer().value();
+    EXPECT_EQ(p.try_send("still fine"), Status::ok);
+  }
+  EXPECT_EQ(open_error(name), Errc::not_found);
+  auto again = Queue::create(name);
+  EXPECT_TRUE(again.ok());
+  (void)Queue::remove(name);
+}
+
+TEST(Segment, ErrorsHaveNames) {
+  EXPECT_EQ(to_string(Errc::bad_magic), "bad magic");
+  EXPECT_EQ(to_string(Status::full), "full");
+  EXPECT_EQ(to_string(Status::lease_lost), "lease lost");
+}
+
+}  // namespace
+}  // namespace shmq

@@ -32,13 +32,14 @@ bool read_stat(pid_t pid, char& state, std::uint64_t& start_time) noexcept {
   if (p == nullptr || p[1] != ' ' || p[2] == '\0') return false;
   state = p[2];
   ++p;
-  // After ')' come fields 3, 4, ...; starttime is field 22, i.e. the 20th after ')'.
+  // After ')' come fields 3, 4, ...: `field` is the number of the field that starts after
+  // the space just passed. starttime is field 22.
   int field = 2;
-  while (*p != '\0' && field < 21) {
+  while (*p != '\0' && field < 22) {
     if (*p == ' ') ++field;
     ++p;
   }
-  if (field != 21) return false;
+  if (field != 22) return false;
   std::uint64_t v = 0;
   while (*p >= '0' && *p <= '9') v = v * 10 + std::uint64_t(*p++ - '0');
   start_time = v;

@@ -83,10 +83,10 @@ void stress(const char* stem, const Params& prm) {
   EXPECT_EQ(doubled, 0u);
 }
 
-TEST(RingStress, ManyThreadsSmallRing) { stress("st-small", {4, 4, 8, 20'000, 64, false}); }
-TEST(RingStress, ManyThreadsSpanningMessages) { stress("st-span", {3, 3, 32, 10'000, 300, false}); }
-TEST(RingStress, ManyThreadsWithRequeues) { stress("st-nack", {3, 3, 16, 10'000, 64, true}); }
-TEST(RingStress, OneProducerOneConsumer) { stress("st-spsc", {1, 1, 4, 50'000, 64, false}); }
+TEST(RingStress, ManyThreadsSmallRing) { stress("st-small", {4, 4, 8, 100'000, 64, false}); }
+TEST(RingStress, ManyThreadsSpanningMessages) { stress("st-span", {3, 3, 32, 40'000, 300, false}); }
+TEST(RingStress, ManyThreadsWithRequeues) { stress("st-nack", {3, 3, 16, 40'000, 64, true}); }
+TEST(RingStress, OneProducerOneConsumer) { stress("st-spsc", {1, 1, 4, 200'000, 64, false}); }
 
 }  // namespace
 }  // namespace shmq

@@ -24,6 +24,7 @@ namespace shmq {
 
 namespace detail {
 class Segment;
+class DeadLetterSink;
 }
 
 // A received message. Valid until acked or nacked. For messages that fit one slot, data()
@@ -87,8 +88,20 @@ class Consumer {
   // Acks every held message in `ms`; returns the first failure, or ok.
   Status ack(std::span<Message> ms);
   // Gives the message back. requeue=true: delivered again (to any consumer) with its
-  // delivery count raised. requeue=false: dropped as if acked.
+  // delivery count raised, after the queue's backoff delay if it has one. requeue=false:
+  // rejected: dead-lettered with reason "rejected" (or dropped if the queue does not
+  // dead-letter). A message over the queue's max_deliveries is dead-lettered when it would
+  // be delivered again.
   Status nack(Message& m, bool requeue = true);
+  // Gives the message back to be delivered again not before `delay` from now (0: at once).
+  Status nack_after(Message& m, std::chrono::milliseconds delay);
+  // Pushes the lease (visibility timeout) of a held message to `extension` from now.
+  // Status::lease_lost if the message was already taken back.
+  Status extend_lease(Message& m, std::chrono::milliseconds extension);
+
+  // Marks this consumer alive now (blocking calls and receives do it themselves); for
+  // heartbeat liveness, call it during long processing.
+  void heartbeat() noexcept;
 
   // Returns every held message to the queue (as close does) and keeps the consumer open.
   std::size_t release_all();
@@ -102,17 +115,21 @@ class Consumer {
   friend class Queue;
   Consumer(std::shared_ptr<detail::Segment> segment, std::uint32_t member);
 
-  bool claim_at(std::uint64_t pos, std::uint64_t word, Message& out);
+  enum class Claim { taken, lost, diverted };
+  Claim claim_at(std::uint64_t pos, std::uint64_t word, Message& out);
   Status poll(Message& out);
   bool scan_requeued(Message& out);
-  void fill(std::uint64_t pos, std::uint64_t held_word, Message& out);
+  void fill(std::uint64_t pos, std::uint64_t held_word, std::uint32_t delivery_count,
+            Message& out);
   void wake_producers() noexcept;
   void release_member() noexcept;
 
   std::shared_ptr<detail::Segment> seg_;
   std::uint32_t member_ = 0;
   std::uint64_t seen_requeue_epoch_ = 0;
+  std::uint64_t next_due_ns_ = UINT64_MAX;  // earliest delayed message seen by a scan
   std::unique_ptr<std::atomic<bool>> interrupted_;
+  std::unique_ptr<detail::DeadLetterSink> dead_letters_;
 };
 
 }  // namespace shmq

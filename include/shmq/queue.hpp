@@ -43,6 +43,33 @@ struct QueueOptions {
   // File mode of the segment: 0600 (owner only) or 0660 (owner and group). Exact, whatever
   // the umask.
   std::uint32_t mode = 0600;
+
+  // --- delivery policy (enforced by consumers and the watchdog) -------------------------
+  // Visibility timeout: a delivered message not acked within this time is taken back by
+  // the watchdog and redelivered (Consumer::extend_lease pushes it out). 0 = no lease.
+  std::chrono::milliseconds lease{30'000};
+  // A message delivered this many times and given back again (nack, lease expiry, death of
+  // its consumer) goes to the dead-letter queue "<name>.dlq" instead. 0 = unlimited.
+  std::uint32_t max_deliveries = 20;
+  // A message older than this when it would be delivered goes to the dead-letter queue
+  // with reason "expired". 0 = messages never expire.
+  std::chrono::milliseconds ttl{0};
+  // Redelivery delay of a plain nack(): backoff_initial * 2^(delivery_count - 1), at most
+  // backoff_max. 0 = redeliver at once.
+  std::chrono::milliseconds backoff_initial{0};
+  std::chrono::milliseconds backoff_max{60'000};
+  // false: messages that reach max_deliveries, expire or are rejected are dropped instead
+  // of dead-lettered.
+  bool dead_letter = true;
+  // Liveness. By default the watchdog decides that a member died from its process (pid and
+  // process start time). Set heartbeat_liveness where pids cannot be checked (processes in
+  // separate pid namespaces sharing /dev/shm): a member whose heartbeat is older than
+  // heartbeat_timeout is then taken for dead.
+  bool heartbeat_liveness = false;
+  std::chrono::milliseconds heartbeat_timeout{5'000};
+  // A producer that holds a claimed slot longer than this (stopped, swapped out) has it
+  // turned into a hole that consumers pass; its late commit fails and it sends again.
+  std::chrono::milliseconds claim_timeout{5'000};
 };
 
 // What a queue looks like now. Counts are approximate while producers and consumers run.
@@ -63,6 +90,27 @@ struct QueueStats {
   std::uint64_t received = 0;
   std::uint64_t acked = 0;
   std::uint64_t requeued = 0;
+  std::uint64_t delayed = 0;       // nacked with a delay, not yet due
+  // What the watchdog and dead-lettering did.
+  std::uint64_t members_reclaimed = 0;
+  std::uint64_t redelivered = 0;   // taken back from dead or lease-expired consumers
+  std::uint64_t leases_expired = 0;
+  std::uint64_t holes_repaired = 0;
+  std::uint64_t dead_lettered = 0;
+  std::uint64_t expired = 0;
+  std::uint64_t dead_letter_failed = 0;
+  bool watchdog_active = false;    // some watchdog is elected
+
+  struct Member {
+    std::uint32_t index = 0;
+    std::string role;              // "producer", "consumer", "watchdog"
+    std::string status;            // "active", "leaving"
+    std::uint32_t pid = 0;
+    std::uint64_t heartbeat_age_ms = 0;
+    std::uint64_t held = 0;        // messages it holds (consumers), slots it claims (producers)
+    bool alive = true;             // its process runs (pid and start time)
+  };
+  std::vector<Member> members;
 };
 
 class Queue {
@@ -71,6 +119,8 @@ class Queue {
   static Result<Queue> create(std::string_view name, const QueueOptions& options = {});
   // Opens an existing queue; its geometry comes from the segment.
   static Result<Queue> open(std::string_view name);
+  // The dead-letter queue's name for queue `name`: "<name>.dlq".
+  static std::string dead_letter_name(std::string_view name);
   // Opens the queue, creating it with `options` if it does not exist.
   static Result<Queue> open_or_create(std::string_view name, const QueueOptions& options = {});
   // Removes the segment name. Processes that have it mapped keep working on the old one.
@@ -88,6 +138,8 @@ class Queue {
   std::uint32_t slot_size() const noexcept;
   std::uint32_t max_message_size() const noexcept;
   std::uint32_t max_members() const noexcept;
+  // The policy it was created with (geometry fields included).
+  QueueOptions options() const;
 
   // Walks the ring and the member table; safe to call at any time from any process.
   QueueStats stats() const;

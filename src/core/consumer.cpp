@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/dead_letter.hpp"
+#include "core/slot_ops.hpp"
+#include "platform/crash_point.hpp"
 #include "platform/process.hpp"
 #include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
@@ -45,7 +48,9 @@ Consumer::Consumer(Consumer&& o) noexcept
     : seg_(std::move(o.seg_)),
       member_(o.member_),
       seen_requeue_epoch_(o.seen_requeue_epoch_),
-      interrupted_(std::move(o.interrupted_)) {}
+      next_due_ns_(o.next_due_ns_),
+      interrupted_(std::move(o.interrupted_)),
+      dead_letters_(std::move(o.dead_letters_)) {}
 
 Consumer& Consumer::operator=(Consumer&& o) noexcept {
   if (this != &o) {
@@ -53,16 +58,25 @@ Consumer& Consumer::operator=(Consumer&& o) noexcept {
     seg_ = std::move(o.seg_);
     member_ = o.member_;
     seen_requeue_epoch_ = o.seen_requeue_epoch_;
+    next_due_ns_ = o.next_due_ns_;
     interrupted_ = std::move(o.interrupted_);
+    dead_letters_ = std::move(o.dead_letters_);
   }
   return *this;
 }
 
 Consumer::~Consumer() { release_member(); }
 
+void Consumer::heartbeat() noexcept {
+  if (seg_)
+    seg_->member(member_).heartbeat_ns.store(detail::monotonic_coarse_ns(),
+                                             std::memory_order_relaxed);
+}
+
 void Consumer::release_member() noexcept {
   if (seg_) {
     release_all();
+    dead_letters_.reset();  // unregisters from the DLQ first
     seg_->unregister_member(member_);
     seg_.reset();
   }
@@ -86,56 +100,67 @@ void Consumer::wake_producers() noexcept {
 // written before the producer's release of ready, which our CAS read with acquire; it is
 // stable while we hold the slot. It is still checked: a hostile process could have written
 // anything, and we must never read outside the ring because of it.
-void Consumer::fill(std::uint64_t pos, std::uint64_t held, Message& out) {
+void Consumer::fill(std::uint64_t pos, std::uint64_t held, std::uint32_t delivery_count,
+                    Message& out) {
   detail::Segment& seg = *seg_;
-  detail::SlotHeader& hdr = seg.slot(pos);
   const std::uint32_t k = word_aux(held);
-  const std::size_t cap = std::min<std::size_t>(seg.max_message_size(),
-                                                std::size_t(k) * seg.payload_size());
-  const std::size_t len = std::min<std::size_t>(hdr.length.load(std::memory_order_relaxed), cap);
-  const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
-  const std::uint32_t next = dc == UINT32_MAX ? dc : dc + 1;
-  hdr.delivery_count.store(next, std::memory_order_relaxed);
   out.position_ = pos;
-  out.id_ = hdr.id.load(std::memory_order_relaxed);
+  out.id_ = seg.slot(pos).id.load(std::memory_order_relaxed);
   out.word_ = held;
-  out.delivery_count_ = next;
+  out.delivery_count_ = delivery_count;
   out.fragments_ = k;
-  out.size_ = len;
   out.held_ = true;
   if (k == 1) {
     out.copy_.clear();
+    out.size_ = detail::bounded_length(seg, pos, 1);
     out.data_ = seg.payload(pos);
   } else {
-    out.copy_.resize(len);
-    const std::size_t p = seg.payload_size();
-    std::size_t off = 0;
-    for (std::uint64_t q = pos; off < len; ++q) {
-      const std::size_t n = std::min(p, len - off);
-      std::memcpy(out.copy_.data() + off, seg.payload(q), n);
-      off += n;
-    }
+    out.size_ = detail::copy_message(seg, pos, k, out.copy_);
     out.data_ = out.copy_.data();
   }
   bump(seg.member(member_).received);
 }
 
-// Tries to take the ready message at `pos` whose word we read as `w`.
-bool Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& out) {
+// Tries to take the ready (or due delayed) message at `pos` whose word we read as `w`.
+// diverted: we took it but it was dead-lettered instead of delivered (over max deliveries,
+// or expired); the caller looks for another.
+Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& out) {
+  detail::Segment& seg = *seg_;
   const std::uint32_t k = word_aux(w);
-  if (k < 1 || k > seg_->max_fragments()) return false;  // garbage word: never deliver it
+  if (k < 1 || k > seg.max_fragments()) return Claim::lost;  // garbage: never deliver it
   const std::uint64_t held = make_word(word_lap(w), SlotState::held, member_, k);
   // Acquire: pairs with the producer's release of ready (the header and payload are
-  // visible to us). Release half: orders nothing we rely on.
-  if (!seg_->slot(pos).word.compare_exchange_strong(w, held, std::memory_order_seq_cst))
-    return false;
-  fill(pos, held, out);
-  return true;
+  // visible to us) or with the requeue's release (deadline_ns reset to 0 is visible).
+  if (!seg.slot(pos).word.compare_exchange_strong(w, held, std::memory_order_seq_cst))
+    return Claim::lost;
+  SHMQ_CRASH_POINT("consumer.after_claim");
+  detail::SlotHeader& hdr = seg.slot(pos);
+  const std::uint64_t now = detail::monotonic_coarse_ns();
+  if (seg.lease_ms() != 0)
+    hdr.deadline_ns.store(now + std::uint64_t(seg.lease_ms()) * 1'000'000, std::memory_order_relaxed);
+  // Only the holder writes the count, so load + store is enough. A crash before the store
+  // means the message never reached the application: that delivery does not count.
+  const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
+  const std::uint32_t next = dc == UINT32_MAX ? dc : dc + 1;
+  hdr.delivery_count.store(next, std::memory_order_relaxed);
+  const bool too_many = seg.max_deliveries() != 0 && next > seg.max_deliveries();
+  const std::uint64_t enq = hdr.enqueued_ns.load(std::memory_order_relaxed);
+  const bool expired = seg.ttl_ms() != 0 && enq != 0 && now > enq &&
+                       now - enq > std::uint64_t(seg.ttl_ms()) * 1'000'000;
+  if (too_many || expired) {
+    if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
+    dead_letters_->move(pos, held, expired ? DeadLetterReason::expired
+                                           : DeadLetterReason::max_deliveries, member_);
+    return Claim::diverted;
+  }
+  fill(pos, held, next, out);
+  return Claim::taken;
 }
 
-// Claims the lowest requeued message behind the dispatch cursor, if any. Requeued
-// messages are ready slots that dispatch has passed; the only record of them is their slot
-// word, so they are found by walking the window [tail - N, dispatch).
+// Claims the lowest requeued (or due delayed) message behind the dispatch cursor, if any.
+// Such messages are ready or delayed slots that dispatch has passed; the only record of
+// them is their slot word, so they are found by walking the window [tail - N, dispatch).
+// Notes the earliest delayed message not yet due in next_due_ns_.
 bool Consumer::scan_requeued(Message& out) {
   detail::Segment& seg = *seg_;
   detail::SegmentHeader& h = seg.header();
@@ -143,12 +168,23 @@ bool Consumer::scan_requeued(Message& out) {
   const std::uint64_t d = h.dispatch.value.load(std::memory_order_seq_cst);
   const std::uint64_t t = h.tail.value.load(std::memory_order_seq_cst);
   const std::uint64_t n = seg.slot_count();
-  std::uint64_t pos = t > n ? t - n : 0;
-  for (; pos < d; ++pos) {
+  std::uint64_t now = 0;
+  next_due_ns_ = UINT64_MAX;
+  for (std::uint64_t pos = t > n ? t - n : 0; pos < d; ++pos) {
     const std::uint64_t w = seg.slot(pos).word.load(std::memory_order_seq_cst);
-    if (word_state(w) == SlotState::ready && word_lap(w) == detail::lap_of(pos, shift) &&
-        claim_at(pos, w, out))
-      return true;
+    if (word_lap(w) != detail::lap_of(pos, shift)) continue;
+    const SlotState st = word_state(w);
+    if (st == SlotState::delayed) {
+      if (now == 0) now = detail::monotonic_coarse_ns();
+      const std::uint64_t due = seg.slot(pos).deadline_ns.load(std::memory_order_relaxed);
+      if (due > now) {
+        next_due_ns_ = std::min(next_due_ns_, due);
+        continue;
+      }
+    } else if (st != SlotState::ready) {
+      continue;
+    }
+    if (claim_at(pos, w, out) == Claim::taken) return true;
   }
   return false;
 }
@@ -158,9 +194,11 @@ Status Consumer::poll(Message& out) {
   detail::Segment& seg = *seg_;
   detail::SegmentHeader& h = seg.header();
   const std::uint64_t epoch = h.requeue_epoch.value.load(std::memory_order_seq_cst);
-  if (epoch != seen_requeue_epoch_) {
+  if (epoch != seen_requeue_epoch_ ||
+      (next_due_ns_ != UINT64_MAX && detail::monotonic_coarse_ns() >= next_due_ns_)) {
+    // Found one: scan again next time, there may be more. Found none: requeues after our
+    // load of `epoch` bump it again, so we scan again when that happens.
     if (scan_requeued(out)) return Status::ok;
-    // Requeues after our load of `epoch` bump it again, so we scan again next time.
     seen_requeue_epoch_ = epoch;
   }
   const std::uint32_t shift = seg.slot_shift();
@@ -179,15 +217,18 @@ Status Consumer::poll(Message& out) {
     }
     switch (word_state(w)) {
       case SlotState::ready: {
-        if (claim_at(d, w, out)) {
-          h.dispatch.value.compare_exchange_strong(expected, d + out.fragments_,
+        const Claim c = claim_at(d, w, out);
+        if (c != Claim::lost) {
+          h.dispatch.value.compare_exchange_strong(expected, d + word_aux(w),
                                                    std::memory_order_seq_cst);
-          return Status::ok;
+          if (c == Claim::taken) return Status::ok;
+          continue;
         }
         if (word_aux(w) < 1 || word_aux(w) > seg.max_fragments())
           h.dispatch.value.compare_exchange_strong(expected, d + 1, std::memory_order_seq_cst);
         continue;
       }
+      case SlotState::delayed:
       case SlotState::held:
       case SlotState::skipped:
       case SlotState::releasing:
@@ -230,6 +271,7 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
   if (!seg_ || out.held_) return Status::invalid;
   const Clock::time_point deadline = deadline_after(timeout);
   detail::SegmentHeader& h = seg_->header();
+  heartbeat();
   int spins = 0;
   for (;;) {
     if (poll(out) == Status::ok) return Status::ok;
@@ -240,14 +282,25 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
     }
     spins = 0;
     if (Clock::now() >= deadline) return Status::timeout;
-    seg_->member(member_).heartbeat_ns.store(detail::monotonic_ns(), std::memory_order_relaxed);
+    heartbeat();
+    // Sleep until the deadline, but wake for the earliest delayed message, and often
+    // enough to keep the heartbeat fresh where liveness is judged by it.
+    Clock::time_point wake = deadline;
+    if (seg_->heartbeat_liveness())
+      wake = std::min(wake, Clock::now() + std::chrono::milliseconds(
+                                               std::max(1u, seg_->heartbeat_timeout_ms() / 3)));
     bool got = false;
-    detail::wait_on(h.consumers_wait, member_, deadline, [&] {
+    detail::wait_on(h.consumers_wait, member_, wake, [&] {
       if (interrupted_->load(std::memory_order_seq_cst)) return true;
       // A full re-check, requeued messages included: a message requeued by a process that
       // died before bumping the epoch is still found before we sleep.
       seen_requeue_epoch_ = h.requeue_epoch.value.load(std::memory_order_seq_cst) - 1;
       got = poll(out) == Status::ok;
+      if (!got && next_due_ns_ != UINT64_MAX) {
+        // Do not sleep past the earliest delayed message (both clocks are CLOCK_MONOTONIC).
+        const auto due = Clock::time_point(std::chrono::nanoseconds(next_due_ns_ + 4'000'000));
+        if (due < wake) wake = due;
+      }
       return got;
     });
     if (got) return Status::ok;
@@ -265,27 +318,11 @@ std::size_t Consumer::receive_batch(std::span<Message> out, std::chrono::nanosec
 
 Status Consumer::ack(Message& m) {
   if (!seg_ || !m.held_) return Status::invalid;
-  detail::Segment& seg = *seg_;
-  std::atomic<std::uint64_t>& word = seg.slot(m.position_).word;
-  std::uint64_t expected = m.word_;
-  const std::uint64_t lap = word_lap(m.word_);
-  const std::uint32_t k = m.fragments_;
   m.held_ = false;
   m.data_ = nullptr;
   m.size_ = 0;
-  bool ok;
-  if (k == 1) {
-    // Release: our reads of the payload happen-before the next producer's claim (acquire)
-    // and overwrite. One CAS: the ack and the release of the slot are the same step.
-    ok = word.compare_exchange_strong(expected, make_word(lap + 1, SlotState::free, 0, 1),
-                                      std::memory_order_seq_cst);
-  } else {
-    const std::uint64_t rel = make_word(lap, SlotState::releasing, member_, k);
-    ok = word.compare_exchange_strong(expected, rel, std::memory_order_seq_cst);
-    if (ok) detail::finish_release(seg, m.position_, rel);
-  }
-  if (!ok) return Status::lease_lost;
-  bump(seg.member(member_).acked);
+  if (!detail::release_held(*seg_, m.position_, m.word_, member_)) return Status::lease_lost;
+  bump(seg_->member(member_).acked);
   wake_producers();
   return Status::ok;
 }
@@ -301,22 +338,53 @@ Status Consumer::ack(std::span<Message> ms) {
 }
 
 Status Consumer::nack(Message& m, bool requeue) {
-  if (!requeue) return ack(m);
   if (!seg_ || !m.held_) return Status::invalid;
-  detail::Segment& seg = *seg_;
-  std::uint64_t expected = m.word_;
+  if (!requeue) {
+    detail::Segment& seg = *seg_;
+    const std::uint64_t w = seg.slot(m.position_).word.load(std::memory_order_seq_cst);
+    m.held_ = false;
+    m.data_ = nullptr;
+    m.size_ = 0;
+    if (w != m.word_) return Status::lease_lost;
+    if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
+    dead_letters_->move(m.position_, m.word_, DeadLetterReason::rejected, member_);
+    bump(seg.member(member_).acked);
+    wake_producers();
+    return Status::ok;
+  }
+  // The queue's backoff: initial * 2^(deliveries - 1), capped.
+  std::uint64_t delay_ms = 0;
+  if (const std::uint64_t initial = seg_->backoff_initial_ms(); initial != 0) {
+    const std::uint32_t shift = std::min<std::uint32_t>(m.delivery_count_ - 1, 32);
+    delay_ms = std::min<std::uint64_t>(initial << shift, seg_->backoff_max_ms());
+    delay_ms = std::max<std::uint64_t>(delay_ms, 1);
+  }
+  return nack_after(m, std::chrono::milliseconds(delay_ms));
+}
+
+Status Consumer::nack_after(Message& m, std::chrono::milliseconds delay) {
+  if (!seg_ || !m.held_) return Status::invalid;
   m.held_ = false;
   m.data_ = nullptr;
   m.size_ = 0;
-  const std::uint64_t ready =
-      make_word(word_lap(m.word_), SlotState::ready, detail::kNoOwner, m.fragments_);
-  if (!seg.slot(m.position_).word.compare_exchange_strong(expected, ready,
-                                                          std::memory_order_seq_cst))
-    return Status::lease_lost;
-  // After the slot is ready again: a consumer that sees the new epoch finds it.
-  seg.header().requeue_epoch.value.fetch_add(1, std::memory_order_seq_cst);
-  bump(seg.member(member_).requeued);
-  detail::wake_waiters(seg.header().consumers_wait, seg.max_members());
+  const std::uint64_t not_before =
+      delay.count() > 0 ? detail::monotonic_coarse_ns() + std::uint64_t(delay.count()) * 1'000'000
+                        : 0;
+  if (!detail::requeue_held(*seg_, m.position_, m.word_, not_before)) return Status::lease_lost;
+  bump(seg_->member(member_).requeued);
+  return Status::ok;
+}
+
+Status Consumer::extend_lease(Message& m, std::chrono::milliseconds extension) {
+  if (!seg_ || !m.held_) return Status::invalid;
+  detail::SlotHeader& hdr = seg_->slot(m.position_);
+  hdr.deadline_ns.store(
+      detail::monotonic_coarse_ns() + std::uint64_t(std::max<std::int64_t>(extension.count(), 0)) * 1'000'000,
+      std::memory_order_seq_cst);
+  // Still ours after the store? If the watchdog took it back in between, the ack will say
+  // lease_lost; say it now.
+  if (hdr.word.load(std::memory_order_seq_cst) != m.word_) return Status::lease_lost;
+  heartbeat();
   return Status::ok;
 }
 
@@ -328,18 +396,13 @@ std::size_t Consumer::release_all() {
   const std::uint64_t n = seg.slot_count();
   std::size_t released = 0;
   for (std::uint64_t i = 0; i < n; ++i) {
-    std::atomic<std::uint64_t>& word = seg.slot(i).word;
-    std::uint64_t w = word.load(std::memory_order_seq_cst);
+    const std::uint64_t w = seg.slot(i).word.load(std::memory_order_seq_cst);
     if (word_state(w) != SlotState::held || word_owner(w) != member_) continue;
-    const std::uint64_t ready =
-        make_word(word_lap(w), SlotState::ready, detail::kNoOwner, word_aux(w));
-    if (word.compare_exchange_strong(w, ready, std::memory_order_seq_cst)) ++released;
+    const std::uint64_t pos = (word_lap(w) << seg.slot_shift()) | i;
+    if (detail::requeue_held(seg, pos, w, 0)) ++released;
+    SHMQ_CRASH_POINT("consumer.mid_release_all");
   }
-  if (released > 0) {
-    seg.header().requeue_epoch.value.fetch_add(1, std::memory_order_seq_cst);
-    bump(seg.member(member_).requeued, released);
-    detail::wake_waiters(seg.header().consumers_wait, seg.max_members());
-  }
+  if (released > 0) bump(seg.member(member_).requeued, released);
   return released;
 }
 

@@ -57,6 +57,13 @@ Result<Queue> Queue::open_or_create(std::string_view name, const QueueOptions& o
 
 VoidResult Queue::remove(std::string_view name) { return detail::Segment::remove(name); }
 
+std::string Queue::dead_letter_name(std::string_view name) {
+  std::string n(name);
+  return n.append(".dlq");
+}
+
+QueueOptions Queue::options() const { return segment_->options(); }
+
 Result<Producer> Queue::producer() {
   auto m = segment_->register_member(detail::Role::producer);
   if (!m.ok()) return m.error();

@@ -76,3 +76,13 @@ std::uint64_t monotonic_ns() noexcept {
 }
 
 }  // namespace shmq::detail
+
+namespace shmq::detail {
+
+std::uint64_t monotonic_coarse_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return std::uint64_t(ts.tv_sec) * 1'000'000'000ull + std::uint64_t(ts.tv_nsec);
+}
+
+}  // namespace shmq::detail

@@ -19,4 +19,9 @@ bool process_alive(pid_t pid, std::uint64_t start_time) noexcept;
 // CLOCK_MONOTONIC in nanoseconds.
 std::uint64_t monotonic_ns() noexcept;
 
+// CLOCK_MONOTONIC_COARSE in nanoseconds: the same clock at tick resolution (1-4 ms), read
+// without a system call for a few nanoseconds. Used on the hot path for leases, TTLs and
+// heartbeats, whose timeouts are in milliseconds or more.
+std::uint64_t monotonic_coarse_ns() noexcept;
+
 }  // namespace shmq::detail

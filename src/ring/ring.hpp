@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 
+#include "platform/crash_point.hpp"
 #include "platform/futex.hpp"
 #include "ring/slot_word.hpp"
 #include "segment/segment.hpp"
@@ -68,10 +69,11 @@ inline void wake_all(WaitLine& line) noexcept {
 
 // Sleeps on `line` as member `member` unless `ready()` becomes true first. `ready` is
 // evaluated after our waiting bit is set (seq_cst), so a waker that made it true either is
-// seen by it or sees our bit. Returns ready()'s last value.
+// seen by it or sees our bit. `deadline` is read after ready() ran, which may shorten it.
+// Returns ready()'s last value.
 template <typename Ready>
-bool wait_on(WaitLine& line, std::uint32_t member, std::chrono::steady_clock::time_point deadline,
-             Ready&& ready) {
+bool wait_on(WaitLine& line, std::uint32_t member,
+             const std::chrono::steady_clock::time_point& deadline, Ready&& ready) {
   const std::uint64_t bit = std::uint64_t{1} << (member % 64);
   std::atomic<std::uint64_t>& bits = line.waiting[member / 64];
   bits.fetch_or(bit, std::memory_order_seq_cst);

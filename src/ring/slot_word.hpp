@@ -47,6 +47,9 @@ enum class SlotState : std::uint8_t {
   releasing = 6,
   // Same for a hole: head -> free_skipped(lap+1).
   releasing_skipped = 7,
+  // Nacked with a delay (retry with backoff): deliverable once the slot header's
+  // deadline_ns has passed; consumers find it behind dispatch, like a requeued message.
+  delayed = 8,
 };
 
 inline constexpr std::uint32_t kLapBits = 40;

@@ -1,6 +1,6 @@
 // The shared-memory segment layout: an ABI between processes, fixed at compile time.
 //
-//   offset 0                 SegmentHeader (identity, geometry, cursors; 1024 bytes)
+//   offset 0                 SegmentHeader (identity, geometry, policy, cursors; 1280 bytes)
 //   header.members_offset    MemberRow[max_members]            (128 bytes each)
 //   header.ring_offset       slot[slot_count], slot_size bytes each:
 //                              SlotHeader (64 bytes) + payload (slot_size - 64 bytes)
@@ -50,6 +50,23 @@ struct alignas(kFalseSharingRange) WaitLine {
 };
 static_assert(sizeof(WaitLine) == kFalseSharingRange);
 
+// Counters of what the watchdog (and dead-lettering consumers) did; rarely written.
+struct alignas(kFalseSharingRange) WatchdogCounters {
+  std::atomic<std::uint64_t> members_reclaimed;  // dead members whose rows were freed
+  std::atomic<std::uint64_t> redelivered;        // held messages taken back (death, lease)
+  std::atomic<std::uint64_t> leases_expired;
+  std::atomic<std::uint64_t> holes_repaired;     // claims of dead or stalled producers
+  std::atomic<std::uint64_t> dead_lettered;      // moved to <queue>.dlq, any reason
+  std::atomic<std::uint64_t> expired;            // TTL expiries (also in dead_lettered)
+  std::atomic<std::uint64_t> dead_letter_failed; // could not be moved (dlq full): requeued
+  std::atomic<std::uint64_t> reserved;
+  std::uint8_t pad[kFalseSharingRange - 64];
+};
+static_assert(sizeof(WatchdogCounters) == kFalseSharingRange);
+
+inline constexpr std::uint32_t kFlagHeartbeatLiveness = 1u << 0;  // do not trust pids
+inline constexpr std::uint32_t kFlagDeadLetter = 1u << 1;         // dead-letter, not drop
+
 struct SegmentHeader {
   // --- identity and geometry: written once by the creator, then read-only -------------
   // magic and version are stored last, with release: an opener that reads them with
@@ -78,7 +95,17 @@ struct SegmentHeader {
   std::atomic<std::uint64_t> retired_received;
   std::atomic<std::uint64_t> retired_acked;
   std::atomic<std::uint64_t> retired_requeued;
-  std::uint8_t pad0[384 - 88 - (kMaxNameLength + 8) - 32];
+
+  // --- policy, fixed at create (QueueOptions) ------------------------------------------
+  std::uint32_t lease_ms;              // visibility timeout of a delivery; 0 = none
+  std::uint32_t max_deliveries;        // dead-letter after this many; 0 = unlimited
+  std::uint32_t ttl_ms;                // dead-letter a message older than this; 0 = never
+  std::uint32_t backoff_initial_ms;    // delay of a plain nack's redelivery; 0 = none
+  std::uint32_t backoff_max_ms;        // cap of the doubling backoff
+  std::uint32_t heartbeat_timeout_ms;  // liveness by heartbeat (pid namespaces)
+  std::uint32_t claim_timeout_ms;      // a claim older than this is a stalled producer's
+  std::uint32_t flags;                 // kFlag*
+  std::uint8_t pad0[384 - 88 - (kMaxNameLength + 8) - 32 - 32];
 
   // --- cursors: hints advanced by CAS; the slot words are the truth --------------------
   CursorLine tail;           // producers: next head position to claim
@@ -86,14 +113,23 @@ struct SegmentHeader {
   CursorLine requeue_epoch;  // bumped after a message is put back behind dispatch
   WaitLine consumers_wait;   // consumers sleep here for data (futex), producers wake
   WaitLine producers_wait;   // producers sleep here for space, consumers wake
+
+  // --- the watchdog ---------------------------------------------------------------------
+  // The elected watchdog: its member row + 1, 0 = none. Only the elected one repairs, so
+  // a member row is never freed (and reused) while another watchdog still walks the ring
+  // for slots that row owned.
+  CursorLine watchdog;
+  WatchdogCounters watchdog_counters;
 };
 
-static_assert(sizeof(SegmentHeader) == 1024);
+static_assert(sizeof(SegmentHeader) == 1280);
 static_assert(offsetof(SegmentHeader, magic) == 0);
 static_assert(offsetof(SegmentHeader, version) == 8);
 static_assert(offsetof(SegmentHeader, slot_count) == 24);
 static_assert(offsetof(SegmentHeader, name) == 88);
 static_assert(offsetof(SegmentHeader, retired_sent) == 296);
+static_assert(offsetof(SegmentHeader, lease_ms) == 328);
+static_assert(offsetof(SegmentHeader, watchdog) == 1024);
 static_assert(offsetof(SegmentHeader, tail) == 384);
 static_assert(offsetof(SegmentHeader, dispatch) == 512);
 static_assert(offsetof(SegmentHeader, requeue_epoch) == 640);
@@ -138,9 +174,12 @@ struct alignas(kCacheLine) SlotHeader {
   std::atomic<std::uint64_t> id;              // producer: message id
   std::atomic<std::uint32_t> length;          // producer: total message length
   std::atomic<std::uint32_t> delivery_count;  // consumer: deliveries so far
-  std::atomic<std::uint64_t> enqueued_ns;     // producer: CLOCK_MONOTONIC at commit
+  std::atomic<std::uint64_t> enqueued_ns;     // producer: CLOCK_MONOTONIC (coarse) at commit
   std::atomic<std::uint64_t> claimed_ns;      // producer: CLOCK_MONOTONIC at claim
-  std::atomic<std::uint64_t> lease_until_ns;  // consumer: lease deadline (watchdog)
+  // The deadline of the slot's current state, CLOCK_MONOTONIC (coarse): for held, the
+  // lease (0 = the consumer has not written it yet); for delayed, when it may be delivered.
+  // Set to 0 before every transition into ready (release), written by the new owner after.
+  std::atomic<std::uint64_t> deadline_ns;
   std::atomic<std::uint64_t> reserved;
 };
 static_assert(sizeof(SlotHeader) == 64);

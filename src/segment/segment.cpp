@@ -110,6 +110,18 @@ std::string Segment::validate_options(const QueueOptions& o) {
            " bytes does not fit the ring: at most " + std::to_string(limit) + " bytes (" +
            std::to_string(std::min<std::uint64_t>(o.slot_count, kMaxFragments)) + " slots of " +
            std::to_string(payload) + " payload bytes); raise slot count or slot size";
+  constexpr auto kMaxMs = std::chrono::milliseconds(UINT32_MAX);
+  for (const auto& [what, v] :
+       {std::pair<const char*, std::chrono::milliseconds>{"lease", o.lease}, {"ttl", o.ttl},
+        {"backoff initial", o.backoff_initial}, {"backoff max", o.backoff_max},
+        {"heartbeat timeout", o.heartbeat_timeout}, {"claim timeout", o.claim_timeout}}) {
+    if (v.count() < 0 || v > kMaxMs)
+      return std::string(what) + " must be from 0 to " + std::to_string(UINT32_MAX) +
+             " ms, got " + std::to_string(v.count());
+  }
+  if (o.heartbeat_liveness && o.heartbeat_timeout.count() == 0)
+    return "heartbeat liveness needs a heartbeat timeout above 0";
+  if (o.claim_timeout.count() == 0) return "claim timeout must be above 0";
   const auto g = compute_geometry(o.slot_count, o.slot_size, o.max_members);
   if (g.total_size > kMaxSegmentBytes)
     return "segment of " + std::to_string(g.total_size) + " bytes exceeds the 64 GiB limit";
@@ -121,6 +133,10 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
   if (auto e = Queue::validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
   if (auto e = validate_options(options); !e.empty())
     return Error(Errc::invalid_argument, "cannot create " + quoted(name) + ": " + e);
+  if (!name.ends_with(".dlq") && name.size() > kMaxNameLength - 4)
+    return Error(Errc::invalid_argument,
+                 "invalid queue name: longer than " + std::to_string(kMaxNameLength - 4) +
+                     " characters (room is kept for its dead-letter queue '<name>.dlq')");
   const auto g = compute_geometry(options.slot_count, options.slot_size, options.max_members);
   const std::string obj = object_name(name);
 
@@ -173,6 +189,15 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
           std::chrono::system_clock::now().time_since_epoch())
           .count());
   h.state.store(static_cast<std::uint32_t>(SegmentState::active), std::memory_order_relaxed);
+  h.lease_ms = static_cast<std::uint32_t>(options.lease.count());
+  h.max_deliveries = options.max_deliveries;
+  h.ttl_ms = static_cast<std::uint32_t>(options.ttl.count());
+  h.backoff_initial_ms = static_cast<std::uint32_t>(options.backoff_initial.count());
+  h.backoff_max_ms = static_cast<std::uint32_t>(options.backoff_max.count());
+  h.heartbeat_timeout_ms = static_cast<std::uint32_t>(options.heartbeat_timeout.count());
+  h.claim_timeout_ms = static_cast<std::uint32_t>(options.claim_timeout.count());
+  h.flags = (options.heartbeat_liveness ? kFlagHeartbeatLiveness : 0) |
+            (options.dead_letter ? kFlagDeadLetter : 0);
   std::memcpy(h.name, name.data(), name.size());
   h.magic.store(kMagic, std::memory_order_relaxed);
   // Publishes every field above; pairs with the acquire load of `version` in attach().
@@ -278,6 +303,8 @@ std::string Segment::check_geometry() const {
   o.max_members = h.max_members;
   o.max_message_size = h.max_message_size;
   o.mode = 0600;
+  o.heartbeat_timeout = std::chrono::milliseconds(h.heartbeat_timeout_ms);
+  o.claim_timeout = std::chrono::milliseconds(h.claim_timeout_ms);
   if (auto e = validate_options(o); !e.empty()) return e;
   if (h.max_message_size == 0) return "max message size is 0";
   if (h.slot_shift != static_cast<std::uint32_t>(std::countr_zero(n)))
@@ -303,6 +330,14 @@ void Segment::adopt_geometry() noexcept {
   max_message_size_ = h.max_message_size;
   max_members_ = h.max_members;
   max_fragments_ = h.max_fragments;
+  lease_ms_ = h.lease_ms;
+  max_deliveries_ = h.max_deliveries;
+  ttl_ms_ = h.ttl_ms;
+  backoff_initial_ms_ = h.backoff_initial_ms;
+  backoff_max_ms_ = h.backoff_max_ms;
+  heartbeat_timeout_ms_ = h.heartbeat_timeout_ms;
+  claim_timeout_ms_ = h.claim_timeout_ms;
+  flags_ = h.flags;
   auto* base = static_cast<std::byte*>(region_.get_address());
   const auto g = compute_geometry(slot_count_, slot_size_, max_members_);
   members_ = reinterpret_cast<MemberRow*>(base + g.members_offset);
@@ -317,6 +352,25 @@ VoidResult Segment::remove(std::string_view name) {
 }
 
 Segment::~Segment() = default;
+
+QueueOptions Segment::options() const {
+  QueueOptions o;
+  o.slot_count = slot_count_;
+  o.slot_size = slot_size_;
+  o.max_message_size = max_message_size_;
+  o.max_members = max_members_;
+  o.mode = header_->mode;
+  o.lease = std::chrono::milliseconds(lease_ms_);
+  o.max_deliveries = max_deliveries_;
+  o.ttl = std::chrono::milliseconds(ttl_ms_);
+  o.backoff_initial = std::chrono::milliseconds(backoff_initial_ms_);
+  o.backoff_max = std::chrono::milliseconds(backoff_max_ms_);
+  o.dead_letter = dead_letter();
+  o.heartbeat_liveness = heartbeat_liveness();
+  o.heartbeat_timeout = std::chrono::milliseconds(heartbeat_timeout_ms_);
+  o.claim_timeout = std::chrono::milliseconds(claim_timeout_ms_);
+  return o;
+}
 
 Result<std::uint32_t> Segment::register_member(Role role) {
   const auto pid = static_cast<std::uint32_t>(::getpid());

@@ -54,6 +54,19 @@ class Segment {
   std::uint32_t max_fragments() const noexcept { return max_fragments_; }
   std::size_t mapped_size() const noexcept { return size_; }
 
+  // Policy (copied at open, like the geometry).
+  std::uint32_t lease_ms() const noexcept { return lease_ms_; }
+  std::uint32_t max_deliveries() const noexcept { return max_deliveries_; }
+  std::uint32_t ttl_ms() const noexcept { return ttl_ms_; }
+  std::uint32_t backoff_initial_ms() const noexcept { return backoff_initial_ms_; }
+  std::uint32_t backoff_max_ms() const noexcept { return backoff_max_ms_; }
+  std::uint32_t heartbeat_timeout_ms() const noexcept { return heartbeat_timeout_ms_; }
+  std::uint32_t claim_timeout_ms() const noexcept { return claim_timeout_ms_; }
+  bool heartbeat_liveness() const noexcept { return flags_ & kFlagHeartbeatLiveness; }
+  bool dead_letter() const noexcept { return flags_ & kFlagDeadLetter; }
+  // The options this queue was created with.
+  QueueOptions options() const;
+
   // Fragments (slots) a message of `size` bytes takes.
   std::uint32_t fragments_for(std::size_t size) const noexcept {
     const std::size_t p = payload_size();
@@ -92,6 +105,14 @@ class Segment {
   std::uint32_t max_message_size_ = 0;
   std::uint32_t max_members_ = 0;
   std::uint32_t max_fragments_ = 0;
+  std::uint32_t lease_ms_ = 0;
+  std::uint32_t max_deliveries_ = 0;
+  std::uint32_t ttl_ms_ = 0;
+  std::uint32_t backoff_initial_ms_ = 0;
+  std::uint32_t backoff_max_ms_ = 0;
+  std::uint32_t heartbeat_timeout_ms_ = 0;
+  std::uint32_t claim_timeout_ms_ = 0;
+  std::uint32_t flags_ = 0;
 };
 
 // Byte offsets of the member table and the ring, and the total size, for a geometry.

@@ -1,0 +1,115 @@
+#include "core/dead_letter.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/slot_ops.hpp"
+#include "platform/crash_point.hpp"
+#include "platform/process.hpp"
+#include "ring/slot_word.hpp"
+
+namespace shmq {
+
+std::string_view to_string(DeadLetterReason r) noexcept {
+  switch (r) {
+    case DeadLetterReason::max_deliveries: return "max_deliveries";
+    case DeadLetterReason::expired: return "expired";
+    case DeadLetterReason::rejected: return "rejected";
+  }
+  return "unknown";
+}
+
+std::optional<DeadLetter> parse_dead_letter(std::span<const std::byte> m) noexcept {
+  if (m.size() < kDeadLetterEnvelopeSize) return std::nullopt;
+  std::uint32_t magic = 0, dc = 0;
+  std::uint16_t version = 0, reason = 0;
+  std::uint64_t pos = 0, id = 0;
+  std::memcpy(&magic, m.data(), 4);
+  std::memcpy(&version, m.data() + 4, 2);
+  std::memcpy(&reason, m.data() + 6, 2);
+  std::memcpy(&dc, m.data() + 8, 4);
+  std::memcpy(&pos, m.data() + 16, 8);
+  std::memcpy(&id, m.data() + 24, 8);
+  if (magic != kDeadLetterMagic || version != 1 || reason < 1 || reason > 3) return std::nullopt;
+  return DeadLetter{static_cast<DeadLetterReason>(reason), dc, pos, id,
+                    m.subspan(kDeadLetterEnvelopeSize)};
+}
+
+}  // namespace shmq
+
+namespace shmq::detail {
+
+QueueOptions dead_letter_options(const QueueOptions& parent) {
+  QueueOptions o = parent;
+  o.max_message_size = parent.max_message_size + kDeadLetterEnvelopeSize;
+  // Grow the ring until a largest message plus its envelope fits.
+  auto fits = [&] {
+    const std::uint64_t payload = o.slot_size - kSlotHeaderSize;
+    return std::min<std::uint64_t>(o.slot_count, kMaxFragments) * payload >= o.max_message_size;
+  };
+  while (!fits() && o.slot_count < kMaxFragments && o.slot_count < kMaxSlots) o.slot_count *= 2;
+  while (!fits() && o.slot_size < kMaxSlotSize) o.slot_size *= 2;
+  o.max_deliveries = 0;
+  o.ttl = std::chrono::milliseconds(0);
+  o.backoff_initial = std::chrono::milliseconds(0);
+  o.dead_letter = false;
+  return o;
+}
+
+bool DeadLetterSink::open() {
+  if (producer_) return true;
+  const std::string name = Queue::dead_letter_name(src_->name());
+  auto q = Queue::open_or_create(name, dead_letter_options(src_->options()));
+  if (!q.ok()) return false;
+  auto p = q->producer();
+  if (!p.ok()) return false;
+  dlq_.emplace(std::move(q.value()));
+  producer_.emplace(std::move(p.value()));
+  return true;
+}
+
+bool DeadLetterSink::move(std::uint64_t pos, std::uint64_t held, DeadLetterReason reason,
+                          std::uint32_t member) {
+  Segment& seg = *src_;
+  if (!seg.dead_letter()) return release_held(seg, pos, held, member);
+  const std::uint32_t k = word_aux(held);
+  SlotHeader& hdr = seg.slot(pos);
+  const std::size_t len = bounded_length(seg, pos, k);
+  buf_.resize(kDeadLetterEnvelopeSize + len);
+  const std::uint32_t magic = kDeadLetterMagic;
+  const std::uint16_t version = 1;
+  const auto r = static_cast<std::uint16_t>(reason);
+  const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
+  const std::uint32_t reserved = 0;
+  const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
+  std::memcpy(buf_.data(), &magic, 4);
+  std::memcpy(buf_.data() + 4, &version, 2);
+  std::memcpy(buf_.data() + 6, &r, 2);
+  std::memcpy(buf_.data() + 8, &dc, 4);
+  std::memcpy(buf_.data() + 12, &reserved, 4);
+  std::memcpy(buf_.data() + 16, &pos, 8);
+  std::memcpy(buf_.data() + 24, &id, 8);
+  const std::size_t p = seg.payload_size();
+  for (std::size_t off = 0, q = pos; off < len; ++q) {
+    const std::size_t n = std::min(p, len - off);
+    std::memcpy(buf_.data() + kDeadLetterEnvelopeSize + off, seg.payload(q), n);
+    off += n;
+  }
+  auto& counters = seg.header().watchdog_counters;
+  // A message id of 0 would ask the DLQ producer for a fresh one; keep 0 only if it was 0.
+  if (!open() || producer_->try_send(Bytes(buf_), id) != Status::ok) {
+    counters.dead_letter_failed.fetch_add(1, std::memory_order_relaxed);
+    requeue_held(seg, pos, held, monotonic_coarse_ns() + 1'000'000'000ull);
+    return false;
+  }
+  // Sent: now release the original. A crash between the two leaves the message in both
+  // queues (a duplicate dead letter), never in neither.
+  SHMQ_CRASH_POINT("dead_letter.after_send");
+  release_held(seg, pos, held, member);
+  counters.dead_lettered.fetch_add(1, std::memory_order_relaxed);
+  if (reason == DeadLetterReason::expired)
+    counters.expired.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+}  // namespace shmq::detail

@@ -1,0 +1,70 @@
+#include "core/slot_ops.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "ring/ring.hpp"
+#include "ring/slot_word.hpp"
+
+namespace shmq::detail {
+
+bool release_held(Segment& seg, std::uint64_t pos, std::uint64_t held, std::uint32_t member) {
+  std::atomic<std::uint64_t>& word = seg.slot(pos).word;
+  const std::uint64_t lap = word_lap(held);
+  const std::uint32_t k = word_aux(held);
+  std::uint64_t expected = held;
+  if (k == 1) {
+    // Release: the holder's reads of the payload happen-before the next producer's claim
+    // (acquire) and overwrite. One CAS: the ack and the release of the slot are one step.
+    return word.compare_exchange_strong(expected, make_word(lap + 1, SlotState::free, 0, 1),
+                                        std::memory_order_seq_cst);
+  }
+  const std::uint64_t rel = make_word(lap, SlotState::releasing, member, k);
+  if (!word.compare_exchange_strong(expected, rel, std::memory_order_seq_cst)) return false;
+  SHMQ_CRASH_POINT("release.after_releasing");
+  finish_release(seg, pos, rel);
+  return true;
+}
+
+bool requeue_held(Segment& seg, std::uint64_t pos, std::uint64_t held,
+                  std::uint64_t not_before_ns) {
+  SlotHeader& hdr = seg.slot(pos);
+  // The deadline field belongs to the holder until the CAS below; a failed CAS means we
+  // no longer held it and the store may have clobbered the new holder's lease: the
+  // new holder's lease is then 0 ("not yet written"), which the watchdog times from its
+  // first sight, so the clobber can only delay an expiry, never cause one.
+  hdr.deadline_ns.store(not_before_ns, std::memory_order_relaxed);
+  const SlotState to = not_before_ns != 0 ? SlotState::delayed : SlotState::ready;
+  std::uint64_t expected = held;
+  // Release: publishes deadline_ns with the new state.
+  if (!hdr.word.compare_exchange_strong(expected,
+                                        make_word(word_lap(held), to, kNoOwner, word_aux(held)),
+                                        std::memory_order_seq_cst))
+    return false;
+  // After the slot changed: a consumer that sees the new epoch finds it.
+  seg.header().requeue_epoch.value.fetch_add(1, std::memory_order_seq_cst);
+  wake_waiters(seg.header().consumers_wait, seg.max_members());
+  return true;
+}
+
+std::size_t bounded_length(const Segment& seg, std::uint64_t pos, std::uint32_t k) {
+  const std::size_t cap = std::min<std::size_t>(seg.max_message_size(),
+                                                std::size_t(k) * seg.payload_size());
+  return std::min<std::size_t>(seg.slot(pos).length.load(std::memory_order_relaxed), cap);
+}
+
+std::size_t copy_message(const Segment& seg, std::uint64_t pos, std::uint32_t k,
+                         std::vector<std::byte>& out) {
+  const std::size_t len = bounded_length(seg, pos, k);
+  out.resize(len);
+  const std::size_t p = seg.payload_size();
+  std::size_t off = 0;
+  for (std::uint64_t q = pos; off < len; ++q) {
+    const std::size_t n = std::min(p, len - off);
+    std::memcpy(out.data() + off, seg.payload(q), n);
+    off += n;
+  }
+  return len;
+}
+
+}  // namespace shmq::detail

@@ -1,0 +1,31 @@
+// Transitions of a held message, shared by consumers (ack, nack), the watchdog (lease
+// expiry, dead consumers) and dead-lettering. Each is one CAS from the exact held word; see
+// docs/slot_state_machine.md.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "segment/segment.hpp"
+
+namespace shmq::detail {
+
+// Releases the message (the ack transition): held -> free(lap+1), or for k > 1
+// held -> releasing -> (continuations, head) free. False if `held` is no longer its word.
+bool release_held(Segment& seg, std::uint64_t pos, std::uint64_t held, std::uint32_t member);
+
+// Puts the message back: held -> ready, or held -> delayed until `not_before_ns`
+// (CLOCK_MONOTONIC) when that is non-zero. Bumps the requeue epoch and wakes consumers.
+// False if `held` is no longer its word.
+bool requeue_held(Segment& seg, std::uint64_t pos, std::uint64_t held,
+                  std::uint64_t not_before_ns);
+
+// Copies the message at `pos` spanning `k` slots into `out`, its length bounded by the
+// queue's max message size and by k slots whatever the header says. Returns the length.
+std::size_t copy_message(const Segment& seg, std::uint64_t pos, std::uint32_t k,
+                         std::vector<std::byte>& out);
+
+// Length of the message at `pos` spanning `k` slots, bounded as above.
+std::size_t bounded_length(const Segment& seg, std::uint64_t pos, std::uint32_t k);
+
+}  // namespace shmq::detail

@@ -431,5 +431,96 @@ TEST(Ring, GarbageSlotWordIsNeverDeliveredAndDoesNotWedge) {
   EXPECT_LE(m.size(), q->max_message_size());  // clamped, never read out of bounds
 }
 
+TEST(Ring, StaleHandleCannotAckOrNackALaterDelivery) {
+  ScopedQueue q("stale", {.slot_count = 4});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  auto other = q->consumer().value();
+  ASSERT_EQ(p.send("x"), Status::ok);
+  Message first;
+  ASSERT_EQ(c.try_receive(first), Status::ok);
+  ASSERT_EQ(c.release_all(), 1u);  // taken back (as a lease expiry would)
+  Message second;
+  ASSERT_EQ(c.try_receive(second), Status::ok);  // same slot, same consumer, same word
+  EXPECT_EQ(second.delivery_count(), 2u);
+  EXPECT_EQ(c.nack(first), Status::lease_lost);  // must not hand `second` to `other`
+  Message none;
+  EXPECT_EQ(other.try_receive(none), Status::empty);
+  EXPECT_EQ(c.ack(second), Status::ok);
+}
+
+TEST(Ring, MovedFromMessageHoldsNothing) {
+  ScopedQueue q("moved");
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("x"), Status::ok);
+  Message a;
+  ASSERT_EQ(c.try_receive(a), Status::ok);
+  Message b = std::move(a);
+  EXPECT_FALSE(a.held());  // NOLINT(bugprone-use-after-move): that is the point
+  EXPECT_EQ(c.ack(a), Status::invalid);
+  EXPECT_EQ(b.view(), "x");
+  EXPECT_EQ(c.ack(b), Status::ok);
+}
+
+TEST(Ring, AbandonedReservationWakesSleepingProducers) {
+  ScopedQueue q("abandonwake", {.slot_count = 2});
+  auto p = q->producer().value();
+  auto& wait = q->segment()->header().producers_wait;
+  Reservation r;
+  ASSERT_EQ(p.try_reserve(4, r), Status::ok);
+  wait.waiting[0].fetch_or(1u << 7);  // a producer in row 7 sleeps for space
+  const std::uint32_t before = wait.futex.load();
+  r = Reservation();  // abandoned: its slot is free again
+  EXPECT_NE(wait.futex.load(), before) << "the sleeper was not woken";
+  wait.waiting[0].fetch_and(~(1u << 7));
+}
+
+TEST(Ring, ReservationSurvivesAMoveOfItsProducer) {
+  ScopedQueue q("resmove", {.slot_count = 2});
+  auto p = q->producer().value();
+  Reservation r;
+  ASSERT_EQ(p.try_reserve(4, r), Status::ok);
+  Producer moved = std::move(p);
+  r = Reservation();
+  EXPECT_EQ(q->stats().claimed, 0u);
+  EXPECT_EQ(moved.try_send("a"), Status::ok);
+  EXPECT_EQ(moved.try_send("b"), Status::ok);
+}
+
+TEST(Ring, ClosingProducerReleasesItsOpenReservation) {
+  ScopedQueue q("resclose", {.slot_count = 2});
+  auto c = q->consumer().value();
+  Reservation r;
+  {
+    auto p = q->producer().value();
+    ASSERT_EQ(p.try_reserve(4, r), Status::ok);
+  }
+  EXPECT_EQ(q->stats().claimed, 0u);  // no slot names a freed member row
+  auto p2 = q->producer().value();
+  ASSERT_EQ(p2.try_send("after"), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(m.view(), "after");
+}
+
+TEST(Ring, ScribbledCursorsAndWordsNeitherHangNorSpin) {
+  ScopedQueue q("hostile", {.slot_count = 8});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  auto& h = q->segment()->header();
+  // A dispatch cursor far in the future and a requeue epoch bump: the requeue walk is
+  // bounded by the ring, try_receive returns.
+  h.dispatch.value.store(std::uint64_t{1} << 50);
+  h.requeue_epoch.value.fetch_add(1);
+  Message m;
+  EXPECT_EQ(c.try_receive(m), Status::empty);
+  // A slot word five laps ahead of the tail: try_send gives up instead of spinning.
+  h.dispatch.value.store(0);
+  q->segment()->slot(0).word.store(detail::make_word(5, detail::SlotState::claimed, 3, 1));
+  EXPECT_EQ(p.try_send("x"), Status::full);
+  EXPECT_EQ(p.send_for(as_bytes("x"), 1ms), Status::timeout);
+}
+
 }  // namespace
 }  // namespace shmq

@@ -33,8 +33,25 @@ class DeadLetterSink;
 class Message {
  public:
   Message() = default;
-  Message(Message&&) noexcept = default;
-  Message& operator=(Message&&) noexcept = default;
+  // Moving hands the delivery over: the moved-from handle no longer holds it.
+  Message(Message&& o) noexcept { *this = std::move(o); }
+  Message& operator=(Message&& o) noexcept {
+    if (this != &o) {
+      position_ = o.position_;
+      id_ = o.id_;
+      word_ = o.word_;
+      delivery_count_ = o.delivery_count_;
+      fragments_ = o.fragments_;
+      size_ = o.size_;
+      copy_ = std::move(o.copy_);
+      data_ = fragments_ > 1 ? copy_.data() : o.data_;
+      held_ = o.held_;
+      o.held_ = false;
+      o.data_ = nullptr;
+      o.size_ = 0;
+    }
+    return *this;
+  }
   Message(const Message&) = delete;
   Message& operator=(const Message&) = delete;
 

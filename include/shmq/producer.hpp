@@ -21,8 +21,6 @@ namespace detail {
 class Segment;
 }
 
-class Producer;
-
 using Bytes = std::span<const std::byte>;
 
 inline Bytes as_bytes(std::string_view s) noexcept {
@@ -31,6 +29,8 @@ inline Bytes as_bytes(std::string_view s) noexcept {
 
 // A slot reserved for zero-copy writing: fill data(), then Producer::commit(). A
 // reservation dropped without commit is released as a skipped position (never delivered).
+// It must not outlive its producer: a producer that closes releases its open reservations,
+// and writing into one afterwards writes into a slot that is no longer reserved.
 class Reservation {
  public:
   Reservation() = default;
@@ -45,12 +45,13 @@ class Reservation {
   // Shrinks the message before commit (never grows it).
   void resize(std::size_t n) noexcept { if (n < size_) size_ = n; }
   std::uint64_t position() const noexcept { return position_; }
-  bool valid() const noexcept { return producer_ != nullptr; }
+  bool valid() const noexcept { return seg_ != nullptr; }
 
  private:
   friend class Producer;
   void abandon() noexcept;
-  Producer* producer_ = nullptr;
+  std::shared_ptr<detail::Segment> seg_;
+  std::uint32_t member_ = 0;
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
   std::uint64_t position_ = 0;
@@ -107,7 +108,6 @@ class Producer {
                std::chrono::steady_clock::time_point deadline);
   void write_and_publish_prepare(std::uint64_t pos, Bytes message, std::uint64_t id);
   bool publish(std::uint64_t pos, std::uint32_t k);
-  void release_claim(std::uint64_t pos, std::uint32_t k);
   void wake_consumers() noexcept;
   std::uint64_t next_id() noexcept;
   void release_member() noexcept;

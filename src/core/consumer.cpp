@@ -170,7 +170,11 @@ bool Consumer::scan_requeued(Message& out) {
   const std::uint64_t n = seg.slot_count();
   std::uint64_t now = 0;
   next_due_ns_ = UINT64_MAX;
-  for (std::uint64_t pos = t > n ? t - n : 0; pos < d; ++pos) {
+  // Every message in the ring lies in [t - N, t), and d <= t for honest peers; clamp anyway
+  // so that scribbled cursors cannot make this walk longer than the ring.
+  const std::uint64_t end = std::min(d, t);
+  for (std::uint64_t pos = std::max<std::uint64_t>(t > n ? t - n : 0, end > n ? end - n : 0);
+       pos < end; ++pos) {
     const std::uint64_t w = seg.slot(pos).word.load(std::memory_order_seq_cst);
     if (word_lap(w) != detail::lap_of(pos, shift)) continue;
     const SlotState st = word_state(w);
@@ -316,8 +320,20 @@ std::size_t Consumer::receive_batch(std::span<Message> out, std::chrono::nanosec
   return n;
 }
 
+// True if `m` is this consumer's current delivery of its slot. The word alone cannot tell
+// two deliveries of one message to the same consumer apart (a stale handle kept across a
+// redelivery); the delivery count can: only the holder writes it, and this consumer is
+// single-threaded, so no new delivery to us can start between this check and our CAS.
+static bool is_current(const detail::Segment& seg, const Message& m, std::uint32_t dc) {
+  return seg.slot(m.position()).delivery_count.load(std::memory_order_relaxed) == dc;
+}
+
 Status Consumer::ack(Message& m) {
   if (!seg_ || !m.held_) return Status::invalid;
+  if (!is_current(*seg_, m, m.delivery_count_)) {
+    m.held_ = false;
+    return Status::lease_lost;
+  }
   m.held_ = false;
   m.data_ = nullptr;
   m.size_ = 0;
@@ -345,7 +361,7 @@ Status Consumer::nack(Message& m, bool requeue) {
     m.held_ = false;
     m.data_ = nullptr;
     m.size_ = 0;
-    if (w != m.word_) return Status::lease_lost;
+    if (w != m.word_ || !is_current(seg, m, m.delivery_count_)) return Status::lease_lost;
     if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
     dead_letters_->move(m.position_, m.word_, DeadLetterReason::rejected, member_);
     bump(seg.member(member_).acked);
@@ -364,6 +380,10 @@ Status Consumer::nack(Message& m, bool requeue) {
 
 Status Consumer::nack_after(Message& m, std::chrono::milliseconds delay) {
   if (!seg_ || !m.held_) return Status::invalid;
+  if (!is_current(*seg_, m, m.delivery_count_)) {
+    m.held_ = false;
+    return Status::lease_lost;
+  }
   m.held_ = false;
   m.data_ = nullptr;
   m.size_ = 0;
@@ -377,6 +397,7 @@ Status Consumer::nack_after(Message& m, std::chrono::milliseconds delay) {
 
 Status Consumer::extend_lease(Message& m, std::chrono::milliseconds extension) {
   if (!seg_ || !m.held_) return Status::invalid;
+  if (!is_current(*seg_, m, m.delivery_count_)) return Status::lease_lost;
   detail::SlotHeader& hdr = seg_->slot(m.position_);
   hdr.deadline_ns.store(
       detail::monotonic_coarse_ns() + std::uint64_t(std::max<std::int64_t>(extension.count(), 0)) * 1'000'000,

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <random>
 
+#include "core/slot_ops.hpp"
+#include "platform/crash_point.hpp"
 #include "platform/process.hpp"
 #include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
@@ -21,6 +23,21 @@ using detail::word_state;
 using Clock = std::chrono::steady_clock;
 
 namespace {
+
+bool is_releasing(std::uint64_t w) {
+  return word_state(w) == SlotState::releasing || word_state(w) == SlotState::releasing_skipped;
+}
+
+// True if the k - 1 continuation slots after head t are free for their laps.
+bool all_free(const detail::Segment& seg, std::uint64_t t, std::uint32_t k) {
+  for (std::uint32_t j = 1; j < k; ++j) {
+    const std::uint64_t q = t + j;
+    const std::uint64_t c = seg.slot(q).word.load(std::memory_order_seq_cst);
+    if (!(word_lap(c) == detail::lap_of(q, seg.slot_shift()) && detail::is_free(word_state(c))))
+      return false;
+  }
+  return true;
+}
 
 Clock::time_point deadline_after(std::chrono::nanoseconds timeout) {
   const auto now = Clock::now();
@@ -70,10 +87,19 @@ Producer& Producer::operator=(Producer&& o) noexcept {
 Producer::~Producer() { release_member(); }
 
 void Producer::release_member() noexcept {
-  if (seg_) {
-    seg_->unregister_member(member_);
-    seg_.reset();
+  if (!seg_) return;
+  // Open reservations (claims) go back as holes before the row is freed: a slot must never
+  // name a member row that is free or reused.
+  detail::Segment& seg = *seg_;
+  for (std::uint64_t i = 0; i < seg.slot_count(); ++i) {
+    const std::uint64_t w = seg.slot(i).word.load(std::memory_order_seq_cst);
+    const SlotState st = word_state(w);
+    if ((st != SlotState::claimed && st != SlotState::skipped) || word_owner(w) != member_)
+      continue;
+    detail::release_claim(seg, (word_lap(w) << seg.slot_shift()) | i, member_, word_aux(w));
   }
+  seg.unregister_member(member_);
+  seg_.reset();
 }
 
 std::size_t Producer::max_message_size() const noexcept { return seg_->max_message_size(); }
@@ -118,20 +144,28 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
     bool full = false;
     if (d == 0 && detail::is_free(word_state(w))) {
       // Every continuation slot must be free for its own lap too.
+      bool helped = false;
       for (std::uint32_t j = 1; j < k && !full; ++j) {
         const std::uint64_t q = t + j;
         const std::uint64_t c = seg.slot(q).word.load(std::memory_order_seq_cst);
         if (word_lap(c) == detail::lap_of(q, shift) && detail::is_free(word_state(c))) continue;
         full = true;
-        // A head of the previous lap in the middle of its release: finish it for them.
-        if (detail::lap_diff(word_lap(c), detail::lap_of(q, shift)) < 0)
+        // A head of the previous lap in the middle of its release: finish it for them,
+        // then look again.
+        if (detail::lap_diff(word_lap(c), detail::lap_of(q, shift)) == -1 && is_releasing(c)) {
           detail::finish_release(seg, q - n, c);
+          helped = true;
+          break;
+        }
       }
+      // After helping, look again; if that did not free them (a scribbled word), wait.
+      if (helped) full = !all_free(seg, t, k);
       if (!full) {
         // Acquire: pairs with the release that freed this slot (an ack), so the consumer's
         // reads of the old payload happen-before our writes. seq_cst for wait_on's pairing.
         if (word.compare_exchange_strong(w, make_word(lap, SlotState::claimed, member_, k),
                                          std::memory_order_seq_cst)) {
+          SHMQ_CRASH_POINT("producer.after_claim");
           std::uint64_t expected = t;
           h.tail.value.compare_exchange_strong(expected, t + k, std::memory_order_seq_cst);
           pos = t;
@@ -147,18 +181,25 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
       h.tail.value.compare_exchange_strong(expected, t + kk, std::memory_order_seq_cst);
       continue;
     } else if (d > 0) {
-      // Position t was claimed and already released, but the tail was never moved past it
-      // (its claimer died between its two CASes). free's aux is that message's size.
-      if (detail::is_free(word_state(w))) {
+      if (h.tail.value.load(std::memory_order_seq_cst) != t) continue;  // stale tail
+      if (d == 1 && detail::is_free(word_state(w))) {
+        // Position t was claimed and already released, but the tail was never moved past
+        // it (its claimer died between its two CASes). free's aux is that message's size.
         std::uint64_t expected = t;
         const std::uint32_t kk = std::max<std::uint32_t>(1, word_aux(w));
         h.tail.value.compare_exchange_strong(expected, t + kk, std::memory_order_seq_cst);
+        continue;
       }
-      continue;  // or our tail was stale
+      // No honest process writes this (the slot of the tail is at most one lap ahead, and
+      // then free): a scribbled word. Wait like on a full ring rather than spin forever.
+      full = true;
     } else {
-      // The slot still holds the previous lap: the ring is full (or that message is
-      // half-released, which we finish).
-      detail::finish_release(seg, t - n, w);
+      // The slot still holds the previous lap: the ring is full, or that message is
+      // half-released, which we finish and look again.
+      if (d == -1 && is_releasing(w)) {
+        detail::finish_release(seg, t - n, w);
+        if (word.load(std::memory_order_seq_cst) != w) continue;
+      }
       full = true;
     }
 
@@ -174,7 +215,8 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
     // Anything we committed without waking (batch sends) must be visible to consumers
     // before we sleep on them freeing space.
     wake_consumers();
-    seg.member(member_).heartbeat_ns.store(detail::monotonic_ns(), std::memory_order_relaxed);
+    seg.member(member_).heartbeat_ns.store(detail::monotonic_coarse_ns(),
+                                           std::memory_order_relaxed);
     detail::wait_on(h.producers_wait, member_, deadline, [&] {
       if (interrupted_->load(std::memory_order_seq_cst)) return true;
       // Re-check the slot we wait for (and the continuations) after our bit is visible.
@@ -208,32 +250,6 @@ bool Producer::publish(std::uint64_t pos, std::uint32_t k) {
       expected, make_word(lap, SlotState::ready, detail::kNoOwner, k), std::memory_order_seq_cst);
 }
 
-// Gives back a claim that will not be published: our own claimed slot (an abandoned
-// reservation), or the hole the watchdog turned it into (skipped, owned by us). Either way
-// nothing was committed: the position becomes free_skipped at the next lap.
-void Producer::release_claim(std::uint64_t pos, std::uint32_t k) {
-  detail::Segment& seg = *seg_;
-  const std::uint64_t lap = detail::lap_of(pos, seg.slot_shift());
-  std::atomic<std::uint64_t>& word = seg.slot(pos).word;
-  for (const SlotState from : {SlotState::claimed, SlotState::skipped}) {
-    std::uint64_t expected = make_word(lap, from, member_, k);
-    if (k == 1) {
-      if (word.compare_exchange_strong(expected,
-                                       make_word(lap + 1, SlotState::free_skipped, 0, 1),
-                                       std::memory_order_seq_cst))
-        break;
-    } else {
-      const std::uint64_t rel = make_word(lap, SlotState::releasing_skipped, member_, k);
-      if (word.compare_exchange_strong(expected, rel, std::memory_order_seq_cst)) {
-        detail::finish_release(seg, pos, rel);
-        break;
-      }
-    }
-  }
-  // Consumers waiting at this position can move on now.
-  wake_consumers();
-}
-
 void Producer::write_and_publish_prepare(std::uint64_t pos, Bytes message, std::uint64_t id) {
   detail::Segment& seg = *seg_;
   detail::SlotHeader& hdr = seg.slot(pos);
@@ -241,6 +257,9 @@ void Producer::write_and_publish_prepare(std::uint64_t pos, Bytes message, std::
   hdr.id.store(id, std::memory_order_relaxed);
   hdr.length.store(static_cast<std::uint32_t>(message.size()), std::memory_order_relaxed);
   hdr.delivery_count.store(0, std::memory_order_relaxed);
+  hdr.deadline_ns.store(0, std::memory_order_relaxed);
+  hdr.enqueued_ns.store(detail::monotonic_coarse_ns(), std::memory_order_relaxed);
+  SHMQ_CRASH_POINT("producer.mid_write");
   const std::size_t p = seg.payload_size();
   std::size_t off = 0;
   for (std::uint64_t q = pos; off < message.size(); ++q) {
@@ -256,14 +275,17 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
   if (message.size() > seg_->max_message_size()) return Status::too_large;
   const std::uint32_t k = seg_->fragments_for(message.size());
   if (id == 0) id = next_id();
+  seg_->member(member_).heartbeat_ns.store(detail::monotonic_coarse_ns(),
+                                           std::memory_order_relaxed);
   for (;;) {
     std::uint64_t pos = 0;
     if (const Status s = claim(k, pos, deadline); s != Status::ok) return s;
     write_and_publish_prepare(pos, message, id);
+    SHMQ_CRASH_POINT("producer.before_publish");
     if (publish(pos, k)) break;
     // Our claim was repaired while we wrote: nothing of it is delivered. Give the slot
     // back and send again at a new position.
-    release_claim(pos, k);
+    detail::release_claim(*seg_, pos, member_, k);
   }
   bump(seg_->member(member_).sent);
   if (wake) wake_consumers();
@@ -305,7 +327,8 @@ Status Producer::reserve(std::size_t size, Reservation& out, std::chrono::nanose
   const auto deadline =
       timeout == std::chrono::nanoseconds::zero() ? Clock::time_point::min() : deadline_after(timeout);
   if (const Status s = claim(1, pos, deadline); s != Status::ok) return s;
-  out.producer_ = this;
+  out.seg_ = seg_;
+  out.member_ = member_;
   out.data_ = seg_->payload(pos);
   out.size_ = size;
   out.position_ = pos;
@@ -317,15 +340,17 @@ Status Producer::try_reserve(std::size_t size, Reservation& out) {
 }
 
 Status Producer::commit(Reservation& r, std::uint64_t id) {
-  if (r.producer_ != this) return Status::invalid;
+  if (!seg_ || r.seg_ != seg_ || r.member_ != member_) return Status::invalid;
   detail::SlotHeader& hdr = seg_->slot(r.position_);
   hdr.position.store(r.position_, std::memory_order_relaxed);
   hdr.id.store(id != 0 ? id : next_id(), std::memory_order_relaxed);
   hdr.length.store(static_cast<std::uint32_t>(r.size_), std::memory_order_relaxed);
   hdr.delivery_count.store(0, std::memory_order_relaxed);
+  hdr.deadline_ns.store(0, std::memory_order_relaxed);
+  hdr.enqueued_ns.store(detail::monotonic_coarse_ns(), std::memory_order_relaxed);
   const bool ok = publish(r.position_, 1);
-  if (!ok) release_claim(r.position_, 1);
-  r.producer_ = nullptr;
+  if (!ok) detail::release_claim(*seg_, r.position_, member_, 1);
+  r.seg_.reset();
   r.data_ = nullptr;
   if (!ok) return Status::lease_lost;
   bump(seg_->member(member_).sent);
@@ -336,19 +361,22 @@ Status Producer::commit(Reservation& r, std::uint64_t id) {
 // --- Reservation ---------------------------------------------------------------------
 
 Reservation::Reservation(Reservation&& o) noexcept
-    : producer_(o.producer_), data_(o.data_), size_(o.size_), position_(o.position_) {
-  o.producer_ = nullptr;
+    : seg_(std::move(o.seg_)),
+      member_(o.member_),
+      data_(o.data_),
+      size_(o.size_),
+      position_(o.position_) {
   o.data_ = nullptr;
 }
 
 Reservation& Reservation::operator=(Reservation&& o) noexcept {
   if (this != &o) {
     abandon();
-    producer_ = o.producer_;
+    seg_ = std::move(o.seg_);
+    member_ = o.member_;
     data_ = o.data_;
     size_ = o.size_;
     position_ = o.position_;
-    o.producer_ = nullptr;
     o.data_ = nullptr;
   }
   return *this;
@@ -357,8 +385,8 @@ Reservation& Reservation::operator=(Reservation&& o) noexcept {
 Reservation::~Reservation() { abandon(); }
 
 void Reservation::abandon() noexcept {
-  if (producer_ != nullptr && producer_->seg_) producer_->release_claim(position_, 1);
-  producer_ = nullptr;
+  if (seg_) detail::release_claim(*seg_, position_, member_, 1);
+  seg_.reset();
   data_ = nullptr;
 }
 

@@ -47,6 +47,29 @@ bool requeue_held(Segment& seg, std::uint64_t pos, std::uint64_t held,
   return true;
 }
 
+bool release_claim(Segment& seg, std::uint64_t pos, std::uint32_t member, std::uint32_t k) {
+  const std::uint64_t lap = lap_of(pos, seg.slot_shift());
+  std::atomic<std::uint64_t>& word = seg.slot(pos).word;
+  bool released = false;
+  for (const SlotState from : {SlotState::claimed, SlotState::skipped}) {
+    std::uint64_t expected = make_word(lap, from, member, k);
+    if (k == 1) {
+      released = word.compare_exchange_strong(
+          expected, make_word(lap + 1, SlotState::free_skipped, 0, 1), std::memory_order_seq_cst);
+    } else {
+      const std::uint64_t rel = make_word(lap, SlotState::releasing_skipped, member, k);
+      released = word.compare_exchange_strong(expected, rel, std::memory_order_seq_cst);
+      if (released) finish_release(seg, pos, rel);
+    }
+    if (released) break;
+  }
+  if (released) {
+    wake_waiters(seg.header().consumers_wait, seg.max_members());
+    wake_waiters(seg.header().producers_wait, seg.max_members());
+  }
+  return released;
+}
+
 std::size_t bounded_length(const Segment& seg, std::uint64_t pos, std::uint32_t k) {
   const std::size_t cap = std::min<std::size_t>(seg.max_message_size(),
                                                 std::size_t(k) * seg.payload_size());

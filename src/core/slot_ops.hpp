@@ -20,6 +20,13 @@ bool release_held(Segment& seg, std::uint64_t pos, std::uint64_t held, std::uint
 bool requeue_held(Segment& seg, std::uint64_t pos, std::uint64_t held,
                   std::uint64_t not_before_ns);
 
+// Gives back a claim that will not be published: claimed(lap, member, k) (an abandoned
+// reservation, or a dead producer's claim) or the hole skipped(lap, member, k) the watchdog
+// made of it. Nothing was committed: the position becomes free_skipped at the next lap.
+// Wakes consumers (who may wait at this position) and producers (who may wait for the
+// slot). False if the slot was in neither state.
+bool release_claim(Segment& seg, std::uint64_t pos, std::uint32_t member, std::uint32_t k);
+
 // Copies the message at `pos` spanning `k` slots into `out`, its length bounded by the
 // queue's max message size and by k slots whatever the header says. Returns the length.
 std::size_t copy_message(const Segment& seg, std::uint64_t pos, std::uint32_t k,

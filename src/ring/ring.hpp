@@ -33,8 +33,9 @@ inline void finish_release(Segment& seg, std::uint64_t head, std::uint64_t w) no
     // Exactly the continuation's lap and a free state: still covered by this head. Any
     // other value means a helper already freed it (and it may even be reused since).
     if (word_lap(c) == lap_of(q, shift) && is_free(word_state(c))) {
+      // seq_cst: a producer sleeping on this continuation pairs with it (wait_on).
       cw.compare_exchange_strong(c, make_word(lap_of(q, shift) + 1, SlotState::free, 0, 0),
-                                 std::memory_order_acq_rel);
+                                 std::memory_order_seq_cst);
     }
   }
   const SlotState to =
@@ -71,6 +72,8 @@ inline void wake_all(WaitLine& line) noexcept {
 // evaluated after our waiting bit is set (seq_cst), so a waker that made it true either is
 // seen by it or sees our bit. `deadline` is read after ready() ran, which may shorten it.
 // Returns ready()'s last value.
+inline constexpr std::chrono::milliseconds kMaxSleep{250};
+
 template <typename Ready>
 bool wait_on(WaitLine& line, std::uint32_t member,
              const std::chrono::steady_clock::time_point& deadline, Ready&& ready) {
@@ -80,7 +83,11 @@ bool wait_on(WaitLine& line, std::uint32_t member,
   const std::uint32_t seq = line.futex.load(std::memory_order_seq_cst);
   bool ok = ready();
   if (!ok) {
-    futex_wait(line.futex, seq, deadline);
+    // Backstop: never sleep longer than kMaxSleep at a time. A process that died between
+    // changing a slot and waking its sleepers must not leave them asleep forever; the
+    // caller re-checks and sleeps again.
+    const auto cap = std::chrono::steady_clock::now() + kMaxSleep;
+    futex_wait(line.futex, seq, deadline < cap ? deadline : cap);
     ok = false;
   }
   bits.fetch_and(~bit, std::memory_order_relaxed);

@@ -203,7 +203,9 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
   // Publishes every field above; pairs with the acquire load of `version` in attach().
   h.version.store(kLayoutVersion, std::memory_order_release);
   futex_wake_all(h.version);
-  seg.value()->adopt_geometry();
+  QueueOptions adopted = options;
+  adopted.max_message_size = h.max_message_size;
+  seg.value()->adopt(adopted, h.flags);
   return seg;
 }
 
@@ -234,9 +236,8 @@ Result<std::shared_ptr<Segment>> Segment::open(std::string_view name) {
                      std::to_string(me) + ")");
   auto seg = attach(name, std::move(shm), static_cast<std::size_t>(st.st_size), false);
   if (!seg.ok()) return seg;
-  if (auto e = seg.value()->check_geometry(); !e.empty())
+  if (auto e = seg.value()->load_geometry(); !e.empty())
     return Error(Errc::corrupt, "corrupt " + quoted(name) + ": " + e);
-  seg.value()->adopt_geometry();
   return seg;
 }
 
@@ -290,54 +291,67 @@ Result<std::shared_ptr<Segment>> Segment::attach(std::string_view name,
   return seg;
 }
 
-std::string Segment::check_geometry() const {
+std::string Segment::load_geometry() {
   const SegmentHeader& h = *header_;
-  // Plain reads of fields written once before the version was published.
-  const std::uint32_t n = h.slot_count;
-  if (h.header_size != sizeof(SegmentHeader))
-    return "header size " + std::to_string(h.header_size) + ", expected " +
-           std::to_string(sizeof(SegmentHeader));
+  // Read every field exactly once into a private copy, validate the copy, then use only the
+  // copy: a process that rewrites the header meanwhile cannot slip unchecked values in.
+  const std::uint32_t header_size = h.header_size;
   QueueOptions o;
-  o.slot_count = n;
+  o.slot_count = h.slot_count;
+  const std::uint32_t slot_shift = h.slot_shift;
   o.slot_size = h.slot_size;
   o.max_members = h.max_members;
   o.max_message_size = h.max_message_size;
-  o.mode = 0600;
+  const std::uint32_t max_fragments = h.max_fragments;
+  const std::uint64_t members_offset = h.members_offset;
+  const std::uint64_t ring_offset = h.ring_offset;
+  o.lease = std::chrono::milliseconds(h.lease_ms);
+  o.max_deliveries = h.max_deliveries;
+  o.ttl = std::chrono::milliseconds(h.ttl_ms);
+  o.backoff_initial = std::chrono::milliseconds(h.backoff_initial_ms);
+  o.backoff_max = std::chrono::milliseconds(h.backoff_max_ms);
   o.heartbeat_timeout = std::chrono::milliseconds(h.heartbeat_timeout_ms);
   o.claim_timeout = std::chrono::milliseconds(h.claim_timeout_ms);
+  const std::uint32_t flags = h.flags;
+  o.heartbeat_liveness = flags & kFlagHeartbeatLiveness;
+  o.mode = 0600;
+
+  if (header_size != sizeof(SegmentHeader))
+    return "header size " + std::to_string(header_size) + ", expected " +
+           std::to_string(sizeof(SegmentHeader));
   if (auto e = validate_options(o); !e.empty()) return e;
-  if (h.max_message_size == 0) return "max message size is 0";
-  if (h.slot_shift != static_cast<std::uint32_t>(std::countr_zero(n)))
-    return "slot shift " + std::to_string(h.slot_shift) + " does not match slot count " +
-           std::to_string(n);
-  if (h.max_fragments != std::min(n, kMaxFragments))
-    return "max fragments " + std::to_string(h.max_fragments) + " does not match slot count";
-  const auto g = compute_geometry(n, h.slot_size, h.max_members);
-  if (h.members_offset != g.members_offset || h.ring_offset != g.ring_offset)
+  if (o.max_message_size == 0) return "max message size is 0";
+  if (slot_shift != static_cast<std::uint32_t>(std::countr_zero(o.slot_count)))
+    return "slot shift " + std::to_string(slot_shift) + " does not match slot count " +
+           std::to_string(o.slot_count);
+  if (max_fragments != std::min(o.slot_count, kMaxFragments))
+    return "max fragments " + std::to_string(max_fragments) + " does not match slot count";
+  const auto g = compute_geometry(o.slot_count, o.slot_size, o.max_members);
+  if (members_offset != g.members_offset || ring_offset != g.ring_offset)
     return "member table or ring offset does not match the geometry";
   if (g.total_size > size_)
     return "segment is " + std::to_string(size_) + " bytes but its geometry needs " +
            std::to_string(g.total_size);
+  adopt(o, flags);
   return {};
 }
 
-void Segment::adopt_geometry() noexcept {
-  const SegmentHeader& h = *header_;
-  slot_count_ = h.slot_count;
-  slot_shift_ = h.slot_shift;
+void Segment::adopt(const QueueOptions& o, std::uint32_t flags) noexcept {
+  slot_count_ = o.slot_count;
+  slot_shift_ = static_cast<std::uint32_t>(std::countr_zero(o.slot_count));
   mask_ = slot_count_ - 1;
-  slot_size_ = h.slot_size;
-  max_message_size_ = h.max_message_size;
-  max_members_ = h.max_members;
-  max_fragments_ = h.max_fragments;
-  lease_ms_ = h.lease_ms;
-  max_deliveries_ = h.max_deliveries;
-  ttl_ms_ = h.ttl_ms;
-  backoff_initial_ms_ = h.backoff_initial_ms;
-  backoff_max_ms_ = h.backoff_max_ms;
-  heartbeat_timeout_ms_ = h.heartbeat_timeout_ms;
-  claim_timeout_ms_ = h.claim_timeout_ms;
-  flags_ = h.flags;
+  slot_size_ = o.slot_size;
+  max_message_size_ = o.max_message_size;
+  max_members_ = o.max_members;
+  max_fragments_ = std::min(o.slot_count, kMaxFragments);
+  lease_ms_ = static_cast<std::uint32_t>(o.lease.count());
+  max_deliveries_ = o.max_deliveries;
+  ttl_ms_ = static_cast<std::uint32_t>(o.ttl.count());
+  backoff_initial_ms_ = static_cast<std::uint32_t>(o.backoff_initial.count());
+  backoff_max_ms_ = static_cast<std::uint32_t>(o.backoff_max.count());
+  heartbeat_timeout_ms_ = static_cast<std::uint32_t>(o.heartbeat_timeout.count());
+  claim_timeout_ms_ = static_cast<std::uint32_t>(o.claim_timeout.count());
+  flags_ = flags;
   auto* base = static_cast<std::byte*>(region_.get_address());
   const auto g = compute_geometry(slot_count_, slot_size_, max_members_);
   members_ = reinterpret_cast<MemberRow*>(base + g.members_offset);

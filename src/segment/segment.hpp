@@ -86,10 +86,11 @@ class Segment {
                                                  boost::interprocess::shared_memory_object shm,
                                                  std::size_t size, bool created);
 
-  // Empty if the header's geometry is valid for the mapped size, else what is wrong.
-  std::string check_geometry() const;
-  // Copies the (validated) geometry out of shared memory into this object.
-  void adopt_geometry() noexcept;
+  // Reads the header's geometry and policy once, checks them against the mapped size and
+  // adopts them; empty on success, else what is wrong.
+  std::string load_geometry();
+  // Takes geometry and policy from validated values (never from shared memory).
+  void adopt(const QueueOptions& o, std::uint32_t flags) noexcept;
 
   std::string name_;
   boost::interprocess::shared_memory_object shm_;

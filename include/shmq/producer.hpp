@@ -90,6 +90,10 @@ class Producer {
   // Publishes a filled reservation.
   Status commit(Reservation& r, std::uint64_t id = 0);
 
+  // Marks this producer alive now (sends do it themselves); matters on queues with
+  // heartbeat liveness.
+  void heartbeat() noexcept;
+
   // Makes blocking calls return Status::interrupted, now and until clear_interrupt().
   void interrupt() noexcept;
   void clear_interrupt() noexcept;

@@ -3,6 +3,8 @@
 #pragma once
 
 #include "shmq/consumer.hpp"
+#include "shmq/dead_letter.hpp"
 #include "shmq/error.hpp"
 #include "shmq/producer.hpp"
 #include "shmq/queue.hpp"
+#include "shmq/watchdog.hpp"

@@ -77,7 +77,7 @@ void Consumer::release_member() noexcept {
   if (seg_) {
     release_all();
     dead_letters_.reset();  // unregisters from the DLQ first
-    seg_->unregister_member(member_);
+    seg_->unregister_member(member_, detail::Role::consumer);
     seg_.reset();
   }
 }

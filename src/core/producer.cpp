@@ -98,8 +98,14 @@ void Producer::release_member() noexcept {
       continue;
     detail::release_claim(seg, (word_lap(w) << seg.slot_shift()) | i, member_, word_aux(w));
   }
-  seg.unregister_member(member_);
+  seg.unregister_member(member_, detail::Role::producer);
   seg_.reset();
+}
+
+void Producer::heartbeat() noexcept {
+  if (seg_)
+    seg_->member(member_).heartbeat_ns.store(detail::monotonic_coarse_ns(),
+                                             std::memory_order_relaxed);
 }
 
 std::size_t Producer::max_message_size() const noexcept { return seg_->max_message_size(); }

@@ -1,5 +1,6 @@
 #include "shmq/queue.hpp"
 
+#include "platform/process.hpp"
 #include "ring/slot_word.hpp"
 #include "segment/segment.hpp"
 #include "shmq/consumer.hpp"
@@ -103,9 +104,29 @@ QueueStats Queue::stats() const {
       case SlotState::ready: ++s.ready; break;
       case SlotState::held: ++s.in_flight; break;
       case SlotState::claimed: ++s.claimed; break;
+      case SlotState::delayed: ++s.delayed; break;
       default: break;
     }
   }
+  // What each member holds: held heads (consumers, watchdog) or claimed/skipped heads.
+  std::vector<std::uint64_t> held(seg.max_members(), 0);
+  for (std::uint64_t i = 0; i < n; ++i) {
+    const std::uint64_t w = seg.slot(i).word.load(std::memory_order_relaxed);
+    const SlotState st = detail::word_state(w);
+    if ((st == SlotState::held || st == SlotState::claimed || st == SlotState::skipped) &&
+        detail::word_owner(w) < seg.max_members())
+      ++held[detail::word_owner(w)];
+  }
+  auto& wc = h.watchdog_counters;
+  s.members_reclaimed = wc.members_reclaimed.load(std::memory_order_relaxed);
+  s.redelivered = wc.redelivered.load(std::memory_order_relaxed);
+  s.leases_expired = wc.leases_expired.load(std::memory_order_relaxed);
+  s.holes_repaired = wc.holes_repaired.load(std::memory_order_relaxed);
+  s.dead_lettered = wc.dead_lettered.load(std::memory_order_relaxed);
+  s.expired = wc.expired.load(std::memory_order_relaxed);
+  s.dead_letter_failed = wc.dead_letter_failed.load(std::memory_order_relaxed);
+  s.watchdog_active = h.watchdog.value.load(std::memory_order_relaxed) != 0;
+  const std::uint64_t now = detail::monotonic_coarse_ns();
   for (std::uint64_t i = 0; i < n; ++i) {
     const std::uint64_t w = seg.slot(i).word.load(std::memory_order_relaxed);
     const std::uint64_t pos_lap = detail::lap_of(t + ((i - t) & (n - 1)), shift);
@@ -118,7 +139,26 @@ QueueStats Queue::stats() const {
   for (std::uint32_t i = 0; i < seg.max_members(); ++i) {
     const detail::MemberRow& row = seg.member(i);
     const std::uint64_t st = row.state.load(std::memory_order_acquire);
-    if (detail::member_status(st) != detail::MemberStatus::active) continue;
+    const auto status = detail::member_status(st);
+    if (status != detail::MemberStatus::active && status != detail::MemberStatus::leaving)
+      continue;
+    QueueStats::Member m;
+    m.index = i;
+    switch (detail::member_role(st)) {
+      case detail::Role::producer: m.role = "producer"; break;
+      case detail::Role::consumer: m.role = "consumer"; break;
+      case detail::Role::watchdog: m.role = "watchdog"; break;
+      default: m.role = "unknown"; break;
+    }
+    m.status = status == detail::MemberStatus::active ? "active" : "leaving";
+    m.pid = detail::member_pid(st);
+    const std::uint64_t hb = row.heartbeat_ns.load(std::memory_order_relaxed);
+    m.heartbeat_age_ms = now > hb ? (now - hb) / 1'000'000 : 0;
+    m.held = held[i];
+    m.alive = detail::process_alive(static_cast<pid_t>(m.pid),
+                                    row.start_time.load(std::memory_order_relaxed));
+    s.members.push_back(m);
+    if (status != detail::MemberStatus::active) continue;
     if (detail::member_role(st) == detail::Role::producer) ++s.producers;
     if (detail::member_role(st) == detail::Role::consumer) ++s.consumers;
     s.sent += row.sent.load(std::memory_order_relaxed);

@@ -416,7 +416,15 @@ Result<std::uint32_t> Segment::register_member(Role role) {
                                    " in use; create the queue with more members)");
 }
 
-void Segment::unregister_member(std::uint32_t i) noexcept {
+void Segment::unregister_member(std::uint32_t i, Role role) noexcept {
+  if (i >= max_members_) return;
+  const std::uint64_t ours =
+      member_state(MemberStatus::active, role, static_cast<std::uint32_t>(::getpid()));
+  if (members_[i].state.load(std::memory_order_acquire) != ours) return;
+  free_member(i);
+}
+
+void Segment::free_member(std::uint32_t i) noexcept {
   if (i >= max_members_) return;
   MemberRow& row = members_[i];
   SegmentHeader& h = *header_;

@@ -76,8 +76,11 @@ class Segment {
   // Claims a free member row for this process; the row index is the owner id in slot
   // words. Fails with no_space when every row is taken.
   Result<std::uint32_t> register_member(Role role);
-  // Retires the row's counters into the header totals and frees the row.
-  void unregister_member(std::uint32_t index) noexcept;
+  // Frees our own row (registered by this process with `role`): retires its counters into
+  // the header totals. Does nothing if the row is no longer ours (the watchdog took it).
+  void unregister_member(std::uint32_t index, Role role) noexcept;
+  // Frees a dead member's row (the watchdog, once nothing in the ring names it).
+  void free_member(std::uint32_t index) noexcept;
 
  private:
   Segment() = default;

@@ -1,0 +1,484 @@
+// The watchdog and the delivery policy: real processes killed with SIGKILL (some at exact
+// crash points compiled into this test's build of the library), leases, delayed nacks,
+// dead letters, TTL, election.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "platform/crash_point.hpp"
+#include "platform/process.hpp"
+#include "ring/slot_word.hpp"
+#include "segment/segment.hpp"
+#include "test_util.hpp"
+
+namespace shmq {
+namespace {
+
+using test::ScopedQueue;
+using test::spawn;
+using test::wait_exit;
+using namespace std::chrono_literals;
+
+// A pipe a child writes one byte to when it reached the state the parent waits for.
+class Signal {
+ public:
+  Signal() { EXPECT_EQ(::pipe(fd_), 0); }
+  ~Signal() {
+    ::close(fd_[0]);
+    ::close(fd_[1]);
+  }
+  void notify() { (void)!::write(fd_[1], "x", 1); }
+  // Blocks until notified; false if every writer closed first (the child died before).
+  bool wait() {
+    ::close(fd_[1]);
+    fd_[1] = -1;
+    char c;
+    return ::read(fd_[0], &c, 1) == 1;
+  }
+
+ private:
+  int fd_[2] = {-1, -1};
+};
+
+void kill_and_reap(pid_t pid) {
+  ::kill(pid, SIGKILL);
+  EXPECT_EQ(wait_exit(pid), 128 + SIGKILL);
+}
+
+// Ticks until `done(report)` or a hang guard of 10 s; returns whether `done` held.
+template <typename Done>
+bool tick_until(Watchdog& w, Done&& done) {
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < give_up) {
+    if (done(w.tick())) return true;
+    std::this_thread::yield();
+  }
+  return false;
+}
+
+std::vector<std::string> drain(Consumer& c, std::vector<std::uint32_t>* counts = nullptr) {
+  std::vector<std::string> got;
+  Message m;
+  while (c.try_receive(m) == Status::ok) {
+    got.emplace_back(m.view());
+    if (counts != nullptr) counts->push_back(m.delivery_count());
+    EXPECT_EQ(c.ack(m), Status::ok);
+  }
+  return got;
+}
+
+TEST(Watchdog, KilledConsumersMessagesAreRedeliveredToAnother) {
+  ScopedQueue q("wd-deadcons");
+  auto p = q->producer().value();
+  for (int i = 0; i < 8; ++i) ASSERT_EQ(p.send("m" + std::to_string(i)), Status::ok);
+  Signal holding;
+  const pid_t child = spawn([&] {
+    auto cq = Queue::open(q.name());
+    auto c = cq->consumer().value();
+    std::vector<Message> ms(5);
+    for (auto& m : ms)
+      if (c.try_receive(m) != Status::ok) return 1;
+    holding.notify();
+    ::pause();  // holds five unacked messages until killed
+    return 0;
+  });
+  ASSERT_TRUE(holding.wait());
+  auto live = q->consumer().value();
+  EXPECT_EQ(drain(live).size(), 3u);  // the other three
+  kill_and_reap(child);
+
+  auto w = Watchdog::attach(*q).value();
+  const WatchdogReport r = w.tick();
+  EXPECT_TRUE(r.active);
+  EXPECT_EQ(r.members_reclaimed, 1u);
+  EXPECT_EQ(r.redelivered, 5u);
+  std::vector<std::uint32_t> counts;
+  auto got = drain(live, &counts);
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<std::string>{"m0", "m1", "m2", "m3", "m4"}));
+  for (auto dc : counts) EXPECT_EQ(dc, 2u);
+  const QueueStats s = q->stats();
+  EXPECT_EQ(s.consumers, 1u);  // the dead one's row was freed
+  EXPECT_EQ(s.redelivered, 5u);
+  EXPECT_EQ(s.members_reclaimed, 1u);
+}
+
+TEST(Watchdog, ZombieConsumerCountsAsDead) {
+  // Killed but not yet reaped by its parent: the pid still exists, the process does not run.
+  ScopedQueue q("wd-zombie");
+  auto p = q->producer().value();
+  ASSERT_EQ(p.send("z"), Status::ok);
+  Signal holding;
+  const pid_t child = spawn([&] {
+    auto c = Queue::open(q.name())->consumer().value();
+    Message m;
+    if (c.try_receive(m) != Status::ok) return 1;
+    holding.notify();
+    ::pause();
+    return 0;
+  });
+  ASSERT_TRUE(holding.wait());
+  ::kill(child, SIGKILL);
+  siginfo_t info{};
+  ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(child), &info, WEXITED | WNOWAIT), 0);  // zombie
+  auto w = Watchdog::attach(*q).value();
+  EXPECT_EQ(w.tick().redelivered, 1u);
+  EXPECT_EQ(wait_exit(child), 128 + SIGKILL);
+}
+
+TEST(Watchdog, ConsumerKilledInsideReceiveLosesNothing) {
+  ScopedQueue q("wd-inrecv");
+  auto p = q->producer().value();
+  ASSERT_EQ(p.send("a"), Status::ok);
+  ASSERT_EQ(p.send("b"), Status::ok);
+  const pid_t child = spawn([&] {
+    auto c = Queue::open(q.name())->consumer().value();
+    Message m;
+    if (c.try_receive(m) != Status::ok) return 1;
+    detail::arm_crash_point("consumer.after_claim", 1);  // dies holding "b", mid-receive
+    Message second;
+    (void)c.try_receive(second);
+    return 2;
+  });
+  EXPECT_EQ(wait_exit(child), 128 + SIGKILL);
+  auto w = Watchdog::attach(*q).value();
+  EXPECT_EQ(w.tick().redelivered, 2u);
+  auto c = q->consumer().value();
+  auto got = drain(c);
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<std::string>{"a", "b"}));
+}
+
+TEST(Watchdog, ConsumerKilledHalfwayThroughALargeAckIsFinished) {
+  ScopedQueue q("wd-bigack", {.slot_count = 8, .slot_size = 128, .max_message_size = 400});
+  auto p = q->producer().value();
+  ASSERT_EQ(p.send(std::string(300, 'L')), Status::ok);  // 5 slots
+  const pid_t child = spawn([&] {
+    auto c = Queue::open(q.name())->consumer().value();
+    Message m;
+    if (c.try_receive(m) != Status::ok) return 1;
+    detail::arm_crash_point("release.after_releasing", 1);
+    (void)c.ack(m);
+    return 2;
+  });
+  EXPECT_EQ(wait_exit(child), 128 + SIGKILL);
+  auto w = Watchdog::attach(*q).value();
+  w.tick();
+  // The acked message's slots are all free again: 8 one-slot messages fit.
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(p.try_send("x"), Status::ok) << i;
+  auto c = q->consumer().value();
+  EXPECT_EQ(drain(c).size(), 8u);  // and the acked one is not delivered again
+}
+
+class DeadProducer : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(DeadProducer, HoleIsRepairedAndConsumersGoOn) {
+  ScopedQueue q("wd-deadprod", {.slot_count = 16, .slot_size = 128, .max_message_size = 500});
+  const char* point = GetParam();
+  const pid_t child = spawn([&] {
+    auto pr = Queue::open(q.name())->producer().value();
+    if (pr.send("before") != Status::ok) return 1;
+    detail::arm_crash_point(point, 1);
+    (void)pr.send(std::string(200, 'H'));  // 4 slots; dies in the middle of it
+    return 2;
+  });
+  EXPECT_EQ(wait_exit(child), 128 + SIGKILL);
+  auto c = q->consumer().value();
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(m.view(), "before");
+  ASSERT_EQ(c.ack(m), Status::ok);
+  EXPECT_EQ(c.try_receive(m), Status::empty);  // wedged behind the dead claim
+
+  auto w = Watchdog::attach(*q).value();
+  const WatchdogReport r = w.tick();
+  EXPECT_EQ(r.holes_repaired, 1u);
+  EXPECT_EQ(r.members_reclaimed, 1u);
+  auto p = q->producer().value();
+  for (int i = 0; i < 20; ++i) {  // wraps the ring over the repaired slots
+    ASSERT_EQ(p.try_send("after" + std::to_string(i)), Status::ok) << i;
+    ASSERT_EQ(c.try_receive(m), Status::ok) << i;
+    EXPECT_EQ(m.view(), "after" + std::to_string(i));  // the torn message never shows
+    ASSERT_EQ(c.ack(m), Status::ok);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(CrashPoints, DeadProducer,
+                         ::testing::Values("producer.after_claim", "producer.mid_write",
+                                           "producer.before_publish"));
+
+TEST(Watchdog, StalledProducersClaimBecomesAHoleAndItsCommitFails) {
+  ScopedQueue q("wd-stall", {.slot_count = 4, .claim_timeout = 1ms});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  Reservation r;
+  ASSERT_EQ(p.try_reserve(5, r), Status::ok);
+  std::memcpy(r.data().data(), "stall", 5);
+  auto w = Watchdog::attach(*q).value();
+  ASSERT_TRUE(tick_until(w, [](const WatchdogReport& rep) { return rep.holes_repaired == 1; }));
+  ASSERT_EQ(p.try_send("next"), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);  // consumers pass the hole
+  EXPECT_EQ(m.view(), "next");
+  ASSERT_EQ(c.ack(m), Status::ok);
+  // The slow producer comes back: its commit fails, nothing of it is delivered, and the
+  // slot is given back.
+  EXPECT_EQ(p.commit(r), Status::lease_lost);
+  EXPECT_EQ(c.try_receive(m), Status::empty);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(p.try_send("f"), Status::ok);
+}
+
+TEST(Watchdog, ExpiredLeaseIsRedeliveredAndTheLateAckIsRefused) {
+  ScopedQueue q("wd-lease", {.lease = 1ms});
+  auto p = q->producer().value();
+  auto slow = q->consumer().value();
+  auto other = q->consumer().value();
+  ASSERT_EQ(p.send("work"), Status::ok);
+  Message m;
+  ASSERT_EQ(slow.try_receive(m), Status::ok);
+  auto w = Watchdog::attach(*q).value();
+  ASSERT_TRUE(tick_until(w, [](const WatchdogReport& r) { return r.leases_expired == 1; }));
+  Message again;
+  ASSERT_EQ(other.try_receive(again), Status::ok);
+  EXPECT_EQ(again.view(), "work");
+  EXPECT_EQ(again.delivery_count(), 2u);
+  EXPECT_EQ(slow.ack(m), Status::lease_lost);
+  EXPECT_EQ(other.ack(again), Status::ok);
+}
+
+TEST(Watchdog, ExtendedLeaseIsNotTakenBack) {
+  ScopedQueue q("wd-extend", {.lease = 20ms});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("long job"), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  ASSERT_EQ(c.extend_lease(m, 1h), Status::ok);
+  auto w = Watchdog::attach(*q).value();
+  // Tick for several original lease periods: nothing may expire.
+  const auto until = std::chrono::steady_clock::now() + 100ms;
+  std::uint64_t expired = 0;
+  while (std::chrono::steady_clock::now() < until) expired += w.tick().leases_expired;
+  EXPECT_EQ(expired, 0u);
+  EXPECT_EQ(c.ack(m), Status::ok);
+}
+
+TEST(Watchdog, NackWithDelayIsNotRedeliveredBeforeTheDelay) {
+  ScopedQueue q("wd-delay");
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("retry me"), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  const auto nacked = std::chrono::steady_clock::now();
+  ASSERT_EQ(c.nack_after(m, 50ms), Status::ok);
+  EXPECT_EQ(c.try_receive(m), Status::empty);
+  EXPECT_EQ(q->stats().delayed, 1u);
+  ASSERT_EQ(c.receive_for(m, 10s), Status::ok);  // sleeps until it is due
+  EXPECT_GE(std::chrono::steady_clock::now() - nacked, 50ms);
+  EXPECT_EQ(m.view(), "retry me");
+  EXPECT_EQ(m.delivery_count(), 2u);
+  EXPECT_EQ(c.ack(m), Status::ok);
+}
+
+TEST(Watchdog, DefaultBackoffDoublesAndIsCapped) {
+  ScopedQueue q("wd-backoff", {.backoff_initial = 100ms, .backoff_max = 300ms});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("x"), Status::ok);
+  auto& hdr = q->segment()->slot(0);
+  for (std::uint64_t expected_ms : {100u, 200u, 300u, 300u}) {
+    Message m;
+    // Make the delayed message due at once (white box), so the test does not wait.
+    if (detail::word_state(hdr.word.load()) == detail::SlotState::delayed) hdr.deadline_ns.store(1);
+    ASSERT_EQ(c.receive_for(m, 10s), Status::ok);
+    const std::uint64_t before = detail::monotonic_coarse_ns();
+    ASSERT_EQ(c.nack(m), Status::ok);
+    const std::uint64_t delay = hdr.deadline_ns.load() - before;
+    EXPECT_GE(delay + 5'000'000, expected_ms * 1'000'000) << expected_ms;
+    EXPECT_LE(delay, expected_ms * 1'000'000 + 5'000'000) << expected_ms;
+  }
+}
+
+TEST(Watchdog, MaxDeliveriesSendsToTheDeadLetterQueueWithTheReason) {
+  ScopedQueue q("wd-maxdel", {.max_deliveries = 2});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("poison", 4242), Status::ok);
+  Message m;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(c.try_receive(m), Status::ok);
+    ASSERT_EQ(c.nack(m), Status::ok);
+  }
+  EXPECT_EQ(c.try_receive(m), Status::empty);  // the third delivery went to the DLQ
+  auto dlq = Queue::open(Queue::dead_letter_name(q.name()));
+  ASSERT_TRUE(dlq.ok()) << dlq.error().message();
+  auto dc = dlq->consumer().value();
+  ASSERT_EQ(dc.try_receive(m), Status::ok);
+  const auto dl = parse_dead_letter(m.data());
+  ASSERT_TRUE(dl.has_value());
+  EXPECT_EQ(dl->reason, DeadLetterReason::max_deliveries);
+  EXPECT_EQ(dl->delivery_count, 3u);
+  EXPECT_EQ(dl->original_position, 0u);
+  EXPECT_EQ(dl->original_id, 4242u);
+  EXPECT_EQ(m.id(), 4242u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(dl->payload.data()), dl->payload.size()),
+            "poison");
+  EXPECT_EQ(q->stats().dead_lettered, 1u);
+  (void)Queue::remove(Queue::dead_letter_name(q.name()));
+}
+
+TEST(Watchdog, RejectedMessageIsDeadLettered) {
+  ScopedQueue q("wd-reject");
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("bad"), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  ASSERT_EQ(c.nack(m, /*requeue=*/false), Status::ok);
+  auto dc = Queue::open(Queue::dead_letter_name(q.name()))->consumer().value();
+  ASSERT_EQ(dc.try_receive(m), Status::ok);
+  EXPECT_EQ(parse_dead_letter(m.data())->reason, DeadLetterReason::rejected);
+  (void)Queue::remove(Queue::dead_letter_name(q.name()));
+}
+
+TEST(Watchdog, ExpiredMessagesAreDeadLetteredByConsumersAndByTheWatchdog) {
+  ScopedQueue q("wd-ttl", {.ttl = 1ms});
+  auto p = q->producer().value();
+  ASSERT_EQ(p.send("old1"), Status::ok);
+  ASSERT_EQ(p.send("old2"), Status::ok);
+  // Let the coarse clock move well past the TTL (a wait for a condition, not a sync sleep).
+  const std::uint64_t sent = detail::monotonic_coarse_ns();
+  while (detail::monotonic_coarse_ns() < sent + 20'000'000) std::this_thread::yield();
+  auto c = q->consumer().value();
+  Message m;
+  ASSERT_EQ(p.send("fresh"), Status::ok);
+  // The consumer dead-letters expired messages instead of delivering them...
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(m.view(), "fresh");
+  ASSERT_EQ(c.ack(m), Status::ok);
+  // ...and the watchdog those nobody asked for.
+  ASSERT_EQ(p.send("old3"), Status::ok);
+  const std::uint64_t sent3 = detail::monotonic_coarse_ns();
+  while (detail::monotonic_coarse_ns() < sent3 + 20'000'000) std::this_thread::yield();
+  auto w = Watchdog::attach(*q).value();
+  EXPECT_EQ(w.tick().expired, 1u);
+  auto dc = Queue::open(Queue::dead_letter_name(q.name()))->consumer().value();
+  std::vector<std::string> dead;
+  while (dc.try_receive(m) == Status::ok) {
+    const auto dl = parse_dead_letter(m.data());
+    ASSERT_TRUE(dl.has_value());
+    EXPECT_EQ(dl->reason, DeadLetterReason::expired);
+    dead.emplace_back(reinterpret_cast<const char*>(dl->payload.data()), dl->payload.size());
+    ASSERT_EQ(dc.ack(m), Status::ok);
+  }
+  std::sort(dead.begin(), dead.end());
+  EXPECT_EQ(dead, (std::vector<std::string>{"old1", "old2", "old3"}));
+  EXPECT_EQ(q->stats().expired, 3u);
+  (void)Queue::remove(Queue::dead_letter_name(q.name()));
+}
+
+TEST(Watchdog, OneOfTwoWatchdogsIsElectedAndASurvivorTakesOver) {
+  ScopedQueue q("wd-elect");
+  auto a = Watchdog::attach(*q).value();
+  auto b = Watchdog::attach(*q).value();
+  EXPECT_TRUE(a.tick().active);
+  EXPECT_FALSE(b.tick().active);
+  // A watchdog in a process that gets killed: the survivor takes over and frees its row.
+  ScopedQueue q2("wd-elect2");
+  Signal elected;
+  const pid_t child = spawn([&] {
+    auto oq = Queue::open(q2.name()).value();
+    auto w = Watchdog::attach(oq).value();
+    if (!w.tick().active) return 1;
+    elected.notify();
+    ::pause();
+    return 0;
+  });
+  ASSERT_TRUE(elected.wait());
+  auto survivor = Watchdog::attach(*q2).value();
+  EXPECT_FALSE(survivor.tick().active);
+  kill_and_reap(child);
+  const WatchdogReport r = survivor.tick();
+  EXPECT_TRUE(r.active);
+  EXPECT_EQ(r.members_reclaimed, 1u);
+}
+
+TEST(Watchdog, LiveButSlowConsumerIsNeverReclaimedEvenOversubscribed) {
+  ScopedQueue q("wd-slow", {.lease = 1h});
+  auto p = q->producer().value();
+  ASSERT_EQ(p.send("slow"), Status::ok);
+  Signal holding;
+  int release[2];
+  ASSERT_EQ(::pipe(release), 0);
+  const pid_t child = spawn([&] {
+    auto c = Queue::open(q.name())->consumer().value();
+    Message m;
+    if (c.try_receive(m) != Status::ok) return 1;
+    holding.notify();
+    char b;
+    if (::read(release[0], &b, 1) != 1) return 2;  // "working" far past any heartbeat
+    return c.ack(m) == Status::ok ? 0 : 3;
+  });
+  ASSERT_TRUE(holding.wait());
+  // More busy processes than cores.
+  std::vector<pid_t> hogs;
+  for (int i = 0; i < 4; ++i)
+    hogs.push_back(spawn([] {
+      for (;;) {
+      }
+      return 0;
+    }));
+  auto w = Watchdog::attach(*q).value();
+  std::uint64_t taken = 0;
+  const auto until = std::chrono::steady_clock::now() + 300ms;
+  while (std::chrono::steady_clock::now() < until) {
+    const WatchdogReport r = w.tick();
+    taken += r.redelivered + r.leases_expired + r.members_reclaimed;
+  }
+  for (pid_t h : hogs) kill_and_reap(h);
+  EXPECT_EQ(taken, 0u);
+  ASSERT_EQ(::write(release[1], "x", 1), 1);
+  EXPECT_EQ(wait_exit(child), 0);  // and its ack still works
+  ::close(release[0]);
+  ::close(release[1]);
+}
+
+TEST(Watchdog, HeartbeatLivenessDeclaresSilentMembersDead) {
+  ScopedQueue q("wd-heartbeat",
+               {.heartbeat_liveness = true, .heartbeat_timeout = 10ms, .claim_timeout = 1h});
+  auto p = q->producer().value();
+  ASSERT_EQ(p.send("held"), Status::ok);
+  auto c = q->consumer().value();
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  Reservation r;
+  auto silent_producer = q->producer().value();
+  ASSERT_EQ(silent_producer.try_reserve(3, r), Status::ok);
+  // Both go silent (their process lives on: only the heartbeat can tell).
+  q->segment()->member(c.member_index()).heartbeat_ns.store(1);
+  q->segment()->member(silent_producer.member_index()).heartbeat_ns.store(1);
+  auto w = Watchdog::attach(*q).value();
+  p.heartbeat();
+  WatchdogReport first = w.tick();
+  EXPECT_EQ(first.redelivered, 1u);
+  EXPECT_EQ(first.holes_repaired, 1u);  // quarantined, not yet released
+  EXPECT_EQ(first.members_reclaimed, 1u);  // the consumer; the producer waits for its grace
+  ASSERT_TRUE(tick_until(w, [&](const WatchdogReport& rep) {
+    p.heartbeat();  // the live producer keeps beating
+    return rep.members_reclaimed == 1;
+  }));
+  EXPECT_EQ(q->stats().claimed, 0u);
+  EXPECT_EQ(p.commit(r), Status::invalid);  // not this producer's reservation
+  EXPECT_EQ(p.try_send("after"), Status::ok);
+}
+
+}  // namespace
+}  // namespace shmq

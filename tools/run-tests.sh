@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies (Debian packages), builds shmq three ways and runs
 # the suite in each:
-#   1. Release, warnings as errors: every test (unit, stress, multi-process, install).
-#   2. ASan + UBSan: every test.
+#   1. Release, warnings as errors: every test (unit, stress, multi-process, watchdog, a
+#      two-minute soak with random SIGKILLs, install).
+#   2. ASan + UBSan: every test (a shorter soak).
 #   3. TSan: the in-process ring tests (label "ring").
 # Usage: tools/run-tests.sh [--quick]   (--quick: the Release build only)
 set -euo pipefail
@@ -38,7 +39,7 @@ if [ "$quick" -eq 1 ]; then exit 0; fi
 section "ASan + UBSan build, all tests"
 build build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMQ_SANITIZE=address -DSHMQ_BUILD_BENCH=OFF
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build/asan --output-on-failure --no-tests=error -j "$jobs"
+  SHMQ_SOAK_SECONDS=45 ctest --test-dir build/asan --output-on-failure --no-tests=error -j "$jobs"
 
 section "TSan build, in-process ring tests"
 build build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMQ_SANITIZE=thread -DSHMQ_BUILD_BENCH=OFF \

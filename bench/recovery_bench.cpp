@@ -1,0 +1,731 @@
+// shmq-bench-recovery: how long messages held by a consumer that is killed with SIGKILL
+// stay stuck before a live consumer gets them, with default settings.
+//
+// Setup (once): the parent creates a queue with default QueueOptions, attaches a Watchdog
+// with default WatchdogOptions and start()s it (a background thread that ticks every 5 ms,
+// the component shmqd runs), and keeps one producer.
+//
+// One round per kill, with no consumer attached at its start:
+//   1. The parent sends M messages whose ids carry the round number. Nobody consumes them
+//      yet: the previous round's consumers are gone (one killed and reclaimed, one closed
+//      and reaped), so they simply wait in the ring.
+//   2. The parent forks the victim. It is the only consumer of the queue, so it takes all
+//      M messages (first deliveries), does not ack them, tells the parent it holds them
+//      and pauses.
+//   3. The parent forks a fresh live consumer. Every message is held by the victim, so it
+//      finds nothing and goes to sleep in receive(); the parent waits until
+//      /proc/<pid>/stat shows it asleep, so that every kill measures the wake-up path of a
+//      sleeping consumer (the common case for an idle service), not a spinning one.
+//   4. The parent sleeps a random time, uniform in [0, watchdog interval), then takes
+//      t0 = CLOCK_MONOTONIC, sends SIGKILL to the victim and reaps it at once (the watchdog
+//      treats a zombie as dead too, so reaping does not help or hurt). Without the random
+//      sleep the rounds lock onto the watchdog's tick: a round starts just after the tick
+//      that ended the previous one and takes about the same time to set up, so every kill
+//      would land at the same phase of the tick and the percentiles would measure that
+//      phase, not the spread a kill at an arbitrary moment sees.
+//   5. The watchdog sees the victim's process gone, takes its M messages back and wakes
+//      the consumers. The live consumer receives each message, reads CLOCK_MONOTONIC,
+//      acks it, and after the M-th reports every (time, id, delivery count) to the parent
+//      through a pipe, checks that nothing else is queued, closes and exits.
+//   latency of the round: last receive time - t0 ("kill -> all redelivered") and first
+//   receive time - t0 ("kill -> first redelivered").
+//
+// Starting a fresh live consumer per round, after the victim holds its messages, is what
+// keeps the live consumer from taking the messages first: it exists only while they are
+// held. std::chrono::steady_clock is CLOCK_MONOTONIC on Linux, one clock for every process.
+//
+// Checks (any failure: exit 1): the victim gets exactly the round's M messages on first
+// delivery; the live consumer gets exactly those M again, each with delivery_count 2 and
+// redelivered(), none before t0, none twice, and nothing else; every child exits 0 within
+// its time limit. At the end the queue's counters must show every message acked, every
+// victim reclaimed by the watchdog, no lease expiry and nothing dead-lettered.
+//
+// The children are forked from a process whose watchdog thread runs. They never touch the
+// inherited Watchdog, Queue or Producer objects (they open the queue by name) and leave
+// with _exit(), so no inherited destructor runs.
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "shmq/shmq.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kProg = "shmq-bench-recovery";
+constexpr std::uint64_t kDefaultKills = 200;
+constexpr std::uint64_t kQuickKills = 20;
+constexpr std::uint64_t kDefaultMessages = 8;
+constexpr std::uint64_t kMaxMessages = 256;  // well inside the default 1024-slot ring
+constexpr std::uint64_t kTargetP99Ns = 50'000'000;  // issue: p99 under 50 ms
+// Limits for one step of a round (a child's start, the redelivery, a child's exit). Far
+// above anything healthy; hitting one means a hang, and the run fails.
+constexpr auto kStepTimeout = std::chrono::seconds(10);
+// How long to wait for the live consumer to be seen asleep before killing anyway.
+constexpr auto kAsleepTimeout = std::chrono::seconds(1);
+
+// --- Configuration and flags ----------------------------------------------------------
+
+struct Config {
+  std::uint64_t kills = kDefaultKills;
+  std::uint64_t messages = kDefaultMessages;
+  bool json = false;
+};
+
+void print_help() {
+  std::printf(
+      "usage: %s [options]\n"
+      "\n"
+      "Recovery latency: the time from SIGKILL of a consumer that holds unacked messages\n"
+      "to their redelivery to a live consumer (asleep in receive()), with default\n"
+      "QueueOptions and a Watchdog with default WatchdogOptions running in the background.\n"
+      "Reports p50/p90/p99/max over many kills; the target is p99 under 50 ms.\n"
+      "\n"
+      "options:\n"
+      "  --kills N       consumers killed, one per round (default %llu)\n"
+      "  --messages N    messages the killed consumer holds, 1..%llu (default %llu)\n"
+      "  --quick         %llu kills, for a smoke test (an explicit --kills wins)\n"
+      "  --json          one JSON object on one line instead of the table\n"
+      "  --help          this text\n"
+      "\n"
+      "Exit status: 0 on success (whether or not the target is met: that is reported),\n"
+      "1 if a message was lost, duplicated or not redelivered in time, or a child process\n"
+      "failed or hung, 2 on a bad command line.\n",
+      kProg, static_cast<unsigned long long>(kDefaultKills),
+      static_cast<unsigned long long>(kMaxMessages),
+      static_cast<unsigned long long>(kDefaultMessages),
+      static_cast<unsigned long long>(kQuickKills));
+}
+
+bool parse_u64(std::string_view s, std::uint64_t lo, std::uint64_t hi, std::uint64_t& out) {
+  std::uint64_t v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size() || v < lo || v > hi)
+    return false;
+  out = v;
+  return true;
+}
+
+// Returns -1 to go on, or the exit status (0 after --help, 2 on a bad command line).
+int parse_args(int argc, char** argv, Config& cfg) {
+  auto bad = [](const std::string& msg) {
+    std::fprintf(stderr, "%s: %s (try --help)\n", kProg, msg.c_str());
+    return 2;
+  };
+  bool quick = false;
+  bool set_kills = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    std::string_view key = arg;
+    std::string_view val;
+    bool has_val = false;
+    if (const auto eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
+      key = arg.substr(0, eq);
+      val = arg.substr(eq + 1);
+      has_val = true;
+    }
+    auto number = [&](std::uint64_t lo, std::uint64_t hi, std::uint64_t& out) {
+      if (!has_val) {
+        if (i + 1 >= argc) return bad(std::string(key) + " needs a value");
+        val = argv[++i];
+      }
+      if (!parse_u64(val, lo, hi, out))
+        return bad(std::string(key) + " must be a number from " + std::to_string(lo) + " to " +
+                   std::to_string(hi) + ", got '" + std::string(val) + "'");
+      return -1;
+    };
+    auto flag = [&](bool& out) {
+      if (has_val) return bad(std::string(key) + " takes no value");
+      out = true;
+      return -1;
+    };
+    int rc = -1;
+    if (key == "--help" || key == "-h") {
+      if (has_val) return bad(std::string(key) + " takes no value");
+      print_help();
+      return 0;
+    } else if (key == "--kills") {
+      rc = number(1, 1'000'000, cfg.kills);
+      set_kills = true;
+    } else if (key == "--messages") {
+      rc = number(1, kMaxMessages, cfg.messages);
+    } else if (key == "--quick") {
+      rc = flag(quick);
+    } else if (key == "--json") {
+      rc = flag(cfg.json);
+    } else {
+      return bad("unknown option '" + std::string(arg) + "'");
+    }
+    if (rc != -1) return rc;
+  }
+  if (quick && !set_kills) cfg.kills = kQuickKills;
+  return -1;
+}
+
+// --- Small helpers ----------------------------------------------------------------------
+
+std::uint64_t now_ns() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+          .count());
+}
+
+[[noreturn]] void fail(const std::string& what) { throw std::runtime_error(what); }
+
+template <typename T>
+T take(shmq::Result<T> r, const std::string& what) {
+  if (!r.ok()) fail(what + ": " + r.error().message());
+  return std::move(r).value();
+}
+
+void check(shmq::Status s, const std::string& what) {
+  if (s != shmq::Status::ok) fail(what + ": " + std::string(shmq::to_string(s)));
+}
+
+// Message ids carry the round (high 32 bits, from 1) and the index in the round (low bits).
+std::uint64_t message_id(std::uint64_t round, std::uint64_t index) {
+  return ((round + 1) << 32) | index;
+}
+std::string payload_for(std::uint64_t id) {
+  return "recovery round " + std::to_string((id >> 32) - 1) + " message " +
+         std::to_string(id & 0xffffffffu);
+}
+
+volatile sig_atomic_t g_signal = 0;
+extern "C" void on_signal(int sig) { g_signal = sig; }
+
+void check_signal() {
+  if (g_signal != 0) fail(std::string("interrupted by ") + strsignal(g_signal));
+}
+
+void write_all(int fd, const void* data, std::size_t n) {
+  const auto* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) fail(std::string("write to parent: ") + std::strerror(errno));
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+}
+
+// Reads exactly n bytes before `deadline`. Fails on a timeout, on EOF (the child exited
+// or died) and on a signal to the parent.
+void read_exact(int fd, void* data, std::size_t n, Clock::time_point deadline,
+                const std::string& what) {
+  auto* p = static_cast<char*>(data);
+  while (n > 0) {
+    check_signal();
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) fail("timed out waiting for " + what);
+    pollfd pfd{fd, POLLIN, 0};
+    const int pr = ::poll(&pfd, 1, static_cast<int>(left.count()));
+    if (pr < 0 && errno == EINTR) continue;
+    if (pr < 0) fail(std::string("poll: ") + std::strerror(errno));
+    if (pr == 0) continue;  // re-check the deadline
+    const ssize_t r = ::read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) fail(std::string("read: ") + std::strerror(errno));
+    if (r == 0) fail("child exited before " + what);
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+}
+
+// State letter of /proc/<pid>/stat (field 3), or 0 if it cannot be read.
+char process_state(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  std::ifstream in(path);
+  std::string line;
+  if (!std::getline(in, line)) return 0;
+  // Field 2 (comm) is in parentheses and may itself contain ") ": use the last ')'.
+  const auto close = line.rfind(')');
+  if (close == std::string::npos || close + 2 >= line.size()) return 0;
+  return line[close + 2];
+}
+
+std::string describe_exit(int status) {
+  if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return std::string("killed by ") + strsignal(WTERMSIG(status));
+  return "status " + std::to_string(status);
+}
+
+// --- Child processes -------------------------------------------------------------------
+
+// A forked child with the read end of a pipe it writes to. Killed (SIGKILL) and reaped on
+// destruction if still there, so every failure path leaves no process behind.
+class Child {
+ public:
+  Child() = default;
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  ~Child() { kill_and_reap(); }
+
+  // Forks; the child runs body(write_fd) and leaves with _exit(its result), or _exit(1)
+  // after printing an exception. `role` names the child in messages.
+  void spawn(std::string role, const std::function<int(int)>& body) {
+    role_ = std::move(role);
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) fail(std::string("pipe: ") + std::strerror(errno));
+    std::fflush(stdout);
+    std::fflush(stderr);
+    const pid_t parent = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      const int e = errno;
+      ::close(fds[0]);
+      ::close(fds[1]);
+      fail(std::string("fork: ") + std::strerror(e));
+    }
+    if (pid == 0) {
+      ::close(fds[0]);
+      ::signal(SIGINT, SIG_DFL);
+      ::signal(SIGTERM, SIG_DFL);
+      // Die with the parent: a paused victim must not outlive a parent that crashed.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(1);
+      int rc = 1;
+      try {
+        rc = body(fds[1]);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s: %s (pid %d): %s\n", kProg, role_.c_str(),
+                     static_cast<int>(::getpid()), e.what());
+      } catch (...) {
+        std::fprintf(stderr, "%s: %s: unknown exception\n", kProg, role_.c_str());
+      }
+      std::fflush(stderr);
+      ::_exit(rc);
+    }
+    ::close(fds[1]);
+    pid_ = pid;
+    fd_ = fds[0];
+  }
+
+  pid_t pid() const { return pid_; }
+  int fd() const { return fd_; }
+  const std::string& role() const { return role_; }
+
+  // Waits for the child to exit by itself before `deadline`; fails unless it exits 0.
+  void wait_exit(Clock::time_point deadline) {
+    int status = 0;
+    for (;;) {
+      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) break;
+      if (r < 0 && errno != EINTR) fail("waitpid " + role_ + ": " + std::strerror(errno));
+      check_signal();
+      if (Clock::now() >= deadline) fail(role_ + " did not exit in time");
+      ::usleep(200);
+    }
+    pid_ = -1;
+    close_fd();
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+      fail(role_ + " failed: " + describe_exit(status));
+  }
+
+  // SIGKILL and reap at once; returns the wait status.
+  int kill_now() {
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+    close_fd();
+    return status;
+  }
+
+  void kill_and_reap() noexcept {
+    if (pid_ > 0) (void)kill_now();
+    close_fd();
+  }
+
+ private:
+  void close_fd() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  std::string role_;
+};
+
+// The victim: takes the round's M messages (first deliveries), reports 'H' and holds them
+// unacked until it is killed.
+int victim_main(const std::string& name, std::uint64_t round, std::uint64_t m, int out) {
+  auto queue = take(shmq::Queue::open(name), "open " + name);
+  auto consumer = take(queue.consumer(), "consumer");
+  std::vector<shmq::Message> held(m);
+  std::set<std::uint64_t> want;
+  for (std::uint64_t i = 0; i < m; ++i) want.insert(message_id(round, i));
+  for (auto& msg : held) {
+    check(consumer.receive_for(msg, kStepTimeout), "victim receive");
+    if (want.erase(msg.id()) != 1)
+      fail("victim got unexpected message id " + std::to_string(msg.id()));
+    if (msg.delivery_count() != 1)
+      fail("victim got message " + std::to_string(msg.id()) + " with delivery count " +
+           std::to_string(msg.delivery_count()));
+  }
+  write_all(out, "H", 1);
+  for (;;) ::pause();  // holds the messages until SIGKILL
+}
+
+// What the live consumer reports per message.
+struct Record {
+  std::uint64_t recv_ns = 0;  // CLOCK_MONOTONIC right after receive returned
+  std::uint64_t id = 0;
+  std::uint32_t delivery_count = 0;
+  std::uint32_t redelivered = 0;
+  std::uint32_t payload_ok = 0;
+  std::uint32_t pad = 0;
+};
+static_assert(std::is_trivially_copyable_v<Record>);
+
+// The live consumer: reports 'R', sleeps in receive() until the redelivered messages come,
+// acks each, then reports the M records and checks that nothing else is queued.
+int live_main(const std::string& name, std::uint64_t m, int out) {
+  auto queue = take(shmq::Queue::open(name), "open " + name);
+  std::vector<Record> records(m);
+  {
+    auto consumer = take(queue.consumer(), "consumer");
+    write_all(out, "R", 1);
+    for (auto& rec : records) {
+      shmq::Message msg;
+      check(consumer.receive_for(msg, kStepTimeout), "live consumer receive");
+      rec.recv_ns = now_ns();
+      rec.id = msg.id();
+      rec.delivery_count = msg.delivery_count();
+      rec.redelivered = msg.redelivered() ? 1 : 0;
+      rec.payload_ok = msg.view() == payload_for(msg.id()) ? 1 : 0;
+      check(consumer.ack(msg), "live consumer ack");
+    }
+    // Records go out after the last receive, so the pipe writes do not delay it.
+    write_all(out, records.data(), records.size() * sizeof(Record));
+    shmq::Message extra;
+    if (const auto s = consumer.try_receive(extra); s != shmq::Status::empty)
+      fail(s == shmq::Status::ok
+               ? "unexpected extra message id " + std::to_string(extra.id()) +
+                     " (delivery count " + std::to_string(extra.delivery_count()) + ")"
+               : "try_receive: " + std::string(shmq::to_string(s)));
+  }  // the consumer closes (unregisters) before the process exits
+  return 0;
+}
+
+// --- The parent ----------------------------------------------------------------------------
+
+// Removes the queue and its dead-letter queue on every way out of main().
+class QueueCleanup {
+ public:
+  explicit QueueCleanup(std::string name) : name_(std::move(name)) {}
+  QueueCleanup(const QueueCleanup&) = delete;
+  QueueCleanup& operator=(const QueueCleanup&) = delete;
+  ~QueueCleanup() {
+    (void)shmq::Queue::remove(name_);
+    (void)shmq::Queue::remove(shmq::Queue::dead_letter_name(name_));
+  }
+
+ private:
+  std::string name_;
+};
+
+struct RoundResult {
+  std::uint64_t first_ns = 0;  // kill -> first redelivered message received
+  std::uint64_t all_ns = 0;    // kill -> last of the M received
+  bool asleep = false;         // the live consumer was seen asleep before the kill
+};
+
+RoundResult run_round(const std::string& name, shmq::Producer& producer, std::uint64_t round,
+                      std::uint64_t m, std::chrono::nanoseconds pre_kill_delay) {
+  // 1. The round's messages, sent while no consumer is attached.
+  for (std::uint64_t i = 0; i < m; ++i) {
+    const std::uint64_t id = message_id(round, i);
+    check(producer.send_for(shmq::as_bytes(payload_for(id)), kStepTimeout, id), "send");
+  }
+
+  // 2. The victim takes them and holds them.
+  Child victim;
+  victim.spawn("victim consumer (round " + std::to_string(round) + ")",
+               [&](int fd) { return victim_main(name, round, m, fd); });
+  char c = 0;
+  read_exact(victim.fd(), &c, 1, Clock::now() + kStepTimeout, "the victim to hold its messages");
+  if (c != 'H') fail("victim sent an unexpected byte");
+
+  // 3. A fresh live consumer, which finds nothing and goes to sleep in receive().
+  Child live;
+  live.spawn("live consumer (round " + std::to_string(round) + ")",
+             [&](int fd) { return live_main(name, m, fd); });
+  read_exact(live.fd(), &c, 1, Clock::now() + kStepTimeout, "the live consumer to start");
+  if (c != 'R') fail("live consumer sent an unexpected byte");
+  RoundResult res;
+  const auto asleep_deadline = Clock::now() + kAsleepTimeout;
+  while (Clock::now() < asleep_deadline) {
+    check_signal();
+    const char st = process_state(live.pid());
+    if (st == 'S') {
+      res.asleep = true;
+      break;
+    }
+    if (st == 0 || st == 'Z') fail(live.role() + " exited before the kill");
+    ::usleep(100);
+  }
+
+  // 4. A random phase against the watchdog's tick, then kill the victim and reap it.
+  std::this_thread::sleep_for(pre_kill_delay);
+  check_signal();
+  const std::uint64_t t0 = now_ns();
+  const int status = victim.kill_now();
+  if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+    fail("victim ended before it was killed: " + describe_exit(status));
+
+  // 5. The live consumer's report of the redelivery.
+  std::vector<Record> records(m);
+  read_exact(live.fd(), records.data(), records.size() * sizeof(Record),
+             Clock::now() + kStepTimeout, "the redelivered messages");
+  live.wait_exit(Clock::now() + kStepTimeout);
+
+  std::set<std::uint64_t> want;
+  for (std::uint64_t i = 0; i < m; ++i) want.insert(message_id(round, i));
+  std::uint64_t first = UINT64_MAX;
+  std::uint64_t last = 0;
+  for (const Record& r : records) {
+    const std::string what = "round " + std::to_string(round) + ": message id " +
+                             std::to_string(r.id);
+    if (want.erase(r.id) != 1) fail(what + " was not expected (duplicate or foreign)");
+    if (r.delivery_count != 2 || r.redelivered != 1)
+      fail(what + " came with delivery count " + std::to_string(r.delivery_count) +
+           (r.redelivered ? ", redelivered" : ", not redelivered") + " (want 2, redelivered)");
+    if (r.payload_ok != 1) fail(what + " came with a wrong payload");
+    if (r.recv_ns < t0) fail(what + " reached the live consumer before the kill");
+    first = std::min(first, r.recv_ns);
+    last = std::max(last, r.recv_ns);
+  }
+  if (!want.empty()) fail("round " + std::to_string(round) + ": messages lost");
+  res.first_ns = first - t0;
+  res.all_ns = last - t0;
+  return res;
+}
+
+// Final accounting from the queue's counters (nothing else runs by then but the watchdog).
+void check_totals(const shmq::Queue& queue, std::uint64_t kills, std::uint64_t m) {
+  const shmq::QueueStats s = queue.stats();
+  const std::uint64_t total = kills * m;
+  std::string bad;
+  auto expect = [&](const char* what, std::uint64_t got, std::uint64_t want) {
+    if (got != want)
+      bad += std::string(bad.empty() ? "" : ", ") + what + " " + std::to_string(got) +
+             " (want " + std::to_string(want) + ")";
+  };
+  expect("sent", s.sent, total);
+  expect("acked", s.acked, total);
+  expect("ready", s.ready, 0);
+  expect("in_flight", s.in_flight, 0);
+  expect("consumers", s.consumers, 0);
+  expect("redelivered", s.redelivered, total);
+  expect("members_reclaimed", s.members_reclaimed, kills);
+  expect("leases_expired", s.leases_expired, 0);
+  expect("dead_lettered", s.dead_lettered, 0);
+  if (!bad.empty()) fail("queue counters after the run: " + bad);
+  // The dead-letter queue exists only if something was dead-lettered.
+  if (auto dlq = shmq::Queue::open(shmq::Queue::dead_letter_name(queue.name())); dlq.ok()) {
+    const shmq::QueueStats d = dlq->stats();
+    if (d.ready + d.in_flight != 0)
+      fail("the dead-letter queue holds " + std::to_string(d.ready + d.in_flight) + " messages");
+  }
+}
+
+// --- Output ----------------------------------------------------------------------------
+
+struct Machine {
+  std::string cpu = "unknown";
+  long cores = 0;
+  std::string kernel = "unknown";
+};
+
+Machine describe_machine() {
+  Machine m;
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      if (const auto colon = line.find(':'); colon != std::string::npos) {
+        m.cpu = line.substr(colon + 1);
+        m.cpu.erase(0, m.cpu.find_first_not_of(" \t"));
+      }
+      break;
+    }
+  }
+  m.cores = ::sysconf(_SC_NPROCESSORS_ONLN);
+  utsname u{};
+  if (::uname(&u) == 0) m.kernel = std::string(u.sysname) + " " + u.release + " " + u.machine;
+  return m;
+}
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (const char ch : s) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (static_cast<unsigned char>(ch) < 0x20) {
+      char esc[8];
+      std::snprintf(esc, sizeof esc, "\\u%04x", static_cast<unsigned>(ch));
+      out += esc;
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+struct Percentiles {
+  std::uint64_t p50 = 0, p90 = 0, p99 = 0, max = 0;
+};
+
+// Nearest rank: the smallest sample with at least p of all samples at or below it.
+Percentiles percentiles(std::vector<std::uint64_t> v) {
+  std::sort(v.begin(), v.end());
+  auto at = [&](double p) {
+    auto rank = static_cast<std::size_t>(p * static_cast<double>(v.size()) + 0.999999);
+    rank = std::clamp<std::size_t>(rank, 1, v.size());
+    return v[rank - 1];
+  };
+  return {at(0.50), at(0.90), at(0.99), v.back()};
+}
+
+double ms(std::uint64_t ns) { return static_cast<double>(ns) / 1e6; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config cfg;
+  if (const int rc = parse_args(argc, argv, cfg); rc != -1) return rc;
+
+  struct sigaction sa{};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: poll() returns EINTR and the run cleans up
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  const shmq::QueueOptions qopts;     // the defaults are what is measured
+  const shmq::WatchdogOptions wopts;  // likewise
+  const std::string name = "bench-recovery-" + std::to_string(::getpid());
+  const Machine machine = describe_machine();
+
+  if (!cfg.json) {
+    std::printf("%s: time from SIGKILL of a consumer holding unacked messages to their\n"
+                "redelivery to a live consumer asleep in receive()\n",
+                kProg);
+    std::printf("machine:   %s, %ld online cores, %s\n", machine.cpu.c_str(), machine.cores,
+                machine.kernel.c_str());
+    std::printf("settings:  default QueueOptions (lease %lld ms, max_deliveries %u, liveness by"
+                " pid and start time),\n"
+                "           default WatchdogOptions (background thread, tick every %lld ms),\n"
+                "           %llu messages held by each killed consumer, %llu kills\n",
+                static_cast<long long>(qopts.lease.count()), qopts.max_deliveries,
+                static_cast<long long>(wopts.interval.count()),
+                static_cast<unsigned long long>(cfg.messages),
+                static_cast<unsigned long long>(cfg.kills));
+    std::printf("timing:    t0 = CLOCK_MONOTONIC just before kill(SIGKILL), after a random"
+                " delay (uniform\n"
+                "           within one watchdog interval) so kills fall at every phase of the"
+                " tick; the live\n"
+                "           consumer reads CLOCK_MONOTONIC after each receive() returns (it acks"
+                " each)\n\n");
+    std::fflush(stdout);
+  }
+
+  std::vector<std::uint64_t> all_ns;
+  std::vector<std::uint64_t> first_ns;
+  std::uint64_t asleep = 0;
+  try {
+    QueueCleanup cleanup(name);
+    auto queue = take(shmq::Queue::create(name, qopts), "create queue " + name);
+    auto watchdog = take(shmq::Watchdog::attach(queue, wopts), "attach watchdog");
+    watchdog.start();
+    auto producer = take(queue.producer(), "producer");
+    // Fixed seed: the same sequence of phases on every run.
+    std::mt19937_64 rng(0x5eed);
+    std::uniform_int_distribution<std::int64_t> phase(
+        0, std::chrono::nanoseconds(wopts.interval).count() - 1);
+    for (std::uint64_t round = 0; round < cfg.kills; ++round) {
+      check_signal();
+      const RoundResult r =
+          run_round(name, producer, round, cfg.messages, std::chrono::nanoseconds(phase(rng)));
+      all_ns.push_back(r.all_ns);
+      first_ns.push_back(r.first_ns);
+      if (r.asleep) ++asleep;
+    }
+    check_totals(queue, cfg.kills, cfg.messages);
+    watchdog.stop();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: failed after %zu of %llu kills: %s\n", kProg, all_ns.size(),
+                 static_cast<unsigned long long>(cfg.kills), e.what());
+    return 1;
+  }
+
+  const Percentiles all = percentiles(all_ns);
+  const Percentiles first = percentiles(first_ns);
+  const bool met = all.p99 < kTargetP99Ns;
+
+  if (cfg.json) {
+    auto u = [](std::uint64_t v) { return std::to_string(v); };
+    std::string line = "{\"scenario\":\"recovery\"";
+    line += ",\"kills\":" + u(cfg.kills);
+    line += ",\"messages_per_kill\":" + u(cfg.messages);
+    line += ",\"p50_ns\":" + u(all.p50) + ",\"p90_ns\":" + u(all.p90) +
+            ",\"p99_ns\":" + u(all.p99) + ",\"max_ns\":" + u(all.max);
+    line += ",\"first_p50_ns\":" + u(first.p50) + ",\"first_p90_ns\":" + u(first.p90) +
+            ",\"first_p99_ns\":" + u(first.p99) + ",\"first_max_ns\":" + u(first.max);
+    line += ",\"target_p99_ns\":" + u(kTargetP99Ns) +
+            ",\"target_met\":" + std::string(met ? "true" : "false");
+    line += ",\"consumer_asleep_at_kill\":" + u(asleep);
+    line += ",\"watchdog_interval_ms\":" +
+            std::to_string(static_cast<long long>(wopts.interval.count()));
+    line += ",\"lease_ms\":" + std::to_string(static_cast<long long>(qopts.lease.count()));
+    line += ",\"cpu\":" + json_string(machine.cpu) + ",\"cores\":" +
+            std::to_string(machine.cores) + ",\"kernel\":" + json_string(machine.kernel) + "}";
+    std::printf("%s\n", line.c_str());
+  } else {
+    std::printf("%-28s %10s %10s %10s %10s\n", "", "p50 ms", "p90 ms", "p99 ms", "max ms");
+    std::printf("%-28s %10.3f %10.3f %10.3f %10.3f\n", "kill -> first redelivered",
+                ms(first.p50), ms(first.p90), ms(first.p99), ms(first.max));
+    std::printf("%-28s %10.3f %10.3f %10.3f %10.3f\n", "kill -> all redelivered", ms(all.p50),
+                ms(all.p90), ms(all.p99), ms(all.max));
+    std::printf("\nkills: %llu, messages redelivered: %llu (each once, delivery count 2), lost: 0\n",
+                static_cast<unsigned long long>(cfg.kills),
+                static_cast<unsigned long long>(cfg.kills * cfg.messages));
+    std::printf("live consumer seen asleep in receive() at the kill: %llu of %llu\n",
+                static_cast<unsigned long long>(asleep),
+                static_cast<unsigned long long>(cfg.kills));
+    std::printf("target: p99 of kill -> all redelivered under %.0f ms: %s (%.3f ms)\n",
+                ms(kTargetP99Ns), met ? "met" : "NOT MET", ms(all.p99));
+  }
+  return 0;
+}

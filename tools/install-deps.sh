@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   libboost-dev libconcurrentqueue-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libcli11-dev nlohmann-json3-dev libfmt-dev libsystemd-dev
+  libcli11-dev nlohmann-json3-dev libfmt-dev libsystemd-dev libxxhash-dev
   clang-14 libclang-rt-14-dev
 )
 

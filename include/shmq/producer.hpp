@@ -19,6 +19,7 @@ namespace shmq {
 
 namespace detail {
 class Segment;
+struct ProducerAccess;
 }
 
 using Bytes = std::span<const std::byte>;
@@ -70,6 +71,10 @@ class Producer {
   // for a fresh one (unique per producer row and process).
   // send() blocks while the ring is full; try_send() returns Status::full at once;
   // send_for() waits at most `timeout`.
+  // On a queue with Durability::sync, ok means the message is on disk (publisher confirm):
+  // the call also waits for shmqd to write it (try_send too: "try" is about room in the
+  // ring). Status::timeout from send_for then means "not confirmed": the message may still
+  // be persisted and delivered.
   Status send(Bytes message, std::uint64_t id = 0);
   Status try_send(Bytes message, std::uint64_t id = 0);
   Status send_for(Bytes message, std::chrono::nanoseconds timeout, std::uint64_t id = 0);
@@ -78,6 +83,8 @@ class Producer {
 
   // Sends messages in order, waking consumers once for the batch. Blocks while full, up
   // to `timeout` in all. Returns how many were sent; `*status` says why it stopped early.
+  // On a sync queue the batch is confirmed as a batch (one wait for the last message);
+  // 0 with *status = timeout means sent but not confirmed.
   std::size_t send_batch(std::span<const Bytes> messages,
                          std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max(),
                          Status* status = nullptr);
@@ -104,10 +111,17 @@ class Producer {
  private:
   friend class Queue;
   friend class Reservation;
+  friend struct detail::ProducerAccess;
+  Status wait_persisted(std::uint64_t upto, std::chrono::steady_clock::time_point deadline);
+  Status send_confirmed(Bytes message, std::uint64_t id,
+                        std::chrono::steady_clock::time_point space_deadline,
+                        std::chrono::steady_clock::time_point confirm_deadline);
   Producer(std::shared_ptr<detail::Segment> segment, std::uint32_t member);
 
+  // `redelivery`: a message recovered from the log, sent as already delivered once.
   Status send_impl(Bytes message, std::uint64_t id,
-                   std::chrono::steady_clock::time_point deadline, bool wake);
+                   std::chrono::steady_clock::time_point deadline, bool wake,
+                   bool redelivery = false, std::uint64_t* position = nullptr);
   Status claim(std::uint32_t k, std::uint64_t& pos,
                std::chrono::steady_clock::time_point deadline);
   void write_and_publish_prepare(std::uint64_t pos, Bytes message, std::uint64_t id);

@@ -27,6 +27,14 @@ namespace detail {
 class Segment;
 }
 
+// How far a message is made durable before Producer::send returns.
+enum class Durability : std::uint8_t {
+  none = 0,   // memory only: lost with the host (or with /dev/shm)
+  async = 1,  // written to the queue's log by shmqd soon after it is sent (group commit)
+  sync = 2,   // send returns once the message is on disk (fdatasync): publisher confirms
+};
+std::string_view to_string(Durability d) noexcept;
+
 // Geometry and policy, fixed when the queue is created.
 struct QueueOptions {
   // Number of slots in the ring; a power of two, 2 .. 2^24.
@@ -70,6 +78,14 @@ struct QueueOptions {
   // A producer that holds a claimed slot longer than this (stopped, swapped out) has it
   // turned into a hole that consumers pass; its late commit fails and it sends again.
   std::chrono::milliseconds claim_timeout{5'000};
+
+  // --- durability (needs shmqd running on data_dir) ----------------------------------------
+  Durability durability = Durability::none;
+  // The queue's data dir (log segments, checkpoint, queue.meta); required for async and
+  // sync. Created 0700 if missing.
+  std::string data_dir{};
+  // async: the longest a committed message waits before the persister writes it.
+  std::chrono::milliseconds flush_interval{5};
 };
 
 // What a queue looks like now. Counts are approximate while producers and consumers run.
@@ -100,6 +116,7 @@ struct QueueStats {
   std::uint64_t expired = 0;
   std::uint64_t dead_letter_failed = 0;
   bool watchdog_active = false;    // some watchdog is elected
+  std::uint64_t persisted = 0;     // durable queues: positions below are on disk
 
   struct Member {
     std::uint32_t index = 0;
@@ -117,6 +134,10 @@ class Queue {
  public:
   // Creates a new queue; fails with already_exists if it exists.
   static Result<Queue> create(std::string_view name, const QueueOptions& options = {});
+  // Creates the segment of a queue whose positions start at `first_position` (shmqd, when
+  // it rebuilds a durable queue from its log after a reboot). Writes nothing to data_dir.
+  static Result<Queue> recreate(std::string_view name, const QueueOptions& options,
+                                std::uint64_t first_position);
   // Opens an existing queue; its geometry comes from the segment.
   static Result<Queue> open(std::string_view name);
   // The dead-letter queue's name for queue `name`: "<name>.dlq".

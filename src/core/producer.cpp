@@ -166,6 +166,10 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
       }
       // After helping, look again; if that did not free them (a scribbled word), wait.
       if (helped) full = !all_free(seg, t, k);
+      // Durable queues: the slots' previous messages must be on disk before we reuse them.
+      if (!full && seg.durable() &&
+          h.persisted.value.load(std::memory_order_seq_cst) + n < t + k)
+        full = true;
       if (!full) {
         // Acquire: pairs with the release that freed this slot (an ack), so the consumer's
         // reads of the old payload happen-before our writes. seq_cst for wait_on's pairing.
@@ -223,8 +227,10 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
     wake_consumers();
     seg.member(member_).heartbeat_ns.store(detail::monotonic_coarse_ns(),
                                            std::memory_order_relaxed);
+    const std::uint64_t persisted_seen = h.persisted.value.load(std::memory_order_seq_cst);
     detail::wait_on(h.producers_wait, member_, deadline, [&] {
       if (interrupted_->load(std::memory_order_seq_cst)) return true;
+      if (h.persisted.value.load(std::memory_order_seq_cst) != persisted_seen) return true;
       // Re-check the slot we wait for (and the continuations) after our bit is visible.
       const std::uint64_t tt = h.tail.value.load(std::memory_order_seq_cst);
       if (tt != t) return true;
@@ -275,8 +281,28 @@ void Producer::write_and_publish_prepare(std::uint64_t pos, Bytes message, std::
   }
 }
 
+Status Producer::wait_persisted(std::uint64_t upto, Clock::time_point deadline) {
+  detail::SegmentHeader& h = seg_->header();
+  int spins = 0;
+  for (;;) {
+    if (h.persisted.value.load(std::memory_order_seq_cst) >= upto) return Status::ok;
+    if (interrupted_->load(std::memory_order_relaxed)) return Status::interrupted;
+    if (++spins < detail::kSpinBeforeSleep) {
+      detail::cpu_relax();
+      continue;
+    }
+    spins = 0;
+    if (Clock::now() >= deadline) return Status::timeout;
+    heartbeat();
+    detail::wait_on(h.persist_wait, member_, deadline, [&] {
+      return interrupted_->load(std::memory_order_seq_cst) ||
+             h.persisted.value.load(std::memory_order_seq_cst) >= upto;
+    });
+  }
+}
+
 Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point deadline,
-                           bool wake) {
+                           bool wake, bool redelivery, std::uint64_t* position) {
   if (!seg_) return Status::invalid;
   if (message.size() > seg_->max_message_size()) return Status::too_large;
   const std::uint32_t k = seg_->fragments_for(message.size());
@@ -287,8 +313,12 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
     std::uint64_t pos = 0;
     if (const Status s = claim(k, pos, deadline); s != Status::ok) return s;
     write_and_publish_prepare(pos, message, id);
+    if (redelivery) seg_->slot(pos).delivery_count.store(1, std::memory_order_relaxed);
     SHMQ_CRASH_POINT("producer.before_publish");
-    if (publish(pos, k)) break;
+    if (publish(pos, k)) {
+      if (position != nullptr) *position = pos + k;
+      break;
+    }
     // Our claim was repaired while we wrote: nothing of it is delivered. Give the slot
     // back and send again at a new position.
     detail::release_claim(*seg_, pos, member_, k);
@@ -298,16 +328,26 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
   return Status::ok;
 }
 
+// Sends and, on a sync queue, waits for the confirmation (see the header).
+Status Producer::send_confirmed(Bytes message, std::uint64_t id, Clock::time_point space_deadline,
+                                Clock::time_point confirm_deadline) {
+  std::uint64_t end = 0;
+  const Status s = send_impl(message, id, space_deadline, true, false, &end);
+  if (s != Status::ok || seg_->durability() != Durability::sync) return s;
+  return wait_persisted(end, confirm_deadline);
+}
+
 Status Producer::send(Bytes message, std::uint64_t id) {
-  return send_impl(message, id, Clock::time_point::max(), true);
+  return send_confirmed(message, id, Clock::time_point::max(), Clock::time_point::max());
 }
 
 Status Producer::try_send(Bytes message, std::uint64_t id) {
-  return send_impl(message, id, Clock::time_point::min(), true);
+  return send_confirmed(message, id, Clock::time_point::min(), Clock::time_point::max());
 }
 
 Status Producer::send_for(Bytes message, std::chrono::nanoseconds timeout, std::uint64_t id) {
-  return send_impl(message, id, deadline_after(timeout), true);
+  const auto deadline = deadline_after(timeout);
+  return send_confirmed(message, id, deadline, deadline);
 }
 
 std::size_t Producer::send_batch(std::span<const Bytes> messages, std::chrono::nanoseconds timeout,
@@ -315,12 +355,21 @@ std::size_t Producer::send_batch(std::span<const Bytes> messages, std::chrono::n
   const auto deadline = deadline_after(timeout);
   std::size_t sent = 0;
   Status s = Status::ok;
+  std::uint64_t end = 0;
   for (const Bytes& m : messages) {
-    s = send_impl(m, 0, deadline, false);
+    s = send_impl(m, 0, deadline, false, false, &end);
     if (s != Status::ok) break;
     ++sent;
   }
   if (sent > 0) wake_consumers();
+  // A sync batch is confirmed as a batch: one wait for its last message.
+  if (sent > 0 && seg_ && seg_->durability() == Durability::sync) {
+    const Status c = wait_persisted(end, deadline);
+    if (c != Status::ok) {
+      if (status != nullptr) *status = c;
+      return 0;  // sent, but not confirmed
+    }
+  }
   if (status != nullptr) *status = s;
   return sent;
 }
@@ -361,6 +410,8 @@ Status Producer::commit(Reservation& r, std::uint64_t id) {
   if (!ok) return Status::lease_lost;
   bump(seg_->member(member_).sent);
   wake_consumers();
+  if (seg_->durability() == Durability::sync)
+    return wait_persisted(r.position_ + 1, Clock::time_point::max());
   return Status::ok;
 }
 

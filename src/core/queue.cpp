@@ -1,5 +1,6 @@
 #include "shmq/queue.hpp"
 
+#include "persist/meta.hpp"
 #include "platform/process.hpp"
 #include "ring/slot_word.hpp"
 #include "segment/segment.hpp"
@@ -33,8 +34,37 @@ std::string Queue::validate_name(std::string_view name) {
   return {};
 }
 
+std::string_view to_string(Durability d) noexcept {
+  switch (d) {
+    case Durability::none: return "none";
+    case Durability::async: return "async";
+    case Durability::sync: return "sync";
+  }
+  return "unknown";
+}
+
 Result<Queue> Queue::create(std::string_view name, const QueueOptions& options) {
-  auto seg = detail::Segment::create(name, options);
+  QueueOptions o = options;
+  if (o.durability != Durability::none) {
+    if (auto e = validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
+    if (auto e = detail::Segment::validate_options(o); !e.empty())
+      return Error(Errc::invalid_argument, "cannot create queue '" + std::string(name) + "': " + e);
+    // The data dir and its queue.meta first: a segment that exists is always rebuildable.
+    auto dir = detail::prepare_data_dir(o.data_dir);
+    if (!dir.ok()) return dir.error();
+    o.data_dir = dir.value();
+    if (o.max_message_size == 0) o.max_message_size = o.slot_size - detail::kSlotHeaderSize;
+    if (auto w = detail::write_queue_meta(o.data_dir, std::string(name), o); !w.ok())
+      return w.error();
+  }
+  auto seg = detail::Segment::create(name, o);
+  if (!seg.ok()) return seg.error();
+  return Queue(std::move(seg.value()));
+}
+
+Result<Queue> Queue::recreate(std::string_view name, const QueueOptions& options,
+                              std::uint64_t first_position) {
+  auto seg = detail::Segment::create(name, options, first_position);
   if (!seg.ok()) return seg.error();
   return Queue(std::move(seg.value()));
 }
@@ -126,6 +156,7 @@ QueueStats Queue::stats() const {
   s.expired = wc.expired.load(std::memory_order_relaxed);
   s.dead_letter_failed = wc.dead_letter_failed.load(std::memory_order_relaxed);
   s.watchdog_active = h.watchdog.value.load(std::memory_order_relaxed) != 0;
+  s.persisted = h.persisted.value.load(std::memory_order_relaxed);
   const std::uint64_t now = detail::monotonic_coarse_ns();
   for (std::uint64_t i = 0; i < n; ++i) {
     const std::uint64_t w = seg.slot(i).word.load(std::memory_order_relaxed);

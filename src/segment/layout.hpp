@@ -1,6 +1,6 @@
 // The shared-memory segment layout: an ABI between processes, fixed at compile time.
 //
-//   offset 0                 SegmentHeader (identity, geometry, policy, cursors; 1280 bytes)
+//   offset 0                 SegmentHeader (identity, geometry, policy, cursors; 2048 bytes)
 //   header.members_offset    MemberRow[max_members]            (128 bytes each)
 //   header.ring_offset       slot[slot_count], slot_size bytes each:
 //                              SlotHeader (64 bytes) + payload (slot_size - 64 bytes)
@@ -31,6 +31,7 @@ inline constexpr std::uint32_t kMaxSlotSize = 1u << 20;
 inline constexpr std::uint32_t kMaxMembers = 255;  // owner field is 8 bits, 0xFF = none
 inline constexpr std::uint32_t kMaxFragments = 4095;  // aux field is 12 bits
 inline constexpr std::size_t kMaxNameLength = 200;
+inline constexpr std::size_t kMaxDataDirLength = 480;
 
 // Segment state (header.state).
 enum class SegmentState : std::uint32_t { active = 1, removed = 2 };
@@ -120,9 +121,24 @@ struct SegmentHeader {
   // for slots that row owned.
   CursorLine watchdog;
   WatchdogCounters watchdog_counters;
+
+  // --- durability (async, sync) -----------------------------------------------------------
+  // Every position below `persisted` is on disk (or was a hole). Written only by the
+  // persister, after fdatasync returned. Producers of durable queues reuse a slot only once
+  // its previous message is below it; sync senders wait on persist_wait until their message
+  // is.
+  CursorLine persisted;
+  WaitLine persist_wait;
+  std::uint32_t durability;        // Durability
+  std::uint32_t flush_interval_ms;
+  std::uint64_t base_position;     // first position of this segment (rebuilt from a log)
+  char data_dir[kMaxDataDirLength + 8];
+  std::uint8_t pad2[512 - 16 - (kMaxDataDirLength + 8)];
 };
 
-static_assert(sizeof(SegmentHeader) == 1280);
+static_assert(sizeof(SegmentHeader) == 2048);
+static_assert(offsetof(SegmentHeader, persisted) == 1280);
+static_assert(offsetof(SegmentHeader, durability) == 1536);
 static_assert(offsetof(SegmentHeader, magic) == 0);
 static_assert(offsetof(SegmentHeader, version) == 8);
 static_assert(offsetof(SegmentHeader, slot_count) == 24);

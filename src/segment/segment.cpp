@@ -122,6 +122,12 @@ std::string Segment::validate_options(const QueueOptions& o) {
   if (o.heartbeat_liveness && o.heartbeat_timeout.count() == 0)
     return "heartbeat liveness needs a heartbeat timeout above 0";
   if (o.claim_timeout.count() == 0) return "claim timeout must be above 0";
+  if (o.durability != Durability::none && o.data_dir.empty())
+    return std::string("durability ") + std::string(to_string(o.durability)) + " needs a data dir";
+  if (o.data_dir.size() > kMaxDataDirLength)
+    return "data dir path longer than " + std::to_string(kMaxDataDirLength) + " characters";
+  if (o.flush_interval.count() < 0 || o.flush_interval > kMaxMs)
+    return "flush interval out of range";
   const auto g = compute_geometry(o.slot_count, o.slot_size, o.max_members);
   if (g.total_size > kMaxSegmentBytes)
     return "segment of " + std::to_string(g.total_size) + " bytes exceeds the 64 GiB limit";
@@ -129,7 +135,8 @@ std::string Segment::validate_options(const QueueOptions& o) {
 }
 
 Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
-                                                 const QueueOptions& options) {
+                                                 const QueueOptions& options,
+                                                 std::uint64_t base_position) {
   if (auto e = Queue::validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
   if (auto e = validate_options(options); !e.empty())
     return Error(Errc::invalid_argument, "cannot create " + quoted(name) + ": " + e);
@@ -198,6 +205,26 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
   h.claim_timeout_ms = static_cast<std::uint32_t>(options.claim_timeout.count());
   h.flags = (options.heartbeat_liveness ? kFlagHeartbeatLiveness : 0) |
             (options.dead_letter ? kFlagDeadLetter : 0);
+  h.durability = static_cast<std::uint32_t>(options.durability);
+  h.flush_interval_ms = static_cast<std::uint32_t>(options.flush_interval.count());
+  std::memcpy(h.data_dir, options.data_dir.data(), options.data_dir.size());
+  h.base_position = base_position;
+  if (base_position != 0) {
+    // Positions continue from base: every cursor starts there, and slot i is free for the
+    // lap of the first position >= base that maps to it.
+    h.tail.value.store(base_position, std::memory_order_relaxed);
+    h.dispatch.value.store(base_position, std::memory_order_relaxed);
+    h.persisted.value.store(base_position, std::memory_order_relaxed);
+    auto* ring = static_cast<std::byte*>(seg.value()->region_.get_address()) + g.ring_offset;
+    const std::uint64_t n = options.slot_count;
+    const auto shift = static_cast<std::uint32_t>(std::countr_zero(options.slot_count));
+    for (std::uint64_t i = 0; i < n; ++i) {
+      const std::uint64_t pos = base_position + ((i - base_position) & (n - 1));
+      reinterpret_cast<SlotHeader*>(ring + i * options.slot_size)
+          ->word.store(make_word(lap_of(pos, shift), SlotState::free, 0, 0),
+                       std::memory_order_relaxed);
+    }
+  }
   std::memcpy(h.name, name.data(), name.size());
   h.magic.store(kMagic, std::memory_order_relaxed);
   // Publishes every field above; pairs with the acquire load of `version` in attach().
@@ -315,6 +342,15 @@ std::string Segment::load_geometry() {
   const std::uint32_t flags = h.flags;
   o.heartbeat_liveness = flags & kFlagHeartbeatLiveness;
   o.mode = 0600;
+  const std::uint32_t durability = h.durability;
+  if (durability > static_cast<std::uint32_t>(Durability::sync))
+    return "unknown durability " + std::to_string(durability);
+  o.durability = static_cast<Durability>(durability);
+  o.flush_interval = std::chrono::milliseconds(h.flush_interval_ms);
+  char dir[kMaxDataDirLength + 8];
+  std::memcpy(dir, h.data_dir, sizeof dir);
+  dir[kMaxDataDirLength] = '\0';
+  o.data_dir = dir;
 
   if (header_size != sizeof(SegmentHeader))
     return "header size " + std::to_string(header_size) + ", expected " +
@@ -352,6 +388,9 @@ void Segment::adopt(const QueueOptions& o, std::uint32_t flags) noexcept {
   heartbeat_timeout_ms_ = static_cast<std::uint32_t>(o.heartbeat_timeout.count());
   claim_timeout_ms_ = static_cast<std::uint32_t>(o.claim_timeout.count());
   flags_ = flags;
+  durability_ = o.durability;
+  flush_interval_ms_ = static_cast<std::uint32_t>(o.flush_interval.count());
+  data_dir_ = o.data_dir;
   auto* base = static_cast<std::byte*>(region_.get_address());
   const auto g = compute_geometry(slot_count_, slot_size_, max_members_);
   members_ = reinterpret_cast<MemberRow*>(base + g.members_offset);
@@ -383,6 +422,9 @@ QueueOptions Segment::options() const {
   o.heartbeat_liveness = heartbeat_liveness();
   o.heartbeat_timeout = std::chrono::milliseconds(heartbeat_timeout_ms_);
   o.claim_timeout = std::chrono::milliseconds(claim_timeout_ms_);
+  o.durability = durability_;
+  o.data_dir = data_dir_;
+  o.flush_interval = std::chrono::milliseconds(flush_interval_ms_);
   return o;
 }
 

@@ -20,8 +20,11 @@ namespace shmq::detail {
 
 class Segment {
  public:
+  // `base_position`: the first position of the ring (a queue rebuilt from its log keeps
+  // its positions increasing); 0 for a new queue.
   static Result<std::shared_ptr<Segment>> create(std::string_view name,
-                                                 const QueueOptions& options);
+                                                 const QueueOptions& options,
+                                                 std::uint64_t base_position = 0);
   static Result<std::shared_ptr<Segment>> open(std::string_view name);
   static VoidResult remove(std::string_view name);
 
@@ -64,6 +67,10 @@ class Segment {
   std::uint32_t claim_timeout_ms() const noexcept { return claim_timeout_ms_; }
   bool heartbeat_liveness() const noexcept { return flags_ & kFlagHeartbeatLiveness; }
   bool dead_letter() const noexcept { return flags_ & kFlagDeadLetter; }
+  Durability durability() const noexcept { return durability_; }
+  bool durable() const noexcept { return durability_ != Durability::none; }
+  std::uint32_t flush_interval_ms() const noexcept { return flush_interval_ms_; }
+  const std::string& data_dir() const noexcept { return data_dir_; }
   // The options this queue was created with.
   QueueOptions options() const;
 
@@ -117,6 +124,9 @@ class Segment {
   std::uint32_t heartbeat_timeout_ms_ = 0;
   std::uint32_t claim_timeout_ms_ = 0;
   std::uint32_t flags_ = 0;
+  Durability durability_ = Durability::none;
+  std::uint32_t flush_interval_ms_ = 0;
+  std::string data_dir_;
 };
 
 // Byte offsets of the member table and the ring, and the total size, for a geometry.

@@ -1,0 +1,28 @@
+// The queue's description kept in its data dir (queue.meta), so that shmqd can rebuild the
+// segment after a reboot with the same geometry and policy.
+//
+// Text, one "key=value" per line, written durably (temp file, fdatasync, rename, fsync of
+// the directory).
+#pragma once
+
+#include <string>
+#include <utility>
+
+#include "shmq/error.hpp"
+#include "shmq/queue.hpp"
+
+namespace shmq::detail {
+
+inline constexpr const char* kMetaFile = "queue.meta";
+
+// Creates `dir` (0700) if missing; refuses a symlink, a non-directory, or one we cannot
+// write. Returns the absolute path.
+Result<std::string> prepare_data_dir(const std::string& dir);
+
+VoidResult write_queue_meta(const std::string& dir, const std::string& name,
+                            const QueueOptions& options);
+
+// The queue name and options recorded in `dir`.
+Result<std::pair<std::string, QueueOptions>> read_queue_meta(const std::string& dir);
+
+}  // namespace shmq::detail

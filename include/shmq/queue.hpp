@@ -81,8 +81,9 @@ struct QueueOptions {
 
   // --- durability (needs shmqd running on data_dir) ----------------------------------------
   Durability durability = Durability::none;
-  // The queue's data dir (log segments, checkpoint, queue.meta); required for async and
-  // sync. Created 0700 if missing.
+  // The data dir; the queue's files (log segments, checkpoint, queue.meta) live in
+  // <data_dir>/<name>/. Required for async and sync; created 0700 if missing. shmqd is
+  // started with the same --data-dir.
   std::string data_dir{};
   // async: the longest a committed message waits before the persister writes it.
   std::chrono::milliseconds flush_interval{5};

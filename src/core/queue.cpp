@@ -49,12 +49,15 @@ Result<Queue> Queue::create(std::string_view name, const QueueOptions& options) 
     if (auto e = validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
     if (auto e = detail::Segment::validate_options(o); !e.empty())
       return Error(Errc::invalid_argument, "cannot create queue '" + std::string(name) + "': " + e);
-    // The data dir and its queue.meta first: a segment that exists is always rebuildable.
-    auto dir = detail::prepare_data_dir(o.data_dir);
+    // The data dir and the queue's queue.meta first: a segment that exists is always
+    // rebuildable. The queue's files live in <data_dir>/<name>/.
+    auto root = detail::prepare_data_dir(o.data_dir);
+    if (!root.ok()) return root.error();
+    o.data_dir = root.value();
+    auto dir = detail::prepare_data_dir(detail::queue_dir(o.data_dir, name));
     if (!dir.ok()) return dir.error();
-    o.data_dir = dir.value();
     if (o.max_message_size == 0) o.max_message_size = o.slot_size - detail::kSlotHeaderSize;
-    if (auto w = detail::write_queue_meta(o.data_dir, std::string(name), o); !w.ok())
+    if (auto w = detail::write_queue_meta(dir.value(), std::string(name), o); !w.ok())
       return w.error();
   }
   auto seg = detail::Segment::create(name, o);
@@ -179,6 +182,7 @@ QueueStats Queue::stats() const {
       case detail::Role::producer: m.role = "producer"; break;
       case detail::Role::consumer: m.role = "consumer"; break;
       case detail::Role::watchdog: m.role = "watchdog"; break;
+      case detail::Role::persister: m.role = "persister"; break;
       default: m.role = "unknown"; break;
     }
     m.status = status == detail::MemberStatus::active ? "active" : "leaving";

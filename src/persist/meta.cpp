@@ -167,7 +167,6 @@ Result<std::pair<std::string, QueueOptions>> read_queue_meta(const std::string& 
   o.durability = d == "sync" ? Durability::sync : d == "async" ? Durability::async : Durability::none;
   if (d != "sync" && d != "async" && d != "none")
     return Error(Errc::corrupt, path + ": bad durability '" + d + "'");
-  o.data_dir = dir;
   const std::string name = kv["name"];
   if (name.empty()) return Error(Errc::corrupt, path + ": missing name");
   return std::make_pair(name, o);

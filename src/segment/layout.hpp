@@ -155,7 +155,7 @@ static_assert(std::is_standard_layout_v<SegmentHeader>);
 
 // Member row status (low 8 bits of MemberRow::state).
 enum class MemberStatus : std::uint8_t { free = 0, active = 1, leaving = 2 };
-enum class Role : std::uint8_t { none = 0, producer = 1, consumer = 2, watchdog = 3 };
+enum class Role : std::uint8_t { none = 0, producer = 1, consumer = 2, watchdog = 3, persister = 4 };
 
 // One producer or consumer. `state` packs status, role and pid into one word so that a
 // claim (CAS free -> active) and a release are single atomic stores a crash cannot tear.

@@ -1,0 +1,70 @@
+// The persister: copies committed messages of a durable queue from the ring into its log in
+// position order, group-commits them with one fdatasync, then advances the segment's
+// `persisted` cursor (which lets producers reuse those slots and confirms sync sends). It
+// also journals acks: a logged message whose slot has moved to a later lap was acked (or
+// dead-lettered), and an ack record says so; a periodic checkpoint retires old log files.
+//
+// One persister per queue: shmqd holds the data dir's lock while it runs one.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "log/wal.hpp"
+#include "segment/segment.hpp"
+#include "shmq/error.hpp"
+
+namespace shmq::detail {
+
+struct PersisterStats {
+  std::uint64_t records = 0;  // message records written
+  std::uint64_t acks = 0;     // ack records written
+  std::uint64_t syncs = 0;    // group commits
+  std::uint64_t checkpoints = 0;
+};
+
+class Persister {
+ public:
+  // `member`: the persister's own row in the segment (Role::persister).
+  Persister(std::shared_ptr<Segment> segment, log::Wal& wal, std::uint32_t member);
+
+  // Reattach after a crash of shmqd (the segment survived): what the log holds that the ring
+  // has acked since is journalled as acked, the rest is tracked until it is.
+  void adopt(const log::RecoveryReport& report);
+
+  // Holds checkpoints below `position` until persisted reaches it (a rebuild republishing
+  // recovered messages: their old records must outlive their new ones' fdatasync).
+  void hold_checkpoint_until(std::uint64_t position) { checkpoint_hold_ = position; }
+
+  // One round: logs what was committed and acked since the last one, syncs, advances
+  // `persisted`, wakes producers and sync senders, checkpoints now and then. Returns the
+  // number of records written. An error is final: nothing more may be confirmed (fail-stop).
+  Result<std::size_t> round();
+
+  // Durable checkpoint now (shutdown).
+  VoidResult checkpoint();
+
+  // Sleeps until a producer commits something (it wakes consumers' sleepers, and we sleep
+  // among them) or `timeout` passes.
+  void wait_for_work(std::chrono::milliseconds timeout);
+
+  const PersisterStats& stats() const noexcept { return stats_; }
+  std::uint64_t next_to_log() const noexcept { return next_; }
+
+ private:
+  std::shared_ptr<Segment> seg_;
+  log::Wal& wal_;
+  std::uint32_t member_;
+  std::uint64_t next_ = 0;                        // first position not yet logged
+  std::map<std::uint64_t, std::uint32_t> outstanding_;  // logged, not yet acked: pos -> k
+  std::uint64_t checkpoint_hold_ = 0;
+  std::chrono::steady_clock::time_point last_checkpoint_{};
+  std::uint64_t checkpointed_min_ = 0;
+  std::vector<std::byte> buf_;
+  PersisterStats stats_;
+};
+
+}  // namespace shmq::detail

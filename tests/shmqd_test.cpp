@@ -1,0 +1,291 @@
+// shmqd end to end: the real daemon binary, killed with SIGKILL mid-run, restarted, a
+// "reboot" (every process killed and the segment removed), and a hot standby.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "test_util.hpp"
+
+#ifndef SHMQD_PATH
+#error "SHMQD_PATH must name the shmqd binary"
+#endif
+
+namespace shmq {
+namespace {
+
+using test::unique_name;
+using test::wait_exit;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/shmqd-test-XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A running shmqd whose stderr goes to a file.
+class Daemon {
+ public:
+  Daemon(const std::string& data_dir, const std::string& queue, const std::string& log)
+      : log_(log) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      const int fd = ::open(log.c_str(), O_CREAT | O_WRONLY | O_APPEND, 0600);
+      ::dup2(fd, 2);
+      ::execl(SHMQD_PATH, "shmqd", "--data-dir", data_dir.c_str(), queue.c_str(),
+              static_cast<char*>(nullptr));
+      std::_Exit(127);
+    }
+  }
+  ~Daemon() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      wait_exit(pid_);
+    }
+  }
+  // Waits (bounded) until the log has `count` lines containing `text`.
+  bool wait_for(const std::string& text, int count = 1) const {
+    const auto give_up = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < give_up) {
+      if (occurrences(text) >= count) return true;
+      std::this_thread::sleep_for(5ms);  // polling a file for a condition
+    }
+    return false;
+  }
+  int occurrences(const std::string& text) const {
+    std::ifstream in(log_);
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) n += line.find(text) != std::string::npos;
+    return n;
+  }
+  void kill9() {
+    ::kill(pid_, SIGKILL);
+    EXPECT_EQ(wait_exit(pid_), 128 + SIGKILL);
+    pid_ = -1;
+  }
+  int terminate() {
+    ::kill(pid_, SIGTERM);
+    const int rc = wait_exit(pid_);
+    pid_ = -1;
+    return rc;
+  }
+  std::string log_text() const {
+    std::ifstream in(log_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+ private:
+  std::string log_;
+  pid_t pid_ = -1;
+};
+
+QueueOptions durable(const std::string& dir, Durability d, std::uint32_t slots = 2048) {
+  QueueOptions o;
+  o.slot_count = slots;
+  o.slot_size = 128;
+  o.durability = d;
+  o.data_dir = dir;
+  return o;
+}
+
+struct Received {
+  std::set<std::uint64_t> ids;
+  int redelivered = 0;
+  std::uint64_t max_position = 0;
+};
+
+Received drain(Queue& q, bool ack = true) {
+  Received r;
+  auto c = q.consumer().value();
+  Message m;
+  while (c.receive_for(m, 300ms) == Status::ok) {
+    r.ids.insert(m.id());
+    r.redelivered += m.redelivered();
+    r.max_position = std::max(r.max_position, m.position());
+    if (ack) EXPECT_EQ(c.ack(m), Status::ok);
+  }
+  return r;
+}
+
+TEST(Shmqd, HelpAndBadUsage) {
+  const std::string cmd = std::string(SHMQD_PATH);
+  EXPECT_EQ(WEXITSTATUS(std::system((cmd + " --help > /dev/null").c_str())), 0);
+  EXPECT_EQ(WEXITSTATUS(std::system((cmd + " --bogus 2> /dev/null").c_str())), 2);
+  EXPECT_EQ(WEXITSTATUS(std::system((cmd + " --data-dir /tmp 2> /dev/null").c_str())), 2);
+  EXPECT_EQ(WEXITSTATUS(std::system((cmd + " --data-dir /tmp a/b 2> /dev/null").c_str())), 2);
+  TempDir dir;
+  // No queue.meta: a clear fatal error, exit 1.
+  EXPECT_EQ(WEXITSTATUS(std::system(
+                (cmd + " --data-dir " + dir.path() + " nosuchqueue 2> /dev/null").c_str())),
+            1);
+}
+
+TEST(Shmqd, RebootRedeliversEveryConfirmedUnackedMessageAndNoAckedOne) {
+  TempDir dir;
+  const std::string name = unique_name("reboot");
+  std::set<std::uint64_t> sent;
+  {
+    auto q = Queue::create(name, durable(dir.path(), Durability::sync)).value();
+    Daemon d(dir.path(), name, dir.path() + "/shmqd.log");
+    ASSERT_TRUE(d.wait_for("persisting"));
+    auto p = q.producer().value();
+    for (std::uint64_t i = 1; i <= 100; ++i) {
+      ASSERT_EQ(p.send_for(as_bytes("m" + std::to_string(i)), 10s, i), Status::ok);  // confirmed
+      sent.insert(i);
+    }
+    auto c = q.consumer().value();
+    Message m;
+    for (int i = 0; i < 40; ++i) {  // the first 40 are acked
+      ASSERT_EQ(c.receive_for(m, 5s), Status::ok);
+      ASSERT_EQ(c.ack(m), Status::ok);
+      sent.erase(m.id());
+    }
+    // A clean stop flushes the ack journal and checkpoints.
+    EXPECT_EQ(d.terminate(), 0);
+    EXPECT_TRUE(d.log_text().find("stopped cleanly") != std::string::npos) << d.log_text();
+  }
+  // The reboot: the segment is gone, the data dir stays.
+  ASSERT_TRUE(Queue::remove(name).ok());
+  Daemon d(dir.path(), name, dir.path() + "/shmqd2.log");
+  ASSERT_TRUE(d.wait_for("recovered messages republished")) << d.log_text();
+  auto q = Queue::open(name).value();
+  const Received r = drain(q);
+  EXPECT_EQ(r.ids, sent);  // exactly the 60 unacked: none lost, no acked one back
+  EXPECT_EQ(r.redelivered, 60);
+  EXPECT_GE(r.max_position, 100u);  // positions keep increasing across the rebuild
+  (void)Queue::remove(name);
+}
+
+TEST(Shmqd, KillNineDuringSyncSendsLosesNoConfirmedMessage) {
+  TempDir dir;
+  const std::string name = unique_name("kill9");
+  auto q = Queue::create(name, durable(dir.path(), Durability::sync, 64)).value();
+  // Per message id: confirmed (the producer's send returned ok) and received.
+  constexpr int kMessages = 3000;
+  struct Shared {
+    std::atomic<bool> stop;
+    std::atomic<std::uint8_t> confirmed[kMessages + 1];
+    std::atomic<std::uint8_t> received[kMessages + 1];
+  };
+  auto* sh = static_cast<Shared*>(::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE,
+                                         MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(static_cast<void*>(sh), MAP_FAILED);
+  auto d1 = std::make_unique<Daemon>(dir.path(), name, dir.path() + "/d1.log");
+  ASSERT_TRUE(d1->wait_for("persisting"));
+  const pid_t consumer = test::spawn([&] {
+    auto c = Queue::open(name).value().consumer().value();
+    Message m;
+    while (!sh->stop.load()) {
+      if (c.receive_for(m, 20ms) != Status::ok) continue;
+      if (m.id() >= 1 && m.id() <= kMessages) sh->received[m.id()].store(1);
+      (void)c.ack(m);
+    }
+    return 0;
+  });
+  const pid_t producer = test::spawn([&] {
+    auto p = Queue::open(name).value().producer().value();
+    for (std::uint64_t i = 1; i <= kMessages; ++i) {
+      // Blocks while no shmqd runs, and is confirmed by the next one.
+      if (p.send(as_bytes("v" + std::to_string(i)), i) != Status::ok) return 1;
+      sh->confirmed[i].store(1);
+    }
+    return 0;
+  });
+  // Kill the daemon once some sends are confirmed, then start a new one.
+  const auto give_up = std::chrono::steady_clock::now() + 20s;
+  while (sh->confirmed[500].load() == 0 && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::yield();
+  d1->kill9();
+  auto d2 = std::make_unique<Daemon>(dir.path(), name, dir.path() + "/d2.log");
+  EXPECT_EQ(wait_exit(producer), 0);
+  // Then everything dies and the segment goes: only the log remains.
+  ::kill(consumer, SIGKILL);
+  wait_exit(consumer);
+  d2->kill9();
+  ASSERT_TRUE(Queue::remove(name).ok());
+  Daemon d3(dir.path(), name, dir.path() + "/d3.log");
+  ASSERT_TRUE(d3.wait_for("log recovered")) << d3.log_text();
+  auto rq = Queue::open(name).value();
+  const Received r = drain(rq);
+  for (std::uint64_t id : r.ids)
+    if (id >= 1 && id <= kMessages) sh->received[id].store(1);
+  int lost = 0, confirmed = 0;
+  for (int i = 1; i <= kMessages; ++i) {
+    confirmed += sh->confirmed[i].load();
+    if (sh->confirmed[i].load() != 0 && sh->received[i].load() == 0) ++lost;
+  }
+  EXPECT_EQ(confirmed, kMessages);
+  EXPECT_EQ(lost, 0);
+  ::munmap(sh, sizeof(Shared));
+  (void)Queue::remove(name);
+}
+
+TEST(Shmqd, HotStandbyTakesOverAfterKillNine) {
+  TempDir dir;
+  const std::string name = unique_name("standby");
+  auto q = Queue::create(name, durable(dir.path(), Durability::sync)).value();
+  Daemon active(dir.path(), name, dir.path() + "/active.log");
+  ASSERT_TRUE(active.wait_for("persisting"));
+  Daemon standby(dir.path(), name, dir.path() + "/standby.log");
+  ASSERT_TRUE(standby.wait_for("waiting as hot standby")) << standby.log_text();
+  auto p = q.producer().value();
+  ASSERT_EQ(p.send_for(as_bytes("before"), 10s), Status::ok);
+  active.kill9();
+  ASSERT_TRUE(standby.wait_for("taking over")) << standby.log_text();
+  // A sync send is confirmed only by a persister: the standby is now it.
+  ASSERT_EQ(p.send_for(as_bytes("after"), 10s), Status::ok);
+  const Received r = drain(q);
+  EXPECT_EQ(r.ids.size(), 2u);
+  (void)Queue::remove(name);
+}
+
+TEST(Shmqd, AsyncQueueIsPersistedWithoutBlockingSenders) {
+  TempDir dir;
+  const std::string name = unique_name("async");
+  auto q = Queue::create(name, durable(dir.path(), Durability::async)).value();
+  Daemon d(dir.path(), name, dir.path() + "/d.log");
+  ASSERT_TRUE(d.wait_for("persisting"));
+  auto p = q.producer().value();
+  for (std::uint64_t i = 1; i <= 1000; ++i) ASSERT_EQ(p.send_for(as_bytes("a"), 10s, i), Status::ok);
+  // Persisted within a flush interval or so: wait for the cursor to pass them all.
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (q.stats().persisted < 1000 && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::yield();
+  EXPECT_GE(q.stats().persisted, 1000u);
+  EXPECT_EQ(d.terminate(), 0);
+  ASSERT_TRUE(Queue::remove(name).ok());
+  Daemon d2(dir.path(), name, dir.path() + "/d2.log");
+  ASSERT_TRUE(d2.wait_for("recovered messages republished"));
+  auto rq = Queue::open(name).value();
+  EXPECT_EQ(drain(rq).ids.size(), 1000u);
+  (void)Queue::remove(name);
+}
+
+}  // namespace
+}  // namespace shmq

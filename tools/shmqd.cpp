@@ -1,0 +1,289 @@
+// shmqd: persists durable shmq queues and runs their watchdog.
+//
+//   shmqd --data-dir DIR QUEUE...
+//
+// For each queue (files in DIR/QUEUE/): takes the directory's lock (a second shmqd on the
+// same dir waits as a hot standby and takes over when the lock is released, by exit or by
+// the kernel when the holder dies), recovers the log, reattaches to the queue's segment or
+// rebuilds it from the log (after a reboot), then persists with group commit and heals with
+// the watchdog until SIGTERM or SIGINT (flush, checkpoint, exit 0). A failed write or
+// fdatasync is fatal: the daemon stops confirming and exits 1; a restart recovers from the
+// log. Stays in the foreground, logging plain lines to stderr.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "log/file.hpp"
+#include "log/wal.hpp"
+#include "persist/meta.hpp"
+#include "persist/persister.hpp"
+#include "persist/republish.hpp"
+#include "segment/segment.hpp"
+#include "shmq/shmq.hpp"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+std::atomic<int> g_exit_code{0};
+std::mutex g_log_mutex;
+
+void logf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+void logf(const char* fmt, ...) {
+  char when[32];
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&now, &tm);
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  std::lock_guard<std::mutex> lock(g_log_mutex);
+  std::fprintf(stderr, "%s shmqd[%d]: ", when, ::getpid());
+  va_list ap;
+  va_start(ap, fmt);
+  std::vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  std::fputc('\n', stderr);
+  std::fflush(stderr);
+}
+
+void fatal(const std::string& queue, const std::string& what) {
+  logf("queue '%s': FATAL: %s; exiting (restart shmqd to recover from the log)", queue.c_str(),
+       what.c_str());
+  g_exit_code.store(1);
+  g_stop.store(true);
+}
+
+void usage(std::FILE* out) {
+  std::fprintf(out,
+               "usage: shmqd --data-dir DIR [--standby-poll-ms MS] QUEUE...\n"
+               "\n"
+               "Persists each durable QUEUE to DIR/QUEUE/ and runs its watchdog.\n"
+               "  --data-dir DIR   the data dir the queues were created with (shmqctl create\n"
+               "                   --data-dir DIR); DIR/QUEUE/queue.meta describes each queue\n"
+               "  --standby-poll-ms MS  how often a hot standby retries the lock (default 100)\n"
+               "  -h, --help       this text\n"
+               "SIGTERM or SIGINT: flush, checkpoint, exit 0. Exit 1: a fatal error (see the\n"
+               "log); exit 2: bad usage.\n");
+}
+
+// Holds DIR/QUEUE/LOCK with flock: released by the kernel when this process dies.
+int take_lock(const std::string& dir, const std::string& queue, int poll_ms) {
+  const std::string path = dir + "/LOCK";
+  const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    fatal(queue, "cannot open " + path + ": " + std::strerror(errno));
+    return -1;
+  }
+  bool said = false;
+  while (!g_stop.load()) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      if (said) logf("queue '%s': lock acquired, taking over", queue.c_str());
+      return fd;
+    }
+    if (errno != EWOULDBLOCK && errno != EINTR) {
+      fatal(queue, "flock " + path + ": " + std::strerror(errno));
+      ::close(fd);
+      return -1;
+    }
+    if (!said) {
+      logf("queue '%s': %s is locked by another shmqd; waiting as hot standby", queue.c_str(),
+           path.c_str());
+      said = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(poll_ms));  // standby poll
+  }
+  ::close(fd);
+  return -1;
+}
+
+void serve(const std::string& root, const std::string& queue, int poll_ms) {
+  auto qdir = shmq::detail::prepare_data_dir(shmq::detail::queue_dir(root, queue));
+  if (!qdir.ok()) return fatal(queue, qdir.error().message());
+  const std::string dir = qdir.value();
+  const int lock = take_lock(dir, queue, poll_ms);
+  if (lock < 0) return;
+
+  auto meta = shmq::detail::read_queue_meta(dir);
+  if (!meta.ok())
+    return fatal(queue, meta.error().message() + " (create the queue with shmqctl create " +
+                            queue + " --durability async|sync --data-dir " + root + ")");
+  shmq::QueueOptions options = meta.value().second;
+  options.data_dir = root;
+  if (meta.value().first != queue)
+    return fatal(queue, dir + "/queue.meta names queue '" + meta.value().first + "'");
+  if (options.durability == shmq::Durability::none)
+    return fatal(queue, "queue.meta says durability none: nothing to persist");
+
+  shmq::log::PosixFileSystem fs;
+  shmq::log::RecoveryReport report;
+  shmq::log::WalOptions wal_options;
+  wal_options.dir = dir;
+  auto wal = shmq::log::Wal::open(wal_options, fs, report);
+  if (!wal.ok()) return fatal(queue, "log recovery failed: " + wal.error().message());
+  for (const auto& note : report.notes) logf("queue '%s': recovery: %s", queue.c_str(), note.c_str());
+  logf("queue '%s': log recovered: %llu records, %llu acks, %zu unacked messages, next "
+       "position %llu, %llu torn bytes truncated, %llu corrupt bytes skipped",
+       queue.c_str(), static_cast<unsigned long long>(report.records),
+       static_cast<unsigned long long>(report.acks), report.unacked.size(),
+       static_cast<unsigned long long>(report.next_position),
+       static_cast<unsigned long long>(report.truncated_bytes),
+       static_cast<unsigned long long>(report.corrupt_bytes));
+
+  bool rebuilt = false;
+  auto q = shmq::Queue::open(queue);
+  if (!q.ok() && q.error().code() == shmq::Errc::not_found) {
+    // The segment is gone (a reboot, or `shmqctl delete` without --purge-data): rebuild it
+    // from the log, positions continuing after the last logged one.
+    q = shmq::Queue::recreate(queue, options, report.next_position);
+    if (!q.ok()) return fatal(queue, "cannot rebuild the segment: " + q.error().message());
+    rebuilt = true;
+    logf("queue '%s': segment rebuilt from the log at position %llu; %zu messages to redeliver",
+         queue.c_str(), static_cast<unsigned long long>(report.next_position),
+         report.unacked.size());
+  } else if (!q.ok()) {
+    return fatal(queue, q.error().message());
+  } else {
+    logf("queue '%s': reattached to the existing segment (tail %llu, persisted %llu)",
+         queue.c_str(), static_cast<unsigned long long>(q->stats().tail),
+         static_cast<unsigned long long>(q->stats().persisted));
+  }
+  const auto seg = q->segment();
+  if (seg->durability() == shmq::Durability::none)
+    return fatal(queue, "the segment says durability none; recreate the queue");
+
+  auto member = seg->register_member(shmq::detail::Role::persister);
+  if (!member.ok()) return fatal(queue, member.error().message());
+  shmq::detail::Persister persister(seg, *wal.value(), member.value());
+  auto watchdog = shmq::Watchdog::attach(*q);
+  if (!watchdog.ok()) return fatal(queue, watchdog.error().message());
+  watchdog->start();
+
+  // Republish what the log holds unacked into the rebuilt ring, from its own thread: the
+  // ring may be smaller than the backlog, and only the persister below frees slots.
+  std::thread republisher;
+  std::optional<shmq::Producer> producer;
+  if (rebuilt && !report.unacked.empty()) {
+    auto p = q->producer();
+    if (!p.ok()) return fatal(queue, p.error().message());
+    producer.emplace(std::move(p.value()));
+    persister.hold_checkpoint_until(UINT64_MAX);
+    republisher = std::thread([&, queue] {
+      std::uint64_t end = 0;
+      for (const auto& m : report.unacked) {
+        const shmq::Status s = shmq::detail::ProducerAccess::send_recovered(
+            *producer, shmq::Bytes(m.payload), m.id, &end);
+        if (s == shmq::Status::interrupted) return;
+        if (s != shmq::Status::ok) return fatal(queue, "cannot republish a recovered message");
+      }
+      persister.hold_checkpoint_until(end);
+      logf("queue '%s': %zu recovered messages republished", queue.c_str(), report.unacked.size());
+    });
+  } else if (!rebuilt) {
+    persister.adopt(report);
+  }
+
+  logf("queue '%s': persisting (durability %s) in %s", queue.c_str(),
+       std::string(shmq::to_string(options.durability)).c_str(), dir.c_str());
+  const auto idle = std::chrono::milliseconds(std::max<std::int64_t>(1, options.flush_interval.count()));
+  while (!g_stop.load()) {
+    auto r = persister.round();
+    if (!r.ok()) {
+      fatal(queue, r.error().message());
+      break;
+    }
+    if (r.value() == 0) persister.wait_for_work(idle);
+  }
+  if (republisher.joinable()) {
+    producer->interrupt();
+    republisher.join();
+  }
+  producer.reset();
+  watchdog->stop();
+  if (g_exit_code.load() == 0) {
+    auto r = persister.round();
+    if (r.ok()) {
+      auto c = persister.checkpoint();
+      if (!c.ok()) logf("queue '%s': final checkpoint failed: %s", queue.c_str(), c.error().message().c_str());
+    }
+    logf("queue '%s': stopped cleanly (%llu records, %llu acks, %llu syncs)", queue.c_str(),
+         static_cast<unsigned long long>(persister.stats().records),
+         static_cast<unsigned long long>(persister.stats().acks),
+         static_cast<unsigned long long>(persister.stats().syncs));
+  }
+  seg->unregister_member(member.value(), shmq::detail::Role::persister);
+  ::close(lock);
+}
+
+void on_signal(int) { g_stop.store(true); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string root;
+  std::vector<std::string> queues;
+  int poll_ms = 100;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      usage(stdout);
+      return 0;
+    }
+    if (arg == "--data-dir" || arg == "--standby-poll-ms") {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "shmqd: %s needs a value (try --help)\n", arg.c_str());
+        return 2;
+      }
+      const std::string v = argv[++i];
+      if (arg == "--data-dir") {
+        root = v;
+      } else {
+        char* end = nullptr;
+        const long ms = std::strtol(v.c_str(), &end, 10);
+        if (*end != '\0' || ms < 1 || ms > 10'000) {
+          std::fprintf(stderr, "shmqd: --standby-poll-ms takes 1..10000, not '%s'\n", v.c_str());
+          return 2;
+        }
+        poll_ms = static_cast<int>(ms);
+      }
+      continue;
+    }
+    if (!arg.empty() && arg[0] == '-') {
+      std::fprintf(stderr, "shmqd: unknown option '%s' (try --help)\n", arg.c_str());
+      return 2;
+    }
+    if (auto e = shmq::Queue::validate_name(arg); !e.empty()) {
+      std::fprintf(stderr, "shmqd: %s\n", e.c_str());
+      return 2;
+    }
+    queues.push_back(arg);
+  }
+  if (root.empty() || queues.empty()) {
+    std::fprintf(stderr, "shmqd: need --data-dir DIR and at least one QUEUE (try --help)\n");
+    return 2;
+  }
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  ::sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  logf("starting: data dir %s, %zu queue(s)", root.c_str(), queues.size());
+  std::vector<std::thread> workers;
+  for (const auto& q : queues) workers.emplace_back(serve, root, q, poll_ms);
+  for (auto& w : workers) w.join();
+  logf("exiting with %d", g_exit_code.load());
+  return g_exit_code.load();
+}

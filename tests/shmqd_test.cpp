@@ -128,7 +128,9 @@ Received drain(Queue& q, bool ack = true) {
     r.ids.insert(m.id());
     r.redelivered += m.redelivered();
     r.max_position = std::max(r.max_position, m.position());
-    if (ack) EXPECT_EQ(c.ack(m), Status::ok);
+    if (ack) {
+      EXPECT_EQ(c.ack(m), Status::ok);
+    }
   }
   return r;
 }

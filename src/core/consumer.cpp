@@ -266,6 +266,7 @@ Status Consumer::poll(Message& out) {
 
 Status Consumer::try_receive(Message& out) {
   if (!seg_ || out.held_) return Status::invalid;
+  heartbeat();
   return poll(out);
 }
 

@@ -1,0 +1,601 @@
+#include "log/wal.hpp"
+
+#include <sys/random.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <random>
+#include <unordered_set>
+
+namespace shmq::log {
+
+namespace {
+
+constexpr std::size_t kFlushBytes = std::size_t{1} << 20;  // write (not sync) past this
+constexpr std::uint64_t kMinSegmentBytes = 128;
+
+std::uint64_t now_ns() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+std::uint64_t random_salt() {
+  std::uint64_t v = 0;
+  if (::getrandom(&v, sizeof v, GRND_NONBLOCK) == static_cast<ssize_t>(sizeof v)) return v;
+  std::random_device rd;  // getrandom unavailable or not yet seeded: good enough for a salt
+  return (std::uint64_t{rd()} << 32) ^ rd() ^ now_ns();
+}
+
+std::uint64_t plus_one(std::uint64_t v) { return v == UINT64_MAX ? v : v + 1; }
+
+std::string describe(RecordCheck c) {
+  switch (c) {
+    case RecordCheck::ok: return "valid";
+    case RecordCheck::short_header: return "partial record header";
+    case RecordCheck::bad_header: return "bad record header";
+    case RecordCheck::past_end: return "record runs past the end of the file";
+    case RecordCheck::bad_checksum: return "checksum mismatch";
+  }
+  return "unknown";
+}
+
+bool is_stale_temp(std::string_view name) {
+  if (!name.ends_with(kTempSuffix)) return false;
+  const std::string_view base = name.substr(0, name.size() - kTempSuffix.size());
+  return base == kCheckpointName || parse_segment_file_name(base).has_value();
+}
+
+struct SegmentName {
+  std::string name;
+  std::uint64_t position;
+};
+
+// Segment files in name order (= first-position order: the digits are fixed-width).
+std::vector<SegmentName> segment_names(const std::vector<std::string>& names) {
+  std::vector<SegmentName> out;
+  for (const auto& n : names)
+    if (auto p = parse_segment_file_name(n)) out.push_back({n, *p});
+  std::sort(out.begin(), out.end(),
+            [](const SegmentName& a, const SegmentName& b) { return a.position < b.position; });
+  return out;
+}
+
+// Walks segment files in order, validating every byte, and says what it found. Shared by
+// Wal::open (which then truncates a torn tail) and verify (which only reports).
+class Scanner {
+ public:
+  using Sink = std::function<void(const DecodedRecord&, std::string_view file, std::uint64_t)>;
+
+  struct FileResult {
+    HeaderVerdict verdict;
+    FileHeader header;
+    std::uint64_t size = 0;
+    std::uint64_t torn_at = 0;  // start of a torn tail in the last file; == size if none
+    bool stopped = false;       // stop_on_corruption hit corruption here
+  };
+
+  Scanner(bool stop_on_corruption, Sink sink)
+      : stop_on_corruption_(stop_on_corruption), sink_(std::move(sink)) {}
+
+  FileResult scan(const SegmentName& file, std::span<const std::byte> data, bool last) {
+    FileResult res;
+    res.size = data.size();
+    res.torn_at = data.size();
+    if (data.empty()) {
+      ++bad_files_;
+      res.verdict = {HeaderVerdict::bad, "empty file"};
+      notes.push_back("empty segment file " + file.name + " (0 bytes, no header): ignored");
+      return res;
+    }
+    res.verdict = check_file_header(data, res.header);
+    if (res.verdict.kind == HeaderVerdict::ok && res.header.first_position != file.position)
+      res.verdict = {HeaderVerdict::bad,
+                     "header says first position " + std::to_string(res.header.first_position) +
+                         ", the file name says " + std::to_string(file.position)};
+    if (res.verdict.kind == HeaderVerdict::incompatible) return res;
+    if (res.verdict.kind == HeaderVerdict::bad) {
+      // Its salt is unknown, so none of its records can be validated: the file is lost.
+      ++bad_files_;
+      corrupt_bytes += data.size();
+      std::string what = "bad header in " + file.name + " (" + res.verdict.why + "): all " +
+                         std::to_string(data.size()) + " bytes unreadable";
+      if (stop_on_corruption_) return stop(res, std::move(what));
+      add_pending(std::move(what));
+      return res;
+    }
+    // Every record of an earlier file is below this file's first position.
+    if (res.header.first_position > 0) settle_pending(res.header.first_position - 1);
+    next_position = std::max(next_position, res.header.first_position);
+
+    const std::uint64_t salt = res.header.salt;
+    std::size_t off = kFileHeaderSize;
+    while (off < data.size()) {
+      DecodedRecord rec;
+      const RecordCheck c = check_record(data, off, salt, rec);
+      if (c == RecordCheck::ok) {
+        deliver(rec, file.name, off);
+        off += kRecordHeaderSize + rec.payload.size();
+        continue;
+      }
+      const std::size_t resume = find_record(data, off + 1, salt);
+      if (resume == data.size() && last) {
+        res.torn_at = off;  // nothing valid after it: the end of an interrupted write
+        break;
+      }
+      corrupt_bytes += resume - off;
+      std::string what = "corruption in " + file.name + " at offset " + std::to_string(off) + ": " +
+                         std::to_string(resume - off) + " bytes skipped (" + describe(c) +
+                         (resume == data.size() ? ", to the end of the file)" : ")");
+      if (stop_on_corruption_) return stop(res, std::move(what));
+      add_pending(std::move(what));
+      off = resume;
+    }
+    return res;
+  }
+
+  // Ends the walk: corruption not yet followed by a message says so.
+  void finish() {
+    for (auto& p : pending_)
+      notes.push_back(p.text + ", positions from " + std::to_string(p.from) +
+                      " on lost (no valid message follows)");
+    pending_.clear();
+  }
+
+  std::uint64_t records = 0, acks = 0, corrupt_bytes = 0;
+  std::uint64_t next_position = 0;  // > every position in a valid record or header
+  std::vector<std::string> notes;
+
+  std::uint64_t bad_file_count() const { return bad_files_; }
+
+ private:
+  struct Pending {
+    std::string text;
+    std::uint64_t from;  // first message position that may be lost
+  };
+
+  std::uint64_t first_unseen() const { return last_message_ ? plus_one(*last_message_) : 0; }
+
+  FileResult& stop(FileResult& res, std::string what) {
+    res.stopped = true;
+    notes.push_back(what + ": recovery stopped there (stop_on_corruption); positions from " +
+                    std::to_string(first_unseen()) + " on not recovered");
+    return res;
+  }
+
+  void add_pending(std::string text) { pending_.push_back({std::move(text), first_unseen()}); }
+
+  // Every position up to `upper` that was not seen by now is lost.
+  void settle_pending(std::uint64_t upper) {
+    for (auto& p : pending_) {
+      if (upper < p.from)
+        notes.push_back(p.text + ", no message position missing around it");
+      else if (upper == p.from)
+        notes.push_back(p.text + ", position " + std::to_string(p.from) + " lost");
+      else
+        notes.push_back(p.text + ", positions " + std::to_string(p.from) + ".." +
+                        std::to_string(upper) + " lost");
+    }
+    pending_.clear();
+  }
+
+  void deliver(const DecodedRecord& rec, std::string_view file, std::uint64_t offset) {
+    ++records;
+    next_position = std::max(next_position, plus_one(rec.position));
+    if (rec.type == RecordType::ack) {
+      ++acks;
+    } else {
+      if (!pending_.empty()) settle_pending(rec.position == 0 ? 0 : rec.position - 1);
+      if (!last_message_ || rec.position > *last_message_) last_message_ = rec.position;
+    }
+    if (sink_) sink_(rec, file, offset);
+  }
+
+  // The offset of the next valid record at or after `from`, or data.size(). Cheap per byte
+  // on garbage: a wrong type or header check rejects before any payload is hashed.
+  static std::size_t find_record(std::span<const std::byte> data, std::size_t from,
+                                 std::uint64_t salt) {
+    for (std::size_t q = from; q + kRecordHeaderSize <= data.size(); ++q) {
+      const auto t = std::to_integer<std::uint8_t>(data[q + record_header::kType]);
+      if (t != static_cast<std::uint8_t>(RecordType::message) &&
+          t != static_cast<std::uint8_t>(RecordType::ack))
+        continue;
+      DecodedRecord rec;
+      if (check_record(data, q, salt, rec) == RecordCheck::ok) return q;
+    }
+    return data.size();
+  }
+
+  bool stop_on_corruption_;
+  Sink sink_;
+  std::optional<std::uint64_t> last_message_;
+  std::vector<Pending> pending_;
+  std::uint64_t bad_files_ = 0;
+};
+
+}  // namespace
+
+// --- Recovery ---------------------------------------------------------------------------
+
+Result<std::unique_ptr<Wal>> Wal::open(const WalOptions& options, FileSystem& fs,
+                                       RecoveryReport& report) {
+  report = RecoveryReport{};
+  if (options.dir.empty()) return Error(Errc::invalid_argument, "log: data dir is empty");
+  if (options.segment_bytes < kMinSegmentBytes)
+    return Error(Errc::invalid_argument, "log: segment_bytes must be at least " +
+                                             std::to_string(kMinSegmentBytes) + ", got " +
+                                             std::to_string(options.segment_bytes));
+  auto dir_r = fs.open_dir(options.dir, DirOptions{.create = true, .require_private = true});
+  if (!dir_r) return dir_r.error();
+  std::unique_ptr<Wal> wal(new Wal(options, std::move(dir_r.value())));
+  Directory& dir = *wal->dir_;
+
+  auto names_r = dir.list();
+  if (!names_r) return names_r.error();
+  const std::vector<std::string>& names = names_r.value();
+
+  // The checkpoint.
+  std::uint64_t ckpt_next = 0;
+  if (std::find(names.begin(), names.end(), kCheckpointName) != names.end()) {
+    auto data = dir.read_all(kCheckpointName);
+    if (!data) return data.error();
+    Checkpoint c;
+    const HeaderVerdict v = check_checkpoint(data.value(), c);
+    if (v.kind == HeaderVerdict::incompatible)
+      return Error(Errc::incompatible_version, dir.path_of(kCheckpointName) + " has " + v.why);
+    if (v.kind == HeaderVerdict::ok) {
+      report.min_unacked = c.min_unacked;
+      ckpt_next = c.next_position;
+    } else {
+      report.notes.push_back(std::string(kCheckpointName) + " is corrupt (" + v.why +
+                             "): ignored, min_unacked taken as 0");
+    }
+  }
+
+  // The segments. Messages at or above min_unacked are kept until an ack removes them.
+  std::map<std::uint64_t, RecoveredMessage> messages;
+  std::unordered_set<std::uint64_t> acked;
+  const std::uint64_t min_unacked = report.min_unacked;
+  Scanner scanner(
+      options.stop_on_corruption, [&](const DecodedRecord& rec, std::string_view, std::uint64_t) {
+        if (rec.position < min_unacked) return;
+        if (rec.type == RecordType::ack) {
+          acked.insert(rec.position);
+          messages.erase(rec.position);
+        } else if (!acked.contains(rec.position) && !messages.contains(rec.position)) {
+          messages.emplace(
+              rec.position,
+              RecoveredMessage{rec.position, rec.id, {rec.payload.begin(), rec.payload.end()}});
+        }
+      });
+  // Unacked messages, de-duplicated by id (the map is in position order: lowest first).
+  auto take_unacked = [&] {
+    std::unordered_set<std::uint64_t> ids;
+    for (auto& [pos, m] : messages) {
+      if (acked.contains(pos)) continue;
+      if (m.id != 0 && !ids.insert(m.id).second) {
+        ++report.duplicates;
+        continue;
+      }
+      report.unacked.push_back(std::move(m));
+    }
+    messages.clear();
+  };
+  const std::vector<SegmentName> segs = segment_names(names);
+  Scanner::FileResult last_result;
+  for (std::size_t i = 0; i < segs.size(); ++i) {
+    auto data = dir.read_all(segs[i].name);
+    if (!data) return data.error();
+    const bool last = i + 1 == segs.size();
+    Scanner::FileResult res = scanner.scan(segs[i], data.value(), last);
+    ++report.segments;
+    if (res.verdict.kind == HeaderVerdict::incompatible)
+      return Error(Errc::incompatible_version,
+                   dir.path_of(segs[i].name) + " has " + res.verdict.why);
+    if (res.stopped) {
+      report.records = scanner.records;
+      report.acks = scanner.acks;
+      report.corrupt_bytes = scanner.corrupt_bytes;
+      report.notes.insert(report.notes.end(), scanner.notes.begin(), scanner.notes.end());
+      report.next_position = std::max(ckpt_next, scanner.next_position);
+      take_unacked();
+      return Error(Errc::corrupt, "log in " + options.dir + " is corrupt: " + scanner.notes.back() +
+                                      "; run `shmqctl log verify` to see it all");
+    }
+    wal->segments_.push_back(
+        {segs[i].name,
+         res.verdict.kind == HeaderVerdict::ok ? res.header.first_position : segs[i].position,
+         res.verdict.kind == HeaderVerdict::ok});
+    if (last) last_result = res;
+  }
+  scanner.finish();
+  report.records = scanner.records;
+  report.acks = scanner.acks;
+  report.corrupt_bytes = scanner.corrupt_bytes;
+  report.notes.insert(report.notes.end(), scanner.notes.begin(), scanner.notes.end());
+  report.next_position = std::max(ckpt_next, scanner.next_position);
+
+  take_unacked();
+
+  // Clean up: stale temporary files (never referred to by anything).
+  bool removed = false;
+  for (const auto& n : names) {
+    if (!is_stale_temp(n)) continue;
+    if (auto r = dir.unlink(n); !r) return r.error();
+    report.notes.push_back("removed stale temporary file " + n + " (left by a crash)");
+    removed = true;
+  }
+  if (removed)
+    if (auto r = dir.sync(); !r) return r.error();
+
+  // Open the segment to append to.
+  wal->written_next_ = report.next_position;
+  if (!wal->segments_.empty() && wal->segments_.back().valid) {
+    const Segment& seg = wal->segments_.back();
+    const bool torn = last_result.torn_at < last_result.size;
+    if (torn)
+      if (auto r = dir.truncate(seg.name, last_result.torn_at); !r) return r.error();
+    auto file = dir.open_append(seg.name);
+    if (!file) return file.error();
+    wal->current_ = std::move(file.value());
+    if (torn) {
+      // The truncation must be durable before anything is appended after it.
+      if (auto r = wal->current_->sync(); !r) return r.error();
+      report.truncated_bytes = last_result.size - last_result.torn_at;
+      report.notes.push_back("truncated torn tail of " + seg.name + " at offset " +
+                             std::to_string(last_result.torn_at) + " (" +
+                             std::to_string(report.truncated_bytes) + " bytes)");
+    }
+    wal->salt_ = last_result.header.salt;
+    wal->current_size_ = last_result.torn_at;
+  } else {
+    // No segment yet, or the last one is unreadable (left in place for inspection; a
+    // checkpoint deletes it once it is obsolete): start a new one after it.
+    std::uint64_t first = report.next_position;
+    if (!wal->segments_.empty()) {
+      const Segment& bad = wal->segments_.back();
+      if (bad.first_position >= first) {
+        if (bad.first_position == UINT64_MAX)
+          return Error(Errc::corrupt,
+                       "log in " + options.dir + ": no segment name is left after " + bad.name);
+        first = bad.first_position + 1;
+      }
+      report.notes.push_back("last segment " + bad.name + " is unreadable: appending to a new " +
+                             "segment " + segment_file_name(first));
+    }
+    if (auto r = wal->start_segment(first, random_salt()); !r) return r.error();
+    // Positions continue from the new segment's name, as a later recovery will see them.
+    report.next_position = first;
+    wal->written_next_ = first;
+  }
+  return wal;
+}
+
+// --- Appending --------------------------------------------------------------------------
+
+Wal::Wal(const WalOptions& options, std::unique_ptr<Directory> dir)
+    : options_(options), dir_(std::move(dir)) {}
+
+Wal::~Wal() = default;  // closes the file; buffered, unsynced records are dropped
+
+const std::string& Wal::current_segment() const { return segments_.back().name; }
+
+VoidResult Wal::fail(Error error) {
+  failure_ = Error(error.code(),
+                   "write-ahead log in " + options_.dir +
+                       " failed and stopped (fail-stop; reopen to recover): " + error.message());
+  current_.reset();
+  buffer_.clear();
+  return error;
+}
+
+VoidResult Wal::failed_error() const { return *failure_; }
+
+VoidResult Wal::start_segment(std::uint64_t first_position, std::uint64_t salt) {
+  FileHeader h;
+  h.first_position = first_position;
+  h.created_ns = now_ns();
+  h.salt = salt;
+  const std::string name = segment_file_name(first_position);
+  const auto bytes = encode_file_header(h);
+  // Nothing refers to the new file before it is durable under its final name.
+  if (auto r = dir_->write_new_file(name, bytes, /*replace=*/false); !r) return r;
+  auto file = dir_->open_append(name);
+  if (!file) return file.error();
+  current_ = std::move(file.value());
+  segments_.push_back({name, first_position, true});
+  salt_ = salt;
+  current_size_ = kFileHeaderSize;
+  unsynced_bytes_ = 0;
+  return {};
+}
+
+VoidResult Wal::check_appendable(std::uint64_t position) const {
+  if (failure_) return failed_error();
+  if (position == UINT64_MAX)
+    return Error(Errc::invalid_argument,
+                 "log: position " + std::to_string(position) + " is out of range");
+  return {};
+}
+
+void Wal::begin_record() {
+  if (!buffer_.empty()) return;
+  // The first record of a write decides where the write goes, because records are
+  // checksummed with the salt of the file they land in. A segment past its size moves on
+  // to a new file, unless nothing at or above its first position was written to it yet
+  // (a file of acks only): the next file's first position must be above every position in
+  // this one.
+  buffer_rotates_ =
+      current_size_ >= options_.segment_bytes && written_next_ > segments_.back().first_position;
+  buffer_salt_ = buffer_rotates_ ? random_salt() : salt_;
+}
+
+VoidResult Wal::append_message(std::uint64_t position, std::uint64_t id,
+                               std::span<const std::byte> payload) {
+  if (auto r = check_appendable(position); !r) return r;
+  if (payload.size() > kMaxPayload)
+    return Error(Errc::invalid_argument, "log: message of " + std::to_string(payload.size()) +
+                                             " bytes is over the " + std::to_string(kMaxPayload) +
+                                             "-byte record limit");
+  begin_record();
+  encode_record(buffer_, RecordType::message, position, id, payload, buffer_salt_);
+  buffer_next_ = std::max(buffer_next_, position + 1);
+  if (buffer_.size() >= kFlushBytes) return write_buffer();
+  return {};
+}
+
+VoidResult Wal::append_ack(std::uint64_t position) {
+  if (auto r = check_appendable(position); !r) return r;
+  begin_record();
+  encode_record(buffer_, RecordType::ack, position, 0, {}, buffer_salt_);
+  buffer_next_ = std::max(buffer_next_, position + 1);
+  if (buffer_.size() >= kFlushBytes) return write_buffer();
+  return {};
+}
+
+VoidResult Wal::sync_current() {
+  if (unsynced_bytes_ == 0) return {};
+  if (auto r = current_->sync(); !r) return fail(r.error());
+  bytes_synced_ += unsynced_bytes_;
+  unsynced_bytes_ = 0;
+  return {};
+}
+
+VoidResult Wal::write_buffer() {
+  if (buffer_.empty()) return {};
+  if (buffer_rotates_) {
+    // The old segment is complete and synced before the new one exists: a crash never
+    // leaves a hole in an earlier file behind durable records in a later one.
+    if (auto r = sync_current(); !r) return r;
+    if (auto r = current_->close(); !r) return fail(r.error());
+    if (auto r = start_segment(written_next_, buffer_salt_); !r) return fail(r.error());
+    buffer_rotates_ = false;
+  }
+  if (auto r = current_->append(buffer_); !r) return fail(r.error());
+  current_size_ += buffer_.size();
+  unsynced_bytes_ += buffer_.size();
+  written_next_ = std::max(written_next_, buffer_next_);
+  buffer_.clear();
+  buffer_next_ = 0;
+  return {};
+}
+
+VoidResult Wal::sync() {
+  if (failure_) return failed_error();
+  if (auto r = write_buffer(); !r) return r;
+  return sync_current();
+}
+
+VoidResult Wal::checkpoint(std::uint64_t min_unacked, std::uint64_t next_position) {
+  if (failure_) return failed_error();
+  if (min_unacked > next_position)
+    return Error(Errc::invalid_argument,
+                 "log: checkpoint min_unacked " + std::to_string(min_unacked) +
+                     " is above next_position " + std::to_string(next_position));
+  Checkpoint c;
+  c.min_unacked = min_unacked;
+  c.next_position = std::max({next_position, written_next_, buffer_next_});
+  c.created_ns = now_ns();
+  const auto bytes = encode_checkpoint(c);
+  if (auto r = dir_->write_new_file(kCheckpointName, bytes, /*replace=*/true); !r)
+    return fail(r.error());
+
+  // The checkpoint is durable: segments holding only positions below min_unacked can go.
+  // Every record of a segment is below the first position of the next readable one.
+  std::vector<std::size_t> obsolete;
+  for (std::size_t i = 0; i + 1 < segments_.size(); ++i) {
+    std::size_t j = i + 1;
+    while (!segments_[j].valid) ++j;  // terminates: back() is the current, valid segment
+    if (segments_[j].first_position <= min_unacked) obsolete.push_back(i);
+  }
+  if (obsolete.empty()) return {};
+  for (const std::size_t i : obsolete) {
+    auto r = dir_->unlink(segments_[i].name);
+    if (!r && r.error().code() != Errc::not_found) return fail(r.error());
+  }
+  if (auto r = dir_->sync(); !r) return fail(r.error());
+  for (auto it = obsolete.rbegin(); it != obsolete.rend(); ++it)
+    segments_.erase(segments_.begin() + static_cast<std::ptrdiff_t>(*it));
+  return {};
+}
+
+// --- Verify -----------------------------------------------------------------------------
+
+VerifyReport verify(const std::string& dir_path, FileSystem& fs,
+                    const std::function<void(const RecordView&)>& on_record) {
+  VerifyReport report;
+  auto dir_r = fs.open_dir(dir_path, DirOptions{.create = false, .require_private = false});
+  if (!dir_r) {
+    report.notes.push_back(dir_r.error().message());
+    return report;
+  }
+  Directory& dir = *dir_r.value();
+  auto names_r = dir.list();
+  if (!names_r) {
+    report.notes.push_back(names_r.error().message());
+    return report;
+  }
+  const std::vector<std::string>& names = names_r.value();
+  bool ok = true;
+
+  if (std::find(names.begin(), names.end(), kCheckpointName) != names.end()) {
+    auto data = dir.read_all(kCheckpointName);
+    Checkpoint c;
+    if (!data) {
+      report.notes.push_back(data.error().message());
+      ok = false;
+    } else if (const HeaderVerdict v = check_checkpoint(data.value(), c);
+               v.kind != HeaderVerdict::ok) {
+      report.notes.push_back(std::string(kCheckpointName) + " is unreadable (" + v.why + ")");
+      ok = false;
+    } else {
+      report.notes.push_back(std::string(kCheckpointName) + ": min_unacked " +
+                             std::to_string(c.min_unacked) + ", next_position " +
+                             std::to_string(c.next_position));
+    }
+  } else {
+    report.notes.push_back("no " + std::string(kCheckpointName) + " (min_unacked is 0)");
+  }
+  for (const auto& n : names)
+    if (is_stale_temp(n))
+      report.notes.push_back("stale temporary file " + n +
+                             " (left by a crash; removed at the next open)");
+
+  Scanner scanner(/*stop_on_corruption=*/false, [&](const DecodedRecord& rec, std::string_view file,
+                                                    std::uint64_t offset) {
+    if (!on_record) return;
+    on_record(RecordView{rec.type, rec.position, rec.id, rec.payload, file, offset});
+  });
+  const std::vector<SegmentName> segs = segment_names(names);
+  for (std::size_t i = 0; i < segs.size(); ++i) {
+    ++report.files;
+    auto data = dir.read_all(segs[i].name);
+    if (!data) {
+      report.notes.push_back(data.error().message());
+      ok = false;
+      continue;
+    }
+    const Scanner::FileResult res = scanner.scan(segs[i], data.value(), i + 1 == segs.size());
+    if (res.verdict.kind == HeaderVerdict::incompatible) {
+      report.notes.push_back(segs[i].name + " has " + res.verdict.why + ": not checked");
+      ok = false;
+    }
+    if (res.torn_at < res.size) {
+      report.torn_tail_bytes = res.size - res.torn_at;
+      report.notes.push_back("torn tail in " + segs[i].name + " at offset " +
+                             std::to_string(res.torn_at) + " (" +
+                             std::to_string(report.torn_tail_bytes) +
+                             " bytes): an interrupted write, truncated at the next open");
+    }
+  }
+  scanner.finish();
+  report.records = scanner.records;
+  report.acks = scanner.acks;
+  report.corrupt_bytes = scanner.corrupt_bytes;
+  report.notes.insert(report.notes.end(), scanner.notes.begin(), scanner.notes.end());
+  report.ok = ok && scanner.corrupt_bytes == 0 && scanner.bad_file_count() == 0;
+  return report;
+}
+
+}  // namespace shmq::log

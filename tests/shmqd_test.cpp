@@ -267,6 +267,45 @@ TEST(Shmqd, HotStandbyTakesOverAfterKillNine) {
   (void)Queue::remove(name);
 }
 
+TEST(Shmqd, SegmentThatOutlivedEveryProcessIsReattachedAndHealed) {
+  TempDir dir;
+  const std::string name = unique_name("reattach");
+  auto q = Queue::create(name, durable(dir.path(), Durability::sync)).value();
+  auto d1 = std::make_unique<Daemon>(dir.path(), name, dir.path() + "/d1.log");
+  ASSERT_TRUE(d1->wait_for("persisting"));
+  {
+    auto p = q.producer().value();
+    for (std::uint64_t i = 1; i <= 10; ++i) ASSERT_EQ(p.send_for(as_bytes("r"), 10s, i), Status::ok);
+  }
+  // A consumer takes three and dies holding them; then the daemon dies too.
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t holder = test::spawn([&] {
+    auto c = Queue::open(name).value().consumer().value();
+    std::vector<Message> ms(3);
+    for (auto& m : ms)
+      if (c.receive_for(m, 5s) != Status::ok) return 1;
+    (void)!::write(ready[1], "x", 1);
+    ::pause();
+    return 0;
+  });
+  char b;
+  ASSERT_EQ(::read(ready[0], &b, 1), 1);
+  ::kill(holder, SIGKILL);
+  wait_exit(holder);
+  d1->kill9();
+  // /dev/shm survived: the new daemon reattaches (no rebuild) and its watchdog heals.
+  Daemon d2(dir.path(), name, dir.path() + "/d2.log");
+  ASSERT_TRUE(d2.wait_for("reattached")) << d2.log_text();
+  EXPECT_EQ(d2.occurrences("rebuilt"), 0);
+  const Received r = drain(q);
+  EXPECT_EQ(r.ids.size(), 10u);
+  EXPECT_EQ(r.redelivered, 3);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  (void)Queue::remove(name);
+}
+
 TEST(Shmqd, AsyncQueueIsPersistedWithoutBlockingSenders) {
   TempDir dir;
   const std::string name = unique_name("async");

@@ -73,6 +73,8 @@ void usage(std::FILE* out) {
                "  --data-dir DIR   the data dir the queues were created with (shmqctl create\n"
                "                   --data-dir DIR); DIR/QUEUE/queue.meta describes each queue\n"
                "  --standby-poll-ms MS  how often a hot standby retries the lock (default 100)\n"
+               "  --stop-on-corruption  refuse to start when the log is corrupt in the middle\n"
+               "                   (default: report the damage, skip past it, go on)\n"
                "  -h, --help       this text\n"
                "SIGTERM or SIGINT: flush, checkpoint, exit 0. Exit 1: a fatal error (see the\n"
                "log); exit 2: bad usage.\n");
@@ -108,6 +110,8 @@ int take_lock(const std::string& dir, const std::string& queue, int poll_ms) {
   return -1;
 }
 
+bool g_stop_on_corruption = false;
+
 void serve(const std::string& root, const std::string& queue, int poll_ms) {
   auto qdir = shmq::detail::prepare_data_dir(shmq::detail::queue_dir(root, queue));
   if (!qdir.ok()) return fatal(queue, qdir.error().message());
@@ -130,6 +134,7 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
   shmq::log::RecoveryReport report;
   shmq::log::WalOptions wal_options;
   wal_options.dir = dir;
+  wal_options.stop_on_corruption = g_stop_on_corruption;
   auto wal = shmq::log::Wal::open(wal_options, fs, report);
   if (!wal.ok()) return fatal(queue, "log recovery failed: " + wal.error().message());
   for (const auto& note : report.notes) logf("queue '%s': recovery: %s", queue.c_str(), note.c_str());
@@ -257,6 +262,10 @@ int main(int argc, char** argv) {
         }
         poll_ms = static_cast<int>(ms);
       }
+      continue;
+    }
+    if (arg == "--stop-on-corruption") {
+      g_stop_on_corruption = true;
       continue;
     }
     if (!arg.empty() && arg[0] == '-') {

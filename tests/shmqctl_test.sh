@@ -1,0 +1,335 @@
+#!/usr/bin/env bash
+# shmqctl end to end, through real processes: create, produce from stdin, consume to stdout
+# in another process, peek, list, stat --json, dlq list/replay/purge, delete, Ctrl-C, and
+# every kind of bad input (each must give exactly one line on stderr and the documented
+# exit code, never a crash). With a shmqd binary, also a sync queue persisted by shmqd,
+# log verify/dump, delete without --purge-data and the rebuild from the data dir.
+#
+# Usage: shmqctl_test.sh SHMQCTL [SHMQD]
+# Prints one line per check and, last, "N passed, M failed"; exits 1 if anything failed.
+set -u
+
+ctl=${1:?usage: shmqctl_test.sh SHMQCTL [SHMQD]}
+shmqd=${2:-}
+p="ctltest$$"                  # prefix of every queue this test creates
+work=$(mktemp -d /tmp/shmqctl-test.XXXXXX)
+daemon_pid=""
+passed=0
+failed=0
+
+cleanup() {
+  if [ -n "$daemon_pid" ]; then kill "$daemon_pid" 2>/dev/null; wait "$daemon_pid" 2>/dev/null; fi
+  rm -f /dev/shm/shmq."$p"*
+  chmod -R u+rwx "$work" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+ok() { passed=$((passed + 1)); echo "ok   - $1"; }
+bad() {
+  failed=$((failed + 1))
+  echo "FAIL - $1"
+  if [ -n "${2:-}" ]; then printf '       %s\n' "$2"; fi
+}
+
+# run CMD...: stdout -> $out, stderr -> $err, exit code -> $rc.
+run() {
+  "$@" >"$work/out" 2>"$work/err"
+  rc=$?
+  out=$(cat "$work/out")
+  err=$(cat "$work/err")
+}
+
+crashed() { grep -qiE 'terminate called|abort|core dumped|segmentation|sanitizer|runtime error|stack trace|what\(\)' "$work/err"; }
+
+# expect_ok DESC CMD...: exit 0 and nothing alarming on stderr.
+expect_ok() {
+  local desc=$1; shift
+  run "$@"
+  if [ "$rc" -ne 0 ]; then bad "$desc" "exit $rc; stderr: $err"; return 1; fi
+  if crashed; then bad "$desc" "stderr: $err"; return 1; fi
+  ok "$desc"
+}
+
+# expect_error DESC CODE PATTERN CMD...: exit CODE, exactly one line on stderr that matches
+# PATTERN (extended regex, case-insensitive), no crash or trace.
+expect_error() {
+  local desc=$1 code=$2 pattern=$3; shift 3
+  run "$@"
+  local lines
+  lines=$(wc -l <"$work/err")
+  if [ "$rc" -ne "$code" ]; then bad "$desc" "exit $rc, want $code; stderr: $err"; return; fi
+  if [ "$lines" -ne 1 ]; then bad "$desc" "stderr has $lines lines, want 1: $err"; return; fi
+  if crashed; then bad "$desc" "crash on stderr: $err"; return; fi
+  if ! grep -qiE "$pattern" "$work/err"; then bad "$desc" "stderr '$err' does not match /$pattern/"; return; fi
+  ok "$desc"
+}
+
+# check DESC CMD...: the command (a test) succeeds.
+check() {
+  local desc=$1; shift
+  if "$@"; then ok "$desc"; else bad "$desc"; fi
+}
+
+# json EXPR: evaluates EXPR over the JSON document in $out (as d) and prints the result.
+json() { printf '%s' "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
+
+# stat_field QUEUE EXPR: one field of `stat --json`.
+stat_field() { "$ctl" stat "$1" --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2"; }
+
+# consumers_are QUEUE N: the queue has N active consumer rows.
+consumers_are() { test "$(stat_field "$1" "d['consumers']")" = "$2"; }
+# file_is FILE TEXT: FILE holds TEXT (and a newline).
+file_is() { test "$(cat "$1")" = "$2"; }
+
+# wait_until CMD...: polls CMD for up to 10 s.
+wait_until() {
+  local i
+  for i in $(seq 1 200); do
+    if "$@"; then return 0; fi
+    sleep 0.05
+  done
+  return 1
+}
+
+q1="$p-plain"
+q2="$p-durable"
+q3="$p-dlq"
+q4="$p-owned"
+q5="$p-sync"
+data="$work/data/not/yet"     # does not exist yet: create makes it, 0700
+
+# --- help and usage ----------------------------------------------------------------------
+for c in "" create delete list stat watch produce consume peek dlq "dlq list" "dlq replay" \
+         "dlq purge" log "log verify" "log dump"; do
+  # shellcheck disable=SC2086
+  run "$ctl" $c --help
+  if [ "$rc" -eq 0 ] && grep -q "Usage" "$work/out"; then ok "shmqctl $c --help"; else bad "shmqctl $c --help" "exit $rc: $err"; fi
+done
+
+# --- create ------------------------------------------------------------------------------
+expect_ok "create a plain queue" "$ctl" create "$q1" --slots 64 --slot-size 128
+check "its segment exists with mode 0600" test "$(stat -c %a /dev/shm/shmq."$q1" 2>/dev/null)" = 600
+expect_ok "create a durable queue with a data dir that does not exist yet" \
+  "$ctl" create "$q2" --durability async --data-dir "$data" --mode 0660
+check "the data dir was created 0700" test "$(stat -c %a "$data" 2>/dev/null)" = 700
+check "the queue's dir holds queue.meta" test -f "$data/$q2/queue.meta"
+check "the durable segment has mode 0660" test "$(stat -c %a /dev/shm/shmq."$q2" 2>/dev/null)" = 660
+
+# --- produce, peek, list, stat, consume ----------------------------------------------------
+printf 'alpha\nbeta\ngamma\n' >"$work/input"
+run "$ctl" produce "$q1" <"$work/input"
+if [ "$rc" -eq 0 ] && [ -z "$err" ]; then ok "produce 3 lines from stdin"; else bad "produce 3 lines from stdin" "exit $rc: $err"; fi
+
+expect_ok "peek" "$ctl" peek "$q1"
+check "peek shows the three messages in order" \
+  test "$(printf '%s\n' "$out" | awk 'NR>1 {print $NF}' | tr '\n' ' ')" = "alpha beta gamma "
+
+expect_ok "list" "$ctl" list
+check "list shows the queue with depth 3" \
+  test "$(printf '%s\n' "$out" | awk -v q="$q1" '$1 == q {print $3}')" = 3
+expect_ok "list --json" "$ctl" list --json
+check "list --json has the queue" \
+  test "$(json "[x['depth'] for x in d['queues'] if x['queue'] == '$q1']")" = "[3]"
+
+expect_ok "stat --json" "$ctl" stat "$q1" --json
+check "stat --json is schema 1 for the queue" test "$(json "(d['schema'], d['queue'])")" = "(1, '$q1')"
+check "stat --json: depth 3, in flight 0 (peek consumed nothing)" \
+  test "$(json "(d['depth'], d['ready'], d['in_flight'])")" = "(3, 3, 0)"
+check "stat --json: geometry" \
+  test "$(json "(d['geometry']['slot_count'], d['geometry']['slot_size'], d['geometry']['max_message_size'])")" = "(64, 128, 64)"
+check "stat --json: durability none, no data dir, no persisted lag" \
+  test "$(json "(d['durability'], d['data_dir'], d['persisted_lag'])")" = "('none', None, None)"
+check "stat --json: counters" \
+  test "$(json "[d['counters'][k] for k in ('sent', 'acked', 'redelivered', 'dead_lettered')]")" = "[3, 0, 0, 0]"
+check "stat --json: every documented field is there" python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+top = ["schema", "queue", "time_unix_ms", "state", "geometry", "policy", "durability", "data_dir",
+       "flush_interval_ms", "depth", "ready", "delayed", "in_flight", "claimed", "free_slots",
+       "tail", "dispatch", "persisted", "persisted_lag", "counters", "rates", "watchdog_active",
+       "producers", "consumers", "members"]
+counters = ["sent", "received", "acked", "requeued", "redelivered", "dead_lettered", "expired",
+            "dead_letter_failed", "leases_expired", "holes_repaired", "members_reclaimed"]
+missing = [k for k in top if k not in d] + [k for k in counters if k not in d["counters"]]
+sys.exit(1 if missing or not isinstance(d["members"], list) else 0)' "$out"
+expect_ok "stat (text)" "$ctl" stat "$q1"
+expect_ok "stat --rate --json" "$ctl" stat "$q1" --rate --rate-ms 100 --json
+check "stat --rate gives rates" test "$(json "sorted(d['rates'].keys())[0]")" = acked_per_s
+
+# Consume in another process, started before anything more is sent.
+"$ctl" consume "$q1" --count 4 --timeout-ms 10000 >"$work/consumed" 2>"$work/consume.err" &
+cpid=$!
+check "the consumer registers as a member" wait_until consumers_are "$q1" 1
+run "$ctl" stat "$q1" --json
+check "stat --json lists the consumer with its pid" \
+  test "$(json "[(m['role'], m['pid'], m['alive']) for m in d['members']]")" = "[('consumer', $cpid, True)]"
+printf 'delta\n' | "$ctl" produce "$q1"
+wait "$cpid"
+crc=$?
+printf 'alpha\nbeta\ngamma\ndelta\n' >"$work/expected"
+check "consume in another process exits 0" test "$crc" -eq 0 -a ! -s "$work/consume.err"
+check "consume wrote each payload and a newline, in order" cmp -s "$work/consumed" "$work/expected"
+run "$ctl" stat "$q1" --json
+check "consumed messages are acked" test "$(json "(d['depth'], d['in_flight'], d['counters']['acked'], d['members'])")" = "(0, 0, 4, [])"
+expect_ok "consume on an empty queue stops after its timeout" "$ctl" consume "$q1" --timeout-ms 100
+check "... and writes nothing" test -z "$out"
+
+# Ctrl-C: a consumer waiting forever stops cleanly (exit 0) and leaves nothing held.
+"$ctl" consume "$q1" --follow >"$work/follow" 2>"$work/follow.err" &
+cpid=$!
+check "consume --follow waits" wait_until consumers_are "$q1" 1
+printf 'epsilon\n' | "$ctl" produce "$q1"
+check "consume --follow gets a message sent later" wait_until file_is "$work/follow" epsilon
+kill -INT "$cpid"
+wait "$cpid"
+crc=$?
+check "Ctrl-C stops consume with exit 0 and no error" test "$crc" -eq 0 -a ! -s "$work/follow.err"
+check "nothing is left held after Ctrl-C" test "$(stat_field "$q1" "(d['in_flight'], d['members'])")" = "(0, [])"
+
+# Load generation, and backpressure: the ring has 64 slots, 500 messages must all arrive.
+"$ctl" consume "$q1" --count 500 --timeout-ms 10000 >"$work/load" 2>/dev/null &
+cpid=$!
+expect_ok "produce --count 500 --size 40 (more than the ring holds)" "$ctl" produce "$q1" --count 500 --size 40
+wait "$cpid"
+check "all 500 generated messages arrive, 40 bytes each" \
+  test "$(wc -l <"$work/load")" = 500 -a "$(awk 'length($0) != 40' "$work/load" | wc -l)" = 0
+
+# A line longer than the queue's max message size (64 bytes here).
+{ echo ok-line; head -c 100 /dev/zero | tr '\0' x; echo; echo never; } >"$work/long"
+expect_error "produce: a line over the max message size fails naming it" 1 "line 2 " \
+  "$ctl" produce "$q1" <"$work/long"
+expect_ok "... lines before it were sent" "$ctl" consume "$q1" --timeout-ms 100
+check "... and only those" test "$out" = ok-line
+
+# --- dead letters ------------------------------------------------------------------------
+expect_ok "create a queue with --max-deliveries 1" "$ctl" create "$q3" --max-deliveries 1
+printf 'poison\n' | "$ctl" produce "$q3"
+expect_ok "consume --reject" "$ctl" consume "$q3" --count 1 --reject
+check "consume --reject wrote the message" test "$out" = poison
+check "the rejected message was dead-lettered" test "$(stat_field "$q3" "(d['depth'], d['counters']['dead_lettered'])")" = "(0, 1)"
+expect_ok "dlq list" "$ctl" dlq list "$q3"
+check "dlq list shows the reason and the payload" \
+  test "$(printf '%s\n' "$out" | awk 'NR == 2 {print $2, $NF}')" = "rejected poison"
+expect_ok "dlq list again (list consumes nothing)" "$ctl" dlq list "$q3"
+check "... still there" test "$(printf '%s\n' "$out" | awk 'NR == 2 {print $2}')" = rejected
+expect_ok "dlq replay" "$ctl" dlq replay "$q3"
+check "dlq replay says what it did" grep -q "replayed 1 " "$work/out"
+expect_ok "dlq list after replay" "$ctl" dlq list "$q3"
+check "... the dead-letter queue is empty" grep -q "no dead letters" "$work/out"
+expect_ok "consume the replayed message" "$ctl" consume "$q3" --count 1 --timeout-ms 2000
+check "... it is the original payload" test "$out" = poison
+printf 'junk1\njunk2\n' | "$ctl" produce "$q3"
+"$ctl" consume "$q3" --count 2 --reject --timeout-ms 2000 >/dev/null
+expect_ok "dlq purge" "$ctl" dlq purge "$q3"
+check "dlq purge dropped both" grep -q "purged 2 " "$work/out"
+check "... nothing comes back to the queue" test "$(stat_field "$q3" "d['depth']")" = 0
+
+# --- delete ------------------------------------------------------------------------------
+expect_ok "delete a plain queue" "$ctl" delete "$q1"
+check "its segment is gone" test ! -e /dev/shm/shmq."$q1"
+expect_error "stat after delete: not found" 1 "not found" "$ctl" stat "$q1"
+expect_ok "delete a queue and its dead-letter queue" "$ctl" delete "$q3"
+check "both segments are gone" test ! -e /dev/shm/shmq."$q3" -a ! -e /dev/shm/shmq."$q3".dlq
+expect_ok "delete a durable queue without --purge-data" "$ctl" delete "$q2"
+check "... the segment is gone, the data dir is kept" test ! -e /dev/shm/shmq."$q2" -a -f "$data/$q2/queue.meta"
+expect_error "delete --purge-data of a gone segment needs --data-dir" 1 "data-dir" "$ctl" delete "$q2" --purge-data
+expect_ok "delete --purge-data --data-dir of a gone segment" "$ctl" delete "$q2" --purge-data --data-dir "$data"
+check "... the queue's data is gone, the data dir root stays" test ! -e "$data/$q2" -a -d "$data"
+
+# --- bad input: one line on stderr, exit 1 (runtime) or 2 (usage) --------------------------
+expect_error "unknown queue: stat" 1 "not found" "$ctl" stat "$p-nosuch"
+expect_error "unknown queue: consume" 1 "not found" "$ctl" consume "$p-nosuch"
+expect_error "unknown queue: produce" 1 "not found" "$ctl" produce "$p-nosuch" </dev/null
+expect_error "unknown queue: peek" 1 "not found" "$ctl" peek "$p-nosuch"
+expect_error "unknown queue: delete" 1 "not found" "$ctl" delete "$p-nosuch"
+expect_error "unknown queue: dlq list" 1 "not found" "$ctl" dlq list "$p-nosuch"
+expect_error "unknown queue: watch" 1 "not found" "$ctl" watch "$p-nosuch"
+expect_error "bad name with '/'" 2 "invalid queue name" "$ctl" stat "bad/name"
+expect_error "bad name with '..'" 2 "invalid queue name" "$ctl" create "a..b"
+expect_error "bad name starting with '.'" 2 "invalid queue name" "$ctl" consume ".hidden"
+expect_error "bad name: empty" 2 "invalid queue name" "$ctl" delete ""
+expect_error "bad name: too long" 2 "invalid queue name" "$ctl" create "$(head -c 300 /dev/zero | tr '\0' a)"
+expect_error "bad flag" 2 "bogus" "$ctl" stat "$q1" --bogus
+expect_error "bad flag value (not a number)" 2 "slots" "$ctl" create "$p-x" --slots many
+expect_error "bad flag value (negative)" 2 "count" "$ctl" consume "$p-x" --count -3
+expect_error "bad geometry (not a power of two)" 2 "power of two" "$ctl" create "$p-x" --slots 1000
+expect_error "unknown command" 2 "unknown command 'frobnicate'" "$ctl" frobnicate
+expect_error "no command" 2 "required" "$ctl"
+expect_error "missing queue argument" 2 "QUEUE" "$ctl" stat
+expect_error "wrong durability word" 2 "durability" "$ctl" create "$p-x" --durability fast
+expect_error "wrong mode" 2 "mode" "$ctl" create "$p-x" --mode 0644
+expect_error "durable queue without a data dir" 2 "data-dir" "$ctl" create "$p-x" --durability sync
+expect_error "--size without --count" 2 "count" "$ctl" produce "$p-x" --size 10
+expect_error "--follow with --timeout-ms" 2 "excludes|follow" "$ctl" consume "$p-x" --follow --timeout-ms 5
+touch "$work/a-file"
+expect_error "unwritable data dir (its parent is a file)" 1 "data dir" \
+  "$ctl" create "$p-x" --durability async --data-dir "$work/a-file/dir"
+check "... and no segment was created" test ! -e /dev/shm/shmq."$p-x"
+mkdir -p "$work/ro" && chmod 0500 "$work/ro"
+if [ "$(id -u)" -ne 0 ]; then
+  expect_error "unwritable data dir (mode 0500)" 1 "data dir" \
+    "$ctl" create "$p-x" --durability async --data-dir "$work/ro"
+fi
+expect_error "log verify of a missing dir" 1 "log dir" "$ctl" log verify "$work/nosuch"
+if [ "$(id -u)" -eq 0 ]; then
+  expect_ok "create a queue to give away" "$ctl" create "$q4"
+  chown 1001 /dev/shm/shmq."$q4"
+  expect_error "queue owned by another user: stat" 1 "permission denied" "$ctl" stat "$q4"
+  expect_error "queue owned by another user: consume" 1 "permission denied" "$ctl" consume "$q4"
+  expect_ok "list still works, with the error in the queue's row" "$ctl" list
+  check "... the row says permission denied" \
+    grep -qE "^$q4 .*permission denied" "$work/out"
+  rm -f /dev/shm/shmq."$q4"
+else
+  echo "skip - queue owned by another user (needs root to chown)"
+fi
+
+# --- with shmqd: sync queue, log verify/dump, rebuild after delete ----------------------------
+if [ -n "$shmqd" ] && [ -x "$shmqd" ]; then
+  ddir="$work/sync-data"
+  start_daemon() {
+    "$shmqd" --data-dir "$ddir" "$q5" 2>>"$work/shmqd.log" &
+    daemon_pid=$!
+  }
+  stop_daemon() {
+    kill -TERM "$daemon_pid" 2>/dev/null
+    wait "$daemon_pid" 2>/dev/null
+    daemon_pid=""
+  }
+  expect_ok "create a sync queue" "$ctl" create "$q5" --durability sync --data-dir "$ddir"
+  # A sync send waits for shmqd: start the producer first, then the daemon.
+  printf 'one\ntwo\nthree\n' | "$ctl" produce "$q5" 2>/dev/null &
+  ppid=$!
+  sleep 0.3
+  check "produce on a sync queue without shmqd waits (does not fail)" kill -0 "$ppid"
+  start_daemon
+  wait "$ppid"
+  check "... and exits 0 once shmqd confirmed every line" test $? -eq 0
+  run "$ctl" stat "$q5" --json
+  check "stat --json: sync, persisted, no lag" \
+    test "$(json "(d['durability'], d['persisted'] >= 3, d['persisted_lag'], d['state'])")" = "('sync', True, 0, 'ok')"
+  expect_error "delete --purge-data refuses while shmqd runs" 1 "shmqd is running" "$ctl" delete "$q5" --purge-data
+  stop_daemon
+  expect_ok "log verify" "$ctl" log verify "$ddir/$q5"
+  check "log verify reports OK" grep -q "^OK" "$work/out"
+  expect_ok "log verify --json" "$ctl" log verify "$ddir/$q5" --json
+  check "log verify --json: ok, 3 messages" test "$(json "(d['ok'], d['messages'])")" = "(True, 3)"
+  expect_ok "log dump" "$ctl" log dump "$ddir/$q5"
+  check "log dump shows the three messages" \
+    test "$(printf '%s\n' "$out" | awk '$3 == "message" {print $NF}' | tr '\n' ' ')" = "one two three "
+  expect_error "log verify of a data dir root names the queue dirs" 1 "$q5" "$ctl" log verify "$ddir"
+  expect_ok "delete keeps the data (a reboot)" "$ctl" delete "$q5"
+  start_daemon
+  check "shmqd rebuilds the queue from the data dir" wait_until test -e /dev/shm/shmq."$q5"
+  expect_ok "consume the rebuilt queue" "$ctl" consume "$q5" --timeout-ms 3000 --count 3
+  check "... every message is back" test "$(printf '%s' "$out" | tr '\n' ' ')" = "one two three"
+  stop_daemon
+  expect_ok "delete --purge-data" "$ctl" delete "$q5" --purge-data
+  check "... segment and data are gone" test ! -e /dev/shm/shmq."$q5" -a ! -e "$ddir/$q5"
+else
+  echo "skip - shmqd checks (no shmqd binary given)"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,319 @@
+// shmqctl: create, inspect and operate shmq queues from the command line.
+//
+//   shmqctl create QUEUE [--slots N] [--slot-size BYTES] [--max-message-size BYTES]
+//                        [--durability none|async|sync] [--data-dir DIR]
+//                        [--max-deliveries N] [--lease-ms MS] [--ttl-ms MS] [--mode 0600|0660]
+//   shmqctl delete QUEUE [--purge-data [--data-dir DIR]] [--keep-dlq]
+//   shmqctl list [--json]
+//   shmqctl stat QUEUE [--json] [--rate [--rate-ms MS]]
+//   shmqctl watch QUEUE [--interval-ms MS] [--count N]
+//   shmqctl produce QUEUE [--count N [--size BYTES]]
+//   shmqctl consume QUEUE [--count N] [--timeout-ms MS | --follow] [--reject]
+//   shmqctl peek QUEUE [--count N] [--max-bytes N]
+//   shmqctl dlq list|replay|purge QUEUE [--count N]
+//   shmqctl log verify|dump DIR
+//
+// Exit codes: 0 success; 1 runtime failure (queue not found, permission denied, I/O, a
+// failed send); 2 usage error (unknown command or flag, bad value, bad queue name). Every
+// failure is reported as one line on stderr: "shmqctl: error: <what went wrong>".
+// docs/shmqctl.md is the user's manual.
+//
+// ---------------------------------------------------------------------------------------
+// `shmqctl stat QUEUE --json`: schema 1. A stable interface: fields are only ever added
+// (never renamed, removed or changed in meaning) while "schema" stays 1. Counts are
+// unsigned integers; "rates" values are floats; times are milliseconds.
+//
+//   {
+//     "schema": 1,                    // this layout; bumped only for incompatible changes
+//     "queue": "orders",
+//     "time_unix_ms": 1700000000000,  // when the sample was taken (wall clock)
+//     "state": "ok",                  // "ok", or ','-joined: "full", "no-shmqd" (durable,
+//                                     //   no live shmqd attached), "dead-members"
+//     "geometry": {"slot_count": 1024, "slot_size": 256, "payload_size": 192,
+//                  "max_message_size": 192, "max_members": 64,
+//                  "segment_bytes": 395264, "mode": "0600"},
+//     "policy": {"lease_ms": 30000, "max_deliveries": 20, "ttl_ms": 0,
+//                "backoff_initial_ms": 0, "backoff_max_ms": 60000, "dead_letter": true,
+//                "dead_letter_queue": "orders.dlq", "heartbeat_liveness": false,
+//                "heartbeat_timeout_ms": 5000, "claim_timeout_ms": 5000},
+//     "durability": "none",           // "none" | "async" | "sync"
+//     "data_dir": null,               // durable: the data dir root (files in <data_dir>/<queue>/)
+//     "flush_interval_ms": 5,
+//     "depth": 3,                     // messages waiting: ready + delayed
+//     "ready": 3,                     // deliverable now
+//     "delayed": 0,                   // nacked with a delay, not yet due
+//     "in_flight": 0,                 // delivered, not acked
+//     "claimed": 0,                   // slots being written by producers
+//     "free_slots": 1021,
+//     "tail": 3,                      // next position producers will claim
+//     "dispatch": 0,                  // next position consumers will look at
+//     "persisted": null,              // durable: every position below is on disk
+//     "persisted_lag": null,          // durable: tail - persisted
+//     "counters": {"sent": 3, "received": 0, "acked": 0, "requeued": 0, "redelivered": 0,
+//                  "dead_lettered": 0, "expired": 0, "dead_letter_failed": 0,
+//                  "leases_expired": 0, "holes_repaired": 0, "members_reclaimed": 0},
+//     "rates": null,                  // with --rate: {"interval_ms", "sent_per_s",
+//                                     //   "received_per_s", "acked_per_s", "requeued_per_s",
+//                                     //   "redelivered_per_s", "dead_lettered_per_s"}
+//     "watchdog_active": false,
+//     "producers": 0,                 // active producer rows
+//     "consumers": 0,                 // active consumer rows
+//     "members": [                    // every row in use: producers, consumers, watchdogs,
+//       {"index": 0, "role": "consumer", "status": "active", "pid": 4242,  // persisters
+//        "alive": true, "heartbeat_age_ms": 12, "held": 1}
+//     ]
+//   }
+//
+// `shmqctl list --json`: {"schema": 1, "queues": [{"queue", "slot_count", "depth",
+// "in_flight", "durability", "members", "state"} or {"queue", "error"}]}.
+// ---------------------------------------------------------------------------------------
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "shmqctl_commands.hpp"
+#include "shmqctl_common.hpp"
+
+namespace {
+
+using namespace shmqctl;
+
+// The deepest subcommand given on the command line, and its path ("shmqctl dlq replay").
+const CLI::App* deepest(const CLI::App* app, std::string& path) {
+  path = app->get_name();
+  const CLI::App* at = app;
+  for (;;) {
+    const auto subs = at->get_subcommands();
+    if (subs.empty()) return at;
+    at = subs.front();
+    path += " " + at->get_name();
+  }
+}
+
+// One line for a parse error, naming the command whose --help says more.
+std::string failure_line(const CLI::App* app, const CLI::Error& e) {
+  std::string path;
+  const CLI::App* at = deepest(app, path);
+  std::string what = e.what();
+  // "shmqctl bogus": CLI11 would only say that a subcommand is required.
+  if (!at->get_subcommands({}).empty() && dynamic_cast<const CLI::RequiredError*>(&e) != nullptr) {
+    const auto rest = at->remaining();
+    if (!rest.empty() && !rest.front().empty() && rest.front().front() != '-')
+      what = "unknown command '" + rest.front() + "'";
+  }
+  return "shmqctl: error: " + one_line(what) + " (see '" + path + " --help')\n";
+}
+
+CLI::Validator one_of(std::vector<std::string> words) {
+  std::string all;
+  for (const auto& w : words) all += (all.empty() ? "" : "|") + w;
+  return CLI::Validator(
+      [words, all](std::string& v) -> std::string {
+        for (const auto& w : words)
+          if (v == w) return {};
+        return "must be " + all + ", not '" + v + "'";
+      },
+      all);
+}
+
+// A count: digits only (CLI11 would read "-3" into an unsigned 64-bit value as 2^64 - 3).
+CLI::Validator whole_number() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        if (v.empty() || v.size() > 20 || v.find_first_not_of("0123456789") != std::string::npos)
+          return "must be a whole number (0 or more), not '" + v + "'";
+        return {};
+      },
+      "");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Create, inspect and operate shmq queues (shared-memory message queues).",
+               "shmqctl"};
+  app.require_subcommand(1);
+  app.failure_message(failure_line);
+  app.footer(
+      "Exit codes: 0 success, 1 runtime failure (queue not found, permission denied, I/O),\n"
+      "2 usage error (bad flag, bad value, bad queue name). Errors are one line on stderr.\n"
+      "Queues live in /dev/shm/shmq.<QUEUE>; durable ones also in <data dir>/<QUEUE>/.\n"
+      "Run 'shmqctl COMMAND --help' for a command's options; manual: docs/shmqctl.md.");
+  app.option_defaults()->always_capture_default();
+
+  std::function<int()> run;
+
+  // create
+  CreateArgs ca;
+  auto* create = app.add_subcommand("create", "Create a queue");
+  create->add_option("QUEUE", ca.queue, "Queue name: 1-200 of [A-Za-z0-9._-], not starting with '.'")
+      ->required();
+  create->add_option("--slots", ca.slots, "Slots in the ring: a power of two, 2..16777216");
+  create->add_option("--slot-size", ca.slot_size,
+                     "Bytes per slot incl. its 64-byte header: a multiple of 64, 128..1048576");
+  create->add_option("--max-message-size", ca.max_message_size,
+                     "Largest message in bytes; 0 = one slot's payload (larger ones span slots)");
+  create->add_option("--max-members", ca.max_members, "Producer/consumer rows, 1..255");
+  create->add_option("--durability", ca.durability,
+                     "none (memory only), async (persisted by shmqd soon after), sync (a send "
+                     "returns once on disk)")
+      ->check(one_of({"none", "async", "sync"}));
+  create->add_option("--data-dir", ca.data_dir,
+                     "Durable queues: the data dir (as for shmqd --data-dir); created 0700 if "
+                     "missing; the queue's files go to DIR/QUEUE/");
+  create->add_option("--max-deliveries", ca.max_deliveries,
+                     "Dead-letter a message given back after this many deliveries; 0 = never");
+  create->add_option("--lease-ms", ca.lease_ms,
+                     "Visibility timeout of a delivery in ms (redelivered if not acked); 0 = none");
+  create->add_option("--ttl-ms", ca.ttl_ms, "Dead-letter messages older than this; 0 = never");
+  create->add_option("--mode", ca.mode, "Segment file mode: 0600 (owner) or 0660 (owner and group)")
+      ->check(one_of({"0600", "600", "0660", "660"}));
+  create->callback([&] { run = [&] { return cmd_create(ca); }; });
+
+  // delete
+  DeleteArgs da;
+  auto* del = app.add_subcommand(
+      "delete",
+      "Delete a queue's shared segment (and its dead-letter queue's). Without --purge-data the "
+      "data dir is kept, so that 'shmqd --data-dir DIR QUEUE' rebuilds the queue from it");
+  del->add_option("QUEUE", da.queue, "Queue name")->required();
+  auto* purge_flag =
+      del->add_flag("--purge-data", da.purge_data, "Also remove the queue's files in its data dir");
+  del->add_option("--data-dir", da.data_dir,
+                  "With --purge-data: the data dir, when the segment is already gone")
+      ->needs(purge_flag);
+  del->add_flag("--keep-dlq", da.keep_dlq, "Keep the dead-letter queue QUEUE.dlq");
+  del->callback([&] { run = [&] { return cmd_delete(da); }; });
+
+  // list
+  ListArgs la;
+  auto* list = app.add_subcommand("list", "List the queues on this host with depth and state");
+  list->add_flag("--json", la.json, "Machine-readable output (schema in docs/shmqctl.md)");
+  list->callback([&] { run = [&] { return cmd_list(la); }; });
+
+  // stat
+  StatArgs sa;
+  auto* stat = app.add_subcommand(
+      "stat", "Geometry, durability, depth, in flight, persisted lag, counters and members");
+  stat->add_option("QUEUE", sa.queue, "Queue name")->required();
+  stat->add_flag("--json", sa.json, "Machine-readable output, schema 1 (docs/shmqctl.md)");
+  stat->add_flag("--rate", sa.rate, "Also measure rates per second over --rate-ms");
+  stat->add_option("--rate-ms", sa.rate_ms, "Sampling interval of --rate in ms")
+      ->check(CLI::Range(1u, 3'600'000u));
+  stat->callback([&] { run = [&] { return cmd_stat(sa); }; });
+
+  // watch
+  WatchArgs wa;
+  auto* watch = app.add_subcommand("watch", "stat, refreshed live, with rates per second");
+  watch->add_option("QUEUE", wa.queue, "Queue name")->required();
+  watch->add_option("--interval-ms", wa.interval_ms, "Refresh interval in ms")
+      ->check(CLI::Range(10u, 3'600'000u));
+  watch->add_option("--count", wa.count, "Stop after N refreshes; 0 = until Ctrl-C")
+      ->check(whole_number());
+  watch->callback([&] { run = [&] { return cmd_watch(wa); }; });
+
+  // produce
+  ProduceArgs pa;
+  auto* produce = app.add_subcommand(
+      "produce",
+      "Send one message per line of standard input (newline stripped); exit 0 once every line "
+      "is accepted (on a sync queue: on disk). Blocks while the queue is full");
+  produce->add_option("QUEUE", pa.queue, "Queue name")->required();
+  auto* count_opt =
+      produce->add_option("--count", pa.count, "Send N generated messages instead (load)")
+      ->check(whole_number());
+  produce->add_option("--size", pa.size, "With --count: bytes per generated message (default 64)")
+      ->needs(count_opt);
+  produce->callback([&] { run = [&] { return cmd_produce(pa); }; });
+
+  // consume
+  ConsumeArgs coa;
+  auto* consume = app.add_subcommand(
+      "consume",
+      "Write each message and a newline to standard output, flush, then ack it. Ctrl-C stops "
+      "cleanly and returns unacked messages to the queue");
+  consume->add_option("QUEUE", coa.queue, "Queue name")->required();
+  consume->add_option("--count", coa.count, "Stop after N messages; 0 = no limit")
+      ->check(whole_number());
+  auto* timeout_opt = consume->add_option(
+      "--timeout-ms", coa.timeout_ms, "Stop once no message came for this long; 0 = do not wait");
+  consume->add_flag("-f,--follow", coa.follow, "Wait for messages forever (until Ctrl-C or --count)")
+      ->excludes(timeout_opt);
+  consume->add_flag("--reject", coa.reject,
+                    "Reject instead of ack: each message goes to the dead-letter queue with "
+                    "reason 'rejected' (after it was written)");
+  consume->callback([&] { run = [&] { return cmd_consume(coa); }; });
+
+  // peek
+  PeekArgs pka;
+  auto* peek = app.add_subcommand(
+      "peek", "Show the oldest messages (ready, in flight, delayed) without consuming them");
+  peek->add_option("QUEUE", pka.queue, "Queue name")->required();
+  peek->add_option("--count", pka.count, "Show at most N messages; 0 = all")
+      ->check(whole_number());
+  peek->add_option("--max-bytes", pka.max_bytes, "Show at most this many payload bytes each");
+  peek->callback([&] { run = [&] { return cmd_peek(pka); }; });
+
+  // dlq
+  auto* dlq = app.add_subcommand("dlq", "The dead-letter queue QUEUE.dlq");
+  dlq->require_subcommand(1);
+  DlqArgs dla;
+  auto add_dlq = [&](const char* name, const char* help, int (*fn)(const DlqArgs&)) {
+    auto* s = dlq->add_subcommand(name, help);
+    s->add_option("QUEUE", dla.queue, "The queue whose dead letters these are")->required();
+    s->add_option("--count", dla.count, "At most N dead letters; 0 = all")
+      ->check(whole_number());
+    if (fn == cmd_dlq_list)
+      s->add_option("--max-bytes", dla.max_bytes, "Show at most this many payload bytes each");
+    s->callback([&, fn] { run = [&, fn] { return fn(dla); }; });
+  };
+  add_dlq("list", "Show the dead letters with their reasons (without removing them)",
+          cmd_dlq_list);
+  add_dlq("replay", "Move dead letters back to QUEUE (original payload and id)", cmd_dlq_replay);
+  add_dlq("purge", "Drop the dead letters", cmd_dlq_purge);
+
+  // log
+  auto* log = app.add_subcommand("log", "A durable queue's write-ahead log (read only)");
+  log->require_subcommand(1);
+  LogArgs lga;
+  auto* verify = log->add_subcommand(
+      "verify", "Check the log's integrity and report; never modifies anything");
+  verify->add_option("DIR", lga.dir, "The queue's dir: <data dir>/<QUEUE>")->required();
+  verify->add_flag("--json", lga.json, "Machine-readable report (docs/shmqctl.md)");
+  verify->callback([&] { run = [&] { return cmd_log_verify(lga); }; });
+  auto* dump = log->add_subcommand("dump", "Print the log's records");
+  dump->add_option("DIR", lga.dir, "The queue's dir: <data dir>/<QUEUE>")->required();
+  dump->add_option("--max-bytes", lga.max_bytes, "Show at most this many payload bytes each");
+  dump->callback([&] { run = [&] { return cmd_log_dump(lga); }; });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);  // --help on stdout; an error as one line on stderr (failure_line)
+    return e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success) ? kExitOk : kExitUsage;
+  }
+
+  try {
+    if (!run) return kExitUsage;  // unreachable: a subcommand is required
+    const int rc = run();
+    if (std::fflush(stdout) != 0 || std::ferror(stdout))
+      fail(kExitRuntime, std::string("writing to standard output: ") + std::strerror(errno));
+    return rc;
+  } catch (const Failure& f) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "shmqctl: error: %s\n", one_line(f.message).c_str());
+    return f.code;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "shmqctl: error: %s\n", one_line(e.what()).c_str());
+    return kExitRuntime;
+  } catch (...) {
+    std::fprintf(stderr, "shmqctl: error: unexpected failure\n");
+    return kExitRuntime;
+  }
+}

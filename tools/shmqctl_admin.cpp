@@ -1,0 +1,389 @@
+// shmqctl create, delete, list, stat, watch.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "persist/meta.hpp"
+#include "segment/segment.hpp"
+#include "shmqctl_commands.hpp"
+#include "shmqctl_common.hpp"
+#include "shmqctl_stats.hpp"
+
+namespace shmqctl {
+
+namespace {
+
+constexpr const char* kShmDir = "/dev/shm";
+
+std::string shm_path(const std::string& queue) {
+  return std::string(kShmDir) + "/" + shmq::detail::Segment::object_name(queue);
+}
+
+shmq::Durability parse_durability(const std::string& w) {
+  if (w == "none") return shmq::Durability::none;
+  if (w == "async") return shmq::Durability::async;
+  if (w == "sync") return shmq::Durability::sync;
+  fail(kExitUsage, "--durability must be none, async or sync, not '" + w + "'");
+}
+
+std::uint32_t parse_mode(const std::string& m) {
+  if (m == "0600" || m == "600") return 0600;
+  if (m == "0660" || m == "660") return 0660;
+  fail(kExitUsage, "--mode must be 0600 or 0660, not '" + m + "'");
+}
+
+// A lock on <queue dir>/LOCK that shmqd would hold: proves no shmqd serves the dir while
+// it is held. Closed (released) on destruction.
+class DirLock {
+ public:
+  explicit DirLock(const std::string& dir) {
+    const std::string path = dir + "/LOCK";
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd_ < 0) {
+      if (errno == ENOENT) return;  // shmqd never ran on it
+      fail(kExitRuntime, "cannot open " + path + ": " + std::strerror(errno));
+    }
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      ::close(fd_);
+      fd_ = -1;
+      if (err == EWOULDBLOCK)
+        fail(kExitRuntime, "shmqd is running on " + dir + " (it holds " + path +
+                               "); stop it before purging the data");
+      fail(kExitRuntime, "cannot lock " + path + ": " + std::strerror(err));
+    }
+  }
+  ~DirLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+// Checks that <root>/<queue> can be purged: a real directory (not a symlink), not in use
+// by shmqd. Returns false if it does not exist.
+bool purgeable(const std::string& dir) {
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) {
+    if (errno == ENOENT) return false;
+    fail(kExitRuntime, "cannot examine data dir " + dir + ": " + std::strerror(errno));
+  }
+  if (S_ISLNK(st.st_mode))
+    fail(kExitRuntime, dir + " is a symbolic link; refusing to purge through it");
+  if (!S_ISDIR(st.st_mode)) fail(kExitRuntime, dir + " is not a directory; refusing to purge it");
+  return true;
+}
+
+void purge(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);  // does not follow symbolic links inside
+  if (ec) fail(kExitRuntime, "cannot remove data dir " + dir + ": " + ec.message());
+}
+
+// Same directory? Compared after resolving both (either may be missing).
+bool same_dir(const std::string& a, const std::string& b) {
+  std::error_code e1, e2;
+  const auto ca = std::filesystem::weakly_canonical(a, e1);
+  const auto cb = std::filesystem::weakly_canonical(b, e2);
+  if (e1 || e2) return a == b;
+  return ca == cb;
+}
+
+}  // namespace
+
+// --- create -------------------------------------------------------------------------------
+
+int cmd_create(const CreateArgs& a) {
+  check_name(a.queue);
+  shmq::QueueOptions o;
+  o.slot_count = a.slots;
+  o.slot_size = a.slot_size;
+  o.max_message_size = a.max_message_size;
+  o.max_members = a.max_members;
+  o.mode = parse_mode(a.mode);
+  o.durability = parse_durability(a.durability);
+  o.data_dir = a.data_dir;
+  o.max_deliveries = a.max_deliveries;
+  o.lease = std::chrono::milliseconds(a.lease_ms);
+  o.ttl = std::chrono::milliseconds(a.ttl_ms);
+  if (o.durability != shmq::Durability::none && o.data_dir.empty())
+    fail(kExitUsage, "--durability " + a.durability +
+                         " needs --data-dir DIR (the directory shmqd persists the queue to)");
+  if (o.durability == shmq::Durability::none && !o.data_dir.empty())
+    fail(kExitUsage, "--data-dir is for durable queues: add --durability async or sync");
+  if (auto e = shmq::detail::Segment::validate_options(o); !e.empty())
+    fail(kExitUsage, "cannot create queue '" + a.queue + "': " + e);
+  auto q = shmq::Queue::create(a.queue, o);
+  if (!q.ok()) fail(q.error());
+  const shmq::QueueOptions c = q->options();
+  std::printf("created queue '%s': %u slots x %u B, max message %u B, durability %s",
+              a.queue.c_str(), c.slot_count, c.slot_size, c.max_message_size,
+              std::string(shmq::to_string(c.durability)).c_str());
+  if (c.durability != shmq::Durability::none)
+    std::printf(", data in %s (persist with: shmqd --data-dir %s %s)",
+                shmq::detail::queue_dir(c.data_dir, a.queue).c_str(), c.data_dir.c_str(),
+                a.queue.c_str());
+  std::printf("\n");
+  return kExitOk;
+}
+
+// --- delete -------------------------------------------------------------------------------
+
+int cmd_delete(const DeleteArgs& a) {
+  check_name(a.queue);
+  if (!a.data_dir.empty() && !a.purge_data)
+    fail(kExitUsage, "--data-dir says where to purge from: use it with --purge-data");
+
+  auto q = shmq::Queue::open(a.queue);
+  bool have_segment = q.ok();
+  if (!q.ok()) {
+    switch (q.error().code()) {
+      case shmq::Errc::not_found:
+        if (!a.purge_data) fail(q.error());
+        break;
+      case shmq::Errc::corrupt:
+      case shmq::Errc::bad_magic:
+      case shmq::Errc::not_initialized:
+      case shmq::Errc::incompatible_version:
+        // Unreadable, but removable: that is what an operator deletes it for.
+        warn("removing an unreadable segment: " + q.error().message());
+        have_segment = true;
+        break;
+      default: fail(q.error());
+    }
+  }
+
+  std::string root;  // the data dir root the queue's files are under
+  std::vector<std::uint32_t> daemons, clients;  // pids of live shmqd / other processes
+  if (q.ok()) {
+    const shmq::QueueOptions o = q->options();
+    if (o.durability != shmq::Durability::none) root = o.data_dir;
+    const shmq::QueueStats st = q->stats();
+    for (const auto& m : st.members)
+      if (m.alive && m.role == "persister") daemons.push_back(m.pid);
+    for (const auto& m : st.members)
+      if (m.alive && std::find(daemons.begin(), daemons.end(), m.pid) == daemons.end() &&
+          std::find(clients.begin(), clients.end(), m.pid) == clients.end())
+        clients.push_back(m.pid);
+  }
+  if (a.purge_data && !a.data_dir.empty()) {
+    if (!root.empty() && !same_dir(root, a.data_dir))
+      fail(kExitUsage, "queue '" + a.queue + "' was created with data dir " + root + ", not " +
+                           a.data_dir);
+    root = a.data_dir;
+  }
+  if (a.purge_data && root.empty()) {
+    if (!have_segment)
+      fail(kExitRuntime, "queue '" + a.queue + "' not found (no " + shm_path(a.queue) +
+                             "); name its data dir with --data-dir DIR to purge it");
+    fail(kExitUsage, "queue '" + a.queue +
+                         "' is not durable: it has no data dir to purge (drop --purge-data)");
+  }
+
+  // Everything to remove: the queue and, unless kept, its dead-letter queue.
+  std::vector<std::string> names{a.queue};
+  const std::string dlq = shmq::Queue::dead_letter_name(a.queue);
+  if (!a.keep_dlq && shmq::Queue::validate_name(dlq).empty()) names.push_back(dlq);
+
+  // Check the data dirs (and lock them against a starting shmqd) before removing anything.
+  std::vector<std::string> dirs;
+  std::vector<std::unique_ptr<DirLock>> locks;
+  if (a.purge_data) {
+    for (const auto& n : names) {
+      const std::string dir = shmq::detail::queue_dir(root, n);
+      if (!purgeable(dir)) continue;
+      locks.push_back(std::make_unique<DirLock>(dir));
+      dirs.push_back(dir);
+    }
+    if (!have_segment && dirs.empty())
+      fail(kExitRuntime, "nothing to delete: no segment " + shm_path(a.queue) +
+                             " and no data in " + shmq::detail::queue_dir(root, a.queue));
+  }
+
+  auto pid_list = [](const std::vector<std::uint32_t>& pids) {
+    std::string out;
+    for (const auto p : pids) out += (out.empty() ? "" : " ") + std::to_string(p);
+    return out;
+  };
+  if (!clients.empty())
+    warn(std::to_string(clients.size()) + " process(es) still attached (pid " +
+         pid_list(clients) + ") keep using the removed segment until they close it");
+  if (!daemons.empty() && !a.purge_data)
+    warn("shmqd (pid " + pid_list(daemons) +
+         ") keeps serving the removed segment: restart it to rebuild the queue from " +
+         shmq::detail::queue_dir(root, a.queue));
+
+  std::vector<std::string> removed;
+  for (const auto& n : names) {
+    if (n == a.queue && !have_segment) continue;
+    auto r = shmq::Queue::remove(n);
+    if (!r.ok()) {
+      if (r.error().code() == shmq::Errc::not_found && n != a.queue) continue;  // no DLQ
+      fail(r.error());
+    }
+    removed.push_back(n);
+  }
+  for (const auto& d : dirs) purge(d);
+
+  std::string what;
+  for (const auto& n : removed) what += (what.empty() ? "" : ", ") + shm_path(n);
+  if (!removed.empty()) std::printf("deleted queue '%s' (%s)", a.queue.c_str(), what.c_str());
+  else std::printf("queue '%s' had no segment", a.queue.c_str());
+  if (a.purge_data) {
+    std::string gone;
+    for (const auto& d : dirs) gone += (gone.empty() ? "" : ", ") + d;
+    std::printf("; purged %s", dirs.empty() ? "no data (none found)" : gone.c_str());
+  } else if (!root.empty()) {
+    std::printf("; data kept in %s (shmqd --data-dir %s %s rebuilds it)",
+                shmq::detail::queue_dir(root, a.queue).c_str(), root.c_str(), a.queue.c_str());
+  }
+  std::printf("\n");
+  return kExitOk;
+}
+
+// --- list ---------------------------------------------------------------------------------
+
+int cmd_list(const ListArgs& a) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(kShmDir);
+  if (d == nullptr) fail(kExitRuntime, std::string("cannot list ") + kShmDir + ": " + std::strerror(errno));
+  const std::string prefix = shmq::detail::Segment::object_name("");
+  while (const dirent* e = ::readdir(d)) {
+    const std::string f = e->d_name;
+    if (f.size() <= prefix.size() || f.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string name = f.substr(prefix.size());
+    if (!shmq::Queue::validate_name(name).empty()) continue;
+    names.push_back(name);
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+
+  nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+  if (!a.json)
+    std::printf("%-32s %9s %9s %9s %-10s %7s  %s\n", "QUEUE", "SLOTS", "DEPTH", "IN-FLIGHT",
+                "DURABILITY", "MEMBERS", "STATE");
+  for (const auto& name : names) {
+    auto q = shmq::Queue::open(name);
+    if (!q.ok()) {
+      const std::string err = one_line(q.error().message());
+      if (a.json)
+        rows.push_back({{"queue", name}, {"error", err}});
+      else
+        std::printf("%-32s %9s %9s %9s %-10s %7s  error: %s\n", name.c_str(), "-", "-", "-", "-",
+                    "-", err.c_str());
+      continue;
+    }
+    const shmq::QueueStats s = q->stats();
+    const shmq::QueueOptions o = q->options();
+    const std::string state = queue_state(o, s);
+    if (a.json) {
+      rows.push_back({{"queue", name},
+                      {"slot_count", s.slot_count},
+                      {"depth", depth(s)},
+                      {"in_flight", s.in_flight},
+                      {"durability", std::string(shmq::to_string(o.durability))},
+                      {"members", s.members.size()},
+                      {"state", state}});
+    } else {
+      std::printf("%-32s %9u %9llu %9llu %-10s %7zu  %s\n", name.c_str(), s.slot_count,
+                  static_cast<unsigned long long>(depth(s)),
+                  static_cast<unsigned long long>(s.in_flight),
+                  std::string(shmq::to_string(o.durability)).c_str(), s.members.size(),
+                  state.c_str());
+    }
+  }
+  if (a.json) {
+    nlohmann::ordered_json j;
+    j["schema"] = 1;
+    j["queues"] = std::move(rows);
+    std::printf("%s\n", dump_json(j).c_str());
+  }
+  return kExitOk;
+}
+
+// --- stat, watch --------------------------------------------------------------------------
+
+int cmd_stat(const StatArgs& a) {
+  shmq::Queue q = open_queue(a.queue);
+  std::optional<Rates> rates;
+  shmq::QueueStats s = q.stats();
+  if (a.rate) {
+    install_stop_handlers();
+    const auto t0 = std::chrono::steady_clock::now();
+    if (!sleep_unless_stopped(std::chrono::milliseconds(a.rate_ms)))
+      fail(kExitRuntime, "interrupted");
+    shmq::QueueStats s2 = q.stats();
+    const auto el = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - t0);
+    rates = compute_rates(s, s2, static_cast<std::uint64_t>(el.count()));
+    s = std::move(s2);
+  }
+  if (a.json)
+    std::printf("%s\n", dump_json(stat_json(q, s, rates)).c_str());
+  else
+    std::fputs(stat_text(q, s, rates).c_str(), stdout);
+  return kExitOk;
+}
+
+int cmd_watch(const WatchArgs& a) {
+  shmq::Queue q = open_queue(a.queue);
+  install_stop_handlers();
+  struct stat st0 {};
+  ::stat(shm_path(a.queue).c_str(), &st0);
+  const bool tty = stdout_is_tty();
+  shmq::QueueStats prev = q.stats();
+  auto prev_t = std::chrono::steady_clock::now();
+  std::optional<Rates> rates;
+  for (std::uint64_t n = 0;;) {
+    std::string screen;
+    if (tty) screen += "\033[H\033[2J";
+    char head[160];
+    std::snprintf(head, sizeof head, "shmqctl watch %s: every %s%s\n\n", a.queue.c_str(),
+                  human_ms(a.interval_ms).c_str(), tty ? ", Ctrl-C to quit" : "");
+    screen += head;
+    screen += stat_text(q, prev, rates);
+    if (!tty) screen += "\n";
+    std::fputs(screen.c_str(), stdout);
+    std::fflush(stdout);
+    if (a.count != 0 && ++n >= a.count) break;
+    if (!sleep_unless_stopped(std::chrono::milliseconds(a.interval_ms))) break;
+    // The queue may have been deleted (or deleted and created again) meanwhile.
+    struct stat st {};
+    if (::stat(shm_path(a.queue).c_str(), &st) != 0)
+      fail(kExitRuntime, "queue '" + a.queue + "' was deleted");
+    if (st.st_ino != st0.st_ino) {
+      q = open_queue(a.queue);
+      st0 = st;
+      prev = q.stats();
+      prev_t = std::chrono::steady_clock::now();
+      rates.reset();
+      continue;
+    }
+    shmq::QueueStats cur = q.stats();
+    const auto now = std::chrono::steady_clock::now();
+    rates = compute_rates(prev, cur,
+                          static_cast<std::uint64_t>(
+                              std::chrono::duration_cast<std::chrono::milliseconds>(now - prev_t)
+                                  .count()));
+    prev = std::move(cur);
+    prev_t = now;
+  }
+  return kExitOk;
+}
+
+}  // namespace shmqctl

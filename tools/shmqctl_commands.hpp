@@ -1,0 +1,94 @@
+// shmqctl: the commands. Each takes its parsed arguments and returns an exit code, or throws
+// Failure (shmqctl_common.hpp) with the one-line error and the exit code.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace shmqctl {
+
+struct CreateArgs {
+  std::string queue;
+  std::uint32_t slots = 1024;
+  std::uint32_t slot_size = 256;
+  std::uint32_t max_message_size = 0;
+  std::uint32_t max_members = 64;
+  std::string durability = "none";
+  std::string data_dir;
+  std::uint32_t max_deliveries = 20;
+  std::uint32_t lease_ms = 30'000;
+  std::uint32_t ttl_ms = 0;
+  std::string mode = "0600";
+};
+int cmd_create(const CreateArgs& a);
+
+struct DeleteArgs {
+  std::string queue;
+  bool purge_data = false;
+  std::string data_dir;  // where the data is when the segment is already gone
+  bool keep_dlq = false;
+};
+int cmd_delete(const DeleteArgs& a);
+
+struct ListArgs {
+  bool json = false;
+};
+int cmd_list(const ListArgs& a);
+
+struct StatArgs {
+  std::string queue;
+  bool json = false;
+  bool rate = false;
+  std::uint32_t rate_ms = 1000;
+};
+int cmd_stat(const StatArgs& a);
+
+struct WatchArgs {
+  std::string queue;
+  std::uint32_t interval_ms = 1000;
+  std::uint64_t count = 0;  // refreshes; 0 = until interrupted
+};
+int cmd_watch(const WatchArgs& a);
+
+struct ProduceArgs {
+  std::string queue;
+  std::optional<std::uint64_t> count;  // generated messages instead of stdin
+  std::optional<std::uint32_t> size;
+};
+int cmd_produce(const ProduceArgs& a);
+
+struct ConsumeArgs {
+  std::string queue;
+  std::uint64_t count = 0;  // 0 = unlimited
+  std::uint32_t timeout_ms = 1000;
+  bool follow = false;  // wait forever
+  bool reject = false;  // reject (dead-letter) instead of ack
+};
+int cmd_consume(const ConsumeArgs& a);
+
+struct PeekArgs {
+  std::string queue;
+  std::uint64_t count = 10;  // 0 = all
+  std::uint32_t max_bytes = 200;
+};
+int cmd_peek(const PeekArgs& a);
+
+struct DlqArgs {
+  std::string queue;
+  std::uint64_t count = 0;  // 0 = all
+  std::uint32_t max_bytes = 200;
+};
+int cmd_dlq_list(const DlqArgs& a);
+int cmd_dlq_replay(const DlqArgs& a);
+int cmd_dlq_purge(const DlqArgs& a);
+
+struct LogArgs {
+  std::string dir;
+  std::uint32_t max_bytes = 200;
+  bool json = false;
+};
+int cmd_log_verify(const LogArgs& a);
+int cmd_log_dump(const LogArgs& a);
+
+}  // namespace shmqctl

@@ -1,0 +1,524 @@
+// shmqctl produce, consume, peek, dlq list|replay|purge.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "platform/process.hpp"
+#include "ring/slot_word.hpp"
+#include "segment/segment.hpp"
+#include "shmqctl_commands.hpp"
+#include "shmqctl_common.hpp"
+#include "shmqctl_stats.hpp"
+
+namespace shmqctl {
+
+namespace {
+
+using shmq::Status;
+using shmq::detail::SlotState;
+
+std::string status_text(Status s) { return std::string(shmq::to_string(s)); }
+
+// --- peek: reading the ring without taking anything -----------------------------------------
+
+struct Peeked {
+  std::uint64_t position = 0;
+  std::uint64_t id = 0;
+  SlotState state = SlotState::ready;
+  std::uint32_t owner = 0;
+  std::uint32_t delivery_count = 0;
+  std::uint64_t size = 0;    // the message's length
+  std::uint64_t age_ms = 0;  // since it was committed
+  std::vector<std::byte> payload;  // its first bytes (at most the copy limit)
+};
+
+bool live_state(SlotState s) {
+  return s == SlotState::ready || s == SlotState::held || s == SlotState::delayed;
+}
+
+// Copies the message whose head is at `pos` if the slot word is `w`; false if the slot
+// changed while it was read (seqlock-style: the word is read again after the copy).
+bool read_message(const shmq::detail::Segment& seg, std::uint64_t pos, std::uint64_t w,
+                  std::size_t copy_limit, Peeked& out) {
+  const shmq::detail::SlotHeader& h = seg.slot(pos);
+  const std::uint32_t k = shmq::detail::word_aux(w);
+  const std::uint64_t payload = seg.payload_size();
+  // Nothing read from the segment is trusted: fragments and length are bounded by the
+  // geometry before they are used.
+  if (k == 0 || k > seg.max_fragments() || k > seg.slot_count()) return false;
+  const std::uint64_t len = h.length.load(std::memory_order_relaxed);
+  const std::uint64_t bound = std::min<std::uint64_t>(seg.max_message_size(), k * payload);
+  out.position = pos;
+  out.id = h.id.load(std::memory_order_relaxed);
+  out.state = shmq::detail::word_state(w);
+  out.owner = shmq::detail::word_owner(w);
+  out.delivery_count = h.delivery_count.load(std::memory_order_relaxed);
+  out.size = std::min(len, bound);
+  const std::uint64_t enq = h.enqueued_ns.load(std::memory_order_relaxed);
+  const std::uint64_t now = shmq::detail::monotonic_coarse_ns();
+  out.age_ms = enq != 0 && now > enq ? (now - enq) / 1'000'000 : 0;
+  const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(out.size, copy_limit));
+  out.payload.resize(n);
+  for (std::size_t off = 0, q = 0; off < n; ++q) {
+    const std::size_t m = static_cast<std::size_t>(std::min<std::uint64_t>(payload, n - off));
+    std::memcpy(out.payload.data() + off, seg.payload(pos + q), m);
+    off += m;
+  }
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return h.word.load(std::memory_order_relaxed) == w;
+}
+
+// The oldest `count` (0 = all) messages in the ring: ready, held (in flight) or delayed.
+std::vector<Peeked> peek_messages(const shmq::Queue& q, std::uint64_t count,
+                                  std::size_t copy_limit) {
+  const shmq::detail::Segment& seg = *q.segment();
+  const shmq::detail::SegmentHeader& hdr = seg.header();
+  const std::uint64_t tail = hdr.tail.value.load(std::memory_order_acquire);
+  const std::uint64_t n = seg.slot_count();
+  std::uint64_t pos = tail > n ? tail - n : 0;
+  std::vector<Peeked> out;
+  while (pos < tail && (count == 0 || out.size() < count)) {
+    const shmq::detail::SlotHeader& h = seg.slot(pos);
+    std::uint64_t step = 1;
+    for (int attempt = 0; attempt < 4; ++attempt) {
+      const std::uint64_t w = h.word.load(std::memory_order_acquire);
+      if (shmq::detail::word_lap(w) != shmq::detail::lap_of(pos, seg.slot_shift()) ||
+          !live_state(shmq::detail::word_state(w)))
+        break;
+      Peeked m;
+      if (read_message(seg, pos, w, copy_limit, m)) {
+        step = std::max<std::uint64_t>(1, shmq::detail::word_aux(w));
+        out.push_back(std::move(m));
+        break;
+      }
+    }
+    pos += step;
+  }
+  return out;
+}
+
+const char* state_name(SlotState s) {
+  switch (s) {
+    case SlotState::ready: return "ready";
+    case SlotState::held: return "held";
+    case SlotState::delayed: return "delayed";
+    default: return "other";
+  }
+}
+
+// The dead-letter queue of `name`, or nullopt if it has none. Exit 1 if neither it nor the
+// queue exists.
+std::optional<shmq::Queue> open_dlq(const std::string& name) {
+  check_name(name);
+  const std::string dlq = shmq::Queue::dead_letter_name(name);
+  if (auto e = shmq::Queue::validate_name(dlq); !e.empty())
+    fail(kExitUsage, "queue name '" + name + "' is too long to have a dead-letter queue");
+  auto d = shmq::Queue::open(dlq);
+  if (d.ok()) return std::move(d.value());
+  if (d.error().code() != shmq::Errc::not_found) fail(d.error());
+  (void)open_queue(name);  // exit 1 if the queue itself is missing too
+  return std::nullopt;
+}
+
+void no_dead_letters(const std::string& name) {
+  std::printf("queue '%s' has no dead letters (no %s)\n", name.c_str(),
+              shmq::Queue::dead_letter_name(name).c_str());
+}
+
+// Is a live persister (shmqd) attached?
+bool persister_attached(const shmq::QueueStats& s) {
+  for (const auto& m : s.members)
+    if (m.role == "persister" && m.alive && m.status == "active") return true;
+  return false;
+}
+
+// --- produce -------------------------------------------------------------------------------
+
+// Sends `batch` in full; false (and `why`) if it stopped early. `sent` counts what is known
+// to be accepted (and, on a sync queue, confirmed).
+bool send_all(shmq::Producer& p, std::span<const shmq::Bytes> batch, std::uint64_t& sent,
+              Status& why) {
+  std::size_t done = 0;
+  while (done < batch.size()) {
+    Status s = Status::ok;
+    const std::size_t n = p.send_batch(batch.subspan(done), std::chrono::nanoseconds::max(), &s);
+    done += n;
+    sent += n;
+    if (s != Status::ok) {
+      why = s;
+      return false;
+    }
+    if (n == 0) {  // no progress without a reason: should not happen
+      why = Status::invalid;
+      return false;
+    }
+  }
+  return true;
+}
+
+[[noreturn]] void produce_stopped(Status why, std::uint64_t sent, bool sync) {
+  std::string m = why == Status::interrupted ? "interrupted" : "send failed (" + status_text(why) + ")";
+  m += " after " + std::to_string(sent) + " message(s) were " + (sync ? "confirmed" : "sent");
+  if (sync && why == Status::interrupted)
+    m += "; messages after them may have been sent without confirmation";
+  fail(kExitRuntime, m);
+}
+
+int produce_generated(shmq::Queue& q, shmq::Producer& p, std::uint64_t count, std::uint32_t size) {
+  if (size > q.max_message_size())
+    fail(kExitRuntime, "--size " + std::to_string(size) + " is larger than queue '" + q.name() +
+                           "' accepts (max message size " +
+                           std::to_string(q.max_message_size()) + " bytes)");
+  const bool sync = q.options().durability == shmq::Durability::sync;
+  constexpr std::size_t kBatch = 64;
+  std::vector<std::string> bodies(kBatch);
+  std::vector<shmq::Bytes> batch;
+  batch.reserve(kBatch);
+  Progress progress("sending", count);
+  std::uint64_t sent = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (std::uint64_t next = 0; next < count;) {
+    batch.clear();
+    for (std::size_t i = 0; i < kBatch && next < count; ++i, ++next) {
+      // "msg-<n> " then filler: readable with peek, unique, exactly `size` bytes.
+      std::string& b = bodies[i];
+      b = "msg-" + std::to_string(next) + " ";
+      b.resize(size, 'x');
+      batch.push_back(shmq::as_bytes(b));
+    }
+    Status why = Status::ok;
+    if (!send_all(p, batch, sent, why)) {
+      progress.finish();
+      produce_stopped(why, sent, sync);
+    }
+    progress.update(sent);
+  }
+  progress.finish();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double rate = secs > 0 ? static_cast<double>(sent) / secs : 0.0;
+  std::printf("sent %llu messages of %u bytes in %.3f s: %.0f msg/s, %.1f MiB/s\n",
+              static_cast<unsigned long long>(sent), size, secs, rate,
+              rate * size / (1024.0 * 1024.0));
+  return kExitOk;
+}
+
+int produce_stdin(shmq::Queue& q, shmq::Producer& p) {
+  const std::size_t max = q.max_message_size();
+  const bool sync = q.options().durability == shmq::Durability::sync;
+  std::vector<char> buf;  // what was read and not sent yet: at most an unfinished line
+  std::uint64_t line_no = 0;
+  std::uint64_t sent = 0;
+  std::vector<shmq::Bytes> batch;
+  auto too_long = [&](std::uint64_t line, std::size_t len, bool at_least) {
+    fail(kExitRuntime, "line " + std::to_string(line) + " is " + (at_least ? "at least " : "") +
+                           std::to_string(len) + " bytes, longer than queue '" + q.name() +
+                           "' accepts (max message size " + std::to_string(max) + " bytes); " +
+                           std::to_string(sent) + " line(s) before it were sent");
+  };
+  for (bool eof = false; !eof;) {
+    // Read what is there (a pipe gives whatever was written; a terminal, one line).
+    constexpr std::size_t kChunk = 1 << 16;
+    const std::size_t old = buf.size();
+    buf.resize(old + kChunk);
+    ssize_t r;
+    do {
+      r = ::read(STDIN_FILENO, buf.data() + old, kChunk);
+    } while (r < 0 && errno == EINTR && !stop_requested());
+    if (r < 0) {
+      if (errno == EINTR) produce_stopped(Status::interrupted, sent, sync);
+      fail(kExitRuntime, std::string("reading standard input: ") + std::strerror(errno));
+    }
+    buf.resize(old + static_cast<std::size_t>(r));
+    eof = r == 0;
+    if (stop_requested()) produce_stopped(Status::interrupted, sent, sync);
+
+    // Every complete line (and, at the end, an unterminated last line) is a message.
+    batch.clear();
+    std::size_t s = 0;
+    for (;;) {
+      const auto nl = std::find(buf.begin() + static_cast<std::ptrdiff_t>(s), buf.end(), '\n');
+      if (nl == buf.end()) break;
+      const auto e = static_cast<std::size_t>(nl - buf.begin());
+      ++line_no;
+      if (e - s > max) {
+        Status why = Status::ok;
+        if (!send_all(p, batch, sent, why)) produce_stopped(why, sent, sync);
+        too_long(line_no, e - s, false);
+      }
+      batch.push_back(shmq::as_bytes(std::string_view(buf.data() + s, e - s)));
+      s = e + 1;
+    }
+    const std::size_t rest = buf.size() - s;
+    if (rest > max) {  // an unfinished line already too long: no need to read the rest
+      Status why = Status::ok;
+      if (!send_all(p, batch, sent, why)) produce_stopped(why, sent, sync);
+      too_long(line_no + 1, rest, !eof);
+    }
+    if (eof && rest > 0) {
+      ++line_no;
+      batch.push_back(shmq::as_bytes(std::string_view(buf.data() + s, rest)));
+      s = buf.size();
+    }
+    Status why = Status::ok;
+    if (!send_all(p, batch, sent, why)) produce_stopped(why, sent, sync);
+    // Keep only the unfinished line.
+    buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(s));
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int cmd_produce(const ProduceArgs& a) {
+  if (a.size && !a.count)
+    fail(kExitUsage, "--size needs --count N (generated messages); without --count, produce "
+                     "sends the lines of standard input");
+  shmq::Queue q = open_queue(a.queue);
+  auto p = q.producer();
+  if (!p.ok()) fail(p.error());
+  install_stop_handlers();
+  InterruptScope scope(&p.value());
+  const shmq::QueueOptions o = q.options();
+  if (o.durability == shmq::Durability::sync && !persister_attached(q.stats()))
+    warn("no shmqd persists sync queue '" + a.queue +
+         "' now: every send waits for one to confirm it (shmqd --data-dir " + o.data_dir + " " +
+         a.queue + ")");
+  if (a.count) return produce_generated(q, p.value(), *a.count, a.size.value_or(64));
+  return produce_stdin(q, p.value());
+}
+
+// --- consume -------------------------------------------------------------------------------
+
+int cmd_consume(const ConsumeArgs& a) {
+  shmq::Queue q = open_queue(a.queue);
+  auto c = q.consumer();
+  if (!c.ok()) fail(c.error());
+  install_stop_handlers();
+  InterruptScope scope(&c.value());
+  // A closed stdout must be an error we see (EPIPE), not a silent death that would leave
+  // the messages we hold to the lease timeout.
+  ::signal(SIGPIPE, SIG_IGN);
+  static char out_buf[1 << 16];
+  std::setvbuf(stdout, out_buf, _IOFBF, sizeof out_buf);
+
+  constexpr std::size_t kBatch = 64;
+  std::array<shmq::Message, kBatch> batch;
+  const auto timeout = a.follow ? std::chrono::nanoseconds::max()
+                                : std::chrono::nanoseconds(std::chrono::milliseconds(a.timeout_ms));
+  std::uint64_t got = 0;
+  bool warned = false;
+  while ((a.count == 0 || got < a.count) && !stop_requested()) {
+    const std::size_t want =
+        a.count == 0 ? kBatch : static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, a.count - got));
+    const std::size_t n = c->receive_batch(std::span(batch.data(), want), timeout);
+    if (n == 0) break;  // idle for the timeout, or interrupted
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto d = batch[i].data();
+      if (!d.empty()) std::fwrite(d.data(), 1, d.size(), stdout);
+      std::fputc('\n', stdout);
+    }
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+      const int err = errno;
+      const std::size_t returned = c->release_all();
+      fail(kExitRuntime, std::string("writing to standard output: ") + std::strerror(err) +
+                             "; stopped after " + std::to_string(got) + " message(s), " +
+                             std::to_string(returned) + " unacked returned to the queue");
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      const Status s = a.reject ? c->nack(batch[i], false) : c->ack(batch[i]);
+      if (s == Status::lease_lost && !warned) {
+        warn("message at position " + std::to_string(batch[i].position()) +
+             " was taken back (lease expired) before it was acked: it will be delivered again");
+        warned = true;
+      } else if (s != Status::ok && s != Status::lease_lost) {
+        fail(kExitRuntime, std::string(a.reject ? "reject" : "ack") + " failed: " + status_text(s));
+      }
+    }
+    got += n;
+  }
+  return kExitOk;
+}
+
+// --- peek ----------------------------------------------------------------------------------
+
+int cmd_peek(const PeekArgs& a) {
+  shmq::Queue q = open_queue(a.queue);
+  const auto msgs = peek_messages(q, a.count, a.max_bytes);
+  std::printf("%-12s %-20s %-8s %-10s %-8s %-8s %s\n", "POSITION", "ID", "STATE", "DELIVERIES",
+              "SIZE", "AGE", "PAYLOAD");
+  for (const auto& m : msgs) {
+    std::string state = state_name(m.state);
+    if (m.state == SlotState::held) state += "/" + std::to_string(m.owner);
+    std::printf("%-12llu %-20llu %-8s %-10u %-8llu %-8s %s\n",
+                static_cast<unsigned long long>(m.position), static_cast<unsigned long long>(m.id),
+                state.c_str(), m.delivery_count, static_cast<unsigned long long>(m.size),
+                human_ms(m.age_ms).c_str(),
+                render_payload(m.payload, a.max_bytes, m.size).c_str());
+  }
+  if (msgs.empty()) std::printf("(no messages)\n");
+  return kExitOk;
+}
+
+// --- dlq -----------------------------------------------------------------------------------
+
+int cmd_dlq_list(const DlqArgs& a) {
+  auto d = open_dlq(a.queue);
+  if (!d) {
+    no_dead_letters(a.queue);
+    return kExitOk;
+  }
+  const auto msgs = peek_messages(*d, a.count, shmq::kDeadLetterEnvelopeSize + a.max_bytes);
+  std::printf("%-12s %-15s %-10s %-12s %-20s %-8s %-8s %s\n", "DLQ-POS", "REASON", "DELIVERIES",
+              "ORIG-POS", "ORIG-ID", "SIZE", "AGE", "PAYLOAD");
+  for (const auto& m : msgs) {
+    const auto dl = shmq::parse_dead_letter(m.payload);
+    if (!dl) {
+      std::printf("%-12llu %-15s %-10s %-12s %-20s %-8llu %-8s %s\n",
+                  static_cast<unsigned long long>(m.position), "(unreadable)", "-", "-", "-",
+                  static_cast<unsigned long long>(m.size), human_ms(m.age_ms).c_str(),
+                  render_payload(m.payload, a.max_bytes, m.size).c_str());
+      continue;
+    }
+    const std::uint64_t size =
+        m.size >= shmq::kDeadLetterEnvelopeSize ? m.size - shmq::kDeadLetterEnvelopeSize : 0;
+    const std::string shown = render_payload(dl->payload, a.max_bytes, size);
+    std::printf("%-12llu %-15s %-10u %-12llu %-20llu %-8llu %-8s %s\n",
+                static_cast<unsigned long long>(m.position),
+                std::string(shmq::to_string(dl->reason)).c_str(), dl->delivery_count,
+                static_cast<unsigned long long>(dl->original_position),
+                static_cast<unsigned long long>(dl->original_id),
+                static_cast<unsigned long long>(size), human_ms(m.age_ms).c_str(), shown.c_str());
+  }
+  if (msgs.empty()) std::printf("(no dead letters)\n");
+  return kExitOk;
+}
+
+int cmd_dlq_replay(const DlqArgs& a) {
+  auto d = open_dlq(a.queue);
+  if (!d) {
+    no_dead_letters(a.queue);
+    return kExitOk;
+  }
+  shmq::Queue q = open_queue(a.queue);
+  auto p = q.producer();
+  if (!p.ok()) fail(p.error());
+  auto c = d->consumer();
+  if (!c.ok()) fail(c.error());
+  install_stop_handlers();
+  InterruptScope ps(&p.value());
+  InterruptScope cs(&c.value());
+
+  // Replay what is there now, not what comes back while we replay (a message that dies
+  // again would otherwise go round forever).
+  const shmq::QueueStats before = d->stats();
+  const std::uint64_t end = before.tail;
+  std::uint64_t total = depth(before);
+  if (a.count != 0) total = std::min(total, a.count);
+  Progress progress("replaying", total);
+  std::deque<shmq::Message> kept;  // held until the end, then returned to the DLQ
+  std::uint64_t replayed = 0, unreadable = 0, too_large = 0;
+  bool interrupted = false;
+  while (a.count == 0 || replayed < a.count) {
+    shmq::Message m;
+    const Status s = c->try_receive(m);
+    if (s == Status::empty) break;
+    if (s == Status::interrupted) {
+      interrupted = true;
+      break;
+    }
+    if (s != Status::ok) fail(kExitRuntime, "receive from the dead-letter queue failed: " + status_text(s));
+    if (m.position() >= end) {
+      kept.push_back(std::move(m));
+      continue;
+    }
+    const auto dl = shmq::parse_dead_letter(m.data());
+    if (!dl) {
+      ++unreadable;
+      kept.push_back(std::move(m));
+      continue;
+    }
+    const Status sent = p->send(dl->payload, dl->original_id);
+    if (sent == Status::too_large) {
+      ++too_large;
+      kept.push_back(std::move(m));
+      continue;
+    }
+    if (sent != Status::ok) {
+      kept.push_back(std::move(m));
+      if (sent == Status::interrupted) {
+        interrupted = true;
+        break;
+      }
+      fail(kExitRuntime, "send to '" + a.queue + "' failed: " + status_text(sent));
+    }
+    // Sent first, acked after: a crash in between leaves a duplicate, never a loss.
+    if (c->ack(m) == Status::lease_lost)
+      warn("dead letter at position " + std::to_string(m.position()) +
+           " was taken back before its ack: it may be replayed twice");
+    ++replayed;
+    progress.update(replayed);
+  }
+  progress.finish();
+  kept.clear();
+  c->release_all();
+  std::printf("replayed %llu dead letter(s) to '%s'\n", static_cast<unsigned long long>(replayed),
+              a.queue.c_str());
+  if (interrupted) fail(kExitRuntime, "interrupted after " + std::to_string(replayed) + " replayed");
+  if (unreadable + too_large > 0)
+    fail(kExitRuntime, std::to_string(unreadable + too_large) + " dead letter(s) left in " +
+                           d->name() + ": " + std::to_string(unreadable) + " unreadable, " +
+                           std::to_string(too_large) + " larger than '" + a.queue + "' accepts");
+  return kExitOk;
+}
+
+int cmd_dlq_purge(const DlqArgs& a) {
+  auto d = open_dlq(a.queue);
+  if (!d) {
+    no_dead_letters(a.queue);
+    return kExitOk;
+  }
+  auto c = d->consumer();
+  if (!c.ok()) fail(c.error());
+  install_stop_handlers();
+  InterruptScope cs(&c.value());
+  const shmq::QueueStats before = d->stats();
+  const std::uint64_t end = before.tail;
+  std::deque<shmq::Message> kept;
+  std::uint64_t purged = 0;
+  bool interrupted = false;
+  while (a.count == 0 || purged < a.count) {
+    shmq::Message m;
+    const Status s = c->try_receive(m);
+    if (s == Status::empty) break;
+    if (s == Status::interrupted) {
+      interrupted = true;
+      break;
+    }
+    if (s != Status::ok) fail(kExitRuntime, "receive from the dead-letter queue failed: " + status_text(s));
+    if (m.position() >= end) {
+      kept.push_back(std::move(m));
+      continue;
+    }
+    if (c->ack(m) == Status::ok) ++purged;
+  }
+  kept.clear();
+  c->release_all();
+  std::printf("purged %llu dead letter(s) from %s\n", static_cast<unsigned long long>(purged),
+              d->name().c_str());
+  if (interrupted) fail(kExitRuntime, "interrupted after " + std::to_string(purged) + " purged");
+  return kExitOk;
+}
+
+}  // namespace shmqctl

@@ -1,0 +1,243 @@
+#include "shmqctl_stats.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+
+#include "segment/segment.hpp"
+#include "shmqctl_common.hpp"
+
+namespace shmqctl {
+
+namespace {
+
+double per_second(std::uint64_t before, std::uint64_t after, std::uint64_t interval_ms) {
+  // Counters of members that leave move into the header totals; a sample taken in between
+  // may go back by a little. Never report a negative rate.
+  if (after <= before || interval_ms == 0) return 0.0;
+  return static_cast<double>(after - before) * 1000.0 / static_cast<double>(interval_ms);
+}
+
+std::string fmt_rate(double r) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f/s", r);
+  return buf;
+}
+
+std::string mode_string(std::uint32_t mode) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", mode & 07777);
+  return buf;
+}
+
+std::uint64_t ms(std::chrono::milliseconds d) {
+  return d.count() < 0 ? 0 : static_cast<std::uint64_t>(d.count());
+}
+
+}  // namespace
+
+Rates compute_rates(const shmq::QueueStats& a, const shmq::QueueStats& b,
+                    std::uint64_t interval_ms) {
+  Rates r;
+  r.interval_ms = interval_ms;
+  r.sent = per_second(a.sent, b.sent, interval_ms);
+  r.received = per_second(a.received, b.received, interval_ms);
+  r.acked = per_second(a.acked, b.acked, interval_ms);
+  r.requeued = per_second(a.requeued, b.requeued, interval_ms);
+  r.redelivered = per_second(a.redelivered, b.redelivered, interval_ms);
+  r.dead_lettered = per_second(a.dead_lettered, b.dead_lettered, interval_ms);
+  return r;
+}
+
+std::optional<std::uint64_t> persisted_lag(const shmq::QueueOptions& o,
+                                           const shmq::QueueStats& s) {
+  if (o.durability == shmq::Durability::none) return std::nullopt;
+  return s.tail > s.persisted ? s.tail - s.persisted : 0;
+}
+
+std::string queue_state(const shmq::QueueOptions& o, const shmq::QueueStats& s) {
+  std::string out;
+  auto add = [&](const char* w) {
+    if (!out.empty()) out += ',';
+    out += w;
+  };
+  if (s.free_slots == 0 && s.slot_count > 0) add("full");
+  if (o.durability != shmq::Durability::none) {
+    bool persister = false;
+    for (const auto& m : s.members)
+      if (m.role == "persister" && m.alive && m.status == "active") persister = true;
+    if (!persister) add("no-shmqd");
+  }
+  for (const auto& m : s.members)
+    if (!m.alive) {
+      add("dead-members");
+      break;
+    }
+  return out.empty() ? "ok" : out;
+}
+
+nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s,
+                                 const std::optional<Rates>& rates) {
+  using nlohmann::ordered_json;
+  const shmq::QueueOptions o = q.options();
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  ordered_json j;
+  j["schema"] = 1;
+  j["queue"] = q.name();
+  j["time_unix_ms"] = now_ms;
+  j["state"] = queue_state(o, s);
+  j["geometry"] = {
+      {"slot_count", s.slot_count},
+      {"slot_size", s.slot_size},
+      {"payload_size", s.slot_size > shmq::detail::kSlotHeaderSize
+                           ? s.slot_size - static_cast<std::uint32_t>(shmq::detail::kSlotHeaderSize)
+                           : 0u},
+      {"max_message_size", s.max_message_size},
+      {"max_members", s.max_members},
+      {"segment_bytes", q.segment()->mapped_size()},
+      {"mode", mode_string(o.mode)},
+  };
+  j["policy"] = {
+      {"lease_ms", ms(o.lease)},
+      {"max_deliveries", o.max_deliveries},
+      {"ttl_ms", ms(o.ttl)},
+      {"backoff_initial_ms", ms(o.backoff_initial)},
+      {"backoff_max_ms", ms(o.backoff_max)},
+      {"dead_letter", o.dead_letter},
+      {"dead_letter_queue", shmq::Queue::dead_letter_name(q.name())},
+      {"heartbeat_liveness", o.heartbeat_liveness},
+      {"heartbeat_timeout_ms", ms(o.heartbeat_timeout)},
+      {"claim_timeout_ms", ms(o.claim_timeout)},
+  };
+  const bool durable = o.durability != shmq::Durability::none;
+  j["durability"] = std::string(shmq::to_string(o.durability));
+  j["data_dir"] = durable ? ordered_json(o.data_dir) : ordered_json(nullptr);
+  j["flush_interval_ms"] = ms(o.flush_interval);
+  j["depth"] = depth(s);
+  j["ready"] = s.ready;
+  j["delayed"] = s.delayed;
+  j["in_flight"] = s.in_flight;
+  j["claimed"] = s.claimed;
+  j["free_slots"] = s.free_slots;
+  j["tail"] = s.tail;
+  j["dispatch"] = s.dispatch;
+  j["persisted"] = durable ? ordered_json(s.persisted) : ordered_json(nullptr);
+  const auto lag = persisted_lag(o, s);
+  j["persisted_lag"] = lag ? ordered_json(*lag) : ordered_json(nullptr);
+  j["counters"] = {
+      {"sent", s.sent},
+      {"received", s.received},
+      {"acked", s.acked},
+      {"requeued", s.requeued},
+      {"redelivered", s.redelivered},
+      {"dead_lettered", s.dead_lettered},
+      {"expired", s.expired},
+      {"dead_letter_failed", s.dead_letter_failed},
+      {"leases_expired", s.leases_expired},
+      {"holes_repaired", s.holes_repaired},
+      {"members_reclaimed", s.members_reclaimed},
+  };
+  if (rates) {
+    j["rates"] = {
+        {"interval_ms", rates->interval_ms},
+        {"sent_per_s", rates->sent},
+        {"received_per_s", rates->received},
+        {"acked_per_s", rates->acked},
+        {"requeued_per_s", rates->requeued},
+        {"redelivered_per_s", rates->redelivered},
+        {"dead_lettered_per_s", rates->dead_lettered},
+    };
+  } else {
+    j["rates"] = nullptr;
+  }
+  j["watchdog_active"] = s.watchdog_active;
+  j["producers"] = s.producers;
+  j["consumers"] = s.consumers;
+  ordered_json members = ordered_json::array();
+  for (const auto& m : s.members) {
+    members.push_back({
+        {"index", m.index},
+        {"role", m.role},
+        {"status", m.status},
+        {"pid", m.pid},
+        {"alive", m.alive},
+        {"heartbeat_age_ms", m.heartbeat_age_ms},
+        {"held", m.held},
+    });
+  }
+  j["members"] = std::move(members);
+  return j;
+}
+
+std::string stat_text(const shmq::Queue& q, const shmq::QueueStats& s,
+                      const std::optional<Rates>& rates) {
+  const shmq::QueueOptions o = q.options();
+  const std::uint32_t payload =
+      s.slot_size > shmq::detail::kSlotHeaderSize
+          ? s.slot_size - static_cast<std::uint32_t>(shmq::detail::kSlotHeaderSize)
+          : 0;
+  std::ostringstream out;
+  out << "queue        " << q.name() << "  [" << queue_state(o, s) << "]\n";
+  out << "geometry     " << s.slot_count << " slots x " << s.slot_size << " B (" << payload
+      << " B payload), max message " << s.max_message_size << " B, " << s.max_members
+      << " member rows, segment " << human_bytes(q.segment()->mapped_size()) << ", mode "
+      << mode_string(o.mode) << "\n";
+  out << "policy       lease " << (o.lease.count() ? human_ms(ms(o.lease)) : "none")
+      << ", max deliveries "
+      << (o.max_deliveries ? std::to_string(o.max_deliveries) : std::string("unlimited"))
+      << ", ttl " << (o.ttl.count() ? human_ms(ms(o.ttl)) : "none") << ", backoff "
+      << (o.backoff_initial.count()
+              ? human_ms(ms(o.backoff_initial)) + ".." + human_ms(ms(o.backoff_max))
+              : std::string("none"))
+      << ", dead letters "
+      << (o.dead_letter ? "-> " + shmq::Queue::dead_letter_name(q.name())
+                        : std::string("dropped"))
+      << "\n";
+  out << "durability   " << shmq::to_string(o.durability);
+  if (const auto lag = persisted_lag(o, s)) {
+    out << ", data dir " << o.data_dir << ", persisted below " << s.persisted << ", lag "
+        << *lag;
+  }
+  out << "\n";
+  out << "messages     depth " << depth(s) << " (ready " << s.ready << ", delayed " << s.delayed
+      << "), in flight " << s.in_flight << ", being written " << s.claimed << ", free slots "
+      << s.free_slots << "\n";
+  out << "positions    tail " << s.tail << ", dispatch " << s.dispatch << "\n";
+  out << "counters     sent " << s.sent << ", received " << s.received << ", acked " << s.acked
+      << ", requeued " << s.requeued << ", redelivered " << s.redelivered
+      << ", dead-lettered " << s.dead_lettered << " (expired " << s.expired
+      << ", failed " << s.dead_letter_failed << ")\n";
+  out << "watchdog     " << (s.watchdog_active ? "active" : "none") << "; leases expired "
+      << s.leases_expired << ", holes repaired " << s.holes_repaired << ", members reclaimed "
+      << s.members_reclaimed << "\n";
+  if (rates) {
+    out << "rates        sent " << fmt_rate(rates->sent) << ", received "
+        << fmt_rate(rates->received) << ", acked " << fmt_rate(rates->acked) << ", redelivered "
+        << fmt_rate(rates->redelivered) << ", dead-lettered " << fmt_rate(rates->dead_lettered)
+        << " (over " << human_ms(rates->interval_ms) << ")\n";
+  }
+  out << "members      " << s.members.size() << " (" << s.producers << " producers, "
+      << s.consumers << " consumers)\n";
+  if (!s.members.empty()) {
+    char line[160];
+    std::snprintf(line, sizeof line, "  %-5s %-10s %-8s %-8s %-6s %-10s %s\n", "ROW", "ROLE",
+                  "STATUS", "PID", "ALIVE", "HEARTBEAT", "HELD");
+    out << line;
+    for (const auto& m : s.members) {
+      std::snprintf(line, sizeof line, "  %-5u %-10s %-8s %-8u %-6s %-10s %llu\n", m.index,
+                    m.role.c_str(), m.status.c_str(), m.pid, m.alive ? "yes" : "NO",
+                    human_ms(m.heartbeat_age_ms).c_str(),
+                    static_cast<unsigned long long>(m.held));
+      out << line;
+    }
+  }
+  return out.str();
+}
+
+std::string dump_json(const nlohmann::ordered_json& j) {
+  return j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
+}  // namespace shmqctl

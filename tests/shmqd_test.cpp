@@ -49,14 +49,19 @@ class TempDir {
 // A running shmqd whose stderr goes to a file.
 class Daemon {
  public:
-  Daemon(const std::string& data_dir, const std::string& queue, const std::string& log)
+  Daemon(const std::string& data_dir, const std::string& queue, const std::string& log,
+         const std::string& metrics = "")
       : log_(log) {
     pid_ = ::fork();
     if (pid_ == 0) {
       const int fd = ::open(log.c_str(), O_CREAT | O_WRONLY | O_APPEND, 0600);
       ::dup2(fd, 2);
-      ::execl(SHMQD_PATH, "shmqd", "--data-dir", data_dir.c_str(), queue.c_str(),
-              static_cast<char*>(nullptr));
+      if (metrics.empty())
+        ::execl(SHMQD_PATH, "shmqd", "--data-dir", data_dir.c_str(), queue.c_str(),
+                static_cast<char*>(nullptr));
+      else
+        ::execl(SHMQD_PATH, "shmqd", "--data-dir", data_dir.c_str(), "--metrics-file",
+                metrics.c_str(), queue.c_str(), static_cast<char*>(nullptr));
       std::_Exit(127);
     }
   }
@@ -303,6 +308,30 @@ TEST(Shmqd, SegmentThatOutlivedEveryProcessIsReattachedAndHealed) {
   EXPECT_EQ(r.redelivered, 3);
   ::close(ready[0]);
   ::close(ready[1]);
+  (void)Queue::remove(name);
+}
+
+TEST(Shmqd, WritesPrometheusMetrics) {
+  TempDir dir;
+  const std::string name = unique_name("metrics");
+  auto q = Queue::create(name, durable(dir.path(), Durability::async)).value();
+  const std::string prom = dir.path() + "/shmq.prom";
+  Daemon d(dir.path(), name, dir.path() + "/d.log", prom);
+  ASSERT_TRUE(d.wait_for("persisting"));
+  auto p = q.producer().value();
+  for (int i = 0; i < 7; ++i) ASSERT_EQ(p.send("m"), Status::ok);
+  const std::string want = "shmq_sent_total{queue=\"" + name + "\"} 7";
+  std::string text;
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (text.find(want) == std::string::npos && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(50ms);  // polling a file the daemon rewrites every second
+    std::ifstream in(prom);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+  }
+  EXPECT_NE(text.find(want), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE shmq_depth gauge"), std::string::npos);
   (void)Queue::remove(name);
 }
 

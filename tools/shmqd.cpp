@@ -17,7 +17,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -26,6 +25,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <fmt/core.h>
+#include <fmt/printf.h>
+#include <systemd/sd-daemon.h>
 
 #include "log/file.hpp"
 #include "log/wal.hpp"
@@ -38,23 +41,22 @@
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<std::size_t> g_ready_queues{0};
 std::atomic<int> g_exit_code{0};
 std::mutex g_log_mutex;
 
-void logf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-void logf(const char* fmt, ...) {
+// One plain line per event on stderr (journald adds its own timestamp under systemd; we
+// add one for humans and files): "<UTC time> shmqd[<pid>]: <text>".
+template <typename... Args>
+void logf(const char* format, const Args&... args) {
   char when[32];
   const std::time_t now = std::time(nullptr);
   std::tm tm{};
   ::gmtime_r(&now, &tm);
   std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  const std::string text = fmt::sprintf(format, args...);
   std::lock_guard<std::mutex> lock(g_log_mutex);
-  std::fprintf(stderr, "%s shmqd[%d]: ", when, ::getpid());
-  va_list ap;
-  va_start(ap, fmt);
-  std::vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  std::fputc('\n', stderr);
+  fmt::print(stderr, "{} shmqd[{}]: {}\n", when, ::getpid(), text);
   std::fflush(stderr);
 }
 
@@ -74,6 +76,8 @@ void usage(std::FILE* out) {
                "                   --data-dir DIR); DIR/QUEUE/queue.meta describes each queue\n"
                "  --standby-poll-ms MS  how often a hot standby retries the lock (default 100)\n"
                "  --stop-on-corruption  refuse to start when the log is corrupt in the middle\n"
+               "  --metrics-file PATH  write the queues' figures in Prometheus text format to\n"
+               "                   PATH every second (for node_exporter's textfile collector)\n"
                "                   (default: report the damage, skip past it, go on)\n"
                "  -h, --help       this text\n"
                "SIGTERM or SIGINT: flush, checkpoint, exit 0. Exit 1: a fatal error (see the\n"
@@ -201,6 +205,7 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
 
   logf("queue '%s': persisting (durability %s) in %s", queue.c_str(),
        std::string(shmq::to_string(options.durability)).c_str(), dir.c_str());
+  g_ready_queues.fetch_add(1);
   const auto idle = std::chrono::milliseconds(std::max<std::int64_t>(1, options.flush_interval.count()));
   while (!g_stop.load()) {
     auto r = persister.round();
@@ -233,19 +238,62 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
 
 void on_signal(int) { g_stop.store(true); }
 
+// Prometheus text exposition of what `shmqctl stat` shows, written atomically (temp file,
+// rename) so the textfile collector never reads half a file.
+void write_metrics(const std::string& path, const std::vector<std::string>& queues) {
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help) {
+    out += fmt::format("# HELP shmq_{} {}\n# TYPE shmq_{} {}\n", name, help, name, type);
+  };
+  struct Row {
+    std::string queue;
+    shmq::QueueStats s;
+  };
+  std::vector<Row> rows;
+  for (const auto& q : queues) {
+    auto queue = shmq::Queue::open(q);
+    if (queue.ok()) rows.push_back({q, queue->stats()});
+  }
+  auto series = [&](const char* name, const char* type, const char* help, auto value) {
+    metric(name, type, help);
+    for (const auto& r : rows) out += fmt::format("shmq_{}{{queue=\"{}\"}} {}\n", name, r.queue, value(r.s));
+  };
+  using S = shmq::QueueStats;
+  series("up", "gauge", "1 while shmqd serves the queue.", [](const S&) { return 1; });
+  series("depth", "gauge", "Messages ready or delayed, not delivered.", [](const S& s) { return s.ready + s.delayed; });
+  series("in_flight", "gauge", "Messages delivered and not yet acked.", [](const S& s) { return s.in_flight; });
+  series("persisted_lag", "gauge", "Positions committed but not yet on disk.", [](const S& s) { return s.tail - std::min(s.tail, s.persisted); });
+  series("producers", "gauge", "Registered producers.", [](const S& s) { return s.producers; });
+  series("consumers", "gauge", "Registered consumers.", [](const S& s) { return s.consumers; });
+  series("sent_total", "counter", "Messages sent.", [](const S& s) { return s.sent; });
+  series("received_total", "counter", "Deliveries.", [](const S& s) { return s.received; });
+  series("acked_total", "counter", "Messages acked.", [](const S& s) { return s.acked; });
+  series("requeued_total", "counter", "Messages nacked or returned by a closing consumer.", [](const S& s) { return s.requeued; });
+  series("redelivered_total", "counter", "Messages taken back from dead or lease-expired consumers.", [](const S& s) { return s.redelivered; });
+  series("dead_lettered_total", "counter", "Messages moved to the dead-letter queue.", [](const S& s) { return s.dead_lettered; });
+  series("members_reclaimed_total", "counter", "Dead members whose rows the watchdog freed.", [](const S& s) { return s.members_reclaimed; });
+  series("holes_repaired_total", "counter", "Claims of dead or stalled producers repaired.", [](const S& s) { return s.holes_repaired; });
+  const std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) return;
+  const bool ok = std::fwrite(out.data(), 1, out.size(), f) == out.size();
+  if (std::fclose(f) == 0 && ok) std::rename(tmp.c_str(), path.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string root;
   std::vector<std::string> queues;
   int poll_ms = 100;
+  std::string metrics_file;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
       usage(stdout);
       return 0;
     }
-    if (arg == "--data-dir" || arg == "--standby-poll-ms") {
+    if (arg == "--data-dir" || arg == "--standby-poll-ms" || arg == "--metrics-file") {
       if (i + 1 >= argc) {
         std::fprintf(stderr, "shmqd: %s needs a value (try --help)\n", arg.c_str());
         return 2;
@@ -253,6 +301,8 @@ int main(int argc, char** argv) {
       const std::string v = argv[++i];
       if (arg == "--data-dir") {
         root = v;
+      } else if (arg == "--metrics-file") {
+        metrics_file = v;
       } else {
         char* end = nullptr;
         const long ms = std::strtol(v.c_str(), &end, 10);
@@ -292,6 +342,21 @@ int main(int argc, char** argv) {
   logf("starting: data dir %s, %zu queue(s)", root.c_str(), queues.size());
   std::vector<std::thread> workers;
   for (const auto& q : queues) workers.emplace_back(serve, root, q, poll_ms);
+  // systemd (Type=notify): ready once every queue is served; figures every second.
+  bool notified = false;
+  auto last_metrics = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+  while (!g_stop.load()) {
+    if (!notified && g_ready_queues.load() == queues.size()) {
+      ::sd_notify(0, "READY=1\nSTATUS=persisting");
+      notified = true;
+    }
+    if (!metrics_file.empty() && std::chrono::steady_clock::now() - last_metrics >= std::chrono::seconds(1)) {
+      write_metrics(metrics_file, queues);
+      last_metrics = std::chrono::steady_clock::now();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the supervisor's tick
+  }
+  ::sd_notify(0, "STOPPING=1");
   for (auto& w : workers) w.join();
   logf("exiting with %d", g_exit_code.load());
   return g_exit_code.load();

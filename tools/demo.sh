@@ -7,5 +7,5 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 tools/install-deps.sh
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-ninja -C build/release shmq-demo >/dev/null
+ninja -C build/release shmq-demo shmqd >/dev/null
 exec build/release/tools/shmq-demo "$@"

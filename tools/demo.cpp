@@ -111,6 +111,7 @@ int main(int argc, char** argv) {
               dir.c_str());
 
   const std::string log = dir + "/shmqd.log";
+  std::fflush(stdout);  // children must not inherit unflushed output
   const pid_t daemon = ::fork();
   if (daemon == 0) {
     const int fd = ::open(log.c_str(), O_CREAT | O_WRONLY | O_APPEND, 0600);
@@ -126,8 +127,10 @@ int main(int argc, char** argv) {
          std::chrono::steady_clock::now() < give_up)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   std::printf("   started shmqd (pid %d): it persists the queue and runs its watchdog\n", daemon);
+  std::fflush(stdout);
 
   // 2. The producer.
+  std::fflush(stdout);
   const pid_t producer = ::fork();
   if (producer == 0) {
     auto p = shmq::Queue::open(name).value().producer().value();
@@ -144,6 +147,7 @@ int main(int argc, char** argv) {
   int pipefd[2];
   if (::pipe(pipefd) != 0) return 1;
   std::printf("3. consumer A takes five messages, acks two, and is killed holding three:\n");
+  std::fflush(stdout);
   std::fflush(stdout);
   const pid_t a = ::fork();
   if (a == 0) {
@@ -162,10 +166,12 @@ int main(int argc, char** argv) {
   if (::read(pipefd[0], &b, 1) != 1) rc = 1;
   ::kill(a, SIGKILL);
   std::printf("   kill -9 %d\n", a);
+  std::fflush(stdout);
   wait_child(a);
 
   // 4. Consumer B receives everything not acked, the three again.
   std::printf("4. consumer B receives what is left; the watchdog gave back A's three:\n");
+  std::fflush(stdout);
   std::fflush(stdout);
   const pid_t bpid = ::fork();
   if (bpid == 0) {

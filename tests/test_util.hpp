@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <string>
@@ -49,6 +50,9 @@ class ScopedQueue {
 // Runs `body` in a forked child; the child exits with body's return value (0 = success).
 // gtest assertions do not cross the fork: children report through their exit code.
 inline pid_t spawn(const std::function<int()>& body) {
+  // A child must not inherit (and print again) output still buffered in the parent.
+  std::fflush(stdout);
+  std::fflush(stderr);
   const pid_t pid = ::fork();
   if (pid == 0) {
     int rc = 1;

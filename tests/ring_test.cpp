@@ -162,8 +162,8 @@ TEST(Ring, NackRequeuesWithDeliveryCountRaised) {
   EXPECT_EQ(c.try_receive(b), Status::empty);
 }
 
-TEST(Ring, NackWithoutRequeueDropsTheMessage) {
-  ScopedQueue q("nackdrop", {.slot_count = 2});
+TEST(Ring, NackWithoutRequeueDropsTheMessageWhenTheQueueDoesNotDeadLetter) {
+  ScopedQueue q("nackdrop", {.slot_count = 2, .dead_letter = false});
   auto p = q->producer().value();
   auto c = q->consumer().value();
   ASSERT_EQ(p.send("x"), Status::ok);

@@ -37,7 +37,10 @@ class ScopedQueue {
     }
     queue_ = std::make_unique<Queue>(std::move(q.value()));
   }
-  ~ScopedQueue() { (void)Queue::remove(name_); }
+  ~ScopedQueue() {
+    (void)Queue::remove(name_);
+    (void)Queue::remove(Queue::dead_letter_name(name_));  // if a test made one
+  }
   Queue& operator*() { return *queue_; }
   Queue* operator->() { return queue_.get(); }
   const std::string& name() const { return name_; }

@@ -145,6 +145,7 @@ class Consumer {
   std::uint32_t member_ = 0;
   std::uint64_t seen_requeue_epoch_ = 0;
   std::uint64_t next_due_ns_ = UINT64_MAX;  // earliest delayed message seen by a scan
+  std::uint64_t now_ns_ = 0;                // CLOCK_MONOTONIC_COARSE read once per call
   std::unique_ptr<std::atomic<bool>> interrupted_;
   std::unique_ptr<detail::DeadLetterSink> dead_letters_;
 };

@@ -134,6 +134,7 @@ class Producer {
   std::uint32_t member_ = 0;
   std::uint64_t id_prefix_ = 0;
   std::uint64_t id_counter_ = 0;
+  std::uint64_t now_ns_ = 0;  // CLOCK_MONOTONIC_COARSE read once per send
   std::unique_ptr<std::atomic<bool>> interrupted_;
 };
 

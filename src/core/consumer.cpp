@@ -28,6 +28,7 @@ inline void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
 }
 
 Clock::time_point deadline_after(std::chrono::nanoseconds timeout) {
+  if (timeout == std::chrono::nanoseconds::max()) return Clock::time_point::max();
   const auto now = Clock::now();
   if (timeout >= Clock::time_point::max() - now) return Clock::time_point::max();
   return now + timeout;
@@ -68,9 +69,10 @@ Consumer& Consumer::operator=(Consumer&& o) noexcept {
 Consumer::~Consumer() { release_member(); }
 
 void Consumer::heartbeat() noexcept {
-  if (seg_)
-    seg_->member(member_).heartbeat_ns.store(detail::monotonic_coarse_ns(),
-                                             std::memory_order_relaxed);
+  if (!seg_) return;
+  // One clock read per receive call: the heartbeat, leases and TTL checks share it.
+  now_ns_ = detail::monotonic_coarse_ns();
+  seg_->member(member_).heartbeat_ns.store(now_ns_, std::memory_order_relaxed);
 }
 
 void Consumer::release_member() noexcept {
@@ -135,7 +137,7 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
     return Claim::lost;
   SHMQ_CRASH_POINT("consumer.after_claim");
   detail::SlotHeader& hdr = seg.slot(pos);
-  const std::uint64_t now = detail::monotonic_coarse_ns();
+  const std::uint64_t now = now_ns_ != 0 ? now_ns_ : detail::monotonic_coarse_ns();
   if (seg.lease_ms() != 0)
     hdr.deadline_ns.store(now + std::uint64_t(seg.lease_ms()) * 1'000'000, std::memory_order_relaxed);
   // Only the holder writes the count, so load + store is enough. A crash before the store
@@ -300,6 +302,7 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
       // A full re-check, requeued messages included: a message requeued by a process that
       // died before bumping the epoch is still found before we sleep.
       seen_requeue_epoch_ = h.requeue_epoch.value.load(std::memory_order_seq_cst) - 1;
+      now_ns_ = detail::monotonic_coarse_ns();
       got = poll(out) == Status::ok;
       if (!got && next_due_ns_ != UINT64_MAX) {
         // Do not sleep past the earliest delayed message (both clocks are CLOCK_MONOTONIC).

@@ -40,6 +40,7 @@ bool all_free(const detail::Segment& seg, std::uint64_t t, std::uint32_t k) {
 }
 
 Clock::time_point deadline_after(std::chrono::nanoseconds timeout) {
+  if (timeout == std::chrono::nanoseconds::max()) return Clock::time_point::max();
   const auto now = Clock::now();
   if (timeout >= Clock::time_point::max() - now) return Clock::time_point::max();
   return now + timeout;
@@ -270,7 +271,7 @@ void Producer::write_and_publish_prepare(std::uint64_t pos, Bytes message, std::
   hdr.length.store(static_cast<std::uint32_t>(message.size()), std::memory_order_relaxed);
   hdr.delivery_count.store(0, std::memory_order_relaxed);
   hdr.deadline_ns.store(0, std::memory_order_relaxed);
-  hdr.enqueued_ns.store(detail::monotonic_coarse_ns(), std::memory_order_relaxed);
+  hdr.enqueued_ns.store(now_ns_, std::memory_order_relaxed);
   SHMQ_CRASH_POINT("producer.mid_write");
   const std::size_t p = seg.payload_size();
   std::size_t off = 0;
@@ -307,8 +308,9 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
   if (message.size() > seg_->max_message_size()) return Status::too_large;
   const std::uint32_t k = seg_->fragments_for(message.size());
   if (id == 0) id = next_id();
-  seg_->member(member_).heartbeat_ns.store(detail::monotonic_coarse_ns(),
-                                           std::memory_order_relaxed);
+  // One clock read per send: the heartbeat and the enqueue time (TTL) share it.
+  now_ns_ = detail::monotonic_coarse_ns();
+  seg_->member(member_).heartbeat_ns.store(now_ns_, std::memory_order_relaxed);
   for (;;) {
     std::uint64_t pos = 0;
     if (const Status s = claim(k, pos, deadline); s != Status::ok) return s;

@@ -138,8 +138,11 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
   SHMQ_CRASH_POINT("consumer.after_claim");
   detail::SlotHeader& hdr = seg.slot(pos);
   const std::uint64_t now = now_ns_ != 0 ? now_ns_ : detail::monotonic_coarse_ns();
+  // `now` is coarse (up to one tick behind): the lease ends a tick later rather than early.
   if (seg.lease_ms() != 0)
-    hdr.deadline_ns.store(now + std::uint64_t(seg.lease_ms()) * 1'000'000, std::memory_order_relaxed);
+    hdr.deadline_ns.store(now + std::uint64_t(seg.lease_ms()) * 1'000'000 +
+                              detail::coarse_resolution_ns(),
+                          std::memory_order_relaxed);
   // Only the holder writes the count, so load + store is enough. A crash before the store
   // means the message never reached the application: that delivery does not count.
   const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
@@ -147,8 +150,10 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
   hdr.delivery_count.store(next, std::memory_order_relaxed);
   const bool too_many = seg.max_deliveries() != 0 && next > seg.max_deliveries();
   const std::uint64_t enq = hdr.enqueued_ns.load(std::memory_order_relaxed);
+  // Both readings are coarse: allow one tick so that a message never expires early.
   const bool expired = seg.ttl_ms() != 0 && enq != 0 && now > enq &&
-                       now - enq > std::uint64_t(seg.ttl_ms()) * 1'000'000;
+                       now - enq > std::uint64_t(seg.ttl_ms()) * 1'000'000 +
+                                       detail::coarse_resolution_ns();
   if (too_many || expired) {
     if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
     dead_letters_->move(pos, held, expired ? DeadLetterReason::expired
@@ -391,9 +396,10 @@ Status Consumer::nack_after(Message& m, std::chrono::milliseconds delay) {
   m.held_ = false;
   m.data_ = nullptr;
   m.size_ = 0;
+  // Precise clock here: consumers compare a coarse reading (never ahead of it) with it, so
+  // the message is never delivered before the delay.
   const std::uint64_t not_before =
-      delay.count() > 0 ? detail::monotonic_coarse_ns() + std::uint64_t(delay.count()) * 1'000'000
-                        : 0;
+      delay.count() > 0 ? detail::monotonic_ns() + std::uint64_t(delay.count()) * 1'000'000 : 0;
   if (!detail::requeue_held(*seg_, m.position_, m.word_, not_before)) return Status::lease_lost;
   bump(seg_->member(member_).requeued);
   return Status::ok;
@@ -403,9 +409,10 @@ Status Consumer::extend_lease(Message& m, std::chrono::milliseconds extension) {
   if (!seg_ || !m.held_) return Status::invalid;
   if (!is_current(*seg_, m, m.delivery_count_)) return Status::lease_lost;
   detail::SlotHeader& hdr = seg_->slot(m.position_);
-  hdr.deadline_ns.store(
-      detail::monotonic_coarse_ns() + std::uint64_t(std::max<std::int64_t>(extension.count(), 0)) * 1'000'000,
-      std::memory_order_seq_cst);
+  hdr.deadline_ns.store(detail::monotonic_coarse_ns() +
+                            std::uint64_t(std::max<std::int64_t>(extension.count(), 0)) * 1'000'000 +
+                            detail::coarse_resolution_ns(),
+                        std::memory_order_seq_cst);
   // Still ours after the store? If the watchdog took it back in between, the ack will say
   // lease_lost; say it now.
   if (hdr.word.load(std::memory_order_seq_cst) != m.word_) return Status::lease_lost;

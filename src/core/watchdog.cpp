@@ -249,7 +249,9 @@ void Watchdog::Impl::scan_slots(std::uint64_t now, WatchdogReport& r) {
       case SlotState::ready: {
         if (ttl_ns == 0) break;
         const std::uint64_t enq = s.slot(i).enqueued_ns.load(std::memory_order_relaxed);
-        if (enq == 0 || now_coarse <= enq || now_coarse - enq <= ttl_ns) break;
+        if (enq == 0 || now_coarse <= enq ||
+            now_coarse - enq <= ttl_ns + detail::coarse_resolution_ns())
+          break;
         // Expired while waiting: take it like a consumer would, and dead-letter it.
         std::uint64_t expected = w;
         const std::uint64_t held = make_word(word_lap(w), SlotState::held, member, k);

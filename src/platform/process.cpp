@@ -86,3 +86,16 @@ std::uint64_t monotonic_coarse_ns() noexcept {
 }
 
 }  // namespace shmq::detail
+
+namespace shmq::detail {
+
+std::uint64_t coarse_resolution_ns() noexcept {
+  static const std::uint64_t res = []() -> std::uint64_t {
+    timespec ts{};
+    if (::clock_getres(CLOCK_MONOTONIC_COARSE, &ts) != 0) return 10'000'000;
+    return std::uint64_t(ts.tv_sec) * 1'000'000'000ull + std::uint64_t(ts.tv_nsec);
+  }();
+  return res;
+}
+
+}  // namespace shmq::detail

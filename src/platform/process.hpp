@@ -24,4 +24,9 @@ std::uint64_t monotonic_ns() noexcept;
 // heartbeats, whose timeouts are in milliseconds or more.
 std::uint64_t monotonic_coarse_ns() noexcept;
 
+// The resolution of CLOCK_MONOTONIC_COARSE (one tick, often 1-4 ms): a coarse reading is at
+// most this much behind CLOCK_MONOTONIC. Deadlines set from a coarse reading add it, so
+// they never fire early.
+std::uint64_t coarse_resolution_ns() noexcept;
+
 }  // namespace shmq::detail

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/dead_letter.hpp"
+#include "core/call_util.hpp"
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
@@ -20,21 +21,9 @@ using detail::word_lap;
 using detail::word_owner;
 using detail::word_state;
 using Clock = std::chrono::steady_clock;
+using detail::bump;
+using detail::deadline_after;
 
-namespace {
-
-inline void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
-  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-}
-
-Clock::time_point deadline_after(std::chrono::nanoseconds timeout) {
-  if (timeout == std::chrono::nanoseconds::max()) return Clock::time_point::max();
-  const auto now = Clock::now();
-  if (timeout >= Clock::time_point::max() - now) return Clock::time_point::max();
-  return now + timeout;
-}
-
-}  // namespace
 
 Consumer::Consumer(std::shared_ptr<detail::Segment> segment, std::uint32_t member)
     : seg_(std::move(segment)),

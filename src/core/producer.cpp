@@ -5,6 +5,7 @@
 #include <cstring>
 #include <random>
 
+#include "core/call_util.hpp"
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
@@ -21,6 +22,8 @@ using detail::word_lap;
 using detail::word_owner;
 using detail::word_state;
 using Clock = std::chrono::steady_clock;
+using detail::bump;
+using detail::deadline_after;
 
 namespace {
 
@@ -39,18 +42,7 @@ bool all_free(const detail::Segment& seg, std::uint64_t t, std::uint32_t k) {
   return true;
 }
 
-Clock::time_point deadline_after(std::chrono::nanoseconds timeout) {
-  if (timeout == std::chrono::nanoseconds::max()) return Clock::time_point::max();
-  const auto now = Clock::now();
-  if (timeout >= Clock::time_point::max() - now) return Clock::time_point::max();
-  return now + timeout;
-}
 
-// Member-local counter bump: only this process writes the row's counters, so a plain
-// load + store (no locked RMW) is enough; readers (stats) may see a slightly old value.
-inline void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
-  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-}
 
 }  // namespace
 

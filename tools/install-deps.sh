@@ -8,6 +8,7 @@ packages=(
   libboost-dev libconcurrentqueue-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev libsystemd-dev libxxhash-dev
   clang-14 libclang-rt-14-dev
+  gnuplot-nox
 )
 
 missing=()

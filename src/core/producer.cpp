@@ -209,12 +209,13 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
     // Full. Wait for a consumer to free a slot.
     if (deadline == Clock::time_point::min()) return Status::full;
     if (interrupted_->load(std::memory_order_relaxed)) return Status::interrupted;
-    if (Clock::now() >= deadline) return Status::timeout;
     if (++spins < detail::kSpinBeforeSleep) {
       detail::cpu_relax();
       continue;
     }
     spins = 0;
+    // The clock only once per spin round, and not at all for an unbounded wait.
+    if (deadline != Clock::time_point::max() && Clock::now() >= deadline) return Status::timeout;
     // Anything we committed without waking (batch sends) must be visible to consumers
     // before we sleep on them freeing space.
     wake_consumers();

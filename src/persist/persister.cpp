@@ -128,10 +128,21 @@ void Persister::wait_for_work(std::chrono::milliseconds timeout) {
   SegmentHeader& h = s.header();
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   const std::uint64_t next = next_;
-  const std::uint64_t w0 = s.slot(next).word.load(std::memory_order_seq_cst);
+  const std::uint32_t shift = s.slot_shift();
+  // Work is there when round() would get past `next`: its slot holds anything but "not
+  // claimed yet" or "being written" at its lap. Checked after our waiting bit is set, so a
+  // commit that happened just before we sleep is seen here, not 5 ms later.
+  auto work = [&] {
+    const std::uint64_t w = s.slot(next).word.load(std::memory_order_seq_cst);
+    const std::int64_t d = lap_diff(word_lap(w), lap_of(next, shift));
+    if (d < 0) return false;
+    if (d > 0) return true;
+    const SlotState st = word_state(w);
+    return !(is_free(st) || st == SlotState::claimed);
+  };
+  if (work()) return;
   // Producers wake consumers' sleepers after every commit; we sleep among them.
-  wait_on(h.consumers_wait, member_, deadline,
-          [&] { return s.slot(next).word.load(std::memory_order_seq_cst) != w0; });
+  wait_on(h.consumers_wait, member_, deadline, work);
 }
 
 }  // namespace shmq::detail

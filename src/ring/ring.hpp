@@ -51,14 +51,22 @@ inline void finish_release(Segment& seg, std::uint64_t head, std::uint64_t w) no
 // fast path, no system call). The caller's preceding seq_cst RMW on a slot word and these
 // seq_cst loads pair with the sleeper's seq_cst fetch_or on its bit and seq_cst re-check of
 // the slot (wait_on): of the two, at least one sees the other, so no wakeup is lost.
+//
+// The waker takes the bits it wakes (exchange with 0): a sleeper that must sleep again sets
+// its bit again, so the next waker skips the system call until then. Without this, with
+// more processes than cores some bit is nearly always set and every send and ack made a
+// futex_wake that woke nobody.
 inline void wake_waiters(WaitLine& line, std::uint32_t max_members) noexcept {
   const std::uint32_t words = (max_members + 63) / 64;
+  bool any = false;
   for (std::uint32_t i = 0; i < words; ++i) {
-    if (line.waiting[i].load(std::memory_order_seq_cst) != 0) {
-      line.futex.fetch_add(1, std::memory_order_seq_cst);
-      futex_wake_all(line.futex);
-      return;
-    }
+    if (line.waiting[i].load(std::memory_order_seq_cst) != 0 &&
+        line.waiting[i].exchange(0, std::memory_order_seq_cst) != 0)
+      any = true;
+  }
+  if (any) {
+    line.futex.fetch_add(1, std::memory_order_seq_cst);
+    futex_wake_all(line.futex);
   }
 }
 

@@ -3,7 +3,7 @@
 // Everything here runs in one thread of one process: producer and consumer share the core
 // and the cache, so these numbers are the cost of the code path itself (atomics, copies,
 // bookkeeping), not of moving cache lines between cores. Cross-process throughput and
-// latency are measured by shmq-bench-ipc.
+// latency are measured by shmq-bench.
 //
 // Each benchmark run creates its own queue ("bench-micro-<pid>-<n>") and removes it at
 // the end. moodycamel::ConcurrentQueue, measured the same way (enqueue + dequeue of a

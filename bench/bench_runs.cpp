@@ -1,0 +1,842 @@
+// shmq-bench: the runners. Each repetition forks fresh processes; a scenario's named queues
+// (and its shmqd) live across its repetitions.
+#include "bench_runs.hpp"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <type_traits>
+
+#include "bench_proc.hpp"
+#include "bench_transports.hpp"
+
+namespace shmq_bench {
+
+const char* to_string(Kind k) {
+  switch (k) {
+    case Kind::throughput: return "throughput";
+    case Kind::roundtrip: return "roundtrip";
+    case Kind::disk_dd: return "disk";
+    case Kind::disk_fsync: return "disk";
+    case Kind::persist: return "persist";
+  }
+  return "?";
+}
+
+const char* to_string(Transport t) {
+  switch (t) {
+    case Transport::shmq: return "shmq";
+    case Transport::bare: return "bare";
+    case Transport::boost: return "boost";
+    case Transport::pipe: return "pipe";
+    case Transport::unix_socket: return "unix";
+    case Transport::moodycamel: return "moodycamel";
+    case Transport::disk: return "disk";
+  }
+  return "?";
+}
+
+// --- the scenario list ------------------------------------------------------------------------
+
+namespace {
+
+constexpr std::size_t kSizes[] = {64, 1024, 4096, 65536};
+
+std::string durability_name(shmq::Durability d) { return std::string(shmq::to_string(d)); }
+
+Scenario tp(Transport t, int p, int c, std::size_t size, bool batch = false,
+            shmq::Durability d = shmq::Durability::none) {
+  Scenario s;
+  s.kind = Kind::throughput;
+  s.transport = t;
+  s.producers = p;
+  s.consumers = c;
+  s.size = size;
+  s.batch = batch;
+  s.durability = d;
+  s.threads = t == Transport::moodycamel;
+  s.name = std::string(to_string(t)) + "/tp/" + std::to_string(p) + "x" + std::to_string(c) + "/" +
+           human_bytes(size);
+  if (t == Transport::shmq) s.name += std::string(batch ? "/batch/" : "/ack/") + durability_name(d);
+  return s;
+}
+
+Scenario rt(Transport t, std::size_t size, shmq::Durability d = shmq::Durability::none) {
+  Scenario s;
+  s.kind = Kind::roundtrip;
+  s.transport = t;
+  s.size = size;
+  s.durability = d;
+  s.threads = t == Transport::moodycamel;
+  s.name = std::string(to_string(t)) + "/rt/" + human_bytes(size);
+  if (t == Transport::shmq) s.name += "/" + durability_name(d);
+  return s;
+}
+
+}  // namespace
+
+std::vector<Scenario> all_scenarios() {
+  using D = shmq::Durability;
+  using T = Transport;
+  std::vector<Scenario> v;
+  // 1 x 1 throughput: shmq beside every baseline.
+  for (const std::size_t size : kSizes) {
+    for (const T t : {T::bare, T::moodycamel, T::pipe, T::unix_socket, T::boost})
+      v.push_back(tp(t, 1, 1, size));
+    v.push_back(tp(T::shmq, 1, 1, size, false));
+    v.push_back(tp(T::shmq, 1, 1, size, true));
+  }
+  // More processes than cores (on 2 cores): Boost is the only baseline that is MPMC.
+  for (const int n : {2, 4})
+    for (const std::size_t size : kSizes) {
+      v.push_back(tp(T::boost, n, n, size));
+      v.push_back(tp(T::shmq, n, n, size, false));
+      v.push_back(tp(T::shmq, n, n, size, true));
+    }
+  // Round trips.
+  for (const std::size_t size : kSizes) {
+    for (const T t : {T::bare, T::moodycamel, T::pipe, T::unix_socket, T::boost})
+      v.push_back(rt(t, size));
+    v.push_back(rt(T::shmq, size));
+  }
+  // Durability: the disk's limits, then shmq with shmqd.
+  Scenario dd;
+  dd.name = "disk/dd";
+  dd.kind = Kind::disk_dd;
+  dd.transport = T::disk;
+  dd.size = 1 << 20;
+  v.push_back(dd);
+  Scenario fs;
+  fs.name = "disk/fsync-per-msg";
+  fs.kind = Kind::disk_fsync;
+  fs.transport = T::disk;
+  fs.size = 64;
+  v.push_back(fs);
+  for (const auto& [batch, d] : {std::pair{false, D::async}, std::pair{true, D::async},
+                                  std::pair{true, D::sync}}) {
+    Scenario p;
+    p.kind = Kind::persist;
+    p.transport = T::shmq;
+    p.size = 4096;
+    p.consumers = 0;
+    p.batch = batch;
+    p.durability = d;
+    p.name = std::string("shmq/persist/4KiB/") + (batch ? "batch/" : "send/") + durability_name(d);
+    v.push_back(p);
+  }
+  v.push_back(tp(T::shmq, 8, 1, 64, false, D::sync));
+  for (const D d : {D::async, D::sync})
+    for (const int n : {1, 2, 4})
+      for (const std::size_t size : kSizes)
+        for (const bool batch : {false, true}) v.push_back(tp(T::shmq, n, n, size, batch, d));
+  for (const D d : {D::async, D::sync})
+    for (const std::size_t size : kSizes) v.push_back(rt(T::shmq, size, d));
+  return v;
+}
+
+// --- calibration and repetitions ------------------------------------------------------------------
+
+namespace {
+
+constexpr auto kSetupTimeout = std::chrono::milliseconds(30'000);
+// persist scenarios: a ring that holds a whole run (256 MiB of 4 KiB messages, like dd's file).
+constexpr std::uint32_t kPersistSlots = 65536;
+
+bool durable(const Scenario& sc) { return sc.durability != shmq::Durability::none; }
+
+// Where calibration starts, and the whole count in --quick.
+std::uint64_t initial_count(const Scenario& sc) {
+  const std::uint64_t p = static_cast<std::uint64_t>(sc.producers);
+  if (sc.kind == Kind::persist) return 4096;  // 16 MiB of 4 KiB messages
+  if (sc.kind == Kind::roundtrip) {
+    if (sc.durability == shmq::Durability::sync) return 20;
+    return sc.size > 4096 ? 500 : 2000;
+  }
+  if (sc.durability == shmq::Durability::sync) return sc.batch ? kBatch * 4 * p : 16 * p;
+  std::uint64_t n = sc.size <= 64 ? 20000 : sc.size <= 1024 ? 10000 : sc.size <= 4096 ? 5000 : 1000;
+  if (sc.durability == shmq::Durability::async) n /= 2;
+  return n;
+}
+
+std::uint64_t min_count(const Scenario& sc) {
+  if (sc.kind == Kind::persist) return 8192;
+  if (sc.kind == Kind::roundtrip) return sc.durability == shmq::Durability::sync ? 50 : 200;
+  return static_cast<std::uint64_t>(std::max(64, static_cast<int>(kBatch)) * sc.producers);
+}
+
+std::uint64_t max_count(const Scenario& sc) {
+  if (sc.kind == Kind::persist) return kPersistSlots;  // the ring holds the whole run
+  if (sc.kind == Kind::roundtrip) return 2'000'000;  // 16 MB of samples
+  return 400'000'000;
+}
+
+std::chrono::milliseconds run_timeout(const Options& o, bool calibrated) {
+  if (!calibrated) return std::chrono::milliseconds(120'000);
+  return std::chrono::milliseconds(60'000 + static_cast<std::int64_t>(o.seconds * 20'000));
+}
+
+Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t count) {
+  Outcome out;
+  out.sc = &sc;
+  out.reps = static_cast<int>(rs.size());
+  out.count = count;
+  std::vector<double> msgs, mb, pmb, lmb, sw, p50, p99, p999, mx;
+  for (const RepResult& r : rs) {
+    msgs.push_back(r.msgs_per_s);
+    mb.push_back(r.mb_per_s);
+    if (r.persisted_mb_per_s >= 0) pmb.push_back(r.persisted_mb_per_s);
+    if (r.log_mb_per_s >= 0) lmb.push_back(r.log_mb_per_s);
+    sw.push_back(r.switches_per_msg);
+    if (!r.lat.empty()) {
+      p50.push_back(static_cast<double>(percentile(r.lat, 0.50)));
+      p99.push_back(static_cast<double>(percentile(r.lat, 0.99)));
+      p999.push_back(static_cast<double>(percentile(r.lat, 0.999)));
+      mx.push_back(static_cast<double>(r.lat.back()));
+    }
+  }
+  if (sc.kind != Kind::roundtrip) {
+    out.msgs_per_s = spread_of(msgs);
+    out.mb_per_s = spread_of(mb);
+    out.switches_per_msg = spread_of(sw);
+    out.persisted_mb_per_s = spread_of(pmb);
+    out.log_mb_per_s = spread_of(lmb);
+  } else {
+    out.p50 = spread_of(p50);
+    out.p99 = spread_of(p99);
+    out.p999 = spread_of(p999);
+    out.max = spread_of(mx);
+    out.switches_per_msg = spread_of(sw);
+    // The distribution of the repetition with the median p50.
+    std::vector<std::size_t> idx(rs.size());
+    for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+    std::sort(idx.begin(), idx.end(), [&](std::size_t a, std::size_t b) {
+      return percentile(rs[a].lat, 0.5) < percentile(rs[b].lat, 0.5);
+    });
+    if (!idx.empty()) out.distribution = std::move(rs[idx[idx.size() / 2]].lat);
+  }
+  return out;
+}
+
+// Calibrates the count so that one repetition takes about o.seconds (a few pilot runs, which
+// also warm up), then runs o.reps repetitions. --quick: one run of the initial count.
+Outcome measure(const Scenario& sc, const Options& o,
+                const std::function<RepResult(std::uint64_t, bool)>& rep) {
+  std::vector<RepResult> rs;
+  std::uint64_t n = initial_count(sc);
+  if (o.quick) {
+    rs.push_back(rep(n, false));
+    return aggregate(sc, rs, n);
+  }
+  // The disk bandwidth figure gets twice the time: it is compared with dd's 256 MiB.
+  const double target = sc.kind == Kind::persist ? 2 * o.seconds : o.seconds;
+  const double pilot_min = std::max(0.05, target / 8);
+  RepResult r = rep(n, false);
+  for (int tries = 0; r.elapsed_s < pilot_min && tries < 6; ++tries) {
+    const double f = std::clamp(pilot_min * 2 / std::max(r.elapsed_s, 1e-6), 2.0, 20.0);
+    n = static_cast<std::uint64_t>(static_cast<double>(n) * f);
+    r = rep(n, false);
+  }
+  const double rate = static_cast<double>(n) / std::max(r.elapsed_s, 1e-9);
+  n = std::clamp(static_cast<std::uint64_t>(rate * target), min_count(sc), max_count(sc));
+  for (int i = 0; i < o.reps; ++i) rs.push_back(rep(n, true));
+  return aggregate(sc, rs, n);
+}
+
+}  // namespace
+
+std::vector<std::uint64_t> shares_of(std::uint64_t count, int producers) {
+  std::vector<std::uint64_t> s(static_cast<std::size_t>(producers));
+  for (int i = 0; i < producers; ++i)
+    s[static_cast<std::size_t>(i)] =
+        count / static_cast<std::uint64_t>(producers) +
+        (static_cast<std::uint64_t>(i) < count % static_cast<std::uint64_t>(producers) ? 1 : 0);
+  return s;
+}
+
+RepResult finish_throughput(const Scenario& sc, const TpShared& sh, std::uint64_t count,
+                            std::uint64_t switches) {
+  const auto shares = shares_of(count, sc.producers);
+  std::uint64_t start = UINT64_MAX;
+  for (int p = 0; p < sc.producers; ++p) {
+    const std::uint64_t want = shares[static_cast<std::size_t>(p)];
+    const std::uint64_t got = sh.count[p].load();
+    if (got != want)
+      fail("producer " + std::to_string(p) + ": " + std::to_string(got) + " of its " +
+           std::to_string(want) + " messages received");
+    // Sum of seqs 0..want-1: a lost message plus a duplicate would have to cancel out.
+    const std::uint64_t expect = want == 0 ? 0 : want * (want - 1) / 2;
+    if (sh.sum[p].load() != expect)
+      fail("producer " + std::to_string(p) + ": checksum of sequence numbers is " +
+           std::to_string(sh.sum[p].load()) + ", expected " + std::to_string(expect) +
+           " (lost or duplicated messages)");
+    if (want > 0) start = std::min(start, sh.start_ns[p].load());
+  }
+  const std::uint64_t end = sh.end_ns.load();
+  if (start == 0 || start == UINT64_MAX || end <= start)
+    fail("no valid start/end time (start " + std::to_string(start) + ", end " +
+         std::to_string(end) + ")");
+  RepResult r;
+  r.elapsed_s = static_cast<double>(end - start) / 1e9;
+  r.msgs_per_s = static_cast<double>(count) / r.elapsed_s;
+  r.mb_per_s = r.msgs_per_s * static_cast<double>(sc.size) / 1e6;
+  r.switches_per_msg = static_cast<double>(switches) / static_cast<double>(count);
+  r.sent = count;
+  if (durable(sc)) {
+    const std::uint64_t pn = sh.persisted_ns.load();
+    if (pn < start) fail("no persisted time recorded");
+    r.persisted_mb_per_s = static_cast<double>(count) * static_cast<double>(sc.size) / 1e6 /
+                           (static_cast<double>(pn - start) / 1e9);
+  }
+  return r;
+}
+
+namespace {
+
+// --- throughput ----------------------------------------------------------------------------------
+
+// Checks each message a consumer receives: its size, its tags, its sender and sequence number
+// (in order per sender when there is one consumer), and tallies count and sum per sender.
+struct Tally {
+  Tally(const Scenario& sc, const std::vector<std::uint64_t>& per_sender)
+      : size(sc.size), single(sc.consumers == 1), shares(per_sender),
+        next(per_sender.size(), 0), count(per_sender.size(), 0), sum(per_sender.size(), 0) {}
+
+  void operator()(const std::byte* p, std::size_t n) {
+    if (n != size) fail("message of " + std::to_string(n) + " bytes, sent " + std::to_string(size));
+    const std::uint64_t tag = get_tag(p);
+    if (tag == kPoison) {
+      poisoned = true;
+      return;
+    }
+    if (!trailer_ok(p, n, tag)) fail("message with a torn payload (tag " + std::to_string(tag) + ")");
+    const std::uint64_t sender = tag >> 48;
+    const std::uint64_t seq = tag & ((std::uint64_t{1} << 48) - 1);
+    if (sender >= shares.size() || seq >= shares[sender])
+      fail("message from unknown sender/seq " + std::to_string(sender) + "/" + std::to_string(seq));
+    if (single && seq != next[sender])
+      fail("sender " + std::to_string(sender) + ": got seq " + std::to_string(seq) + ", expected " +
+           std::to_string(next[sender]));
+    next[sender] = seq + 1;
+    ++count[sender];
+    sum[sender] += seq;
+    ++fresh;
+  }
+
+  std::size_t size;
+  bool single;
+  const std::vector<std::uint64_t>& shares;
+  std::vector<std::uint64_t> next, count, sum;
+  std::uint64_t fresh = 0;  // messages since the caller last looked
+  bool poisoned = false;
+};
+
+// `log_bytes`: what shmqd has written so far (durable scenarios), for its log MB/s.
+template <typename Ch>
+RepResult throughput_rep(const Scenario& sc, Ch& ch, std::uint64_t count, bool calibrated,
+                         const Options& o, const std::function<void()>& check,
+                         const std::function<std::uint64_t()>& log_bytes) {
+  constexpr bool kPoisonWakes = std::is_same_v<Ch, BoostChannel>;
+  const int P = sc.producers;
+  const int M = sc.consumers;
+  const std::size_t size = sc.size;
+  const bool batch = sc.batch;
+  const bool is_durable = durable(sc);
+  const auto shares = shares_of(count, P);
+  SharedMap map(sizeof(TpShared));
+  auto* sh = new (map.get()) TpShared();
+  ch.prepare_run();
+  ProcessGroup g(sc.name);
+  for (int j = 0; j < M; ++j) {
+    g.spawn("consumer " + std::to_string(j), [&, j](ChildIo& io) {
+      auto rx = ch.receiver(j);
+      Tally tally(sc, shares);
+      io.ready();
+      io.wait_go();
+      std::uint64_t mine = 0;
+      bool finisher = false;
+      for (;;) {
+        tally.fresh = 0;
+        rx.receive(tally, std::chrono::milliseconds(20));
+        if (tally.fresh > 0) {
+          if (M == 1) {
+            mine += tally.fresh;
+            if (mine >= count) {
+              sh->end_ns.store(now_ns());
+              finisher = true;
+              break;
+            }
+          } else {
+            const std::uint64_t total = sh->received.fetch_add(tally.fresh) + tally.fresh;
+            if (total > count) fail("more messages received than sent");
+            if (total == count) {
+              sh->end_ns.store(now_ns());
+              sh->done.store(1);
+              rx.wake_others(M - 1);
+              finisher = true;
+              break;
+            }
+          }
+        }
+        if (tally.poisoned) break;
+        if constexpr (!kPoisonWakes) {
+          if (M > 1 && sh->done.load() != 0) break;
+        }
+      }
+      if constexpr (std::is_same_v<Ch, ShmqChannel>) {
+        if (finisher && is_durable) sh->persisted_ns.store(rx.wait_persisted(std::chrono::seconds(60)));
+      }
+      for (int p = 0; p < P; ++p) {
+        sh->count[p].fetch_add(tally.count[static_cast<std::size_t>(p)]);
+        sh->sum[p].fetch_add(tally.sum[static_cast<std::size_t>(p)]);
+      }
+    });
+  }
+  for (int i = 0; i < P; ++i) {
+    g.spawn("producer " + std::to_string(i), [&, i](ChildIo& io) {
+      auto tx = ch.sender(i);
+      const std::uint64_t share = shares[static_cast<std::size_t>(i)];
+      const std::size_t k = batch ? kBatch : 1;
+      std::vector<std::byte> bufs(k * size, std::byte{0x5a});
+      std::vector<shmq::Bytes> spans(k);
+      for (std::size_t t = 0; t < k; ++t) spans[t] = shmq::Bytes(bufs.data() + t * size, size);
+      io.ready();
+      io.wait_go();
+      sh->start_ns[i].store(now_ns());
+      const auto me = static_cast<std::uint32_t>(i);
+      if (!batch) {
+        for (std::uint64_t seq = 0; seq < share; ++seq) {
+          put_tag(bufs.data(), size, make_tag(me, seq));
+          tx.send(bufs.data(), size);
+        }
+      } else {
+        for (std::uint64_t seq = 0; seq < share;) {
+          const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, share - seq));
+          for (std::size_t t = 0; t < n; ++t) put_tag(bufs.data() + t * size, size, make_tag(me, seq + t));
+          tx.send_batch(std::span<const shmq::Bytes>(spans.data(), n));
+          seq += n;
+        }
+      }
+    });
+  }
+  ch.after_fork();
+  const std::uint64_t written0 = log_bytes();
+  const std::uint64_t switches = g.run(kSetupTimeout, run_timeout(o, calibrated), check);
+  const std::uint64_t written1 = log_bytes();
+  RepResult r = finish_throughput(sc, *sh, count, switches);
+  if (is_durable) {
+    std::uint64_t start = UINT64_MAX;
+    for (int p = 0; p < P; ++p)
+      if (shares[static_cast<std::size_t>(p)] > 0) start = std::min(start, sh->start_ns[p].load());
+    const double window = static_cast<double>(sh->persisted_ns.load() - start) / 1e9;
+    if (window > 0) r.log_mb_per_s = static_cast<double>(written1 - written0) / 1e6 / window;
+  }
+  return r;
+}
+
+// --- round trip ----------------------------------------------------------------------------------
+
+RepResult finish_roundtrip(std::vector<std::uint64_t> lat, std::uint64_t switches) {
+  RepResult r;
+  std::uint64_t total = 0;
+  for (const std::uint64_t v : lat) total += v;
+  r.elapsed_s = static_cast<double>(total) / 1e9;
+  std::sort(lat.begin(), lat.end());
+  r.switches_per_msg = lat.empty() ? 0 : static_cast<double>(switches) / static_cast<double>(lat.size());
+  r.lat = std::move(lat);
+  return r;
+}
+
+std::uint64_t warmup_for(std::uint64_t samples) {
+  return std::clamp<std::uint64_t>(samples / 10, 5, 20'000);
+}
+
+// A sends on `ping`; B receives (and acks) and sends the payload back on `pong`; A receives
+// (and acks). A times each round trip after a warm-up.
+template <typename Ch>
+RepResult roundtrip_rep(const Scenario& sc, Ch& ping, Ch& pong, std::uint64_t samples,
+                        bool calibrated, const Options& o, const std::function<void()>& check) {
+  const std::size_t size = sc.size;
+  const std::uint64_t warmup = warmup_for(samples);
+  SharedMap map(sizeof(std::uint64_t) * samples);
+  auto* lat = static_cast<std::uint64_t*>(map.get());
+  ping.prepare_run();
+  pong.prepare_run();
+  ProcessGroup g(sc.name);
+  g.spawn("pinger", [&](ChildIo& io) {
+    auto tx = ping.sender(0);
+    auto rx = pong.receiver(0);
+    std::vector<std::byte> out(size, std::byte{0x5a});
+    io.ready();
+    io.wait_go();
+    for (std::uint64_t i = 0; i < warmup + samples; ++i) {
+      const std::uint64_t tag = make_tag(0, i);
+      put_tag(out.data(), size, tag);
+      bool ok = false;
+      const std::uint64_t t0 = now_ns();
+      tx.send(out.data(), size);
+      while (rx.receive([&](const std::byte* p, std::size_t n) {
+               ok = n == size && get_tag(p) == tag && trailer_ok(p, n, tag);
+             }, std::chrono::nanoseconds::max()) == 0) {
+      }
+      const std::uint64_t t1 = now_ns();
+      if (!ok) fail("round trip " + std::to_string(i) + ": wrong pong");
+      if (i >= warmup) lat[i - warmup] = t1 - t0;
+    }
+  });
+  g.spawn("echo", [&](ChildIo& io) {
+    auto rx = ping.receiver(0);
+    auto tx = pong.sender(0);
+    io.ready();
+    io.wait_go();
+    for (std::uint64_t i = 0; i < warmup + samples;) {
+      i += rx.receive([&](const std::byte* p, std::size_t n) { tx.send(p, n); },
+                      std::chrono::nanoseconds::max());
+    }
+  });
+  ping.after_fork();
+  pong.after_fork();
+  const std::uint64_t switches = g.run(kSetupTimeout, run_timeout(o, calibrated), check);
+  RepResult r = finish_roundtrip(std::vector<std::uint64_t>(lat, lat + samples), switches);
+  r.sent = 2 * (warmup + samples);
+  return r;
+}
+
+// --- scenario fixtures ----------------------------------------------------------------------------
+
+// A durable scenario's surroundings: a temporary dir (data dir + shmqd's log) and shmqd.
+struct DurableSide {
+  std::optional<TempDir> dir;
+  std::optional<Daemon> daemon;
+  std::string data_dir;
+
+  void prepare(const Scenario& sc, DurableEnv& env) {
+    if (!durable(sc)) return;
+    if (!env.usable) throw Skip(env.why_not);
+    dir.emplace(env.data_root);
+    data_dir = dir->path() + "/data";
+  }
+  void start(const Scenario& sc, DurableEnv& env, const std::vector<std::string>& queues) {
+    if (!durable(sc)) return;
+    try {
+      daemon.emplace(env.shmqd, data_dir, queues, dir->path() + "/shmqd.log",
+                     std::chrono::milliseconds(10'000));
+    } catch (const Skip& e) {
+      env.usable = false;
+      env.why_not = std::string("shmqd failed to start, durability scenarios skipped: ") + e.what();
+      throw Skip(env.why_not);
+    }
+  }
+  std::uint64_t sent = 0;  // messages sent through shmqd's queues, pilots included
+
+  std::function<void()> checker() {
+    return [this] {
+      if (daemon) daemon->check_alive();
+    };
+  }
+  std::function<std::uint64_t()> log_bytes() {
+    return [this]() -> std::uint64_t { return daemon ? daemon->written_bytes() : 0; };
+  }
+  // Stops shmqd; its exit status must be 0 (it flushes and checkpoints on SIGTERM). Returns
+  // what it did over the scenario, from its log.
+  std::string stop() {
+    if (!daemon) return {};
+    const int st = daemon->stop();
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+      fail("shmqd " + describe_status(st) + " when stopped: " + daemon->log_tail(3));
+    const Daemon::Totals t = daemon->totals();
+    if (!t.found) return "shmqd printed no totals";
+    std::string d = "shmqd over the scenario (pilots included): " + std::to_string(sent) +
+                    " messages sent, " + std::to_string(t.records) + " logged, " +
+                    std::to_string(t.acks) + " ack records, " + std::to_string(t.syncs) +
+                    " fdatasyncs";
+    if (t.syncs > 0)
+      d += ": " + fixed(static_cast<double>(t.records) / static_cast<double>(t.syncs), 1) +
+           " messages per fdatasync";
+    return d;
+  }
+};
+
+template <typename Ch>
+Outcome throughput_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
+  DurableSide side;
+  side.prepare(sc, env);
+  ChannelSpec spec;
+  spec.size = sc.size;
+  spec.capacity = capacity_for(sc.size);
+  spec.batch = sc.batch;
+  spec.durability = sc.durability;
+  spec.data_dir = side.data_dir;
+  Ch ch(spec);
+  if constexpr (std::is_same_v<Ch, ShmqChannel>) side.start(sc, env, {ch.name()});
+  const auto check = side.checker();
+  const auto log_bytes = side.log_bytes();
+  Outcome out = measure(sc, o, [&](std::uint64_t n, bool calibrated) {
+    RepResult r = throughput_rep(sc, ch, n, calibrated, o, check, log_bytes);
+    side.sent += r.sent;
+    return r;
+  });
+  out.detail = side.stop();
+  return out;
+}
+
+RepResult persist_rep(const Scenario& sc, ShmqChannel& ch, std::uint64_t count, const Options& o,
+                      const std::function<void()>& check,
+                      const std::function<std::uint64_t()>& log_bytes);
+
+Outcome persist_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
+  DurableSide side;
+  side.prepare(sc, env);
+  ChannelSpec spec;
+  spec.size = sc.size;
+  spec.capacity = kPersistSlots;
+  spec.batch = sc.batch;
+  spec.durability = sc.durability;
+  spec.data_dir = side.data_dir;
+  ShmqChannel ch(spec);
+  side.start(sc, env, {ch.name()});
+  const auto check = side.checker();
+  const auto log_bytes = side.log_bytes();
+  Outcome out = measure(sc, o, [&](std::uint64_t n, bool) {
+    RepResult r = persist_rep(sc, ch, n, o, check, log_bytes);
+    side.sent += r.sent;
+    return r;
+  });
+  out.detail = side.stop();
+  return out;
+}
+
+template <typename Ch>
+Outcome roundtrip_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
+  DurableSide side;
+  side.prepare(sc, env);
+  ChannelSpec spec;
+  spec.size = sc.size;
+  spec.capacity = capacity_for(sc.size);
+  spec.durability = sc.durability;
+  spec.data_dir = side.data_dir;
+  Ch ping(spec);
+  Ch pong(spec);
+  if constexpr (std::is_same_v<Ch, ShmqChannel>) side.start(sc, env, {ping.name(), pong.name()});
+  const auto check = side.checker();
+  Outcome out = measure(sc, o, [&](std::uint64_t n, bool calibrated) {
+    RepResult r = roundtrip_rep(sc, ping, pong, n, calibrated, o, check);
+    side.sent += r.sent;
+    return r;
+  });
+  out.detail = side.stop();
+  return out;
+}
+
+// --- persist bandwidth -------------------------------------------------------------------------------
+
+RepResult persist_rep(const Scenario& sc, ShmqChannel& ch, std::uint64_t count, const Options& o,
+                      const std::function<void()>& check,
+                      const std::function<std::uint64_t()>& log_bytes) {
+  const std::size_t size = sc.size;
+  const bool batch = sc.batch;
+  SharedMap map(sizeof(TpShared));
+  auto* sh = new (map.get()) TpShared();
+  const std::uint64_t written0 = log_bytes();
+  std::uint64_t switches = 0;
+  {
+    ProcessGroup g(sc.name);
+    g.spawn("producer", [&](ChildIo& io) {
+      const shmq::Queue q = take(shmq::Queue::open(ch.name()), "open " + ch.name());
+      auto tx = ch.sender(0);
+      const std::size_t k = batch ? kBatch : 1;
+      std::vector<std::byte> bufs(k * size, std::byte{0x5a});
+      std::vector<shmq::Bytes> spans(k);
+      for (std::size_t t = 0; t < k; ++t) spans[t] = shmq::Bytes(bufs.data() + t * size, size);
+      io.ready();
+      io.wait_go();
+      sh->start_ns[0].store(now_ns());
+      for (std::uint64_t seq = 0; seq < count;) {
+        const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(k, count - seq));
+        for (std::size_t t = 0; t < n; ++t) put_tag(bufs.data() + t * size, size, make_tag(0, seq + t));
+        if (batch) tx.send_batch(std::span<const shmq::Bytes>(spans.data(), n));
+        else tx.send(bufs.data(), size);
+        seq += n;
+      }
+      sh->end_ns.store(now_ns());
+      sh->persisted_ns.store(ShmqChannel::wait_persisted(q, std::chrono::seconds(120)));
+    });
+    switches = g.run(kSetupTimeout, run_timeout(o, false), check);
+  }
+  const std::uint64_t written1 = log_bytes();
+  // Drain, untimed: the next repetition starts with an empty ring.
+  {
+    ProcessGroup g(sc.name + " drain");
+    g.spawn("consumer", [&](ChildIo& io) {
+      auto rx = ch.receiver(0);
+      const std::vector<std::uint64_t> shares = {count};
+      Scenario one = sc;
+      one.consumers = 1;
+      Tally tally(one, shares);
+      io.ready();
+      io.wait_go();
+      while (tally.count[0] < count) {
+        if (rx.receive(tally, std::chrono::seconds(10)) == 0)
+          fail("drain: nothing received for 10 s after " + std::to_string(tally.count[0]));
+      }
+      sh->count[0].store(tally.count[0]);
+      sh->sum[0].store(tally.sum[0]);
+    });
+    g.run(kSetupTimeout, run_timeout(o, false), check);
+  }
+  if (sh->count[0].load() != count || sh->sum[0].load() != count * (count - 1) / 2)
+    fail("drain: " + std::to_string(sh->count[0].load()) + " of " + std::to_string(count) +
+         " messages, or a wrong checksum");
+  const std::uint64_t start = sh->start_ns[0].load();
+  const std::uint64_t done = sh->persisted_ns.load();
+  if (done <= start) fail("no persisted time recorded");
+  RepResult r;
+  r.elapsed_s = static_cast<double>(done - start) / 1e9;
+  r.msgs_per_s = static_cast<double>(count) / r.elapsed_s;
+  r.mb_per_s = r.msgs_per_s * static_cast<double>(size) / 1e6;
+  r.persisted_mb_per_s = r.mb_per_s;
+  r.log_mb_per_s = static_cast<double>(written1 - written0) / 1e6 / r.elapsed_s;
+  r.switches_per_msg = static_cast<double>(switches) / static_cast<double>(count);
+  r.sent = count;
+  return r;
+}
+
+// --- the disk's limits ------------------------------------------------------------------------------
+
+// dd if=/dev/zero of=<file in the data root> bs=1M count=256 conv=fdatasync; the rate is
+// computed from the byte count and seconds dd reports.
+RepResult dd_rep(const Options& o) {
+  TempDir dir(o.data_root);
+  const std::string file = dir.path() + "/dd.tmp";
+  const int count = o.quick ? 32 : 256;
+  const auto [st, text] = run_capture({"dd", "if=/dev/zero", "of=" + file, "bs=1M",
+                                       "count=" + std::to_string(count), "conv=fdatasync"},
+                                      std::chrono::milliseconds(300'000));
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    fail("dd " + describe_status(st) + ": " + text.substr(0, 300));
+  const auto at = text.find(" copied, ");
+  if (at == std::string::npos) fail("cannot parse dd's output: " + text.substr(0, 300));
+  const std::size_t line = text.rfind('\n', at);
+  const std::string head = text.substr(line == std::string::npos ? 0 : line + 1);
+  const double bytes = std::strtod(head.c_str(), nullptr);
+  const double secs = std::strtod(text.c_str() + at + 9, nullptr);
+  if (bytes <= 0 || secs <= 0) fail("cannot parse dd's output: " + text.substr(0, 300));
+  RepResult r;
+  r.elapsed_s = secs;
+  r.mb_per_s = bytes / 1e6 / secs;
+  r.msgs_per_s = static_cast<double>(count) / secs;
+  return r;
+}
+
+// One process: write(64 bytes) + fdatasync per message, appending to a file in the data
+// root, for about o.seconds. The 1-fsync-per-message baseline for sync durability.
+RepResult fsync_rep(const Scenario& sc, const Options& o) {
+  TempDir dir(o.data_root);
+  const std::string file = dir.path() + "/fsync.tmp";
+  struct Out {
+    std::uint64_t n;
+    std::uint64_t ns;
+  };
+  SharedMap map(sizeof(Out));
+  auto* out = new (map.get()) Out{0, 0};
+  const double secs = o.quick ? 0.1 : o.seconds;
+  ProcessGroup g(sc.name);
+  g.spawn("writer", [&](ChildIo& io) {
+    const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) fail("open " + file + ": " + std::strerror(errno));
+    std::vector<std::byte> rec(sc.size, std::byte{0x5a});
+    io.ready();
+    io.wait_go();
+    const std::uint64_t t0 = now_ns();
+    const auto limit = static_cast<std::uint64_t>(secs * 1e9);
+    std::uint64_t n = 0;
+    std::uint64_t t = t0;
+    while (t - t0 < limit) {
+      put_tag(rec.data(), rec.size(), make_tag(0, n));
+      write_exact(fd, rec.data(), rec.size());
+      if (::fdatasync(fd) != 0) fail(std::string("fdatasync: ") + std::strerror(errno));
+      ++n;
+      t = now_ns();
+    }
+    ::close(fd);
+    out->n = n;
+    out->ns = t - t0;
+  });
+  g.run(kSetupTimeout, std::chrono::milliseconds(60'000 + static_cast<std::int64_t>(secs * 2000)));
+  if (out->n == 0 || out->ns == 0) fail("the writer recorded nothing");
+  RepResult r;
+  r.elapsed_s = static_cast<double>(out->ns) / 1e9;
+  r.msgs_per_s = static_cast<double>(out->n) / r.elapsed_s;
+  r.mb_per_s = r.msgs_per_s * static_cast<double>(sc.size) / 1e6;
+  return r;
+}
+
+Outcome disk_scenario(const Scenario& sc, const Options& o) {
+  std::vector<RepResult> rs;
+  const int reps = o.quick ? 1 : o.reps;
+  for (int i = 0; i < reps; ++i) rs.push_back(sc.kind == Kind::disk_dd ? dd_rep(o) : fsync_rep(sc, o));
+  Outcome out = aggregate(sc, rs, sc.kind == Kind::disk_dd ? (o.quick ? 32 : 256) : 0);
+  if (sc.kind == Kind::disk_fsync) {
+    std::vector<double> n;
+    for (const RepResult& r : rs) n.push_back(r.msgs_per_s * r.elapsed_s);
+    out.count = static_cast<std::uint64_t>(spread_of(n).median);
+  }
+  return out;
+}
+
+}  // namespace
+
+Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
+  Outcome out;
+  try {
+    check_signal();
+    if (sc.kind == Kind::throughput) {
+      switch (sc.transport) {
+        case Transport::shmq: out = throughput_scenario<ShmqChannel>(sc, o, env); break;
+        case Transport::boost: out = throughput_scenario<BoostChannel>(sc, o, env); break;
+        case Transport::bare: out = throughput_scenario<BareChannel>(sc, o, env); break;
+        case Transport::pipe: out = throughput_scenario<PipeChannel>(sc, o, env); break;
+        case Transport::unix_socket: out = throughput_scenario<UnixChannel>(sc, o, env); break;
+        case Transport::moodycamel:
+          out = measure(sc, o, [&](std::uint64_t n, bool) { return moody_throughput(sc, n); });
+          break;
+        case Transport::disk: fail("bad scenario");
+      }
+    } else if (sc.kind == Kind::roundtrip) {
+      switch (sc.transport) {
+        case Transport::shmq: out = roundtrip_scenario<ShmqChannel>(sc, o, env); break;
+        case Transport::boost: out = roundtrip_scenario<BoostChannel>(sc, o, env); break;
+        case Transport::bare: out = roundtrip_scenario<BareChannel>(sc, o, env); break;
+        case Transport::pipe: out = roundtrip_scenario<PipeChannel>(sc, o, env); break;
+        case Transport::unix_socket: out = roundtrip_scenario<UnixChannel>(sc, o, env); break;
+        case Transport::moodycamel:
+          out = measure(sc, o, [&](std::uint64_t n, bool) {
+            return moody_roundtrip(sc, n, warmup_for(n));
+          });
+          break;
+        case Transport::disk: fail("bad scenario");
+      }
+    } else if (sc.kind == Kind::persist) {
+      out = persist_scenario(sc, o, env);
+    } else {
+      out = disk_scenario(sc, o);
+    }
+  } catch (const Skip& e) {
+    out = Outcome{};
+    out.state = Outcome::State::skipped;
+    out.note = e.what();
+  } catch (const std::exception& e) {
+    out = Outcome{};
+    out.state = Outcome::State::failed;
+    out.note = e.what();
+  }
+  out.sc = &sc;
+  return out;
+}
+
+}  // namespace shmq_bench

@@ -1,0 +1,110 @@
+// shmq-bench: scenarios, how each is measured, and what a measurement yields.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bench_util.hpp"
+#include "shmq/queue.hpp"
+
+namespace shmq_bench {
+
+struct Options {
+  int reps = 3;                 // repetitions per scenario; figures are their median
+  double seconds = 0.8;         // target length of one repetition
+  bool quick = false;           // one short repetition per scenario, no calibration
+  std::string shmqd;            // shmqd binary ("" if none was found)
+  std::string data_root = "/var/tmp";  // where durable queues' data dirs and dd's file go
+  std::string out_dir = "bench-out";
+  bool json = false;
+  std::vector<std::string> filters;  // --scenario: regex or substring, any may match
+};
+
+// persist: one producer fills a ring big enough for the whole run while no consumer runs,
+// timed until everything is on disk (then drained, untimed): shmqd's write bandwidth.
+enum class Kind { throughput, roundtrip, disk_dd, disk_fsync, persist };
+enum class Transport { shmq, bare, boost, pipe, unix_socket, moodycamel, disk };
+
+const char* to_string(Kind k);
+const char* to_string(Transport t);
+
+struct Scenario {
+  std::string name;
+  Kind kind = Kind::throughput;
+  Transport transport = Transport::shmq;
+  int producers = 1;
+  int consumers = 1;
+  std::size_t size = 64;
+  bool batch = false;  // shmq: send_batch(32) + receive_batch(32) + ack(span)
+  shmq::Durability durability = shmq::Durability::none;
+  bool threads = false;  // moodycamel: two threads of one process
+};
+
+// Builds the full list of scenarios, in the order they run and print.
+std::vector<Scenario> all_scenarios();
+
+// One repetition.
+struct RepResult {
+  double elapsed_s = 0;
+  double msgs_per_s = 0;
+  double mb_per_s = 0;
+  double persisted_mb_per_s = -1;  // durable throughput: payload MB/s until all was on disk
+  double log_mb_per_s = -1;        // durable throughput: bytes shmqd wrote to its log per second
+  std::uint64_t sent = 0;          // messages sent (all queues), for shmqd's totals
+  double switches_per_msg = 0;     // voluntary context switches, all processes, per message
+  std::vector<std::uint64_t> lat;  // round trips, sorted
+};
+
+// A scenario's figures: the median of its repetitions, with min..max.
+struct Outcome {
+  const Scenario* sc = nullptr;
+  enum class State { ok, failed, skipped } state = State::ok;
+  std::string note;
+  int reps = 0;
+  std::uint64_t count = 0;  // messages (throughput) or timed round trips, per repetition
+  Spread msgs_per_s, mb_per_s, persisted_mb_per_s, log_mb_per_s, switches_per_msg;
+  std::string detail;  // durable: what shmqd did over the whole scenario
+  Spread p50, p99, p999, max;
+  std::vector<std::uint64_t> distribution;  // sorted round trips of the median repetition
+};
+
+// What the durable scenarios need, and why they are skipped if they are.
+struct DurableEnv {
+  std::string shmqd;
+  bool usable = false;
+  std::string why_not;
+  std::string data_root;
+};
+
+Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env);
+
+// --- shared between the runners and the in-process (moodycamel) baseline --------------------
+
+inline constexpr int kMaxSide = 8;  // producers or consumers per scenario
+
+// Results of a throughput run, in a MAP_SHARED mapping written by the children.
+struct TpShared {
+  alignas(64) std::atomic<std::uint64_t> received{0};  // all consumers (when more than one)
+  alignas(64) std::atomic<std::uint32_t> done{0};
+  alignas(64) std::atomic<std::uint64_t> end_ns{0};     // last receive+ack of the run
+  std::atomic<std::uint64_t> persisted_ns{0};           // durable: everything on disk
+  std::atomic<std::uint64_t> start_ns[kMaxSide] = {};   // each producer after the start signal
+  std::atomic<std::uint64_t> count[kMaxSide] = {};      // per producer: messages received
+  std::atomic<std::uint64_t> sum[kMaxSide] = {};        // per producer: sum of their seqs
+};
+
+// In-process ceiling: one child process with a producer thread and a consumer thread.
+RepResult moody_throughput(const Scenario& sc, std::uint64_t count);
+RepResult moody_roundtrip(const Scenario& sc, std::uint64_t samples, std::uint64_t warmup);
+
+// Shared by the runners: turns per-producer counts and sums into a verdict and the
+// throughput figures.
+RepResult finish_throughput(const Scenario& sc, const TpShared& sh, std::uint64_t count,
+                            std::uint64_t switches);
+std::vector<std::uint64_t> shares_of(std::uint64_t count, int producers);
+
+}  // namespace shmq_bench

@@ -112,7 +112,10 @@ std::uint64_t Producer::next_id() noexcept {
 void Producer::interrupt() noexcept {
   if (!interrupted_) return;
   interrupted_->store(true, std::memory_order_seq_cst);
-  if (seg_) detail::wake_all(seg_->header().producers_wait);
+  if (seg_) {
+    detail::wake_all(seg_->header().producers_wait);  // waiting for room
+    detail::wake_all(seg_->header().persist_wait);    // waiting for a sync confirmation
+  }
 }
 
 void Producer::clear_interrupt() noexcept {

@@ -48,7 +48,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -65,7 +64,6 @@
 #include <functional>
 #include <random>
 #include <set>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -73,11 +71,21 @@
 #include <utility>
 #include <vector>
 
+#include "bench_proc.hpp"
+#include "bench_util.hpp"
 #include "shmq/shmq.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+// Shared with shmq-bench (bench_util, bench_proc).
+using shmq_bench::check_signal;
+using shmq_bench::Clock;
+using shmq_bench::describe_machine;
+using shmq_bench::describe_status;
+using shmq_bench::fail;
+using shmq_bench::json_string;
+using shmq_bench::Machine;
+using shmq_bench::now_ns;
 
 constexpr const char* kProg = "shmq-bench-recovery";
 constexpr std::uint64_t kDefaultKills = 200;
@@ -191,14 +199,6 @@ int parse_args(int argc, char** argv, Config& cfg) {
 
 // --- Small helpers ----------------------------------------------------------------------
 
-std::uint64_t now_ns() {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-          .count());
-}
-
-[[noreturn]] void fail(const std::string& what) { throw std::runtime_error(what); }
-
 template <typename T>
 T take(shmq::Result<T> r, const std::string& what) {
   if (!r.ok()) fail(what + ": " + r.error().message());
@@ -216,13 +216,6 @@ std::uint64_t message_id(std::uint64_t round, std::uint64_t index) {
 std::string payload_for(std::uint64_t id) {
   return "recovery round " + std::to_string((id >> 32) - 1) + " message " +
          std::to_string(id & 0xffffffffu);
-}
-
-volatile sig_atomic_t g_signal = 0;
-extern "C" void on_signal(int sig) { g_signal = sig; }
-
-void check_signal() {
-  if (g_signal != 0) fail(std::string("interrupted by ") + strsignal(g_signal));
 }
 
 void write_all(int fd, const void* data, std::size_t n) {
@@ -270,12 +263,6 @@ char process_state(pid_t pid) {
   const auto close = line.rfind(')');
   if (close == std::string::npos || close + 2 >= line.size()) return 0;
   return line[close + 2];
-}
-
-std::string describe_exit(int status) {
-  if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("killed by ") + strsignal(WTERMSIG(status));
-  return "status " + std::to_string(status);
 }
 
 // --- Child processes -------------------------------------------------------------------
@@ -347,7 +334,7 @@ class Child {
     pid_ = -1;
     close_fd();
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-      fail(role_ + " failed: " + describe_exit(status));
+      fail(role_ + " " + describe_status(status));
   }
 
   // SIGKILL and reap at once; returns the wait status.
@@ -501,7 +488,7 @@ RoundResult run_round(const std::string& name, shmq::Producer& producer, std::ui
   const std::uint64_t t0 = now_ns();
   const int status = victim.kill_now();
   if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
-    fail("victim ended before it was killed: " + describe_exit(status));
+    fail("victim ended before it was killed: it " + describe_status(status));
 
   // 5. The live consumer's report of the redelivery.
   std::vector<Record> records(m);
@@ -561,59 +548,14 @@ void check_totals(const shmq::Queue& queue, std::uint64_t kills, std::uint64_t m
 
 // --- Output ----------------------------------------------------------------------------
 
-struct Machine {
-  std::string cpu = "unknown";
-  long cores = 0;
-  std::string kernel = "unknown";
-};
-
-Machine describe_machine() {
-  Machine m;
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("model name", 0) == 0) {
-      if (const auto colon = line.find(':'); colon != std::string::npos) {
-        m.cpu = line.substr(colon + 1);
-        m.cpu.erase(0, m.cpu.find_first_not_of(" \t"));
-      }
-      break;
-    }
-  }
-  m.cores = ::sysconf(_SC_NPROCESSORS_ONLN);
-  utsname u{};
-  if (::uname(&u) == 0) m.kernel = std::string(u.sysname) + " " + u.release + " " + u.machine;
-  return m;
-}
-
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (const char ch : s) {
-    if (ch == '"' || ch == '\\') {
-      out += '\\';
-      out += ch;
-    } else if (static_cast<unsigned char>(ch) < 0x20) {
-      char esc[8];
-      std::snprintf(esc, sizeof esc, "\\u%04x", static_cast<unsigned>(ch));
-      out += esc;
-    } else {
-      out += ch;
-    }
-  }
-  return out + "\"";
-}
-
 struct Percentiles {
   std::uint64_t p50 = 0, p90 = 0, p99 = 0, max = 0;
 };
 
-// Nearest rank: the smallest sample with at least p of all samples at or below it.
+// Nearest rank (shmq_bench::percentile) over every round.
 Percentiles percentiles(std::vector<std::uint64_t> v) {
   std::sort(v.begin(), v.end());
-  auto at = [&](double p) {
-    auto rank = static_cast<std::size_t>(p * static_cast<double>(v.size()) + 0.999999);
-    rank = std::clamp<std::size_t>(rank, 1, v.size());
-    return v[rank - 1];
-  };
+  auto at = [&](double p) { return shmq_bench::percentile(v, p); };
   return {at(0.50), at(0.90), at(0.99), v.back()};
 }
 
@@ -625,13 +567,9 @@ int main(int argc, char** argv) {
   Config cfg;
   if (const int rc = parse_args(argc, argv, cfg); rc != -1) return rc;
 
-  struct sigaction sa{};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;  // no SA_RESTART: poll() returns EINTR and the run cleans up
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  // SIGINT/SIGTERM without SA_RESTART (poll() returns EINTR and the run cleans up),
+  // SIGPIPE ignored.
+  shmq_bench::install_signal_handlers();
 
   const shmq::QueueOptions qopts;     // the defaults are what is measured
   const shmq::WatchdogOptions wopts;  // likewise

@@ -303,7 +303,9 @@ TEST(Watchdog, DefaultBackoffDoublesAndIsCapped) {
     ASSERT_EQ(c.nack(m), Status::ok);
     const std::uint64_t delay = hdr.deadline_ns.load() - before;
     EXPECT_GE(delay + 5'000'000, expected_ms * 1'000'000) << expected_ms;
-    EXPECT_LE(delay, expected_ms * 1'000'000 + 5'000'000) << expected_ms;
+    // Upper bound loose enough for a descheduled test thread, tight enough to tell the steps
+    // (100, 200, 300 ms) apart.
+    EXPECT_LE(delay, expected_ms * 1'000'000 + 40'000'000) << expected_ms;
   }
 }
 

@@ -279,6 +279,49 @@ int produce_stdin(shmq::Queue& q, shmq::Producer& p) {
   return kExitOk;
 }
 
+// One pass over the dead letters that are in the DLQ now. Newer ones (a replayed message that
+// died again) and those `visit` keeps are held aside and returned to the DLQ at the end, so
+// the pass ends. `visit(m)` returns handled (counts toward `count`; 0 = no limit), kept, or
+// stop (interrupted).
+enum class Visit { handled, kept, stop };
+struct WalkResult {
+  std::uint64_t handled = 0;
+  bool interrupted = false;
+};
+
+template <typename Visitor>
+WalkResult walk_dead_letters(shmq::Queue& dlq, shmq::Consumer& c, std::uint64_t count,
+                             Visitor&& visit) {
+  const std::uint64_t end = dlq.stats().tail;
+  std::deque<shmq::Message> kept;
+  WalkResult r;
+  while (count == 0 || r.handled < count) {
+    shmq::Message m;
+    const Status s = c.try_receive(m);
+    if (s == Status::empty) break;
+    if (s == Status::interrupted) {
+      r.interrupted = true;
+      break;
+    }
+    if (s != Status::ok)
+      fail(kExitRuntime, "receive from the dead-letter queue failed: " + status_text(s));
+    if (m.position() >= end) {
+      kept.push_back(std::move(m));
+      continue;
+    }
+    const Visit v = visit(m);
+    if (v == Visit::handled) ++r.handled;
+    if (v != Visit::handled && m.held()) kept.push_back(std::move(m));
+    if (v == Visit::stop) {
+      r.interrupted = true;
+      break;
+    }
+  }
+  kept.clear();
+  c.release_all();
+  return r;
+}
+
 }  // namespace
 
 int cmd_produce(const ProduceArgs& a) {
@@ -422,57 +465,33 @@ int cmd_dlq_replay(const DlqArgs& a) {
 
   // Replay what is there now, not what comes back while we replay (a message that dies
   // again would otherwise go round forever).
-  const shmq::QueueStats before = d->stats();
-  const std::uint64_t end = before.tail;
-  std::uint64_t total = depth(before);
+  std::uint64_t total = depth(d->stats());
   if (a.count != 0) total = std::min(total, a.count);
   Progress progress("replaying", total);
-  std::deque<shmq::Message> kept;  // held until the end, then returned to the DLQ
-  std::uint64_t replayed = 0, unreadable = 0, too_large = 0;
-  bool interrupted = false;
-  while (a.count == 0 || replayed < a.count) {
-    shmq::Message m;
-    const Status s = c->try_receive(m);
-    if (s == Status::empty) break;
-    if (s == Status::interrupted) {
-      interrupted = true;
-      break;
-    }
-    if (s != Status::ok) fail(kExitRuntime, "receive from the dead-letter queue failed: " + status_text(s));
-    if (m.position() >= end) {
-      kept.push_back(std::move(m));
-      continue;
-    }
+  std::uint64_t unreadable = 0, too_large = 0, done = 0;
+  const WalkResult w = walk_dead_letters(*d, *c, a.count, [&](shmq::Message& m) {
     const auto dl = shmq::parse_dead_letter(m.data());
     if (!dl) {
       ++unreadable;
-      kept.push_back(std::move(m));
-      continue;
+      return Visit::kept;
     }
     const Status sent = p->send(dl->payload, dl->original_id);
     if (sent == Status::too_large) {
       ++too_large;
-      kept.push_back(std::move(m));
-      continue;
+      return Visit::kept;
     }
-    if (sent != Status::ok) {
-      kept.push_back(std::move(m));
-      if (sent == Status::interrupted) {
-        interrupted = true;
-        break;
-      }
-      fail(kExitRuntime, "send to '" + a.queue + "' failed: " + status_text(sent));
-    }
+    if (sent == Status::interrupted) return Visit::stop;
+    if (sent != Status::ok) fail(kExitRuntime, "send to '" + a.queue + "' failed: " + status_text(sent));
     // Sent first, acked after: a crash in between leaves a duplicate, never a loss.
     if (c->ack(m) == Status::lease_lost)
       warn("dead letter at position " + std::to_string(m.position()) +
            " was taken back before its ack: it may be replayed twice");
-    ++replayed;
-    progress.update(replayed);
-  }
+    progress.update(++done);
+    return Visit::handled;
+  });
+  const std::uint64_t replayed = w.handled;
+  const bool interrupted = w.interrupted;
   progress.finish();
-  kept.clear();
-  c->release_all();
   std::printf("replayed %llu dead letter(s) to '%s'\n", static_cast<unsigned long long>(replayed),
               a.queue.c_str());
   if (interrupted) fail(kExitRuntime, "interrupted after " + std::to_string(replayed) + " replayed");
@@ -493,28 +512,11 @@ int cmd_dlq_purge(const DlqArgs& a) {
   if (!c.ok()) fail(c.error());
   install_stop_handlers();
   InterruptScope cs(&c.value());
-  const shmq::QueueStats before = d->stats();
-  const std::uint64_t end = before.tail;
-  std::deque<shmq::Message> kept;
-  std::uint64_t purged = 0;
-  bool interrupted = false;
-  while (a.count == 0 || purged < a.count) {
-    shmq::Message m;
-    const Status s = c->try_receive(m);
-    if (s == Status::empty) break;
-    if (s == Status::interrupted) {
-      interrupted = true;
-      break;
-    }
-    if (s != Status::ok) fail(kExitRuntime, "receive from the dead-letter queue failed: " + status_text(s));
-    if (m.position() >= end) {
-      kept.push_back(std::move(m));
-      continue;
-    }
-    if (c->ack(m) == Status::ok) ++purged;
-  }
-  kept.clear();
-  c->release_all();
+  const WalkResult w = walk_dead_letters(*d, *c, a.count, [&](shmq::Message& m) {
+    return c->ack(m) == Status::ok ? Visit::handled : Visit::kept;
+  });
+  const std::uint64_t purged = w.handled;
+  const bool interrupted = w.interrupted;
   std::printf("purged %llu dead letter(s) from %s\n", static_cast<unsigned long long>(purged),
               d->name().c_str());
   if (interrupted) fail(kExitRuntime, "interrupted after " + std::to_string(purged) + " purged");

@@ -562,17 +562,23 @@ struct DurableSide {
   }
 };
 
+// The channel a scenario runs on: its message size, batching and durability, in the data
+// dir of its shmqd when durable.
+ChannelSpec spec_for(const Scenario& sc, const DurableSide& side, std::size_t capacity) {
+  ChannelSpec spec;
+  spec.size = sc.size;
+  spec.capacity = capacity;
+  spec.batch = sc.batch;
+  spec.durability = sc.durability;
+  spec.data_dir = side.data_dir;
+  return spec;
+}
+
 template <typename Ch>
 Outcome throughput_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
   DurableSide side;
   side.prepare(sc, env);
-  ChannelSpec spec;
-  spec.size = sc.size;
-  spec.capacity = capacity_for(sc.size);
-  spec.batch = sc.batch;
-  spec.durability = sc.durability;
-  spec.data_dir = side.data_dir;
-  Ch ch(spec);
+  Ch ch(spec_for(sc, side, capacity_for(sc.size)));
   if constexpr (std::is_same_v<Ch, ShmqChannel>) side.start(sc, env, {ch.name()});
   const auto check = side.checker();
   const auto log_bytes = side.log_bytes();
@@ -592,13 +598,7 @@ RepResult persist_rep(const Scenario& sc, ShmqChannel& ch, std::uint64_t count, 
 Outcome persist_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
   DurableSide side;
   side.prepare(sc, env);
-  ChannelSpec spec;
-  spec.size = sc.size;
-  spec.capacity = kPersistSlots;
-  spec.batch = sc.batch;
-  spec.durability = sc.durability;
-  spec.data_dir = side.data_dir;
-  ShmqChannel ch(spec);
+  ShmqChannel ch(spec_for(sc, side, kPersistSlots));
   side.start(sc, env, {ch.name()});
   const auto check = side.checker();
   const auto log_bytes = side.log_bytes();
@@ -615,11 +615,7 @@ template <typename Ch>
 Outcome roundtrip_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
   DurableSide side;
   side.prepare(sc, env);
-  ChannelSpec spec;
-  spec.size = sc.size;
-  spec.capacity = capacity_for(sc.size);
-  spec.durability = sc.durability;
-  spec.data_dir = side.data_dir;
+  const ChannelSpec spec = spec_for(sc, side, capacity_for(sc.size));
   Ch ping(spec);
   Ch pong(spec);
   if constexpr (std::is_same_v<Ch, ShmqChannel>) side.start(sc, env, {ping.name(), pong.name()});

@@ -102,6 +102,20 @@ void fail(benchmark::State& state, const char* what, shmq::Status s) {
 }
 
 // One message through the queue: try_send (copy in), try_receive (zero-copy), ack.
+// The consumer half of every single-message benchmark: take the message, touch it, ack it.
+bool receive_and_ack(benchmark::State& state, QueueFixture& f, shmq::Message& m) {
+  if (const auto s = f.consumer().try_receive(m); s != shmq::Status::ok) {
+    fail(state, "try_receive", s);
+    return false;
+  }
+  benchmark::DoNotOptimize(m.data().data());
+  if (const auto s = f.consumer().ack(m); s != shmq::Status::ok) {
+    fail(state, "ack", s);
+    return false;
+  }
+  return true;
+}
+
 // Arg: message size in bytes.
 void BM_TrySendReceiveAck(benchmark::State& state) {
   const auto size = static_cast<std::size_t>(state.range(0));
@@ -114,15 +128,7 @@ void BM_TrySendReceiveAck(benchmark::State& state) {
       fail(state, "try_send", s);
       break;
     }
-    if (const auto s = f.consumer().try_receive(m); s != shmq::Status::ok) {
-      fail(state, "try_receive", s);
-      break;
-    }
-    benchmark::DoNotOptimize(m.data().data());
-    if (const auto s = f.consumer().ack(m); s != shmq::Status::ok) {
-      fail(state, "ack", s);
-      break;
-    }
+    if (!receive_and_ack(state, f, m)) break;
   }
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(size));
@@ -191,15 +197,7 @@ void BM_ReserveCommitReceiveAck(benchmark::State& state) {
       fail(state, "commit", s);
       break;
     }
-    if (const auto s = f.consumer().try_receive(m); s != shmq::Status::ok) {
-      fail(state, "try_receive", s);
-      break;
-    }
-    benchmark::DoNotOptimize(m.data().data());
-    if (const auto s = f.consumer().ack(m); s != shmq::Status::ok) {
-      fail(state, "ack", s);
-      break;
-    }
+    if (!receive_and_ack(state, f, m)) break;
   }
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(size));

@@ -327,7 +327,8 @@ TEST(Wal, CheckpointMinUnackedFiltersAndNextPositionComesBack) {
   EXPECT_FALSE(w->failed());               // ...as a bad argument, not a failure
 }
 
-TEST(Wal, DuplicateIdsKeepTheLowestPositionAndIdZeroIsNeverDeduplicated) {
+TEST(Wal, MessagesWithTheSameIdAreAllRecovered) {
+  // Ids are the application's: recovery tells messages apart by position only.
   FaultFs fs;
   {
     RecoveryReport r;
@@ -335,7 +336,6 @@ TEST(Wal, DuplicateIdsKeepTheLowestPositionAndIdZeroIsNeverDeduplicated) {
     ASSERT_TRUE(w->append_message(3, 77, bytes_of("first")).ok());
     ASSERT_TRUE(w->append_message(4, 77, bytes_of("retry")).ok());
     ASSERT_TRUE(w->append_message(5, 0, bytes_of("anon")).ok());
-    ASSERT_TRUE(w->append_message(6, 0, bytes_of("anon")).ok());
     ASSERT_TRUE(w->append_message(7, 78, bytes_of("acked")).ok());
     ASSERT_TRUE(w->append_message(8, 78, bytes_of("again")).ok());
     ASSERT_TRUE(w->append_ack(7).ok());
@@ -343,9 +343,41 @@ TEST(Wal, DuplicateIdsKeepTheLowestPositionAndIdZeroIsNeverDeduplicated) {
   }
   RecoveryReport r;
   auto w = open_ok(options_for(kDir), fs, r);
-  EXPECT_EQ(positions(r), (std::vector<std::uint64_t>{3, 5, 6, 8}));
-  EXPECT_EQ(r.unacked[0].payload, bytes_of("first"));
-  EXPECT_EQ(r.duplicates, 1u);
+  EXPECT_EQ(positions(r), (std::vector<std::uint64_t>{3, 4, 5, 8}));
+  EXPECT_EQ(r.unacked[1].payload, bytes_of("retry"));
+  EXPECT_EQ(r.superseded, 0u);
+}
+
+TEST(Wal, DurableCopySupersedesItsOriginInAnyOrderAndAcrossEpochs) {
+  FaultFs fs;
+  {
+    RecoveryReport r;
+    auto w = open_ok(options_for(kDir), fs, r);
+    // Epoch 1: positions 0..3, 1 acked.
+    for (std::uint64_t p = 0; p < 4; ++p)
+      ASSERT_TRUE(w->append_message(p, 100 + p, bytes_of("m" + std::to_string(p))).ok());
+    ASSERT_TRUE(w->append_ack(1).ok());
+    // Epoch 2 (rebuilt at 10): 0 and 2 republished as copies; 3 not yet.
+    ASSERT_TRUE(w->append_copy(10, 0, 100, bytes_of("m0")).ok());
+    ASSERT_TRUE(w->append_copy(11, 2, 102, bytes_of("m2")).ok());
+    ASSERT_TRUE(w->append_ack(11).ok());  // the copy of 2 was acked
+    // Epoch 3 (rebuilt at 20): the copy at 10 copied again.
+    ASSERT_TRUE(w->append_copy(20, 10, 100, bytes_of("m0")).ok());
+    // A duplicate of the origin 0 after its copy (compaction writes live records again):
+    // still superseded.
+    ASSERT_TRUE(w->append_message(0, 100, bytes_of("m0")).ok());
+    ASSERT_TRUE(w->sync().ok());
+  }
+  RecoveryReport r;
+  auto w = open_ok(options_for(kDir), fs, r);
+  EXPECT_EQ(positions(r), (std::vector<std::uint64_t>{3, 20}));
+  EXPECT_EQ(r.unacked[1].id, 100u);
+  EXPECT_EQ(r.unacked[1].payload, bytes_of("m0"));
+  EXPECT_EQ(r.superseded, 3u);  // 0, 2 and 10; 2's copy acked, the message is gone
+  const VerifyReport v = verify(kDir, fs, nullptr);
+  EXPECT_EQ(v.unacked, 2u);
+  EXPECT_EQ(v.superseded, 3u);
+  EXPECT_EQ(v.acked, 2u);
 }
 
 TEST(Wal, RotatesPastSegmentBytesWithTheSafeCreateSequence) {

@@ -231,7 +231,7 @@ int cmd_delete(const DeleteArgs& a) {
   std::vector<std::string> removed;
   for (const auto& n : names) {
     if (n == a.queue && !have_segment) continue;
-    auto r = shmq::Queue::remove(n);
+    auto r = shmq::detail::Segment::remove(n);  // one at a time: --keep-dlq
     if (!r.ok()) {
       if (r.error().code() == shmq::Errc::not_found && n != a.queue) continue;  // no DLQ
       fail(r.error());

@@ -71,6 +71,10 @@ int cmd_log_verify(const LogArgs& a) {
     j["records"] = r.records;
     j["messages"] = r.records - std::min(r.acks, r.records);
     j["acks"] = r.acks;
+    j["unacked"] = r.unacked;
+    j["acked"] = r.acked;
+    j["superseded"] = r.superseded;
+    j["below_checkpoint"] = r.below_checkpoint;
     j["corrupt_bytes"] = r.corrupt_bytes;
     j["torn_tail_bytes"] = r.torn_tail_bytes;
     j["notes"] = r.notes;
@@ -81,6 +85,12 @@ int cmd_log_verify(const LogArgs& a) {
                 static_cast<unsigned long long>(r.records),
                 static_cast<unsigned long long>(r.records - std::min(r.acks, r.records)),
                 static_cast<unsigned long long>(r.acks));
+    std::printf("recovery would return %llu unacked message(s); not returned: %llu acked, %llu "
+                "superseded by a copy republished after a rebuild, %llu record(s) below the "
+                "checkpoint\n",
+                static_cast<unsigned long long>(r.unacked), static_cast<unsigned long long>(r.acked),
+                static_cast<unsigned long long>(r.superseded),
+                static_cast<unsigned long long>(r.below_checkpoint));
     for (const auto& n : r.notes) std::printf("  %s\n", one_line(n).c_str());
     if (r.ok)
       std::printf("OK%s\n", r.torn_tail_bytes ? " (a torn tail is an interrupted write, not damage)" : "");
@@ -100,10 +110,13 @@ int cmd_log_dump(const LogArgs& a) {
               "ID", "SIZE", "PAYLOAD");
   const shmq::log::VerifyReport r = shmq::log::verify(
       a.dir, shmq::log::posix_file_system(), [&](const shmq::log::RecordView& v) {
-        const bool msg = v.type == shmq::log::RecordType::message;
+        const bool msg = v.type != shmq::log::RecordType::ack;
+        const std::string type = v.type == shmq::log::RecordType::copy
+                                     ? "copy<" + std::to_string(v.origin)
+                                     : msg ? "message" : "ack";
         std::printf("%-28.*s %-10llu %-8s %-12llu %-20llu %-8zu %s\n",
                     static_cast<int>(v.file.size()), v.file.data(),
-                    static_cast<unsigned long long>(v.offset), msg ? "message" : "ack",
+                    static_cast<unsigned long long>(v.offset), type.c_str(),
                     static_cast<unsigned long long>(v.position),
                     static_cast<unsigned long long>(v.id), v.payload.size(),
                     msg ? render_payload(v.payload, a.max_bytes).c_str() : "-");

@@ -15,13 +15,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,6 +38,7 @@
 #include "persist/meta.hpp"
 #include "persist/persister.hpp"
 #include "persist/republish.hpp"
+#include "platform/crash_point.hpp"
 #include "segment/segment.hpp"
 #include "shmq/shmq.hpp"
 
@@ -150,14 +154,13 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
        static_cast<unsigned long long>(report.truncated_bytes),
        static_cast<unsigned long long>(report.corrupt_bytes));
 
-  bool rebuilt = false;
   auto q = shmq::Queue::open(queue);
   if (!q.ok() && q.error().code() == shmq::Errc::not_found) {
     // The segment is gone (a reboot, or `shmqctl delete` without --purge-data): rebuild it
     // from the log, positions continuing after the last logged one.
     q = shmq::Queue::recreate(queue, options, report.next_position);
     if (!q.ok()) return fatal(queue, "cannot rebuild the segment: " + q.error().message());
-    rebuilt = true;
+    SHMQ_CRASH_POINT("shmqd.after_rebuild");
     logf("queue '%s': segment rebuilt from the log at position %llu; %zu messages to redeliver",
          queue.c_str(), static_cast<unsigned long long>(report.next_position),
          report.unacked.size());
@@ -179,28 +182,48 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
   if (!watchdog.ok()) return fatal(queue, watchdog.error().message());
   watchdog->start();
 
-  // Republish what the log holds unacked into the rebuilt ring, from its own thread: the
-  // ring may be smaller than the backlog, and only the persister below frees slots.
+  // Recovery as a state machine (docs/log_format.md, "Rebuild epochs"): every unacked
+  // message the log holds below the segment's base belongs to an earlier epoch and must
+  // reach the ring as a copy (same id, a new position, tagged with its origin). The copies
+  // that a previous run of shmqd already put into this ring are found there and not sent
+  // again; the rest are republished now. Each origin stays live in the log until its copy
+  // is durable, so a crash at any step, any number of times, loses none of them.
+  if (auto r = persister.adopt(report); !r.ok()) return fatal(queue, r.error().message());
+  const std::uint64_t base = seg->header().base_position;
+  const std::set<std::uint64_t> in_ring = shmq::detail::copies_in_ring(*seg);
+  std::vector<std::uint64_t> origins;
+  std::vector<const shmq::log::RecoveredMessage*> to_send;
+  for (const auto& m : report.unacked) {
+    if (m.position >= base) continue;
+    origins.push_back(m.position);
+    if (!in_ring.contains(m.position)) to_send.push_back(&m);
+  }
+  persister.expect_copies(origins);
+  if (!origins.empty())
+    logf("queue '%s': %zu message(s) of an earlier epoch: %zu already in the ring, %zu to "
+         "republish",
+         queue.c_str(), origins.size(), origins.size() - to_send.size(), to_send.size());
+  SHMQ_CRASH_POINT("shmqd.before_republish");
+
+  // Republish from its own thread: the ring may be smaller than the backlog, and only the
+  // persister below frees slots.
   std::thread republisher;
   std::optional<shmq::Producer> producer;
-  if (rebuilt && !report.unacked.empty()) {
+  if (!to_send.empty()) {
     auto p = q->producer();
     if (!p.ok()) return fatal(queue, p.error().message());
     producer.emplace(std::move(p.value()));
-    persister.hold_checkpoint_until(UINT64_MAX);
     republisher = std::thread([&, queue] {
       std::uint64_t end = 0;
-      for (const auto& m : report.unacked) {
+      for (const auto* m : to_send) {
         const shmq::Status s = shmq::detail::ProducerAccess::send_recovered(
-            *producer, shmq::Bytes(m.payload), m.id, &end);
+            *producer, shmq::Bytes(m->payload), m->id, m->position, &end);
         if (s == shmq::Status::interrupted) return;
         if (s != shmq::Status::ok) return fatal(queue, "cannot republish a recovered message");
+        SHMQ_CRASH_POINT("shmqd.mid_republish");
       }
-      persister.hold_checkpoint_until(end);
-      logf("queue '%s': %zu recovered messages republished", queue.c_str(), report.unacked.size());
+      logf("queue '%s': %zu recovered messages republished", queue.c_str(), to_send.size());
     });
-  } else if (!rebuilt) {
-    persister.adopt(report);
   }
 
   logf("queue '%s': persisting (durability %s) in %s", queue.c_str(),
@@ -332,6 +355,28 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "shmqd: need --data-dir DIR and at least one QUEUE (try --help)\n");
     return 2;
   }
+  // A durable queue's dead-letter queue lives beside it (DIR/QUEUE.dlq, made with the queue)
+  // and is served with it: its dead letters are as durable as the queue's messages.
+  for (std::size_t i = 0, n = queues.size(); i < n; ++i) {
+    const std::string dlq = shmq::Queue::dead_letter_name(queues[i]);
+    struct stat st {};
+    const std::string meta = shmq::detail::queue_dir(root, dlq) + "/" + shmq::detail::kMetaFile;
+    if (std::find(queues.begin(), queues.end(), dlq) == queues.end() &&
+        ::lstat(meta.c_str(), &st) == 0 && S_ISREG(st.st_mode))
+      queues.push_back(dlq);
+  }
+#ifdef SHMQ_CRASH_POINTS
+  // Test builds only (shmqd_crashpoints): SHMQ_CRASH_AT=name:count kills this process with
+  // SIGKILL the count-th time it passes crash point `name`.
+  if (const char* at = std::getenv("SHMQ_CRASH_AT"); at != nullptr) {
+    const std::string spec = at;
+    const auto colon = spec.rfind(':');
+    static std::string name = spec.substr(0, colon);
+    const unsigned count =
+        colon == std::string::npos ? 1u : static_cast<unsigned>(std::stoul(spec.substr(colon + 1)));
+    shmq::detail::arm_crash_point(name.c_str(), count);
+  }
+#endif
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   ::sigemptyset(&sa.sa_mask);

@@ -107,8 +107,12 @@ class Consumer {
   // Gives the message back. requeue=true: delivered again (to any consumer) with its
   // delivery count raised, after the queue's backoff delay if it has one. requeue=false:
   // rejected: dead-lettered with reason "rejected" (or dropped if the queue does not
-  // dead-letter). A message over the queue's max_deliveries is dead-lettered when it would
-  // be delivered again.
+  // dead-letter). It never blocks: if the dead-letter queue cannot take the message now
+  // (full, or missing), nack returns Status::full and the message stays in this queue,
+  // still held by this consumer (retry, nack(m) it back, or ack it). On a durable queue the
+  // dead letter survives a crash and a reboot: shmqd journals the release of the original
+  // only once the dead letter is on disk. A message over the queue's max_deliveries is
+  // dead-lettered when it would be delivered again.
   Status nack(Message& m, bool requeue = true);
   // Gives the message back to be delivered again not before `delay` from now (0: at once).
   Status nack_after(Message& m, std::chrono::milliseconds delay);

@@ -58,6 +58,13 @@ class Reservation {
   std::uint64_t position_ = 0;
 };
 
+// The id a message sent with id 0 gets: the top bit set, then the position of its first
+// send. Unique within a queue by construction (see Producer::send).
+inline constexpr std::uint64_t kGeneratedIdBit = std::uint64_t{1} << 63;
+constexpr std::uint64_t generated_id(std::uint64_t position) noexcept {
+  return kGeneratedIdBit | position;
+}
+
 class Producer {
  public:
   Producer(Producer&&) noexcept;
@@ -68,7 +75,10 @@ class Producer {
   ~Producer();
 
   // Sends a copy of `message`. `id` is kept with the message for deduplication; 0 asks
-  // for a fresh one (unique per producer row and process).
+  // for a generated one: generated_id(position of its first send), unique within the queue
+  // for its whole life (positions are never reused, also across restarts and rebuilds from
+  // the log), whichever producer or process sends. Ids you choose yourself should stay
+  // below 2^63 so that they never meet a generated one.
   // send() blocks while the ring is full; try_send() returns Status::full at once;
   // send_for() waits at most `timeout`.
   // On a queue with Durability::sync, ok means the message is on disk (publisher confirm):
@@ -118,22 +128,20 @@ class Producer {
                         std::chrono::steady_clock::time_point confirm_deadline);
   Producer(std::shared_ptr<detail::Segment> segment, std::uint32_t member);
 
-  // `redelivery`: a message recovered from the log, sent as already delivered once.
+  // `origin` != 0: a message recovered from the log (at position origin - 1), republished
+  // into a rebuilt ring as already delivered once; the persister logs it as a copy of it.
   Status send_impl(Bytes message, std::uint64_t id,
                    std::chrono::steady_clock::time_point deadline, bool wake,
-                   bool redelivery = false, std::uint64_t* position = nullptr);
+                   std::uint64_t origin = 0, std::uint64_t* position = nullptr);
   Status claim(std::uint32_t k, std::uint64_t& pos,
                std::chrono::steady_clock::time_point deadline);
   void write_and_publish_prepare(std::uint64_t pos, Bytes message, std::uint64_t id);
   bool publish(std::uint64_t pos, std::uint32_t k);
   void wake_consumers() noexcept;
-  std::uint64_t next_id() noexcept;
   void release_member() noexcept;
 
   std::shared_ptr<detail::Segment> seg_;
   std::uint32_t member_ = 0;
-  std::uint64_t id_prefix_ = 0;
-  std::uint64_t id_counter_ = 0;
   std::uint64_t now_ns_ = 0;  // CLOCK_MONOTONIC_COARSE read once per send
   std::unique_ptr<std::atomic<bool>> interrupted_;
 };

@@ -145,7 +145,8 @@ class Queue {
   static std::string dead_letter_name(std::string_view name);
   // Opens the queue, creating it with `options` if it does not exist.
   static Result<Queue> open_or_create(std::string_view name, const QueueOptions& options = {});
-  // Removes the segment name. Processes that have it mapped keep working on the old one.
+  // Removes the segment `name` and its dead-letter queue's ("<name>.dlq", if any). Data
+  // dirs are kept. Processes that have them mapped keep working on the old ones.
   static VoidResult remove(std::string_view name);
   // Checks a queue name: 1..200 characters of [A-Za-z0-9._-], not starting with '.',
   // no "..". Returns a message saying what is wrong, or an empty string.

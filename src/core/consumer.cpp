@@ -145,8 +145,10 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
                                        detail::coarse_resolution_ns();
   if (too_many || expired) {
     if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
-    dead_letters_->move(pos, held, expired ? DeadLetterReason::expired
-                                           : DeadLetterReason::max_deliveries, member_);
+    (void)dead_letters_->move(pos, held,
+                              expired ? DeadLetterReason::expired
+                                      : DeadLetterReason::max_deliveries,
+                              member_, /*requeue_on_failure=*/true);
     return Claim::diverted;
   }
   fill(pos, held, next, out);
@@ -356,12 +358,23 @@ Status Consumer::nack(Message& m, bool requeue) {
   if (!requeue) {
     detail::Segment& seg = *seg_;
     const std::uint64_t w = seg.slot(m.position_).word.load(std::memory_order_seq_cst);
+    if (w != m.word_ || !is_current(seg, m, m.delivery_count_)) {
+      m.held_ = false;
+      m.data_ = nullptr;
+      m.size_ = 0;
+      return Status::lease_lost;
+    }
+    if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
+    using Outcome = detail::DeadLetterSink::Outcome;
+    const Outcome o = dead_letters_->move(m.position_, m.word_, DeadLetterReason::rejected,
+                                          member_, /*requeue_on_failure=*/false);
+    // Not moved: the message stays in this queue, still held by us (the caller may retry,
+    // nack it back, or ack it); `full` says the dead-letter queue could not take it.
+    if (o == Outcome::not_moved) return Status::full;
     m.held_ = false;
     m.data_ = nullptr;
     m.size_ = 0;
-    if (w != m.word_ || !is_current(seg, m, m.delivery_count_)) return Status::lease_lost;
-    if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
-    dead_letters_->move(m.position_, m.word_, DeadLetterReason::rejected, member_);
+    if (o == Outcome::lease_lost) return Status::lease_lost;
     bump(seg.member(member_).acked);
     wake_producers();
     return Status::ok;

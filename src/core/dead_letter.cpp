@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/slot_ops.hpp"
+#include "persist/republish.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
 #include "ring/slot_word.hpp"
@@ -59,7 +60,7 @@ QueueOptions dead_letter_options(const QueueOptions& parent) {
 bool DeadLetterSink::open() {
   if (producer_) return true;
   const std::string name = Queue::dead_letter_name(src_->name());
-  auto q = Queue::open_or_create(name, dead_letter_options(src_->options()));
+  auto q = Queue::open(name);
   if (!q.ok()) return false;
   auto p = q->producer();
   if (!p.ok()) return false;
@@ -68,10 +69,12 @@ bool DeadLetterSink::open() {
   return true;
 }
 
-bool DeadLetterSink::move(std::uint64_t pos, std::uint64_t held, DeadLetterReason reason,
-                          std::uint32_t member) {
+DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t held,
+                                             DeadLetterReason reason, std::uint32_t member,
+                                             bool requeue_on_failure) {
   Segment& seg = *src_;
-  if (!seg.dead_letter()) return release_held(seg, pos, held, member);
+  if (!seg.dead_letter())
+    return release_held(seg, pos, held, member) ? Outcome::moved : Outcome::lease_lost;
   const std::uint32_t k = word_aux(held);
   SlotHeader& hdr = seg.slot(pos);
   const std::size_t len = bounded_length(seg, pos, k);
@@ -96,20 +99,21 @@ bool DeadLetterSink::move(std::uint64_t pos, std::uint64_t held, DeadLetterReaso
     off += n;
   }
   auto& counters = seg.header().watchdog_counters;
-  // A message id of 0 would ask the DLQ producer for a fresh one; keep 0 only if it was 0.
-  if (!open() || producer_->try_send(Bytes(buf_), id) != Status::ok) {
+  // The dead letter keeps the message's id (never 0: ids are generated at send).
+  if (!open() || ProducerAccess::send_unconfirmed(*producer_, Bytes(buf_), id) != Status::ok) {
     counters.dead_letter_failed.fetch_add(1, std::memory_order_relaxed);
-    requeue_held(seg, pos, held, monotonic_coarse_ns() + 1'000'000'000ull);
-    return false;
+    if (requeue_on_failure)
+      (void)requeue_held(seg, pos, held, monotonic_coarse_ns() + 1'000'000'000ull);
+    return Outcome::not_moved;
   }
   // Sent: now release the original. A crash between the two leaves the message in both
   // queues (a duplicate dead letter), never in neither.
   SHMQ_CRASH_POINT("dead_letter.after_send");
-  release_held(seg, pos, held, member);
+  if (!release_held(seg, pos, held, member)) return Outcome::lease_lost;
   counters.dead_lettered.fetch_add(1, std::memory_order_relaxed);
   if (reason == DeadLetterReason::expired)
     counters.expired.fetch_add(1, std::memory_order_relaxed);
-  return true;
+  return Outcome::moved;
 }
 
 }  // namespace shmq::detail

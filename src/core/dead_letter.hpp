@@ -18,17 +18,27 @@ namespace shmq::detail {
 // TTL, no dead-lettering).
 QueueOptions dead_letter_options(const QueueOptions& parent);
 
-// Moves held messages of one queue to its dead-letter queue. Opens (or creates) the DLQ and
-// registers a producer there on first use; one per consumer or watchdog.
+// Moves held messages of one queue to its dead-letter queue. Opens the DLQ (made with the
+// queue: Queue::create) and registers a producer there on first use; one per consumer or
+// watchdog.
 class DeadLetterSink {
  public:
   explicit DeadLetterSink(std::shared_ptr<Segment> source) : src_(std::move(source)) {}
 
+  enum class Outcome : std::uint8_t {
+    moved,       // in the DLQ (or dropped: dead_letter = false), the slot released
+    not_moved,   // the DLQ cannot take it now (full, missing): the message is still held
+                 // by us, untouched, or (requeue_on_failure) put back delayed by 1 s
+    lease_lost,  // copied to the DLQ, but the slot was no longer ours to release (the
+                 // watchdog took it back meanwhile): it may be delivered again
+  };
+
   // The message at `pos`, held by us with word `held`, goes to the DLQ with `reason`; then
-  // its slot is released. If the queue drops dead letters (dead_letter = false) it is only
-  // released. If the DLQ cannot take it now (full, cannot be created), the message is put
-  // back delayed by one second instead and false is returned: never lost.
-  bool move(std::uint64_t pos, std::uint64_t held, DeadLetterReason reason, std::uint32_t member);
+  // its slot is released. Never blocks: the DLQ send neither waits for room nor, on a sync
+  // queue, for its confirmation (shmqd journals the original's release only once the dead
+  // letter is on disk: see Persister::dead_letters_durable). Never loses the message.
+  Outcome move(std::uint64_t pos, std::uint64_t held, DeadLetterReason reason,
+               std::uint32_t member, bool requeue_on_failure);
 
  private:
   bool open();

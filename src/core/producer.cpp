@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <random>
 
 #include "core/call_util.hpp"
 #include "core/slot_ops.hpp"
@@ -49,20 +48,11 @@ bool all_free(const detail::Segment& seg, std::uint64_t t, std::uint32_t k) {
 Producer::Producer(std::shared_ptr<detail::Segment> segment, std::uint32_t member)
     : seg_(std::move(segment)),
       member_(member),
-      interrupted_(std::make_unique<std::atomic<bool>>(false)) {
-  // Ids: member row (8 bits) | random (16 bits) | counter (40 bits). Two live producers
-  // never collide; a later producer on the same row collides with an earlier one with
-  // probability 2^-16 and only where their counters overlap. Callers that need strict
-  // deduplication pass their own ids.
-  std::random_device rd;
-  id_prefix_ = (std::uint64_t(member) << 56) | (std::uint64_t(rd() & 0xffff) << 40);
-}
+      interrupted_(std::make_unique<std::atomic<bool>>(false)) {}
 
 Producer::Producer(Producer&& o) noexcept
     : seg_(std::move(o.seg_)),
       member_(o.member_),
-      id_prefix_(o.id_prefix_),
-      id_counter_(o.id_counter_),
       interrupted_(std::move(o.interrupted_)) {}
 
 Producer& Producer::operator=(Producer&& o) noexcept {
@@ -70,8 +60,6 @@ Producer& Producer::operator=(Producer&& o) noexcept {
     release_member();
     seg_ = std::move(o.seg_);
     member_ = o.member_;
-    id_prefix_ = o.id_prefix_;
-    id_counter_ = o.id_counter_;
     interrupted_ = std::move(o.interrupted_);
   }
   return *this;
@@ -102,12 +90,6 @@ void Producer::heartbeat() noexcept {
 }
 
 std::size_t Producer::max_message_size() const noexcept { return seg_->max_message_size(); }
-
-std::uint64_t Producer::next_id() noexcept {
-  id_counter_ = (id_counter_ + 1) & ((std::uint64_t{1} << 40) - 1);
-  if (id_counter_ == 0) id_counter_ = 1;
-  return id_prefix_ | id_counter_;
-}
 
 void Producer::interrupt() noexcept {
   if (!interrupted_) return;
@@ -268,6 +250,7 @@ void Producer::write_and_publish_prepare(std::uint64_t pos, Bytes message, std::
   hdr.delivery_count.store(0, std::memory_order_relaxed);
   hdr.deadline_ns.store(0, std::memory_order_relaxed);
   hdr.enqueued_ns.store(now_ns_, std::memory_order_relaxed);
+  hdr.origin.store(0, std::memory_order_relaxed);
   SHMQ_CRASH_POINT("producer.mid_write");
   const std::size_t p = seg.payload_size();
   std::size_t off = 0;
@@ -299,19 +282,24 @@ Status Producer::wait_persisted(std::uint64_t upto, Clock::time_point deadline) 
 }
 
 Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point deadline,
-                           bool wake, bool redelivery, std::uint64_t* position) {
+                           bool wake, std::uint64_t origin, std::uint64_t* position) {
   if (!seg_) return Status::invalid;
   if (message.size() > seg_->max_message_size()) return Status::too_large;
   const std::uint32_t k = seg_->fragments_for(message.size());
-  if (id == 0) id = next_id();
   // One clock read per send: the heartbeat and the enqueue time (TTL) share it.
   now_ns_ = detail::monotonic_coarse_ns();
   seg_->member(member_).heartbeat_ns.store(now_ns_, std::memory_order_relaxed);
   for (;;) {
     std::uint64_t pos = 0;
     if (const Status s = claim(k, pos, deadline); s != Status::ok) return s;
-    write_and_publish_prepare(pos, message, id);
-    if (redelivery) seg_->slot(pos).delivery_count.store(1, std::memory_order_relaxed);
+    // A generated id is this claim's position: if the claim is repaired and we send again
+    // at a new position, the message gets that one (the first was never delivered).
+    write_and_publish_prepare(pos, message, id != 0 ? id : generated_id(pos));
+    if (origin != 0) {
+      detail::SlotHeader& hdr = seg_->slot(pos);
+      hdr.delivery_count.store(1, std::memory_order_relaxed);
+      hdr.origin.store(origin, std::memory_order_relaxed);
+    }
     SHMQ_CRASH_POINT("producer.before_publish");
     if (publish(pos, k)) {
       if (position != nullptr) *position = pos + k;
@@ -330,7 +318,7 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
 Status Producer::send_confirmed(Bytes message, std::uint64_t id, Clock::time_point space_deadline,
                                 Clock::time_point confirm_deadline) {
   std::uint64_t end = 0;
-  const Status s = send_impl(message, id, space_deadline, true, false, &end);
+  const Status s = send_impl(message, id, space_deadline, true, 0, &end);
   if (s != Status::ok || seg_->durability() != Durability::sync) return s;
   return wait_persisted(end, confirm_deadline);
 }
@@ -355,7 +343,7 @@ std::size_t Producer::send_batch(std::span<const Bytes> messages, std::chrono::n
   Status s = Status::ok;
   std::uint64_t end = 0;
   for (const Bytes& m : messages) {
-    s = send_impl(m, 0, deadline, false, false, &end);
+    s = send_impl(m, 0, deadline, false, 0, &end);
     if (s != Status::ok) break;
     ++sent;
   }
@@ -396,7 +384,8 @@ Status Producer::commit(Reservation& r, std::uint64_t id) {
   if (!seg_ || r.seg_ != seg_ || r.member_ != member_) return Status::invalid;
   detail::SlotHeader& hdr = seg_->slot(r.position_);
   hdr.position.store(r.position_, std::memory_order_relaxed);
-  hdr.id.store(id != 0 ? id : next_id(), std::memory_order_relaxed);
+  hdr.id.store(id != 0 ? id : generated_id(r.position_), std::memory_order_relaxed);
+  hdr.origin.store(0, std::memory_order_relaxed);
   hdr.length.store(static_cast<std::uint32_t>(r.size_), std::memory_order_relaxed);
   hdr.delivery_count.store(0, std::memory_order_relaxed);
   hdr.deadline_ns.store(0, std::memory_order_relaxed);

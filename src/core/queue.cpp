@@ -1,5 +1,6 @@
 #include "shmq/queue.hpp"
 
+#include "core/dead_letter.hpp"
 #include "persist/meta.hpp"
 #include "platform/process.hpp"
 #include "ring/slot_word.hpp"
@@ -62,6 +63,22 @@ Result<Queue> Queue::create(std::string_view name, const QueueOptions& options) 
   }
   auto seg = detail::Segment::create(name, o);
   if (!seg.ok()) return seg.error();
+  // The dead-letter queue is made with its queue, durable like it (its own data dir beside
+  // the queue's, so that shmqd persists and rebuilds it too), so that dead-lettering only
+  // ever opens it: a consumer never creates a queue on a hot path, and a DLQ that is
+  // missing means dead letters wait in the queue instead of going to a stranger's segment.
+  // One left by an earlier queue of this name is kept (it may hold dead letters).
+  if (o.dead_letter) {
+    // From the segment's options: they carry the defaults create filled in.
+    QueueOptions parent = seg.value()->options();
+    parent.data_dir = o.data_dir;
+    auto dlq = create(dead_letter_name(name), detail::dead_letter_options(parent));
+    if (!dlq.ok() && dlq.error().code() != Errc::already_exists) {
+      (void)detail::Segment::remove(name);
+      return Error(dlq.error().code(), "cannot create the dead-letter queue of '" +
+                                           std::string(name) + "': " + dlq.error().message());
+    }
+  }
   return Queue(std::move(seg.value()));
 }
 
@@ -89,7 +106,16 @@ Result<Queue> Queue::open_or_create(std::string_view name, const QueueOptions& o
   return open(name);
 }
 
-VoidResult Queue::remove(std::string_view name) { return detail::Segment::remove(name); }
+VoidResult Queue::remove(std::string_view name) {
+  auto r = detail::Segment::remove(name);
+  if (!r.ok()) return r;
+  // Its dead-letter queue goes with it (if there is one).
+  if (!std::string_view(name).ends_with(".dlq")) {
+    const std::string dlq = dead_letter_name(name);
+    if (validate_name(dlq).empty()) (void)detail::Segment::remove(dlq);
+  }
+  return r;
+}
 
 std::string Queue::dead_letter_name(std::string_view name) {
   std::string n(name);

@@ -256,7 +256,10 @@ void Watchdog::Impl::scan_slots(std::uint64_t now, WatchdogReport& r) {
         std::uint64_t expected = w;
         const std::uint64_t held = make_word(word_lap(w), SlotState::held, member, k);
         if (!word.compare_exchange_strong(expected, held, std::memory_order_seq_cst)) break;
-        if (dead_letters.move(pos, held, DeadLetterReason::expired, member)) ++r.expired;
+        if (dead_letters.move(pos, held, DeadLetterReason::expired, member,
+                              /*requeue_on_failure=*/true) ==
+            detail::DeadLetterSink::Outcome::moved)
+          ++r.expired;
         break;
       }
       default:

@@ -91,16 +91,22 @@ static_assert(kChecksum + 8 == kFileHeaderSize);
 //
 //    0  checksum       u64: XXH3_64bits_withSeed(bytes 8..31 of this header + payload, salt)
 //    8  length         u32: payload bytes (0 for an ack)
-//   12  type           u8:  1 = message, 2 = ack (0 and 3..255 are invalid)
+//   12  type           u8:  1 = message, 2 = ack, 3 = copy (0 and 4..255 are invalid)
 //   13  header check   3 bytes, u24: low 24 bits of XXH3_64bits_withSeed(bytes 8..31 with
 //                      bytes 13..15 zeroed, salt). Lets recovery reject a garbage header in
 //                      a few nanoseconds without hashing a payload it claims to have.
 //   16  position       u64: message position (for an ack: the acked position)
 //   24  id             u64: producer-assigned message id (0 for an ack)
+//
+// A copy record is a message record for a message republished at a new position after a
+// rebuild: its payload starts with the u64 position it was copied from (its origin), then
+// the message bytes. A durable copy supersedes its origin: recovery never returns the
+// origin again, whatever the id (see docs/log_format.md, "Rebuild epochs").
 inline constexpr std::size_t kRecordHeaderSize = 32;
+inline constexpr std::size_t kOriginSize = 8;  // the origin prefix of a copy's payload
 inline constexpr std::uint64_t kMaxPayload = UINT32_MAX;
 
-enum class RecordType : std::uint8_t { message = 1, ack = 2 };
+enum class RecordType : std::uint8_t { message = 1, ack = 2, copy = 3 };
 
 namespace record_header {
 inline constexpr std::size_t kChecksum = 0;
@@ -269,11 +275,24 @@ inline void encode_record(std::vector<std::byte>& out, RecordType type, std::uin
                                  kRecordHeaderSize - r::kChecksummedFrom + payload.size(), salt));
 }
 
+// Appends a copy record: `payload` at `position`, republished from `origin`.
+inline void encode_copy_record(std::vector<std::byte>& out, std::uint64_t position,
+                               std::uint64_t origin, std::uint64_t id,
+                               std::span<const std::byte> payload, std::uint64_t salt) {
+  std::vector<std::byte> body(kOriginSize + payload.size());
+  store_u64(body.data(), origin);
+  if (!payload.empty()) std::memcpy(body.data() + kOriginSize, payload.data(), payload.size());
+  encode_record(out, RecordType::copy, position, id, body, salt);
+}
+
 struct DecodedRecord {
   RecordType type = RecordType::message;
   std::uint64_t position = 0;
   std::uint64_t id = 0;
-  std::span<const std::byte> payload;  // points into the buffer that was checked
+  std::uint64_t origin = 0;            // copy: the position it supersedes; else 0
+  std::size_t size = 0;                // of the whole record: header + stored payload
+  std::span<const std::byte> payload;  // the message bytes (a copy's without its origin);
+                                       // points into the buffer that was checked
 };
 
 enum class RecordCheck : std::uint8_t {
@@ -298,6 +317,8 @@ inline RecordCheck check_record(std::span<const std::byte> data, std::size_t off
     // any length, any id
   } else if (type == static_cast<std::uint8_t>(RecordType::ack)) {
     if (length != 0 || id != 0) return RecordCheck::bad_header;
+  } else if (type == static_cast<std::uint8_t>(RecordType::copy)) {
+    if (length < kOriginSize) return RecordCheck::bad_header;
   } else {
     return RecordCheck::bad_header;
   }
@@ -312,7 +333,13 @@ inline RecordCheck check_record(std::span<const std::byte> data, std::size_t off
   out.type = static_cast<RecordType>(type);
   out.position = load_u64(h + r::kPosition);
   out.id = id;
+  out.origin = 0;
+  out.size = kRecordHeaderSize + length;
   out.payload = data.subspan(offset + kRecordHeaderSize, length);
+  if (out.type == RecordType::copy) {
+    out.origin = load_u64(out.payload.data());
+    out.payload = out.payload.subspan(kOriginSize);
+  }
   return RecordCheck::ok;
 }
 

@@ -116,7 +116,7 @@ class Scanner {
       const RecordCheck c = check_record(data, off, salt, rec);
       if (c == RecordCheck::ok) {
         deliver(rec, file.name, off);
-        off += kRecordHeaderSize + rec.payload.size();
+        off += rec.size;
         continue;
       }
       const std::size_t resume = find_record(data, off + 1, salt);
@@ -214,6 +214,61 @@ class Scanner {
   std::uint64_t bad_files_ = 0;
 };
 
+// What recovery makes of the records, in any order: which messages are still unacked, and
+// why every other one is not returned. Messages are told apart by position only (never by
+// id). An ack and a durable copy are facts about a position, so the order in which records
+// are read does not matter (compaction writes live records again after older acks).
+class Accounting {
+ public:
+  struct Counts {
+    std::uint64_t acked = 0;             // message positions with an ack record
+    std::uint64_t superseded = 0;        // unacked message positions replaced by a copy
+    std::uint64_t below_checkpoint = 0;  // records below min_unacked (retired)
+  };
+
+  explicit Accounting(std::uint64_t min_unacked) : min_unacked_(min_unacked) {}
+
+  void add(const DecodedRecord& rec) {
+    if (rec.type == RecordType::copy && rec.origin >= min_unacked_) {
+      superseded_.insert(rec.origin);
+      if (messages_.erase(rec.origin) != 0) dropped_.insert(rec.origin);
+    }
+    if (rec.position < min_unacked_) {
+      ++below_;
+      return;
+    }
+    if (rec.type == RecordType::ack) {
+      acked_.insert(rec.position);
+      messages_.erase(rec.position);
+      dropped_.erase(rec.position);
+      return;
+    }
+    if (superseded_.contains(rec.position)) {
+      if (!acked_.contains(rec.position)) dropped_.insert(rec.position);
+    } else if (!acked_.contains(rec.position) && !messages_.contains(rec.position)) {
+      messages_.emplace(rec.position, RecoveredMessage{rec.position, rec.id,
+                                                       {rec.payload.begin(), rec.payload.end()}});
+    }
+  }
+
+  Counts counts() const { return {acked_.size(), dropped_.size(), below_}; }
+  std::size_t unacked_count() const { return messages_.size(); }
+
+  std::vector<RecoveredMessage> take_unacked() {
+    std::vector<RecoveredMessage> out;
+    out.reserve(messages_.size());
+    for (auto& [pos, m] : messages_) out.push_back(std::move(m));
+    messages_.clear();
+    return out;
+  }
+
+ private:
+  std::uint64_t min_unacked_;
+  std::map<std::uint64_t, RecoveredMessage> messages_;
+  std::unordered_set<std::uint64_t> acked_, superseded_, dropped_;
+  std::uint64_t below_ = 0;
+};
+
 }  // namespace
 
 // --- Recovery ---------------------------------------------------------------------------
@@ -253,34 +308,20 @@ Result<std::unique_ptr<Wal>> Wal::open(const WalOptions& options, FileSystem& fs
     }
   }
 
-  // The segments. Messages at or above min_unacked are kept until an ack removes them.
-  std::map<std::uint64_t, RecoveredMessage> messages;
-  std::unordered_set<std::uint64_t> acked;
-  const std::uint64_t min_unacked = report.min_unacked;
-  Scanner scanner(
-      options.stop_on_corruption, [&](const DecodedRecord& rec, std::string_view, std::uint64_t) {
-        if (rec.position < min_unacked) return;
-        if (rec.type == RecordType::ack) {
-          acked.insert(rec.position);
-          messages.erase(rec.position);
-        } else if (!acked.contains(rec.position) && !messages.contains(rec.position)) {
-          messages.emplace(
-              rec.position,
-              RecoveredMessage{rec.position, rec.id, {rec.payload.begin(), rec.payload.end()}});
-        }
-      });
-  // Unacked messages, de-duplicated by id (the map is in position order: lowest first).
+  // The segments, through the same accounting that verify() reports.
+  Accounting accounting(report.min_unacked);
+  Scanner scanner(options.stop_on_corruption,
+                  [&](const DecodedRecord& rec, std::string_view, std::uint64_t) {
+                    accounting.add(rec);
+                  });
   auto take_unacked = [&] {
-    std::unordered_set<std::uint64_t> ids;
-    for (auto& [pos, m] : messages) {
-      if (acked.contains(pos)) continue;
-      if (m.id != 0 && !ids.insert(m.id).second) {
-        ++report.duplicates;
-        continue;
-      }
-      report.unacked.push_back(std::move(m));
-    }
-    messages.clear();
+    const Accounting::Counts c = accounting.counts();
+    report.superseded = c.superseded;
+    report.unacked = accounting.take_unacked();
+    if (c.superseded != 0)
+      report.notes.push_back(std::to_string(c.superseded) +
+                             " logged message(s) not returned: superseded by their copies "
+                             "republished after a rebuild (same message, a later position)");
   };
   const std::vector<SegmentName> segs = segment_names(names);
   Scanner::FileResult last_result;
@@ -454,6 +495,19 @@ VoidResult Wal::append_ack(std::uint64_t position) {
   return {};
 }
 
+VoidResult Wal::append_copy(std::uint64_t position, std::uint64_t origin, std::uint64_t id,
+                            std::span<const std::byte> payload) {
+  if (auto r = check_appendable(position); !r) return r;
+  if (payload.size() > kMaxPayload - kOriginSize)
+    return Error(Errc::invalid_argument, "log: message of " + std::to_string(payload.size()) +
+                                             " bytes is over the record limit");
+  begin_record();
+  encode_copy_record(buffer_, position, origin, id, payload, buffer_salt_);
+  buffer_next_ = std::max(buffer_next_, position + 1);
+  if (buffer_.size() >= kFlushBytes) return write_buffer();
+  return {};
+}
+
 VoidResult Wal::sync_current() {
   if (unsynced_bytes_ == 0) return {};
   if (auto r = current_->sync(); !r) return fail(r.error());
@@ -538,6 +592,7 @@ VerifyReport verify(const std::string& dir_path, FileSystem& fs,
   }
   const std::vector<std::string>& names = names_r.value();
   bool ok = true;
+  std::uint64_t min_unacked = 0;
 
   if (std::find(names.begin(), names.end(), kCheckpointName) != names.end()) {
     auto data = dir.read_all(kCheckpointName);
@@ -550,6 +605,7 @@ VerifyReport verify(const std::string& dir_path, FileSystem& fs,
       report.notes.push_back(std::string(kCheckpointName) + " is unreadable (" + v.why + ")");
       ok = false;
     } else {
+      min_unacked = c.min_unacked;
       report.notes.push_back(std::string(kCheckpointName) + ": min_unacked " +
                              std::to_string(c.min_unacked) + ", next_position " +
                              std::to_string(c.next_position));
@@ -562,10 +618,12 @@ VerifyReport verify(const std::string& dir_path, FileSystem& fs,
       report.notes.push_back("stale temporary file " + n +
                              " (left by a crash; removed at the next open)");
 
+  Accounting accounting(min_unacked);
   Scanner scanner(/*stop_on_corruption=*/false, [&](const DecodedRecord& rec, std::string_view file,
                                                     std::uint64_t offset) {
+    accounting.add(rec);
     if (!on_record) return;
-    on_record(RecordView{rec.type, rec.position, rec.id, rec.payload, file, offset});
+    on_record(RecordView{rec.type, rec.position, rec.id, rec.origin, rec.payload, file, offset});
   });
   const std::vector<SegmentName> segs = segment_names(names);
   for (std::size_t i = 0; i < segs.size(); ++i) {
@@ -593,6 +651,11 @@ VerifyReport verify(const std::string& dir_path, FileSystem& fs,
   report.records = scanner.records;
   report.acks = scanner.acks;
   report.corrupt_bytes = scanner.corrupt_bytes;
+  const Accounting::Counts counts = accounting.counts();
+  report.unacked = accounting.unacked_count();
+  report.acked = counts.acked;
+  report.superseded = counts.superseded;
+  report.below_checkpoint = counts.below_checkpoint;
   report.notes.insert(report.notes.end(), scanner.notes.begin(), scanner.notes.end());
   report.ok = ok && scanner.corrupt_bytes == 0 && scanner.bad_file_count() == 0;
   return report;

@@ -49,14 +49,16 @@ struct RecoveredMessage {
 struct RecoveryReport {
   std::uint64_t next_position = 0;  // > every position seen in the log or the checkpoint
   std::uint64_t min_unacked = 0;    // from the checkpoint (0 without a valid one)
-  // Durable messages with no ack, not below min_unacked, sorted by position; de-duplicated
-  // by id among themselves (the lowest position is kept; id 0 is never de-duplicated).
+  // Durable messages with no ack, not below min_unacked and not superseded by a durable
+  // copy (a copy record naming their position as its origin), sorted by position. Messages
+  // are told apart by position only: two messages with the same id are both returned.
   std::vector<RecoveredMessage> unacked;
   std::uint64_t records = 0, acks = 0;  // valid records read (records counts acks too)
   std::uint64_t segments = 0;           // segment files read
   std::uint64_t truncated_bytes = 0;    // torn tail removed from the last segment
   std::uint64_t corrupt_bytes = 0;      // skipped in the middle (or unreadable files)
-  std::uint64_t duplicates = 0;         // unacked messages dropped by id de-duplication
+  std::uint64_t superseded = 0;         // unacked messages dropped: a durable copy replaces
+                                        // them (republished after a rebuild)
   std::vector<std::string> notes;       // one human line per event
 };
 
@@ -65,6 +67,7 @@ struct RecordView {
   RecordType type = RecordType::message;
   std::uint64_t position = 0;
   std::uint64_t id = 0;
+  std::uint64_t origin = 0;            // a copy's origin position (0 otherwise)
   std::span<const std::byte> payload;  // valid during the callback only
   std::string_view file;               // segment file name
   std::uint64_t offset = 0;            // of the record header in that file
@@ -97,6 +100,10 @@ class Wal {
   VoidResult append_message(std::uint64_t position, std::uint64_t id,
                             std::span<const std::byte> payload);
   VoidResult append_ack(std::uint64_t position);
+  // A message republished at `position` from `origin` (a position of an earlier rebuild
+  // epoch, below the rebuilt segment's base). Once durable it supersedes `origin`.
+  VoidResult append_copy(std::uint64_t position, std::uint64_t origin, std::uint64_t id,
+                         std::span<const std::byte> payload);
 
   // Writes everything buffered and fdatasyncs it (group commit). Only after ok may the
   // caller confirm what it appended. When the current segment has grown past
@@ -151,6 +158,10 @@ class Wal {
 
 struct VerifyReport {
   std::uint64_t files = 0, records = 0, acks = 0, corrupt_bytes = 0, torn_tail_bytes = 0;
+  // What a recovery would make of the valid records: messages it would return (unacked),
+  // and why it would not return the others (acked, superseded by a copy republished after
+  // a rebuild, below the checkpoint). Nothing is dropped for any other reason.
+  std::uint64_t unacked = 0, acked = 0, superseded = 0, below_checkpoint = 0;
   std::vector<std::string> notes;
   bool ok = false;  // readable, no corruption (a torn tail alone is a clean crash: still ok)
 };

@@ -19,23 +19,83 @@ bool committed(SlotState s) {
 }
 }  // namespace
 
+std::set<std::uint64_t> copies_in_ring(Segment& s) {
+  std::set<std::uint64_t> out;
+  const SegmentHeader& h = s.header();
+  const std::uint32_t shift = s.slot_shift();
+  std::uint64_t pos = h.persisted.value.load(std::memory_order_seq_cst);
+  const std::uint64_t tail = h.tail.value.load(std::memory_order_seq_cst);
+  for (std::uint64_t steps = 0; pos < tail && steps < s.slot_count(); ++steps) {
+    SlotHeader& hdr = s.slot(pos);
+    const std::uint64_t w = hdr.word.load(std::memory_order_seq_cst);
+    const std::int64_t d = lap_diff(word_lap(w), lap_of(pos, shift));
+    const SlotState st = word_state(w);
+    const std::uint32_t k = std::clamp<std::uint32_t>(word_aux(w), 1, s.max_fragments());
+    if (d < 0 || (d == 0 && is_free(st))) break;  // not claimed yet: the end
+    if ((d == 0 && committed(st)) || (d == 1 && st == SlotState::free))
+      if (const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed); origin != 0)
+        out.insert(origin - 1);
+    pos += k;
+  }
+  return out;
+}
+
 Persister::Persister(std::shared_ptr<Segment> segment, log::Wal& wal, std::uint32_t member)
     : seg_(std::move(segment)), wal_(wal), member_(member) {
   next_ = seg_->header().persisted.value.load(std::memory_order_acquire);
   last_checkpoint_ = std::chrono::steady_clock::now();
 }
 
-void Persister::adopt(const log::RecoveryReport& report) {
+VoidResult Persister::adopt(const log::RecoveryReport& report) {
   Segment& s = *seg_;
   const std::uint32_t shift = s.slot_shift();
+  const std::uint64_t base = s.header().base_position;
+  bool acked = false;
   for (const auto& m : report.unacked) {
+    if (m.position < base) continue;    // an earlier epoch's: see expect_copies()
     if (m.position >= next_) continue;  // not yet persisted by the ring's account: relogged
     const std::uint64_t w = s.slot(m.position).word.load(std::memory_order_seq_cst);
-    if (word_lap(w) == lap_of(m.position, shift) && committed(word_state(w)))
+    if (word_lap(w) == lap_of(m.position, shift) && committed(word_state(w))) {
       outstanding_[m.position] = std::max<std::uint32_t>(1, word_aux(w));
-    else
-      (void)wal_.append_ack(m.position);  // acked while no persister ran; synced next round
+    } else {
+      if (auto r = wal_.append_ack(m.position); !r.ok()) return r;  // acked meanwhile
+      acked = true;
+    }
   }
+  // Durable now, not at the next checkpoint: the ring may reuse nothing of this, but a
+  // crash before the next round would otherwise redeliver all of it again.
+  if (acked)
+    if (auto r = wal_.sync(); !r.ok()) return r;
+  return {};
+}
+
+void Persister::expect_copies(const std::vector<std::uint64_t>& origins) {
+  pending_origins_.insert(origins.begin(), origins.end());
+}
+
+// Acks and releases are journalled only once every dead letter that may have been made of
+// them is on disk in the dead-letter queue: a dead-lettering consumer sends the copy to the
+// DLQ (claiming a DLQ position below the DLQ's tail) *before* it releases the original, so
+// once we have seen a release, any copy made of it is below the DLQ tail we read after that;
+// when the DLQ's persisted cursor has reached that tail, the copy is durable. Otherwise a
+// crash between our ack record and the DLQ's fdatasync would lose the message from both.
+bool Persister::dead_letters_durable() {
+  if (!seg_->dead_letter()) return true;
+  if (dlq_ && dlq_->header().state.load(std::memory_order_acquire) !=
+                  static_cast<std::uint32_t>(SegmentState::active))
+    dlq_.reset();  // deleted; a new one may have been created
+  if (!dlq_) {
+    // The DLQ is created with its queue; if it is not there, nothing can have been moved
+    // into it (dead-lettering only opens it), so there is nothing to wait for.
+    auto d = Segment::open(seg_->name() + ".dlq");
+    if (!d.ok() || !d.value()->durable()) return true;
+    dlq_ = std::move(d.value());
+  }
+  const SegmentHeader& h = dlq_->header();
+  // Both seq_cst: the tail is read after the release we observed (program order, and the
+  // release CAS we loaded seq_cst precedes it in the single total order).
+  const std::uint64_t tail = h.tail.value.load(std::memory_order_seq_cst);
+  return h.persisted.value.load(std::memory_order_seq_cst) >= tail;
 }
 
 Result<std::size_t> Persister::round() {
@@ -45,6 +105,7 @@ Result<std::size_t> Persister::round() {
   const std::uint64_t tail = h.tail.value.load(std::memory_order_seq_cst);
   std::size_t records = 0, acks = 0;
   std::uint64_t pos = next_;
+  dlq_behind_ = false;
   while (pos < tail && records < kMaxRecordsPerRound) {
     SlotHeader& hdr = s.slot(pos);
     const std::uint64_t w = hdr.word.load(std::memory_order_seq_cst);
@@ -53,8 +114,21 @@ Result<std::size_t> Persister::round() {
     const std::uint32_t k = std::clamp<std::uint32_t>(word_aux(w), 1, s.max_fragments());
     if (d < 0) break;
     if (d > 0) {
-      // Released before we logged it: acked (nothing to keep) or a hole. Producers cannot
-      // have reused it (they wait for `persisted`), so the free word's aux is its size.
+      // Released before we logged it: acked or dead-lettered (free), or a hole
+      // (free_skipped). Producers cannot have reused it (they wait for `persisted`), so the
+      // free word's aux is its size and the header is still the message's.
+      if (word_state(w) == SlotState::free) {
+        if (!dead_letters_durable()) {
+          dlq_behind_ = true;  // its dead-letter copy (if any) is not on disk yet
+          break;
+        }
+        // A copy republished after a rebuild, acked before we logged it: its origin is done.
+        if (const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
+            origin != 0 && pending_origins_.erase(origin - 1) != 0) {
+          if (auto r = wal_.append_ack(origin - 1); !r.ok()) return r.error();
+          ++acks;
+        }
+      }
       pos += k;
       continue;
     }
@@ -67,27 +141,37 @@ Result<std::size_t> Persister::round() {
     // The payload is stable: nobody may overwrite the slot before `persisted` passes it.
     copy_message(s, pos, k, buf_);
     const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
-    if (auto r = wal_.append_message(pos, id, buf_); !r.ok()) return r.error();
-    ++records;
-    if (st == SlotState::releasing) {
-      if (auto r = wal_.append_ack(pos); !r.ok()) return r.error();
-      ++acks;
+    // Relaxed: written by the producer before its publish (release), which our seq_cst load
+    // of the word saw.
+    const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
+    if (origin != 0 && pending_origins_.contains(origin - 1)) {
+      // Republished after a rebuild: the copy record supersedes the origin once synced.
+      if (auto r = wal_.append_copy(pos, origin - 1, id, buf_); !r.ok()) return r.error();
+      pending_origins_.erase(origin - 1);
     } else {
-      outstanding_[pos] = k;
+      if (auto r = wal_.append_message(pos, id, buf_); !r.ok()) return r.error();
     }
+    ++records;
+    outstanding_[pos] = k;  // even if releasing: its ack goes through the loop below
     pos += k;
   }
-  // Acks: a logged message whose slot moved to a later lap is done.
-  for (auto it = outstanding_.begin(); it != outstanding_.end();) {
+  // Acks: a logged message whose slot moved to a later lap is done (journalled once its
+  // dead letter, if it became one, is durable: see dead_letters_durable()).
+  std::vector<std::uint64_t> done;
+  for (auto it = outstanding_.begin(); it != outstanding_.end(); ++it) {
     const std::uint64_t w = s.slot(it->first).word.load(std::memory_order_seq_cst);
     if (lap_diff(word_lap(w), lap_of(it->first, shift)) > 0 ||
-        (word_lap(w) == lap_of(it->first, shift) && word_state(w) == SlotState::releasing)) {
-      if (auto r = wal_.append_ack(it->first); !r.ok()) return r.error();
-      ++acks;
-      it = outstanding_.erase(it);
-    } else {
-      ++it;
-    }
+        (word_lap(w) == lap_of(it->first, shift) && word_state(w) == SlotState::releasing))
+      done.push_back(it->first);
+  }
+  if (!done.empty() && !dead_letters_durable()) {
+    dlq_behind_ = true;
+    done.clear();
+  }
+  for (const std::uint64_t p : done) {
+    if (auto r = wal_.append_ack(p); !r.ok()) return r.error();
+    ++acks;
+    outstanding_.erase(p);
   }
   if (records != 0 || acks != 0) {
     SHMQ_CRASH_POINT("persister.before_sync");
@@ -115,7 +199,8 @@ Result<std::size_t> Persister::round() {
 VoidResult Persister::checkpoint() {
   last_checkpoint_ = std::chrono::steady_clock::now();
   std::uint64_t min_unacked = outstanding_.empty() ? next_ : outstanding_.begin()->first;
-  if (checkpoint_hold_ != 0 && next_ < checkpoint_hold_) return {};  // republishing
+  // An earlier epoch's message whose copy is not yet durable stays live in the log.
+  if (!pending_origins_.empty()) min_unacked = std::min(min_unacked, *pending_origins_.begin());
   if (min_unacked == checkpointed_min_) return {};
   if (auto r = wal_.checkpoint(min_unacked, next_); !r.ok()) return r;
   checkpointed_min_ = min_unacked;

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <memory>
 #include <vector>
 
@@ -26,18 +27,33 @@ struct PersisterStats {
   std::uint64_t checkpoints = 0;
 };
 
+// Origins (positions of an earlier epoch) of the copies republished into the ring that are
+// not yet logged: committed slots at or above `persisted`, and slots released there before
+// the persister reached them (their headers are intact: nothing reuses a slot before
+// `persisted` passes it). A claim that is still being written is not counted: its producer
+// may be dead, and the watchdog turns it into a hole. Bounded by the ring size.
+std::set<std::uint64_t> copies_in_ring(Segment& segment);
+
 class Persister {
  public:
   // `member`: the persister's own row in the segment (Role::persister).
   Persister(std::shared_ptr<Segment> segment, log::Wal& wal, std::uint32_t member);
 
   // Reattach after a crash of shmqd (the segment survived): what the log holds that the ring
-  // has acked since is journalled as acked, the rest is tracked until it is.
-  void adopt(const log::RecoveryReport& report);
+  // has acked since is journalled as acked (and synced), the rest is tracked until it is.
+  // Recovered positions below the segment's base belong to an earlier epoch: they are
+  // expected to be copied (expect_copies), never acked from the ring.
+  VoidResult adopt(const log::RecoveryReport& report);
 
-  // Holds checkpoints below `position` until persisted reaches it (a rebuild republishing
-  // recovered messages: their old records must outlive their new ones' fdatasync).
-  void hold_checkpoint_until(std::uint64_t position) { checkpoint_hold_ = position; }
+  // Positions of an earlier epoch (below the segment's base) that the log holds unacked and
+  // that are, or will be, republished into the ring as copies. Each one stays live in the
+  // log (the checkpoint keeps it) until its copy is durable, or its copy was acked before
+  // it was logged (then an ack of the origin is written).
+  void expect_copies(const std::vector<std::uint64_t>& origins);
+
+  // True while the last round could not journal acks or advance past released messages
+  // because the dead-letter queue has not yet persisted what it took (see round()).
+  bool waiting_for_dead_letters() const noexcept { return dlq_behind_; }
 
   // One round: logs what was committed and acked since the last one, syncs, advances
   // `persisted`, wakes producers and sync senders, checkpoints now and then. Returns the
@@ -59,8 +75,12 @@ class Persister {
   log::Wal& wal_;
   std::uint32_t member_;
   std::uint64_t next_ = 0;                        // first position not yet logged
+  bool dead_letters_durable();
+
   std::map<std::uint64_t, std::uint32_t> outstanding_;  // logged, not yet acked: pos -> k
-  std::uint64_t checkpoint_hold_ = 0;
+  std::set<std::uint64_t> pending_origins_;             // earlier epoch, copy not yet durable
+  std::shared_ptr<Segment> dlq_;                        // the dead-letter queue, once open
+  bool dlq_behind_ = false;
   std::chrono::steady_clock::time_point last_checkpoint_{};
   std::uint64_t checkpointed_min_ = 0;
   std::vector<std::byte> buf_;

@@ -8,12 +8,19 @@
 namespace shmq::detail {
 
 struct ProducerAccess {
-  // Sends `message` with its original id, marked as delivered once already (its next
-  // delivery says redelivered()). Blocks while the ring is full. `*end` receives the
-  // position after it.
-  static Status send_recovered(Producer& p, Bytes message, std::uint64_t id, std::uint64_t* end) {
+  // Sends `message`, logged at position `origin` by an earlier epoch of the queue, with its
+  // original id, marked as delivered once already (its next delivery says redelivered()),
+  // and tagged with its origin so that the persister logs it as a copy that supersedes the
+  // origin. Blocks while the ring is full. `*end` receives the position after it.
+  static Status send_recovered(Producer& p, Bytes message, std::uint64_t id,
+                               std::uint64_t origin, std::uint64_t* end) {
     return p.send_impl(message, id, std::chrono::steady_clock::time_point::max(), true,
-                       /*redelivery=*/true, end);
+                       origin + 1, end);
+  }
+  // Sends without waiting for a confirmation on a sync queue, and without waiting for room
+  // (Status::full at once): the dead-letter path, which must never block.
+  static Status send_unconfirmed(Producer& p, Bytes message, std::uint64_t id) {
+    return p.send_impl(message, id, std::chrono::steady_clock::time_point::min(), true);
   }
 };
 

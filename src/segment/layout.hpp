@@ -191,7 +191,9 @@ struct alignas(kCacheLine) SlotHeader {
   std::atomic<std::uint32_t> length;          // producer: total message length
   std::atomic<std::uint32_t> delivery_count;  // consumer: deliveries so far
   std::atomic<std::uint64_t> enqueued_ns;     // producer: CLOCK_MONOTONIC (coarse) at commit
-  std::atomic<std::uint64_t> claimed_ns;      // producer: CLOCK_MONOTONIC at claim
+  // producer: 0, or for a message republished from the log into a rebuilt ring, 1 + the
+  // position it was logged at before (its origin): the persister logs it as a copy.
+  std::atomic<std::uint64_t> origin;
   // The deadline of the slot's current state, CLOCK_MONOTONIC (coarse): for held, the
   // lease (0 = the consumer has not written it yet); for delayed, when it may be delivered.
   // Set to 0 before every transition into ready (release), written by the new owner after.

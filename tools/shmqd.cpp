@@ -155,6 +155,15 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
        static_cast<unsigned long long>(report.corrupt_bytes));
 
   auto q = shmq::Queue::open(queue);
+  if (!q.ok() && q.error().code() == shmq::Errc::not_initialized) {
+    // Its creator died half-way (a shmqd killed while rebuilding it; open has waited for it
+    // to finish). Nobody can have used it; the log is the truth: rebuild.
+    logf("queue '%s': the segment was left half-created by a crash: removing it and rebuilding "
+         "it from the log", queue.c_str());
+    if (auto r = shmq::detail::Segment::remove(queue); !r.ok() && r.error().code() != shmq::Errc::not_found)
+      return fatal(queue, r.error().message());
+    q = shmq::Queue::open(queue);
+  }
   if (!q.ok() && q.error().code() == shmq::Errc::not_found) {
     // The segment is gone (a reboot, or `shmqctl delete` without --purge-data): rebuild it
     // from the log, positions continuing after the last logged one.

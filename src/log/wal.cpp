@@ -1,5 +1,7 @@
 #include "log/wal.hpp"
 
+#include "platform/crash_point.hpp"
+
 #include <sys/random.h>
 
 #include <algorithm>
@@ -554,6 +556,7 @@ VoidResult Wal::checkpoint(std::uint64_t min_unacked, std::uint64_t next_positio
   const auto bytes = encode_checkpoint(c);
   if (auto r = dir_->write_new_file(kCheckpointName, bytes, /*replace=*/true); !r)
     return fail(r.error());
+  SHMQ_CRASH_POINT("wal.checkpoint.after_rename");
 
   // The checkpoint is durable: segments holding only positions below min_unacked can go.
   // Every record of a segment is below the first position of the next readable one.

@@ -50,9 +50,20 @@ Result<std::string> prepare_data_dir(const std::string& dir) {
     if (dir.front() == '/') partial = "/";
     while (std::getline(parts, part, '/')) {
       if (part.empty()) continue;
+      const std::string parent = partial.empty() ? "." : partial;
       partial += part;
-      if (::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST)
+      if (::mkdir(partial.c_str(), 0700) == 0) {
+        // A new directory entry is durable only once its parent is synced: without this, a
+        // power cut could lose the queue's directory with the log files written into it.
+        const int pfd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (pfd < 0) return sys("open " + parent, errno);
+        const int rc = ::fsync(pfd);
+        const int err = errno;
+        ::close(pfd);
+        if (rc != 0) return sys("fsync " + parent, err);
+      } else if (errno != EEXIST) {
         return sys("cannot create data dir " + partial, errno);
+      }
       partial += "/";
     }
     if (::chmod(dir.c_str(), 0700) != 0) return sys("chmod data dir " + dir, errno);

@@ -178,6 +178,7 @@ Result<std::size_t> Persister::round() {
     // Group commit: one fdatasync for everything above. Only after it returned 0 may
     // anything be confirmed; a failure is final (the Wal refuses every later call).
     if (auto r = wal_.sync(); !r.ok()) return r.error();
+    SHMQ_CRASH_POINT("persister.after_sync");
     ++stats_.syncs;
     stats_.records += records;
     stats_.acks += acks;
@@ -202,6 +203,7 @@ VoidResult Persister::checkpoint() {
   // An earlier epoch's message whose copy is not yet durable stays live in the log.
   if (!pending_origins_.empty()) min_unacked = std::min(min_unacked, *pending_origins_.begin());
   if (min_unacked == checkpointed_min_) return {};
+  SHMQ_CRASH_POINT("persister.before_checkpoint");
   if (auto r = wal_.checkpoint(min_unacked, next_); !r.ok()) return r;
   checkpointed_min_ = min_unacked;
   ++stats_.checkpoints;

@@ -10,6 +10,7 @@
 #include <bit>
 #include <cerrno>
 #include <chrono>
+#include <thread>
 #include <cstring>
 #include <vector>
 
@@ -261,6 +262,20 @@ Result<std::shared_ptr<Segment>> Segment::open(std::string_view name) {
                  "permission denied: " + quoted(name) + " is owned by uid " +
                      std::to_string(st.st_uid) + " with mode " + octal(mode) + " (you are uid " +
                      std::to_string(me) + ")");
+  // A creator sizes the segment (in one step) right after it made it (O_EXCL): an empty
+  // segment is one being created (wait, as for its header below), or one whose creator died
+  // there (then it was never initialised). Any other size short of the header is corrupt.
+  const auto sized_by = std::chrono::steady_clock::now() + kInitWait;
+  while (st.st_size == 0) {
+    if (std::chrono::steady_clock::now() >= sized_by)
+      return Error(Errc::not_initialized,
+                   quoted(name) + " was never initialised (its creator died while creating "
+                                  "it?): it is " + std::to_string(st.st_size) +
+                       " bytes; remove it and create it again");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // polling another's create
+    if (::fstat(shm.get_mapping_handle().handle, &st) != 0)
+      return from_errno(errno, name, "cannot stat");
+  }
   auto seg = attach(name, std::move(shm), static_cast<std::size_t>(st.st_size), false);
   if (!seg.ok()) return seg;
   if (auto e = seg.value()->load_geometry(); !e.empty())

@@ -471,6 +471,53 @@ TEST(Wal, RoundTripOnTheRealFileSystem) {
   std::filesystem::remove_all(root);
 }
 
+TEST(WalCompaction, OneLongUnackedMessageDoesNotPinTheLog) {
+  // Message 0 is held unacked while a million more are logged and acked: the closed
+  // segments are compacted (0 copied forward, the rest deleted), so the data dir stays
+  // within 2 x max(live, segment) + the current segment + one write buffer (1 MiB).
+  char tmpl[] = "/tmp/shmq-log-test-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string root = tmpl;
+  const std::string dir = root + "/q";
+  constexpr std::uint64_t kSegment = 256 << 10;
+  constexpr std::uint64_t kBound = 4 * kSegment + (1 << 20) + (256 << 10);
+  const Bytes payload(64, std::byte{'x'});
+  auto dir_bytes = [&] {
+    std::uint64_t total = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir))
+      if (e.is_regular_file()) total += e.file_size();
+    return total;
+  };
+  std::uint64_t peak = 0, compactions = 0;
+  {
+    RecoveryReport r;
+    auto w = open_ok(options_for(dir, kSegment), posix_file_system(), r);
+    ASSERT_TRUE(w);
+    ASSERT_TRUE(w->append_message(0, 4242, bytes_of("held")).ok());
+    for (std::uint64_t p = 1; p <= 1'000'000; ++p) {
+      ASSERT_TRUE(w->append_message(p, p, payload).ok());
+      ASSERT_TRUE(w->append_ack(p).ok());
+      if (p % 10'000 == 0) {
+        ASSERT_TRUE(w->sync().ok());
+        ASSERT_TRUE(w->checkpoint(0, p + 1).ok());  // min_unacked stays 0: message 0
+        peak = std::max(peak, dir_bytes());
+      }
+    }
+    compactions = w->compactions();
+    EXPECT_GE(w->compacted_records(), 1u);
+  }
+  EXPECT_GT(compactions, 10u);
+  EXPECT_LE(peak, kBound) << "peak " << peak << " bytes";
+  RecoveryReport r;
+  auto w = open_ok(options_for(dir, kSegment), posix_file_system(), r);
+  ASSERT_TRUE(w);
+  ASSERT_EQ(positions(r), (std::vector<std::uint64_t>{0}));
+  EXPECT_EQ(r.unacked[0].payload, bytes_of("held"));
+  EXPECT_EQ(r.next_position, 1'000'001u);
+  w.reset();
+  std::filesystem::remove_all(root);
+}
+
 // ---------------------------------------------------------------------------------------
 // Crash consistency: every record whose sync() returned ok survives a crash at any point.
 
@@ -480,6 +527,7 @@ struct Oracle {
   std::uint64_t confirmed_min = 0;
   std::uint64_t confirmed_next = 0;  // 1 + highest confirmed position
   std::uint64_t appended_next = 0;
+  std::uint64_t compactions = 0;  // the run compacted (so the crashes cover compaction)
 };
 
 // A persister-like workload: batches of messages and acks (mostly of the oldest message),
@@ -496,9 +544,10 @@ void run_workload(FaultFs& fs, std::uint64_t seed, Oracle& o) {
     std::vector<std::pair<bool, std::uint64_t>> pending;  // (is_ack, position)
     const int n = 1 + static_cast<int>(rng() % 4);
     for (int i = 0; i < n; ++i) {
-      if (!unacked.empty() && rng() % 10 < 4) {
-        auto it = unacked.begin();
-        if (rng() % 3 == 0) std::advance(it, static_cast<long>(rng() % unacked.size()));
+      // Position 0 is never acked: it pins the checkpoint, so only compaction deletes files.
+      if (unacked.size() > 1 && rng() % 10 < 4) {
+        auto it = std::next(unacked.begin());
+        if (rng() % 3 == 0) std::advance(it, static_cast<long>(rng() % (unacked.size() - 1)));
         const std::uint64_t p = *it;
         unacked.erase(it);
         if (!w.append_ack(p)) return;
@@ -522,6 +571,7 @@ void run_workload(FaultFs& fs, std::uint64_t seed, Oracle& o) {
       while (o.confirmed_acks.contains(min)) ++min;
       if (!w.checkpoint(min, next)) return;
       o.confirmed_min = min;
+      o.compactions = w.compactions();
     }
   }
 }
@@ -566,12 +616,14 @@ void check_recovery(FaultFs& fs, const Oracle& o, bool expect_clean, const std::
 
 TEST(WalCrash, EverySyncedRecordSurvivesACrashAtEveryOperation) {
   int cases = 0;
+  std::uint64_t compacting_runs = 0;
   for (std::uint64_t seed = 1; seed <= 10; ++seed) {
     std::uint64_t total = 0;
     {
       FaultFs fs(seed);
       Oracle o;
       run_workload(fs, seed, o);
+      compacting_runs += o.compactions > 0;
       total = fs.ops();
       ASSERT_GT(total, 40u);
       ASSERT_FALSE(o.confirmed_messages.empty());
@@ -613,6 +665,7 @@ TEST(WalCrash, EverySyncedRecordSurvivesACrashAtEveryOperation) {
     }
   }
   EXPECT_GT(cases, 2000);
+  EXPECT_GE(compacting_runs, 3u) << "the crash workload must exercise compaction";
 }
 
 // ---------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -79,6 +80,9 @@ void usage(std::FILE* out) {
                "  --data-dir DIR   the data dir the queues were created with (shmqctl create\n"
                "                   --data-dir DIR); DIR/QUEUE/queue.meta describes each queue\n"
                "  --standby-poll-ms MS  how often a hot standby retries the lock (default 100)\n"
+               "  --segment-bytes N  log segment file size before rotating (default 64 MiB,\n"
+               "                   at least 4096); closed segments are compacted when their\n"
+               "                   dead bytes outweigh their live ones and one segment\n"
                "  --stop-on-corruption  refuse to start when the log is corrupt in the middle\n"
                "  --metrics-file PATH  write the queues' figures in Prometheus text format to\n"
                "                   PATH every second (for node_exporter's textfile collector)\n"
@@ -119,6 +123,7 @@ int take_lock(const std::string& dir, const std::string& queue, int poll_ms) {
 }
 
 bool g_stop_on_corruption = false;
+std::uint64_t g_segment_bytes = 64ull << 20;
 
 void serve(const std::string& root, const std::string& queue, int poll_ms) {
   auto qdir = shmq::detail::prepare_data_dir(shmq::detail::queue_dir(root, queue));
@@ -143,6 +148,7 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
   shmq::log::WalOptions wal_options;
   wal_options.dir = dir;
   wal_options.stop_on_corruption = g_stop_on_corruption;
+  wal_options.segment_bytes = g_segment_bytes;
   auto wal = shmq::log::Wal::open(wal_options, fs, report);
   if (!wal.ok()) return fatal(queue, "log recovery failed: " + wal.error().message());
   for (const auto& note : report.notes) logf("queue '%s': recovery: %s", queue.c_str(), note.c_str());
@@ -325,7 +331,8 @@ int main(int argc, char** argv) {
       usage(stdout);
       return 0;
     }
-    if (arg == "--data-dir" || arg == "--standby-poll-ms" || arg == "--metrics-file") {
+    if (arg == "--data-dir" || arg == "--standby-poll-ms" || arg == "--metrics-file" ||
+        arg == "--segment-bytes") {
       if (i + 1 >= argc) {
         std::fprintf(stderr, "shmqd: %s needs a value (try --help)\n", arg.c_str());
         return 2;
@@ -333,6 +340,15 @@ int main(int argc, char** argv) {
       const std::string v = argv[++i];
       if (arg == "--data-dir") {
         root = v;
+      } else if (arg == "--segment-bytes") {
+        char* end = nullptr;
+        errno = 0;
+        const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || errno != 0 || n < 4096 || n > (1ull << 40)) {
+          std::fprintf(stderr, "shmqd: --segment-bytes takes 4096..2^40, not '%s'\n", v.c_str());
+          return 2;
+        }
+        g_segment_bytes = n;
       } else if (arg == "--metrics-file") {
         metrics_file = v;
       } else {

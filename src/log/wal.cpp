@@ -8,6 +8,7 @@
 #include <chrono>
 #include <map>
 #include <random>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace shmq::log {
@@ -62,6 +63,21 @@ std::vector<SegmentName> segment_names(const std::vector<std::string>& names) {
   std::sort(out.begin(), out.end(),
             [](const SegmentName& a, const SegmentName& b) { return a.position < b.position; });
   return out;
+}
+
+// The offset of the next valid record at or after `from`, or data.size(). Cheap per byte on
+// garbage: a wrong type or header check rejects before any payload is hashed.
+std::size_t find_record(std::span<const std::byte> data, std::size_t from, std::uint64_t salt) {
+  for (std::size_t q = from; q + kRecordHeaderSize <= data.size(); ++q) {
+    const auto t = std::to_integer<std::uint8_t>(data[q + record_header::kType]);
+    if (t != static_cast<std::uint8_t>(RecordType::message) &&
+        t != static_cast<std::uint8_t>(RecordType::ack) &&
+        t != static_cast<std::uint8_t>(RecordType::copy))
+      continue;
+    DecodedRecord rec;
+    if (check_record(data, q, salt, rec) == RecordCheck::ok) return q;
+  }
+  return data.size();
 }
 
 // Walks segment files in order, validating every byte, and says what it found. Shared by
@@ -194,21 +210,6 @@ class Scanner {
     if (sink_) sink_(rec, file, offset);
   }
 
-  // The offset of the next valid record at or after `from`, or data.size(). Cheap per byte
-  // on garbage: a wrong type or header check rejects before any payload is hashed.
-  static std::size_t find_record(std::span<const std::byte> data, std::size_t from,
-                                 std::uint64_t salt) {
-    for (std::size_t q = from; q + kRecordHeaderSize <= data.size(); ++q) {
-      const auto t = std::to_integer<std::uint8_t>(data[q + record_header::kType]);
-      if (t != static_cast<std::uint8_t>(RecordType::message) &&
-          t != static_cast<std::uint8_t>(RecordType::ack))
-        continue;
-      DecodedRecord rec;
-      if (check_record(data, q, salt, rec) == RecordCheck::ok) return q;
-    }
-    return data.size();
-  }
-
   bool stop_on_corruption_;
   Sink sink_;
   std::optional<std::uint64_t> last_message_;
@@ -230,7 +231,9 @@ class Accounting {
 
   explicit Accounting(std::uint64_t min_unacked) : min_unacked_(min_unacked) {}
 
-  void add(const DecodedRecord& rec) {
+  // `segment`: the first position of the segment file the record was read from.
+  void add(const DecodedRecord& rec, std::uint64_t segment = 0) {
+    if (rec.type != RecordType::ack) where_[rec.position] = {segment, rec.size};
     if (rec.type == RecordType::copy && rec.origin >= min_unacked_) {
       superseded_.insert(rec.origin);
       if (messages_.erase(rec.origin) != 0) dropped_.insert(rec.origin);
@@ -254,6 +257,13 @@ class Accounting {
   }
 
   Counts counts() const { return {acked_.size(), dropped_.size(), below_}; }
+  // Where the last record of each unacked message is: position -> (segment, record bytes).
+  std::map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> live_records() const {
+    std::map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> out;
+    for (const auto& [pos, m] : messages_)
+      if (auto it = where_.find(pos); it != where_.end()) out[pos] = it->second;
+    return out;
+  }
   std::size_t unacked_count() const { return messages_.size(); }
 
   std::vector<RecoveredMessage> take_unacked() {
@@ -267,6 +277,7 @@ class Accounting {
  private:
   std::uint64_t min_unacked_;
   std::map<std::uint64_t, RecoveredMessage> messages_;
+  std::unordered_map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> where_;
   std::unordered_set<std::uint64_t> acked_, superseded_, dropped_;
   std::uint64_t below_ = 0;
 };
@@ -313,10 +324,12 @@ Result<std::unique_ptr<Wal>> Wal::open(const WalOptions& options, FileSystem& fs
   // The segments, through the same accounting that verify() reports.
   Accounting accounting(report.min_unacked);
   Scanner scanner(options.stop_on_corruption,
-                  [&](const DecodedRecord& rec, std::string_view, std::uint64_t) {
-                    accounting.add(rec);
+                  [&](const DecodedRecord& rec, std::string_view file, std::uint64_t) {
+                    accounting.add(rec, parse_segment_file_name(file).value_or(0));
                   });
   auto take_unacked = [&] {
+    for (const auto& [pos, where] : accounting.live_records())
+      wal->live_[pos] = Live{where.first, where.second};
     const Accounting::Counts c = accounting.counts();
     report.superseded = c.superseded;
     report.unacked = accounting.take_unacked();
@@ -349,7 +362,7 @@ Result<std::unique_ptr<Wal>> Wal::open(const WalOptions& options, FileSystem& fs
     wal->segments_.push_back(
         {segs[i].name,
          res.verdict.kind == HeaderVerdict::ok ? res.header.first_position : segs[i].position,
-         res.verdict.kind == HeaderVerdict::ok});
+         res.verdict.kind == HeaderVerdict::ok, res.torn_at});
     if (last) last_result = res;
   }
   scanner.finish();
@@ -447,7 +460,7 @@ VoidResult Wal::start_segment(std::uint64_t first_position, std::uint64_t salt) 
   auto file = dir_->open_append(name);
   if (!file) return file.error();
   current_ = std::move(file.value());
-  segments_.push_back({name, first_position, true});
+  segments_.push_back({name, first_position, true, kFileHeaderSize});
   salt_ = salt;
   current_size_ = kFileHeaderSize;
   unsynced_bytes_ = 0;
@@ -482,7 +495,9 @@ VoidResult Wal::append_message(std::uint64_t position, std::uint64_t id,
                                              " bytes is over the " + std::to_string(kMaxPayload) +
                                              "-byte record limit");
   begin_record();
+  const std::size_t at = buffer_.size();
   encode_record(buffer_, RecordType::message, position, id, payload, buffer_salt_);
+  note_live(position, buffer_.size() - at);
   buffer_next_ = std::max(buffer_next_, position + 1);
   if (buffer_.size() >= kFlushBytes) return write_buffer();
   return {};
@@ -492,6 +507,7 @@ VoidResult Wal::append_ack(std::uint64_t position) {
   if (auto r = check_appendable(position); !r) return r;
   begin_record();
   encode_record(buffer_, RecordType::ack, position, 0, {}, buffer_salt_);
+  live_.erase(position);
   buffer_next_ = std::max(buffer_next_, position + 1);
   if (buffer_.size() >= kFlushBytes) return write_buffer();
   return {};
@@ -504,10 +520,18 @@ VoidResult Wal::append_copy(std::uint64_t position, std::uint64_t origin, std::u
     return Error(Errc::invalid_argument, "log: message of " + std::to_string(payload.size()) +
                                              " bytes is over the record limit");
   begin_record();
+  const std::size_t at = buffer_.size();
   encode_copy_record(buffer_, position, origin, id, payload, buffer_salt_);
+  live_.erase(origin);
+  note_live(position, buffer_.size() - at);
   buffer_next_ = std::max(buffer_next_, position + 1);
   if (buffer_.size() >= kFlushBytes) return write_buffer();
   return {};
+}
+
+void Wal::note_live(std::uint64_t position, std::uint64_t bytes) {
+  // The segment the buffer will land in (begin_record decided it for the whole buffer).
+  live_[position] = Live{buffer_rotates_ ? written_next_ : segments_.back().first_position, bytes};
 }
 
 VoidResult Wal::sync_current() {
@@ -530,6 +554,7 @@ VoidResult Wal::write_buffer() {
   }
   if (auto r = current_->append(buffer_); !r) return fail(r.error());
   current_size_ += buffer_.size();
+  segments_.back().bytes = current_size_;
   unsynced_bytes_ += buffer_.size();
   written_next_ = std::max(written_next_, buffer_next_);
   buffer_.clear();
@@ -566,7 +591,7 @@ VoidResult Wal::checkpoint(std::uint64_t min_unacked, std::uint64_t next_positio
     while (!segments_[j].valid) ++j;  // terminates: back() is the current, valid segment
     if (segments_[j].first_position <= min_unacked) obsolete.push_back(i);
   }
-  if (obsolete.empty()) return {};
+  if (obsolete.empty()) return compact();
   for (const std::size_t i : obsolete) {
     auto r = dir_->unlink(segments_[i].name);
     if (!r && r.error().code() != Errc::not_found) return fail(r.error());
@@ -574,7 +599,93 @@ VoidResult Wal::checkpoint(std::uint64_t min_unacked, std::uint64_t next_positio
   if (auto r = dir_->sync(); !r) return fail(r.error());
   for (auto it = obsolete.rbegin(); it != obsolete.rend(); ++it)
     segments_.erase(segments_.begin() + static_cast<std::ptrdiff_t>(*it));
+  return compact();
+}
+
+// Copy-forward compaction. A few long-unacked messages must not pin every segment written
+// since: when the dead bytes in the closed segments (acked, superseded, acks themselves)
+// outweigh both the live bytes there and one segment, every live record of the closed
+// segments is appended again (same position, same id, same origin: recovery tells records
+// apart by position, so a duplicate is harmless), synced, and only then are the closed
+// segments deleted, oldest first (a prefix: an ack is never deleted while an older record of
+// its message remains), then the directory is synced. A crash at any point leaves either
+// the old files, or the old files and the copies, or the copies alone.
+// Disk use is then at most the current segment + 2 x max(live bytes, segment_bytes) + one
+// segment in the making.
+VoidResult Wal::compact() {
+  if (failure_) return failed_error();
+  if (segments_.size() < 2) return {};
+  const std::uint64_t current = segments_.back().first_position;
+  std::uint64_t closed = 0, live = 0;
+  for (std::size_t i = 0; i + 1 < segments_.size(); ++i) closed += segments_[i].bytes;
+  std::map<std::uint64_t, std::uint64_t> live_per_segment;  // first position -> records
+  for (const auto& [pos, l] : live_) {
+    if (l.segment == current) continue;
+    live += l.bytes;
+    ++live_per_segment[l.segment];
+  }
+  const std::uint64_t dead = closed - std::min(closed, live);
+  if (dead < std::max(live, options_.segment_bytes)) return {};
+
+  std::uint64_t copied = 0;
+  for (std::size_t i = 0; i + 1 < segments_.size(); ++i) {
+    const Segment seg = segments_[i];  // a copy: appends below may add segments
+    const auto wanted = live_per_segment.find(seg.first_position);
+    if (!seg.valid || wanted == live_per_segment.end()) continue;
+    auto data = dir_->read_all(seg.name);
+    if (!data) return fail(data.error());
+    FileHeader header;
+    if (check_file_header(data.value(), header).kind != HeaderVerdict::ok) return {};
+    std::uint64_t found = 0;
+    std::size_t off = kFileHeaderSize;
+    while (off < data.value().size()) {
+      DecodedRecord rec;
+      if (check_record(data.value(), off, header.salt, rec) != RecordCheck::ok) {
+        off = find_record(data.value(), off + 1, header.salt);
+        continue;
+      }
+      off += rec.size;
+      if (rec.type == RecordType::ack) continue;
+      const auto it = live_.find(rec.position);
+      if (it == live_.end() || it->second.segment != seg.first_position) continue;
+      VoidResult r = rec.type == RecordType::copy
+                         ? append_copy(rec.position, rec.origin, rec.id, rec.payload)
+                         : append_message(rec.position, rec.id, rec.payload);
+      if (!r) return r;
+      ++found;
+    }
+    // A live record that can no longer be read (the disk changed under us): keep the files.
+    if (found != wanted->second) return sync();
+    copied += found;
+  }
+  if (auto r = sync(); !r) return r;  // the copies are durable before anything is deleted
+  SHMQ_CRASH_POINT("wal.compact.after_copy");
+  // Delete the oldest closed segments that hold nothing live now.
+  std::size_t n = 0;
+  while (n + 1 < segments_.size()) {
+    const std::uint64_t first = segments_[n].first_position;
+    const bool holds_live = std::any_of(live_.begin(), live_.end(),
+                                        [&](const auto& e) { return e.second.segment == first; });
+    if (holds_live) break;
+    ++n;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    auto r = dir_->unlink(segments_[i].name);
+    if (!r && r.error().code() != Errc::not_found) return fail(r.error());
+    SHMQ_CRASH_POINT("wal.compact.mid_delete");
+  }
+  if (n > 0)
+    if (auto r = dir_->sync(); !r) return fail(r.error());
+  segments_.erase(segments_.begin(), segments_.begin() + static_cast<std::ptrdiff_t>(n));
+  ++compactions_;
+  compacted_records_ += copied;
   return {};
+}
+
+std::uint64_t Wal::disk_bytes() const {
+  std::uint64_t total = 0;
+  for (const auto& s : segments_) total += s.bytes;
+  return total;
 }
 
 // --- Verify -----------------------------------------------------------------------------

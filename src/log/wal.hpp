@@ -24,6 +24,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "log/file.hpp"
@@ -119,7 +120,18 @@ class Wal {
   // Does not sync buffered appends.
   VoidResult checkpoint(std::uint64_t min_unacked, std::uint64_t next_position);
 
+  // Copy-forward compaction (checkpoint() calls it): when the closed segments hold more dead
+  // bytes than live ones and than one segment, their live records are written again into
+  // the current segment, synced, and the closed segments deleted. Disk use stays within
+  // about 2 x max(live bytes, segment_bytes) + 2 segments, whatever a few long-unacked
+  // messages do.
+  VoidResult compact();
+
   bool failed() const { return failure_.has_value(); }
+  std::uint64_t disk_bytes() const;        // segment files' bytes, as this Wal knows them
+  std::uint64_t live_records() const { return live_.size(); }
+  std::uint64_t compactions() const { return compactions_; }
+  std::uint64_t compacted_records() const { return compacted_records_; }
   std::uint64_t bytes_synced() const { return bytes_synced_; }  // record bytes made durable
   std::size_t segment_count() const { return segments_.size(); }
   const std::string& current_segment() const;  // file name of the segment being appended
@@ -129,6 +141,11 @@ class Wal {
     std::string name;
     std::uint64_t first_position = 0;  // from the header (or the name, if !valid)
     bool valid = true;                 // header checked out; records can be read
+    std::uint64_t bytes = 0;           // file size (of its valid part)
+  };
+  struct Live {  // an unacked message's last record
+    std::uint64_t segment = 0;  // first position of the segment it is in
+    std::uint64_t bytes = 0;    // record size
   };
 
   Wal(const WalOptions& options, std::unique_ptr<Directory> dir);
@@ -139,6 +156,7 @@ class Wal {
   VoidResult start_segment(std::uint64_t first_position, std::uint64_t salt);
   VoidResult check_appendable(std::uint64_t position) const;
   void begin_record();
+  void note_live(std::uint64_t position, std::uint64_t bytes);
 
   WalOptions options_;
   std::unique_ptr<Directory> dir_;
@@ -153,6 +171,8 @@ class Wal {
   std::uint64_t buffer_next_ = 0;     // 1 + highest position in buffer_ (or 0)
   std::uint64_t written_next_ = 0;    // 1 + highest position written (or recovered)
   std::uint64_t bytes_synced_ = 0;
+  std::unordered_map<std::uint64_t, Live> live_;  // unacked messages -> where their record is
+  std::uint64_t compactions_ = 0, compacted_records_ = 0;
   std::optional<Error> failure_;
 };
 

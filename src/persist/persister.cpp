@@ -202,7 +202,9 @@ VoidResult Persister::checkpoint() {
   std::uint64_t min_unacked = outstanding_.empty() ? next_ : outstanding_.begin()->first;
   // An earlier epoch's message whose copy is not yet durable stays live in the log.
   if (!pending_origins_.empty()) min_unacked = std::min(min_unacked, *pending_origins_.begin());
-  if (min_unacked == checkpointed_min_) return {};
+  // Unchanged (a long-unacked message holds it): no new checkpoint, but the log may still
+  // need compacting behind it.
+  if (min_unacked == checkpointed_min_) return wal_.compact();
   SHMQ_CRASH_POINT("persister.before_checkpoint");
   if (auto r = wal_.checkpoint(min_unacked, next_); !r.ok()) return r;
   checkpointed_min_ = min_unacked;

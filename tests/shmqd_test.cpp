@@ -51,26 +51,33 @@ class TempDir {
 class Daemon {
  public:
   // `crash_at` ("point:count"): run the crash-point build, which kills itself there.
+  // `extra`: more shmqd options.
   Daemon(const std::string& data_dir, const std::string& queue, const std::string& log,
-         const std::string& metrics = "", const std::string& crash_at = "")
+         const std::string& metrics = "", const std::string& crash_at = "",
+         const std::vector<std::string>& extra = {})
       : log_(log) {
+    std::vector<std::string> args = {"shmqd", "--data-dir", data_dir};
+    if (!metrics.empty()) args.insert(args.end(), {"--metrics-file", metrics});
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back(queue);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::fflush(nullptr);
     pid_ = ::fork();
     if (pid_ == 0) {
       const int fd = ::open(log.c_str(), O_CREAT | O_WRONLY | O_APPEND, 0600);
       ::dup2(fd, 2);
       if (!crash_at.empty()) {
         ::setenv("SHMQ_CRASH_AT", crash_at.c_str(), 1);
-        ::execl(SHMQD_CRASHPOINTS_PATH, "shmqd", "--data-dir", data_dir.c_str(), queue.c_str(),
-                static_cast<char*>(nullptr));
-      } else if (metrics.empty())
-        ::execl(SHMQD_PATH, "shmqd", "--data-dir", data_dir.c_str(), queue.c_str(),
-                static_cast<char*>(nullptr));
-      else
-        ::execl(SHMQD_PATH, "shmqd", "--data-dir", data_dir.c_str(), "--metrics-file",
-                metrics.c_str(), queue.c_str(), static_cast<char*>(nullptr));
+        ::execv(SHMQD_CRASHPOINTS_PATH, argv.data());
+      } else {
+        ::execv(SHMQD_PATH, argv.data());
+      }
       std::_Exit(127);
     }
   }
+  pid_t pid() const { return pid_; }
   ~Daemon() {
     if (pid_ > 0) {
       ::kill(pid_, SIGKILL);
@@ -362,6 +369,38 @@ TEST(Shmqd, DeadLettersOfADurableQueueAreDurableAndRejectingNeverBlocks) {
     EXPECT_EQ(dead, (std::set<std::uint64_t>{1, 2, 3, 4, 5})) << d.log_text();
     (void)Queue::remove(name);
   }
+}
+
+// Issue 9.5: the active shmqd is SIGSTOPped (hung, not dead: it keeps its lock). The standby
+// sees it make no progress, fences it with SIGKILL and takes over: confirmations resume.
+// SIGCONT finds the old primary dead: it can write and confirm nothing more.
+TEST(Shmqd, HungPrimaryIsFencedAndTheStandbyTakesOver) {
+  TempDir dir;
+  const std::string name = unique_name("hung");
+  auto q = Queue::create(name, durable(dir.path(), Durability::sync, 1024)).value();
+  const std::vector<std::string> opts = {"--takeover-ms", "300", "--standby-poll-ms", "20"};
+  Daemon primary(dir.path(), name, dir.path() + "/primary.log", "", "", opts);
+  ASSERT_TRUE(primary.wait_for("persisting", 2)) << primary.log_text();
+  Daemon standby(dir.path(), name, dir.path() + "/standby.log", "", "", opts);
+  ASSERT_TRUE(standby.wait_for("waiting as hot standby", 2)) << standby.log_text();
+  auto p = q.producer().value();
+  for (std::uint64_t i = 1; i <= 20; ++i) ASSERT_EQ(p.send_for(as_bytes("a"), 10s, i), Status::ok);
+  ASSERT_EQ(::kill(primary.pid(), SIGSTOP), 0);
+  // A confirmed send needs a live persister: the standby's, after the fence.
+  for (std::uint64_t i = 21; i <= 40; ++i)
+    ASSERT_EQ(p.send_for(as_bytes("b"), 20s, i), Status::ok) << standby.log_text();
+  EXPECT_TRUE(standby.wait_for("fencing it with SIGKILL")) << standby.log_text();
+  (void)::kill(primary.pid(), SIGCONT);
+  EXPECT_EQ(primary.wait_end(), 128 + SIGKILL);  // dead: it never wrote again
+  standby.kill9();
+  // Every confirmed message is in the log.
+  ASSERT_TRUE(Queue::remove(name).ok());
+  Daemon d(dir.path(), name, dir.path() + "/after.log");
+  ASSERT_TRUE(d.wait_for("persisting", 2)) << d.log_text();
+  auto q2 = Queue::open(name).value();
+  const Received r = drain(q2);
+  for (std::uint64_t i = 1; i <= 40; ++i) EXPECT_TRUE(r.ids.contains(i)) << "lost " << i;
+  (void)Queue::remove(name);
 }
 
 TEST(Shmqd, KillNineDuringSyncSendsLosesNoConfirmedMessage) {

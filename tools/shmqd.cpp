@@ -40,6 +40,7 @@
 #include "persist/persister.hpp"
 #include "persist/republish.hpp"
 #include "platform/crash_point.hpp"
+#include "platform/process.hpp"
 #include "segment/segment.hpp"
 #include "shmq/shmq.hpp"
 
@@ -80,6 +81,8 @@ void usage(std::FILE* out) {
                "  --data-dir DIR   the data dir the queues were created with (shmqctl create\n"
                "                   --data-dir DIR); DIR/QUEUE/queue.meta describes each queue\n"
                "  --standby-poll-ms MS  how often a hot standby retries the lock (default 100)\n"
+               "  --takeover-ms MS  a standby fences (SIGKILL) an active shmqd that made no\n"
+               "                   progress for MS and takes over (default 5000)\n"
                "  --segment-bytes N  log segment file size before rotating (default 64 MiB,\n"
                "                   at least 4096); closed segments are compacted when their\n"
                "                   dead bytes outweigh their live ones and one segment\n"
@@ -92,7 +95,36 @@ void usage(std::FILE* out) {
                "log); exit 2: bad usage.\n");
 }
 
-// Holds DIR/QUEUE/LOCK with flock: released by the kernel when this process dies.
+int g_takeover_ms = 5000;
+
+// The active shmqd of `queue` as its persister row in the segment names it: pid, process
+// start time and heartbeat age. False if there is no segment or no live persister row.
+bool primary_of(const std::string& queue, pid_t& pid, std::uint64_t& start_time,
+                std::uint64_t& age_ms) {
+  auto seg = shmq::detail::Segment::open(queue);
+  if (!seg.ok()) return false;
+  shmq::detail::Segment& s = *seg.value();
+  const std::uint64_t now = shmq::detail::monotonic_coarse_ns();
+  for (std::uint32_t i = 0; i < s.max_members(); ++i) {
+    const std::uint64_t w = s.member(i).state.load(std::memory_order_acquire);
+    if (shmq::detail::member_status(w) != shmq::detail::MemberStatus::active ||
+        shmq::detail::member_role(w) != shmq::detail::Role::persister)
+      continue;
+    pid = static_cast<pid_t>(shmq::detail::member_pid(w));
+    start_time = s.member(i).start_time.load(std::memory_order_relaxed);
+    const std::uint64_t beat = s.member(i).heartbeat_ns.load(std::memory_order_relaxed);
+    age_ms = now > beat ? (now - beat) / 1'000'000 : 0;
+    return pid > 0 && pid != ::getpid();
+  }
+  return false;
+}
+
+// Holds DIR/QUEUE/LOCK with flock: released by the kernel when this process dies. A standby
+// waits for it; if the active shmqd stops making progress (its persister's heartbeat in the
+// segment older than --takeover-ms: SIGSTOPped, livelocked, stuck), the standby fences it
+// with SIGKILL (after checking pid and process start time, so a reused pid is never hit)
+// and takes the lock when the kernel releases it, that is once the old process is gone:
+// there are never two writers, and a stopped primary cannot resume to write or confirm.
 int take_lock(const std::string& dir, const std::string& queue, int poll_ms) {
   const std::string path = dir + "/LOCK";
   const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -101,6 +133,7 @@ int take_lock(const std::string& dir, const std::string& queue, int poll_ms) {
     return -1;
   }
   bool said = false;
+  pid_t fenced = 0;
   while (!g_stop.load()) {
     if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
       if (said) logf("queue '%s': lock acquired, taking over", queue.c_str());
@@ -112,9 +145,24 @@ int take_lock(const std::string& dir, const std::string& queue, int poll_ms) {
       return -1;
     }
     if (!said) {
-      logf("queue '%s': %s is locked by another shmqd; waiting as hot standby", queue.c_str(),
-           path.c_str());
+      logf("queue '%s': %s is locked by another shmqd; waiting as hot standby (takeover "
+           "after %d ms without progress)", queue.c_str(), path.c_str(), g_takeover_ms);
       said = true;
+    }
+    pid_t pid = 0;
+    std::uint64_t start = 0, age_ms = 0;
+    if (primary_of(queue, pid, start, age_ms) && pid != fenced &&
+        age_ms > static_cast<std::uint64_t>(g_takeover_ms) &&
+        shmq::detail::process_alive(pid, start) && start != 0 &&
+        shmq::detail::process_start_time(pid) == start) {
+      logf("queue '%s': the active shmqd (pid %d) has made no progress for %llu ms: fencing it "
+           "with SIGKILL and taking over", queue.c_str(), static_cast<int>(pid),
+           static_cast<unsigned long long>(age_ms));
+      if (::kill(pid, SIGKILL) == 0)
+        fenced = pid;
+      else
+        logf("queue '%s': cannot fence pid %d: %s; still waiting", queue.c_str(),
+             static_cast<int>(pid), std::strerror(errno));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(poll_ms));  // standby poll
   }
@@ -244,8 +292,13 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
   logf("queue '%s': persisting (durability %s) in %s", queue.c_str(),
        std::string(shmq::to_string(options.durability)).c_str(), dir.c_str());
   g_ready_queues.fetch_add(1);
-  const auto idle = std::chrono::milliseconds(std::max<std::int64_t>(1, options.flush_interval.count()));
+  // Wake at least every 100 ms even when idle: the heartbeat above is our proof of life.
+  const auto idle = std::chrono::milliseconds(
+      std::clamp<std::int64_t>(options.flush_interval.count(), 1, 100));
   while (!g_stop.load()) {
+    // Progress, for a standby watching whether we are stuck (take_lock).
+    seg->member(member.value()).heartbeat_ns.store(shmq::detail::monotonic_coarse_ns(),
+                                                   std::memory_order_relaxed);
     auto r = persister.round();
     if (!r.ok()) {
       fatal(queue, r.error().message());
@@ -332,7 +385,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (arg == "--data-dir" || arg == "--standby-poll-ms" || arg == "--metrics-file" ||
-        arg == "--segment-bytes") {
+        arg == "--segment-bytes" || arg == "--takeover-ms") {
       if (i + 1 >= argc) {
         std::fprintf(stderr, "shmqd: %s needs a value (try --help)\n", arg.c_str());
         return 2;
@@ -340,6 +393,14 @@ int main(int argc, char** argv) {
       const std::string v = argv[++i];
       if (arg == "--data-dir") {
         root = v;
+      } else if (arg == "--takeover-ms") {
+        char* end = nullptr;
+        const long ms = std::strtol(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || ms < 100 || ms > 3'600'000) {
+          std::fprintf(stderr, "shmqd: --takeover-ms takes 100..3600000, not '%s'\n", v.c_str());
+          return 2;
+        }
+        g_takeover_ms = static_cast<int>(ms);
       } else if (arg == "--segment-bytes") {
         char* end = nullptr;
         errno = 0;

@@ -119,6 +119,7 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
   j["ready"] = s.ready;
   j["delayed"] = s.delayed;
   j["in_flight"] = s.in_flight;
+  j["oldest_unacked_age_ms"] = s.oldest_unacked_age_ms;
   j["claimed"] = s.claimed;
   j["free_slots"] = s.free_slots;
   j["tail"] = s.tail;
@@ -203,7 +204,7 @@ std::string stat_text(const shmq::Queue& q, const shmq::QueueStats& s,
   out << "\n";
   out << "messages     depth " << depth(s) << " (ready " << s.ready << ", delayed " << s.delayed
       << "), in flight " << s.in_flight << ", being written " << s.claimed << ", free slots "
-      << s.free_slots << "\n";
+      << s.free_slots << ", oldest unacked " << s.oldest_unacked_age_ms << " ms\n";
   out << "positions    tail " << s.tail << ", dispatch " << s.dispatch << "\n";
   out << "counters     sent " << s.sent << ", received " << s.received << ", acked " << s.acked
       << ", requeued " << s.requeued << ", redelivered " << s.redelivered

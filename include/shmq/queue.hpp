@@ -108,6 +108,9 @@ struct QueueStats {
   std::uint64_t acked = 0;
   std::uint64_t requeued = 0;
   std::uint64_t delayed = 0;       // nacked with a delay, not yet due
+  // Age of the oldest message in the ring not yet acked (ready, delayed or in flight), from
+  // when it entered this ring (a message republished after a rebuild: from then); 0 if none.
+  std::uint64_t oldest_unacked_age_ms = 0;
   // What the watchdog and dead-lettering did.
   std::uint64_t members_reclaimed = 0;
   std::uint64_t redelivered = 0;   // taken back from dead or lease-expired consumers

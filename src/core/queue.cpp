@@ -156,10 +156,18 @@ QueueStats Queue::stats() const {
   const std::uint64_t t = s.tail;
   const std::uint64_t n = seg.slot_count();
   // Positions [tail - N, tail): every message that can be in the ring.
+  const std::uint64_t now_ns = detail::monotonic_coarse_ns();
+  std::uint64_t oldest_ns = now_ns;
   for (std::uint64_t pos = t > n ? t - n : 0; pos < t; ++pos) {
     const std::uint64_t w = seg.slot(pos).word.load(std::memory_order_acquire);
     if (detail::word_lap(w) != detail::lap_of(pos, shift)) continue;
-    switch (detail::word_state(w)) {
+    const SlotState st = detail::word_state(w);
+    if (st == SlotState::ready || st == SlotState::held || st == SlotState::delayed) {
+      // Relaxed: a hint for operators; a scribbled value only shows a wrong age.
+      const std::uint64_t enq = seg.slot(pos).enqueued_ns.load(std::memory_order_relaxed);
+      if (enq != 0 && enq < oldest_ns) oldest_ns = enq;
+    }
+    switch (st) {
       case SlotState::ready: ++s.ready; break;
       case SlotState::held: ++s.in_flight; break;
       case SlotState::claimed: ++s.claimed; break;
@@ -176,6 +184,7 @@ QueueStats Queue::stats() const {
         detail::word_owner(w) < seg.max_members())
       ++held[detail::word_owner(w)];
   }
+  s.oldest_unacked_age_ms = (now_ns - oldest_ns) / 1'000'000;
   auto& wc = h.watchdog_counters;
   s.members_reclaimed = wc.members_reclaimed.load(std::memory_order_relaxed);
   s.redelivered = wc.redelivered.load(std::memory_order_relaxed);

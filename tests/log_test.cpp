@@ -508,6 +508,8 @@ TEST(WalCompaction, OneLongUnackedMessageDoesNotPinTheLog) {
   }
   EXPECT_GT(compactions, 10u);
   EXPECT_LE(peak, kBound) << "peak " << peak << " bytes";
+  std::printf("data dir peak: %llu bytes, %llu compactions\n", static_cast<unsigned long long>(peak),
+              static_cast<unsigned long long>(compactions));
   RecoveryReport r;
   auto w = open_ok(options_for(dir, kSegment), posix_file_system(), r);
   ASSERT_TRUE(w);

@@ -564,8 +564,14 @@ VoidResult Wal::write_buffer() {
 
 VoidResult Wal::sync() {
   if (failure_) return failed_error();
+  const std::size_t segments = segments_.size();
   if (auto r = write_buffer(); !r) return r;
-  return sync_current();
+  if (auto r = sync_current(); !r) return r;
+  // A segment was closed: the closed segments may now be worth compacting. Checked once per
+  // segment written (the check walks the live records), so disk use is bounded by traffic
+  // volume, not by how often checkpoints come.
+  if (segments_.size() > segments && !compacting_) return compact();
+  return {};
 }
 
 VoidResult Wal::checkpoint(std::uint64_t min_unacked, std::uint64_t next_position) {
@@ -614,7 +620,14 @@ VoidResult Wal::checkpoint(std::uint64_t min_unacked, std::uint64_t next_positio
 // segment in the making.
 VoidResult Wal::compact() {
   if (failure_) return failed_error();
-  if (segments_.size() < 2) return {};
+  if (segments_.size() < 2 || compacting_) return {};
+  compacting_ = true;
+  const VoidResult r = compact_closed_segments();
+  compacting_ = false;
+  return r;
+}
+
+VoidResult Wal::compact_closed_segments() {
   const std::uint64_t current = segments_.back().first_position;
   std::uint64_t closed = 0, live = 0;
   for (std::size_t i = 0; i + 1 < segments_.size(); ++i) closed += segments_[i].bytes;

@@ -157,6 +157,7 @@ class Wal {
   VoidResult check_appendable(std::uint64_t position) const;
   void begin_record();
   void note_live(std::uint64_t position, std::uint64_t bytes);
+  VoidResult compact_closed_segments();
 
   WalOptions options_;
   std::unique_ptr<Directory> dir_;
@@ -173,6 +174,7 @@ class Wal {
   std::uint64_t bytes_synced_ = 0;
   std::unordered_map<std::uint64_t, Live> live_;  // unacked messages -> where their record is
   std::uint64_t compactions_ = 0, compacted_records_ = 0;
+  bool compacting_ = false;  // compact() appends and syncs: no nested compaction
   std::optional<Error> failure_;
 };
 

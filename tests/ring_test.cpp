@@ -5,11 +5,17 @@
 
 #include <gtest/gtest.h>
 
+#include "shmq/watchdog.hpp"
+
 #include "ring/slot_word.hpp"
 #include "segment/segment.hpp"
 #include "test_util.hpp"
 
 namespace shmq {
+
+// The ring protocol alone, member rows counted exactly: no embedded watchdog
+// (healing by default is tested in healing_test.cpp).
+const bool kNoEmbeddedWatchdog = (set_embedded_watchdog(false), true);
 namespace {
 
 using test::ScopedQueue;

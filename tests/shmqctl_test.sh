@@ -162,8 +162,9 @@ check "stat --rate gives rates" test "$(json "sorted(d['rates'].keys())[0]")" = 
 cpid=$!
 check "the consumer registers as a member" wait_until consumers_are "$q1" 1
 run "$ctl" stat "$q1" --json
-check "stat --json lists the consumer with its pid" \
-  test "$(json "[(m['role'], m['pid'], m['alive']) for m in d['members']]")" = "[('consumer', $cpid, True)]"
+# The consumer process also runs the queue's embedded watchdog (healing by default).
+check "stat --json lists the consumer and its watchdog with their pid" \
+  test "$(json "sorted((m['role'], m['pid'], m['alive']) for m in d['members'])")" = "[('consumer', $cpid, True), ('watchdog', $cpid, True)]"
 printf 'delta\n' | "$ctl" produce "$q1"
 wait "$cpid"
 crc=$?

@@ -12,6 +12,8 @@
 
 #include <gtest/gtest.h>
 
+#include "shmq/watchdog.hpp"
+
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
 #include "ring/slot_word.hpp"
@@ -19,6 +21,10 @@
 #include "test_util.hpp"
 
 namespace shmq {
+
+// These tests drive watchdogs tick by tick and check what the elected one did: no
+// embedded watchdog (healing by default) may be elected in their place.
+const bool kNoEmbeddedWatchdog = (set_embedded_watchdog(false), true);
 namespace {
 
 using test::ScopedQueue;

@@ -471,6 +471,7 @@ int main(int argc, char** argv) {
   ::sigaction(SIGINT, &sa, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
+  shmq::set_embedded_watchdog(false);  // serve() runs the queue's watchdog itself
   logf("starting: data dir %s, %zu queue(s)", root.c_str(), queues.size());
   std::vector<std::thread> workers;
   for (const auto& q : queues) workers.emplace_back(serve, root, q, poll_ms);

@@ -27,10 +27,25 @@
 
 namespace shmq {
 
+namespace detail {
+class Segment;
+}
+
 struct WatchdogOptions {
-  // Time between ticks of the background thread (start()).
+  // Time between ticks of the background thread (start()) while this watchdog is elected.
   std::chrono::milliseconds interval{5};
+  // Time between ticks while another watchdog is elected (0: the same as interval). A
+  // standby only checks that the elected one's process lives.
+  std::chrono::milliseconds standby_interval{0};
 };
+
+// Healing by default: while a process has a producer or consumer on a queue, the library
+// runs a watchdog for it in that process (elected among all attached processes and shmqd,
+// so one does the work). Call set_embedded_watchdog(false) before opening queues to opt out
+// (e.g. when the process runs its own Watchdog); the environment variable
+// SHMQ_EMBEDDED_WATCHDOG=0 sets the initial value.
+void set_embedded_watchdog(bool on) noexcept;
+bool embedded_watchdog() noexcept;
 
 // What one tick did.
 struct WatchdogReport {
@@ -46,6 +61,9 @@ class Watchdog {
  public:
   // Registers a watchdog member row in `queue`.
   static Result<Watchdog> attach(const Queue& queue, const WatchdogOptions& options = {});
+  // The same on a segment (the library's own embedded watchdog).
+  static Result<Watchdog> attach_segment(std::shared_ptr<detail::Segment> segment,
+                                         const WatchdogOptions& options);
 
   Watchdog(Watchdog&&) noexcept;
   Watchdog& operator=(Watchdog&&) noexcept;

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/dead_letter.hpp"
+#include "core/healer.hpp"
 #include "core/call_util.hpp"
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
@@ -69,6 +70,7 @@ void Consumer::release_member() noexcept {
     release_all();
     dead_letters_.reset();  // unregisters from the DLQ first
     seg_->unregister_member(member_, detail::Role::consumer);
+    detail::healer_release(seg_.get());
     seg_.reset();
   }
 }

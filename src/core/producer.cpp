@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/call_util.hpp"
+#include "core/healer.hpp"
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
@@ -80,6 +81,7 @@ void Producer::release_member() noexcept {
     detail::release_claim(seg, (word_lap(w) << seg.slot_shift()) | i, member_, word_aux(w));
   }
   seg.unregister_member(member_, detail::Role::producer);
+  detail::healer_release(seg_.get());
   seg_.reset();
 }
 

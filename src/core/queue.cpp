@@ -1,6 +1,7 @@
 #include "shmq/queue.hpp"
 
 #include "core/dead_letter.hpp"
+#include "core/healer.hpp"
 #include "persist/meta.hpp"
 #include "platform/process.hpp"
 #include "ring/slot_word.hpp"
@@ -127,12 +128,14 @@ QueueOptions Queue::options() const { return segment_->options(); }
 Result<Producer> Queue::producer() {
   auto m = segment_->register_member(detail::Role::producer);
   if (!m.ok()) return m.error();
+  detail::healer_acquire(segment_);  // released by the producer's close
   return Producer(segment_, m.value());
 }
 
 Result<Consumer> Queue::consumer() {
   auto m = segment_->register_member(detail::Role::consumer);
   if (!m.ok()) return m.error();
+  detail::healer_acquire(segment_);  // released by the consumer's close
   return Consumer(segment_, m.value());
 }
 

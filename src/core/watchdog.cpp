@@ -334,11 +334,16 @@ WatchdogReport Watchdog::Impl::tick() {
 }
 
 Result<Watchdog> Watchdog::attach(const Queue& queue, const WatchdogOptions& options) {
-  if (options.interval.count() <= 0)
+  return attach_segment(queue.segment(), options);
+}
+
+Result<Watchdog> Watchdog::attach_segment(std::shared_ptr<detail::Segment> segment,
+                                          const WatchdogOptions& options) {
+  if (options.interval.count() <= 0 || options.standby_interval.count() < 0)
     return Error(Errc::invalid_argument, "watchdog interval must be above 0 ms");
-  auto m = queue.segment()->register_member(Role::watchdog);
+  auto m = segment->register_member(Role::watchdog);
   if (!m.ok()) return m.error();
-  return Watchdog(std::make_unique<Impl>(queue.segment(), m.value(), options));
+  return Watchdog(std::make_unique<Impl>(std::move(segment), m.value(), options));
 }
 
 Watchdog::Watchdog(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -378,9 +383,12 @@ void Watchdog::start() {
     std::unique_lock<std::mutex> lock(impl->mutex);
     while (!impl->stopping) {
       lock.unlock();
-      impl->tick();
+      const bool active = impl->tick().active;
       lock.lock();
-      impl->cv.wait_for(lock, impl->options.interval, [impl] { return impl->stopping; });
+      const auto wait = active || impl->options.standby_interval.count() == 0
+                            ? impl->options.interval
+                            : impl->options.standby_interval;
+      impl->cv.wait_for(lock, wait, [impl] { return impl->stopping; });
     }
   });
 }

@@ -104,6 +104,7 @@ Result<std::size_t> Persister::round() {
   SegmentHeader& h = s.header();
   const std::uint32_t shift = s.slot_shift();
   std::size_t records = 0, acks = 0;
+  std::size_t found = 0;  // messages logged, or released before we logged them
   std::uint64_t pos = next_;
   dlq_behind_ = false;
   std::chrono::steady_clock::time_point gather_deadline{};
@@ -125,6 +126,7 @@ Result<std::size_t> Persister::round() {
             dlq_behind_ = true;  // its dead-letter copy (if any) is not on disk yet
             break;
           }
+          ++found;  // its sync sender is confirmed by this round too
           // A copy republished after a rebuild, acked before we logged it: its origin is done.
           if (const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
               origin != 0 && pending_origins_.erase(origin - 1) != 0) {
@@ -155,11 +157,12 @@ Result<std::size_t> Persister::round() {
         if (auto r = wal_.append_message(pos, id, buf_); !r.ok()) return r.error();
       }
       ++records;
+      ++found;
       outstanding_[pos] = k;  // even if releasing: its ack goes through the loop below
       pos += k;
     }
     // Sync queue: more senders may be about to commit; share this round's fdatasync with them.
-    if (!gather_more(records, pos, gather_deadline)) break;
+    if (!gather_more(found, pos, gather_deadline)) break;
   }
   // Acks: a logged message whose slot moved to a later lap is done (journalled once its
   // dead letter, if it became one, is durable: see dead_letters_durable()).
@@ -238,10 +241,10 @@ bool Persister::settled(std::uint64_t pos) {
 // were scheduled, sync them alone, and the rest (committing during that fdatasync) waited a
 // whole sync more, so the senders split into groups that alternated. Waiting a fraction of
 // an fdatasync for the senders just woken puts them all into one.
-bool Persister::gather_more(std::size_t records, std::uint64_t pos,
+bool Persister::gather_more(std::size_t found, std::uint64_t pos,
                             std::chrono::steady_clock::time_point& deadline) {
-  if (!sync_queue_ || records == 0 || records >= expected_senders_ ||
-      records >= kMaxRecordsPerRound || dlq_behind_)
+  if (!sync_queue_ || found == 0 || found >= expected_senders_ ||
+      found >= kMaxRecordsPerRound || dlq_behind_)
     return false;
   const auto now = std::chrono::steady_clock::now();
   if (deadline == std::chrono::steady_clock::time_point{}) {

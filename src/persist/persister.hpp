@@ -65,7 +65,8 @@ class Persister {
   // number of records written. An error is final: nothing more may be confirmed (fail-stop).
   //
   // Group commit on a sync queue: the senders woken by the last confirmation are expected to
-  // send again. When a round has found some messages but fewer than that many, it waits
+  // send again. When a round has found some messages (logged, or acked before it got to them)
+  // but fewer than that many, it waits
   // (bounded, see set_group_wait) for the rest to commit before its fdatasync, so that
   // concurrent single sends share one. A lone sender (one waiter, one message) never waits,
   // nor does an async queue.
@@ -94,9 +95,10 @@ class Persister {
   // round() would get past `pos`: its slot holds anything but "not claimed yet" or "being
   // written" at its lap.
   bool settled(std::uint64_t pos);
-  // Whether round() should wait for more sync senders before it syncs `records` messages
-  // (and if so, waits until one more message may be there or the deadline passed).
-  bool gather_more(std::size_t records, std::uint64_t pos,
+  // Whether round() should wait for more sync senders before it syncs, having found `found`
+  // messages (logged, or released before it logged them); if so, waits until one more
+  // message may be at `pos` or the deadline passed.
+  bool gather_more(std::size_t found, std::uint64_t pos,
                    std::chrono::steady_clock::time_point& deadline);
 
   std::shared_ptr<Segment> seg_;

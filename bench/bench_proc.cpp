@@ -457,13 +457,22 @@ Daemon::Totals Daemon::totals() const {
   const std::string text = read_file(log_path_);
   const std::string_view key = "stopped cleanly (";
   for (std::size_t at = text.find(key); at != std::string::npos; at = text.find(key, at + 1)) {
-    unsigned long long r = 0, a = 0, s = 0;
-    if (std::sscanf(text.c_str() + at + key.size(), "%llu records, %llu acks, %llu syncs", &r, &a,
-                    &s) == 3) {
+    unsigned long long r = 0, a = 0, s = 0, w = 0, wt = 0;
+    double us = 0;
+    const int n = std::sscanf(text.c_str() + at + key.size(),
+                              "%llu records, %llu acks, %llu syncs; %*f messages per fdatasync, "
+                              "%llu group waits, %llu ended at their bound, %lf us",
+                              &r, &a, &s, &w, &wt, &us);
+    if (n >= 3) {
       t.found = true;
       t.records += r;
       t.acks += a;
       t.syncs += s;
+    }
+    if (n == 6) {
+      t.sync_s += us * 1e-6 * static_cast<double>(s);
+      t.group_waits += w;
+      t.group_wait_timeouts += wt;
     }
   }
   return t;

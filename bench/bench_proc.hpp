@@ -156,6 +156,9 @@ class Daemon {
     std::uint64_t records = 0;
     std::uint64_t acks = 0;
     std::uint64_t syncs = 0;
+    std::uint64_t group_waits = 0;          // rounds that waited for more sync senders
+    std::uint64_t group_wait_timeouts = 0;  // ... and ended at the wait's bound
+    double sync_s = 0;                      // time shmqd spent in those fdatasyncs
   };
   Totals totals() const;
 

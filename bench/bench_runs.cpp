@@ -25,6 +25,7 @@ const char* to_string(Kind k) {
     case Kind::disk_dd: return "disk";
     case Kind::disk_fsync: return "disk";
     case Kind::persist: return "persist";
+    case Kind::sync_senders: return "sync_senders";
   }
   return "?";
 }
@@ -130,6 +131,18 @@ std::vector<Scenario> all_scenarios() {
     p.name = std::string("shmq/persist/4KiB/") + (batch ? "batch/" : "send/") + durability_name(d);
     v.push_back(p);
   }
+  // Group commit: single sync sends from 1, 4, 8 processes, no consumer.
+  for (const int n : {1, 4, 8}) {
+    Scenario g;
+    g.kind = Kind::sync_senders;
+    g.transport = T::shmq;
+    g.producers = n;
+    g.consumers = 0;
+    g.size = 64;
+    g.durability = D::sync;
+    g.name = "shmq/sync/" + std::to_string(n) + "x0/64B";
+    v.push_back(g);
+  }
   v.push_back(tp(T::shmq, 8, 1, 64, false, D::sync));
   for (const D d : {D::async, D::sync})
     for (const int n : {1, 2, 4})
@@ -154,6 +167,7 @@ bool durable(const Scenario& sc) { return sc.durability != shmq::Durability::non
 std::uint64_t initial_count(const Scenario& sc) {
   const std::uint64_t p = static_cast<std::uint64_t>(sc.producers);
   if (sc.kind == Kind::persist) return 4096;  // 16 MiB of 4 KiB messages
+  if (sc.kind == Kind::sync_senders) return 32 * p;
   if (sc.kind == Kind::roundtrip) {
     if (sc.durability == shmq::Durability::sync) return 20;
     return sc.size > 4096 ? 500 : 2000;
@@ -166,12 +180,14 @@ std::uint64_t initial_count(const Scenario& sc) {
 
 std::uint64_t min_count(const Scenario& sc) {
   if (sc.kind == Kind::persist) return 8192;
+  if (sc.kind == Kind::sync_senders) return 64 * static_cast<std::uint64_t>(sc.producers);
   if (sc.kind == Kind::roundtrip) return sc.durability == shmq::Durability::sync ? 50 : 200;
   return static_cast<std::uint64_t>(std::max(64, static_cast<int>(kBatch)) * sc.producers);
 }
 
 std::uint64_t max_count(const Scenario& sc) {
   if (sc.kind == Kind::persist) return kPersistSlots;  // the ring holds the whole run
+  if (sc.kind == Kind::sync_senders) return kPersistSlots - 1024;  // never fills the ring
   if (sc.kind == Kind::roundtrip) return 2'000'000;  // 16 MB of samples
   return 400'000'000;
 }
@@ -193,6 +209,13 @@ Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t 
     if (r.persisted_mb_per_s >= 0) pmb.push_back(r.persisted_mb_per_s);
     if (r.log_mb_per_s >= 0) lmb.push_back(r.log_mb_per_s);
     sw.push_back(r.switches_per_msg);
+    if (r.fsync_per_s > 0) out.rep_vs_fsync.push_back(r.msgs_per_s / r.fsync_per_s);
+    if (r.msgs_per_sync >= 0) {
+      out.rep_msgs_per_sync.push_back(r.msgs_per_sync);
+      out.rep_group_waits.push_back(r.group_waits);
+      out.rep_group_wait_timeouts.push_back(r.group_wait_timeouts);
+      out.rep_sync_busy.push_back(r.sync_busy);
+    }
     if (!r.lat.empty()) {
       p50.push_back(static_cast<double>(percentile(r.lat, 0.50)));
       p99.push_back(static_cast<double>(percentile(r.lat, 0.99)));
@@ -206,6 +229,8 @@ Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t 
     out.switches_per_msg = spread_of(sw);
     out.persisted_mb_per_s = spread_of(pmb);
     out.log_mb_per_s = spread_of(lmb);
+    out.vs_fsync = spread_of(out.rep_vs_fsync);
+    out.msgs_per_sync = spread_of(out.rep_msgs_per_sync);
   } else {
     out.p50 = spread_of(p50);
     out.p99 = spread_of(p99);
@@ -729,23 +754,23 @@ RepResult dd_rep(const Options& o) {
   return r;
 }
 
-// One process: write(64 bytes) + fdatasync per message, appending to a file in the data
-// root, for about o.seconds. The 1-fsync-per-message baseline for sync durability.
-RepResult fsync_rep(const Scenario& sc, const Options& o) {
-  TempDir dir(o.data_root);
-  const std::string file = dir.path() + "/fsync.tmp";
+// One process: write(`size` bytes) + fdatasync per message, appending to a new file in
+// `dir`, for about `secs`. The 1-fsync-per-message baseline for sync durability. Returns
+// messages per second and the seconds it ran.
+std::pair<double, double> fsync_loop(const std::string& dir, std::size_t size, double secs,
+                                     const std::string& name) {
+  const std::string file = dir + "/fsync.tmp";
   struct Out {
     std::uint64_t n;
     std::uint64_t ns;
   };
   SharedMap map(sizeof(Out));
   auto* out = new (map.get()) Out{0, 0};
-  const double secs = o.quick ? 0.1 : o.seconds;
-  ProcessGroup g(sc.name);
+  ProcessGroup g(name);
   g.spawn("writer", [&](ChildIo& io) {
     const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) fail("open " + file + ": " + std::strerror(errno));
-    std::vector<std::byte> rec(sc.size, std::byte{0x5a});
+    std::vector<std::byte> rec(size, std::byte{0x5a});
     io.ready();
     io.wait_go();
     const std::uint64_t t0 = now_ns();
@@ -764,12 +789,128 @@ RepResult fsync_rep(const Scenario& sc, const Options& o) {
     out->ns = t - t0;
   });
   g.run(kSetupTimeout, std::chrono::milliseconds(60'000 + static_cast<std::int64_t>(secs * 2000)));
+  ::unlink(file.c_str());
   if (out->n == 0 || out->ns == 0) fail("the writer recorded nothing");
+  const double elapsed = static_cast<double>(out->ns) / 1e9;
+  return {static_cast<double>(out->n) / elapsed, elapsed};
+}
+
+RepResult fsync_rep(const Scenario& sc, const Options& o) {
+  TempDir dir(o.data_root);
+  const auto [rate, elapsed] = fsync_loop(dir.path(), sc.size, o.quick ? 0.1 : o.seconds, sc.name);
   RepResult r;
-  r.elapsed_s = static_cast<double>(out->ns) / 1e9;
-  r.msgs_per_s = static_cast<double>(out->n) / r.elapsed_s;
+  r.elapsed_s = elapsed;
+  r.msgs_per_s = rate;
   r.mb_per_s = r.msgs_per_s * static_cast<double>(sc.size) / 1e6;
   return r;
+}
+
+// --- group commit: sync senders, no consumer ----------------------------------------------------
+
+// One repetition on its own data dir, queue (64 Ki slots: `count` never fills it) and shmqd,
+// so that shmqd's totals at its clean stop are this repetition's alone. P processes each
+// send count/P single messages; a sync send returns once its message is on disk, so the last
+// return is the end. Nothing consumes: every message is logged. The baseline of this
+// repetition, the 1-fdatasync-per-message loop on the same disk, runs half before and half
+// after (the disk is shared: this brackets the senders).
+RepResult sync_senders_rep(const Scenario& sc, const Options& o, DurableEnv& env,
+                           std::uint64_t count, bool calibrated) {
+  const int P = sc.producers;
+  const std::size_t size = sc.size;
+  DurableSide side;
+  side.prepare(sc, env);
+  RepResult r;
+  // Pilots only calibrate the count: they skip the baseline.
+  const bool baseline = calibrated || o.quick;
+  const double half = o.quick ? 0.05 : o.seconds / 4;
+  double fsyncs = 0, fsync_s = 0;
+  auto run_baseline = [&] {
+    const auto [rate, secs] = fsync_loop(side.dir->path(), size, half, sc.name + " baseline");
+    fsyncs += rate * secs;
+    fsync_s += secs;
+  };
+  if (baseline) run_baseline();
+  ShmqChannel ch(spec_for(sc, side, kPersistSlots));
+  side.start(sc, env, {ch.name()});
+  const auto shares = shares_of(count, P);
+  SharedMap map(sizeof(TpShared));
+  auto* sh = new (map.get()) TpShared();
+  const std::uint64_t written0 = side.daemon->written_bytes();
+  std::uint64_t switches = 0;
+  {
+    ProcessGroup g(sc.name);
+    for (int i = 0; i < P; ++i) {
+      g.spawn("sender " + std::to_string(i), [&, i](ChildIo& io) {
+        auto tx = ch.sender(i);
+        std::vector<std::byte> buf(size, std::byte{0x5a});
+        const std::uint64_t share = shares[static_cast<std::size_t>(i)];
+        io.ready();
+        io.wait_go();
+        sh->start_ns[i].store(now_ns());
+        for (std::uint64_t seq = 0; seq < share; ++seq) {
+          put_tag(buf.data(), size, make_tag(static_cast<std::uint32_t>(i), seq));
+          tx.send(buf.data(), size);  // returns once confirmed on disk
+        }
+        const std::uint64_t t = now_ns();
+        std::uint64_t end = sh->end_ns.load();
+        while (end < t && !sh->end_ns.compare_exchange_weak(end, t)) {
+        }
+        sh->count[i].store(share);
+      });
+    }
+    switches = g.run(kSetupTimeout, run_timeout(o, calibrated), side.checker());
+  }
+  const std::uint64_t written1 = side.daemon->written_bytes();
+  const int st = side.daemon->stop();
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    fail("shmqd " + describe_status(st) + " when stopped: " + side.daemon->log_tail(3));
+  const Daemon::Totals t = side.daemon->totals();
+  if (!t.found) fail("shmqd printed no totals");
+  if (t.records != count || t.syncs == 0)
+    fail("shmqd logged " + std::to_string(t.records) + " of " + std::to_string(count) +
+         " messages with " + std::to_string(t.syncs) + " fdatasyncs");
+  std::uint64_t start = UINT64_MAX;
+  for (int p = 0; p < P; ++p) {
+    if (sh->count[p].load() != shares[static_cast<std::size_t>(p)])
+      fail("sender " + std::to_string(p) + " did not finish");
+    if (shares[static_cast<std::size_t>(p)] > 0) start = std::min(start, sh->start_ns[p].load());
+  }
+  const std::uint64_t end = sh->end_ns.load();
+  if (start == UINT64_MAX || end <= start) fail("no valid start/end time");
+  if (baseline) {
+    run_baseline();
+    r.fsync_per_s = fsyncs / fsync_s;
+  }
+  r.group_waits = t.group_waits;
+  r.group_wait_timeouts = t.group_wait_timeouts;
+  r.sync_busy = t.sync_s / (static_cast<double>(end - start) / 1e9);
+  r.elapsed_s = static_cast<double>(end - start) / 1e9;
+  r.msgs_per_s = static_cast<double>(count) / r.elapsed_s;
+  r.mb_per_s = r.msgs_per_s * static_cast<double>(size) / 1e6;
+  r.persisted_mb_per_s = r.mb_per_s;
+  r.log_mb_per_s = static_cast<double>(written1 - written0) / 1e6 / r.elapsed_s;
+  r.switches_per_msg = static_cast<double>(switches) / static_cast<double>(count);
+  r.msgs_per_sync = static_cast<double>(t.records) / static_cast<double>(t.syncs);
+  r.sent = count;
+  return r;
+}
+
+Outcome sync_senders_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
+  Outcome out = measure(sc, o, [&](std::uint64_t n, bool calibrated) {
+    return sync_senders_rep(sc, o, env, n, calibrated);
+  });
+  std::string d = "per repetition: msgs/s / 1-fsync-per-msg loop of the same repetition =";
+  for (const double v : out.rep_vs_fsync) d += " " + fixed(v, 2) + "x";
+  d += "; messages per fdatasync =";
+  for (const double v : out.rep_msgs_per_sync) d += " " + fixed(v, 2);
+  d += "; shmqd's waits for more senders (ended at the bound) =";
+  for (std::size_t i = 0; i < out.rep_group_waits.size(); ++i)
+    d += " " + std::to_string(out.rep_group_waits[i]) + " (" +
+         std::to_string(out.rep_group_wait_timeouts[i]) + ")";
+  d += "; share of the time shmqd spent in fdatasync =";
+  for (const double v : out.rep_sync_busy) d += " " + fixed(100 * v, 0) + "%";
+  out.detail = d;
+  return out;
 }
 
 Outcome disk_scenario(const Scenario& sc, const Options& o) {
@@ -819,6 +960,8 @@ Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
       }
     } else if (sc.kind == Kind::persist) {
       out = persist_scenario(sc, o, env);
+    } else if (sc.kind == Kind::sync_senders) {
+      out = sync_senders_scenario(sc, o, env);
     } else {
       out = disk_scenario(sc, o);
     }

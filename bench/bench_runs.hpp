@@ -26,7 +26,10 @@ struct Options {
 
 // persist: one producer fills a ring big enough for the whole run while no consumer runs,
 // timed until everything is on disk (then drained, untimed): shmqd's write bandwidth.
-enum class Kind { throughput, roundtrip, disk_dd, disk_fsync, persist };
+// sync_senders: P processes send single messages to a sync queue (each send waits for its
+// confirmation) while no consumer runs; each repetition has its own queue and shmqd, and
+// measures the 1-fdatasync-per-message loop on the same disk just before (group commit).
+enum class Kind { throughput, roundtrip, disk_dd, disk_fsync, persist, sync_senders };
 enum class Transport { shmq, bare, boost, pipe, unix_socket, moodycamel, disk };
 
 const char* to_string(Kind k);
@@ -57,6 +60,11 @@ struct RepResult {
   std::uint64_t sent = 0;          // messages sent (all queues), for shmqd's totals
   double switches_per_msg = 0;     // voluntary context switches, all processes, per message
   std::vector<std::uint64_t> lat;  // round trips, sorted
+  double fsync_per_s = -1;         // sync_senders: the 1-fdatasync-per-message loop, same rep
+  double msgs_per_sync = -1;       // sync_senders: shmqd's message records per fdatasync
+  std::uint64_t group_waits = 0;   // sync_senders: shmqd's waits for more senders
+  std::uint64_t group_wait_timeouts = 0;  // ... that ended at their bound
+  double sync_busy = -1;           // sync_senders: share of the time shmqd was in fdatasync
 };
 
 // A scenario's figures: the median of its repetitions, with min..max.
@@ -68,6 +76,12 @@ struct Outcome {
   std::uint64_t count = 0;  // messages (throughput) or timed round trips, per repetition
   Spread msgs_per_s, mb_per_s, persisted_mb_per_s, log_mb_per_s, switches_per_msg;
   std::string detail;  // durable: what shmqd did over the whole scenario
+  // sync_senders: msgs/s over the same repetition's 1-fsync-per-message rate, and shmqd's
+  // messages per fdatasync; the medians, and each repetition's value in order.
+  Spread vs_fsync, msgs_per_sync;
+  std::vector<double> rep_vs_fsync, rep_msgs_per_sync;
+  std::vector<std::uint64_t> rep_group_waits, rep_group_wait_timeouts;
+  std::vector<double> rep_sync_busy;
   Spread p50, p99, p999, max;
   std::vector<std::uint64_t> distribution;  // sorted round trips of the median repetition
 };

@@ -72,8 +72,8 @@ void print_help() {
       "\n"
       "Scenario names: <transport>/tp/<P>x<C>/<size>[/ack|batch/<durability>] (throughput),\n"
       "<transport>/rt/<size>[/<durability>] (round trip), shmq/persist/4KiB/send|batch/<durability>\n"
-      "(one producer, no consumer while timed: shmqd's write bandwidth), disk/dd,\n"
-      "disk/fsync-per-msg.\n"
+      "(one producer, no consumer while timed: shmqd's write bandwidth), shmq/sync/<P>x0/64B\n"
+      "(P single-message sync senders, no consumer: group commit), disk/dd, disk/fsync-per-msg.\n"
       "Exit status: 0 ok (skipped durable scenarios included), 1 a scenario failed or the run\n"
       "was interrupted, 2 bad command line.\n",
       kProg);
@@ -286,6 +286,10 @@ int run(int argc, char** argv) {
                  "persist:    one producer fills a 64 Ki-slot ring while no consumer runs, timed until\n"
                  "            all is on disk (persisted cursor = tail), then drained untimed; log MB/s =\n"
                  "            bytes shmqd passed to write() per second (/proc/PID/io wchar)\n"
+                 "sync:       P processes send single 64 B messages to a sync queue (64 Ki slots, no\n"
+                 "            consumer), each send returning once on disk; every repetition has its\n"
+                 "            own queue and shmqd and first runs the write+fdatasync loop for its\n"
+                 "            baseline; messages per fdatasync from shmqd's totals at its clean stop\n"
                  "durability: shmqd %s; data dirs under %s (%s)%s\n",
                  env.usable ? env.shmqd.c_str() : "NOT AVAILABLE", o.data_root.c_str(),
                  data_fs.c_str(),

@@ -3,8 +3,12 @@
 // full disk, acks are journalled, and durable slots are reused only once persisted.
 #include <map>
 #include <set>
-
 #include <gtest/gtest.h>
+
+#include <bit>
+#include <chrono>
+#include <thread>
+#include <vector>
 
 #include "fault_fs.hpp"
 #include "log/wal.hpp"
@@ -20,7 +24,8 @@ using test::unique_name;
 
 const std::string kDir = "/data/q";
 
-// A durable (async) queue segment; its data dir lives in the fault file system only.
+// A durable queue segment (async unless told); its data dir lives in the fault file system
+// only.
 struct Fixture {
   std::string name = unique_name("persist");
   Queue queue;
@@ -32,11 +37,12 @@ struct Fixture {
 
   std::uint64_t segment_bytes = 64 << 20;
 
-  explicit Fixture(std::uint32_t slots = 8, FaultFs file_system = FaultFs())
+  explicit Fixture(std::uint32_t slots = 8, Durability durability = Durability::async,
+                   FaultFs file_system = FaultFs())
       : queue(Queue::recreate(name,
                               {.slot_count = slots,
                                .slot_size = 128,
-                               .durability = Durability::async,
+                               .durability = durability,
                                .data_dir = "/data"},
                               0)
                   .value()),
@@ -162,6 +168,109 @@ TEST(Persister, CheckpointRetiresAckedPrefix) {
   EXPECT_EQ(f.report.next_position, 7u);
 }
 
+// Sync senders on threads of this process, each with its own producer (member row). Each
+// sends `per_sender` messages one at a time, each send waiting for its confirmation. On
+// destruction the producers are interrupted (a failed assertion must not hang the test).
+struct SyncSenders {
+  std::vector<Producer> producers;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+
+  SyncSenders(Queue& q, int n, int per_sender) {
+    for (int i = 0; i < n; ++i) producers.push_back(q.producer().value());
+    for (int i = 0; i < n; ++i)
+      threads.emplace_back([this, i, per_sender] {
+        for (int j = 0; j < per_sender; ++j)
+          if (producers[i].send("m", static_cast<std::uint64_t>(i * 100 + j + 1)) != Status::ok) {
+            failures.fetch_add(1);
+            return;
+          }
+      });
+  }
+  ~SyncSenders() {
+    for (auto& p : producers) p.interrupt();
+    for (auto& t : threads) t.join();
+  }
+};
+
+// Members sleeping on the queue's confirmation line (sync senders waiting for `persisted`).
+int waiting_for_confirmation(Queue& q) {
+  const auto& line = q.segment()->header().persist_wait;
+  int n = 0;
+  for (const auto& w : line.waiting) n += std::popcount(w.load());
+  return n;
+}
+
+// shmqd's loop: rounds, and a wait for work when a round wrote nothing, until `records`
+// messages are logged (or a generous bound passes: a failure, not a timing assertion).
+void persist_until(Fixture& f, std::uint64_t records) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (f.persister->stats().records < records && std::chrono::steady_clock::now() < give_up) {
+    auto r = f.persister->round();
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    if (r.value() == 0) f.persister->wait_for_work(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(f.persister->stats().records, records);
+}
+
+// Issue 9.6: eight concurrent single sync sends share one fdatasync. The first round is made
+// to find all eight first messages (every sender is asleep waiting for its confirmation);
+// the confirmation wakes all eight, and the round that follows waits for every one of their
+// second messages before it syncs, however late each sender is scheduled. The wait's bound
+// is set far beyond any scheduling delay: it ends when the eighth message is in, so the
+// counts below do not depend on timing.
+TEST(Persister, ConcurrentSyncSendersShareOneFdatasync) {
+  Fixture f(64, Durability::sync);
+  f.persister->set_group_wait(std::chrono::seconds(60), false);
+  constexpr int kSenders = 8;
+  SyncSenders senders(f.queue, kSenders, 2);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while ((waiting_for_confirmation(f.queue) < kSenders || f.queue.stats().tail < kSenders) &&
+         std::chrono::steady_clock::now() < give_up)
+    std::this_thread::yield();
+  ASSERT_EQ(f.queue.stats().tail, static_cast<std::uint64_t>(kSenders));
+  ASSERT_EQ(waiting_for_confirmation(f.queue), kSenders);
+
+  auto r = f.persister->round();
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(r.value(), static_cast<std::size_t>(kSenders));
+  EXPECT_EQ(f.persister->stats().syncs, 1u);
+
+  ASSERT_NO_FATAL_FAILURE(persist_until(f, 2 * kSenders));
+  EXPECT_EQ(f.persister->stats().syncs, 2u) << "the second messages were not synced together";
+  EXPECT_EQ(f.persister->stats().group_wait_timeouts, 0u);
+  EXPECT_EQ(f.persisted(), static_cast<std::uint64_t>(2 * kSenders));
+  EXPECT_EQ(senders.failures.load(), 0);
+  // Confirmed means on disk: all sixteen survive a crash that drops everything unsynced.
+  f.fs.crash(FaultFs::CrashMode::drop);
+  f.open_wal();
+  EXPECT_EQ(f.report.unacked.size(), static_cast<std::size_t>(2 * kSenders));
+}
+
+// A lone sync sender is never held back for company: one sender waiting, one message found.
+TEST(Persister, LoneSyncSenderNeverWaitsForOthers) {
+  Fixture f(64, Durability::sync);
+  f.persister->set_group_wait(std::chrono::seconds(60), false);
+  SyncSenders sender(f.queue, 1, 20);
+  ASSERT_NO_FATAL_FAILURE(persist_until(f, 20));
+  EXPECT_EQ(f.persister->stats().syncs, 20u);  // each send waits for its own confirmation
+  EXPECT_EQ(f.persister->stats().group_waits, 0u);
+  EXPECT_EQ(sender.failures.load(), 0);
+}
+
+// Async senders never wait for confirmations, so the persister never waits for them.
+TEST(Persister, AsyncQueueNeverWaitsForSenders) {
+  Fixture f(64, Durability::async);
+  f.persister->set_group_wait(std::chrono::seconds(60), false);
+  auto p = f.queue.producer().value();
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_EQ(p.try_send("m", i), Status::ok);
+    ASSERT_TRUE(f.persister->round().ok());
+  }
+  EXPECT_EQ(f.persister->stats().syncs, 3u);
+  EXPECT_EQ(f.persister->stats().group_waits, 0u);
+}
+
 // The power-loss test of the real persister (what shmqd runs) over the fault-injecting file
 // system: a workload of sends, acks, rounds (group commits), segment rotation, checkpoints
 // with deletion, and compaction, cut at every file operation; each cut is then turned into
@@ -215,7 +324,7 @@ void power_loss_workload(Fixture& f, PowerLossOracle& o) {
 
 TEST(PersisterPowerLoss, EveryConfirmedMessageSurvivesAPowerCutAtEveryFileOperation) {
   auto make = [](std::uint64_t seed) {
-    auto f = std::make_unique<Fixture>(64, FaultFs(seed));
+    auto f = std::make_unique<Fixture>(64, Durability::async, FaultFs(seed));
     f->segment_bytes = 256;
     f->open_wal();
     return f;

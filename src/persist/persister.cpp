@@ -43,6 +43,7 @@ std::set<std::uint64_t> copies_in_ring(Segment& s) {
 Persister::Persister(std::shared_ptr<Segment> segment, log::Wal& wal, std::uint32_t member)
     : seg_(std::move(segment)), wal_(wal), member_(member) {
   next_ = seg_->header().persisted.value.load(std::memory_order_acquire);
+  sync_queue_ = seg_->durability() == Durability::sync;
   last_checkpoint_ = std::chrono::steady_clock::now();
 }
 
@@ -102,58 +103,66 @@ Result<std::size_t> Persister::round() {
   Segment& s = *seg_;
   SegmentHeader& h = s.header();
   const std::uint32_t shift = s.slot_shift();
-  const std::uint64_t tail = h.tail.value.load(std::memory_order_seq_cst);
   std::size_t records = 0, acks = 0;
+  std::size_t found = 0;  // messages logged, or released before we logged them
   std::uint64_t pos = next_;
   dlq_behind_ = false;
-  while (pos < tail && records < kMaxRecordsPerRound) {
-    SlotHeader& hdr = s.slot(pos);
-    const std::uint64_t w = hdr.word.load(std::memory_order_seq_cst);
-    const std::int64_t d = lap_diff(word_lap(w), lap_of(pos, shift));
-    const SlotState st = word_state(w);
-    const std::uint32_t k = std::clamp<std::uint32_t>(word_aux(w), 1, s.max_fragments());
-    if (d < 0) break;
-    if (d > 0) {
-      // Released before we logged it: acked or dead-lettered (free), or a hole
-      // (free_skipped). Producers cannot have reused it (they wait for `persisted`), so the
-      // free word's aux is its size and the header is still the message's.
-      if (word_state(w) == SlotState::free) {
-        if (!dead_letters_durable()) {
-          dlq_behind_ = true;  // its dead-letter copy (if any) is not on disk yet
-          break;
+  std::chrono::steady_clock::time_point gather_deadline{};
+  for (;;) {
+    const std::uint64_t tail = h.tail.value.load(std::memory_order_seq_cst);
+    while (pos < tail && records < kMaxRecordsPerRound) {
+      SlotHeader& hdr = s.slot(pos);
+      const std::uint64_t w = hdr.word.load(std::memory_order_seq_cst);
+      const std::int64_t d = lap_diff(word_lap(w), lap_of(pos, shift));
+      const SlotState st = word_state(w);
+      const std::uint32_t k = std::clamp<std::uint32_t>(word_aux(w), 1, s.max_fragments());
+      if (d < 0) break;
+      if (d > 0) {
+        // Released before we logged it: acked or dead-lettered (free), or a hole
+        // (free_skipped). Producers cannot have reused it (they wait for `persisted`), so the
+        // free word's aux is its size and the header is still the message's.
+        if (word_state(w) == SlotState::free) {
+          if (!dead_letters_durable()) {
+            dlq_behind_ = true;  // its dead-letter copy (if any) is not on disk yet
+            break;
+          }
+          ++found;  // its sync sender is confirmed by this round too
+          // A copy republished after a rebuild, acked before we logged it: its origin is done.
+          if (const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
+              origin != 0 && pending_origins_.erase(origin - 1) != 0) {
+            if (auto r = wal_.append_ack(origin - 1); !r.ok()) return r.error();
+            ++acks;
+          }
         }
-        // A copy republished after a rebuild, acked before we logged it: its origin is done.
-        if (const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
-            origin != 0 && pending_origins_.erase(origin - 1) != 0) {
-          if (auto r = wal_.append_ack(origin - 1); !r.ok()) return r.error();
-          ++acks;
-        }
+        pos += k;
+        continue;
       }
+      if (st == SlotState::claimed || is_free(st)) break;  // not committed yet
+      if (st == SlotState::skipped || st == SlotState::releasing_skipped) {
+        pos += k;
+        continue;
+      }
+      if (!committed(st)) break;  // unknown state: wait for it to settle
+      // The payload is stable: nobody may overwrite the slot before `persisted` passes it.
+      copy_message(s, pos, k, buf_);
+      const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
+      // Relaxed: written by the producer before its publish (release), which our seq_cst load
+      // of the word saw.
+      const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
+      if (origin != 0 && pending_origins_.contains(origin - 1)) {
+        // Republished after a rebuild: the copy record supersedes the origin once synced.
+        if (auto r = wal_.append_copy(pos, origin - 1, id, buf_); !r.ok()) return r.error();
+        pending_origins_.erase(origin - 1);
+      } else {
+        if (auto r = wal_.append_message(pos, id, buf_); !r.ok()) return r.error();
+      }
+      ++records;
+      ++found;
+      outstanding_[pos] = k;  // even if releasing: its ack goes through the loop below
       pos += k;
-      continue;
     }
-    if (st == SlotState::claimed || is_free(st)) break;  // not committed yet
-    if (st == SlotState::skipped || st == SlotState::releasing_skipped) {
-      pos += k;
-      continue;
-    }
-    if (!committed(st)) break;  // unknown state: wait for it to settle
-    // The payload is stable: nobody may overwrite the slot before `persisted` passes it.
-    copy_message(s, pos, k, buf_);
-    const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
-    // Relaxed: written by the producer before its publish (release), which our seq_cst load
-    // of the word saw.
-    const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
-    if (origin != 0 && pending_origins_.contains(origin - 1)) {
-      // Republished after a rebuild: the copy record supersedes the origin once synced.
-      if (auto r = wal_.append_copy(pos, origin - 1, id, buf_); !r.ok()) return r.error();
-      pending_origins_.erase(origin - 1);
-    } else {
-      if (auto r = wal_.append_message(pos, id, buf_); !r.ok()) return r.error();
-    }
-    ++records;
-    outstanding_[pos] = k;  // even if releasing: its ack goes through the loop below
-    pos += k;
+    // Sync queue: more senders may be about to commit; share this round's fdatasync with them.
+    if (!gather_more(found, pos, gather_deadline)) break;
   }
   // Acks: a logged message whose slot moved to a later lap is done (journalled once its
   // dead letter, if it became one, is durable: see dead_letters_durable()).
@@ -177,8 +186,13 @@ Result<std::size_t> Persister::round() {
     SHMQ_CRASH_POINT("persister.before_sync");
     // Group commit: one fdatasync for everything above. Only after it returned 0 may
     // anything be confirmed; a failure is final (the Wal refuses every later call).
+    const auto t0 = std::chrono::steady_clock::now();
     if (auto r = wal_.sync(); !r.ok()) return r.error();
     SHMQ_CRASH_POINT("persister.after_sync");
+    // Moving average (1/4 weight to the newest) of the fdatasync time: bounds group waits.
+    const std::chrono::nanoseconds took = std::chrono::steady_clock::now() - t0;
+    sync_time_ += (took - sync_time_) / 4;
+    stats_.sync_ns += static_cast<std::uint64_t>(took.count());
     ++stats_.syncs;
     stats_.records += records;
     stats_.acks += acks;
@@ -188,7 +202,9 @@ Result<std::size_t> Persister::round() {
     // Publishes "everything below pos is on disk"; pairs with producers' and sync senders'
     // seq_cst loads.
     h.persisted.value.store(pos, std::memory_order_seq_cst);
-    wake_waiters(h.persist_wait, s.max_members());
+    // The sync senders woken now are likely to send again at once: the next round waits
+    // for that many (gather_more).
+    expected_senders_ = wake_waiters(h.persist_wait, s.max_members());
     wake_waiters(h.producers_wait, s.max_members());
   }
   if (std::chrono::steady_clock::now() - last_checkpoint_ >= kCheckpointEvery) {
@@ -212,23 +228,53 @@ VoidResult Persister::checkpoint() {
   return {};
 }
 
+bool Persister::settled(std::uint64_t pos) {
+  Segment& s = *seg_;
+  const std::uint64_t w = s.slot(pos).word.load(std::memory_order_seq_cst);
+  const std::int64_t d = lap_diff(word_lap(w), lap_of(pos, s.slot_shift()));
+  if (d < 0) return false;
+  if (d > 0) return true;
+  const SlotState st = word_state(w);
+  return !(is_free(st) || st == SlotState::claimed);
+}
+
+// Why: with N senders each waiting for its own confirmation, a confirmation wakes all N
+// and the persister's next round starts at once; it used to find the first one or two that
+// were scheduled, sync them alone, and the rest (committing during that fdatasync) waited a
+// whole sync more, so the senders split into groups that alternated. Waiting a fraction of
+// an fdatasync for the senders just woken puts them all into one.
+bool Persister::gather_more(std::size_t found, std::uint64_t pos,
+                            std::chrono::steady_clock::time_point& deadline) {
+  if (!sync_queue_ || found == 0 || found >= expected_senders_ ||
+      found >= kMaxRecordsPerRound || dlq_behind_)
+    return false;
+  const auto now = std::chrono::steady_clock::now();
+  if (deadline == std::chrono::steady_clock::time_point{}) {
+    auto window = group_wait_cap_;
+    if (group_wait_scaled_) window = std::min(window, sync_time_ / 4);
+    if (window <= std::chrono::nanoseconds::zero()) return false;
+    deadline = now + window;
+    ++stats_.group_waits;
+  }
+  if (now >= deadline) {
+    ++stats_.group_wait_timeouts;
+    return false;
+  }
+  if (!settled(pos)) {
+    // Producers wake consumers' sleepers after every commit; we sleep among them.
+    wait_on(seg_->header().consumers_wait, member_, deadline, [&] { return settled(pos); });
+  }
+  return true;  // round() looks again (a new tail), then asks again
+}
+
 void Persister::wait_for_work(std::chrono::milliseconds timeout) {
   Segment& s = *seg_;
   SegmentHeader& h = s.header();
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   const std::uint64_t next = next_;
-  const std::uint32_t shift = s.slot_shift();
-  // Work is there when round() would get past `next`: its slot holds anything but "not
-  // claimed yet" or "being written" at its lap. Checked after our waiting bit is set, so a
-  // commit that happened just before we sleep is seen here, not 5 ms later.
-  auto work = [&] {
-    const std::uint64_t w = s.slot(next).word.load(std::memory_order_seq_cst);
-    const std::int64_t d = lap_diff(word_lap(w), lap_of(next, shift));
-    if (d < 0) return false;
-    if (d > 0) return true;
-    const SlotState st = word_state(w);
-    return !(is_free(st) || st == SlotState::claimed);
-  };
+  // Work is there when round() would get past `next`. Checked after our waiting bit is set,
+  // so a commit that happened just before we sleep is seen here, not 5 ms later.
+  auto work = [&] { return settled(next); };
   if (work()) return;
   // Producers wake consumers' sleepers after every commit; we sleep among them.
   wait_on(h.consumers_wait, member_, deadline, work);

@@ -25,6 +25,11 @@ struct PersisterStats {
   std::uint64_t acks = 0;     // ack records written
   std::uint64_t syncs = 0;    // group commits
   std::uint64_t checkpoints = 0;
+  // Sync queues: rounds that waited for more senders before their fdatasync (see round()),
+  // and how many of those waits ended at their bound rather than with every sender in.
+  std::uint64_t group_waits = 0;
+  std::uint64_t group_wait_timeouts = 0;
+  std::uint64_t sync_ns = 0;  // total time in the group commits' fdatasync
 };
 
 // Origins (positions of an earlier epoch) of the copies republished into the ring that are
@@ -58,7 +63,23 @@ class Persister {
   // One round: logs what was committed and acked since the last one, syncs, advances
   // `persisted`, wakes producers and sync senders, checkpoints now and then. Returns the
   // number of records written. An error is final: nothing more may be confirmed (fail-stop).
+  //
+  // Group commit on a sync queue: the senders woken by the last confirmation are expected to
+  // send again. When a round has found some messages (logged, or acked before it got to them)
+  // but fewer than that many, it waits
+  // (bounded, see set_group_wait) for the rest to commit before its fdatasync, so that
+  // concurrent single sends share one. A lone sender (one waiter, one message) never waits,
+  // nor does an async queue.
   Result<std::size_t> round();
+
+  // Bound of the wait for more sync senders: `cap`, and with `scale_by_sync` also a quarter
+  // of the recent fdatasync time (a wait longer than the sync it saves does not pay).
+  // Default: 500 us, scaled. Tests set a long unscaled cap: the wait still ends as soon as
+  // every expected sender has committed.
+  void set_group_wait(std::chrono::nanoseconds cap, bool scale_by_sync) noexcept {
+    group_wait_cap_ = cap;
+    group_wait_scaled_ = scale_by_sync;
+  }
 
   // Durable checkpoint now (shutdown).
   VoidResult checkpoint();
@@ -71,6 +92,15 @@ class Persister {
   std::uint64_t next_to_log() const noexcept { return next_; }
 
  private:
+  // round() would get past `pos`: its slot holds anything but "not claimed yet" or "being
+  // written" at its lap.
+  bool settled(std::uint64_t pos);
+  // Whether round() should wait for more sync senders before it syncs, having found `found`
+  // messages (logged, or released before it logged them); if so, waits until one more
+  // message may be at `pos` or the deadline passed.
+  bool gather_more(std::size_t found, std::uint64_t pos,
+                   std::chrono::steady_clock::time_point& deadline);
+
   std::shared_ptr<Segment> seg_;
   log::Wal& wal_;
   std::uint32_t member_;
@@ -85,6 +115,11 @@ class Persister {
   std::uint64_t checkpointed_min_ = 0;
   std::vector<std::byte> buf_;
   PersisterStats stats_;
+  bool sync_queue_ = false;
+  std::uint32_t expected_senders_ = 0;  // sync senders woken by the last confirmation
+  std::chrono::nanoseconds sync_time_{0};  // recent fdatasync time (moving average)
+  std::chrono::nanoseconds group_wait_cap_ = std::chrono::microseconds(500);
+  bool group_wait_scaled_ = true;
 };
 
 }  // namespace shmq::detail

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cstdint>
 
@@ -56,18 +57,21 @@ inline void finish_release(Segment& seg, std::uint64_t head, std::uint64_t w) no
 // its bit again, so the next waker skips the system call until then. Without this, with
 // more processes than cores some bit is nearly always set and every send and ack made a
 // futex_wake that woke nobody.
-inline void wake_waiters(WaitLine& line, std::uint32_t max_members) noexcept {
+//
+// Returns how many members it woke (the bits it took).
+inline std::uint32_t wake_waiters(WaitLine& line, std::uint32_t max_members) noexcept {
   const std::uint32_t words = (max_members + 63) / 64;
-  bool any = false;
+  std::uint32_t woken = 0;
   for (std::uint32_t i = 0; i < words; ++i) {
-    if (line.waiting[i].load(std::memory_order_seq_cst) != 0 &&
-        line.waiting[i].exchange(0, std::memory_order_seq_cst) != 0)
-      any = true;
+    if (line.waiting[i].load(std::memory_order_seq_cst) != 0)
+      woken += static_cast<std::uint32_t>(
+          std::popcount(line.waiting[i].exchange(0, std::memory_order_seq_cst)));
   }
-  if (any) {
+  if (woken != 0) {
     line.futex.fetch_add(1, std::memory_order_seq_cst);
     futex_wake_all(line.futex);
   }
+  return woken;
 }
 
 // Unconditional wake (interrupt(), shutdown).

@@ -1,6 +1,8 @@
 // The persister over the fault-injecting file system: what it confirms (the `persisted`
 // cursor) is exactly what is on disk, nothing is confirmed after a failed fdatasync or a
 // full disk, acks are journalled, and durable slots are reused only once persisted.
+#include <cstring>
+
 #include <gtest/gtest.h>
 
 #include "fault_fs.hpp"

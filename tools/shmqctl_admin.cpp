@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "persist/meta.hpp"
+#include "platform/fd.hpp"
 #include "segment/segment.hpp"
 #include "shmqctl_commands.hpp"
 #include "shmqctl_common.hpp"
@@ -50,7 +51,7 @@ class DirLock {
  public:
   explicit DirLock(const std::string& dir) {
     const std::string path = dir + "/LOCK";
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    fd_ = shmq::detail::fd_above_stdio(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (fd_ < 0) {
       if (errno == ENOENT) return;  // shmqd never ran on it
       fail(kExitRuntime, "cannot open " + path + ": " + std::strerror(errno));

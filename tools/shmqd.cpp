@@ -22,6 +22,7 @@
 #include <ctime>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,6 +36,7 @@
 #include "persist/meta.hpp"
 #include "persist/persister.hpp"
 #include "persist/republish.hpp"
+#include "platform/fd.hpp"
 #include "segment/segment.hpp"
 #include "shmq/shmq.hpp"
 
@@ -45,19 +47,37 @@ std::atomic<std::size_t> g_ready_queues{0};
 std::atomic<int> g_exit_code{0};
 std::mutex g_log_mutex;
 
+// Log lines that could not be written (stderr closed, a full disk behind 2>/dev/full, a
+// formatting failure); said in the last line, in case stderr works again by then.
+std::atomic<std::uint64_t> g_log_dropped{0};
+
 // One plain line per event on stderr (journald adds its own timestamp under systemd; we
 // add one for humans and files): "<UTC time> shmqd[<pid>]: <text>".
+//
+// Never throws and never stops the daemon: a line that cannot be written is dropped and
+// counted. fmt reports a failed write by throwing (issue 12: 2>/dev/full made shmqd abort
+// with the exception escaping a worker thread); persisting matters more than telling.
 template <typename... Args>
-void logf(const char* format, const Args&... args) {
-  char when[32];
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  ::gmtime_r(&now, &tm);
-  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  const std::string text = fmt::sprintf(format, args...);
-  std::lock_guard<std::mutex> lock(g_log_mutex);
-  fmt::print(stderr, "{} shmqd[{}]: {}\n", when, ::getpid(), text);
-  std::fflush(stderr);
+void logf(const char* format, const Args&... args) noexcept {
+  try {
+    char when[32];
+    const std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    ::gmtime_r(&now, &tm);
+    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    const std::string text = fmt::sprintf(format, args...);
+    std::lock_guard<std::mutex> lock(g_log_mutex);
+    try {
+      fmt::print(stderr, "{} shmqd[{}]: {}\n", when, ::getpid(), text);
+      if (std::fflush(stderr) != 0) throw std::runtime_error("fflush");
+    } catch (...) {
+      // The next line tries again: the error indicator would otherwise stick.
+      std::clearerr(stderr);
+      throw;
+    }
+  } catch (...) {
+    g_log_dropped.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 void fatal(const std::string& queue, const std::string& what) {
@@ -87,7 +107,8 @@ void usage(std::FILE* out) {
 // Holds DIR/QUEUE/LOCK with flock: released by the kernel when this process dies.
 int take_lock(const std::string& dir, const std::string& queue, int poll_ms) {
   const std::string path = dir + "/LOCK";
-  const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+  const int fd = shmq::detail::fd_above_stdio(
+      ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (fd < 0) {
     fatal(queue, "cannot open " + path + ": " + std::strerror(errno));
     return -1;
@@ -274,7 +295,7 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
   series("members_reclaimed_total", "counter", "Dead members whose rows the watchdog freed.", [](const S& s) { return s.members_reclaimed; });
   series("holes_repaired_total", "counter", "Claims of dead or stalled producers repaired.", [](const S& s) { return s.holes_repaired; });
   const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "w");
+  std::FILE* f = std::fopen(tmp.c_str(), "we");
   if (f == nullptr) return;
   const bool ok = std::fwrite(out.data(), 1, out.size(), f) == out.size();
   if (std::fclose(f) == 0 && ok) std::rename(tmp.c_str(), path.c_str());
@@ -283,6 +304,9 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First of all: fds 0-2 must be open, else the data dir's LOCK or a log file opened by
+  // us could become "stderr" and get our log lines written into it.
+  shmq::detail::make_stdio_valid();
   std::string root;
   std::vector<std::string> queues;
   int poll_ms = 100;
@@ -358,6 +382,8 @@ int main(int argc, char** argv) {
   }
   ::sd_notify(0, "STOPPING=1");
   for (auto& w : workers) w.join();
+  if (const std::uint64_t dropped = g_log_dropped.load(); dropped != 0)
+    logf("%llu log lines could not be written to stderr", static_cast<unsigned long long>(dropped));
   logf("exiting with %d", g_exit_code.load());
   return g_exit_code.load();
 }

@@ -51,9 +51,6 @@ Error from_errno(int err, std::string_view name, const std::string& what) {
     case ENOENT: return {Errc::not_found, quoted(name) + " not found (no /dev/shm/" +
                                               Segment::object_name(name) + ")"};
     case EEXIST: return {Errc::already_exists, quoted(name) + " already exists"};
-    case EISDIR:
-      return {Errc::bad_magic, quoted(name) + ": /dev/shm/" + Segment::object_name(name) +
-                                   " is a directory, not an shmq segment; remove it"};
     case EACCES:
     case EPERM: return {Errc::permission_denied, msg};
     case ENOSPC:
@@ -248,17 +245,26 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
 Result<std::shared_ptr<Segment>> Segment::open(std::string_view name) {
   if (auto e = Queue::validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
   const std::string obj = object_name(name);
+  // Anybody who may write /dev/shm can leave a directory, FIFO or socket under our name;
+  // say what it is (shm_open reports a directory as EINVAL) rather than "Invalid argument"
+  // or a size error later.
+  auto not_a_segment = [&](const struct stat& st) {
+    return Error(Errc::bad_magic, quoted(name) + ": /dev/shm/" + obj + " is " +
+                                      file_kind(st.st_mode) + ", not an shmq segment (owner uid " +
+                                      std::to_string(st.st_uid) + "); remove it");
+  };
+  struct stat st {};
   const UniqueFd fd(
       fd_above_stdio(::shm_open(("/" + obj).c_str(), O_RDWR | O_CLOEXEC, 0)));
-  if (fd.get() < 0) return from_errno(errno, name, "cannot open");
-  struct stat st {};
+  if (fd.get() < 0) {
+    const int err = errno;
+    if ((err == EINVAL || err == EISDIR) && ::lstat(("/dev/shm/" + obj).c_str(), &st) == 0 &&
+        !S_ISREG(st.st_mode))
+      return not_a_segment(st);
+    return from_errno(err, name, "cannot open");
+  }
   if (::fstat(fd.get(), &st) != 0) return from_errno(errno, name, "cannot stat");
-  // Anybody who may write /dev/shm can leave a FIFO, socket or device node under our name;
-  // say what it is rather than fail later on its size.
-  if (!S_ISREG(st.st_mode))
-    return Error(Errc::bad_magic, quoted(name) + ": /dev/shm/" + obj + " is " +
-                                    file_kind(st.st_mode) + ", not an shmq segment (owner uid " +
-                                    std::to_string(st.st_uid) + "); remove it");
+  if (!S_ISREG(st.st_mode)) return not_a_segment(st);
   const std::uint32_t mode = st.st_mode & 07777;
   const uid_t me = ::geteuid();
   // A segment somebody else made, or one anybody may write, can be full of lies: refuse it

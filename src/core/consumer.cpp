@@ -201,25 +201,22 @@ namespace {
 // it is clamped. `t` is the tail loaded after `d` (the tail only grows). An honest cursor
 // lies in [t - N, t + F]:
 //  - below t - N every position's slot was claimed again for a later lap, which producers
-//    do only once the message there was released: nothing there is left to deliver, and
-//    requeued messages are found by the window scan, not by the cursor. Clamp to t - N.
+//    do only once the message there was released: nothing there is left to deliver (and
+//    requeued messages are found by the window scan, not by the cursor);
 //  - up to F = max_fragments above t: a producer may have claimed a message of up to F
 //    slots at t, and a consumer taken it, before the producer moved the tail past it.
-//    Further up nothing was ever claimed; clamp to t (the walk then steps over what is
-//    held there in a few steps).
-// No ordering rides on the clamp: it only moves a hint, every delivery is still a CAS on
-// a slot word.
+//    Further up nothing was ever claimed.
+// Either way the cursor goes to t - N, the bottom of the window, not to t: every message
+// that can still be in the ring lies in [t - N, t), and a message the cursor never
+// reached (it was scribbled past it) is found by the next walk, at most N steps. No
+// ordering rides on the clamp: it only moves a hint, every delivery is a CAS on a slot
+// word.
 bool repair_dispatch(detail::Segment& seg, std::uint64_t d, std::uint64_t t) {
-  std::uint64_t to;
-  if (d <= t) {
-    if (t - d <= seg.slot_count()) return false;
-    to = t - seg.slot_count();
-  } else {
-    if (d - t <= seg.max_fragments()) return false;
-    to = t;
-  }
+  const std::uint64_t n = seg.slot_count();
+  if (d <= t ? t - d <= n : d - t <= seg.max_fragments()) return false;
   std::uint64_t expected = d;
-  seg.header().dispatch.value.compare_exchange_strong(expected, to, std::memory_order_seq_cst);
+  seg.header().dispatch.value.compare_exchange_strong(expected, t > n ? t - n : 0,
+                                                      std::memory_order_seq_cst);
   return true;
 }
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # shmqctl end to end, through real processes: create, produce from stdin, consume to stdout
 # in another process, peek, list, stat --json, dlq list/replay/purge, delete, Ctrl-C,
-# closed or full standard streams (for shmqd too), and every kind of bad input (each must give exactly one line on stderr and the documented
-# exit code, never a crash). With a shmqd binary, also a sync queue persisted by shmqd,
-# log verify/dump, delete without --purge-data and the rebuild from the data dir.
+# closed or full standard streams (for shmqd too), and every kind of bad input (each must
+# give exactly one line on stderr and the documented exit code, never a crash). With a
+# shmqd binary, also a sync queue persisted by shmqd, log verify/dump, delete without
+# --purge-data and the rebuild from the data dir.
 #
 # Usage: shmqctl_test.sh SHMQCTL [SHMQD]
 # Prints one line per check and, last, "N passed, M failed"; exits 1 if anything failed.

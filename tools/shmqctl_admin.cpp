@@ -359,8 +359,10 @@ int cmd_watch(const WatchArgs& a) {
     screen += head;
     screen += stat_text(q, prev, rates);
     if (!tty) screen += "\n";
-    std::fputs(screen.c_str(), stdout);
-    std::fflush(stdout);
+    errno = 0;
+    if (std::fputs(screen.c_str(), stdout) == EOF || std::fflush(stdout) != 0)
+      fail(kExitRuntime, std::string("writing to standard output: ") +
+                             std::strerror(errno != 0 ? errno : EIO));
     if (a.count != 0 && ++n >= a.count) break;
     if (!sleep_unless_stopped(std::chrono::milliseconds(a.interval_ms))) break;
     // The queue may have been deleted (or deleted and created again) meanwhile.

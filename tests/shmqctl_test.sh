@@ -335,6 +335,9 @@ if [ -n "$shmqd" ] && [ -x "$shmqd" ]; then
     wait "$daemon_pid" 2>/dev/null
     daemon_pid=""
   }
+  run timeout 20 "$shmqd" --data-dir "$work/nd-data" "$q6"
+  check "shmqd on a queue that exists with durability none says so (exit 1)" \
+    test "$rc" -eq 1 -a -n "$(grep "exists with durability none" "$work/err")"
   expect_ok "create a sync queue" "$ctl" create "$q5" --durability sync --data-dir "$ddir"
   # A sync send waits for shmqd: start the producer first, then the daemon.
   printf 'one\ntwo\nthree\n' | "$ctl" produce "$q5" 2>/dev/null &

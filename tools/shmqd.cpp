@@ -145,9 +145,21 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
   if (lock < 0) return;
 
   auto meta = shmq::detail::read_queue_meta(dir);
-  if (!meta.ok())
+  if (!meta.ok()) {
+    // Say what is true: "create the queue" is wrong advice for a queue that exists, only
+    // not as a durable queue in this data dir.
+    if (auto existing = shmq::Queue::open(queue); existing.ok()) {
+      const shmq::detail::Segment& seg = *existing->segment();
+      if (!seg.durable())
+        return fatal(queue, "the queue exists with durability none: nothing to persist (to "
+                            "make it durable, delete it and create it again with "
+                            "--durability async|sync --data-dir " + root + ")");
+      return fatal(queue, meta.error().message() + " (the queue exists; its segment names data "
+                                                   "dir " + seg.data_dir() + ")");
+    }
     return fatal(queue, meta.error().message() + " (create the queue with shmqctl create " +
                             queue + " --durability async|sync --data-dir " + root + ")");
+  }
   shmq::QueueOptions options = meta.value().second;
   options.data_dir = root;
   if (meta.value().first != queue)

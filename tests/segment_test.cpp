@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "log/file.hpp"
+#include "platform/fd.hpp"
 #include "segment/layout.hpp"
 #include "segment/segment.hpp"
 #include "test_util.hpp"
@@ -361,6 +362,41 @@ TEST(Descriptors, TheLibraryNeverTakesFdsZeroToTwo) {
   ASSERT_TRUE(q.ok()) << q.error().message();  // the header was not written over
   (void)Queue::remove(name);
   std::filesystem::remove_all(dir);
+}
+
+TEST(Descriptors, ALowDescriptorIsMovedAboveTwoAndTheLowOneClosed) {
+  const pid_t child = test::spawn([] {
+    ::close(0);
+    const int low = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (low != 0) return 10;
+    const int fd = detail::fd_above_stdio(low);
+    if (fd < 3) return 11;
+    if ((::fcntl(fd, F_GETFD) & FD_CLOEXEC) == 0) return 12;
+    if (::fcntl(0, F_GETFD) != -1 || errno != EBADF) return 13;  // the low one is free again
+    if (detail::fd_above_stdio(fd) != fd) return 14;              // 3 and up: unchanged
+    errno = ENOENT;
+    if (detail::fd_above_stdio(-1) != -1 || errno != ENOENT) return 15;  // open's error kept
+    return 0;
+  });
+  EXPECT_EQ(test::wait_exit(child), 0);
+}
+
+// The tools' first call: closed 0-2 are filled, but stay unusable in their direction, so a
+// program still sees "stdout is closed" as a write error and not as a sink.
+TEST(Descriptors, ClosedStdioIsFilledButStaysUnusable) {
+  const pid_t child = test::spawn([] {
+    ::close(0);
+    ::close(1);
+    if (!detail::make_stdio_valid()) return 10;
+    if (::fcntl(0, F_GETFD) == -1 || ::fcntl(1, F_GETFD) == -1) return 11;
+    char c;
+    if (::read(0, &c, 1) != -1 || errno != EBADF) return 12;
+    if (::write(1, "x", 1) != -1 || errno != EBADF) return 13;
+    // A descriptor opened now lands above 2.
+    const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd > 2 ? 0 : 14;
+  });
+  EXPECT_EQ(test::wait_exit(child), 0);
 }
 
 TEST(Segment, ErrorsHaveNames) {

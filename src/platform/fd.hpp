@@ -7,8 +7,9 @@ namespace shmq::detail {
 // closed: if open() hands one of them out, the next printf or log line writes into our file
 // (issue 12: `shmqctl consume Q >&-` printed the payloads over the segment header).
 //
-// Takes a descriptor just opened with O_CLOEXEC (open, openat and shm_open all set it here)
-// and returns it unchanged when it is 3 or above: no system call on the usual path. A
+// Takes a descriptor just opened with O_CLOEXEC (every caller passes it; glibc's shm_open
+// also sets it itself) and returns it unchanged when it is 3 or above: no system call on
+// the usual path. A
 // descriptor below 3 is duplicated to the lowest free one from 3 up, close-on-exec, and the
 // low one closed. On failure (EMFILE) `fd` is closed and -1 returned with errno set. A
 // negative `fd` is passed through, errno untouched, so `fd_above_stdio(::open(...))` keeps

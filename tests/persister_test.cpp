@@ -3,6 +3,8 @@
 // full disk, acks are journalled, and durable slots are reused only once persisted.
 #include <map>
 #include <set>
+#include <cstring>
+
 #include <gtest/gtest.h>
 
 #include <bit>

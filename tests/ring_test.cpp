@@ -1,5 +1,6 @@
 // The ring and the producer/consumer API in one process: delivery, acks, backpressure,
 // requeue, large messages, zero-copy, and the errors of bad input.
+#include <cstring>
 #include <string>
 #include <vector>
 

@@ -1,15 +1,19 @@
 // The segment: names, geometry, creation and the checks an opener makes on a segment it
 // cannot trust (wrong magic, another layout version, too short, wrong owner or mode).
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <string>
 
 #include <gtest/gtest.h>
 
+#include "log/file.hpp"
+#include "platform/fd.hpp"
 #include "segment/layout.hpp"
 #include "segment/segment.hpp"
 #include "test_util.hpp"
@@ -69,6 +73,9 @@ TEST(QueueName, BadNamesAreRefusedWithAReason) {
   EXPECT_NE(Queue::validate_name("..").find("'.'"), std::string::npos);
   EXPECT_NE(Queue::validate_name("a..b").find("'..'"), std::string::npos);
   EXPECT_NE(Queue::validate_name(".hidden").find("start"), std::string::npos);
+  // A leading '-' would read as an option on every command line that names the queue.
+  EXPECT_NE(Queue::validate_name("-x").find("may not start with '-'"), std::string::npos);
+  EXPECT_EQ(Queue::create("-x").error().code(), Errc::invalid_argument);
   EXPECT_NE(Queue::validate_name("sp ace").find("only letters"), std::string::npos);
   EXPECT_NE(Queue::validate_name(std::string(201, 'n')).find("longer than 200"),
             std::string::npos);
@@ -253,6 +260,143 @@ TEST(Segment, RemoveMakesTheNameFreeAgain) {
   auto again = Queue::create(name);
   EXPECT_TRUE(again.ok());
   (void)Queue::remove(name);
+}
+
+TEST(Segment, ReadableByOthersIsRefusedAndSaysRead) {
+  const std::string name = unique_name("readable");
+  RawObject raw(name, 8192, 0644);
+  EXPECT_EQ(open_error(name), Errc::permission_denied);
+  EXPECT_NE(open_message(name).find("mode 0644 lets any user read it"), std::string::npos)
+      << open_message(name);
+}
+
+TEST(Segment, ADirectoryUnderTheNameIsNamedAsOne) {
+  const std::string name = unique_name("isdir");
+  const std::string path = "/dev/shm/" + detail::Segment::object_name(name);
+  ASSERT_EQ(::mkdir(path.c_str(), 0700), 0) << std::strerror(errno);
+  auto q = Queue::open(name);
+  ASSERT_FALSE(q.ok());
+  EXPECT_EQ(q.error().code(), Errc::bad_magic);
+  EXPECT_NE(q.error().message().find("is a directory, not an shmq segment"), std::string::npos)
+      << q.error().message();
+  auto oc = Queue::open_or_create(name);
+  ASSERT_FALSE(oc.ok());
+  EXPECT_NE(oc.error().message().find("is a directory"), std::string::npos)
+      << oc.error().message();
+  ::rmdir(path.c_str());
+}
+
+TEST(Segment, AFifoUnderTheNameIsNamedAsOneWhateverItsMode) {
+  const std::string name = unique_name("isfifo");
+  const std::string path = "/dev/shm/" + detail::Segment::object_name(name);
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0) << std::strerror(errno);
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);  // the type is the problem, not the mode
+  EXPECT_EQ(open_error(name), Errc::bad_magic);
+  EXPECT_NE(open_message(name).find("is a FIFO, not an shmq segment"), std::string::npos)
+      << open_message(name);
+  ::unlink(path.c_str());
+}
+
+// Every descriptor open in this process whose target contains `needle`: -1 if one is
+// below 3, -2 if one lacks close-on-exec, else how many there are.
+int check_descriptors(const std::string& needle) {
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return -3;
+  int found = 0, bad = 0;
+  while (const dirent* e = ::readdir(d)) {
+    const int fd = std::atoi(e->d_name);
+    if (e->d_name[0] == '.' || fd == ::dirfd(d)) continue;
+    char target[4096];
+    const std::string link = std::string("/proc/self/fd/") + e->d_name;
+    const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+    if (n < 0) continue;
+    target[n] = '\0';
+    if (std::string(target).find(needle) == std::string::npos) continue;
+    ++found;
+    if (fd < 3) bad = bad == 0 ? -1 : bad;
+    else if ((::fcntl(fd, F_GETFD) & FD_CLOEXEC) == 0) bad = bad == 0 ? -2 : bad;
+  }
+  ::closedir(d);
+  return bad != 0 ? bad : found;
+}
+
+// With fds 0, 1 and 2 closed, as a daemon or a careless shell leaves them, the library must
+// not hand any of them to a segment, a log file, a directory or a lock: the program's next
+// printf would write into it (issue 12). Every descriptor it keeps is close-on-exec.
+TEST(Descriptors, TheLibraryNeverTakesFdsZeroToTwo) {
+  const std::string name = unique_name("fds");
+  const std::string dir = std::filesystem::temp_directory_path() / ("shmq-" + name);
+  const pid_t child = test::spawn([&] {
+    ::close(0);
+    ::close(1);
+    ::close(2);
+    QueueOptions o;
+    o.durability = Durability::async;  // create writes queue.meta in the data dir
+    o.data_dir = dir;
+    auto q = Queue::create(name, o);
+    if (!q.ok()) return 10;
+    auto opened = Queue::open(name);
+    if (!opened.ok()) return 11;
+    auto p = opened->producer();
+    auto c = opened->consumer();
+    if (!p.ok() || !c.ok() || p->send("intact") != Status::ok) return 12;
+    auto fsd = log::posix_file_system().open_dir(dir + "/" + name, {});
+    if (!fsd.ok()) return 13;
+    auto lock = fsd.value()->lock("LOCK", false);
+    auto file = fsd.value()->create_file("f");
+    auto listed = fsd.value()->list();
+    if (!lock.ok() || !file.ok() || !listed.ok()) return 14;
+    for (int fd = 0; fd <= 2; ++fd)
+      if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) return 20 + fd;  // still closed
+    // The data dir, its lock and file are held open: off 0-2 and close-on-exec.
+    if (check_descriptors(dir) < 3) return 30 + (check_descriptors(dir) < 0 ? 1 : 0);
+    // The segment keeps no descriptor at all once mapped.
+    if (check_descriptors("/dev/shm/shmq." + name) != 0) return 32;
+    Message m;
+    if (c->try_receive(m) != Status::ok || m.view() != "intact") return 40;
+    (void)c->ack(m);
+    return 0;
+  });
+  EXPECT_EQ(test::wait_exit(child), 0);
+  auto q = Queue::open(name);
+  ASSERT_TRUE(q.ok()) << q.error().message();  // the header was not written over
+  (void)Queue::remove(name);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Descriptors, ALowDescriptorIsMovedAboveTwoAndTheLowOneClosed) {
+  const pid_t child = test::spawn([] {
+    ::close(0);
+    const int low = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (low != 0) return 10;
+    const int fd = detail::fd_above_stdio(low);
+    if (fd < 3) return 11;
+    if ((::fcntl(fd, F_GETFD) & FD_CLOEXEC) == 0) return 12;
+    if (::fcntl(0, F_GETFD) != -1 || errno != EBADF) return 13;  // the low one is free again
+    if (detail::fd_above_stdio(fd) != fd) return 14;              // 3 and up: unchanged
+    errno = ENOENT;
+    if (detail::fd_above_stdio(-1) != -1 || errno != ENOENT) return 15;  // open's error kept
+    return 0;
+  });
+  EXPECT_EQ(test::wait_exit(child), 0);
+}
+
+// The tools' first call: closed 0-2 are filled, but stay unusable in their direction, so a
+// program still sees "stdout is closed" as a write error and not as a sink.
+TEST(Descriptors, ClosedStdioIsFilledButStaysUnusable) {
+  const pid_t child = test::spawn([] {
+    ::close(0);
+    ::close(1);
+    if (!detail::make_stdio_valid()) return 10;
+    if (::fcntl(0, F_GETFD) == -1 || ::fcntl(1, F_GETFD) == -1) return 11;
+    char c;
+    if (::read(0, &c, 1) != -1 || errno != EBADF) return 12;
+    if (::write(1, "x", 1) != -1 || errno != EBADF) return 13;
+    // A descriptor opened now lands above 2.
+    const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd > 2 ? 0 : 14;
+  });
+  EXPECT_EQ(test::wait_exit(child), 0);
 }
 
 TEST(Segment, ErrorsHaveNames) {

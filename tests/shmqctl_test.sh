@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # shmqctl end to end, through real processes: create, produce from stdin, consume to stdout
-# in another process, peek, list, stat --json, dlq list/replay/purge, delete, Ctrl-C, and
-# every kind of bad input (each must give exactly one line on stderr and the documented
-# exit code, never a crash). With a shmqd binary, also a sync queue persisted by shmqd,
-# log verify/dump, delete without --purge-data and the rebuild from the data dir.
+# in another process, peek, list, stat --json, dlq list/replay/purge, delete, Ctrl-C,
+# closed or full standard streams (for shmqd too), and every kind of bad input (each must
+# give exactly one line on stderr and the documented exit code, never a crash). With a
+# shmqd binary, also a sync queue persisted by shmqd, log verify/dump, delete without
+# --purge-data and the rebuild from the data dir.
 #
 # Usage: shmqctl_test.sh SHMQCTL [SHMQD]
 # Prints one line per check and, last, "N passed, M failed"; exits 1 if anything failed.
@@ -286,6 +287,43 @@ else
   echo "skip - queue owned by another user (needs root to chown)"
 fi
 
+# --- closed and broken standard streams (issue 12) -------------------------------------------
+# With fd 1 closed the segment used to be opened as fd 1 and consume printed the payloads
+# over its header, acked them and exited 0. Now: nothing printed, nothing acked, exit 1.
+q6="$p-stdio"
+expect_ok "create a queue for the standard stream checks" "$ctl" create "$q6" --slots 64 --slot-size 128
+printf 'one\ntwo\nthree\n' | "$ctl" produce "$q6"
+# expect_stream_error DESC: $rc and $work/err of the command just run: exit 1, one line that
+# names standard output, no crash.
+expect_stream_error() {
+  err=$(cat "$work/err")
+  if [ "$rc" -ne 1 ]; then bad "$1" "exit $rc, want 1; stderr: $err"
+  elif [ "$(wc -l <"$work/err")" -ne 1 ] || crashed; then bad "$1" "stderr: $err"
+  elif ! grep -q "writing to standard output" "$work/err"; then bad "$1" "stderr: $err"
+  else ok "$1"; fi
+}
+"$ctl" consume "$q6" --timeout-ms 100 >&- 2>"$work/err"
+rc=$?
+expect_stream_error "consume with stdout closed: exit 1, one line"
+expect_ok "... the segment is intact: stat works" "$ctl" stat "$q6"
+check "... nothing was acked: the three messages are ready again" \
+  test "$(stat_field "$q6" "(d['depth'], d['in_flight'], d['counters']['acked'])")" = "(3, 0, 0)"
+"$ctl" consume "$q6" --timeout-ms 100 >/dev/full 2>"$work/err"
+rc=$?
+expect_stream_error "consume >/dev/full: exit 1, one line"
+check "... says ENOSPC" grep -q "No space left on device" "$work/err"
+check "... nothing was acked" \
+  test "$(stat_field "$q6" "(d['depth'], d['in_flight'], d['counters']['acked'])")" = "(3, 0, 0)"
+printf 'four\n' | "$ctl" produce "$q6" >&-
+check "produce with stdout closed sends (exit 0)" test $? -eq 0
+"$ctl" produce "$q6" <&- >&- 2>"$work/err"
+rc=$?
+check "produce with stdin and stdout closed: exit 1, one line naming stdin" \
+  test "$rc" -eq 1 -a "$(wc -l <"$work/err")" -eq 1 -a -n "$(grep 'reading standard input' "$work/err")"
+expect_ok "... the queue still works: consume the four" "$ctl" consume "$q6" --timeout-ms 100
+check "... in order, once each" test "$(printf '%s' "$out" | tr '\n' ' ')" = "one two three four"
+expect_ok "stat with stderr closed still works" "$ctl" stat "$q6" 2>&-
+
 # --- with shmqd: sync queue, log verify/dump, rebuild after delete ----------------------------
 if [ -n "$shmqd" ] && [ -x "$shmqd" ]; then
   ddir="$work/sync-data"
@@ -298,6 +336,9 @@ if [ -n "$shmqd" ] && [ -x "$shmqd" ]; then
     wait "$daemon_pid" 2>/dev/null
     daemon_pid=""
   }
+  run timeout 20 "$shmqd" --data-dir "$work/nd-data" "$q6"
+  check "shmqd on a queue that exists with durability none says so (exit 1)" \
+    test "$rc" -eq 1 -a -n "$(grep "exists with durability none" "$work/err")"
   expect_ok "create a sync queue" "$ctl" create "$q5" --durability sync --data-dir "$ddir"
   # A sync send waits for shmqd: start the producer first, then the daemon.
   printf 'one\ntwo\nthree\n' | "$ctl" produce "$q5" 2>/dev/null &
@@ -326,6 +367,27 @@ if [ -n "$shmqd" ] && [ -x "$shmqd" ]; then
   expect_ok "consume the rebuilt queue" "$ctl" consume "$q5" --timeout-ms 3000 --count 3
   check "... every message is back" test "$(printf '%s' "$out" | tr '\n' ' ')" = "one two three"
   stop_daemon
+  # A log line that cannot be written never stops shmqd (it aborted on 2>/dev/full). A
+  # confirmed sync send (bounded by timeout) proves that it still serves the queue.
+  for how in closed full; do
+    if [ "$how" = closed ]; then
+      "$shmqd" --data-dir "$ddir" "$q5" >&- 2>&- &
+    else
+      "$shmqd" --data-dir "$ddir" "$q5" >&- 2>/dev/full &
+    fi
+    daemon_pid=$!
+    check "shmqd with stdout closed and stderr $how confirms a sync send" \
+      timeout 20 "$ctl" produce "$q5" <<<"$how" 2>/dev/null  # may warn: shmqd not up yet
+    check "... and keeps running" kill -0 "$daemon_pid"
+    kill -TERM "$daemon_pid"
+    wait "$daemon_pid"
+    crc=$?
+    daemon_pid=""
+    check "... SIGTERM: exit 0 (exit $crc)" test "$crc" -eq 0
+  done
+  expect_ok "... both messages were persisted and are delivered" \
+    "$ctl" consume "$q5" --timeout-ms 3000 --count 2
+  check "... in order" test "$(printf '%s' "$out" | tr '\n' ' ')" = "closed full"
   expect_ok "delete --purge-data" "$ctl" delete "$q5" --purge-data
   check "... segment and data are gone" test ! -e /dev/shm/shmq."$q5" -a ! -e "$ddir/$q5"
 else

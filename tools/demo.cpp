@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);  // children must not inherit unflushed output
   const pid_t daemon = ::fork();
   if (daemon == 0) {
-    const int fd = ::open(log.c_str(), O_CREAT | O_WRONLY | O_APPEND, 0600);
+    const int fd = ::open(log.c_str(), O_CREAT | O_WRONLY | O_APPEND | O_CLOEXEC, 0600);
     ::dup2(fd, 2);
     ::execl(shmqd.c_str(), "shmqd", "--data-dir", options.data_dir.c_str(), name.c_str(),
             static_cast<char*>(nullptr));

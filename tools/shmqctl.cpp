@@ -76,6 +76,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "platform/fd.hpp"
 #include "shmqctl_commands.hpp"
 #include "shmqctl_common.hpp"
 
@@ -135,6 +136,9 @@ CLI::Validator whole_number() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First of all: fds 0-2 must be open, else the queue's segment could be opened as fd 1
+  // and `consume` would print the messages over it (issue 12). A closed one stays unusable.
+  shmq::detail::make_stdio_valid();
   CLI::App app{"Create, inspect and operate shmq queues (shared-memory message queues).",
                "shmqctl"};
   app.require_subcommand(1);
@@ -151,7 +155,7 @@ int main(int argc, char** argv) {
   // create
   CreateArgs ca;
   auto* create = app.add_subcommand("create", "Create a queue");
-  create->add_option("QUEUE", ca.queue, "Queue name: 1-200 of [A-Za-z0-9._-], not starting with '.'")
+  create->add_option("QUEUE", ca.queue, "Queue name: 1-200 of [A-Za-z0-9._-], not starting with '.' or '-'")
       ->required();
   create->add_option("--slots", ca.slots, "Slots in the ring: a power of two, 2..16777216");
   create->add_option("--slot-size", ca.slot_size,

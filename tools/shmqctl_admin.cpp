@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "persist/meta.hpp"
+#include "platform/fd.hpp"
 #include "segment/segment.hpp"
 #include "shmqctl_commands.hpp"
 #include "shmqctl_common.hpp"
@@ -50,7 +51,7 @@ class DirLock {
  public:
   explicit DirLock(const std::string& dir) {
     const std::string path = dir + "/LOCK";
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    fd_ = shmq::detail::fd_above_stdio(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (fd_ < 0) {
       if (errno == ENOENT) return;  // shmqd never ran on it
       fail(kExitRuntime, "cannot open " + path + ": " + std::strerror(errno));
@@ -358,8 +359,10 @@ int cmd_watch(const WatchArgs& a) {
     screen += head;
     screen += stat_text(q, prev, rates);
     if (!tty) screen += "\n";
-    std::fputs(screen.c_str(), stdout);
-    std::fflush(stdout);
+    errno = 0;
+    if (std::fputs(screen.c_str(), stdout) == EOF || std::fflush(stdout) != 0)
+      fail(kExitRuntime, std::string("writing to standard output: ") +
+                             std::strerror(errno != 0 ? errno : EIO));
     if (a.count != 0 && ++n >= a.count) break;
     if (!sleep_unless_stopped(std::chrono::milliseconds(a.interval_ms))) break;
     // The queue may have been deleted (or deleted and created again) meanwhile.

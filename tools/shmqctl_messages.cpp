@@ -367,13 +367,25 @@ int cmd_consume(const ConsumeArgs& a) {
         a.count == 0 ? kBatch : static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, a.count - got));
     const std::size_t n = c->receive_batch(std::span(batch.data(), want), timeout);
     if (n == 0) break;  // idle for the timeout, or interrupted
-    for (std::size_t i = 0; i < n; ++i) {
+    // Print the batch, then flush it, and ack only once the flush succeeded: a message
+    // whose bytes did not all reach stdout is never acked. On the first failed write
+    // (EBADF for a closed stdout, EPIPE, ENOSPC behind >/dev/full) stop, and give every
+    // message of the batch back: the ones already out may come again (at least once), the
+    // others were never seen. errno is taken at the failing call, before anything else
+    // can overwrite it.
+    int err = 0;
+    for (std::size_t i = 0; i < n && err == 0; ++i) {
       const auto d = batch[i].data();
-      if (!d.empty()) std::fwrite(d.data(), 1, d.size(), stdout);
-      std::fputc('\n', stdout);
+      errno = 0;
+      if ((!d.empty() && std::fwrite(d.data(), 1, d.size(), stdout) != d.size()) ||
+          std::fputc('\n', stdout) == EOF)
+        err = errno != 0 ? errno : EIO;
     }
-    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
-      const int err = errno;
+    if (err == 0) {
+      errno = 0;
+      if (std::fflush(stdout) != 0 || std::ferror(stdout)) err = errno != 0 ? errno : EIO;
+    }
+    if (err != 0) {
       const std::size_t returned = c->release_all();
       fail(kExitRuntime, std::string("writing to standard output: ") + std::strerror(err) +
                              "; stopped after " + std::to_string(got) + " message(s), " +

@@ -27,6 +27,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,6 +43,7 @@
 #include "persist/republish.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
+#include "platform/fd.hpp"
 #include "segment/segment.hpp"
 #include "shmq/shmq.hpp"
 
@@ -52,19 +54,37 @@ std::atomic<std::size_t> g_ready_queues{0};
 std::atomic<int> g_exit_code{0};
 std::mutex g_log_mutex;
 
+// Log lines that could not be written (stderr closed, a full disk behind 2>/dev/full, a
+// formatting failure); said in the last line, in case stderr works again by then.
+std::atomic<std::uint64_t> g_log_dropped{0};
+
 // One plain line per event on stderr (journald adds its own timestamp under systemd; we
 // add one for humans and files): "<UTC time> shmqd[<pid>]: <text>".
+//
+// Never throws and never stops the daemon: a line that cannot be written is dropped and
+// counted. fmt reports a failed write by throwing (issue 12: 2>/dev/full made shmqd abort
+// with the exception escaping a worker thread); persisting matters more than telling.
 template <typename... Args>
-void logf(const char* format, const Args&... args) {
-  char when[32];
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  ::gmtime_r(&now, &tm);
-  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  const std::string text = fmt::sprintf(format, args...);
-  std::lock_guard<std::mutex> lock(g_log_mutex);
-  fmt::print(stderr, "{} shmqd[{}]: {}\n", when, ::getpid(), text);
-  std::fflush(stderr);
+void logf(const char* format, const Args&... args) noexcept {
+  try {
+    char when[32];
+    const std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    ::gmtime_r(&now, &tm);
+    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    const std::string text = fmt::sprintf(format, args...);
+    std::lock_guard<std::mutex> lock(g_log_mutex);
+    try {
+      fmt::print(stderr, "{} shmqd[{}]: {}\n", when, ::getpid(), text);
+      if (std::fflush(stderr) != 0) throw std::runtime_error("fflush");
+    } catch (...) {
+      // The next line tries again: the error indicator would otherwise stick.
+      std::clearerr(stderr);
+      throw;
+    }
+  } catch (...) {
+    g_log_dropped.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 void fatal(const std::string& queue, const std::string& what) {
@@ -132,7 +152,8 @@ bool primary_of(const std::string& queue, pid_t& pid, std::uint64_t& start_time,
 // there are never two writers, and a stopped primary cannot resume to write or confirm.
 int take_lock(const std::string& dir, const std::string& queue, int poll_ms) {
   const std::string path = dir + "/LOCK";
-  const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+  const int fd = shmq::detail::fd_above_stdio(
+      ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (fd < 0) {
     fatal(queue, "cannot open " + path + ": " + std::strerror(errno));
     return -1;
@@ -187,9 +208,21 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
   if (lock < 0) return;
 
   auto meta = shmq::detail::read_queue_meta(dir);
-  if (!meta.ok())
+  if (!meta.ok()) {
+    // Say what is true: "create the queue" is wrong advice for a queue that exists, only
+    // not as a durable queue in this data dir.
+    if (auto existing = shmq::Queue::open(queue); existing.ok()) {
+      const shmq::detail::Segment& seg = *existing->segment();
+      if (!seg.durable())
+        return fatal(queue, "the queue exists with durability none: nothing to persist (to "
+                            "make it durable, delete it and create it again with "
+                            "--durability async|sync --data-dir " + root + ")");
+      return fatal(queue, meta.error().message() + " (the queue exists; its segment names data "
+                                                   "dir " + seg.data_dir() + ")");
+    }
     return fatal(queue, meta.error().message() + " (create the queue with shmqctl create " +
                             queue + " --durability async|sync --data-dir " + root + ")");
+  }
   shmq::QueueOptions options = meta.value().second;
   options.data_dir = root;
   if (meta.value().first != queue)
@@ -383,7 +416,7 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
   series("members_reclaimed_total", "counter", "Dead members whose rows the watchdog freed.", [](const S& s) { return s.members_reclaimed; });
   series("holes_repaired_total", "counter", "Claims of dead or stalled producers repaired.", [](const S& s) { return s.holes_repaired; });
   const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "w");
+  std::FILE* f = std::fopen(tmp.c_str(), "we");
   if (f == nullptr) return;
   const bool ok = std::fwrite(out.data(), 1, out.size(), f) == out.size();
   if (std::fclose(f) == 0 && ok) std::rename(tmp.c_str(), path.c_str());
@@ -392,6 +425,9 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First of all: fds 0-2 must be open, else the data dir's LOCK or a log file opened by
+  // us could become "stderr" and get our log lines written into it.
+  shmq::detail::make_stdio_valid();
   std::string root;
   std::vector<std::string> queues;
   int poll_ms = 100;
@@ -516,6 +552,8 @@ int main(int argc, char** argv) {
   }
   ::sd_notify(0, "STOPPING=1");
   for (auto& w : workers) w.join();
+  if (const std::uint64_t dropped = g_log_dropped.load(); dropped != 0)
+    logf("%llu log lines could not be written to stderr", static_cast<unsigned long long>(dropped));
   logf("exiting with %d", g_exit_code.load());
   return g_exit_code.load();
 }

@@ -138,7 +138,10 @@ class Consumer {
 
   enum class Claim { taken, lost, diverted };
   Claim claim_at(std::uint64_t pos, std::uint64_t word, Message& out);
-  Status poll(Message& out);
+  // got: `out` holds a message; empty: none ready; busy: the bounded walk over the ring
+  // ended without finding one, call again (after checking the deadline and interrupt).
+  enum class Poll { got, empty, busy };
+  Poll poll(Message& out);
   bool scan_requeued(Message& out);
   void fill(std::uint64_t pos, std::uint64_t held_word, std::uint32_t delivery_count,
             Message& out);

@@ -193,8 +193,47 @@ bool Consumer::scan_requeued(Message& out) {
   return false;
 }
 
+namespace {
+
+// Puts a dispatch cursor that is out of range back into the window of the ring. Returns
+// true if `d` was out of range: the cursor has then been moved, by us or by another
+// consumer that found the same (our CAS from `d` fails if anyone moved it since).
+//
+// The cursor is a hint that every consumer advances one position (or one message) at a
+// time. A value far from the ring's window, one 8-byte write by a hostile or buggy
+// process, made every consumer walk towards it for ever (issue 12), so it is never walked:
+// it is clamped. `t` is the tail loaded after `d` (the tail only grows). An honest cursor
+// lies in [t - N, t + F]:
+//  - below t - N every position's slot was claimed again for a later lap, which producers
+//    do only once the message there was released: nothing there is left to deliver (and
+//    requeued messages are found by the window scan, not by the cursor);
+//  - up to F = max_fragments above t: a producer may have claimed a message of up to F
+//    slots at t, and a consumer taken it, before the producer moved the tail past it.
+//    Further up nothing was ever claimed.
+// Either way the cursor goes to t - N, the bottom of the window, not to t: every message
+// that can still be in the ring lies in [t - N, t), and a message the cursor never
+// reached (it was scribbled past it) is found by the next walk, at most N steps. No
+// ordering rides on the clamp: it only moves a hint, every delivery is a CAS on a slot
+// word.
+bool repair_dispatch(detail::Segment& seg, std::uint64_t d, std::uint64_t t) {
+  const std::uint64_t n = seg.slot_count();
+  if (d <= t ? t - d <= n : d - t <= seg.max_fragments()) return false;
+  std::uint64_t expected = d;
+  seg.header().dispatch.value.compare_exchange_strong(expected, t > n ? t - n : 0,
+                                                      std::memory_order_seq_cst);
+  return true;
+}
+
+}  // namespace
+
 // One non-blocking attempt: requeued messages first, then the dispatch cursor.
-Status Consumer::poll(Message& out) {
+//
+// Bounded: the walk takes at most N + 64 steps (N = slot count) per call and then returns
+// Poll::busy, so that the caller checks its deadline and interrupt flag before walking on.
+// An honest walk is shorter: the cursor never lies more than N positions behind the tail
+// (or is clamped there), and each step moves it at least one position or is a CAS lost to
+// a consumer that did; the 64 allow for positions produced while we walk.
+Consumer::Poll Consumer::poll(Message& out) {
   detail::Segment& seg = *seg_;
   detail::SegmentHeader& h = seg.header();
   const std::uint64_t epoch = h.requeue_epoch.value.load(std::memory_order_seq_cst);
@@ -202,30 +241,45 @@ Status Consumer::poll(Message& out) {
       (next_due_ns_ != UINT64_MAX && detail::monotonic_coarse_ns() >= next_due_ns_)) {
     // Found one: scan again next time, there may be more. Found none: requeues after our
     // load of `epoch` bump it again, so we scan again when that happens.
-    if (scan_requeued(out)) return Status::ok;
+    if (scan_requeued(out)) return Poll::got;
     seen_requeue_epoch_ = epoch;
   }
   const std::uint32_t shift = seg.slot_shift();
-  for (;;) {
+  for (std::uint64_t budget = std::uint64_t(seg.slot_count()) + 64; budget != 0; --budget) {
     const std::uint64_t d = h.dispatch.value.load(std::memory_order_seq_cst);
     const std::uint64_t lap = detail::lap_of(d, shift);
     std::atomic<std::uint64_t>& word = seg.slot(d).word;
     const std::uint64_t w = word.load(std::memory_order_seq_cst);
     const std::int64_t diff = detail::lap_diff(word_lap(w), lap);
-    if (diff < 0) return Status::empty;  // position d not produced yet
+    if (diff < 0) {
+      // Position d not produced yet (its slot still holds an older lap), or d is far out
+      // of range: not the hot path, so the tail is loaded to tell.
+      if (repair_dispatch(seg, d, h.tail.value.load(std::memory_order_seq_cst))) continue;
+      return Poll::empty;
+    }
     std::uint64_t expected = d;
     if (diff > 0) {
-      // Position d was delivered and released already; move on.
+      // Position d was delivered and released already; move on (after one look at the tail:
+      // a cursor left far behind is clamped instead of walked).
+      if (repair_dispatch(seg, d, h.tail.value.load(std::memory_order_seq_cst))) continue;
       h.dispatch.value.compare_exchange_strong(expected, d + 1, std::memory_order_seq_cst);
       continue;
     }
     switch (word_state(w)) {
       case SlotState::ready: {
+        // The producer wrote the slot's position before its release of ready, which our
+        // load of `w` acquired; the load is relaxed, on the word's own cache line. A
+        // different position means d itself is wrong: a cursor scribbled onto a value
+        // whose lap aliases this slot's (laps compare modulo 2^40). Only then is the tail
+        // loaded; a position field scribbled on its own leaves d in range, and we go on.
+        if (seg.slot(d).position.load(std::memory_order_relaxed) != d &&
+            repair_dispatch(seg, d, h.tail.value.load(std::memory_order_seq_cst)))
+          continue;
         const Claim c = claim_at(d, w, out);
         if (c != Claim::lost) {
           h.dispatch.value.compare_exchange_strong(expected, d + word_aux(w),
                                                    std::memory_order_seq_cst);
-          if (c == Claim::taken) return Status::ok;
+          if (c == Claim::taken) return Poll::got;
           continue;
         }
         if (word_aux(w) < 1 || word_aux(w) > seg.max_fragments())
@@ -243,7 +297,7 @@ Status Consumer::poll(Message& out) {
             std::memory_order_seq_cst);
         continue;
       case SlotState::claimed:
-        return Status::empty;  // a producer is writing position d
+        return Poll::empty;  // a producer is writing position d
       case SlotState::free:
       case SlotState::free_skipped: {
         // Free at d's lap: either nothing was claimed at d yet (empty), or d is a
@@ -252,7 +306,8 @@ Status Consumer::poll(Message& out) {
         // the word again: a head claim of d that the tail has passed is visible to us then.
         const std::uint64_t t = h.tail.value.load(std::memory_order_seq_cst);
         if (word.load(std::memory_order_seq_cst) != w) continue;
-        if (d >= t) return Status::empty;
+        if (repair_dispatch(seg, d, t)) continue;
+        if (d >= t) return Poll::empty;
         h.dispatch.value.compare_exchange_strong(expected, d + 1, std::memory_order_seq_cst);
         continue;
       }
@@ -262,12 +317,15 @@ Status Consumer::poll(Message& out) {
         continue;
     }
   }
+  return Poll::busy;
 }
 
 Status Consumer::try_receive(Message& out) {
   if (!seg_ || out.held_) return Status::invalid;
   heartbeat();
-  return poll(out);
+  // busy: the walk used its budget without finding a message; say empty, the next call
+  // walks on from where this one stopped.
+  return poll(out) == Poll::got ? Status::ok : Status::empty;
 }
 
 Status Consumer::receive(Message& out) { return receive_for(out, std::chrono::nanoseconds::max()); }
@@ -279,8 +337,15 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
   heartbeat();
   int spins = 0;
   for (;;) {
-    if (poll(out) == Status::ok) return Status::ok;
+    const Poll p = poll(out);
+    if (p == Poll::got) return Status::ok;
     if (interrupted_->load(std::memory_order_relaxed)) return Status::interrupted;
+    if (p == Poll::busy) {
+      // The walk is not over: no spinning and no sleep, but the deadline is checked
+      // between every bounded step of it.
+      if (Clock::now() >= deadline) return Status::timeout;
+      continue;
+    }
     if (++spins < detail::kSpinBeforeSleep) {
       detail::cpu_relax();
       continue;
@@ -301,7 +366,9 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
       // died before bumping the epoch is still found before we sleep.
       seen_requeue_epoch_ = h.requeue_epoch.value.load(std::memory_order_seq_cst) - 1;
       now_ns_ = detail::monotonic_coarse_ns();
-      got = poll(out) == Status::ok;
+      const Poll p2 = poll(out);
+      got = p2 == Poll::got;
+      if (p2 == Poll::busy) return true;  // more to walk: do not sleep, loop again
       if (!got && next_due_ns_ != UINT64_MAX) {
         // Do not sleep past the earliest delayed message (both clocks are CLOCK_MONOTONIC).
         const auto due = Clock::time_point(std::chrono::nanoseconds(next_due_ns_ + 4'000'000));
@@ -318,7 +385,7 @@ std::size_t Consumer::receive_batch(std::span<Message> out, std::chrono::nanosec
   std::size_t n = 0;
   if (receive_for(out[0], timeout) != Status::ok) return 0;
   n = 1;
-  while (n < out.size() && !out[n].held_ && poll(out[n]) == Status::ok) ++n;
+  while (n < out.size() && !out[n].held_ && poll(out[n]) == Poll::got) ++n;
   return n;
 }
 

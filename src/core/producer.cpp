@@ -121,6 +121,16 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
   const std::uint32_t shift = seg.slot_shift();
   const std::uint64_t n = seg.slot_count();
   int spins = 0;
+  // Every `continue` below follows progress (a CAS of ours, or one we lost to a peer that
+  // made it): an honest tail reaches a free slot within N + 64 of them. A scribbled tail
+  // or slot word may not, so past that many the loop takes the "full" way out below,
+  // which checks the deadline and the interrupt flag, and starts counting again.
+  std::uint64_t steps = 0;
+  const auto again = [&steps, n] {
+    if (++steps <= n + 64) return true;
+    steps = 0;
+    return false;
+  };
   for (;;) {
     const std::uint64_t t = h.tail.value.load(std::memory_order_seq_cst);
     const std::uint64_t lap = detail::lap_of(t, shift);
@@ -161,7 +171,7 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
           pos = t;
           return Status::ok;
         }
-        continue;  // lost the race for this position
+        if (again()) continue;  // lost the race for this position
       }
     } else if (d == 0) {
       // Someone claimed t (it may since have been committed, delivered, skipped or be
@@ -169,26 +179,28 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
       std::uint64_t expected = t;
       const std::uint32_t kk = std::max<std::uint32_t>(1, word_aux(w));
       h.tail.value.compare_exchange_strong(expected, t + kk, std::memory_order_seq_cst);
-      continue;
+      if (again()) continue;
     } else if (d > 0) {
-      if (h.tail.value.load(std::memory_order_seq_cst) != t) continue;  // stale tail
-      if (d == 1 && detail::is_free(word_state(w))) {
+      if (h.tail.value.load(std::memory_order_seq_cst) != t) {
+        if (again()) continue;  // stale tail
+      } else if (d == 1 && detail::is_free(word_state(w))) {
         // Position t was claimed and already released, but the tail was never moved past
         // it (its claimer died between its two CASes). free's aux is that message's size.
         std::uint64_t expected = t;
         const std::uint32_t kk = std::max<std::uint32_t>(1, word_aux(w));
         h.tail.value.compare_exchange_strong(expected, t + kk, std::memory_order_seq_cst);
-        continue;
+        if (again()) continue;
       }
-      // No honest process writes this (the slot of the tail is at most one lap ahead, and
-      // then free): a scribbled word. Wait like on a full ring rather than spin forever.
+      // Otherwise no honest process writes this (the slot of the tail is at most one lap
+      // ahead, and then free): a scribbled word. Wait like on a full ring rather than spin
+      // forever.
       full = true;
     } else {
       // The slot still holds the previous lap: the ring is full, or that message is
       // half-released, which we finish and look again.
       if (d == -1 && is_releasing(w)) {
         detail::finish_release(seg, t - n, w);
-        if (word.load(std::memory_order_seq_cst) != w) continue;
+        if (word.load(std::memory_order_seq_cst) != w && again()) continue;
       }
       full = true;
     }

@@ -31,6 +31,8 @@ std::string Queue::validate_name(std::string_view name) {
     }
   }
   if (name.front() == '.') return "invalid queue name " + shown + ": may not start with '.'";
+  // A leading '-' reads as an option to every command line that names the queue.
+  if (name.front() == '-') return "invalid queue name " + shown + ": may not start with '-'";
   if (name.find("..") != std::string_view::npos)
     return "invalid queue name " + shown + ": '..' is not allowed";
   return {};

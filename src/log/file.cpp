@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "platform/fd.hpp"
+
 namespace shmq::log {
 
 namespace {
@@ -48,12 +50,13 @@ class FdGuard {
   int fd_;
 };
 
+// Every flag set passed here includes O_CLOEXEC; the result is never fd 0, 1 or 2.
 int open_at_retry(int dirfd, const char* name, int flags, mode_t mode = 0) {
   int fd;
   do {
     fd = ::openat(dirfd, name, flags, mode);
   } while (fd < 0 && errno == EINTR);
-  return fd;
+  return detail::fd_above_stdio(fd);
 }
 
 // Refuses anything but a regular file (a FIFO, device or directory in the data dir).
@@ -399,7 +402,8 @@ Result<std::unique_ptr<Directory>> PosixFileSystem::open_dir(const std::string& 
       created = true;
       // The new directory entry is durable only once its parent is synced.
       const std::string parent = parent_of(path);
-      const int pfd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      const int pfd =
+          detail::fd_above_stdio(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
       if (pfd < 0) return io_error(errno, "opening", parent);
       const int rc = ::fsync(pfd);
       const int err = errno;
@@ -413,7 +417,8 @@ Result<std::unique_ptr<Directory>> PosixFileSystem::open_dir(const std::string& 
     return Error(Errc::invalid_argument, "data dir " + path + " is not a directory");
 
   // O_NOFOLLOW: a symlink swapped in since the lstat is refused here, not followed.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  const int fd = detail::fd_above_stdio(
+      ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (fd < 0) {
     if (errno == ELOOP) return symlink_refused(path);
     return io_error(errno, "opening data dir", path);

@@ -11,6 +11,8 @@
 #include <map>
 #include <sstream>
 
+#include "platform/fd.hpp"
+
 namespace shmq::detail {
 
 namespace {
@@ -103,14 +105,15 @@ VoidResult write_queue_meta(const std::string& dir, const std::string& name,
   const std::string tmp = dir + "/" + kMetaFile + ".tmp";
   const std::string path = dir + "/" + kMetaFile;
   ::unlink(tmp.c_str());
-  const int fd = ::open(tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+  const int fd =
+      fd_above_stdio(::open(tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (fd < 0) return sys("create " + tmp, errno);
   auto w = write_all(fd, out.str(), tmp);
   if (w.ok() && ::fdatasync(fd) != 0) w = sys("fdatasync " + tmp, errno);
   ::close(fd);
   if (!w.ok()) return w;
   if (::rename(tmp.c_str(), path.c_str()) != 0) return sys("rename " + tmp, errno);
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const int dfd = fd_above_stdio(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dfd < 0) return sys("open " + dir, errno);
   const int rc = ::fsync(dfd);
   const int err = errno;
@@ -121,7 +124,7 @@ VoidResult write_queue_meta(const std::string& dir, const std::string& name,
 
 Result<std::pair<std::string, QueueOptions>> read_queue_meta(const std::string& dir) {
   const std::string path = dir + "/" + kMetaFile;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  const int fd = fd_above_stdio(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (fd < 0) return sys("read " + path, errno);
   std::string text;
   char buf[4096];

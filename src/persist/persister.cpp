@@ -108,9 +108,15 @@ Result<std::size_t> Persister::round() {
   std::uint64_t pos = next_;
   dlq_behind_ = false;
   std::chrono::steady_clock::time_point gather_deadline{};
+  // Bounded by the ring as well as by records: the positions to log lie in [next_, tail),
+  // at most N + F of them for an honest tail (producers wait for `persisted`), and every
+  // step passes at least one. A scribbled tail and slot words that claim later laps could
+  // otherwise keep one round walking (and the daemon from its shutdown) for ever; the next
+  // round goes on from where this one stopped.
+  std::uint64_t steps = std::uint64_t(s.slot_count()) + s.max_fragments();
   for (;;) {
     const std::uint64_t tail = h.tail.value.load(std::memory_order_seq_cst);
-    while (pos < tail && records < kMaxRecordsPerRound) {
+    while (pos < tail && records < kMaxRecordsPerRound && steps-- != 0) {
       SlotHeader& hdr = s.slot(pos);
       const std::uint64_t w = hdr.word.load(std::memory_order_seq_cst);
       const std::int64_t d = lap_diff(word_lap(w), lap_of(pos, shift));

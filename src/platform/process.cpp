@@ -1,5 +1,6 @@
 #include "platform/process.hpp"
 
+#include "platform/fd.hpp"
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -17,7 +18,7 @@ namespace {
 bool read_stat(pid_t pid, char& state, std::uint64_t& start_time) noexcept {
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  const int fd = fd_above_stdio(::open(path, O_RDONLY | O_CLOEXEC));
   if (fd < 0) return false;
   char buf[1024];
   ssize_t n;

@@ -14,16 +14,12 @@
 #include <cstring>
 #include <vector>
 
-#include <boost/interprocess/exceptions.hpp>
-#include <boost/interprocess/permissions.hpp>
-
+#include "platform/fd.hpp"
 #include "platform/futex.hpp"
 #include "platform/process.hpp"
 #include "ring/slot_word.hpp"
 
 namespace shmq::detail {
-
-namespace bip = boost::interprocess;
 
 namespace {
 
@@ -66,17 +62,30 @@ Error from_errno(int err, std::string_view name, const std::string& what) {
   }
 }
 
-Error from_boost(const bip::interprocess_exception& e, std::string_view name,
-                 const std::string& what) {
-  const int native = e.get_native_error();
-  if (native != 0) return from_errno(native, name, what);
-  switch (e.get_error_code()) {
-    case bip::not_found_error: return from_errno(ENOENT, name, what);
-    case bip::already_exists_error: return from_errno(EEXIST, name, what);
-    case bip::security_error: return from_errno(EACCES, name, what);
-    default: return {Errc::system_error, what + " " + quoted(name) + ": " + e.what()};
-  }
+// What a non-regular file is, for an error message.
+std::string file_kind(mode_t m) {
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISFIFO(m)) return "a FIFO";
+  if (S_ISSOCK(m)) return "a socket";
+  if (S_ISCHR(m) || S_ISBLK(m)) return "a device node";
+  if (S_ISLNK(m)) return "a symbolic link";
+  return "not a regular file";
 }
+
+// Owns one descriptor for the length of a function.
+class UniqueFd {
+ public:
+  explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const noexcept { return fd_; }
+
+ private:
+  int fd_;
+};
 
 }  // namespace
 
@@ -148,32 +157,29 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
   const auto g = compute_geometry(options.slot_count, options.slot_size, options.max_members);
   const std::string obj = object_name(name);
 
-  bip::shared_memory_object shm;
-  try {
-    // O_CREAT | O_EXCL: never adopt a segment somebody else prepared.
-    shm = bip::shared_memory_object(bip::create_only, obj.c_str(), bip::read_write,
-                                    bip::permissions(options.mode));
-  } catch (const bip::interprocess_exception& e) {
-    return from_boost(e, name, "cannot create");
-  }
-  const int fd = shm.get_mapping_handle().handle;
-  // The mode is exact whatever the umask (Boost applies fchmod too; we do not rely on it).
-  if (::fchmod(fd, options.mode) != 0) {
+  // O_CREAT | O_EXCL: never adopt a segment somebody else prepared. glibc's shm_open adds
+  // O_NOFOLLOW and O_CLOEXEC itself; O_CLOEXEC is passed too, for fd_above_stdio's contract.
+  const std::string path = "/" + obj;
+  const UniqueFd fd(fd_above_stdio(
+      ::shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, options.mode)));
+  if (fd.get() < 0) return from_errno(errno, name, "cannot create");
+  // The mode is exact whatever the umask.
+  if (::fchmod(fd.get(), options.mode) != 0) {
     const int err = errno;
-    ::shm_unlink(("/" + obj).c_str());
+    ::shm_unlink(path.c_str());
     return from_errno(err, name, "cannot set the mode of");
   }
   // Reserve the memory now: a full /dev/shm is an error here, not a SIGBUS later.
-  if (const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(g.total_size)); rc != 0) {
-    ::shm_unlink(("/" + obj).c_str());
+  if (const int rc = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(g.total_size)); rc != 0) {
+    ::shm_unlink(path.c_str());
     if (rc == ENOSPC)
       return Error(Errc::no_space, "cannot create " + quoted(name) + ": /dev/shm has no room for " +
                                        std::to_string(g.total_size) + " bytes");
     return from_errno(rc, name, "cannot reserve memory for");
   }
-  auto seg = attach(name, std::move(shm), g.total_size, /*created=*/true);
+  auto seg = attach(name, fd.get(), g.total_size, /*created=*/true);
   if (!seg.ok()) {
-    ::shm_unlink(("/" + obj).c_str());
+    ::shm_unlink(path.c_str());
     return seg;
   }
   // Initialise. The memory is zero-filled, which is already a valid empty ring (every slot
@@ -216,7 +222,7 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
     h.tail.value.store(base_position, std::memory_order_relaxed);
     h.dispatch.value.store(base_position, std::memory_order_relaxed);
     h.persisted.value.store(base_position, std::memory_order_relaxed);
-    auto* ring = static_cast<std::byte*>(seg.value()->region_.get_address()) + g.ring_offset;
+    auto* ring = static_cast<std::byte*>(seg.value()->map_) + g.ring_offset;
     const std::uint64_t n = options.slot_count;
     const auto shift = static_cast<std::uint32_t>(std::countr_zero(options.slot_count));
     for (std::uint64_t i = 0; i < n; ++i) {
@@ -240,23 +246,35 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
 Result<std::shared_ptr<Segment>> Segment::open(std::string_view name) {
   if (auto e = Queue::validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
   const std::string obj = object_name(name);
-  bip::shared_memory_object shm;
-  try {
-    shm = bip::shared_memory_object(bip::open_only, obj.c_str(), bip::read_write);
-  } catch (const bip::interprocess_exception& e) {
-    return from_boost(e, name, "cannot open");
-  }
+  // Anybody who may write /dev/shm can leave a directory, FIFO or socket under our name;
+  // say what it is (shm_open reports a directory as EINVAL) rather than "Invalid argument"
+  // or a size error later.
+  auto not_a_segment = [&](const struct stat& st) {
+    return Error(Errc::bad_magic, quoted(name) + ": /dev/shm/" + obj + " is " +
+                                      file_kind(st.st_mode) + ", not an shmq segment (owner uid " +
+                                      std::to_string(st.st_uid) + "); remove it");
+  };
   struct stat st {};
-  if (::fstat(shm.get_mapping_handle().handle, &st) != 0)
-    return from_errno(errno, name, "cannot stat");
+  const UniqueFd fd(
+      fd_above_stdio(::shm_open(("/" + obj).c_str(), O_RDWR | O_CLOEXEC, 0)));
+  if (fd.get() < 0) {
+    const int err = errno;
+    if ((err == EINVAL || err == EISDIR) && ::lstat(("/dev/shm/" + obj).c_str(), &st) == 0 &&
+        !S_ISREG(st.st_mode))
+      return not_a_segment(st);
+    return from_errno(err, name, "cannot open");
+  }
+  if (::fstat(fd.get(), &st) != 0) return from_errno(errno, name, "cannot stat");
+  if (!S_ISREG(st.st_mode)) return not_a_segment(st);
   const std::uint32_t mode = st.st_mode & 07777;
   const uid_t me = ::geteuid();
   // A segment somebody else made, or one anybody may write, can be full of lies: refuse it
   // unless it is ours, or shared with a group we are in by an explicit 0660.
   if ((mode & 0007) != 0)
     return Error(Errc::permission_denied,
-                 "refusing " + quoted(name) + ": mode " + octal(mode) +
-                     " lets any user write it (owner uid " + std::to_string(st.st_uid) + ")");
+                 "refusing " + quoted(name) + ": mode " + octal(mode) + " lets any user " +
+                     ((mode & 0002) != 0 ? "write" : "read") + " it (owner uid " +
+                     std::to_string(st.st_uid) + ")");
   if (st.st_uid != me && !((mode & 0060) == 0060 && in_group(st.st_gid)))
     return Error(Errc::permission_denied,
                  "permission denied: " + quoted(name) + " is owned by uid " +
@@ -273,18 +291,17 @@ Result<std::shared_ptr<Segment>> Segment::open(std::string_view name) {
                                   "it?): it is " + std::to_string(st.st_size) +
                        " bytes; remove it and create it again");
     std::this_thread::sleep_for(std::chrono::milliseconds(1));  // polling another's create
-    if (::fstat(shm.get_mapping_handle().handle, &st) != 0)
+    if (::fstat(fd.get(), &st) != 0)
       return from_errno(errno, name, "cannot stat");
   }
-  auto seg = attach(name, std::move(shm), static_cast<std::size_t>(st.st_size), false);
+  auto seg = attach(name, fd.get(), static_cast<std::size_t>(st.st_size), false);
   if (!seg.ok()) return seg;
   if (auto e = seg.value()->load_geometry(); !e.empty())
     return Error(Errc::corrupt, "corrupt " + quoted(name) + ": " + e);
   return seg;
 }
 
-Result<std::shared_ptr<Segment>> Segment::attach(std::string_view name,
-                                                 bip::shared_memory_object shm,
+Result<std::shared_ptr<Segment>> Segment::attach(std::string_view name, int fd,
                                                  std::size_t size, bool created) {
   if (size < sizeof(SegmentHeader))
     return Error(Errc::corrupt, "corrupt " + quoted(name) + ": segment is " +
@@ -292,14 +309,12 @@ Result<std::shared_ptr<Segment>> Segment::attach(std::string_view name,
                                     std::to_string(sizeof(SegmentHeader)) + "-byte header");
   std::shared_ptr<Segment> seg(new Segment());
   seg->name_ = std::string(name);
-  try {
-    seg->region_ = bip::mapped_region(shm, bip::read_write, 0, size);
-  } catch (const bip::interprocess_exception& e) {
-    return from_boost(e, name, "cannot map");
-  }
-  seg->shm_ = std::move(shm);
+  // The mapping keeps the object alive; the caller closes the descriptor after this.
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return from_errno(errno, name, "cannot map");
+  seg->map_ = p;
   seg->size_ = size;
-  seg->header_ = static_cast<SegmentHeader*>(seg->region_.get_address());
+  seg->header_ = static_cast<SegmentHeader*>(p);
   if (created) return seg;
 
   SegmentHeader& h = *seg->header_;
@@ -406,7 +421,7 @@ void Segment::adopt(const QueueOptions& o, std::uint32_t flags) noexcept {
   durability_ = o.durability;
   flush_interval_ms_ = static_cast<std::uint32_t>(o.flush_interval.count());
   data_dir_ = o.data_dir;
-  auto* base = static_cast<std::byte*>(region_.get_address());
+  auto* base = static_cast<std::byte*>(map_);
   const auto g = compute_geometry(slot_count_, slot_size_, max_members_);
   members_ = reinterpret_cast<MemberRow*>(base + g.members_offset);
   ring_ = base + g.ring_offset;
@@ -419,7 +434,9 @@ VoidResult Segment::remove(std::string_view name) {
   return {};
 }
 
-Segment::~Segment() = default;
+Segment::~Segment() {
+  if (map_ != nullptr) ::munmap(map_, size_);
+}
 
 QueueOptions Segment::options() const {
   QueueOptions o;

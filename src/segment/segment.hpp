@@ -9,9 +9,6 @@
 #include <string>
 #include <string_view>
 
-#include <boost/interprocess/mapped_region.hpp>
-#include <boost/interprocess/shared_memory_object.hpp>
-
 #include "segment/layout.hpp"
 #include "shmq/error.hpp"
 #include "shmq/queue.hpp"
@@ -91,9 +88,9 @@ class Segment {
 
  private:
   Segment() = default;
-  // Maps `shm` whole and checks the header and geometry against its fstat size.
-  static Result<std::shared_ptr<Segment>> attach(std::string_view name,
-                                                 boost::interprocess::shared_memory_object shm,
+  // Maps `size` bytes of the object open on `fd` (the caller keeps and closes `fd`) and
+  // checks the header and geometry against that size.
+  static Result<std::shared_ptr<Segment>> attach(std::string_view name, int fd,
                                                  std::size_t size, bool created);
 
   // Reads the header's geometry and policy once, checks them against the mapped size and
@@ -103,8 +100,7 @@ class Segment {
   void adopt(const QueueOptions& o, std::uint32_t flags) noexcept;
 
   std::string name_;
-  boost::interprocess::shared_memory_object shm_;
-  boost::interprocess::mapped_region region_;
+  void* map_ = nullptr;  // the whole segment, `size_` bytes; unmapped by the destructor
   std::size_t size_ = 0;
   SegmentHeader* header_ = nullptr;
   MemberRow* members_ = nullptr;

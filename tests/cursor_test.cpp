@@ -1,0 +1,212 @@
+// Scribbled cursors (issue 12): one 8-byte write of a wild value into the header's dispatch
+// cursor hung every consumer at 100% CPU, deaf to its timeout and to interrupt(). A consumer
+// must come back within its timeout, answer interrupt(), repair the cursor and deliver what
+// is sent afterwards. Every scenario runs in a forked child that the test waits for with a
+// bound and kills if it hangs, so a regression fails instead of stalling the suite.
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "ring/slot_word.hpp"
+#include "segment/layout.hpp"
+#include "segment/segment.hpp"
+#include "test_util.hpp"
+
+namespace shmq {
+namespace {
+
+using namespace std::chrono_literals;
+using test::ScopedQueue;
+
+constexpr std::uint32_t kSlots = 64;
+
+QueueOptions small_ring() {
+  QueueOptions o;
+  o.slot_count = kSlots;
+  o.slot_size = 128;
+  return o;
+}
+
+std::atomic<std::uint64_t>& dispatch_of(Queue& q) { return q.segment()->header().dispatch.value; }
+std::atomic<std::uint64_t>& tail_of(Queue& q) { return q.segment()->header().tail.value; }
+
+// Waits for `pid` for at most `limit`, polling (the sleep only spaces the polls). Returns its
+// exit code, 128 + the signal that ended it, or -1 if it was still running: then it is
+// killed with SIGKILL and reaped.
+int wait_bounded(pid_t pid, std::chrono::seconds limit) {
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  for (;;) {
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) return -2;
+    if (std::chrono::steady_clock::now() >= give_up) {
+      ::kill(pid, SIGKILL);
+      (void)test::wait_exit(pid);
+      return -1;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -3;
+}
+
+// Sends and acks `n` messages so that the positions have gone round the ring a few times.
+bool cycle(Producer& p, Consumer& c, int n) {
+  Message m;
+  for (int i = 0; i < n; ++i) {
+    if (p.send("x") != Status::ok || c.try_receive(m) != Status::ok || c.ack(m) != Status::ok)
+      return false;
+  }
+  return true;
+}
+
+// Wild values for the cursor: far ahead, far behind, the ends of the range, and values
+// whose lap aliases a real position's (laps compare modulo 2^40, so a slot-word check alone
+// takes them for that position).
+std::vector<std::pair<std::string, std::uint64_t>> wild_values(std::uint64_t tail,
+                                                               std::uint64_t first_ready,
+                                                               std::uint32_t shift) {
+  const std::uint64_t alias = std::uint64_t{1} << (detail::kLapBits + shift);
+  return {{"UINT64_MAX", UINT64_MAX},
+          {"2^62", std::uint64_t{1} << 62},
+          {"0xdeadbeefdeadbeef", 0xdeadbeefdeadbeefULL},
+          {"tail + 2^20", tail + (std::uint64_t{1} << 20)},
+          {"0, more than a ring behind", 0},
+          {"aliasing the first ready position", first_ready + alias},
+          {"aliasing the tail", tail + alias},
+          {"aliasing 0", alias}};
+}
+
+TEST(ScribbledDispatch, ReceiveForDeliversTheNextMessageAndTheCursorIsRepaired) {
+  // Positions 0..199 sent and acked, "a" at 200 and "b" at 201 ready; tail 202.
+  const std::uint64_t first_ready = 200, tail = 202;
+  for (const auto& [what, value] : wild_values(tail, first_ready, 6)) {
+    ScopedQueue q("scribble", small_ring());
+    const pid_t child = test::spawn([&, value = value] {
+      auto p = q->producer().value();
+      auto c = q->consumer().value();
+      if (!cycle(p, c, int(first_ready))) return 10;
+      if (p.send("a") != Status::ok || p.send("b") != Status::ok) return 11;
+      if (tail_of(*q).load() != tail) return 12;
+      dispatch_of(*q).store(value);
+      Message m;
+      // Not merely "returns": the cursor is clamped back into the ring's window and the
+      // walk from there finds "a" under its true position.
+      if (c.receive_for(m, 200ms) != Status::ok) return 20;
+      if (m.view() != "a" || m.position() != first_ready) return 21;
+      if (c.ack(m) != Status::ok) return 22;
+      const std::uint64_t d = dispatch_of(*q).load(), t = tail_of(*q).load();
+      if (d > t || t - d > kSlots) return 23;
+      if (c.receive_for(m, 200ms) != Status::ok || m.view() != "b" || c.ack(m) != Status::ok)
+        return 24;
+      // Sent after the repair: delivered as usual.
+      if (p.send("c") != Status::ok) return 25;
+      if (c.receive_for(m, 200ms) != Status::ok || m.view() != "c" || m.position() != tail)
+        return 26;
+      return c.ack(m) == Status::ok ? 0 : 27;
+    });
+    EXPECT_EQ(wait_bounded(child, 30s), 0) << "dispatch scribbled to " << what;
+  }
+}
+
+// A hostile thread rewrites the cursor over and over while the consumer waits: receive_for
+// still returns at its deadline, interrupt() still ends a blocking receive(), and once the
+// writes stop the next receive repairs the cursor and gets what was sent.
+TEST(ScribbledDispatch, DeadlineAndInterruptHoldWhileTheCursorIsScribbledOverAndOver) {
+  ScopedQueue q("scribble-loop", small_ring());
+  const pid_t child = test::spawn([&] {
+    auto p = q->producer().value();
+    auto c = q->consumer().value();
+    if (!cycle(p, c, 3 * int(kSlots) + 5)) return 10;
+    std::atomic<bool> stop{false};
+    std::thread scribbler([&] {
+      std::mt19937_64 rng(12);
+      while (!stop.load(std::memory_order_relaxed))
+        dispatch_of(*q).store(rng() | (std::uint64_t{1} << 63), std::memory_order_relaxed);
+    });
+    Message m;
+    const Status timed = c.receive_for(m, 200ms);  // nothing to receive
+    Status blocked = Status::ok;
+    std::thread receiver([&] { blocked = c.receive(m); });
+    c.interrupt();  // before or during the receive: either way it must end it
+    receiver.join();
+    stop.store(true);
+    scribbler.join();
+    if (timed != Status::timeout) return 20;
+    if (blocked != Status::interrupted) return 21;
+    c.clear_interrupt();
+    if (p.send("after") != Status::ok) return 22;
+    if (c.receive_for(m, 200ms) != Status::ok || m.view() != "after") return 23;
+    const std::uint64_t d = dispatch_of(*q).load(), t = tail_of(*q).load();
+    if (d > t || t - d > kSlots) return 24;
+    return c.ack(m) == Status::ok ? 0 : 25;
+  });
+  EXPECT_EQ(wait_bounded(child, 30s), 0);
+}
+
+#ifdef SHMQCTL_PATH
+// Reads one line from `fd`, waiting at most `limit`; empty on timeout or end of file.
+std::string read_line(int fd, std::chrono::milliseconds limit) {
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  std::string line;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        give_up - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return {};
+    pollfd pfd{fd, POLLIN, 0};
+    if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) continue;
+    char ch;
+    const ssize_t n = ::read(fd, &ch, 1);
+    if (n <= 0) return {};
+    if (ch == '\n') return line;
+    line.push_back(ch);
+  }
+}
+
+// The tool's own SIGTERM handler calls interrupt(); a consumer stuck walking a scribbled
+// cursor never looked at it, and `shmqctl consume` ignored SIGTERM at 100% CPU.
+TEST(ScribbledDispatch, ShmqctlConsumeGetsPastItAndExitsOnSigterm) {
+  ScopedQueue q("scribble-ctl", small_ring());
+  auto p = q->producer().value();
+  ASSERT_EQ(p.send("first"), Status::ok);
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  std::fflush(stdout);
+  const pid_t ctl = ::fork();
+  if (ctl == 0) {
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    ::close(out[1]);
+    ::execl(SHMQCTL_PATH, "shmqctl", "consume", q.name().c_str(), "--follow",
+            static_cast<char*>(nullptr));
+    std::_Exit(127);
+  }
+  ::close(out[1]);
+  // Once "first" is out, the consumer is in its receive loop with its handler installed.
+  EXPECT_EQ(read_line(out[0], 20s), "first");
+  dispatch_of(*q).store(0xdeadbeefdeadbeefULL);
+  ASSERT_EQ(p.send("second"), Status::ok);
+  EXPECT_EQ(read_line(out[0], 20s), "second");  // it got past the scribble
+  ::kill(ctl, SIGTERM);
+  // 0: it stopped by itself and cleanly; -1 would mean it had to be killed.
+  EXPECT_EQ(wait_bounded(ctl, 20s), 0);
+  ::close(out[0]);
+}
+#endif
+
+}  // namespace
+}  // namespace shmq

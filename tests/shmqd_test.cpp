@@ -454,6 +454,60 @@ TEST(Shmqd, OneHeldMessageDoesNotPinTheLog) {
   (void)Queue::remove(name);
 }
 
+// Issue 10: shmqd serves a queue without durability too: its watchdog heals the queue when
+// no attached process runs one, and its metrics are exported.
+TEST(Shmqd, ServesANonDurableQueueWithItsWatchdogAndMetrics) {
+  set_embedded_watchdog(false);  // only shmqd may heal here
+  TempDir dir;
+  const std::string name = unique_name("mem");
+  auto q = Queue::create(name, {}).value();
+  const std::string metrics = dir.path() + "/shmq.prom";
+  Daemon d(dir.path(), name, dir.path() + "/d.log", metrics);
+  ASSERT_TRUE(d.wait_for("serving (durability none")) << d.log_text();
+  auto p = q.producer().value();
+  for (std::uint64_t i = 1; i <= 5; ++i) ASSERT_EQ(p.send(as_bytes("m"), i), Status::ok);
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  std::fflush(nullptr);
+  const pid_t holder = ::fork();
+  if (holder == 0) {
+    auto qq = Queue::open(name);
+    if (!qq.ok()) std::_Exit(2);
+    auto c = qq->consumer();
+    if (!c.ok()) std::_Exit(3);
+    static Message held[5];
+    for (auto& m : held)
+      if (c->receive_for(m, 10s) != Status::ok) std::_Exit(4);
+    const char ready = 'r';
+    if (::write(fds[1], &ready, 1) != 1) std::_Exit(5);
+    for (;;) ::pause();
+  }
+  char ready = 0;
+  ASSERT_EQ(::read(fds[0], &ready, 1), 1);
+  ::close(fds[0]);
+  ::close(fds[1]);
+  ::kill(holder, SIGKILL);
+  EXPECT_EQ(wait_exit(holder), 128 + SIGKILL);
+  const Received r = drain(q);
+  EXPECT_EQ(r.ids, (std::set<std::uint64_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(r.redelivered, 5);
+  ASSERT_TRUE(d.wait_for("serving")) << d.log_text();
+  std::string prom;
+  for (const auto give_up = std::chrono::steady_clock::now() + 10s;
+       prom.find("shmq_up{queue=\"" + name + "\"} 1") == std::string::npos &&
+       std::chrono::steady_clock::now() < give_up;) {
+    std::this_thread::sleep_for(20ms);  // polling the metrics file shmqd rewrites every second
+    std::ifstream in(metrics);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    prom = ss.str();
+  }
+  EXPECT_NE(prom.find("shmq_up{queue=\"" + name + "\"} 1"), std::string::npos) << prom;
+  EXPECT_EQ(d.terminate(), 0);
+  set_embedded_watchdog(true);
+  (void)Queue::remove(name);
+}
+
 TEST(Shmqd, KillNineDuringSyncSendsLosesNoConfirmedMessage) {
   TempDir dir;
   const std::string name = unique_name("kill9");

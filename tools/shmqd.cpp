@@ -98,7 +98,8 @@ void usage(std::FILE* out) {
   std::fprintf(out,
                "usage: shmqd --data-dir DIR [--standby-poll-ms MS] QUEUE...\n"
                "\n"
-               "Persists each durable QUEUE to DIR/QUEUE/ and runs its watchdog.\n"
+               "Persists each durable QUEUE to DIR/QUEUE/ and runs its watchdog; for a QUEUE\n"
+               "without durability (no DIR/QUEUE/queue.meta), runs its watchdog and metrics.\n"
                "  --data-dir DIR   the data dir the queues were created with (shmqctl create\n"
                "                   --data-dir DIR); DIR/QUEUE/queue.meta describes each queue\n"
                "  --standby-poll-ms MS  how often a hot standby retries the lock (default 100)\n"
@@ -200,7 +201,33 @@ bool g_stop_on_corruption = false;
 std::uint64_t g_segment_bytes = 64ull << 20;
 long g_group_wait_us = 500;  // --group-wait-us
 
+// A queue that lives in memory only (durability none): nothing to persist, but shmqd still
+// runs its watchdog (elected with the attached processes' embedded ones) and exports its
+// metrics, so that `shmqd QUEUE...` serves every queue it is given.
+void serve_memory(const std::string& queue, shmq::Queue& q) {
+  auto watchdog = shmq::Watchdog::attach(q);
+  if (!watchdog.ok()) return fatal(queue, watchdog.error().message());
+  watchdog->start();
+  logf("queue '%s': serving (durability none: watchdog and metrics, nothing to persist)",
+       queue.c_str());
+  g_ready_queues.fetch_add(1);
+  while (!g_stop.load())
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the watchdog thread works
+  watchdog->stop();
+  logf("queue '%s': stopped cleanly", queue.c_str());
+}
+
 void serve(const std::string& root, const std::string& queue, int poll_ms) {
+  {
+    // No queue.meta in the data dir and a queue in memory only: serve that.
+    struct stat st {};
+    const std::string meta = shmq::detail::queue_dir(root, queue) + "/" + shmq::detail::kMetaFile;
+    if (::lstat(meta.c_str(), &st) != 0 && errno == ENOENT) {
+      if (auto existing = shmq::Queue::open(queue);
+          existing.ok() && !existing->segment()->durable())
+        return serve_memory(queue, existing.value());
+    }
+  }
   auto qdir = shmq::detail::prepare_data_dir(shmq::detail::queue_dir(root, queue));
   if (!qdir.ok()) return fatal(queue, qdir.error().message());
   const std::string dir = qdir.value();

@@ -460,6 +460,48 @@ TEST(Watchdog, LiveButSlowConsumerIsNeverReclaimedEvenOversubscribed) {
   ::close(release[1]);
 }
 
+TEST(Watchdog, HeartbeatLivenessKeepsAnIdleMemberOfALiveProcessAlive) {
+  // The watchdog thread of a process beats for that process's members: a handle that makes
+  // no call for longer than the timeout is not taken for dead while its process lives.
+  ScopedQueue q("wd-idle", {.heartbeat_liveness = true, .heartbeat_timeout = 300ms});
+  auto c = q->consumer().value();
+  auto p = q->producer().value();
+  ASSERT_EQ(p.send("m"), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  q->segment()->member(c.member_index()).heartbeat_ns.store(1);  // idle "forever"
+  auto w = Watchdog::attach(*q).value();
+  const WatchdogReport rep = w.tick();
+  EXPECT_EQ(rep.members_reclaimed, 0u);
+  EXPECT_EQ(rep.redelivered, 0u);
+  EXPECT_EQ(c.ack(m), Status::ok);
+}
+
+TEST(Watchdog, AJoiningRowIsJudgedByItsPidNotByItsPredecessorsHeartbeat) {
+  ScopedQueue q("wd-joining");
+  auto& seg = *q->segment();
+  // Row 5: a registration in progress by this (live) process, over a predecessor's stale
+  // heartbeat and start time. Row 6: one left joining by a process that died.
+  seg.member(5).heartbeat_ns.store(1);
+  seg.member(5).start_time.store(12345);
+  seg.member(5).state.store(detail::member_state(detail::MemberStatus::joining,
+                                                 detail::Role::consumer,
+                                                 static_cast<std::uint32_t>(::getpid())));
+  std::fflush(nullptr);
+  const pid_t dead = ::fork();
+  if (dead == 0) std::_Exit(0);
+  ASSERT_EQ(test::wait_exit(dead), 0);
+  seg.member(6).state.store(detail::member_state(detail::MemberStatus::joining,
+                                                 detail::Role::producer,
+                                                 static_cast<std::uint32_t>(dead)));
+  auto w = Watchdog::attach(*q).value();
+  const WatchdogReport rep = w.tick();
+  EXPECT_EQ(rep.members_reclaimed, 1u);
+  EXPECT_EQ(detail::member_status(seg.member(5).state.load()), detail::MemberStatus::joining);
+  EXPECT_EQ(detail::member_status(seg.member(6).state.load()), detail::MemberStatus::free);
+  seg.member(5).state.store(0);
+}
+
 TEST(Watchdog, HeartbeatLivenessDeclaresSilentMembersDead) {
   // A timeout long enough that the live producer, beating between ticks, never looks silent
   // even on a loaded machine; the silent ones are made a whole epoch old.
@@ -473,9 +515,18 @@ TEST(Watchdog, HeartbeatLivenessDeclaresSilentMembersDead) {
   Reservation r;
   auto silent_producer = q->producer().value();
   ASSERT_EQ(silent_producer.try_reserve(3, r), Status::ok);
-  // Both go silent (their process lives on: only the heartbeat can tell).
-  q->segment()->member(c.member_index()).heartbeat_ns.store(1);
-  q->segment()->member(silent_producer.member_index()).heartbeat_ns.store(1);
+  // Both go silent, as members of another process (in another pid namespace) that stopped
+  // would: their rows name another pid, so this process's watchdog does not beat for them,
+  // and their heartbeat is old.
+  auto go_silent = [&](std::uint32_t i) {
+    auto& row = q->segment()->member(i);
+    const std::uint64_t st = row.state.load();
+    row.state.store(detail::member_state(detail::member_status(st), detail::member_role(st),
+                                         0x7ffffff0u));
+    row.heartbeat_ns.store(1);
+  };
+  go_silent(c.member_index());
+  go_silent(silent_producer.member_index());
   auto w = Watchdog::attach(*q).value();
   p.heartbeat();
   WatchdogReport first = w.tick();

@@ -3,6 +3,8 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+
+#include <unistd.h>
 #include <unordered_map>
 
 #include "core/dead_letter.hpp"
@@ -45,6 +47,7 @@ struct Watchdog::Impl {
   detail::DeadLetterSink dead_letters;
   std::unordered_map<std::uint64_t, Sighting> sightings;       // slot index -> sighting
   std::unordered_map<std::uint32_t, Sighting> leaving_rows;    // row -> when seen leaving
+  std::unordered_map<std::uint32_t, Sighting> joining_rows;    // row -> when seen joining
   WatchdogReport totals;
   mutable std::mutex totals_mutex;
 
@@ -285,7 +288,19 @@ void Watchdog::Impl::help_tail() {
 WatchdogReport Watchdog::Impl::tick() {
   WatchdogReport r;
   detail::Segment& s = *seg;
-  s.member(member).heartbeat_ns.store(detail::monotonic_coarse_ns(), std::memory_order_relaxed);
+  const std::uint64_t beat = detail::monotonic_coarse_ns();
+  s.member(member).heartbeat_ns.store(beat, std::memory_order_relaxed);
+  if (s.heartbeat_liveness()) {
+    // Liveness by heartbeat: this process is alive while this thread runs, so it beats for
+    // every member row of this process (an idle handle is not taken for dead; a stopped or
+    // dead process stops beating for all of them).
+    const auto me = static_cast<std::uint32_t>(::getpid());
+    for (std::uint32_t i = 0; i < s.max_members(); ++i) {
+      const std::uint64_t st = s.member(i).state.load(std::memory_order_acquire);
+      if (detail::member_status(st) == MemberStatus::active && detail::member_pid(st) == me)
+        s.member(i).heartbeat_ns.store(beat, std::memory_order_relaxed);
+    }
+  }
   if (!elect()) {
     std::lock_guard<std::mutex> lock(totals_mutex);
     totals.active = false;
@@ -301,7 +316,24 @@ WatchdogReport Watchdog::Impl::tick() {
     std::uint64_t st = row.state.load(std::memory_order_acquire);
     const MemberStatus status = detail::member_status(st);
     if (status == MemberStatus::free) continue;
-    if (status == MemberStatus::active) {
+    if (status == MemberStatus::joining) {
+      // Being registered (microseconds). Its start time and heartbeat may still be the
+      // previous occupant's: judge it by its pid alone, and in heartbeat mode (pids of other
+      // namespaces mean nothing) only once it has stayed joining for a heartbeat timeout.
+      bool dead;
+      if (s.heartbeat_liveness()) {
+        auto [it, fresh] = joining_rows.try_emplace(i, Sighting{st, now});
+        if (!fresh && it->second.word != st) it->second = Sighting{st, now};
+        dead = now - it->second.since_ns > std::uint64_t(s.heartbeat_timeout_ms()) * kMs;
+      } else {
+        dead = !detail::process_alive(static_cast<pid_t>(detail::member_pid(st)), 0);
+      }
+      if (!dead) continue;
+      joining_rows.erase(i);
+      const std::uint64_t leaving =
+          detail::member_state(MemberStatus::leaving, detail::member_role(st), detail::member_pid(st));
+      if (!row.state.compare_exchange_strong(st, leaving, std::memory_order_acq_rel)) continue;
+    } else if (status == MemberStatus::active) {
       if (alive(row, st, now_coarse)) continue;
       const std::uint64_t leaving =
           detail::member_state(MemberStatus::leaving, detail::member_role(st), detail::member_pid(st));

@@ -154,7 +154,11 @@ static_assert(offsetof(SegmentHeader, producers_wait) == 896);
 static_assert(std::is_standard_layout_v<SegmentHeader>);
 
 // Member row status (low 8 bits of MemberRow::state).
-enum class MemberStatus : std::uint8_t { free = 0, active = 1, leaving = 2 };
+//   free -> joining (a registering process claimed it: role and pid are in the word; it is
+//   writing start time, heartbeat and counters) -> active (published with release once they
+//   are written, so no watchdog ever judges a new member by its predecessor's heartbeat)
+//   -> leaving (the member closes, or a watchdog found it dead) -> free.
+enum class MemberStatus : std::uint8_t { free = 0, active = 1, leaving = 2, joining = 3 };
 enum class Role : std::uint8_t { none = 0, producer = 1, consumer = 2, watchdog = 3, persister = 4 };
 
 // One producer or consumer. `state` packs status, role and pid into one word so that a

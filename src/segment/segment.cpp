@@ -463,14 +463,15 @@ QueueOptions Segment::options() const {
 Result<std::uint32_t> Segment::register_member(Role role) {
   const auto pid = static_cast<std::uint32_t>(::getpid());
   const std::uint64_t start = process_start_time(static_cast<pid_t>(pid));
+  const std::uint64_t joining = member_state(MemberStatus::joining, role, pid);
   const std::uint64_t active = member_state(MemberStatus::active, role, pid);
   for (std::uint32_t i = 0; i < max_members_; ++i) {
     MemberRow& row = members_[i];
     std::uint64_t w = row.state.load(std::memory_order_acquire);
     if (member_status(w) != MemberStatus::free) continue;
-    // Claims the row in one CAS: a crash after it leaves an active row with our pid, which
-    // the watchdog can judge (start_time 0 means "check the pid alone").
-    if (!row.state.compare_exchange_strong(w, active, std::memory_order_acq_rel)) continue;
+    // Claims the row in one CAS as joining: a crash after it leaves a joining row with our
+    // pid, which the watchdog frees once that pid is gone.
+    if (!row.state.compare_exchange_strong(w, joining, std::memory_order_acq_rel)) continue;
     row.sent.store(0, std::memory_order_relaxed);
     row.received.store(0, std::memory_order_relaxed);
     row.acked.store(0, std::memory_order_relaxed);
@@ -483,6 +484,9 @@ Result<std::uint32_t> Segment::register_member(Role role) {
     const std::uint64_t bit = std::uint64_t{1} << (i % 64);
     header_->consumers_wait.waiting[i / 64].fetch_and(~bit, std::memory_order_relaxed);
     header_->producers_wait.waiting[i / 64].fetch_and(~bit, std::memory_order_relaxed);
+    // Publishes the fields above (pairs with the watchdog's acquire load of the state): from
+    // now on the row is judged by our start time and our heartbeat.
+    row.state.store(active, std::memory_order_release);
     return i;
   }
   return Error(Errc::no_space, "no free member row in " + quoted(name_) + " (all " +

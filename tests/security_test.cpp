@@ -155,6 +155,13 @@ TEST(PurgeData, GroupMembersHeaderWriteDoesNotRedirectThePurge) {
   char tmpl[] = "/tmp/shmq-security.XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
   const std::filesystem::path work = tmpl;
+  struct RemoveAll {
+    std::filesystem::path p;
+    ~RemoveAll() {
+      std::error_code ec;
+      std::filesystem::remove_all(p, ec);
+    }
+  } remove_work{work};
   const std::string q = test::unique_name("purge");
   ShmCleanup cleanup{q};
   QueueOptions o = small(0660);
@@ -191,7 +198,6 @@ TEST(PurgeData, GroupMembersHeaderWriteDoesNotRedirectThePurge) {
   EXPECT_EQ(shmqctl({"delete", q}), 0);
   EXPECT_EQ(shmqctl({"delete", q, "--purge-data", "--data-dir", o.data_dir}), 0);
   EXPECT_FALSE(std::filesystem::exists(work / "data" / q));
-  std::filesystem::remove_all(work);
 }
 #endif
 

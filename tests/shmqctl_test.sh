@@ -400,5 +400,63 @@ else
   echo "skip - shmqd checks (no shmqd binary given)"
 fi
 
+# --- Other users' files (issue 12, items 4 and 6) --------------------------------------------
+# Planted symlinks need no second user; another user's files need root (nobody, uid 65534).
+mkdir -p "$work/target" "$work/real"
+ln -s "$work/target" "$work/link"
+expect_error "create --data-dir refuses a symlinked data dir" 1 "symbolic link" \
+  "$ctl" create "$p-sl1" --durability sync --data-dir "$work/link"
+expect_error "create --data-dir refuses a symlinked intermediate component" 1 "symbolic link" \
+  "$ctl" create "$p-sl2" --durability sync --data-dir "$work/link/sub"
+check "... nothing was created through the links" test -z "$(ls -A "$work/target")" -a ! -e /dev/shm/shmq."$p-sl1" -a ! -e /dev/shm/shmq."$p-sl2"
+mkdir -m 0777 "$work/gw"
+chmod 0777 "$work/gw"
+expect_error "create --data-dir refuses a dir under a group/world-writable, non-sticky one" 1 "writable by any user" \
+  "$ctl" create "$p-gw" --durability sync --data-dir "$work/gw/data"
+check "... and created nothing in it" test ! -e "$work/gw/data"
+if [ -n "$shmqd" ]; then
+  run timeout 20 "$shmqd" --data-dir "$work/link" "$p-sl1"
+  check "shmqd --data-dir refuses a symlinked data dir (exit $rc)" test "$rc" -eq 1
+  check "... and says so" grep -q "symbolic link" "$work/err"
+  run timeout 20 "$shmqd" --data-dir "$work/link/sub" "$p-sl1"
+  check "shmqd --data-dir refuses a symlinked intermediate component (exit $rc)" test "$rc" -eq 1
+  check "... and says so" grep -q "symbolic link" "$work/err"
+  check "... nothing was created through the links" test -z "$(ls -A "$work/target")"
+fi
+if [ "$(id -u)" -eq 0 ]; then
+  nobody_uid=65534
+  mkdir -m 0777 "$work/theirs"
+  chmod 0777 "$work/theirs"
+  chown "$nobody_uid" "$work/theirs"
+  expect_error "create refuses a data dir owned by another user (mode 0777)" 1 "owned by uid $nobody_uid" \
+    "$ctl" create "$p-own" --durability sync --data-dir "$work/theirs"
+  check "... and created nothing in it" test -z "$(ls -A "$work/theirs")"
+  if [ -n "$shmqd" ]; then
+    run timeout 20 "$shmqd" --data-dir "$work/theirs" "$p-own"
+    check "shmqd refuses a data dir owned by another user (exit $rc)" test "$rc" -eq 1
+    check "... and says so" grep -q "owned by uid $nobody_uid" "$work/err"
+  fi
+
+  # Another user's <q>.dlq: create refuses it, delete leaves it.
+  q6="$p-dlqown"
+  setpriv --reuid="$nobody_uid" --regid="$nobody_uid" --clear-groups "$ctl" create "$q6.dlq" >/dev/null 2>&1
+  check "(setup) nobody made $q6.dlq" test "$(stat -c %u /dev/shm/shmq."$q6".dlq)" = "$nobody_uid"
+  expect_error "create refuses a queue whose <q>.dlq belongs to another user" 1 "owned by uid $nobody_uid" \
+    "$ctl" create "$q6"
+  check "... and leaves no segment" test ! -e /dev/shm/shmq."$q6"
+  rm -f /dev/shm/shmq."$q6".dlq /dev/shm/shmq."$q6".dlq.dlq
+  expect_ok "(setup) the queue, with its own <q>.dlq" "$ctl" create "$q6"
+  rm -f /dev/shm/shmq."$q6".dlq  # ... replaced by another user's
+  setpriv --reuid="$nobody_uid" --regid="$nobody_uid" --clear-groups "$ctl" create "$q6.dlq" >/dev/null 2>&1
+  run "$ctl" delete "$q6"
+  check "delete of a queue beside another user's <q>.dlq: exit 0 (exit $rc)" test "$rc" -eq 0
+  check "... warns, naming the owner" grep -q "warning: not removing .*owned by uid $nobody_uid" "$work/err"
+  check "... removed the queue" test ! -e /dev/shm/shmq."$q6"
+  check "... and not the other user's <q>.dlq" test -e /dev/shm/shmq."$q6".dlq
+  rm -f /dev/shm/shmq."$q6".dlq /dev/shm/shmq."$q6".dlq.dlq
+else
+  echo "skip - other users' data dirs and dead-letter queues (needs root to act as a second user)"
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

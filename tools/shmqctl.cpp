@@ -189,7 +189,8 @@ int main(int argc, char** argv) {
   auto* purge_flag =
       del->add_flag("--purge-data", da.purge_data, "Also remove the queue's files in its data dir");
   del->add_option("--data-dir", da.data_dir,
-                  "With --purge-data: the data dir, when the segment is already gone")
+                  "With --purge-data: the data dir (else the segment's, used only if DIR/QUEUE "
+                  "holds a queue.meta naming QUEUE and has the queue's owner)")
       ->needs(purge_flag);
   del->add_flag("--keep-dlq", da.keep_dlq, "Keep the dead-letter queue QUEUE.dlq");
   del->callback([&] { run = [&] { return cmd_delete(da); }; });

@@ -11,12 +11,15 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "persist/meta.hpp"
 #include "platform/fd.hpp"
+#include "platform/safe_dir.hpp"
 #include "segment/segment.hpp"
 #include "shmqctl_commands.hpp"
 #include "shmqctl_common.hpp"
@@ -45,55 +48,162 @@ std::uint32_t parse_mode(const std::string& m) {
   fail(kExitUsage, "--mode must be 0600 or 0660, not '" + m + "'");
 }
 
-// A lock on <queue dir>/LOCK that shmqd would hold: proves no shmqd serves the dir while
-// it is held. Closed (released) on destruction.
-class DirLock {
+// One queue dir to purge, <root>/<name>, held open from its checks to its removal: every
+// step after the checks works on descriptors, so nothing swapped in by path meanwhile is
+// what gets removed. Holds <dir>/LOCK (the lock shmqd takes) so that no shmqd starts on it.
+class PurgeTarget {
  public:
-  explicit DirLock(const std::string& dir) {
-    const std::string path = dir + "/LOCK";
-    fd_ = shmq::detail::fd_above_stdio(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (fd_ < 0) {
+  PurgeTarget(int root_fd, int dir_fd, std::string name, std::string path)
+      : root_fd_(root_fd), dir_fd_(dir_fd), name_(std::move(name)), path_(std::move(path)) {}
+  ~PurgeTarget() {
+    for (const int fd : {lock_fd_, dir_fd_, root_fd_})
+      if (fd >= 0) ::close(fd);
+  }
+  PurgeTarget(const PurgeTarget&) = delete;
+  PurgeTarget& operator=(const PurgeTarget&) = delete;
+
+  const std::string& path() const { return path_; }
+
+  // Fails (exit 1) if a shmqd holds the lock.
+  void lock() {
+    const std::string lock_path = path_ + "/LOCK";
+    lock_fd_ = shmq::detail::fd_above_stdio(
+        ::openat(dir_fd_, "LOCK", O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (lock_fd_ < 0) {
       if (errno == ENOENT) return;  // shmqd never ran on it
-      fail(kExitRuntime, "cannot open " + path + ": " + std::strerror(errno));
+      fail(kExitRuntime, "cannot open " + lock_path + ": " + std::strerror(errno));
     }
-    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
       const int err = errno;
-      ::close(fd_);
-      fd_ = -1;
       if (err == EWOULDBLOCK)
-        fail(kExitRuntime, "shmqd is running on " + dir + " (it holds " + path +
+        fail(kExitRuntime, "shmqd is running on " + path_ + " (it holds " + lock_path +
                                "); stop it before purging the data");
-      fail(kExitRuntime, "cannot lock " + path + ": " + std::strerror(err));
+      fail(kExitRuntime, "cannot lock " + lock_path + ": " + std::strerror(err));
     }
   }
-  ~DirLock() {
-    if (fd_ >= 0) ::close(fd_);
+
+  // Removes everything below the checked directory, then its entry in the root.
+  void remove() {
+    if (auto e = remove_contents(dir_fd_, path_, 0); !e.empty())
+      fail(kExitRuntime, "cannot remove data dir " + path_ + ": " + e);
+    if (::unlinkat(root_fd_, name_.c_str(), AT_REMOVEDIR) != 0)
+      fail(kExitRuntime, "cannot remove data dir " + path_ + ": " + std::strerror(errno));
   }
-  DirLock(const DirLock&) = delete;
-  DirLock& operator=(const DirLock&) = delete;
 
  private:
-  int fd_ = -1;
+  // Empty on success, else what failed. Never follows a symbolic link (one is unlinked
+  // like a file); depth-bounded.
+  static std::string remove_contents(int fd, const std::string& path, int depth) {
+    if (depth > 16) return path + " is nested more than 16 levels deep";
+    const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (dup < 0) return path + ": " + std::strerror(errno);
+    DIR* d = ::fdopendir(dup);
+    if (d == nullptr) {
+      const int err = errno;
+      ::close(dup);
+      return path + ": " + std::strerror(err);
+    }
+    std::vector<std::pair<std::string, bool>> entries;  // name, is a directory
+    errno = 0;
+    while (const dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n == "." || n == "..") continue;
+      bool is_dir = e->d_type == DT_DIR;
+      if (e->d_type == DT_UNKNOWN) {
+        struct stat st {};
+        is_dir = ::fstatat(fd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+      }
+      entries.emplace_back(n, is_dir);
+    }
+    ::closedir(d);
+    for (const auto& [n, is_dir] : entries) {
+      const std::string child_path = path + "/" + n;
+      if (is_dir) {
+        const int child = shmq::detail::fd_above_stdio(
+            ::openat(fd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (child < 0) return child_path + ": " + std::strerror(errno);
+        auto e = remove_contents(child, child_path, depth + 1);
+        ::close(child);
+        if (!e.empty()) return e;
+      }
+      if (::unlinkat(fd, n.c_str(), is_dir ? AT_REMOVEDIR : 0) != 0)
+        return child_path + ": " + std::strerror(errno);
+    }
+    return {};
+  }
+
+  int root_fd_;
+  int dir_fd_;
+  int lock_fd_ = -1;
+  std::string name_;
+  std::string path_;
 };
 
-// Checks that <root>/<queue> can be purged: a real directory (not a symlink), not in use
-// by shmqd. Returns false if it does not exist.
-bool purgeable(const std::string& dir) {
+// Does queue dir `fd` hold a queue.meta (a regular file, not a symlink) naming `queue`?
+bool meta_names(int fd, const std::string& queue) {
+  const int m = shmq::detail::fd_above_stdio(
+      ::openat(fd, shmq::detail::kMetaFile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (m < 0) return false;
   struct stat st {};
-  if (::lstat(dir.c_str(), &st) != 0) {
-    if (errno == ENOENT) return false;
-    fail(kExitRuntime, "cannot examine data dir " + dir + ": " + std::strerror(errno));
+  std::string text;
+  if (::fstat(m, &st) == 0 && S_ISREG(st.st_mode)) {
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::read(m, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      text.append(buf, static_cast<std::size_t>(n));
+      if (text.size() > 65536) break;
+    }
   }
-  if (S_ISLNK(st.st_mode))
-    fail(kExitRuntime, dir + " is a symbolic link; refusing to purge through it");
-  if (!S_ISDIR(st.st_mode)) fail(kExitRuntime, dir + " is not a directory; refusing to purge it");
-  return true;
+  ::close(m);
+  return text.starts_with("name=" + queue + "\n") ||
+         text.find("\nname=" + queue + "\n") != std::string::npos;
 }
 
-void purge(const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);  // does not follow symbolic links inside
-  if (ec) fail(kExitRuntime, "cannot remove data dir " + dir + ": " + ec.message());
+// The queue dir <root>/<name>, checked for purging; null if it does not exist. Refused
+// (exit 1): a symbolic link anywhere on the path, not a directory, not owned by `owner`
+// (the queue's owner) or by us. When the root was read from the segment header (which any
+// group member of a 0660 queue can rewrite), the dir must also hold a queue.meta naming
+// `name`: shmqctl never removes a directory because shared memory pointed at it.
+std::unique_ptr<PurgeTarget> check_purge_target(const std::string& root, const std::string& name,
+                                                uid_t owner, bool root_from_header) {
+  const std::string path = shmq::detail::queue_dir(root, name);
+  auto r = shmq::detail::open_dir_safely(root, shmq::detail::SafeDirOptions{.strict = false});
+  if (!r.ok()) {
+    if (r.error().code() == shmq::Errc::not_found) return nullptr;
+    fail(kExitRuntime, "refusing to purge " + path + ": " + r.error().message());
+  }
+  const int root_fd = r.value().fd;
+  const int fd = shmq::detail::fd_above_stdio(
+      ::openat(root_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (fd < 0) {
+    const int err = errno;
+    struct stat st {};
+    const bool seen = ::fstatat(root_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+    ::close(root_fd);
+    if (!seen && err == ENOENT) return nullptr;
+    if (seen && S_ISLNK(st.st_mode))
+      fail(kExitRuntime, path + " is a symbolic link; refusing to purge through it");
+    if (seen && !S_ISDIR(st.st_mode))
+      fail(kExitRuntime, path + " is not a directory; refusing to purge it");
+    fail(kExitRuntime, "cannot examine data dir " + path + ": " + std::strerror(err));
+  }
+  auto target = std::make_unique<PurgeTarget>(root_fd, fd, name, path);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0)
+    fail(kExitRuntime, "cannot examine data dir " + path + ": " + std::strerror(errno));
+  const uid_t me = ::geteuid();
+  if (st.st_uid != owner && st.st_uid != me)
+    fail(kExitRuntime, "refusing to purge " + path + ": owned by uid " +
+                           std::to_string(st.st_uid) + ", not by the queue's owner (uid " +
+                           std::to_string(owner) + ") or you (uid " + std::to_string(me) + ")");
+  if (root_from_header && !meta_names(fd, name))
+    fail(kExitRuntime, "refusing to purge " + path + ": it has no " +
+                           shmq::detail::kMetaFile + " naming queue '" + name +
+                           "' (the segment's data dir is not trusted alone; name the dir with "
+                           "--data-dir DIR)");
+  return target;
 }
 
 // Same directory? Compared after resolving both (either may be missing).
@@ -196,20 +306,37 @@ int cmd_delete(const DeleteArgs& a) {
                          "' is not durable: it has no data dir to purge (drop --purge-data)");
   }
 
-  // Everything to remove: the queue and, unless kept, its dead-letter queue.
+  // Whose queue this is: the segment's owner (fstat at open), else the owner of whatever
+  // sits at its name, else (segment gone) ours.
+  uid_t owner = ::geteuid();
+  if (q.ok()) {
+    owner = q->segment()->owner_uid();
+  } else if (auto f = shmq::detail::Segment::owner_of(a.queue); f.ok()) {
+    owner = f.value().uid;
+  }
+
+  // Everything to remove: the queue and, unless kept, its dead-letter queue, if that has
+  // the queue's owner: another user's "<queue>.dlq" is not this queue's, and is left alone.
   std::vector<std::string> names{a.queue};
   const std::string dlq = shmq::Queue::dead_letter_name(a.queue);
-  if (!a.keep_dlq && shmq::Queue::validate_name(dlq).empty()) names.push_back(dlq);
+  if (!a.keep_dlq && shmq::Queue::validate_name(dlq).empty()) {
+    auto f = shmq::detail::Segment::owner_of(dlq);
+    if (f.ok() && f.value().uid != owner)
+      warn("not removing " + shm_path(dlq) + ": it is owned by uid " +
+           std::to_string(f.value().uid) + ", not by the queue's owner (uid " +
+           std::to_string(owner) + "), so it is not this queue's dead-letter queue");
+    else
+      names.push_back(dlq);
+  }
 
   // Check the data dirs (and lock them against a starting shmqd) before removing anything.
-  std::vector<std::string> dirs;
-  std::vector<std::unique_ptr<DirLock>> locks;
+  std::vector<std::unique_ptr<PurgeTarget>> dirs;
   if (a.purge_data) {
     for (const auto& n : names) {
-      const std::string dir = shmq::detail::queue_dir(root, n);
-      if (!purgeable(dir)) continue;
-      locks.push_back(std::make_unique<DirLock>(dir));
-      dirs.push_back(dir);
+      auto t = check_purge_target(root, n, owner, /*root_from_header=*/a.data_dir.empty());
+      if (!t) continue;
+      t->lock();
+      dirs.push_back(std::move(t));
     }
     if (!have_segment && dirs.empty())
       fail(kExitRuntime, "nothing to delete: no segment " + shm_path(a.queue) +
@@ -239,7 +366,7 @@ int cmd_delete(const DeleteArgs& a) {
     }
     removed.push_back(n);
   }
-  for (const auto& d : dirs) purge(d);
+  for (const auto& d : dirs) d->remove();
 
   std::string what;
   for (const auto& n : removed) what += (what.empty() ? "" : ", ") + shm_path(n);
@@ -247,7 +374,7 @@ int cmd_delete(const DeleteArgs& a) {
   else std::printf("queue '%s' had no segment", a.queue.c_str());
   if (a.purge_data) {
     std::string gone;
-    for (const auto& d : dirs) gone += (gone.empty() ? "" : ", ") + d;
+    for (const auto& d : dirs) gone += (gone.empty() ? "" : ", ") + d->path();
     std::printf("; purged %s", dirs.empty() ? "no data (none found)" : gone.c_str());
   } else if (!root.empty()) {
     std::printf("; data kept in %s (shmqd --data-dir %s %s rebuilds it)",

@@ -530,6 +530,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "shmqd: need --data-dir DIR and at least one QUEUE (try --help)\n");
     return 2;
   }
+  // The data dir first, before anything is created in it: walked from "/" without
+  // following symlinks, ours, and under no directory other users may write (root's shmqd
+  // would otherwise create directories wherever a planted symlink points).
+  if (auto d = shmq::detail::prepare_data_dir(root); !d.ok()) {
+    logf("FATAL: %s; exiting", d.error().message().c_str());
+    return 1;
+  }
   // A durable queue's dead-letter queue lives beside it (DIR/QUEUE.dlq, made with the queue)
   // and is served with it: its dead letters are as durable as the queue's messages.
   for (std::size_t i = 0, n = queues.size(); i < n; ++i) {

@@ -1,6 +1,7 @@
 #include "core/dead_letter.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "core/slot_ops.hpp"
@@ -57,11 +58,38 @@ QueueOptions dead_letter_options(const QueueOptions& parent) {
   return o;
 }
 
+std::string foreign_dead_letter_queue(std::string_view queue, uid_t owner,
+                                      std::uint32_t queue_mode) {
+  const std::string dlq = Queue::dead_letter_name(queue);
+  auto f = Segment::owner_of(dlq);
+  if (!f.ok()) return f.error().message();
+  const std::string path = "/dev/shm/" + Segment::object_name(dlq);
+  char mode[16];
+  std::snprintf(mode, sizeof mode, "%04o", f.value().mode);
+  char qmode[16];
+  std::snprintf(qmode, sizeof qmode, "%04o", queue_mode & 07777);
+  if (!f.value().regular)
+    return "its dead-letter queue " + path + " exists and is not a segment (owner uid " +
+           std::to_string(f.value().uid) + "); remove it";
+  if (f.value().uid != owner)
+    return "its dead-letter queue " + path + " already exists and is owned by uid " +
+           std::to_string(f.value().uid) + ", not by the queue's owner (uid " +
+           std::to_string(owner) + "); refusing to use it (remove it or pick another name)";
+  if ((f.value().mode & 0777 & ~queue_mode) != 0)
+    return "its dead-letter queue " + path + " already exists with mode " + mode +
+           ", wider than the queue's " + qmode + "; refusing to use it (remove it or chmod " +
+           qmode + " it)";
+  return {};
+}
+
 bool DeadLetterSink::open() {
   if (producer_) return true;
   const std::string name = Queue::dead_letter_name(src_->name());
   auto q = Queue::open(name);
   if (!q.ok()) return false;
+  // Owned by whoever owns the source queue, checked on the descriptor (fstat at open):
+  // not another group member's segment that happens to carry the name.
+  if (q->segment()->owner_uid() != src_->owner_uid()) return false;
   auto p = q->producer();
   if (!p.ok()) return false;
   dlq_.emplace(std::move(q.value()));

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "segment/segment.hpp"
@@ -18,9 +20,18 @@ namespace shmq::detail {
 // TTL, no dead-lettering).
 QueueOptions dead_letter_options(const QueueOptions& parent);
 
+// Empty if the existing dead-letter queue of `queue` may be used with it: a regular file
+// owned by `owner` (the queue's owner) whose mode is no wider than `queue_mode`; else why
+// not, in one line naming the owner. A DLQ made by another user would receive (and could
+// withhold) the queue's dead letters, so it is refused, never adopted.
+std::string foreign_dead_letter_queue(std::string_view queue, uid_t owner,
+                                      std::uint32_t queue_mode);
+
 // Moves held messages of one queue to its dead-letter queue. Opens the DLQ (made with the
 // queue: Queue::create) and registers a producer there on first use; one per consumer or
-// watchdog.
+// watchdog. Every open checks that the DLQ has the source queue's owner (a group member
+// may open both a 0660 queue and another user's 0660 "<queue>.dlq"): a refused DLQ is a
+// failed move, the message stays in the queue.
 class DeadLetterSink {
  public:
   explicit DeadLetterSink(std::shared_ptr<Segment> source) : src_(std::move(source)) {}

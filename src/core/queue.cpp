@@ -70,16 +70,27 @@ Result<Queue> Queue::create(std::string_view name, const QueueOptions& options) 
   // the queue's, so that shmqd persists and rebuilds it too), so that dead-lettering only
   // ever opens it: a consumer never creates a queue on a hot path, and a DLQ that is
   // missing means dead letters wait in the queue instead of going to a stranger's segment.
-  // One left by an earlier queue of this name is kept (it may hold dead letters).
+  // One left by an earlier queue of this name is kept (it may hold dead letters), but only
+  // if it is ours: another user could have made it first to receive, or to refuse, this
+  // queue's dead letters.
   if (o.dead_letter) {
     // From the segment's options: they carry the defaults create filled in.
     QueueOptions parent = seg.value()->options();
     parent.data_dir = o.data_dir;
     auto dlq = create(dead_letter_name(name), detail::dead_letter_options(parent));
-    if (!dlq.ok() && dlq.error().code() != Errc::already_exists) {
-      (void)detail::Segment::remove(name);
-      return Error(dlq.error().code(), "cannot create the dead-letter queue of '" +
-                                           std::string(name) + "': " + dlq.error().message());
+    if (!dlq.ok()) {
+      if (dlq.error().code() != Errc::already_exists) {
+        (void)detail::Segment::remove(name);
+        return Error(dlq.error().code(), "cannot create the dead-letter queue of '" +
+                                             std::string(name) + "': " + dlq.error().message());
+      }
+      const std::string why =
+          detail::foreign_dead_letter_queue(name, seg.value()->owner_uid(), o.mode);
+      if (!why.empty()) {
+        (void)detail::Segment::remove(name);
+        return Error(Errc::permission_denied,
+                     "cannot create queue '" + std::string(name) + "': " + why);
+      }
     }
   }
   return Queue(std::move(seg.value()));
@@ -110,12 +121,17 @@ Result<Queue> Queue::open_or_create(std::string_view name, const QueueOptions& o
 }
 
 VoidResult Queue::remove(std::string_view name) {
+  const auto owner = detail::Segment::owner_of(name);
   auto r = detail::Segment::remove(name);
   if (!r.ok()) return r;
-  // Its dead-letter queue goes with it (if there is one).
-  if (!std::string_view(name).ends_with(".dlq")) {
+  // Its dead-letter queue goes with it (if there is one, and only if it has the queue's
+  // owner: another user's "<name>.dlq" is not this queue's).
+  if (!std::string_view(name).ends_with(".dlq") && owner.ok()) {
     const std::string dlq = dead_letter_name(name);
-    if (validate_name(dlq).empty()) (void)detail::Segment::remove(dlq);
+    if (validate_name(dlq).empty()) {
+      const auto d = detail::Segment::owner_of(dlq);
+      if (d.ok() && d.value().uid == owner.value().uid) (void)detail::Segment::remove(dlq);
+    }
   }
   return r;
 }

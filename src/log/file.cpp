@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "platform/fd.hpp"
+#include "platform/safe_dir.hpp"
 
 namespace shmq::log {
 
@@ -301,20 +302,6 @@ class PosixDirectory final : public Directory {
   std::string path_;
 };
 
-std::string parent_of(const std::string& path) {
-  std::string p = path;
-  while (p.size() > 1 && p.back() == '/') p.pop_back();
-  const auto slash = p.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return p.substr(0, slash);
-}
-
-Error symlink_refused(const std::string& path) {
-  return {Errc::permission_denied,
-          "data dir " + path + " is a symbolic link; refusing it (give the real path)"};
-}
-
 }  // namespace
 
 Error io_error(int err, std::string_view doing, std::string_view path) {
@@ -392,40 +379,17 @@ VoidResult Directory::write_new_file(std::string_view name, std::span<const std:
 Result<std::unique_ptr<Directory>> PosixFileSystem::open_dir(const std::string& path,
                                                              const DirOptions& options) {
   if (path.empty()) return Error(Errc::invalid_argument, "data dir path is empty");
-  bool created = false;
+  // Walked from "/" (or the cwd) with openat(O_NOFOLLOW | O_DIRECTORY): a symlink anywhere
+  // on the path is refused, not followed; a created directory is made 0700 with fchmod on
+  // its descriptor and its parent fsynced. A directory the log writes into must not sit
+  // under one that other users can write (StrictModes; safe_dir.hpp).
+  auto d = detail::open_dir_safely(
+      path, detail::SafeDirOptions{.create = options.create,
+                                   .strict = options.create || options.require_private});
+  if (!d.ok()) return d.error();
+  const int fd = d.value().fd;
   struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) {
-    if (errno != ENOENT || !options.create) return io_error(errno, "opening data dir", path);
-    if (::mkdir(path.c_str(), 0700) != 0) {
-      if (errno != EEXIST) return io_error(errno, "creating data dir", path);
-    } else {
-      created = true;
-      // The new directory entry is durable only once its parent is synced.
-      const std::string parent = parent_of(path);
-      const int pfd =
-          detail::fd_above_stdio(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-      if (pfd < 0) return io_error(errno, "opening", parent);
-      const int rc = ::fsync(pfd);
-      const int err = errno;
-      ::close(pfd);
-      if (rc != 0) return io_error(err, "syncing directory", parent);
-    }
-    if (::lstat(path.c_str(), &st) != 0) return io_error(errno, "opening data dir", path);
-  }
-  if (S_ISLNK(st.st_mode)) return symlink_refused(path);
-  if (!S_ISDIR(st.st_mode))
-    return Error(Errc::invalid_argument, "data dir " + path + " is not a directory");
-
-  // O_NOFOLLOW: a symlink swapped in since the lstat is refused here, not followed.
-  const int fd = detail::fd_above_stdio(
-      ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (fd < 0) {
-    if (errno == ELOOP) return symlink_refused(path);
-    return io_error(errno, "opening data dir", path);
-  }
   FdGuard guard(fd);
-  if (created && ::fchmod(fd, 0700) != 0)  // exact whatever the umask
-    return io_error(errno, "setting the mode of", path);
   if (::fstat(fd, &st) != 0) return io_error(errno, "checking", path);
   if (options.require_private) {
     if (st.st_uid != ::geteuid())

@@ -107,8 +107,10 @@ class Directory {
 class FileSystem {
  public:
   virtual ~FileSystem() = default;
-  // Opens a directory, refusing a symlink. With options.create, a missing directory is
-  // created with mode 0700 (only the last path component; its parent must exist).
+  // Opens a directory, refusing a symlink anywhere on its path (walked with openat and
+  // O_NOFOLLOW). With options.create, missing directories are created with mode 0700; with
+  // options.create or options.require_private, the directory must be ours and no ancestor
+  // writable by other users (platform/safe_dir.hpp).
   virtual Result<std::unique_ptr<Directory>> open_dir(const std::string& path,
                                                       const DirOptions& options) = 0;
 };

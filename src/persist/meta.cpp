@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "platform/fd.hpp"
+#include "platform/safe_dir.hpp"
 
 namespace shmq::detail {
 
@@ -42,44 +43,17 @@ VoidResult write_all(int fd, const std::string& data, const std::string& path) {
 
 Result<std::string> prepare_data_dir(const std::string& dir) {
   if (dir.empty()) return Error(Errc::invalid_argument, "a durable queue needs a data dir");
-  struct stat st {};
-  if (::lstat(dir.c_str(), &st) != 0) {
-    if (errno != ENOENT) return sys("data dir " + dir, errno);
-    // Create it (and missing parents), 0700 exactly.
-    std::string partial;
-    std::stringstream parts(dir);
-    std::string part;
-    if (dir.front() == '/') partial = "/";
-    while (std::getline(parts, part, '/')) {
-      if (part.empty()) continue;
-      const std::string parent = partial.empty() ? "." : partial;
-      partial += part;
-      if (::mkdir(partial.c_str(), 0700) == 0) {
-        // A new directory entry is durable only once its parent is synced: without this, a
-        // power cut could lose the queue's directory with the log files written into it.
-        const int pfd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (pfd < 0) return sys("open " + parent, errno);
-        const int rc = ::fsync(pfd);
-        const int err = errno;
-        ::close(pfd);
-        if (rc != 0) return sys("fsync " + parent, err);
-      } else if (errno != EEXIST) {
-        return sys("cannot create data dir " + partial, errno);
-      }
-      partial += "/";
-    }
-    if (::chmod(dir.c_str(), 0700) != 0) return sys("chmod data dir " + dir, errno);
-    if (::lstat(dir.c_str(), &st) != 0) return sys("data dir " + dir, errno);
-  }
-  if (S_ISLNK(st.st_mode))
-    return Error(Errc::invalid_argument, "data dir " + dir + " is a symbolic link; refusing it");
-  if (!S_ISDIR(st.st_mode))
-    return Error(Errc::invalid_argument, "data dir " + dir + " is not a directory");
-  if (::access(dir.c_str(), W_OK | X_OK) != 0)
-    return sys("data dir " + dir + " is not writable", errno);
-  char resolved[PATH_MAX];
-  if (::realpath(dir.c_str(), resolved) == nullptr) return sys("data dir " + dir, errno);
-  return std::string(resolved);
+  // Walked component by component from "/" (or the cwd), never through a symlink, missing
+  // components made 0700 with fchmod on their descriptor and their parent fsynced; refused
+  // if it or an ancestor is writable by other users or it is not ours (safe_dir.hpp).
+  auto d = open_dir_safely(dir, SafeDirOptions{.create = true, .strict = true});
+  if (!d.ok()) return d.error();
+  const int fd = d.value().fd;
+  const int rc = ::faccessat(fd, ".", W_OK | X_OK, AT_EACCESS);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) return sys("data dir " + d.value().path + " is not writable", err);
+  return d.value().path;
 }
 
 VoidResult write_queue_meta(const std::string& dir, const std::string& name,

@@ -182,6 +182,7 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
     ::shm_unlink(path.c_str());
     return seg;
   }
+  seg.value()->owner_uid_ = ::geteuid();
   // Initialise. The memory is zero-filled, which is already a valid empty ring (every slot
   // word is free at lap 0) and a free member table; only the header needs writing.
   SegmentHeader& h = seg.value()->header();
@@ -296,6 +297,7 @@ Result<std::shared_ptr<Segment>> Segment::open(std::string_view name) {
   }
   auto seg = attach(name, fd.get(), static_cast<std::size_t>(st.st_size), false);
   if (!seg.ok()) return seg;
+  seg.value()->owner_uid_ = st.st_uid;
   if (auto e = seg.value()->load_geometry(); !e.empty())
     return Error(Errc::corrupt, "corrupt " + quoted(name) + ": " + e);
   return seg;
@@ -432,6 +434,15 @@ VoidResult Segment::remove(std::string_view name) {
   if (::shm_unlink(("/" + object_name(name)).c_str()) != 0)
     return from_errno(errno, name, "cannot remove");
   return {};
+}
+
+Result<Segment::FileOwner> Segment::owner_of(std::string_view name) {
+  if (auto e = Queue::validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
+  struct stat st {};
+  if (::lstat(("/dev/shm/" + object_name(name)).c_str(), &st) != 0)
+    return from_errno(errno, name, "cannot examine");
+  return FileOwner{st.st_uid, st.st_gid, static_cast<std::uint32_t>(st.st_mode & 07777),
+                   S_ISREG(st.st_mode)};
 }
 
 Segment::~Segment() {

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstddef>
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,6 +27,17 @@ class Segment {
   static Result<std::shared_ptr<Segment>> open(std::string_view name);
   static VoidResult remove(std::string_view name);
 
+  // Owner and mode of /dev/shm/shmq.<name> as it is now (lstat: it need not be readable
+  // by us), for ownership checks before a segment is adopted or removed. /dev/shm is
+  // sticky: nobody but its owner (or root) can replace an entry once it is there.
+  struct FileOwner {
+    uid_t uid;
+    gid_t gid;
+    std::uint32_t mode;  // permission bits
+    bool regular;
+  };
+  static Result<FileOwner> owner_of(std::string_view name);
+
   // "shmq.<name>": the object name under /dev/shm.
   static std::string object_name(std::string_view name);
   // Empty if `options` describe a valid geometry, else what is wrong.
@@ -45,6 +58,9 @@ class Segment {
   }
 
   const std::string& name() const noexcept { return name_; }
+  // Who owns the segment: fstat at open (geteuid() for one we created). Not the header's
+  // creator_uid, which anybody who may write the segment can change.
+  uid_t owner_uid() const noexcept { return owner_uid_; }
   std::uint32_t slot_count() const noexcept { return slot_count_; }
   std::uint32_t slot_shift() const noexcept { return slot_shift_; }
   std::uint32_t slot_size() const noexcept { return slot_size_; }
@@ -100,6 +116,7 @@ class Segment {
   void adopt(const QueueOptions& o, std::uint32_t flags) noexcept;
 
   std::string name_;
+  uid_t owner_uid_ = 0;
   void* map_ = nullptr;  // the whole segment, `size_` bytes; unmapped by the destructor
   std::size_t size_ = 0;
   SegmentHeader* header_ = nullptr;

@@ -269,7 +269,7 @@ TEST(Persister, SyncSendWithoutAPersisterReturnsNoPersister) {
   f.queue.segment()->unregister_member(f.member, detail::Role::persister);
   EXPECT_EQ(p.send("a"), Status::no_persister);
   EXPECT_EQ(p.try_send("b"), Status::no_persister);
-  EXPECT_EQ(p.send_for("c", std::chrono::milliseconds(1)), Status::timeout);
+  EXPECT_EQ(p.send_for(as_bytes("c"), std::chrono::milliseconds(1)), Status::timeout);
   EXPECT_EQ(f.queue.stats().tail, 3u);  // all three are in the ring
   // A persister attached but not (yet) syncing: try_send waits only a bounded time.
   f.member = f.queue.segment()->register_member(detail::Role::persister).value();

@@ -97,11 +97,11 @@ struct QueueOptions {
 // watchdog tick. The rest of QueueOptions (geometry, durability, data dir, liveness, claim
 // timeout, flush interval, dead-lettering, mode) is fixed at create.
 struct PolicyUpdate {
-  std::optional<std::chrono::milliseconds> lease;
-  std::optional<std::uint32_t> max_deliveries;
-  std::optional<std::chrono::milliseconds> ttl;
-  std::optional<std::chrono::milliseconds> backoff_initial;
-  std::optional<std::chrono::milliseconds> backoff_max;
+  std::optional<std::chrono::milliseconds> lease{};
+  std::optional<std::uint32_t> max_deliveries{};
+  std::optional<std::chrono::milliseconds> ttl{};
+  std::optional<std::chrono::milliseconds> backoff_initial{};
+  std::optional<std::chrono::milliseconds> backoff_max{};
 };
 
 // A copy of one message in the ring, made by Queue::browse without taking it.

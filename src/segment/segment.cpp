@@ -150,7 +150,7 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
   if (auto e = Queue::validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
   if (auto e = validate_options(options); !e.empty())
     return Error(Errc::invalid_argument, "cannot create " + quoted(name) + ": " + e);
-  if (!name.ends_with(".dlq") && name.size() > kMaxNameLength - 4)
+  if (options.dead_letter && !name.ends_with(".dlq") && name.size() > kMaxNameLength - 4)
     return Error(Errc::invalid_argument,
                  "invalid queue name: longer than " + std::to_string(kMaxNameLength - 4) +
                      " characters (room is kept for its dead-letter queue '<name>.dlq')");

@@ -260,6 +260,25 @@ TEST(Persister, LoneSyncSenderNeverWaitsForOthers) {
   EXPECT_EQ(sender.failures.load(), 0);
 }
 
+// A sync queue that no persister serves never hangs a sender: send and try_send say
+// no_persister (the message is sent), send_for keeps its timeout meaning, try_send's wait for
+// a confirmation is bounded (unconfirmed).
+TEST(Persister, SyncSendWithoutAPersisterReturnsNoPersister) {
+  Fixture f(64, Durability::sync);
+  auto p = f.queue.producer().value();
+  f.queue.segment()->unregister_member(f.member, detail::Role::persister);
+  EXPECT_EQ(p.send("a"), Status::no_persister);
+  EXPECT_EQ(p.try_send("b"), Status::no_persister);
+  EXPECT_EQ(p.send_for(as_bytes("c"), std::chrono::milliseconds(1)), Status::timeout);
+  EXPECT_EQ(f.queue.stats().tail, 3u);  // all three are in the ring
+  // A persister attached but not (yet) syncing: try_send waits only a bounded time.
+  f.member = f.queue.segment()->register_member(detail::Role::persister).value();
+  EXPECT_EQ(p.try_send("d"), Status::unconfirmed);
+  // Once it writes them, all four are confirmed.
+  ASSERT_NO_FATAL_FAILURE(persist_until(f, 4));
+  EXPECT_EQ(f.persisted(), 4u);
+}
+
 // Async senders never wait for confirmations, so the persister never waits for them.
 TEST(Persister, AsyncQueueNeverWaitsForSenders) {
   Fixture f(64, Durability::async);

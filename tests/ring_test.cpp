@@ -231,8 +231,71 @@ TEST(Ring, SecondAckOfTheSameMessageIsRefused) {
   Message m;
   ASSERT_EQ(c.try_receive(m), Status::ok);
   ASSERT_EQ(c.ack(m), Status::ok);
-  EXPECT_EQ(c.ack(m), Status::invalid);  // the handle no longer holds anything
+  // As error.hpp documents: a message this consumer no longer holds is lease_lost.
+  EXPECT_EQ(c.ack(m), Status::lease_lost);
+  EXPECT_EQ(c.nack(m), Status::lease_lost);
+  EXPECT_EQ(c.nack_after(m, std::chrono::milliseconds(0)), Status::lease_lost);
+  EXPECT_EQ(c.extend_lease(m, std::chrono::milliseconds(10)), Status::lease_lost);
+  Message n;
+  ASSERT_EQ(p.send("y"), Status::ok);
+  ASSERT_EQ(c.try_receive(n), Status::ok);
+  ASSERT_EQ(c.nack(n), Status::ok);
+  EXPECT_EQ(c.ack(n), Status::lease_lost);  // nacked, then acked: no longer ours
+}
+
+TEST(Ring, AckOfAHandleThatNeverHeldAMessageIsInvalid) {
+  ScopedQueue q("neverheld");
+  auto c = q->consumer().value();
+  Message m;
+  EXPECT_EQ(c.ack(m), Status::invalid);
   EXPECT_EQ(c.nack(m), Status::invalid);
+  EXPECT_EQ(c.extend_lease(m, std::chrono::milliseconds(10)), Status::invalid);
+}
+
+TEST(Ring, BrowseCopiesReadyMessagesWithoutTakingThem) {
+  ScopedQueue q("browse");
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("zero", 10), Status::ok);
+  ASSERT_EQ(p.send("one", 11), Status::ok);
+  ASSERT_EQ(p.send("two", 12), Status::ok);
+  Message held;
+  ASSERT_EQ(c.try_receive(held), Status::ok);  // position 0 is in flight
+  Message back;
+  ASSERT_EQ(c.try_receive(back), Status::ok);  // position 1: delivered once, given back
+  ASSERT_EQ(c.nack(back), Status::ok);
+
+  auto ready = q->browse(10);
+  ASSERT_EQ(ready.size(), 2u);
+  EXPECT_EQ(ready[0].position, 1u);
+  EXPECT_EQ(ready[0].id, 11u);
+  EXPECT_EQ(ready[0].delivery_count, 1u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(ready[0].data.data()), ready[0].size), "one");
+  EXPECT_EQ(ready[1].position, 2u);
+  EXPECT_EQ(ready[1].delivery_count, 0u);
+  EXPECT_EQ(ready[1].state, BrowsedMessage::State::ready);
+  EXPECT_EQ(q->browse(1).size(), 1u);  // at most N
+  auto all = q->browse(10, /*include_in_flight=*/true, /*max_bytes=*/2);
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].state, BrowsedMessage::State::in_flight);
+  EXPECT_EQ(all[0].size, 4u);
+  EXPECT_EQ(all[0].data.size(), 2u);  // cut at max_bytes
+
+  // Browsing took nothing: the same messages come, with the same counts.
+  const auto stats = q->stats();
+  EXPECT_EQ(stats.ready, 2u);
+  EXPECT_EQ(stats.in_flight, 1u);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(m.position(), 1u);
+  EXPECT_EQ(m.delivery_count(), 2u);
+  ASSERT_EQ(c.ack(m), Status::ok);
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(m.position(), 2u);
+  EXPECT_EQ(m.delivery_count(), 1u);
+  ASSERT_EQ(c.ack(m), Status::ok);
+  ASSERT_EQ(c.ack(held), Status::ok);
+  EXPECT_TRUE(q->browse(10, true).empty());
 }
 
 TEST(Ring, AckOfAMessageTakenBackIsLeaseLost) {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -399,10 +400,157 @@ TEST(Descriptors, ClosedStdioIsFilledButStaysUnusable) {
   EXPECT_EQ(test::wait_exit(child), 0);
 }
 
+TEST(Segment, OpenOrCreateRefusesOtherGeometryOrPolicy) {
+  ScopedQueue q("oc-mismatch", {.slot_count = 64, .lease = std::chrono::milliseconds(2000)});
+  // The same options: it opens.
+  EXPECT_TRUE(
+      Queue::open_or_create(q.name(), {.slot_count = 64, .lease = std::chrono::milliseconds(2000)})
+          .ok());
+  // Another geometry and another policy: refused, naming each field.
+  auto other = Queue::open_or_create(q.name(), {.slot_count = 128, .max_deliveries = 3});
+  ASSERT_FALSE(other.ok());
+  EXPECT_EQ(other.error().code(), Errc::mismatch);
+  const std::string& msg = other.error().message();
+  EXPECT_NE(msg.find("slot_count (queue: 64, given: 128)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("lease (queue: 2000 ms, given: 30000 ms)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("max_deliveries (queue: 20, given: 3)"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("slot_size"), std::string::npos) << msg;
+  // max_message_size 0 means one slot's payload: equal to the queue's resolved value.
+  EXPECT_TRUE(Queue::open_or_create(q.name(), {.slot_count = 64,
+                                               .max_message_size = 192,
+                                               .lease = std::chrono::milliseconds(2000)})
+                  .ok());
+  EXPECT_EQ(Queue::open_or_create(q.name(), {.slot_count = 64,
+                                             .lease = std::chrono::milliseconds(2000),
+                                             .dead_letter = false})
+                .error()
+                .code(),
+            Errc::mismatch);
+  EXPECT_TRUE(Queue::open(q.name()).ok());  // open() attaches whatever the options
+}
+
+TEST(Segment, SetPolicyChangesItForEveryHandleAndOpenOrCreateComparesTheNewOne) {
+  ScopedQueue q("setpolicy");
+  auto other = Queue::open(q.name()).value();
+  ASSERT_TRUE(q->set_policy({.lease = std::chrono::milliseconds(1500),
+                             .max_deliveries = 7,
+                             .ttl = std::chrono::milliseconds(60000),
+                             .backoff_initial = std::chrono::milliseconds(10),
+                             .backoff_max = std::chrono::milliseconds(100)})
+                  .ok());
+  const QueueOptions o = other.options();
+  EXPECT_EQ(o.lease, std::chrono::milliseconds(1500));
+  EXPECT_EQ(o.max_deliveries, 7u);
+  EXPECT_EQ(o.ttl, std::chrono::milliseconds(60000));
+  EXPECT_EQ(o.backoff_initial, std::chrono::milliseconds(10));
+  EXPECT_EQ(o.backoff_max, std::chrono::milliseconds(100));
+  EXPECT_EQ(o.slot_count, 1024u);  // nothing else changed
+  // A field left empty keeps its value.
+  ASSERT_TRUE(other.set_policy({.max_deliveries = 0}).ok());
+  EXPECT_EQ(q->options().lease, std::chrono::milliseconds(1500));
+  EXPECT_EQ(q->options().max_deliveries, 0u);
+  // Validated like create's options.
+  auto bad = q->set_policy({.lease = std::chrono::milliseconds(-1)});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code(), Errc::invalid_argument);
+  EXPECT_EQ(q->options().lease, std::chrono::milliseconds(1500));
+  EXPECT_EQ(Queue::open_or_create(q.name()).error().code(), Errc::mismatch);
+}
+
+TEST(Segment, ValueOfAnErrorThrowsTheErrorNotBadVariantAccess) {
+  auto r = Queue::open(unique_name("never-made"));
+  ASSERT_FALSE(r.ok());
+  try {
+    (void)r.value();
+    ADD_FAILURE() << "value() did not throw";
+  } catch (const BadResultAccess& e) {
+    EXPECT_EQ(e.error().code(), Errc::not_found);
+    EXPECT_EQ(e.error().message(), r.error().message());
+    EXPECT_NE(std::string(e.what()).find(r.error().message()), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not found"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW((void)r->name(), BadResultAccess);
+  // error() of a value is an Error with code ok, not an exception.
+  ScopedQueue q("valueok");
+  auto ok = Queue::open(q.name());
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok.error().code(), Errc::ok);
+}
+
+TEST(Segment, ANameWhoseDeadLetterQueueWouldNotFitIsRefusedAtCreate) {
+  const std::string name = unique_name("long") + std::string(
+      detail::kMaxNameLength - 2 - unique_name("long").size(), 'x');
+  ASSERT_LE(name.size(), detail::kMaxNameLength);
+  ASSERT_GT(name.size() + 4, detail::kMaxNameLength);
+  auto q = Queue::create(name);
+  ASSERT_FALSE(q.ok());
+  EXPECT_EQ(q.error().code(), Errc::invalid_argument);
+  EXPECT_NE(q.error().message().find("at most 196"), std::string::npos) << q.error().message();
+  // Without dead letters the whole 200 are available.
+  auto plain = Queue::create(name, {.dead_letter = false});
+  ASSERT_TRUE(plain.ok()) << plain.error().message();
+  EXPECT_TRUE(Queue::remove(name).ok());
+}
+
+TEST(Segment, RemovedQueueClosesBlockedReceiversAndSenders) {
+  std::string name = unique_name("closed");
+  auto q = Queue::create(name, {.slot_count = 2}).value();
+  auto c = q.consumer().value();
+  auto p = q.producer().value();
+  ASSERT_EQ(p.send("a"), Status::ok);
+  ASSERT_EQ(p.send("b"), Status::ok);  // full now
+  Status sent = Status::ok;
+  std::thread sender([&] { sent = p.send("c"); });  // waits for room that never comes
+  ASSERT_TRUE(Queue::remove(name).ok());
+  sender.join();
+  EXPECT_EQ(sent, Status::closed);
+  // What was in the ring can still be taken; then receive says closed instead of waiting.
+  Message m;
+  ASSERT_EQ(c.receive(m), Status::ok);
+  ASSERT_EQ(c.ack(m), Status::ok);
+  ASSERT_EQ(c.receive(m), Status::ok);
+  ASSERT_EQ(c.ack(m), Status::ok);
+  // A new queue of the same name does not reopen the old one.
+  auto again = Queue::create(name).value();
+  auto p2 = again.producer().value();
+  ASSERT_EQ(p2.send("new"), Status::ok);
+  Status got = Status::ok;
+  std::thread receiver([&] { got = c.receive(m); });
+  receiver.join();
+  EXPECT_EQ(got, Status::closed);
+  EXPECT_EQ(c.receive_for(m, std::chrono::hours(1)), Status::closed);
+  (void)Queue::remove(name);
+}
+
+TEST(Segment, RemoveWakesAReceiverAlreadyAsleep) {
+  std::string name = unique_name("closedwake");
+  auto q = Queue::create(name).value();
+  auto c = q.consumer().value();
+  Status got = Status::ok;
+  std::atomic<bool> started{false};
+  std::thread receiver([&] {
+    Message m;
+    started = true;
+    got = c.receive(m);
+  });
+  // Wait until it sleeps on the futex (its waiting bit is set): remove must wake it.
+  const auto& line = q.segment()->header().consumers_wait;
+  while (!started || (line.waiting[0].load() == 0 && line.waiting[1].load() == 0 &&
+                      line.waiting[2].load() == 0 && line.waiting[3].load() == 0))
+    std::this_thread::yield();
+  ASSERT_TRUE(Queue::remove(name).ok());
+  receiver.join();
+  EXPECT_EQ(got, Status::closed);
+}
+
 TEST(Segment, ErrorsHaveNames) {
   EXPECT_EQ(to_string(Errc::bad_magic), "bad magic");
   EXPECT_EQ(to_string(Status::full), "full");
   EXPECT_EQ(to_string(Status::lease_lost), "lease lost");
+  EXPECT_EQ(to_string(Status::closed), "closed");
+  EXPECT_EQ(to_string(Status::no_persister), "no persister");
+  EXPECT_EQ(to_string(Status::unconfirmed), "unconfirmed");
+  EXPECT_EQ(to_string(Errc::mismatch), "options mismatch");
 }
 
 }  // namespace

@@ -117,6 +117,36 @@ check "the data dir was created 0700" test "$(stat -c %a "$data" 2>/dev/null)" =
 check "the queue's dir holds queue.meta" test -f "$data/$q2/queue.meta"
 check "the durable segment has mode 0660" test "$(stat -c %a /dev/shm/shmq."$q2" 2>/dev/null)" = 660
 
+# --- create with every option, set, one name rule ------------------------------------------
+q7="${p}-opts"
+expect_ok "create with every QueueOptions flag" "$ctl" create "$q7" --slots 32 --slot-size 256 \
+  --max-message-size 100 --max-members 9 --max-deliveries 4 --lease-ms 1234 --ttl-ms 99000 \
+  --backoff-initial-ms 7 --backoff-max-ms 700 --no-dead-letter --heartbeat-liveness \
+  --heartbeat-timeout-ms 4321 --claim-timeout-ms 2345 --mode 0600
+expect_ok "stat --json of it" "$ctl" stat "$q7" --json
+check "... every option took effect" test "$(json "[d['geometry']['max_members'], d['geometry']['max_message_size'], d['policy']['max_deliveries'], d['policy']['lease_ms'], d['policy']['ttl_ms'], d['policy']['backoff_initial_ms'], d['policy']['backoff_max_ms'], d['policy']['dead_letter'], d['policy']['heartbeat_liveness'], d['policy']['heartbeat_timeout_ms'], d['policy']['claim_timeout_ms']]")" = "[9, 100, 4, 1234, 99000, 7, 700, False, True, 4321, 2345]"
+check "... and no dead-letter queue was made" test ! -e /dev/shm/shmq."$q7".dlq
+expect_ok "set --lease-ms --max-deliveries" "$ctl" set "$q7" --lease-ms 5000 --max-deliveries 0
+expect_ok "stat --json after set" "$ctl" stat "$q7" --json
+check "... the new policy is in force, the rest kept" \
+  test "$(json "[d['policy']['lease_ms'], d['policy']['max_deliveries'], d['policy']['ttl_ms']]")" = "[5000, 0, 99000]"
+expect_error "set with nothing to set" 2 "nothing to set" "$ctl" set "$q7"
+expect_error "set of a missing queue" 1 "not found" "$ctl" set "${p}-nosuch" --lease-ms 1
+expect_error "set with a bad value" 2 "lease" "$ctl" set "$q7" --lease-ms -5
+expect_ok "delete it" "$ctl" delete "$q7"
+long=$(printf '%s' "${p}-" && head -c $((198 - ${#p})) /dev/zero | tr '\0' 'n')
+expect_error "a 197+-character name with dead letters is a usage error" 2 "at most 196" \
+  "$ctl" create "$long"
+check "... and nothing was created" test ! -e /dev/shm/shmq."$long"
+run "$ctl" --help
+check "shmqctl --help states the name limits" grep -q "1-196 for a queue with dead letters" "$work/out"
+check "shmqctl --help states the exit codes" grep -q "Exit codes: 0 ok, 1 runtime failure" "$work/out"
+if [ -n "$shmqd" ]; then
+  run "$shmqd" --help
+  check "shmqd --help states the same name limits" grep -q "1-196 for a queue with dead letters" "$work/out"
+  check "shmqd --help states the same exit codes" grep -q "Exit codes: 0 ok" "$work/out"
+fi
+
 # --- produce, peek, list, stat, consume ----------------------------------------------------
 printf 'alpha\nbeta\ngamma\n' >"$work/input"
 run "$ctl" produce "$q1" <"$work/input"

@@ -3,6 +3,11 @@
 //   shmqctl create QUEUE [--slots N] [--slot-size BYTES] [--max-message-size BYTES]
 //                        [--durability none|async|sync] [--data-dir DIR]
 //                        [--max-deliveries N] [--lease-ms MS] [--ttl-ms MS] [--mode 0600|0660]
+//                        [--max-members N] [--backoff-initial-ms MS] [--backoff-max-ms MS]
+//                        [--no-dead-letter] [--heartbeat-liveness] [--heartbeat-timeout-ms MS]
+//                        [--claim-timeout-ms MS] [--flush-interval-ms MS]
+//   shmqctl set QUEUE [--lease-ms MS] [--max-deliveries N] [--ttl-ms MS]
+//                     [--backoff-initial-ms MS] [--backoff-max-ms MS]
 //   shmqctl delete QUEUE [--purge-data [--data-dir DIR]] [--keep-dlq]
 //   shmqctl list [--json]
 //   shmqctl stat QUEUE [--json] [--rate [--rate-ms MS]]
@@ -144,8 +149,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.failure_message(failure_line);
   app.footer(
-      "Exit codes: 0 success, 1 runtime failure (queue not found, permission denied, I/O),\n"
+      "Exit codes: 0 ok, 1 runtime failure (queue not found, permission denied, I/O),\n"
       "2 usage error (bad flag, bad value, bad queue name). Errors are one line on stderr.\n"
+      "QUEUE: 1-200 characters of [A-Za-z0-9._-], not starting with '.' or '-', no '..';\n"
+      "1-196 for a queue with dead letters (QUEUE.dlq must fit 200).\n"
       "Queues live in /dev/shm/shmq.<QUEUE>; durable ones also in <data dir>/<QUEUE>/.\n"
       "Run 'shmqctl COMMAND --help' for a command's options; manual: docs/shmqctl.md.");
   app.option_defaults()->always_capture_default();
@@ -155,7 +162,10 @@ int main(int argc, char** argv) {
   // create
   CreateArgs ca;
   auto* create = app.add_subcommand("create", "Create a queue");
-  create->add_option("QUEUE", ca.queue, "Queue name: 1-200 of [A-Za-z0-9._-], not starting with '.' or '-'")
+  create->add_option("QUEUE", ca.queue,
+                     "Queue name: 1-196 characters of [A-Za-z0-9._-] (1-200 with "
+                     "--no-dead-letter: QUEUE.dlq must fit 200), not starting with '.' or '-', "
+                     "no '..'")
       ->required();
   create->add_option("--slots", ca.slots, "Slots in the ring: a power of two, 2..16777216");
   create->add_option("--slot-size", ca.slot_size,
@@ -177,7 +187,43 @@ int main(int argc, char** argv) {
   create->add_option("--ttl-ms", ca.ttl_ms, "Dead-letter messages older than this; 0 = never");
   create->add_option("--mode", ca.mode, "Segment file mode: 0600 (owner) or 0660 (owner and group)")
       ->check(one_of({"0600", "600", "0660", "660"}));
+  create->add_option("--backoff-initial-ms", ca.backoff_initial_ms,
+                     "Delay of a plain nack's redelivery, doubled per delivery; 0 = at once");
+  create->add_option("--backoff-max-ms", ca.backoff_max_ms, "Cap of that doubling backoff");
+  create->add_flag("--no-dead-letter", ca.no_dead_letter,
+                   "Drop messages over --max-deliveries, expired or rejected instead of moving "
+                   "them to QUEUE.dlq (no dead-letter queue is made)");
+  create->add_flag("--heartbeat-liveness", ca.heartbeat_liveness,
+                   "Judge members dead by heartbeat age, not by pid (processes in separate pid "
+                   "namespaces)");
+  create->add_option("--heartbeat-timeout-ms", ca.heartbeat_timeout_ms,
+                     "With --heartbeat-liveness: a member silent this long is dead");
+  create->add_option("--claim-timeout-ms", ca.claim_timeout_ms,
+                     "A producer holding a claimed slot this long is stalled: its claim becomes "
+                     "a hole; above 0");
+  create->add_option("--flush-interval-ms", ca.flush_interval_ms,
+                     "async: the longest a message waits before shmqd writes it");
   create->callback([&] { run = [&] { return cmd_create(ca); }; });
+
+  // set
+  SetArgs sta;
+  auto* set = app.add_subcommand(
+      "set",
+      "Change a queue's run-time policy for every attached process (and in its queue.meta, if "
+      "durable); options not given keep their value");
+  set->add_option("QUEUE", sta.queue, "Queue name")->required();
+  const auto ms_range = CLI::Range(std::int64_t{0}, std::int64_t{UINT32_MAX});
+  set->add_option("--lease-ms", sta.lease_ms, "Visibility timeout of later deliveries; 0 = none")
+      ->check(ms_range);
+  set->add_option("--max-deliveries", sta.max_deliveries, "Dead-letter after N deliveries; 0 = never")
+      ->check(ms_range);
+  set->add_option("--ttl-ms", sta.ttl_ms, "Dead-letter messages older than this; 0 = never")
+      ->check(ms_range);
+  set->add_option("--backoff-initial-ms", sta.backoff_initial_ms, "Delay of a plain nack; 0 = none")
+      ->check(ms_range);
+  set->add_option("--backoff-max-ms", sta.backoff_max_ms, "Cap of the doubling backoff")
+      ->check(ms_range);
+  set->callback([&] { run = [&] { return cmd_set(sta); }; });
 
   // delete
   DeleteArgs da;

@@ -232,6 +232,21 @@ int cmd_create(const CreateArgs& a) {
   o.max_deliveries = a.max_deliveries;
   o.lease = std::chrono::milliseconds(a.lease_ms);
   o.ttl = std::chrono::milliseconds(a.ttl_ms);
+  o.backoff_initial = std::chrono::milliseconds(a.backoff_initial_ms);
+  o.backoff_max = std::chrono::milliseconds(a.backoff_max_ms);
+  o.dead_letter = !a.no_dead_letter;
+  o.heartbeat_liveness = a.heartbeat_liveness;
+  o.heartbeat_timeout = std::chrono::milliseconds(a.heartbeat_timeout_ms);
+  o.claim_timeout = std::chrono::milliseconds(a.claim_timeout_ms);
+  o.flush_interval = std::chrono::milliseconds(a.flush_interval_ms);
+  if (o.dead_letter && a.queue.size() + 4 > shmq::detail::kMaxNameLength)
+    fail(kExitUsage, "queue name '" + a.queue.substr(0, 64) + "...' is " +
+                         std::to_string(a.queue.size()) + " characters: a queue with dead " +
+                         "letters takes at most " +
+                         std::to_string(shmq::detail::kMaxNameLength - 4) +
+                         " (QUEUE.dlq must fit " +
+                         std::to_string(shmq::detail::kMaxNameLength) +
+                         "); or add --no-dead-letter");
   if (o.durability != shmq::Durability::none && o.data_dir.empty())
     fail(kExitUsage, "--durability " + a.durability +
                          " needs --data-dir DIR (the directory shmqd persists the queue to)");
@@ -250,6 +265,33 @@ int cmd_create(const CreateArgs& a) {
                 shmq::detail::queue_dir(c.data_dir, a.queue).c_str(), c.data_dir.c_str(),
                 a.queue.c_str());
   std::printf("\n");
+  return kExitOk;
+}
+
+// --- set ----------------------------------------------------------------------------------
+
+int cmd_set(const SetArgs& a) {
+  check_name(a.queue);
+  shmq::PolicyUpdate u;
+  if (a.lease_ms >= 0) u.lease = std::chrono::milliseconds(a.lease_ms);
+  if (a.max_deliveries >= 0) u.max_deliveries = static_cast<std::uint32_t>(a.max_deliveries);
+  if (a.ttl_ms >= 0) u.ttl = std::chrono::milliseconds(a.ttl_ms);
+  if (a.backoff_initial_ms >= 0) u.backoff_initial = std::chrono::milliseconds(a.backoff_initial_ms);
+  if (a.backoff_max_ms >= 0) u.backoff_max = std::chrono::milliseconds(a.backoff_max_ms);
+  if (!u.lease && !u.max_deliveries && !u.ttl && !u.backoff_initial && !u.backoff_max)
+    fail(kExitUsage, "nothing to set: give at least one of --lease-ms, --max-deliveries, "
+                     "--ttl-ms, --backoff-initial-ms, --backoff-max-ms");
+  auto q = open_queue(a.queue);
+  if (auto r = q.set_policy(u); !r.ok()) {
+    if (r.error().code() == shmq::Errc::invalid_argument) fail(kExitUsage, r.error().message());
+    fail(r.error());
+  }
+  const shmq::QueueOptions o = q.options();
+  std::printf("queue '%s': lease %lld ms, max deliveries %u, ttl %lld ms, backoff %lld..%lld ms\n",
+              a.queue.c_str(), static_cast<long long>(o.lease.count()), o.max_deliveries,
+              static_cast<long long>(o.ttl.count()),
+              static_cast<long long>(o.backoff_initial.count()),
+              static_cast<long long>(o.backoff_max.count()));
   return kExitOk;
 }
 

@@ -20,8 +20,26 @@ struct CreateArgs {
   std::uint32_t lease_ms = 30'000;
   std::uint32_t ttl_ms = 0;
   std::string mode = "0600";
+  std::uint32_t backoff_initial_ms = 0;
+  std::uint32_t backoff_max_ms = 60'000;
+  bool no_dead_letter = false;
+  bool heartbeat_liveness = false;
+  std::uint32_t heartbeat_timeout_ms = 5'000;
+  std::uint32_t claim_timeout_ms = 5'000;
+  std::uint32_t flush_interval_ms = 5;
 };
 int cmd_create(const CreateArgs& a);
+
+// shmqctl set: the run-time policy (Queue::set_policy); -1 = not given, keep.
+struct SetArgs {
+  std::string queue;
+  std::int64_t lease_ms = -1;
+  std::int64_t max_deliveries = -1;
+  std::int64_t ttl_ms = -1;
+  std::int64_t backoff_initial_ms = -1;
+  std::int64_t backoff_max_ms = -1;
+};
+int cmd_set(const SetArgs& a);
 
 struct DeleteArgs {
   std::string queue;

@@ -117,8 +117,10 @@ void usage(std::FILE* out) {
                "                   PATH every second (for node_exporter's textfile collector)\n"
                "                   (default: report the damage, skip past it, go on)\n"
                "  -h, --help       this text\n"
-               "SIGTERM or SIGINT: flush, checkpoint, exit 0. Exit 1: a fatal error (see the\n"
-               "log); exit 2: bad usage.\n");
+               "QUEUE: 1-200 characters of [A-Za-z0-9._-], not starting with '.' or '-', no\n"
+               "'..'; 1-196 for a queue with dead letters (QUEUE.dlq must fit 200).\n"
+               "Exit codes: 0 ok (SIGTERM or SIGINT: flush, checkpoint, exit 0), 1 runtime\n"
+               "failure (a fatal error, see the log), 2 usage error (bad flag, value or name).\n");
 }
 
 int g_takeover_ms = 5000;

@@ -47,6 +47,7 @@ class Message {
       data_ = fragments_ > 1 ? copy_.data() : o.data_;
       held_ = o.held_;
       o.held_ = false;
+      o.word_ = 0;  // it handed its delivery over: it never held one (ack says invalid)
       o.data_ = nullptr;
       o.size_ = 0;
     }
@@ -100,7 +101,11 @@ class Consumer {
   // up to out.size(). Returns how many messages were received.
   std::size_t receive_batch(std::span<Message> out, std::chrono::nanoseconds timeout);
 
-  // Releases the message's slot. Status::lease_lost if this consumer no longer holds it.
+  // Releases the message's slot. Status::lease_lost if this consumer no longer holds it
+  // (lease expired, reclaimed, or already acked or nacked through this handle);
+  // Status::invalid for a handle that never held a message (default-constructed, or moved
+  // from: its delivery went with the move). The same
+  // rule holds for nack, nack_after and extend_lease.
   Status ack(Message& m);
   // Acks every held message in `ms`; returns the first failure, or ok.
   Status ack(std::span<Message> ms);

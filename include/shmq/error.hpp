@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -22,8 +23,15 @@ enum class [[nodiscard]] Status : std::uint8_t {
   interrupted,  // interrupt() was called on the producer/consumer
   too_large,    // message larger than the queue's max message size
   lease_lost,   // ack/nack of a message this consumer no longer holds (lease expired,
-                // reclaimed, or already acked)
-  invalid,      // bad argument (e.g. empty message handle)
+                // reclaimed, or already acked or nacked through this handle)
+  invalid,      // bad argument (e.g. a message handle that never held a message)
+  closed,       // the queue was removed (Queue::remove, shmqctl delete): this process is
+                // attached to a segment nobody can open any more; blocking calls return this
+                // instead of waiting forever. Open the queue again.
+  no_persister, // sync queue, no persister (shmqd) attached: the message was sent (it is in
+                // the ring and will be delivered) but nobody can confirm it to disk now
+  unconfirmed,  // sync queue, try_send: the message was sent, its confirmation did not come
+                // within try_send's bounded wait (it may still be persisted)
 };
 
 std::string_view to_string(Status s) noexcept;
@@ -40,6 +48,7 @@ enum class Errc : std::uint8_t {
   not_initialized,       // creator never finished initialising the segment
   no_space,              // /dev/shm full, or no free member row
   system_error,          // any other errno
+  mismatch,              // open_or_create: the existing queue's options differ from those given
 };
 
 std::string_view to_string(Errc e) noexcept;
@@ -57,6 +66,21 @@ class Error {
   std::string message_;
 };
 
+// Thrown by Result<T>::value() (and ->, *) on a Result that holds an Error: it carries that
+// Error, and what() is "shmq: <code>: <message>".
+class BadResultAccess : public std::exception {
+ public:
+  explicit BadResultAccess(Error error)
+      : error_(std::move(error)),
+        what_("shmq: " + std::string(to_string(error_.code())) + ": " + error_.message()) {}
+  const Error& error() const noexcept { return error_; }
+  const char* what() const noexcept override { return what_.c_str(); }
+
+ private:
+  Error error_;
+  std::string what_;
+};
+
 // A value or an Error. Deliberately small: ok(), value(), error(), operator bool.
 template <typename T>
 class [[nodiscard]] Result {
@@ -67,17 +91,24 @@ class [[nodiscard]] Result {
   bool ok() const noexcept { return v_.index() == 0; }
   explicit operator bool() const noexcept { return ok(); }
 
-  // Precondition: ok().
-  T& value() & { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
-  const T& value() const& { return std::get<0>(v_); }
-  T* operator->() { return &std::get<0>(v_); }
-  T& operator*() & { return std::get<0>(v_); }
+  // The value; on an error, throws BadResultAccess carrying the Error (check ok() first to
+  // avoid exceptions).
+  T& value() & { checked(); return std::get<0>(v_); }
+  T&& value() && { checked(); return std::get<0>(std::move(v_)); }
+  const T& value() const& { checked(); return std::get<0>(v_); }
+  T* operator->() { return &value(); }
+  T& operator*() & { return value(); }
 
-  // Precondition: !ok().
-  const Error& error() const { return std::get<1>(v_); }
+  // Precondition: !ok(). On a Result that holds a value, returns an Error with code ok.
+  const Error& error() const {
+    static const Error kNone;
+    return ok() ? kNone : std::get<1>(v_);
+  }
 
  private:
+  void checked() const {
+    if (!ok()) throw BadResultAccess(std::get<1>(v_));
+  }
   std::variant<T, Error> v_;
 };
 

@@ -82,9 +82,19 @@ class Producer {
   // send() blocks while the ring is full; try_send() returns Status::full at once;
   // send_for() waits at most `timeout`.
   // On a queue with Durability::sync, ok means the message is on disk (publisher confirm):
-  // the call also waits for shmqd to write it (try_send too: "try" is about room in the
-  // ring). Status::timeout from send_for then means "not confirmed": the message may still
-  // be persisted and delivered.
+  // the call then also waits for shmqd's persister to write it. Every status below but ok
+  // means "sent, not confirmed": the message is in the ring, will be delivered, and may
+  // still be persisted (do not send it again unless duplicates are fine):
+  //   send:     waits until confirmed, but returns Status::no_persister when, before any of
+  //             its sleeps (at most 250 ms apart), no live persister member row is in the
+  //             segment (no shmqd serves the queue; or shmqd is starting, has died, or a
+  //             standby is taking over). A sync queue without shmqd never hangs a send.
+  //   try_send: never waits for room, and for the confirmation at most
+  //             kTrySendConfirmWait: then Status::unconfirmed (or no_persister as above).
+  //   send_for: waits up to `timeout` in all, whether or not a persister is attached (one
+  //             may attach meanwhile): Status::timeout.
+  // Any of them returns Status::closed instead of waiting if the queue was removed.
+  static constexpr std::chrono::milliseconds kTrySendConfirmWait{20};
   Status send(Bytes message, std::uint64_t id = 0);
   Status try_send(Bytes message, std::uint64_t id = 0);
   Status send_for(Bytes message, std::chrono::nanoseconds timeout, std::uint64_t id = 0);
@@ -94,7 +104,8 @@ class Producer {
   // Sends messages in order, waking consumers once for the batch. Blocks while full, up
   // to `timeout` in all. Returns how many were sent; `*status` says why it stopped early.
   // On a sync queue the batch is confirmed as a batch (one wait for the last message);
-  // 0 with *status = timeout means sent but not confirmed.
+  // 0 with *status = timeout (or no_persister, with an unbounded timeout, as for send)
+  // means sent but not confirmed.
   std::size_t send_batch(std::span<const Bytes> messages,
                          std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max(),
                          Status* status = nullptr);
@@ -122,10 +133,15 @@ class Producer {
   friend class Queue;
   friend class Reservation;
   friend struct detail::ProducerAccess;
-  Status wait_persisted(std::uint64_t upto, std::chrono::steady_clock::time_point deadline);
+  // How a sync send waits for its confirmation: untimed (send: until confirmed, or
+  // no_persister), bounded (try_send: at most kTrySendConfirmWait, then unconfirmed), timed
+  // (send_for, send_batch with a timeout: until the deadline, then timeout).
+  enum class Confirm : std::uint8_t { untimed, bounded, timed };
+  Status wait_persisted(std::uint64_t upto, std::chrono::steady_clock::time_point deadline,
+                        Confirm confirm);
   Status send_confirmed(Bytes message, std::uint64_t id,
                         std::chrono::steady_clock::time_point space_deadline,
-                        std::chrono::steady_clock::time_point confirm_deadline);
+                        std::chrono::steady_clock::time_point confirm_deadline, Confirm confirm);
   Producer(std::shared_ptr<detail::Segment> segment, std::uint32_t member);
 
   // `origin` != 0: a message recovered from the log (at position origin - 1), republished

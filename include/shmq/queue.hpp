@@ -10,8 +10,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -89,6 +91,31 @@ struct QueueOptions {
   std::chrono::milliseconds flush_interval{5};
 };
 
+// Policy that Queue::set_policy may change while the queue is in use; a field left empty
+// keeps its value. These five live in the segment header as atomics and are read where they
+// are used, so a change applies to every attached process from its next delivery, nack or
+// watchdog tick. The rest of QueueOptions (geometry, durability, data dir, liveness, claim
+// timeout, flush interval, dead-lettering, mode) is fixed at create.
+struct PolicyUpdate {
+  std::optional<std::chrono::milliseconds> lease{};
+  std::optional<std::uint32_t> max_deliveries{};
+  std::optional<std::chrono::milliseconds> ttl{};
+  std::optional<std::chrono::milliseconds> backoff_initial{};
+  std::optional<std::chrono::milliseconds> backoff_max{};
+};
+
+// A copy of one message in the ring, made by Queue::browse without taking it.
+struct BrowsedMessage {
+  enum class State : std::uint8_t { ready, in_flight, delayed };
+  std::uint64_t position = 0;
+  std::uint64_t id = 0;
+  // Deliveries so far (0: never delivered); the next delivery's delivery_count() is one more.
+  std::uint32_t delivery_count = 0;
+  State state = State::ready;
+  std::vector<std::byte> data;  // the payload, or its first max_bytes
+  std::size_t size = 0;         // the message's whole length
+};
+
 // What a queue looks like now. Counts are approximate while producers and consumers run.
 struct QueueStats {
   std::uint32_t slot_count = 0;
@@ -146,13 +173,26 @@ class Queue {
   static Result<Queue> open(std::string_view name);
   // The dead-letter queue's name for queue `name`: "<name>.dlq".
   static std::string dead_letter_name(std::string_view name);
-  // Opens the queue, creating it with `options` if it does not exist.
+  // Opens the queue, creating it with `options` if it does not exist. If it exists, every
+  // field of `options` must equal the queue's, or this fails with Errc::mismatch naming each
+  // field that differs (use open() to attach whatever the options). The rule, field by
+  // field: slot_count, slot_size, max_members, mode, durability, lease, max_deliveries, ttl,
+  // backoff_initial, backoff_max, dead_letter, heartbeat_liveness, claim_timeout: exactly
+  // equal (a plain struct cannot tell a default from a value you chose, so a default is
+  // compared like any other value); max_message_size: 0 means one slot's payload, then equal;
+  // heartbeat_timeout: only with heartbeat_liveness; data_dir and flush_interval: only on a
+  // durable queue, data_dir compared as resolved by realpath. Policy changed with
+  // set_policy is compared as it is now.
   static Result<Queue> open_or_create(std::string_view name, const QueueOptions& options = {});
   // Removes the segment `name` and its dead-letter queue's ("<name>.dlq", if any). Data
-  // dirs are kept. Processes that have them mapped keep working on the old ones.
+  // dirs are kept. The segment is first marked removed and every sleeper woken: processes
+  // still attached to it get Status::closed from their blocking calls (send, receive, ...)
+  // instead of waiting on a segment nobody can open any more.
   static VoidResult remove(std::string_view name);
-  // Checks a queue name: 1..200 characters of [A-Za-z0-9._-], not starting with '.',
-  // no "..". Returns a message saying what is wrong, or an empty string.
+  // Checks a queue name: 1..kMaxNameLength (200) characters of [A-Za-z0-9._-], not starting
+  // with '.' or '-', no "..". A queue that dead-letters (the default) also needs
+  // "<name>.dlq" to pass, so its name is at most 196 characters; create() checks that.
+  // Returns a message saying what is wrong, or an empty string.
   static std::string validate_name(std::string_view name);
 
   // Registers a producer / consumer row in the member table of this queue.
@@ -164,8 +204,25 @@ class Queue {
   std::uint32_t slot_size() const noexcept;
   std::uint32_t max_message_size() const noexcept;
   std::uint32_t max_members() const noexcept;
-  // The policy it was created with (geometry fields included).
+  // Its options now (geometry fields included; policy as last set).
   QueueOptions options() const;
+  // Changes the run-time policy (see PolicyUpdate) of this queue for every attached process.
+  // Validated like create's options (invalid_argument). On a durable queue, queue.meta in
+  // the data dir is rewritten first, so that a queue rebuilt by shmqd keeps the new policy.
+  // Messages already delivered keep the lease they were given; a new ttl or max_deliveries
+  // applies to each message at its next delivery. Any process with the queue open may call
+  // it (it writes the segment header only).
+  VoidResult set_policy(const PolicyUpdate& update);
+
+  // Copies out up to `max_count` messages, oldest position first, without taking them:
+  // nothing changes in the queue (no claim, no delivery count, no lease), so looking never
+  // needs a try_receive + nack loop. By default only ready messages (what a consumer would
+  // receive; due delayed ones are not included); `include_in_flight` adds held and delayed
+  // ones. Each copy is validated (the slot word is read again after the copy, seqlock-style):
+  // a message that changed while it was copied is read again or left out, never torn. A
+  // snapshot: messages may be taken or sent while it runs. Any process, any thread.
+  std::vector<BrowsedMessage> browse(std::size_t max_count, bool include_in_flight = false,
+                                     std::size_t max_bytes = SIZE_MAX) const;
 
   // Walks the ring and the member table; safe to call at any time from any process.
   QueueStats stats() const;

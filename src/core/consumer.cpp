@@ -130,21 +130,26 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
   detail::SlotHeader& hdr = seg.slot(pos);
   const std::uint64_t now = now_ns_ != 0 ? now_ns_ : detail::monotonic_coarse_ns();
   // `now` is coarse (up to one tick behind): the lease ends a tick later rather than early.
-  if (seg.lease_ms() != 0)
-    hdr.deadline_ns.store(now + std::uint64_t(seg.lease_ms()) * 1'000'000 +
+  if (const std::uint32_t lease_ms = seg.lease_ms(); lease_ms != 0)
+    hdr.deadline_ns.store(now + std::uint64_t(lease_ms) * 1'000'000 +
                               detail::coarse_resolution_ns(),
                           std::memory_order_relaxed);
   // Only the holder writes the count, so load + store is enough. A crash before the store
   // means the message never reached the application: that delivery does not count.
   const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
   const std::uint32_t next = dc == UINT32_MAX ? dc : dc + 1;
-  hdr.delivery_count.store(next, std::memory_order_relaxed);
-  const bool too_many = seg.max_deliveries() != 0 && next > seg.max_deliveries();
+  // Each policy field read once (they may change at run time: Queue::set_policy).
+  const std::uint32_t max_deliveries = seg.max_deliveries();
+  const std::uint32_t ttl_ms = seg.ttl_ms();
+  const bool too_many = max_deliveries != 0 && next > max_deliveries;
   const std::uint64_t enq = hdr.enqueued_ns.load(std::memory_order_relaxed);
   // Both readings are coarse: allow one tick so that a message never expires early.
-  const bool expired = seg.ttl_ms() != 0 && enq != 0 && now > enq &&
-                       now - enq > std::uint64_t(seg.ttl_ms()) * 1'000'000 +
+  const bool expired = ttl_ms != 0 && enq != 0 && now > enq &&
+                       now - enq > std::uint64_t(ttl_ms) * 1'000'000 +
                                        detail::coarse_resolution_ns();
+  // A diverted message is not delivered: its count stays the number of times it was, which
+  // is what its dead-letter envelope then carries (the same as its last delivery_count()).
+  if (!too_many && !expired) hdr.delivery_count.store(next, std::memory_order_relaxed);
   if (too_many || expired) {
     if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
     (void)dead_letters_->move(pos, held,
@@ -352,6 +357,8 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
     }
     spins = 0;
     if (Clock::now() >= deadline) return Status::timeout;
+    // Slow path only: nothing left to take and the queue was removed: nothing will come.
+    if (seg_->removed()) return Status::closed;
     heartbeat();
     // Sleep until the deadline, but wake for the earliest delayed message, and often
     // enough to keep the heartbeat fresh where liveness is judged by it.
@@ -361,7 +368,7 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
                                                std::max(1u, seg_->heartbeat_timeout_ms() / 3)));
     bool got = false;
     detail::wait_on(h.consumers_wait, member_, wake, [&] {
-      if (interrupted_->load(std::memory_order_seq_cst)) return true;
+      if (interrupted_->load(std::memory_order_seq_cst) || seg_->removed()) return true;
       // A full re-check, requeued messages included: a message requeued by a process that
       // died before bumping the epoch is still found before we sleep.
       seen_requeue_epoch_ = h.requeue_epoch.value.load(std::memory_order_seq_cst) - 1;
@@ -398,7 +405,10 @@ static bool is_current(const detail::Segment& seg, const Message& m, std::uint32
 }
 
 Status Consumer::ack(Message& m) {
-  if (!seg_ || !m.held_) return Status::invalid;
+  if (!seg_) return Status::invalid;
+  // A handle that held a delivery and no longer does (acked, nacked, moved from): the
+  // header's lease_lost. A handle that never held anything: invalid.
+  if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
   if (!is_current(*seg_, m, m.delivery_count_)) {
     m.held_ = false;
     return Status::lease_lost;
@@ -423,7 +433,10 @@ Status Consumer::ack(std::span<Message> ms) {
 }
 
 Status Consumer::nack(Message& m, bool requeue) {
-  if (!seg_ || !m.held_) return Status::invalid;
+  if (!seg_) return Status::invalid;
+  // A handle that held a delivery and no longer does (acked, nacked, moved from): the
+  // header's lease_lost. A handle that never held anything: invalid.
+  if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
   if (!requeue) {
     detail::Segment& seg = *seg_;
     const std::uint64_t w = seg.slot(m.position_).word.load(std::memory_order_seq_cst);
@@ -459,7 +472,10 @@ Status Consumer::nack(Message& m, bool requeue) {
 }
 
 Status Consumer::nack_after(Message& m, std::chrono::milliseconds delay) {
-  if (!seg_ || !m.held_) return Status::invalid;
+  if (!seg_) return Status::invalid;
+  // A handle that held a delivery and no longer does (acked, nacked, moved from): the
+  // header's lease_lost. A handle that never held anything: invalid.
+  if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
   if (!is_current(*seg_, m, m.delivery_count_)) {
     m.held_ = false;
     return Status::lease_lost;
@@ -477,7 +493,10 @@ Status Consumer::nack_after(Message& m, std::chrono::milliseconds delay) {
 }
 
 Status Consumer::extend_lease(Message& m, std::chrono::milliseconds extension) {
-  if (!seg_ || !m.held_) return Status::invalid;
+  if (!seg_) return Status::invalid;
+  // A handle that held a delivery and no longer does (acked, nacked, moved from): the
+  // header's lease_lost. A handle that never held anything: invalid.
+  if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
   if (!is_current(*seg_, m, m.delivery_count_)) return Status::lease_lost;
   detail::SlotHeader& hdr = seg_->slot(m.position_);
   hdr.deadline_ns.store(detail::monotonic_coarse_ns() +

@@ -12,6 +12,9 @@ std::string_view to_string(Status s) noexcept {
     case Status::too_large: return "too large";
     case Status::lease_lost: return "lease lost";
     case Status::invalid: return "invalid";
+    case Status::closed: return "closed";
+    case Status::no_persister: return "no persister";
+    case Status::unconfirmed: return "unconfirmed";
   }
   return "unknown";
 }
@@ -29,6 +32,7 @@ std::string_view to_string(Errc e) noexcept {
     case Errc::not_initialized: return "not initialized";
     case Errc::no_space: return "no space";
     case Errc::system_error: return "system error";
+    case Errc::mismatch: return "options mismatch";
   }
   return "unknown";
 }

@@ -215,6 +215,8 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
     spins = 0;
     // The clock only once per spin round, and not at all for an unbounded wait.
     if (deadline != Clock::time_point::max() && Clock::now() >= deadline) return Status::timeout;
+    // Slow path only: a removed queue never frees a slot for us.
+    if (seg.removed()) return Status::closed;
     // Anything we committed without waking (batch sends) must be visible to consumers
     // before we sleep on them freeing space.
     wake_consumers();
@@ -222,7 +224,7 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
                                            std::memory_order_relaxed);
     const std::uint64_t persisted_seen = h.persisted.value.load(std::memory_order_seq_cst);
     detail::wait_on(h.producers_wait, member_, deadline, [&] {
-      if (interrupted_->load(std::memory_order_seq_cst)) return true;
+      if (interrupted_->load(std::memory_order_seq_cst) || seg.removed()) return true;
       if (h.persisted.value.load(std::memory_order_seq_cst) != persisted_seen) return true;
       // Re-check the slot we wait for (and the continuations) after our bit is visible.
       const std::uint64_t tt = h.tail.value.load(std::memory_order_seq_cst);
@@ -275,7 +277,8 @@ void Producer::write_and_publish_prepare(std::uint64_t pos, Bytes message, std::
   }
 }
 
-Status Producer::wait_persisted(std::uint64_t upto, Clock::time_point deadline) {
+Status Producer::wait_persisted(std::uint64_t upto, Clock::time_point deadline,
+                                Confirm confirm) {
   detail::SegmentHeader& h = seg_->header();
   int spins = 0;
   for (;;) {
@@ -286,10 +289,16 @@ Status Producer::wait_persisted(std::uint64_t upto, Clock::time_point deadline) 
       continue;
     }
     spins = 0;
-    if (Clock::now() >= deadline) return Status::timeout;
+    if (Clock::now() >= deadline)
+      return confirm == Confirm::timed ? Status::timeout : Status::unconfirmed;
+    if (seg_->removed()) return Status::closed;
+    // Before every sleep (at most kMaxSleep apart): with nobody to persist it, an untimed
+    // wait would never end. A timed wait (send_for) keeps its meaning: a persister may
+    // attach (shmqd starting, a standby taking over) before its deadline.
+    if (confirm != Confirm::timed && !seg_->persister_alive()) return Status::no_persister;
     heartbeat();
     detail::wait_on(h.persist_wait, member_, deadline, [&] {
-      return interrupted_->load(std::memory_order_seq_cst) ||
+      return interrupted_->load(std::memory_order_seq_cst) || seg_->removed() ||
              h.persisted.value.load(std::memory_order_seq_cst) >= upto;
     });
   }
@@ -330,24 +339,30 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
 
 // Sends and, on a sync queue, waits for the confirmation (see the header).
 Status Producer::send_confirmed(Bytes message, std::uint64_t id, Clock::time_point space_deadline,
-                                Clock::time_point confirm_deadline) {
+                                Clock::time_point confirm_deadline, Confirm confirm) {
   std::uint64_t end = 0;
   const Status s = send_impl(message, id, space_deadline, true, 0, &end);
   if (s != Status::ok || seg_->durability() != Durability::sync) return s;
-  return wait_persisted(end, confirm_deadline);
+  // The deadline of the confirmation is read only now: try_send's bounded wait starts when
+  // the message is in the ring.
+  const Clock::time_point deadline =
+      confirm == Confirm::bounded ? Clock::now() + kTrySendConfirmWait : confirm_deadline;
+  return wait_persisted(end, deadline, confirm);
 }
 
 Status Producer::send(Bytes message, std::uint64_t id) {
-  return send_confirmed(message, id, Clock::time_point::max(), Clock::time_point::max());
+  return send_confirmed(message, id, Clock::time_point::max(), Clock::time_point::max(),
+                        Confirm::untimed);
 }
 
 Status Producer::try_send(Bytes message, std::uint64_t id) {
-  return send_confirmed(message, id, Clock::time_point::min(), Clock::time_point::max());
+  return send_confirmed(message, id, Clock::time_point::min(), Clock::time_point::max(),
+                        Confirm::bounded);
 }
 
 Status Producer::send_for(Bytes message, std::chrono::nanoseconds timeout, std::uint64_t id) {
   const auto deadline = deadline_after(timeout);
-  return send_confirmed(message, id, deadline, deadline);
+  return send_confirmed(message, id, deadline, deadline, Confirm::timed);
 }
 
 std::size_t Producer::send_batch(std::span<const Bytes> messages, std::chrono::nanoseconds timeout,
@@ -364,7 +379,9 @@ std::size_t Producer::send_batch(std::span<const Bytes> messages, std::chrono::n
   if (sent > 0) wake_consumers();
   // A sync batch is confirmed as a batch: one wait for its last message.
   if (sent > 0 && seg_ && seg_->durability() == Durability::sync) {
-    const Status c = wait_persisted(end, deadline);
+    const Status c = wait_persisted(
+        end, deadline,
+        deadline == Clock::time_point::max() ? Confirm::untimed : Confirm::timed);
     if (c != Status::ok) {
       if (status != nullptr) *status = c;
       return 0;  // sent, but not confirmed
@@ -412,7 +429,7 @@ Status Producer::commit(Reservation& r, std::uint64_t id) {
   bump(seg_->member(member_).sent);
   wake_consumers();
   if (seg_->durability() == Durability::sync)
-    return wait_persisted(r.position_ + 1, Clock::time_point::max());
+    return wait_persisted(r.position_ + 1, Clock::time_point::max(), Confirm::untimed);
   return Status::ok;
 }
 

@@ -9,6 +9,10 @@
 #include "shmq/consumer.hpp"
 #include "shmq/producer.hpp"
 
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+
 namespace shmq {
 
 using detail::SlotState;
@@ -49,6 +53,14 @@ std::string_view to_string(Durability d) noexcept {
 
 Result<Queue> Queue::create(std::string_view name, const QueueOptions& options) {
   QueueOptions o = options;
+  if (o.dead_letter && validate_name(name).empty() &&
+      name.size() + 4 > detail::kMaxNameLength)
+    return Error(Errc::invalid_argument,
+                 "invalid queue name '" + std::string(name.substr(0, 64)) + "...': " +
+                     std::to_string(name.size()) + " characters; a queue with dead letters "
+                     "takes at most " + std::to_string(detail::kMaxNameLength - 4) +
+                     " (its dead-letter queue '<name>.dlq' must fit " +
+                     std::to_string(detail::kMaxNameLength) + "), or create it without");
   if (o.durability != Durability::none) {
     if (auto e = validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
     if (auto e = detail::Segment::validate_options(o); !e.empty())
@@ -109,15 +121,97 @@ Result<Queue> Queue::open(std::string_view name) {
   return Queue(std::move(seg.value()));
 }
 
+namespace {
+
+// What differs between `want` (open_or_create's options) and `have` (the queue's), as
+// "field (queue: X, given: Y)" items; empty if nothing that matters differs. The rule is
+// documented at Queue::open_or_create.
+std::string options_mismatch(const QueueOptions& want, const QueueOptions& have) {
+  std::string out;
+  auto differ = [&](const char* field, auto have_v, auto want_v) {
+    if (have_v == want_v) return;
+    if (!out.empty()) out += ", ";
+    out.append(field).append(" (queue: ").append(have_v).append(", given: ").append(want_v)
+        .append(")");
+  };
+  auto num = [](auto v) { return std::to_string(v); };
+  auto ms = [](std::chrono::milliseconds v) { return std::to_string(v.count()) + " ms"; };
+  auto yes = [](bool b) { return std::string(b ? "on" : "off"); };
+  auto oct = [](std::uint32_t m) {
+    char b[16];
+    std::snprintf(b, sizeof b, "0%o", m);
+    return std::string(b);
+  };
+  differ("slot_count", num(have.slot_count), num(want.slot_count));
+  differ("slot_size", num(have.slot_size), num(want.slot_size));
+  const std::uint32_t want_max =
+      want.max_message_size != 0 || want.slot_size < detail::kSlotHeaderSize
+          ? want.max_message_size
+          : want.slot_size - static_cast<std::uint32_t>(detail::kSlotHeaderSize);
+  differ("max_message_size", num(have.max_message_size), num(want_max));
+  differ("max_members", num(have.max_members), num(want.max_members));
+  differ("mode", oct(have.mode), oct(want.mode));
+  differ("durability", std::string(to_string(have.durability)),
+         std::string(to_string(want.durability)));
+  differ("lease", ms(have.lease), ms(want.lease));
+  differ("max_deliveries", num(have.max_deliveries), num(want.max_deliveries));
+  differ("ttl", ms(have.ttl), ms(want.ttl));
+  differ("backoff_initial", ms(have.backoff_initial), ms(want.backoff_initial));
+  differ("backoff_max", ms(have.backoff_max), ms(want.backoff_max));
+  differ("dead_letter", yes(have.dead_letter), yes(want.dead_letter));
+  differ("heartbeat_liveness", yes(have.heartbeat_liveness), yes(want.heartbeat_liveness));
+  if (have.heartbeat_liveness && want.heartbeat_liveness)
+    differ("heartbeat_timeout", ms(have.heartbeat_timeout), ms(want.heartbeat_timeout));
+  differ("claim_timeout", ms(have.claim_timeout), ms(want.claim_timeout));
+  if (have.durability != Durability::none && want.durability != Durability::none) {
+    std::string dir = want.data_dir;
+    char resolved[PATH_MAX];
+    if (!dir.empty() && ::realpath(dir.c_str(), resolved) != nullptr) dir = resolved;
+    differ("data_dir", have.data_dir, dir);
+    differ("flush_interval", ms(have.flush_interval), ms(want.flush_interval));
+  }
+  return out;
+}
+
+}  // namespace
+
 Result<Queue> Queue::open_or_create(std::string_view name, const QueueOptions& options) {
   for (int attempt = 0; attempt < 3; ++attempt) {
     auto q = open(name);
-    if (q.ok() || q.error().code() != Errc::not_found) return q;
+    if (!q.ok() && q.error().code() != Errc::not_found) return q;
+    if (q.ok()) {
+      const std::string diff = options_mismatch(options, q->options());
+      if (diff.empty()) return q;
+      return Error(Errc::mismatch, "queue '" + std::string(name) +
+                                       "' exists with other options: " + diff +
+                                       " (open() attaches whatever its options)");
+    }
     auto c = create(name, options);
     if (c.ok() || c.error().code() != Errc::already_exists) return c;
-    // Lost a race with another creator: open theirs.
+    // Lost a race with another creator: compare with theirs.
   }
   return open(name);
+}
+
+VoidResult Queue::set_policy(const PolicyUpdate& u) {
+  QueueOptions o = segment_->options();
+  if (u.lease) o.lease = *u.lease;
+  if (u.max_deliveries) o.max_deliveries = *u.max_deliveries;
+  if (u.ttl) o.ttl = *u.ttl;
+  if (u.backoff_initial) o.backoff_initial = *u.backoff_initial;
+  if (u.backoff_max) o.backoff_max = *u.backoff_max;
+  if (auto e = detail::Segment::validate_options(o); !e.empty())
+    return Error(Errc::invalid_argument,
+                 "cannot set the policy of queue '" + name() + "': " + e);
+  if (o.durability != Durability::none) {
+    // queue.meta first: a rebuild after a crash between the two keeps the new policy.
+    if (auto w = detail::write_queue_meta(detail::queue_dir(o.data_dir, name()), name(), o);
+        !w.ok())
+      return Error(w.error().code(), "cannot set the policy of queue '" + name() +
+                                         "': " + w.error().message());
+  }
+  segment_->set_policy(o);
+  return {};
 }
 
 VoidResult Queue::remove(std::string_view name) {

@@ -97,12 +97,17 @@ struct SegmentHeader {
   std::atomic<std::uint64_t> retired_acked;
   std::atomic<std::uint64_t> retired_requeued;
 
-  // --- policy, fixed at create (QueueOptions) ------------------------------------------
-  std::uint32_t lease_ms;              // visibility timeout of a delivery; 0 = none
-  std::uint32_t max_deliveries;        // dead-letter after this many; 0 = unlimited
-  std::uint32_t ttl_ms;                // dead-letter a message older than this; 0 = never
-  std::uint32_t backoff_initial_ms;    // delay of a plain nack's redelivery; 0 = none
-  std::uint32_t backoff_max_ms;        // cap of the doubling backoff
+  // --- policy (QueueOptions) -------------------------------------------------------------
+  // The first five may be changed at run time (Queue::set_policy): they are atomics read
+  // relaxed where they are used. Relaxed is enough: each is one self-contained number (a
+  // duration or a count), no other memory is published with it, and a reader that sees the
+  // old value for a moment acts as if it had run just before the change.
+  std::atomic<std::uint32_t> lease_ms;            // visibility timeout of a delivery; 0 = none
+  std::atomic<std::uint32_t> max_deliveries;      // dead-letter after this many; 0 = unlimited
+  std::atomic<std::uint32_t> ttl_ms;              // dead-letter a message older than this; 0 = never
+  std::atomic<std::uint32_t> backoff_initial_ms;  // delay of a plain nack's redelivery; 0 = none
+  std::atomic<std::uint32_t> backoff_max_ms;      // cap of the doubling backoff
+  // Fixed at create:
   std::uint32_t heartbeat_timeout_ms;  // liveness by heartbeat (pid namespaces)
   std::uint32_t claim_timeout_ms;      // a claim older than this is a stalled producer's
   std::uint32_t flags;                 // kFlag*
@@ -145,6 +150,9 @@ static_assert(offsetof(SegmentHeader, slot_count) == 24);
 static_assert(offsetof(SegmentHeader, name) == 88);
 static_assert(offsetof(SegmentHeader, retired_sent) == 296);
 static_assert(offsetof(SegmentHeader, lease_ms) == 328);
+static_assert(offsetof(SegmentHeader, max_deliveries) == 332);
+static_assert(offsetof(SegmentHeader, backoff_max_ms) == 344);
+static_assert(offsetof(SegmentHeader, flags) == 356);
 static_assert(offsetof(SegmentHeader, watchdog) == 1024);
 static_assert(offsetof(SegmentHeader, tail) == 384);
 static_assert(offsetof(SegmentHeader, dispatch) == 512);

@@ -150,7 +150,7 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
   if (auto e = Queue::validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
   if (auto e = validate_options(options); !e.empty())
     return Error(Errc::invalid_argument, "cannot create " + quoted(name) + ": " + e);
-  if (!name.ends_with(".dlq") && name.size() > kMaxNameLength - 4)
+  if (options.dead_letter && !name.ends_with(".dlq") && name.size() > kMaxNameLength - 4)
     return Error(Errc::invalid_argument,
                  "invalid queue name: longer than " + std::to_string(kMaxNameLength - 4) +
                      " characters (room is kept for its dead-letter queue '<name>.dlq')");
@@ -204,11 +204,11 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
           std::chrono::system_clock::now().time_since_epoch())
           .count());
   h.state.store(static_cast<std::uint32_t>(SegmentState::active), std::memory_order_relaxed);
-  h.lease_ms = static_cast<std::uint32_t>(options.lease.count());
-  h.max_deliveries = options.max_deliveries;
-  h.ttl_ms = static_cast<std::uint32_t>(options.ttl.count());
-  h.backoff_initial_ms = static_cast<std::uint32_t>(options.backoff_initial.count());
-  h.backoff_max_ms = static_cast<std::uint32_t>(options.backoff_max.count());
+  h.lease_ms.store(static_cast<std::uint32_t>(options.lease.count()), std::memory_order_relaxed);
+  h.max_deliveries.store(options.max_deliveries, std::memory_order_relaxed);
+  h.ttl_ms.store(static_cast<std::uint32_t>(options.ttl.count()), std::memory_order_relaxed);
+  h.backoff_initial_ms.store(static_cast<std::uint32_t>(options.backoff_initial.count()), std::memory_order_relaxed);
+  h.backoff_max_ms.store(static_cast<std::uint32_t>(options.backoff_max.count()), std::memory_order_relaxed);
   h.heartbeat_timeout_ms = static_cast<std::uint32_t>(options.heartbeat_timeout.count());
   h.claim_timeout_ms = static_cast<std::uint32_t>(options.claim_timeout.count());
   h.flags = (options.heartbeat_liveness ? kFlagHeartbeatLiveness : 0) |
@@ -364,11 +364,11 @@ std::string Segment::load_geometry() {
   const std::uint32_t max_fragments = h.max_fragments;
   const std::uint64_t members_offset = h.members_offset;
   const std::uint64_t ring_offset = h.ring_offset;
-  o.lease = std::chrono::milliseconds(h.lease_ms);
-  o.max_deliveries = h.max_deliveries;
-  o.ttl = std::chrono::milliseconds(h.ttl_ms);
-  o.backoff_initial = std::chrono::milliseconds(h.backoff_initial_ms);
-  o.backoff_max = std::chrono::milliseconds(h.backoff_max_ms);
+  o.lease = std::chrono::milliseconds(h.lease_ms.load(std::memory_order_relaxed));
+  o.max_deliveries = h.max_deliveries.load(std::memory_order_relaxed);
+  o.ttl = std::chrono::milliseconds(h.ttl_ms.load(std::memory_order_relaxed));
+  o.backoff_initial = std::chrono::milliseconds(h.backoff_initial_ms.load(std::memory_order_relaxed));
+  o.backoff_max = std::chrono::milliseconds(h.backoff_max_ms.load(std::memory_order_relaxed));
   o.heartbeat_timeout = std::chrono::milliseconds(h.heartbeat_timeout_ms);
   o.claim_timeout = std::chrono::milliseconds(h.claim_timeout_ms);
   const std::uint32_t flags = h.flags;
@@ -412,11 +412,6 @@ void Segment::adopt(const QueueOptions& o, std::uint32_t flags) noexcept {
   max_message_size_ = o.max_message_size;
   max_members_ = o.max_members;
   max_fragments_ = std::min(o.slot_count, kMaxFragments);
-  lease_ms_ = static_cast<std::uint32_t>(o.lease.count());
-  max_deliveries_ = o.max_deliveries;
-  ttl_ms_ = static_cast<std::uint32_t>(o.ttl.count());
-  backoff_initial_ms_ = static_cast<std::uint32_t>(o.backoff_initial.count());
-  backoff_max_ms_ = static_cast<std::uint32_t>(o.backoff_max.count());
   heartbeat_timeout_ms_ = static_cast<std::uint32_t>(o.heartbeat_timeout.count());
   claim_timeout_ms_ = static_cast<std::uint32_t>(o.claim_timeout.count());
   flags_ = flags;
@@ -429,8 +424,42 @@ void Segment::adopt(const QueueOptions& o, std::uint32_t flags) noexcept {
   ring_ = base + g.ring_offset;
 }
 
+void Segment::mark_removed() noexcept {
+  SegmentHeader& h = *header_;
+  // seq_cst (a release at least, for removed()): a sleeper sets its waiting bit and then
+  // re-checks removed() (seq_cst loads in its wait_on predicate); the futex bump below comes
+  // after this store, so either the sleeper sees `removed` or its futex_wait sees the bump.
+  h.state.store(static_cast<std::uint32_t>(SegmentState::removed), std::memory_order_seq_cst);
+  for (WaitLine* line : {&h.consumers_wait, &h.producers_wait, &h.persist_wait}) {
+    line->futex.fetch_add(1, std::memory_order_seq_cst);
+    futex_wake_all(line->futex);
+  }
+}
+
+bool Segment::persister_alive() const noexcept {
+  const std::uint64_t now = monotonic_ns();
+  for (std::uint32_t i = 0; i < max_members_; ++i) {
+    const MemberRow& row = members_[i];
+    const std::uint64_t w = row.state.load(std::memory_order_acquire);
+    if (member_status(w) != MemberStatus::active || member_role(w) != Role::persister) continue;
+    if (heartbeat_liveness()) {
+      const std::uint64_t beat = row.heartbeat_ns.load(std::memory_order_relaxed);
+      if (now <= beat || now - beat <= std::uint64_t(heartbeat_timeout_ms_) * 1'000'000)
+        return true;
+      continue;
+    }
+    if (process_alive(static_cast<pid_t>(member_pid(w)),
+                      row.start_time.load(std::memory_order_relaxed)))
+      return true;
+  }
+  return false;
+}
+
 VoidResult Segment::remove(std::string_view name) {
   if (auto e = Queue::validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
+  // Tell the processes still attached before the name goes: once unlinked, nobody can reach
+  // this segment to say so. A segment we cannot open (corrupt, not ours) is just unlinked.
+  if (auto seg = open(name); seg.ok()) seg.value()->mark_removed();
   if (::shm_unlink(("/" + object_name(name)).c_str()) != 0)
     return from_errno(errno, name, "cannot remove");
   return {};
@@ -456,11 +485,11 @@ QueueOptions Segment::options() const {
   o.max_message_size = max_message_size_;
   o.max_members = max_members_;
   o.mode = header_->mode;
-  o.lease = std::chrono::milliseconds(lease_ms_);
-  o.max_deliveries = max_deliveries_;
-  o.ttl = std::chrono::milliseconds(ttl_ms_);
-  o.backoff_initial = std::chrono::milliseconds(backoff_initial_ms_);
-  o.backoff_max = std::chrono::milliseconds(backoff_max_ms_);
+  o.lease = std::chrono::milliseconds(lease_ms());
+  o.max_deliveries = max_deliveries();
+  o.ttl = std::chrono::milliseconds(ttl_ms());
+  o.backoff_initial = std::chrono::milliseconds(backoff_initial_ms());
+  o.backoff_max = std::chrono::milliseconds(backoff_max_ms());
   o.dead_letter = dead_letter();
   o.heartbeat_liveness = heartbeat_liveness();
   o.heartbeat_timeout = std::chrono::milliseconds(heartbeat_timeout_ms_);
@@ -469,6 +498,18 @@ QueueOptions Segment::options() const {
   o.data_dir = data_dir_;
   o.flush_interval = std::chrono::milliseconds(flush_interval_ms_);
   return o;
+}
+
+void Segment::set_policy(const QueueOptions& o) noexcept {
+  // Relaxed: see layout.hpp; each field stands alone.
+  SegmentHeader& h = *header_;
+  h.lease_ms.store(static_cast<std::uint32_t>(o.lease.count()), std::memory_order_relaxed);
+  h.max_deliveries.store(o.max_deliveries, std::memory_order_relaxed);
+  h.ttl_ms.store(static_cast<std::uint32_t>(o.ttl.count()), std::memory_order_relaxed);
+  h.backoff_initial_ms.store(static_cast<std::uint32_t>(o.backoff_initial.count()),
+                             std::memory_order_relaxed);
+  h.backoff_max_ms.store(static_cast<std::uint32_t>(o.backoff_max.count()),
+                         std::memory_order_relaxed);
 }
 
 Result<std::uint32_t> Segment::register_member(Role role) {

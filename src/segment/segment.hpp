@@ -71,11 +71,39 @@ class Segment {
   std::size_t mapped_size() const noexcept { return size_; }
 
   // Policy (copied at open, like the geometry).
-  std::uint32_t lease_ms() const noexcept { return lease_ms_; }
-  std::uint32_t max_deliveries() const noexcept { return max_deliveries_; }
-  std::uint32_t ttl_ms() const noexcept { return ttl_ms_; }
-  std::uint32_t backoff_initial_ms() const noexcept { return backoff_initial_ms_; }
-  std::uint32_t backoff_max_ms() const noexcept { return backoff_max_ms_; }
+  // The run-time-changeable five (Queue::set_policy) are read from the header each time,
+  // relaxed (see layout.hpp). They are durations and counts, never indexes: a scribbled
+  // value changes timing, never memory safety.
+  std::uint32_t lease_ms() const noexcept {
+    return header_->lease_ms.load(std::memory_order_relaxed);
+  }
+  std::uint32_t max_deliveries() const noexcept {
+    return header_->max_deliveries.load(std::memory_order_relaxed);
+  }
+  std::uint32_t ttl_ms() const noexcept { return header_->ttl_ms.load(std::memory_order_relaxed); }
+  std::uint32_t backoff_initial_ms() const noexcept {
+    return header_->backoff_initial_ms.load(std::memory_order_relaxed);
+  }
+  std::uint32_t backoff_max_ms() const noexcept {
+    return header_->backoff_max_ms.load(std::memory_order_relaxed);
+  }
+  // Writes the five changeable policy fields (validated by the caller).
+  void set_policy(const QueueOptions& o) noexcept;
+
+  // True once the queue was removed (Queue::remove): blocking calls check it in their slow
+  // paths only (before they sleep, and in the sleep's re-check) and return Status::closed.
+  // Acquire: pairs with the release in mark_removed().
+  bool removed() const noexcept {
+    return header_->state.load(std::memory_order_acquire) ==
+           static_cast<std::uint32_t>(SegmentState::removed);
+  }
+  // Sets state = removed and wakes every sleeper on the segment's futex words.
+  void mark_removed() noexcept;
+  // True if some member row has role persister, is active and its process lives (by pid
+  // and start time; on a heartbeat-liveness queue: its heartbeat is younger than the
+  // heartbeat timeout). Walks the member table: slow paths only (sync senders before they
+  // sleep for a confirmation).
+  bool persister_alive() const noexcept;
   std::uint32_t heartbeat_timeout_ms() const noexcept { return heartbeat_timeout_ms_; }
   std::uint32_t claim_timeout_ms() const noexcept { return claim_timeout_ms_; }
   bool heartbeat_liveness() const noexcept { return flags_ & kFlagHeartbeatLiveness; }
@@ -129,11 +157,6 @@ class Segment {
   std::uint32_t max_message_size_ = 0;
   std::uint32_t max_members_ = 0;
   std::uint32_t max_fragments_ = 0;
-  std::uint32_t lease_ms_ = 0;
-  std::uint32_t max_deliveries_ = 0;
-  std::uint32_t ttl_ms_ = 0;
-  std::uint32_t backoff_initial_ms_ = 0;
-  std::uint32_t backoff_max_ms_ = 0;
   std::uint32_t heartbeat_timeout_ms_ = 0;
   std::uint32_t claim_timeout_ms_ = 0;
   std::uint32_t flags_ = 0;

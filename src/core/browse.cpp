@@ -1,0 +1,85 @@
+// Queue::browse: copies messages out of the ring without taking them.
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "ring/slot_word.hpp"
+#include "segment/segment.hpp"
+#include "shmq/queue.hpp"
+
+namespace shmq {
+
+namespace {
+
+using detail::SlotState;
+
+// Copies the message whose head is at `pos` if its slot word is `w`. False if the slot
+// changed while it was read (the word is read again after the copy, seqlock-style) or if it
+// does not describe a message honestly (fragment count out of range).
+bool copy_out(const detail::Segment& seg, std::uint64_t pos, std::uint64_t w,
+              std::size_t max_bytes, BrowsedMessage& out) {
+  const detail::SlotHeader& h = seg.slot(pos);
+  const std::uint32_t k = detail::word_aux(w);
+  // Nothing read from the segment is trusted: bound fragments and length by the geometry.
+  if (k == 0 || k > seg.max_fragments() || k > seg.slot_count()) return false;
+  const std::uint64_t payload = seg.payload_size();
+  const std::uint64_t len = h.length.load(std::memory_order_relaxed);
+  out.position = pos;
+  out.id = h.id.load(std::memory_order_relaxed);
+  out.delivery_count = h.delivery_count.load(std::memory_order_relaxed);
+  out.size = static_cast<std::size_t>(
+      std::min<std::uint64_t>(len, std::min<std::uint64_t>(seg.max_message_size(), k * payload)));
+  const std::size_t n = std::min(out.size, max_bytes);
+  out.data.resize(n);
+  for (std::size_t off = 0, q = 0; off < n; ++q) {
+    const std::size_t m = static_cast<std::size_t>(std::min<std::uint64_t>(payload, n - off));
+    std::memcpy(out.data.data() + off, seg.payload(pos + q), m);
+    off += m;
+  }
+  // Orders the copy's loads before the re-read of the word: if the word is unchanged, no
+  // producer reused the slot during the copy (a reuse changes the word before the bytes).
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return h.word.load(std::memory_order_relaxed) == w;
+}
+
+}  // namespace
+
+std::vector<BrowsedMessage> Queue::browse(std::size_t max_count, bool include_in_flight,
+                                          std::size_t max_bytes) const {
+  const detail::Segment& seg = *segment_;
+  const std::uint64_t tail = seg.header().tail.value.load(std::memory_order_acquire);
+  const std::uint64_t n = seg.slot_count();
+  std::vector<BrowsedMessage> out;
+  // Every message lies in [tail - N, tail); the walk is bounded by the ring.
+  for (std::uint64_t pos = tail > n ? tail - n : 0; pos < tail && out.size() < max_count;) {
+    std::uint64_t step = 1;
+    for (int attempt = 0; attempt < 4; ++attempt) {
+      // Acquire: pairs with the producer's release of ready (header and payload visible).
+      const std::uint64_t w = seg.slot(pos).word.load(std::memory_order_acquire);
+      if (detail::word_lap(w) != detail::lap_of(pos, seg.slot_shift())) break;
+      const SlotState st = detail::word_state(w);
+      BrowsedMessage m;
+      if (st == SlotState::ready) {
+        m.state = BrowsedMessage::State::ready;
+      } else if (include_in_flight && st == SlotState::held) {
+        m.state = BrowsedMessage::State::in_flight;
+      } else if (include_in_flight && st == SlotState::delayed) {
+        m.state = BrowsedMessage::State::delayed;
+      } else {
+        // Skip over the continuations of a multi-slot message that is not shown.
+        if (st == SlotState::held || st == SlotState::delayed || st == SlotState::claimed)
+          step = std::max<std::uint64_t>(1, std::min<std::uint64_t>(detail::word_aux(w), n));
+        break;
+      }
+      if (copy_out(seg, pos, w, max_bytes, m)) {
+        step = std::max<std::uint64_t>(1, detail::word_aux(w));
+        out.push_back(std::move(m));
+        break;
+      }
+    }
+    pos += step;
+  }
+  return out;
+}
+
+}  // namespace shmq

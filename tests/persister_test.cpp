@@ -260,14 +260,14 @@ TEST(Persister, LoneSyncSenderNeverWaitsForOthers) {
   EXPECT_EQ(sender.failures.load(), 0);
 }
 
-// A sync queue that no persister serves never hangs a sender: send and try_send say
-// no_persister (the message is sent), send_for keeps its timeout meaning, try_send's wait for
-// a confirmation is bounded (unconfirmed).
-TEST(Persister, SyncSendWithoutAPersisterReturnsNoPersister) {
+// try_send never hangs on a sync queue: no_persister at once when no persister serves it
+// (the message is sent), a bounded wait for the confirmation otherwise (unconfirmed);
+// send_for keeps its timeout meaning.
+TEST(Persister, SyncTrySendWithoutAPersisterReturnsNoPersister) {
   Fixture f(64, Durability::sync);
   auto p = f.queue.producer().value();
   f.queue.segment()->unregister_member(f.member, detail::Role::persister);
-  EXPECT_EQ(p.send("a"), Status::no_persister);
+  EXPECT_EQ(p.try_send("a"), Status::no_persister);
   EXPECT_EQ(p.try_send("b"), Status::no_persister);
   EXPECT_EQ(p.send_for(as_bytes("c"), std::chrono::milliseconds(1)), Status::timeout);
   EXPECT_EQ(f.queue.stats().tail, 3u);  // all three are in the ring

@@ -537,8 +537,8 @@ TEST(Shmqd, KillNineDuringSyncSendsLosesNoConfirmedMessage) {
   const pid_t producer = test::spawn([&] {
     auto p = Queue::open(name).value().producer().value();
     for (std::uint64_t i = 1; i <= kMessages; ++i) {
-      // send_for waits while no shmqd runs and is confirmed by the next one (send would
-      // return no_persister then: sent, not confirmed). The bound is a failure, not timing.
+      // send_for waits while no shmqd runs and is confirmed by the next one. The bound is a
+      // failure, not timing.
       if (p.send_for(as_bytes("v" + std::to_string(i)), 60s, i) != Status::ok) return 1;
       sh->confirmed[i].store(1);
     }

@@ -152,11 +152,9 @@ bool send_all(shmq::Producer& p, std::span<const shmq::Bytes> batch, std::uint64
   std::size_t done = 0;
   while (done < batch.size()) {
     Status s = Status::ok;
-    // A timeout that never ends, rather than none: on a sync queue an unbounded send returns
-    // no_persister while no shmqd is attached, but produce waits for one (also while one
-    // starts or restarts), as documented; a timed wait keeps waiting.
-    constexpr auto kForever = std::chrono::hours(24 * 365 * 100);
-    const std::size_t n = p.send_batch(batch.subspan(done), kForever, &s);
+    // On a sync queue this waits for shmqd (also while one starts or restarts), as
+    // documented.
+    const std::size_t n = p.send_batch(batch.subspan(done), std::chrono::nanoseconds::max(), &s);
     done += n;
     sent += n;
     if (s != Status::ok) {

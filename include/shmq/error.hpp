@@ -28,8 +28,8 @@ enum class [[nodiscard]] Status : std::uint8_t {
   closed,       // the queue was removed (Queue::remove, shmqctl delete): this process is
                 // attached to a segment nobody can open any more; blocking calls return this
                 // instead of waiting forever. Open the queue again.
-  no_persister, // sync queue, no persister (shmqd) attached: the message was sent (it is in
-                // the ring and will be delivered) but nobody can confirm it to disk now
+  no_persister, // sync queue, try_send, no persister (shmqd) attached: the message was sent
+                // (it is in the ring and will be delivered) but nobody can confirm it now
   unconfirmed,  // sync queue, try_send: the message was sent, its confirmation did not come
                 // within try_send's bounded wait (it may still be persisted)
 };

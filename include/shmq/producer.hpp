@@ -85,12 +85,11 @@ class Producer {
   // the call then also waits for shmqd's persister to write it. Every status below but ok
   // means "sent, not confirmed": the message is in the ring, will be delivered, and may
   // still be persisted (do not send it again unless duplicates are fine):
-  //   send:     waits until confirmed, but returns Status::no_persister when, before any of
-  //             its sleeps (at most 250 ms apart), no live persister member row is in the
-  //             segment (no shmqd serves the queue; or shmqd is starting, has died, or a
-  //             standby is taking over). A sync queue without shmqd never hangs a send.
+  //   send:     waits until confirmed, also while no shmqd serves the queue (it may be
+  //             starting, restarting, or a standby taking over): bound it with send_for.
   //   try_send: never waits for room, and for the confirmation at most
-  //             kTrySendConfirmWait: then Status::unconfirmed (or no_persister as above).
+  //             kTrySendConfirmWait: then Status::unconfirmed, or Status::no_persister at
+  //             once when no live persister member row is in the segment (no shmqd).
   //   send_for: waits up to `timeout` in all, whether or not a persister is attached (one
   //             may attach meanwhile): Status::timeout.
   // Any of them returns Status::closed instead of waiting if the queue was removed.
@@ -104,8 +103,7 @@ class Producer {
   // Sends messages in order, waking consumers once for the batch. Blocks while full, up
   // to `timeout` in all. Returns how many were sent; `*status` says why it stopped early.
   // On a sync queue the batch is confirmed as a batch (one wait for the last message);
-  // 0 with *status = timeout (or no_persister, with an unbounded timeout, as for send)
-  // means sent but not confirmed.
+  // 0 with *status = timeout means sent but not confirmed.
   std::size_t send_batch(std::span<const Bytes> messages,
                          std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max(),
                          Status* status = nullptr);

@@ -292,10 +292,11 @@ Status Producer::wait_persisted(std::uint64_t upto, Clock::time_point deadline,
     if (Clock::now() >= deadline)
       return confirm == Confirm::timed ? Status::timeout : Status::unconfirmed;
     if (seg_->removed()) return Status::closed;
-    // Before every sleep (at most kMaxSleep apart): with nobody to persist it, an untimed
-    // wait would never end. A timed wait (send_for) keeps its meaning: a persister may
-    // attach (shmqd starting, a standby taking over) before its deadline.
-    if (confirm != Confirm::timed && !seg_->persister_alive()) return Status::no_persister;
+    // try_send never waits for a persister that is not there. send (untimed) and send_for
+    // (timed) do: a persister may attach at any time (shmqd starting or restarting, a
+    // standby taking over), and failing a send in that window would make every restart of
+    // shmqd an error for the producers.
+    if (confirm == Confirm::bounded && !seg_->persister_alive()) return Status::no_persister;
     heartbeat();
     detail::wait_on(h.persist_wait, member_, deadline, [&] {
       return interrupted_->load(std::memory_order_seq_cst) || seg_->removed() ||

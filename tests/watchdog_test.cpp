@@ -348,6 +348,28 @@ TEST(Watchdog, MaxDeliveriesSendsToTheDeadLetterQueueWithTheReason) {
   (void)Queue::remove(Queue::dead_letter_name(q.name()));
 }
 
+TEST(Watchdog, ADeadLetterQueueRemovedAndCreatedAgainGetsTheNextDeadLetters) {
+  ScopedQueue q("wd-dlq-again");
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("first", 1), Status::ok);
+  ASSERT_EQ(p.send("second", 2), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  ASSERT_EQ(c.nack(m, /*requeue=*/false), Status::ok);  // the consumer's sink opens the DLQ
+  // The DLQ is deleted and made again (as shmqctl delete QUEUE.dlq, then a new one).
+  const std::string dlq = Queue::dead_letter_name(q.name());
+  ASSERT_TRUE(Queue::remove(dlq).ok());
+  ASSERT_TRUE(Queue::create(dlq, {.dead_letter = false}).ok());
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  ASSERT_EQ(c.nack(m, /*requeue=*/false), Status::ok);
+  // The second dead letter is in the new DLQ, not in the unlinked old segment.
+  auto dc = Queue::open(dlq)->consumer().value();
+  ASSERT_EQ(dc.try_receive(m), Status::ok);
+  EXPECT_EQ(parse_dead_letter(m.data())->original_id, 2u);
+  EXPECT_EQ(dc.ack(m), Status::ok);
+}
+
 TEST(Watchdog, RejectedMessageIsDeadLettered) {
   ScopedQueue q("wd-reject");
   auto p = q->producer().value();

@@ -83,6 +83,12 @@ std::string foreign_dead_letter_queue(std::string_view queue, uid_t owner,
 }
 
 bool DeadLetterSink::open() {
+  // A DLQ removed since we opened it (shmqctl delete, Queue::remove) is nobody's any more:
+  // a dead letter sent there would be lost with it. Open the current one instead.
+  if (producer_ && dlq_ && dlq_->segment()->removed()) {
+    producer_.reset();
+    dlq_.reset();
+  }
   if (producer_) return true;
   const std::string name = Queue::dead_letter_name(src_->name());
   auto q = Queue::open(name);

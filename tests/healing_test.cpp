@@ -21,17 +21,9 @@ namespace shmq {
 namespace {
 
 using namespace std::chrono_literals;
+using test::spawn;
 using test::unique_name;
 using test::wait_exit;
-
-// Forks `body`, returns its pid. The child exits with body's return value.
-template <typename F>
-pid_t spawn(F body) {
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) std::_Exit(body());
-  return pid;
-}
 
 TEST(Healing, ANonDurableQueueWithNoDaemonHealsItselfByDefault) {
   ASSERT_TRUE(embedded_watchdog());  // the default
@@ -53,25 +45,9 @@ TEST(Healing, ANonDurableQueueWithNoDaemonHealsItselfByDefault) {
   });
   ASSERT_EQ(wait_exit(producer), 0);
 
-  // A consumer takes 10 and is killed holding them (it tells us through a pipe).
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
-  const pid_t holder = spawn([&] {
-    auto q = Queue::open(name);
-    if (!q.ok()) return 2;
-    auto c = q->consumer();
-    if (!c.ok()) return 3;
-    static Message held[10];
-    for (auto& m : held)
-      if (c->receive_for(m, 10s) != Status::ok) return 4;
-    const char ready = 'r';
-    if (::write(fds[1], &ready, 1) != 1) return 5;
-    for (;;) ::pause();
-  });
-  char ready = 0;
-  ASSERT_EQ(::read(fds[0], &ready, 1), 1);
-  ::close(fds[0]);
-  ::close(fds[1]);
+  // A consumer takes 10 and is killed holding them.
+  const pid_t holder = test::spawn_holder(name, 10);
+  ASSERT_GT(holder, 0);
   ASSERT_EQ(::kill(holder, SIGKILL), 0);
   EXPECT_EQ(wait_exit(holder), 128 + SIGKILL);
 

@@ -466,26 +466,8 @@ TEST(Shmqd, ServesANonDurableQueueWithItsWatchdogAndMetrics) {
   ASSERT_TRUE(d.wait_for("serving (durability none")) << d.log_text();
   auto p = q.producer().value();
   for (std::uint64_t i = 1; i <= 5; ++i) ASSERT_EQ(p.send(as_bytes("m"), i), Status::ok);
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
-  std::fflush(nullptr);
-  const pid_t holder = ::fork();
-  if (holder == 0) {
-    auto qq = Queue::open(name);
-    if (!qq.ok()) std::_Exit(2);
-    auto c = qq->consumer();
-    if (!c.ok()) std::_Exit(3);
-    static Message held[5];
-    for (auto& m : held)
-      if (c->receive_for(m, 10s) != Status::ok) std::_Exit(4);
-    const char ready = 'r';
-    if (::write(fds[1], &ready, 1) != 1) std::_Exit(5);
-    for (;;) ::pause();
-  }
-  char ready = 0;
-  ASSERT_EQ(::read(fds[0], &ready, 1), 1);
-  ::close(fds[0]);
-  ::close(fds[1]);
+  const pid_t holder = test::spawn_holder(name, 5);
+  ASSERT_GT(holder, 0);
   ::kill(holder, SIGKILL);
   EXPECT_EQ(wait_exit(holder), 128 + SIGKILL);
   const Received r = drain(q);

@@ -2,6 +2,7 @@
 // child processes whose exit status is checked.
 #pragma once
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -78,6 +80,37 @@ inline int wait_exit(pid_t pid) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return -1;
+}
+
+// Forks a consumer process that receives `count` messages of queue `name` and holds them,
+// unacked, until it is killed. Returns its pid once it holds them all, or -1 (the child
+// could not: it has exited, and is reaped).
+inline pid_t spawn_holder(const std::string& name, int count) {
+  int fds[2];
+  if (::pipe(fds) != 0) return -1;
+  const pid_t pid = spawn([&] {
+    ::close(fds[0]);
+    auto q = Queue::open(name);
+    if (!q.ok()) return 2;
+    auto c = q->consumer();
+    if (!c.ok()) return 3;
+    std::vector<Message> held(static_cast<std::size_t>(count));
+    for (auto& m : held)
+      if (c->receive_for(m, std::chrono::seconds(10)) != Status::ok) return 4;
+    const char ready = 'r';
+    if (::write(fds[1], &ready, 1) != 1) return 5;
+    for (;;) ::pause();
+  });
+  ::close(fds[1]);
+  char ready = 0;
+  const bool holds = pid > 0 && ::read(fds[0], &ready, 1) == 1;
+  ::close(fds[0]);
+  if (!holds && pid > 0) {
+    ::kill(pid, SIGKILL);
+    (void)wait_exit(pid);
+    return -1;
+  }
+  return pid;
 }
 
 inline Bytes bytes_of(const std::string& s) { return as_bytes(s); }

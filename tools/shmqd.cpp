@@ -474,43 +474,29 @@ int main(int argc, char** argv) {
         return 2;
       }
       const std::string v = argv[++i];
-      if (arg == "--data-dir") {
-        root = v;
-      } else if (arg == "--takeover-ms") {
-        char* end = nullptr;
-        const long ms = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || ms < 100 || ms > 3'600'000) {
-          std::fprintf(stderr, "shmqd: --takeover-ms takes 100..3600000, not '%s'\n", v.c_str());
-          return 2;
-        }
-        g_takeover_ms = static_cast<int>(ms);
-      } else if (arg == "--segment-bytes") {
+      // A whole number in [min, max], or a usage error naming the option and its range.
+      auto number = [&](std::uint64_t min, std::uint64_t max, const char* range) {
         char* end = nullptr;
         errno = 0;
         const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || errno != 0 || n < 4096 || n > (1ull << 40)) {
-          std::fprintf(stderr, "shmqd: --segment-bytes takes 4096..2^40, not '%s'\n", v.c_str());
-          return 2;
+        if (v.empty() || v[0] == '-' || *end != '\0' || errno != 0 || n < min || n > max) {
+          std::fprintf(stderr, "shmqd: %s takes %s, not '%s'\n", arg.c_str(), range, v.c_str());
+          std::exit(2);
         }
-        g_segment_bytes = n;
+        return static_cast<std::uint64_t>(n);
+      };
+      if (arg == "--data-dir") {
+        root = v;
       } else if (arg == "--metrics-file") {
         metrics_file = v;
+      } else if (arg == "--takeover-ms") {
+        g_takeover_ms = static_cast<int>(number(100, 3'600'000, "100..3600000"));
+      } else if (arg == "--segment-bytes") {
+        g_segment_bytes = number(4096, 1ull << 40, "4096..2^40");
       } else if (arg == "--group-wait-us") {
-        char* end = nullptr;
-        const long us = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || us < 0 || us > 10'000) {
-          std::fprintf(stderr, "shmqd: --group-wait-us takes 0..10000, not '%s'\n", v.c_str());
-          return 2;
-        }
-        g_group_wait_us = us;
+        g_group_wait_us = static_cast<long>(number(0, 10'000, "0..10000"));
       } else {
-        char* end = nullptr;
-        const long ms = std::strtol(v.c_str(), &end, 10);
-        if (*end != '\0' || ms < 1 || ms > 10'000) {
-          std::fprintf(stderr, "shmqd: --standby-poll-ms takes 1..10000, not '%s'\n", v.c_str());
-          return 2;
-        }
-        poll_ms = static_cast<int>(ms);
+        poll_ms = static_cast<int>(number(1, 10'000, "1..10000"));
       }
       continue;
     }

@@ -172,7 +172,8 @@ Result<std::size_t> Persister::round() {
   }
   // Acks: a logged message whose slot moved to a later lap is done (journalled once its
   // dead letter, if it became one, is durable: see dead_letters_durable()).
-  std::vector<std::uint64_t> done;
+  std::vector<std::uint64_t>& done = done_;  // reused: no allocation per round
+  done.clear();
   for (auto it = outstanding_.begin(); it != outstanding_.end(); ++it) {
     const std::uint64_t w = s.slot(it->first).word.load(std::memory_order_seq_cst);
     if (lap_diff(word_lap(w), lap_of(it->first, shift)) > 0 ||

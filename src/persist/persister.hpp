@@ -109,6 +109,7 @@ class Persister {
 
   std::map<std::uint64_t, std::uint32_t> outstanding_;  // logged, not yet acked: pos -> k
   std::set<std::uint64_t> pending_origins_;             // earlier epoch, copy not yet durable
+  std::vector<std::uint64_t> done_;                     // round(): acks found this round
   std::shared_ptr<Segment> dlq_;                        // the dead-letter queue, once open
   bool dlq_behind_ = false;
   std::chrono::steady_clock::time_point last_checkpoint_{};

@@ -12,6 +12,7 @@
 #include <memory>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "shmq/error.hpp"
 
@@ -151,6 +152,7 @@ class Producer {
                std::chrono::steady_clock::time_point deadline);
   void write_and_publish_prepare(std::uint64_t pos, Bytes message, std::uint64_t id);
   bool publish(std::uint64_t pos, std::uint32_t k);
+  void remember_reservation(std::uint64_t pos);
   void wake_consumers() noexcept;
   void release_member() noexcept;
 
@@ -158,6 +160,11 @@ class Producer {
   std::uint32_t member_ = 0;
   std::uint64_t now_ns_ = 0;  // CLOCK_MONOTONIC_COARSE read once per send
   std::unique_ptr<std::atomic<bool>> interrupted_;
+  // Positions of reservations handed out and not committed through us: the only claims a
+  // producer can still hold between calls, given back as holes when it closes. Entries of
+  // reservations abandoned since are stale, and harmless (release_claim is a CAS from our
+  // exact claim); they are pruned as new ones come.
+  std::vector<std::uint64_t> reserved_;
 };
 
 }  // namespace shmq

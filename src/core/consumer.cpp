@@ -9,6 +9,7 @@
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
+#include "ring/requeue_map.hpp"
 #include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
 #include "segment/segment.hpp"
@@ -40,6 +41,9 @@ Consumer::Consumer(Consumer&& o) noexcept
       member_(o.member_),
       seen_requeue_epoch_(o.seen_requeue_epoch_),
       next_due_ns_(o.next_due_ns_),
+      held_lo_(o.held_lo_),
+      held_hi_(o.held_hi_),
+      held_count_(o.held_count_),
       interrupted_(std::move(o.interrupted_)),
       dead_letters_(std::move(o.dead_letters_)) {}
 
@@ -50,6 +54,9 @@ Consumer& Consumer::operator=(Consumer&& o) noexcept {
     member_ = o.member_;
     seen_requeue_epoch_ = o.seen_requeue_epoch_;
     next_due_ns_ = o.next_due_ns_;
+    held_lo_ = o.held_lo_;
+    held_hi_ = o.held_hi_;
+    held_count_ = o.held_count_;
     interrupted_ = std::move(o.interrupted_);
     dead_letters_ = std::move(o.dead_letters_);
   }
@@ -103,6 +110,9 @@ void Consumer::fill(std::uint64_t pos, std::uint64_t held, std::uint32_t deliver
   out.delivery_count_ = delivery_count;
   out.fragments_ = k;
   out.held_ = true;
+  ++held_count_;
+  held_lo_ = std::min(held_lo_, pos);
+  held_hi_ = std::max(held_hi_, pos + 1);
   if (k == 1) {
     out.copy_.clear();
     out.size_ = detail::bounded_length(seg, pos, 1);
@@ -163,9 +173,11 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
 }
 
 // Claims the lowest requeued (or due delayed) message behind the dispatch cursor, if any.
-// Such messages are ready or delayed slots that dispatch has passed; the only record of
-// them is their slot word, so they are found by walking the window [tail - N, dispatch).
-// Notes the earliest delayed message not yet due in next_due_ns_.
+// Such messages are ready or delayed slots that dispatch has passed; the requeue map
+// (ring/requeue_map.hpp) marks their slots, so the search costs one word per level of the
+// map plus one look per marked slot, not a walk of the window [tail - N, dispatch). Marked
+// slots are visited in position order from the bottom of the window. Notes the earliest
+// delayed message not yet due in next_due_ns_.
 bool Consumer::scan_requeued(Message& out) {
   detail::Segment& seg = *seg_;
   detail::SegmentHeader& h = seg.header();
@@ -173,27 +185,43 @@ bool Consumer::scan_requeued(Message& out) {
   const std::uint64_t d = h.dispatch.value.load(std::memory_order_seq_cst);
   const std::uint64_t t = h.tail.value.load(std::memory_order_seq_cst);
   const std::uint64_t n = seg.slot_count();
+  const std::uint64_t mask = n - 1;
   std::uint64_t now = 0;
   next_due_ns_ = UINT64_MAX;
-  // Every message in the ring lies in [t - N, t), and d <= t for honest peers; clamp anyway
-  // so that scribbled cursors cannot make this walk longer than the ring.
+  // Every message in the ring lies in [t - N, t): slot i holds position base + (i - base
+  // mod N) of it. d <= t for honest peers; clamp anyway (a scribbled cursor).
+  const std::uint64_t base = t > n ? t - n : 0;
   const std::uint64_t end = std::min(d, t);
-  for (std::uint64_t pos = std::max<std::uint64_t>(t > n ? t - n : 0, end > n ? end - n : 0);
-       pos < end; ++pos) {
-    const std::uint64_t w = seg.slot(pos).word.load(std::memory_order_seq_cst);
-    if (word_lap(w) != detail::lap_of(pos, shift)) continue;
-    const SlotState st = word_state(w);
-    if (st == SlotState::delayed) {
-      if (now == 0) now = detail::monotonic_coarse_ns();
-      const std::uint64_t due = seg.slot(pos).deadline_ns.load(std::memory_order_relaxed);
-      if (due > now) {
-        next_due_ns_ = std::min(next_due_ns_, due);
+  detail::RequeueMap map(seg);
+  // Slots [base mod N, N), then [0, base mod N): position order.
+  const std::uint64_t start = base & mask;
+  for (int pass = 0; pass < 2; ++pass) {
+    const std::uint64_t hi = pass == 0 ? n : start;
+    for (std::uint64_t i = map.next(pass == 0 ? start : 0); i < hi; i = map.next(i + 1)) {
+      const std::uint64_t pos = base + ((i - base) & mask);
+      const std::uint64_t w = seg.slot(i).word.load(std::memory_order_seq_cst);
+      const SlotState st = word_state(w);
+      if (!detail::is_requeued_state(st)) {
+        map.unmark(i);  // taken, acked, or a stale bit: clear it (re-marks if requeued since)
         continue;
       }
-    } else if (st != SlotState::ready) {
-      continue;
+      // Ready at or after dispatch (or at another lap: the window moved on since we read
+      // the tail): the dispatch walk gets it; the bit stays until the slot is seen taken.
+      if (word_lap(w) != detail::lap_of(pos, shift) || pos >= end) continue;
+      if (st == SlotState::delayed) {
+        if (now == 0) now = detail::monotonic_coarse_ns();
+        const std::uint64_t due = seg.slot(i).deadline_ns.load(std::memory_order_relaxed);
+        if (due > now) {
+          next_due_ns_ = std::min(next_due_ns_, due);
+          continue;  // stays marked until due
+        }
+      }
+      const Claim c = claim_at(pos, w, out);
+      // Ours now, dead-lettered, or taken by another consumer: clear the bit (a message
+      // requeued again meanwhile, or requeued by a failed dead-lettering, is marked again).
+      map.unmark(i);
+      if (c == Claim::taken) return true;
     }
-    if (claim_at(pos, w, out) == Claim::taken) return true;
   }
   return false;
 }
@@ -411,9 +439,11 @@ Status Consumer::ack(Message& m) {
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
   if (!is_current(*seg_, m, m.delivery_count_)) {
     m.held_ = false;
+    dropped(m);
     return Status::lease_lost;
   }
   m.held_ = false;
+  dropped(m);
   m.data_ = nullptr;
   m.size_ = 0;
   if (!detail::release_held(*seg_, m.position_, m.word_, member_)) return Status::lease_lost;
@@ -442,6 +472,7 @@ Status Consumer::nack(Message& m, bool requeue) {
     const std::uint64_t w = seg.slot(m.position_).word.load(std::memory_order_seq_cst);
     if (w != m.word_ || !is_current(seg, m, m.delivery_count_)) {
       m.held_ = false;
+      dropped(m);
       m.data_ = nullptr;
       m.size_ = 0;
       return Status::lease_lost;
@@ -454,6 +485,7 @@ Status Consumer::nack(Message& m, bool requeue) {
     // nack it back, or ack it); `full` says the dead-letter queue could not take it.
     if (o == Outcome::not_moved) return Status::full;
     m.held_ = false;
+    dropped(m);
     m.data_ = nullptr;
     m.size_ = 0;
     if (o == Outcome::lease_lost) return Status::lease_lost;
@@ -478,9 +510,11 @@ Status Consumer::nack_after(Message& m, std::chrono::milliseconds delay) {
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
   if (!is_current(*seg_, m, m.delivery_count_)) {
     m.held_ = false;
+    dropped(m);
     return Status::lease_lost;
   }
   m.held_ = false;
+  dropped(m);
   m.data_ = nullptr;
   m.size_ = 0;
   // Precise clock here: consumers compare a coarse reading (never ahead of it) with it, so
@@ -510,22 +544,42 @@ Status Consumer::extend_lease(Message& m, std::chrono::milliseconds extension) {
   return Status::ok;
 }
 
-// Requeues every slot held by our member row. The ring is the record of what we hold, so
-// this is the same walk the watchdog makes for a dead consumer.
+// Requeues every slot held by our member row. The ring is the record of what we hold; we
+// only remember where to look: the positions we were given since the last release_all
+// ([held_lo_, held_hi_)), and how many of those deliveries are not yet acked, nacked or
+// lost (held_count_). A consumer that acked everything walks nothing; otherwise the walk
+// is bounded by that range (and by the ring's window [tail - N, tail)).
 std::size_t Consumer::release_all() {
   if (!seg_) return 0;
+  if (held_count_ == 0) {
+    held_lo_ = UINT64_MAX;
+    held_hi_ = 0;
+    return 0;
+  }
   detail::Segment& seg = *seg_;
+  const std::uint32_t shift = seg.slot_shift();
   const std::uint64_t n = seg.slot_count();
+  const std::uint64_t t = seg.header().tail.value.load(std::memory_order_seq_cst);
   std::size_t released = 0;
-  for (std::uint64_t i = 0; i < n; ++i) {
-    const std::uint64_t w = seg.slot(i).word.load(std::memory_order_seq_cst);
-    if (word_state(w) != SlotState::held || word_owner(w) != member_) continue;
-    const std::uint64_t pos = (word_lap(w) << seg.slot_shift()) | i;
+  for (std::uint64_t pos = std::max(held_lo_, t > n ? t - n : 0); pos < std::min(held_hi_, t);
+       ++pos) {
+    const std::uint64_t w = seg.slot(pos).word.load(std::memory_order_seq_cst);
+    if (word_state(w) != SlotState::held || word_owner(w) != member_ ||
+        word_lap(w) != detail::lap_of(pos, shift))
+      continue;
     if (detail::requeue_held(seg, pos, w, 0)) ++released;
     SHMQ_CRASH_POINT("consumer.mid_release_all");
   }
+  held_count_ = 0;
+  held_lo_ = UINT64_MAX;
+  held_hi_ = 0;
   if (released > 0) bump(seg.member(member_).requeued, released);
   return released;
+}
+
+// `m`, one of our deliveries, is no longer held (acked, nacked, or found taken back).
+void Consumer::dropped(const Message& m) noexcept {
+  if (word_owner(m.word_) == member_ && held_count_ > 0) --held_count_;
 }
 
 }  // namespace shmq

@@ -54,7 +54,8 @@ Producer::Producer(std::shared_ptr<detail::Segment> segment, std::uint32_t membe
 Producer::Producer(Producer&& o) noexcept
     : seg_(std::move(o.seg_)),
       member_(o.member_),
-      interrupted_(std::move(o.interrupted_)) {}
+      interrupted_(std::move(o.interrupted_)),
+      reserved_(std::move(o.reserved_)) {}
 
 Producer& Producer::operator=(Producer&& o) noexcept {
   if (this != &o) {
@@ -62,6 +63,7 @@ Producer& Producer::operator=(Producer&& o) noexcept {
     seg_ = std::move(o.seg_);
     member_ = o.member_;
     interrupted_ = std::move(o.interrupted_);
+    reserved_ = std::move(o.reserved_);
   }
   return *this;
 }
@@ -71,15 +73,12 @@ Producer::~Producer() { release_member(); }
 void Producer::release_member() noexcept {
   if (!seg_) return;
   // Open reservations (claims) go back as holes before the row is freed: a slot must never
-  // name a member row that is free or reused.
+  // name a member row that is free or reused. Between calls a producer holds no claim but
+  // its reservations (a send claims and publishes, or gives the claim back, within the
+  // call), so they are all in reserved_: no walk of the ring.
   detail::Segment& seg = *seg_;
-  for (std::uint64_t i = 0; i < seg.slot_count(); ++i) {
-    const std::uint64_t w = seg.slot(i).word.load(std::memory_order_seq_cst);
-    const SlotState st = word_state(w);
-    if ((st != SlotState::claimed && st != SlotState::skipped) || word_owner(w) != member_)
-      continue;
-    detail::release_claim(seg, (word_lap(w) << seg.slot_shift()) | i, member_, word_aux(w));
-  }
+  for (const std::uint64_t pos : reserved_) detail::release_claim(seg, pos, member_, 1);
+  reserved_.clear();
   seg.unregister_member(member_, detail::Role::producer);
   detail::healer_release(seg_.get());
   seg_.reset();
@@ -400,12 +399,29 @@ Status Producer::reserve(std::size_t size, Reservation& out, std::chrono::nanose
   const auto deadline =
       timeout == std::chrono::nanoseconds::zero() ? Clock::time_point::min() : deadline_after(timeout);
   if (const Status s = claim(1, pos, deadline); s != Status::ok) return s;
+  remember_reservation(pos);
   out.seg_ = seg_;
   out.member_ = member_;
   out.data_ = seg_->payload(pos);
   out.size_ = size;
   out.position_ = pos;
   return Status::ok;
+}
+
+// Notes a reservation at `pos`. Before the list grows past a few dozen, entries whose
+// claim is gone (the reservation was abandoned, or its claim released) are dropped, so
+// the list stays as long as the reservations really open.
+void Producer::remember_reservation(std::uint64_t pos) {
+  if (reserved_.size() >= 32) {
+    detail::Segment& seg = *seg_;
+    std::erase_if(reserved_, [&](std::uint64_t p) {
+      const std::uint64_t w = seg.slot(p).word.load(std::memory_order_seq_cst);
+      const SlotState st = word_state(w);
+      return !((st == SlotState::claimed || st == SlotState::skipped) &&
+               word_owner(w) == member_ && word_lap(w) == detail::lap_of(p, seg.slot_shift()));
+    });
+  }
+  reserved_.push_back(pos);
 }
 
 Status Producer::try_reserve(std::size_t size, Reservation& out) {
@@ -424,6 +440,7 @@ Status Producer::commit(Reservation& r, std::uint64_t id) {
   hdr.enqueued_ns.store(detail::monotonic_coarse_ns(), std::memory_order_relaxed);
   const bool ok = publish(r.position_, 1);
   if (!ok) detail::release_claim(*seg_, r.position_, member_, 1);
+  std::erase(reserved_, r.position_);
   r.seg_.reset();
   r.data_ = nullptr;
   if (!ok) return Status::lease_lost;

@@ -51,6 +51,16 @@ struct alignas(kFalseSharingRange) WaitLine {
 };
 static_assert(sizeof(WaitLine) == kFalseSharingRange);
 
+// The requeue epoch and the top word of the requeue map (ring/requeue_map.hpp): both are
+// written by whoever puts a message back behind dispatch, read by consumers.
+struct alignas(kFalseSharingRange) RequeueLine {
+  std::atomic<std::uint64_t> value;        // the epoch: bumped after every requeue
+  std::atomic<std::uint64_t> requeue_top;  // the map's top level; 0 = nothing marked
+  std::uint8_t pad[kFalseSharingRange - 2 * sizeof(std::atomic<std::uint64_t>)];
+};
+static_assert(sizeof(RequeueLine) == kFalseSharingRange);
+static_assert(offsetof(RequeueLine, value) == 0);
+
 // Counters of what the watchdog (and dead-lettering consumers) did; rarely written.
 struct alignas(kFalseSharingRange) WatchdogCounters {
   std::atomic<std::uint64_t> members_reclaimed;  // dead members whose rows were freed
@@ -116,7 +126,7 @@ struct SegmentHeader {
   // --- cursors: hints advanced by CAS; the slot words are the truth --------------------
   CursorLine tail;           // producers: next head position to claim
   CursorLine dispatch;       // consumers: next position to look at
-  CursorLine requeue_epoch;  // bumped after a message is put back behind dispatch
+  RequeueLine requeue_epoch;  // bumped after a message is put back behind dispatch
   WaitLine consumers_wait;   // consumers sleep here for data (futex), producers wake
   WaitLine producers_wait;   // producers sleep here for space, consumers wake
 
@@ -157,6 +167,7 @@ static_assert(offsetof(SegmentHeader, watchdog) == 1024);
 static_assert(offsetof(SegmentHeader, tail) == 384);
 static_assert(offsetof(SegmentHeader, dispatch) == 512);
 static_assert(offsetof(SegmentHeader, requeue_epoch) == 640);
+static_assert(offsetof(SegmentHeader, requeue_epoch) + offsetof(RequeueLine, requeue_top) == 648);
 static_assert(offsetof(SegmentHeader, consumers_wait) == 768);
 static_assert(offsetof(SegmentHeader, producers_wait) == 896);
 static_assert(std::is_standard_layout_v<SegmentHeader>);
@@ -210,7 +221,9 @@ struct alignas(kCacheLine) SlotHeader {
   // lease (0 = the consumer has not written it yet); for delayed, when it may be delivered.
   // Set to 0 before every transition into ready (release), written by the new owner after.
   std::atomic<std::uint64_t> deadline_ns;
-  std::atomic<std::uint64_t> reserved;
+  // Not this slot's: a word of the requeue map's lower levels (ring/requeue_map.hpp), in
+  // the headers of slots 0 .. about N/63. Only ever changed by fetch_or / fetch_and.
+  std::atomic<std::uint64_t> map_word;
 };
 static_assert(sizeof(SlotHeader) == 64);
 static_assert(offsetof(SlotHeader, word) == 0);

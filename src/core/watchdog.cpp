@@ -152,7 +152,8 @@ bool Watchdog::Impl::still_elected() {
 }
 
 void Watchdog::Impl::resign() {
-  if (!has_row()) return;
+  // Not if our row was taken: the election word may then be its new occupant's.
+  if (!has_row() || !seg->owns(me)) return;
   std::uint64_t mine = me.row + 1;
   seg->header().watchdog.value.compare_exchange_strong(mine, 0, std::memory_order_acq_rel);
 }

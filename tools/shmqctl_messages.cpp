@@ -62,7 +62,7 @@ bool read_message(const shmq::detail::Segment& seg, std::uint64_t pos, std::uint
   out.position = pos;
   out.id = h.id.load(std::memory_order_relaxed);
   out.state = shmq::detail::word_state(w);
-  out.owner = shmq::detail::word_owner(w);
+  out.owner = shmq::detail::owner_row(shmq::detail::word_owner(w));
   out.delivery_count = h.delivery_count.load(std::memory_order_relaxed);
   out.size = std::min(len, bound);
   const std::uint64_t enq = h.enqueued_ns.load(std::memory_order_relaxed);

@@ -24,6 +24,7 @@ namespace shmq {
 
 namespace detail {
 class Segment;
+struct MemberTicket;
 class DeadLetterSink;
 }
 
@@ -139,7 +140,8 @@ class Consumer {
 
  private:
   friend class Queue;
-  Consumer(std::shared_ptr<detail::Segment> segment, std::uint32_t member);
+  Consumer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member);
+  bool evicted() const noexcept;
 
   enum class Claim { taken, lost, diverted };
   Claim claim_at(std::uint64_t pos, std::uint64_t word, Message& out);
@@ -152,10 +154,13 @@ class Consumer {
             Message& out);
   void wake_producers() noexcept;
   void release_member() noexcept;
-  void dropped(const Message& m) noexcept;
+  // The handle no longer holds its delivery (acked, nacked, taken back).
+  void drop(Message& m) noexcept;
 
   std::shared_ptr<detail::Segment> seg_;
-  std::uint32_t member_ = 0;
+  std::uint32_t member_ = 0;      // our member row
+  std::uint32_t owner_ = 0;       // our owner id in slot words (row + generation)
+  std::uint64_t row_word_ = 0;    // our row's state word while it is ours
   std::uint64_t seen_requeue_epoch_ = 0;
   std::uint64_t next_due_ns_ = UINT64_MAX;  // earliest delayed message seen by a scan
   std::uint64_t now_ns_ = 0;                // CLOCK_MONOTONIC_COARSE read once per call

@@ -20,6 +20,7 @@ namespace shmq {
 
 namespace detail {
 class Segment;
+struct MemberTicket;
 struct ProducerAccess;
 }
 
@@ -53,7 +54,7 @@ class Reservation {
   friend class Producer;
   void abandon() noexcept;
   std::shared_ptr<detail::Segment> seg_;
-  std::uint32_t member_ = 0;
+  std::uint32_t owner_ = 0;  // the reserving producer's owner id
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
   std::uint64_t position_ = 0;
@@ -141,7 +142,9 @@ class Producer {
   Status send_confirmed(Bytes message, std::uint64_t id,
                         std::chrono::steady_clock::time_point space_deadline,
                         std::chrono::steady_clock::time_point confirm_deadline, Confirm confirm);
-  Producer(std::shared_ptr<detail::Segment> segment, std::uint32_t member);
+  Producer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member);
+  // Status::evicted if our member row was taken from us.
+  bool evicted() const noexcept;
 
   // `origin` != 0: a message recovered from the log (at position origin - 1), republished
   // into a rebuilt ring as already delivered once; the persister logs it as a copy of it.
@@ -157,7 +160,9 @@ class Producer {
   void release_member() noexcept;
 
   std::shared_ptr<detail::Segment> seg_;
-  std::uint32_t member_ = 0;
+  std::uint32_t member_ = 0;      // our member row
+  std::uint32_t owner_ = 0;       // our owner id in slot words (row + generation)
+  std::uint64_t row_word_ = 0;    // our row's state word while it is ours
   std::uint64_t now_ns_ = 0;  // CLOCK_MONOTONIC_COARSE read once per send
   std::unique_ptr<std::atomic<bool>> interrupted_;
   // Positions of reservations handed out and not committed through us: the only claims a

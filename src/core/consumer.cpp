@@ -27,9 +27,11 @@ using detail::bump;
 using detail::deadline_after;
 
 
-Consumer::Consumer(std::shared_ptr<detail::Segment> segment, std::uint32_t member)
+Consumer::Consumer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member)
     : seg_(std::move(segment)),
-      member_(member),
+      member_(member.row),
+      owner_(member.owner),
+      row_word_(member.word),
       interrupted_(std::make_unique<std::atomic<bool>>(false)) {
   // Start one behind the current epoch so that the first receive scans for messages
   // requeued before we came.
@@ -39,6 +41,8 @@ Consumer::Consumer(std::shared_ptr<detail::Segment> segment, std::uint32_t membe
 Consumer::Consumer(Consumer&& o) noexcept
     : seg_(std::move(o.seg_)),
       member_(o.member_),
+      owner_(o.owner_),
+      row_word_(o.row_word_),
       seen_requeue_epoch_(o.seen_requeue_epoch_),
       next_due_ns_(o.next_due_ns_),
       held_lo_(o.held_lo_),
@@ -52,6 +56,8 @@ Consumer& Consumer::operator=(Consumer&& o) noexcept {
     release_member();
     seg_ = std::move(o.seg_);
     member_ = o.member_;
+    owner_ = o.owner_;
+    row_word_ = o.row_word_;
     seen_requeue_epoch_ = o.seen_requeue_epoch_;
     next_due_ns_ = o.next_due_ns_;
     held_lo_ = o.held_lo_;
@@ -72,12 +78,16 @@ void Consumer::heartbeat() noexcept {
   seg_->member(member_).heartbeat_ns.store(now_ns_, std::memory_order_relaxed);
 }
 
+bool Consumer::evicted() const noexcept {
+  return !seg_->owns(detail::MemberTicket{member_, owner_, row_word_});
+}
+
 void Consumer::release_member() noexcept {
   if (seg_) {
-    release_all();
+    release_all();  // only slots that name our owner id: harmless if we were evicted
     dead_letters_.reset();  // unregisters from the DLQ first
-    seg_->unregister_member(member_, detail::Role::consumer);
-    detail::healer_release(seg_.get());
+    seg_->unregister_member(detail::MemberTicket{member_, owner_, row_word_});
+    detail::healer_release(seg_.get(), detail::MemberTicket{member_, owner_, row_word_});
     seg_.reset();
   }
 }
@@ -131,7 +141,7 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
   detail::Segment& seg = *seg_;
   const std::uint32_t k = word_aux(w);
   if (k < 1 || k > seg.max_fragments()) return Claim::lost;  // garbage: never deliver it
-  const std::uint64_t held = make_word(word_lap(w), SlotState::held, member_, k);
+  const std::uint64_t held = make_word(word_lap(w), SlotState::held, owner_, k);
   // Acquire: pairs with the producer's release of ready (the header and payload are
   // visible to us) or with the requeue's release (deadline_ns reset to 0 is visible).
   if (!seg.slot(pos).word.compare_exchange_strong(w, held, std::memory_order_seq_cst))
@@ -165,7 +175,7 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
     (void)dead_letters_->move(pos, held,
                               expired ? DeadLetterReason::expired
                                       : DeadLetterReason::max_deliveries,
-                              member_, /*requeue_on_failure=*/true);
+                              owner_, /*requeue_on_failure=*/true);
     return Claim::diverted;
   }
   fill(pos, held, next, out);
@@ -355,6 +365,7 @@ Consumer::Poll Consumer::poll(Message& out) {
 
 Status Consumer::try_receive(Message& out) {
   if (!seg_ || out.held_) return Status::invalid;
+  if (evicted()) return Status::evicted;
   heartbeat();
   // busy: the walk used its budget without finding a message; say empty, the next call
   // walks on from where this one stopped.
@@ -365,6 +376,7 @@ Status Consumer::receive(Message& out) { return receive_for(out, std::chrono::na
 
 Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
   if (!seg_ || out.held_) return Status::invalid;
+  if (evicted()) return Status::evicted;
   const Clock::time_point deadline = deadline_after(timeout);
   detail::SegmentHeader& h = seg_->header();
   heartbeat();
@@ -387,6 +399,7 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
     if (Clock::now() >= deadline) return Status::timeout;
     // Slow path only: nothing left to take and the queue was removed: nothing will come.
     if (seg_->removed()) return Status::closed;
+    if (evicted()) return Status::evicted;
     heartbeat();
     // Sleep until the deadline, but wake for the earliest delayed message, and often
     // enough to keep the heartbeat fresh where liveness is judged by it.
@@ -424,6 +437,14 @@ std::size_t Consumer::receive_batch(std::span<Message> out, std::chrono::nanosec
   return n;
 }
 
+void Consumer::drop(Message& m) noexcept {
+  // One of our deliveries ends: release_all has one fewer to look for.
+  if (m.held_ && word_owner(m.word_) == owner_ && held_count_ > 0) --held_count_;
+  m.held_ = false;
+  m.data_ = nullptr;
+  m.size_ = 0;
+}
+
 // True if `m` is this consumer's current delivery of its slot. The word alone cannot tell
 // two deliveries of one message to the same consumer apart (a stale handle kept across a
 // redelivery); the delivery count can: only the holder writes it, and this consumer is
@@ -437,16 +458,13 @@ Status Consumer::ack(Message& m) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (evicted()) return drop(m), Status::evicted;
   if (!is_current(*seg_, m, m.delivery_count_)) {
-    m.held_ = false;
-    dropped(m);
+    drop(m);
     return Status::lease_lost;
   }
-  m.held_ = false;
-  dropped(m);
-  m.data_ = nullptr;
-  m.size_ = 0;
-  if (!detail::release_held(*seg_, m.position_, m.word_, member_)) return Status::lease_lost;
+  drop(m);
+  if (!detail::release_held(*seg_, m.position_, m.word_, owner_)) return Status::lease_lost;
   bump(seg_->member(member_).acked);
   wake_producers();
   return Status::ok;
@@ -467,27 +485,22 @@ Status Consumer::nack(Message& m, bool requeue) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (evicted()) return drop(m), Status::evicted;
   if (!requeue) {
     detail::Segment& seg = *seg_;
     const std::uint64_t w = seg.slot(m.position_).word.load(std::memory_order_seq_cst);
     if (w != m.word_ || !is_current(seg, m, m.delivery_count_)) {
-      m.held_ = false;
-      dropped(m);
-      m.data_ = nullptr;
-      m.size_ = 0;
+      drop(m);
       return Status::lease_lost;
     }
     if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
     using Outcome = detail::DeadLetterSink::Outcome;
     const Outcome o = dead_letters_->move(m.position_, m.word_, DeadLetterReason::rejected,
-                                          member_, /*requeue_on_failure=*/false);
+                                          owner_, /*requeue_on_failure=*/false);
     // Not moved: the message stays in this queue, still held by us (the caller may retry,
     // nack it back, or ack it); `full` says the dead-letter queue could not take it.
     if (o == Outcome::not_moved) return Status::full;
-    m.held_ = false;
-    dropped(m);
-    m.data_ = nullptr;
-    m.size_ = 0;
+    drop(m);
     if (o == Outcome::lease_lost) return Status::lease_lost;
     bump(seg.member(member_).acked);
     wake_producers();
@@ -508,15 +521,12 @@ Status Consumer::nack_after(Message& m, std::chrono::milliseconds delay) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (evicted()) return drop(m), Status::evicted;
   if (!is_current(*seg_, m, m.delivery_count_)) {
-    m.held_ = false;
-    dropped(m);
+    drop(m);
     return Status::lease_lost;
   }
-  m.held_ = false;
-  dropped(m);
-  m.data_ = nullptr;
-  m.size_ = 0;
+  drop(m);
   // Precise clock here: consumers compare a coarse reading (never ahead of it) with it, so
   // the message is never delivered before the delay.
   const std::uint64_t not_before =
@@ -531,6 +541,7 @@ Status Consumer::extend_lease(Message& m, std::chrono::milliseconds extension) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (evicted()) return drop(m), Status::evicted;
   if (!is_current(*seg_, m, m.delivery_count_)) return Status::lease_lost;
   detail::SlotHeader& hdr = seg_->slot(m.position_);
   hdr.deadline_ns.store(detail::monotonic_coarse_ns() +
@@ -564,7 +575,7 @@ std::size_t Consumer::release_all() {
   for (std::uint64_t pos = std::max(held_lo_, t > n ? t - n : 0); pos < std::min(held_hi_, t);
        ++pos) {
     const std::uint64_t w = seg.slot(pos).word.load(std::memory_order_seq_cst);
-    if (word_state(w) != SlotState::held || word_owner(w) != member_ ||
+    if (word_state(w) != SlotState::held || word_owner(w) != owner_ ||
         word_lap(w) != detail::lap_of(pos, shift))
       continue;
     if (detail::requeue_held(seg, pos, w, 0)) ++released;
@@ -575,11 +586,6 @@ std::size_t Consumer::release_all() {
   held_hi_ = 0;
   if (released > 0) bump(seg.member(member_).requeued, released);
   return released;
-}
-
-// `m`, one of our deliveries, is no longer held (acked, nacked, or found taken back).
-void Consumer::dropped(const Message& m) noexcept {
-  if (word_owner(m.word_) == member_ && held_count_ > 0) --held_count_;
 }
 
 }  // namespace shmq

@@ -137,11 +137,12 @@ class Consumer {
   void clear_interrupt() noexcept;
 
   std::uint32_t member_index() const noexcept { return member_; }
+  // True once this consumer's member row was taken from it (see Status::evicted).
+  bool evicted() const noexcept;
 
  private:
   friend class Queue;
   Consumer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member);
-  bool evicted() const noexcept;
 
   enum class Claim { taken, lost, diverted };
   Claim claim_at(std::uint64_t pos, std::uint64_t word, Message& out);

@@ -26,11 +26,13 @@ using detail::bump;
 using detail::deadline_after;
 
 
-Consumer::Consumer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member)
+Consumer::Consumer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member,
+                   const ConsumerOptions& options)
     : seg_(std::move(segment)),
       member_(member.row),
       owner_(member.owner),
       row_word_(member.word),
+      zero_copy_(options.zero_copy),
       interrupted_(std::make_unique<std::atomic<bool>>(false)) {
   // Start one behind the current epoch so that the first receive scans for messages
   // requeued before we came.
@@ -42,6 +44,7 @@ Consumer::Consumer(Consumer&& o) noexcept
       member_(o.member_),
       owner_(o.owner_),
       row_word_(o.row_word_),
+      zero_copy_(o.zero_copy_),
       seen_requeue_epoch_(o.seen_requeue_epoch_),
       next_due_ns_(o.next_due_ns_),
       interrupted_(std::move(o.interrupted_)),
@@ -54,6 +57,7 @@ Consumer& Consumer::operator=(Consumer&& o) noexcept {
     member_ = o.member_;
     owner_ = o.owner_;
     row_word_ = o.row_word_;
+    zero_copy_ = o.zero_copy_;
     seen_requeue_epoch_ = o.seen_requeue_epoch_;
     next_due_ns_ = o.next_due_ns_;
     interrupted_ = std::move(o.interrupted_);
@@ -103,25 +107,58 @@ void Consumer::wake_producers() noexcept {
 // written before the producer's release of ready, which our CAS read with acquire; it is
 // stable while we hold the slot. It is still checked: a hostile process could have written
 // anything, and we must never read outside the ring because of it.
-void Consumer::fill(std::uint64_t pos, std::uint64_t held, std::uint32_t delivery_count,
+//
+// A copy (the default) is checked after it is taken: if this process was stopped between
+// its claim and the end of the copy for longer than the lease, the slot may have been taken
+// back, acked by another consumer and reused, and the copy may hold another message's bytes.
+// Then the delivery is not ours any more: false, and nothing is delivered.
+bool Consumer::fill(std::uint64_t pos, std::uint64_t held, std::uint32_t delivery_count,
                     Message& out) {
   detail::Segment& seg = *seg_;
   const std::uint32_t k = word_aux(held);
+  if (k == 1 && zero_copy_) {
+    out.copy_.clear();
+    out.size_ = detail::bounded_length(seg, pos, 1);
+    out.data_ = seg.payload(pos);
+    out.copied_ = false;
+  } else {
+    out.size_ = detail::copy_message(seg, pos, k, out.copy_);
+    detail::acquire_fence_after_copy();
+    if (seg.slot(pos).word.load(std::memory_order_relaxed) != held) return false;
+    out.data_ = out.copy_.data();
+    out.copied_ = true;
+  }
   out.position_ = pos;
   out.id_ = seg.slot(pos).id.load(std::memory_order_relaxed);
   out.word_ = held;
   out.delivery_count_ = delivery_count;
   out.fragments_ = k;
+  out.owner_ = owner_;
+  // Steady state (a Message reused in a loop): no reference count traffic.
+  if (out.seg_ != seg_) out.seg_ = seg_;
   out.held_ = true;
-  if (k == 1) {
-    out.copy_.clear();
-    out.size_ = detail::bounded_length(seg, pos, 1);
-    out.data_ = seg.payload(pos);
-  } else {
-    out.size_ = detail::copy_message(seg, pos, k, out.copy_);
-    out.data_ = out.copy_.data();
-  }
   bump(seg.member(member_).received);
+  return true;
+}
+
+bool Message::held() const noexcept {
+  if (!held_ || !seg_) return false;
+  const detail::SlotHeader& h = seg_->slot(position_);
+  return h.word.load(std::memory_order_acquire) == word_ &&
+         h.delivery_count.load(std::memory_order_relaxed) == delivery_count_;
+}
+
+bool Message::valid() const noexcept {
+  if (copied_) return word_ != 0;  // a copy, checked when it was taken
+  if (!held_ || !seg_) return false;
+  detail::acquire_fence_after_copy();  // the caller's reads of data() come before this
+  const detail::SlotHeader& h = seg_->slot(position_);
+  return h.word.load(std::memory_order_relaxed) == word_ &&
+         h.delivery_count.load(std::memory_order_relaxed) == delivery_count_;
+}
+
+bool Consumer::foreign(const Message& m) const noexcept {
+  return m.owner_ != owner_ || m.seg_.get() != seg_.get();
 }
 
 // Tries to take the ready (or due delayed) message at `pos` whose word we read as `w`.
@@ -168,7 +205,7 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
                               owner_, /*requeue_on_failure=*/true);
     return Claim::diverted;
   }
-  fill(pos, held, next, out);
+  if (!fill(pos, held, next, out)) return Claim::lost;
   return Claim::taken;
 }
 
@@ -428,6 +465,7 @@ Status Consumer::ack(Message& m) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (foreign(m)) return Status::wrong_consumer;
   if (evicted()) return drop(m), Status::evicted;
   if (!is_current(*seg_, m, m.delivery_count_)) {
     m.held_ = false;
@@ -455,6 +493,7 @@ Status Consumer::nack(Message& m, bool requeue) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (foreign(m)) return Status::wrong_consumer;
   if (evicted()) return drop(m), Status::evicted;
   if (!requeue) {
     detail::Segment& seg = *seg_;
@@ -495,6 +534,7 @@ Status Consumer::nack_after(Message& m, std::chrono::milliseconds delay) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (foreign(m)) return Status::wrong_consumer;
   if (evicted()) return drop(m), Status::evicted;
   if (!is_current(*seg_, m, m.delivery_count_)) {
     m.held_ = false;
@@ -515,6 +555,7 @@ Status Consumer::extend_lease(Message& m, std::chrono::milliseconds extension) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (foreign(m)) return Status::wrong_consumer;
   if (evicted()) return drop(m), Status::evicted;
   if (!is_current(*seg_, m, m.delivery_count_)) return Status::lease_lost;
   detail::SlotHeader& hdr = seg_->slot(m.position_);

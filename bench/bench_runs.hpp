@@ -45,6 +45,7 @@ struct Scenario {
   bool batch = false;  // shmq: send_batch(32) + receive_batch(32) + ack(span)
   shmq::Durability durability = shmq::Durability::none;
   bool threads = false;  // moodycamel: two threads of one process
+  bool zero_copy = false;  // shmq: consumers receive zero-copy (ConsumerOptions::zero_copy)
 };
 
 // Builds the full list of scenarios, in the order they run and print.

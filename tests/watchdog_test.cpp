@@ -316,7 +316,13 @@ TEST(Watchdog, AnExpiredLeaseAtTheFarEndOfABigWindowIsFoundWithinOneRoundOfTheSw
   ASSERT_EQ(holder.try_receive(young), Status::ok);  // held at the far end of the window
   auto w = Watchdog::attach(*q).value();
   for (int i = 0; i < 20; ++i) ASSERT_EQ(w.tick().leases_expired, 0u);
-  // Both leases end now (white box: the test does not wait an hour).
+  // Both leases end now (white box: the test does not wait an hour): a 1 ms lease, whose
+  // time has passed since the watchdog first saw both held words (every slice has been
+  // looked at twice), and deadlines in the past.
+  ASSERT_TRUE(q->set_policy({.lease = 1ms}).ok());
+  for (const auto t0 = std::chrono::steady_clock::now();
+       std::chrono::steady_clock::now() - t0 < 2ms;)
+    std::this_thread::yield();
   q->segment()->slot(young.position()).deadline_ns.store(1);
   q->segment()->slot(old.position()).deadline_ns.store(1);
   std::uint64_t expired = 0;

@@ -128,6 +128,8 @@ class Producer {
 
   std::uint32_t member_index() const noexcept { return member_; }
   std::size_t max_message_size() const noexcept;
+  // True once this producer's member row was taken from it (see Status::evicted).
+  bool evicted() const noexcept;
 
  private:
   friend class Queue;
@@ -143,8 +145,6 @@ class Producer {
                         std::chrono::steady_clock::time_point space_deadline,
                         std::chrono::steady_clock::time_point confirm_deadline, Confirm confirm);
   Producer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member);
-  // Status::evicted if our member row was taken from us.
-  bool evicted() const noexcept;
 
   // `origin` != 0: a message recovered from the log (at position origin - 1), republished
   // into a rebuilt ring as already delivered once; the persister logs it as a copy of it.

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "shmq/consumer.hpp"
 #include "shmq/error.hpp"
 
 namespace shmq {
@@ -205,7 +206,7 @@ class Queue {
   // Registers a producer / consumer row in the member table of this queue. If every row
   // is taken, first reclaims the rows of dead members (as repair() does).
   Result<Producer> producer();
-  Result<Consumer> consumer();
+  Result<Consumer> consumer(const ConsumerOptions& options = {});
 
   // Reclaims the member rows of dead processes (and redelivers what they held) without a
   // row of its own: the way out of a member table full of dead rows. Does nothing if a

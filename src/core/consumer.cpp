@@ -27,11 +27,13 @@ using detail::bump;
 using detail::deadline_after;
 
 
-Consumer::Consumer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member)
+Consumer::Consumer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member,
+                   const ConsumerOptions& options)
     : seg_(std::move(segment)),
       member_(member.row),
       owner_(member.owner),
       row_word_(member.word),
+      zero_copy_(options.zero_copy),
       interrupted_(std::make_unique<std::atomic<bool>>(false)) {
   // Start one behind the current epoch so that the first receive scans for messages
   // requeued before we came.
@@ -43,6 +45,7 @@ Consumer::Consumer(Consumer&& o) noexcept
       member_(o.member_),
       owner_(o.owner_),
       row_word_(o.row_word_),
+      zero_copy_(o.zero_copy_),
       seen_requeue_epoch_(o.seen_requeue_epoch_),
       next_due_ns_(o.next_due_ns_),
       held_lo_(o.held_lo_),
@@ -58,6 +61,7 @@ Consumer& Consumer::operator=(Consumer&& o) noexcept {
     member_ = o.member_;
     owner_ = o.owner_;
     row_word_ = o.row_word_;
+    zero_copy_ = o.zero_copy_;
     seen_requeue_epoch_ = o.seen_requeue_epoch_;
     next_due_ns_ = o.next_due_ns_;
     held_lo_ = o.held_lo_;
@@ -72,7 +76,7 @@ Consumer& Consumer::operator=(Consumer&& o) noexcept {
 Consumer::~Consumer() { release_member(); }
 
 void Consumer::heartbeat() noexcept {
-  if (!seg_) return;
+  if (!seg_ || evicted()) return;
   // One clock read per receive call: the heartbeat, leases and TTL checks share it.
   now_ns_ = detail::monotonic_coarse_ns();
   seg_->member(member_).heartbeat_ns.store(now_ns_, std::memory_order_relaxed);
@@ -83,6 +87,12 @@ bool Consumer::evicted() const noexcept {
 }
 
 void Consumer::release_member() noexcept {
+  // A copy inherited through fork(): the row is the parent's, and so is what it holds.
+  if (seg_ && detail::member_pid(row_word_) != static_cast<std::uint32_t>(::getpid())) {
+    dead_letters_.release();  // the parent's too: never closed here (leaked with the copy)
+    seg_.reset();
+    return;
+  }
   if (seg_) {
     release_all();  // only slots that name our owner id: harmless if we were evicted
     dead_letters_.reset();  // unregisters from the DLQ first
@@ -110,28 +120,66 @@ void Consumer::wake_producers() noexcept {
 // written before the producer's release of ready, which our CAS read with acquire; it is
 // stable while we hold the slot. It is still checked: a hostile process could have written
 // anything, and we must never read outside the ring because of it.
-void Consumer::fill(std::uint64_t pos, std::uint64_t held, std::uint32_t delivery_count,
+//
+// A copy (the default) is checked after it is taken: if this process was stopped between
+// its claim and the end of the copy for longer than the lease, the slot may have been taken
+// back, acked by another consumer and reused, and the copy may hold another message's bytes.
+// Then the delivery is not ours any more: false, and nothing is delivered.
+bool Consumer::fill(std::uint64_t pos, std::uint64_t held, std::uint32_t delivery_count,
                     Message& out) {
   detail::Segment& seg = *seg_;
   const std::uint32_t k = word_aux(held);
+  if (k == 1 && zero_copy_) {
+    out.copy_.clear();
+    out.size_ = detail::bounded_length(seg, pos, 1);
+    out.data_ = seg.payload(pos);
+    out.copied_ = false;
+  } else {
+    out.size_ = detail::copy_message(seg, pos, k, out.copy_);
+    out.id_ = seg.slot(pos).id.load(std::memory_order_relaxed);  // checked with the bytes
+    detail::acquire_fence_after_copy();
+    if (seg.slot(pos).word.load(std::memory_order_relaxed) != held) {
+      out.data_ = nullptr;
+      out.size_ = 0;
+      return false;
+    }
+    out.data_ = out.copy_.data();
+    out.copied_ = true;
+  }
   out.position_ = pos;
-  out.id_ = seg.slot(pos).id.load(std::memory_order_relaxed);
+  if (!out.copied_) out.id_ = seg.slot(pos).id.load(std::memory_order_relaxed);
   out.word_ = held;
   out.delivery_count_ = delivery_count;
   out.fragments_ = k;
+  out.owner_ = owner_;
+  // Steady state (a Message reused in a loop): no reference count traffic.
+  if (out.seg_ != seg_) out.seg_ = seg_;
   out.held_ = true;
   ++held_count_;
   held_lo_ = std::min(held_lo_, pos);
   held_hi_ = std::max(held_hi_, pos + 1);
-  if (k == 1) {
-    out.copy_.clear();
-    out.size_ = detail::bounded_length(seg, pos, 1);
-    out.data_ = seg.payload(pos);
-  } else {
-    out.size_ = detail::copy_message(seg, pos, k, out.copy_);
-    out.data_ = out.copy_.data();
-  }
   bump(seg.member(member_).received);
+  return true;
+}
+
+bool Message::held() const noexcept {
+  if (!held_ || !seg_) return false;
+  const detail::SlotHeader& h = seg_->slot(position_);
+  return h.word.load(std::memory_order_acquire) == word_ &&
+         h.delivery_count.load(std::memory_order_relaxed) == delivery_count_;
+}
+
+bool Message::valid() const noexcept {
+  if (copied_) return word_ != 0;  // a copy, checked when it was taken
+  if (!held_ || !seg_) return false;
+  detail::acquire_fence_after_copy();  // the caller's reads of data() come before this
+  const detail::SlotHeader& h = seg_->slot(position_);
+  return h.word.load(std::memory_order_relaxed) == word_ &&
+         h.delivery_count.load(std::memory_order_relaxed) == delivery_count_;
+}
+
+bool Consumer::foreign(const Message& m) const noexcept {
+  return m.owner_ != owner_ || m.seg_.get() != seg_.get();
 }
 
 // Tries to take the ready (or due delayed) message at `pos` whose word we read as `w`.
@@ -142,21 +190,33 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
   const std::uint32_t k = word_aux(w);
   if (k < 1 || k > seg.max_fragments()) return Claim::lost;  // garbage: never deliver it
   const std::uint64_t held = make_word(word_lap(w), SlotState::held, owner_, k);
+  detail::SlotHeader& hdr = seg.slot(pos);
+  // The holder's fields as they are before our claim: we change them after it with CAS
+  // from these values, so that if we are stopped after the claim long enough for the slot
+  // to be taken back and given to another consumer, our late writes fail instead of
+  // landing on that consumer's delivery (its count and lease).
+  const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
+  const std::uint64_t dl = hdr.deadline_ns.load(std::memory_order_relaxed);
   // Acquire: pairs with the producer's release of ready (the header and payload are
-  // visible to us) or with the requeue's release (deadline_ns reset to 0 is visible).
+  // visible to us) or with the requeue's release.
   if (!seg.slot(pos).word.compare_exchange_strong(w, held, std::memory_order_seq_cst))
     return Claim::lost;
   SHMQ_CRASH_POINT("consumer.after_claim");
-  detail::SlotHeader& hdr = seg.slot(pos);
+  const auto give_back = [&] {
+    (void)detail::requeue_held(seg, pos, held, 0);  // if it is still ours
+    return Claim::lost;
+  };
   const std::uint64_t now = now_ns_ != 0 ? now_ns_ : detail::monotonic_coarse_ns();
   // `now` is coarse (up to one tick behind): the lease ends a tick later rather than early.
-  if (const std::uint32_t lease_ms = seg.lease_ms(); lease_ms != 0)
-    hdr.deadline_ns.store(now + std::uint64_t(lease_ms) * 1'000'000 +
-                              detail::coarse_resolution_ns(),
-                          std::memory_order_relaxed);
-  // Only the holder writes the count, so load + store is enough. A crash before the store
-  // means the message never reached the application: that delivery does not count.
-  const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
+  if (const std::uint32_t lease_ms = seg.lease_ms(); lease_ms != 0) {
+    std::uint64_t expected = dl;
+    if (!hdr.deadline_ns.compare_exchange_strong(
+            expected, now + std::uint64_t(lease_ms) * 1'000'000 + detail::coarse_resolution_ns(),
+            std::memory_order_relaxed))
+      return give_back();
+  }
+  // A crash before the count is written means the message never reached the application:
+  // that delivery does not count.
   const std::uint32_t next = dc == UINT32_MAX ? dc : dc + 1;
   // Each policy field read once (they may change at run time: Queue::set_policy).
   const std::uint32_t max_deliveries = seg.max_deliveries();
@@ -169,7 +229,11 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
                                        detail::coarse_resolution_ns();
   // A diverted message is not delivered: its count stays the number of times it was, which
   // is what its dead-letter envelope then carries (the same as its last delivery_count()).
-  if (!too_many && !expired) hdr.delivery_count.store(next, std::memory_order_relaxed);
+  if (!too_many && !expired) {
+    std::uint32_t expected = dc;
+    if (!hdr.delivery_count.compare_exchange_strong(expected, next, std::memory_order_relaxed))
+      return give_back();
+  }
   if (too_many || expired) {
     if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
     (void)dead_letters_->move(pos, held,
@@ -178,7 +242,7 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
                               owner_, /*requeue_on_failure=*/true);
     return Claim::diverted;
   }
-  fill(pos, held, next, out);
+  if (!fill(pos, held, next, out)) return Claim::lost;
   return Claim::taken;
 }
 
@@ -458,6 +522,7 @@ Status Consumer::ack(Message& m) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (foreign(m)) return Status::wrong_consumer;
   if (evicted()) return drop(m), Status::evicted;
   if (!is_current(*seg_, m, m.delivery_count_)) {
     drop(m);
@@ -485,6 +550,7 @@ Status Consumer::nack(Message& m, bool requeue) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (foreign(m)) return Status::wrong_consumer;
   if (evicted()) return drop(m), Status::evicted;
   if (!requeue) {
     detail::Segment& seg = *seg_;
@@ -521,6 +587,7 @@ Status Consumer::nack_after(Message& m, std::chrono::milliseconds delay) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (foreign(m)) return Status::wrong_consumer;
   if (evicted()) return drop(m), Status::evicted;
   if (!is_current(*seg_, m, m.delivery_count_)) {
     drop(m);
@@ -541,14 +608,20 @@ Status Consumer::extend_lease(Message& m, std::chrono::milliseconds extension) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (foreign(m)) return Status::wrong_consumer;
   if (evicted()) return drop(m), Status::evicted;
   if (!is_current(*seg_, m, m.delivery_count_)) return Status::lease_lost;
   detail::SlotHeader& hdr = seg_->slot(m.position_);
-  hdr.deadline_ns.store(detail::monotonic_coarse_ns() +
-                            std::uint64_t(std::max<std::int64_t>(extension.count(), 0)) * 1'000'000 +
-                            detail::coarse_resolution_ns(),
-                        std::memory_order_seq_cst);
-  // Still ours after the store? If the watchdog took it back in between, the ack will say
+  // Read the deadline, check the slot is still ours, then CAS: if we were stopped between
+  // the check and the write, the slot's next holder has written its own lease since, and
+  // our CAS fails instead of overwriting it.
+  if (!detail::write_deadline(
+          hdr, m.word_,
+          detail::monotonic_coarse_ns() +
+              std::uint64_t(std::max<std::int64_t>(extension.count(), 0)) * 1'000'000 +
+              detail::coarse_resolution_ns()))
+    return Status::lease_lost;
+  // Still ours after the write? If the watchdog took it back in between, the ack will say
   // lease_lost; say it now.
   if (hdr.word.load(std::memory_order_seq_cst) != m.word_) return Status::lease_lost;
   heartbeat();

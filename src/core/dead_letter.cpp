@@ -8,6 +8,7 @@
 #include "persist/republish.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
+#include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
 
 namespace shmq {
@@ -132,6 +133,10 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
     std::memcpy(buf_.data() + kDeadLetterEnvelopeSize + off, seg.payload(q), n);
     off += n;
   }
+  // Still ours after the copy? A holder stopped past its lease (or a watchdog that lost the
+  // election) may be copying a slot that was taken back and reused meanwhile: send nothing.
+  acquire_fence_after_copy();
+  if (seg.slot(pos).word.load(std::memory_order_relaxed) != held) return Outcome::lease_lost;
   auto& counters = seg.header().watchdog_counters;
   // The dead letter keeps the message's id (never 0: ids are generated at send).
   if (!open() || ProducerAccess::send_unconfirmed(*producer_, Bytes(buf_), id) != Status::ok) {

@@ -244,11 +244,11 @@ Result<Producer> Queue::producer() {
   return Producer(segment_, m.value());
 }
 
-Result<Consumer> Queue::consumer() {
+Result<Consumer> Queue::consumer(const ConsumerOptions& options) {
   auto m = detail::register_member_repairing(segment_, detail::Role::consumer);
   if (!m.ok()) return m.error();
   detail::healer_acquire(segment_, m.value());  // released by the consumer's close
-  return Consumer(segment_, m.value());
+  return Consumer(segment_, m.value(), options);
 }
 
 RepairReport Queue::repair() {

@@ -687,20 +687,29 @@ std::vector<CostRow> measure_costs(const Config& cfg) {
   auto consumer = take(queue.consumer(), "consumer");
   run_through(producer, consumer, queue.slot_count());
 
-  // 1. Watchdog ticks on the idle queue (elected; called directly, in this thread).
+  // 1. Watchdog ticks on the idle queue (elected; called directly, in this thread): the
+  // first ones after its election, then once it has settled (a watchdog may catch up on
+  // the ring over its first ticks: N / 32 Ki of them are allowed for).
   {
     auto wd = take(shmq::Watchdog::attach(queue, wopts), "attach watchdog");
     if (!wd.tick().active) fail("the bench's watchdog was not elected");
     std::vector<double> cpu, share;
-    for (std::uint64_t i = 0; i < reps_fast; ++i) {
-      const std::uint64_t c0 = thread_cpu_ns();
-      (void)wd.tick();
-      const double c = static_cast<double>(thread_cpu_ns() - c0);
-      cpu.push_back(c / 1e6);
-      share.push_back(100.0 * c / interval_ns);
-    }
-    rows.push_back(row_of("watchdog tick, idle queue (CPU)", "ms", cpu));
-    rows.push_back(row_of("  as share of a core at the 5 ms interval", "%", share));
+    auto ticks = [&](const std::string& what) {
+      cpu.clear();
+      share.clear();
+      for (std::uint64_t i = 0; i < reps_fast; ++i) {
+        const std::uint64_t c0 = thread_cpu_ns();
+        (void)wd.tick();
+        const double c = static_cast<double>(thread_cpu_ns() - c0);
+        cpu.push_back(c / 1e6);
+        share.push_back(100.0 * c / interval_ns);
+      }
+      rows.push_back(row_of("watchdog tick, " + what + " (CPU)", "ms", cpu));
+      rows.push_back(row_of("  " + what + ": share of a core at 5 ms ticks", "%", share));
+    };
+    ticks("just elected");
+    for (std::uint64_t i = 0; i < queue.slot_count() / 32768 + 4; ++i) (void)wd.tick();
+    ticks("idle queue");
 
     // The same with one message held (lease 30 s) about N positions behind the tail.
     shmq::Message old;
@@ -710,30 +719,26 @@ std::vector<CostRow> measure_costs(const Config& cfg) {
       auto other = take(queue.consumer(), "consumer");
       run_through(producer, other, queue.slot_count() - 2);
     }
-    cpu.clear();
-    share.clear();
-    for (std::uint64_t i = 0; i < reps_fast; ++i) {
-      const std::uint64_t c0 = thread_cpu_ns();
-      (void)wd.tick();
-      const double c = static_cast<double>(thread_cpu_ns() - c0);
-      cpu.push_back(c / 1e6);
-      share.push_back(100.0 * c / interval_ns);
-    }
-    rows.push_back(row_of("watchdog tick, 1 message held N-1 behind tail", "ms", cpu));
-    rows.push_back(row_of("  as share of a core at the 5 ms interval", "%", share));
+    ticks("1 message held N-1 behind the tail");
     check(consumer.ack(old), "ack");
     run_through(producer, consumer, 1);
   }
 
   // 2. An idle process with a consumer and its embedded watchdog, elected (nothing else
   // runs a watchdog) or standing by (the bench's own Watchdog thread is elected): its CPU
-  // over 2 s, after 200 ms to settle.
-  auto idle_process = [&](const char* role) {
+  // over 2 s, after 3 s to settle. "Went round the ring": the process first sent and acked
+  // one lap of messages itself, so its page tables map the whole ring, as a long-running
+  // service's do (on some VMs every wake-up of such a process costs more).
+  auto idle_process = [&](const char* role, bool went_round) {
     return in_child(role, [&] {
       shmq::set_embedded_watchdog(true);
       auto q = take(shmq::Queue::open(name), "open " + name);
       auto c = take(q.consumer(), "consumer");
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      if (went_round) {
+        auto pr = take(q.producer(), "producer");
+        run_through(pr, c, q.slot_count());
+      }
+      std::this_thread::sleep_for(std::chrono::seconds(3));
       const std::uint64_t c0 = process_cpu_ns();
       const std::uint64_t t0 = now_ns();
       std::this_thread::sleep_for(std::chrono::seconds(2));
@@ -742,16 +747,20 @@ std::vector<CostRow> measure_costs(const Config& cfg) {
     });
   };
   {
-    std::vector<double> share;
-    for (std::uint64_t i = 0; i < reps_slow; ++i) share.push_back(idle_process("idle, elected"));
-    rows.push_back(row_of("idle process, embedded watchdog elected", "%", share,
-                          "CPU of the whole process over 2 s / 2 s"));
+    auto idle_rows = [&](const char* who, const char* note) {
+      for (const bool went_round : {false, true}) {
+        std::vector<double> share;
+        for (std::uint64_t i = 0; i < reps_slow; ++i)
+          share.push_back(idle_process(who, went_round));
+        rows.push_back(row_of(std::string("idle process, embedded watchdog ") + who +
+                                  (went_round ? ", went round the ring" : ""),
+                              "%", share, note));
+      }
+    };
+    idle_rows("elected", "CPU of the whole process over 2 s / 2 s");
     auto wd = take(shmq::Watchdog::attach(queue, wopts), "attach watchdog");
     wd.start();
-    share.clear();
-    for (std::uint64_t i = 0; i < reps_slow; ++i) share.push_back(idle_process("idle, standby"));
-    rows.push_back(row_of("idle process, embedded watchdog standing by", "%", share,
-                          "another process's watchdog is elected"));
+    idle_rows("standing by", "another process's watchdog is elected");
   }
 
   // 3. receive_for(2 s) on the empty queue: CPU of the receiving thread.
@@ -765,6 +774,16 @@ std::vector<CostRow> measure_costs(const Config& cfg) {
       if (s != shmq::Status::timeout) fail("idle receive_for: " + std::string(shmq::to_string(s)));
     }
     rows.push_back(row_of("idle receive_for(2 s) (CPU)", "ms", cpu));
+    // The same thread sleeping as often with no queue involved: what waking up costs in
+    // this process on this machine.
+    cpu.clear();
+    for (std::uint64_t i = 0; i < reps_slow; ++i) {
+      const std::uint64_t c0 = thread_cpu_ns();
+      for (int k = 0; k < 8; ++k) std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      cpu.push_back(static_cast<double>(thread_cpu_ns() - c0) / 1e6);
+    }
+    rows.push_back(row_of("  for comparison: 8 sleeps of 250 ms (CPU)", "ms", cpu,
+                          "no queue: the machine's cost of waking this process"));
   }
 
   // 4. An ordinary receive, the receive after a nack (the nacked message, now behind the

@@ -375,6 +375,30 @@ TEST(Watchdog, AnIdleWatchdogSleepsUntilTheFirstSendAndStillHeals) {
   EXPECT_EQ(live.ack(m), Status::ok);
 }
 
+// A standby sleeps on the elected watchdog's process (a pidfd), not only on its interval:
+// when that process dies, the standby takes over at once, even with an interval of an hour.
+TEST(Watchdog, AStandbyTakesOverAsSoonAsTheElectedWatchdogsProcessDies) {
+  ScopedQueue q("wd-pidfd");
+  Signal elected;
+  const pid_t child = spawn([&] {
+    auto cq = Queue::open(q.name());
+    auto w = Watchdog::attach(*cq).value();
+    if (!w.tick().active) return 1;
+    elected.notify();
+    ::pause();
+    return 0;
+  });
+  ASSERT_TRUE(elected.wait());
+  auto w = Watchdog::attach(*q, {.interval = 5ms, .standby_interval = 1h}).value();
+  w.start();
+  kill_and_reap(child);
+  // A hang guard, not a timing assertion: without the pidfd this would take an hour.
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (!w.totals().active && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::yield();
+  EXPECT_TRUE(w.totals().active) << "the standby did not take over";
+}
+
 TEST(Watchdog, ExtendedLeaseIsNotTakenBack) {
   ScopedQueue q("wd-extend", {.lease = 20ms});
   auto p = q->producer().value();

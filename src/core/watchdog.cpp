@@ -7,6 +7,8 @@
 #include <mutex>
 #include <thread>
 
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 #include <unordered_map>
 #include <vector>
@@ -15,6 +17,7 @@
 #include "core/healer.hpp"
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
+#include "platform/fd.hpp"
 #include "platform/process.hpp"
 #include "ring/requeue_map.hpp"
 #include "ring/ring.hpp"
@@ -79,6 +82,14 @@ struct Watchdog::Impl {
   mutable std::mutex totals_mutex;
 
   void sleep_while_idle();
+  void sleep_standing_by(std::chrono::milliseconds wait);
+  int elected_pidfd();
+  // Standby sleeps (sleep_standing_by): a pidfd of the elected watchdog's process, for the
+  // row word it was opened for, and an eventfd that stop() writes to.
+  int pidfd = -1;
+  std::uint64_t pidfd_row_word = 0;
+  std::uint64_t pidfd_row = UINT64_MAX;
+  int stop_fd = -1;
 
   std::thread thread;
   std::mutex mutex;
@@ -87,6 +98,10 @@ struct Watchdog::Impl {
 
   Impl(std::shared_ptr<detail::Segment> s, const detail::MemberTicket& m, const WatchdogOptions& o)
       : seg(std::move(s)), me(m), options(o), dead_letters(seg) {}
+  ~Impl() {
+    if (pidfd >= 0) ::close(pidfd);
+    if (stop_fd >= 0) ::close(stop_fd);
+  }
 
   bool has_row() const { return me.row < seg->max_members(); }
   WatchdogReport tick();
@@ -627,9 +642,11 @@ WatchdogReport Watchdog::Impl::repair() {
 }
 
 // The elected watchdog of an empty ring sleeps until something is produced, up to
-// kIdleInterval (the standby interval's 50 ms; in heartbeat mode at most a quarter of the
-// heartbeat timeout, so that it keeps beating for this process): a timed wake-up every 5 ms
-// alone costs about 1% of a core on a VM. It sleeps on the consumers' wait line with its
+// kIdleInterval (250 ms, the longest any sleeper sleeps; in heartbeat mode at most a quarter
+// of the heartbeat timeout, so that it keeps beating for this process): a timed wake-up
+// every 5 ms alone costs about 1% of a core on a VM, and on this one each wake-up of a
+// process whose page tables map a big ring costs more (0.7 ms at 512 MiB). It sleeps on the
+// consumers' wait line with its
 // own row's bit, like a consumer waiting for data, so the first send after it fell asleep
 // wakes it (one futex_wake per idle period) and it ticks at its interval again. While the
 // ring is empty nothing can be lost to a death: no member holds anything. What the longer
@@ -637,7 +654,7 @@ WatchdogReport Watchdog::Impl::repair() {
 // its publish on an empty ring leaves its hole for up to kIdleInterval instead of the
 // interval.
 void Watchdog::Impl::sleep_while_idle() {
-  constexpr auto kIdleInterval = std::chrono::milliseconds(50);
+  constexpr auto kIdleInterval = std::chrono::milliseconds(250);
   detail::Segment& s = *seg;
   auto idle = std::max<std::chrono::milliseconds>(options.interval, kIdleInterval);
   if (s.heartbeat_liveness())
@@ -652,6 +669,55 @@ void Watchdog::Impl::sleep_while_idle() {
            tail.load(std::memory_order_seq_cst) != empty_tail ||
            s.slot(empty_tail).word.load(std::memory_order_seq_cst) != empty_word;
   });
+}
+
+// A pidfd of the elected watchdog's process (pid liveness only), opened once per occupant
+// of its row: -1 if there is none to watch (nobody elected, heartbeat liveness, no
+// pidfds), -2 if the elected one's process is already gone (do not sleep).
+int Watchdog::Impl::elected_pidfd() {
+  detail::Segment& s = *seg;
+  const std::uint64_t v = s.header().watchdog.value.load(std::memory_order_acquire);
+  if (v == 0 || v - 1 >= s.max_members() || s.heartbeat_liveness()) return -1;
+  const detail::MemberRow& row = s.member(static_cast<std::uint32_t>(v - 1));
+  const std::uint64_t st = row.state.load(std::memory_order_acquire);
+  if (v - 1 == pidfd_row && st == pidfd_row_word) return pidfd;
+  if (pidfd >= 0) ::close(pidfd);
+  pidfd = -1;
+  pidfd_row = v - 1;
+  pidfd_row_word = st;
+  if (detail::member_status(st) != MemberStatus::active ||
+      detail::member_role(st) != Role::watchdog)
+    return -1;
+  const auto pid = static_cast<pid_t>(detail::member_pid(st));
+  // start_time is stored after the row's claim: read it between two reads of the state.
+  const std::uint64_t start = row.start_time.load(std::memory_order_acquire);
+  if (start == 0 || row.state.load(std::memory_order_acquire) != st) return -1;
+  const int fd = detail::open_pidfd(pid);
+  if (fd < 0) return -1;
+  // Opened first, checked after: if the pid named another process by then, the start
+  // time tells; once open, the pidfd names this process whatever happens to the pid.
+  if (!detail::process_alive(pid, start)) {
+    ::close(fd);
+    pidfd_row = UINT64_MAX;
+    return -2;
+  }
+  pidfd = fd;
+  return pidfd;
+}
+
+// A standby sleeps until the elected watchdog's process exits (its pidfd becomes readable:
+// the takeover follows at once) or `wait` has passed (the check that the elected one still
+// beats, since a stopped process lives, and the heartbeats this thread writes). The
+// embedded watchdogs' standby interval can therefore be long (healer.cpp) without slowing
+// the takeover from a watchdog whose process died.
+void Watchdog::Impl::sleep_standing_by(std::chrono::milliseconds wait) {
+  if (seg->heartbeat_liveness())
+    wait = std::min(wait, std::chrono::milliseconds(std::max(1u, seg->heartbeat_timeout_ms() / 4)));
+  const int fd = elected_pidfd();
+  if (fd == -2) return;
+  pollfd fds[2] = {{stop_fd, POLLIN, 0}, {fd, POLLIN, 0}};
+  const int n = fd >= 0 ? 2 : 1;
+  (void)::poll(fds, n, static_cast<int>(wait.count()));
 }
 
 Result<Watchdog> Watchdog::attach(const Queue& queue, const WatchdogOptions& options) {
@@ -717,6 +783,10 @@ WatchdogReport Watchdog::tick() { return impl_->tick(); }
 void Watchdog::start() {
   if (!impl_ || impl_->thread.joinable()) return;
   impl_->stopping = false;
+  if (impl_->stop_fd < 0)
+    impl_->stop_fd = detail::fd_above_stdio(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  std::uint64_t drained = 0;  // a stop() before this start()
+  if (impl_->stop_fd >= 0) (void)!::read(impl_->stop_fd, &drained, sizeof drained);
   impl_->thread = std::thread([impl = impl_.get()] {
     std::unique_lock<std::mutex> lock(impl->mutex);
     while (!impl->stopping) {
@@ -724,6 +794,11 @@ void Watchdog::start() {
       const bool active = impl->tick().active;
       if (active && impl->ring_empty) {
         impl->sleep_while_idle();
+        lock.lock();
+        continue;
+      }
+      if (!active && impl->options.standby_interval.count() != 0 && impl->stop_fd >= 0) {
+        impl->sleep_standing_by(impl->options.standby_interval);
         lock.lock();
         continue;
       }
@@ -747,6 +822,9 @@ void Watchdog::stop() {
   // consumers there, who look again and sleep again).
   impl_->stop_requested.store(true, std::memory_order_seq_cst);
   detail::wake_all(impl_->seg->header().consumers_wait);
+  // ... or in a standby sleep (sleep_standing_by).
+  const std::uint64_t one = 1;
+  if (impl_->stop_fd >= 0) (void)!::write(impl_->stop_fd, &one, sizeof one);
   impl_->thread.join();
   impl_->stop_requested.store(false, std::memory_order_relaxed);
 }

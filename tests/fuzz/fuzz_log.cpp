@@ -21,7 +21,8 @@
 //   - recovery that succeeds agrees with verify (records, acks, unacked, superseded, corrupt
 //     bytes), returns unacked messages sorted, unique, at or above min_unacked and below
 //     next_position (which saturates at UINT64_MAX);
-//   - recovery is idempotent: a second one returns the same messages and truncates nothing;
+//   - recovery is idempotent: a second one reads the same records, returns the same messages
+//     and truncates nothing;
 //   - a message appended and synced after recovery is recovered (also after a checkpoint),
 //     unless the log holds a copy record naming its position as origin (only a forged log
 //     can: origins are positions of earlier epochs).
@@ -325,6 +326,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   FUZZ_CHECK(same_messages(r1, r2));
   FUZZ_CHECK(r2.next_position == r1.next_position);
   FUZZ_CHECK(r2.truncated_bytes == 0);
+  FUZZ_CHECK(r2.records == r1.records && r2.acks == r1.acks);
+  FUZZ_CHECK(r2.corrupt_bytes == r1.corrupt_bytes);
 
   // A message appended and synced now is recovered, also after a checkpoint. (One Wal on
   // the dir at a time, as shmqd's lock guarantees.)

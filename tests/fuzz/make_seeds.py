@@ -2,7 +2,8 @@
 """Writes the hand-made inputs of the fuzz corpora (tests/fuzz/corpus/<target>/seed-*).
 
 The formats are described at the top of fuzz_segment.cpp and fuzz_log.cpp. The rest of each
-corpus (files named by their SHA-1) was found by the fuzzers and minimized with -merge=1.
+corpus was found by the fuzzers: regress-* reproduced a bug (named in the commit that added
+it), the files named by their SHA-1 add coverage (kept after libFuzzer's -merge=1).
 Run from anywhere: python3 tests/fuzz/make_seeds.py
 """
 import os

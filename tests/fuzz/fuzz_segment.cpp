@@ -3,9 +3,9 @@
 //
 // Every input starts from one of four snapshots of a real queue's segment, taken once per
 // process after a scripted history (messages ready, held, delayed, requeued behind the
-// cursor, spanning slots; member rows alive; one ring whose laps wrap past 2^40), and
+// cursor, spanning slots; member rows alive; one ring whose laps wrap past 2^32), and
 // overlays writes on it. The writes are structure-aware: a header field, a cursor set
-// relative to the tail (ahead, behind, aliasing its lap modulo 2^40), a member row, a slot
+// relative to the tail (ahead, behind, aliasing its lap modulo 2^32), a member row, a slot
 // word built from lap / state / owner / fragments, a slot header field, or raw bytes. That is
 // the shape of the input that found the dispatch hang: one 8-byte write to a cursor.
 //
@@ -309,7 +309,7 @@ Fixture* build_fixture() {
     s.fd = open_object(name);
   }
 
-  // Q3: a durable (async) ring rebuilt at a base position whose laps wrap past 2^40 a few
+  // Q3: a durable (async) ring rebuilt at a base position whose laps wrap past 2^32 a few
   // positions in; messages up to 2 slots. Its persisted cursor is moved by hand (no
   // persister runs).
   {
@@ -322,7 +322,7 @@ Fixture* build_fixture() {
     o.durability = shmq::Durability::async;
     o.data_dir = "/nonexistent/shmq-fuzz";  // never touched: no persister runs
     const std::string name = queue_name(3);
-    const std::uint64_t base = (d::kLapMask << 3) + 5;  // lap 2^40 - 1, slot 5
+    const std::uint64_t base = (d::kLapMask << 3) + 5;  // lap 2^32 - 1, slot 5
     auto q = must(shmq::Queue::recreate(name, o, base), "recreate Q3");
     created_queues().push_back(name);
     {
@@ -510,10 +510,12 @@ bool apply_write(const Target& t, const Record& r) {
         const auto role = static_cast<d::Role>((v >> 8) % 6);
         switch (r.c % 4) {
           case 1:
-            x = d::member_state(static_cast<d::MemberStatus>(v % 5), role, pick_pid(v >> 16));
+            x = d::member_state(static_cast<d::MemberStatus>(v % 5), role, pick_pid(v >> 16),
+                                static_cast<std::uint32_t>(v >> 48));
             break;
           case 2:
-            x = d::member_state(d::MemberStatus::leaving, d::member_role(cur), d::member_pid(cur));
+            x = d::member_state(d::MemberStatus::leaving, d::member_role(cur), d::member_pid(cur),
+                                d::member_generation(cur));
             break;
           default: x = 0; break;  // free
         }

@@ -297,6 +297,18 @@ bool Consumer::scan_requeued(Message& out) {
       if (c == Claim::taken) return true;
     }
   }
+  // Not marked, yet behind dispatch: a ready message that the cursor passed without a
+  // requeue. An honest cursor never does; one written ahead of the tail, but within the
+  // F positions an honest one may be ahead (see repair_dispatch: so it is not clamped),
+  // makes the next messages sent land behind it. They lie in [end - F, end): look there (F
+  // is 1 unless messages may span slots). The watchdog's sweep marks any other such message.
+  const std::uint64_t f = detail::max_span(seg);
+  for (std::uint64_t pos = std::max(base, end > f ? end - f : 0); pos < end; ++pos) {
+    const std::uint64_t w = seg.slot(pos).word.load(std::memory_order_seq_cst);
+    if (word_state(w) == SlotState::ready && word_lap(w) == detail::lap_of(pos, shift) &&
+        claim_at(pos, w, out) == Claim::taken)
+      return true;
+  }
   return false;
 }
 
@@ -314,9 +326,9 @@ namespace {
 //  - below t - N every position's slot was claimed again for a later lap, which producers
 //    do only once the message there was released: nothing there is left to deliver (and
 //    requeued messages are found by the window scan, not by the cursor);
-//  - up to F = max_fragments above t: a producer may have claimed a message of up to F
-//    slots at t, and a consumer taken it, before the producer moved the tail past it.
-//    Further up nothing was ever claimed.
+//  - up to F = max_span (the slots of the largest message the queue accepts) above t: a
+//    producer may have claimed a message of up to F slots at t, and a consumer taken it,
+//    before the producer moved the tail past it. Further up nothing was ever claimed.
 // Either way the cursor goes to t - N, the bottom of the window, not to t: every message
 // that can still be in the ring lies in [t - N, t), and a message the cursor never
 // reached (it was scribbled past it) is found by the next walk, at most N steps. No
@@ -324,7 +336,7 @@ namespace {
 // word.
 bool repair_dispatch(detail::Segment& seg, std::uint64_t d, std::uint64_t t) {
   const std::uint64_t n = seg.slot_count();
-  if (d <= t ? t - d <= n : d - t <= seg.max_fragments()) return false;
+  if (d <= t ? t - d <= n : d - t <= detail::max_span(seg)) return false;
   std::uint64_t expected = d;
   seg.header().dispatch.value.compare_exchange_strong(expected, t > n ? t - n : 0,
                                                       std::memory_order_seq_cst);

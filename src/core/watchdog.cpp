@@ -351,7 +351,7 @@ bool Watchdog::Impl::scan_slots(std::uint64_t now,
   // scribbled past the tail is clamped back by the next consumer, whose walk then finds
   // those messages itself.
   std::uint64_t dispatch = s.header().dispatch.value.load(std::memory_order_seq_cst);
-  if (dispatch > tail + s.max_fragments()) dispatch = 0;
+  if (dispatch > tail + detail::max_span(s)) dispatch = 0;
   ring_empty = false;
   if (!advance_low(tail)) return false;
   if (low == tail) {

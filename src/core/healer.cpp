@@ -24,9 +24,16 @@ int initial_setting() {
   return v != nullptr && (std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0) ? 0 : 1;
 }
 
+// No function-local statics here: a thread that runs one's initialiser holds a guard that a
+// fork() in another thread would leave held for ever in the child (it hung there). Everything
+// is constant-initialised or made under the registry mutex.
+constexpr int kUnset = -1;
+std::atomic<int> g_enabled{kUnset};
+
 std::atomic<int>& enabled() {
-  static std::atomic<int> on{initial_setting()};
-  return on;
+  int expected = kUnset;
+  if (g_enabled.load() == kUnset) g_enabled.compare_exchange_strong(expected, initial_setting());
+  return g_enabled;
 }
 
 struct Entry {
@@ -39,20 +46,28 @@ struct Entry {
   std::shared_ptr<std::atomic<bool>> stop_beating;
 };
 
-std::mutex& registry_mutex() {
-  static std::mutex m;
-  // fork() while another thread (a watchdog tick beating) holds it would leave it locked
-  // for ever in the child: the forking thread takes it across the fork.
-  static const bool at_fork = [] {
-    ::pthread_atfork([] { m.lock(); }, [] { m.unlock(); }, [] { m.unlock(); });
-    return true;
-  }();
-  (void)at_fork;
-  return m;
+std::mutex g_registry_mutex;  // constexpr constructor: ready before any code runs
+std::atomic<bool> g_at_fork_registered{false};
+
+// fork() while another thread (a watchdog tick beating) holds the mutex would leave it
+// locked for ever in the child: the forking thread takes it across the fork.
+void register_at_fork() noexcept {
+  if (g_at_fork_registered.exchange(true)) return;
+  ::pthread_atfork([] { g_registry_mutex.lock(); }, [] { g_registry_mutex.unlock(); },
+                   [] { g_registry_mutex.unlock(); });
 }
+// At load time, before the program can start a thread; healer_acquire calls it again in
+// case a static object elsewhere opened a queue before this file's initialisers ran.
+[[maybe_unused]] const bool g_at_fork_at_load = (register_at_fork(), true);
+
+std::mutex& registry_mutex() { return g_registry_mutex; }
+
+// Only touched with the registry mutex held. Never destroyed: handles may close during
+// static destruction.
+std::unordered_map<const detail::Segment*, Entry>* g_registry = nullptr;
 std::unordered_map<const detail::Segment*, Entry>& registry() {
-  static auto* r = new std::unordered_map<const detail::Segment*, Entry>();  // never destroyed:
-  return *r;  // handles may close during static destruction
+  if (g_registry == nullptr) g_registry = new std::unordered_map<const detail::Segment*, Entry>();
+  return *g_registry;
 }
 
 void beat_locked(const detail::Segment& seg, const Entry& e) noexcept {
@@ -80,6 +95,7 @@ void healer_beat(const Segment* segment) noexcept {
 
 void healer_acquire(const std::shared_ptr<Segment>& segment, const MemberTicket& m) noexcept {
   if (!segment) return;
+  register_at_fork();
   try {
     std::lock_guard<std::mutex> lock(registry_mutex());
     Entry& e = registry()[segment.get()];

@@ -110,6 +110,7 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
       {"heartbeat_liveness", o.heartbeat_liveness},
       {"heartbeat_timeout_ms", ms(o.heartbeat_timeout)},
       {"claim_timeout_ms", ms(o.claim_timeout)},
+      {"checksum", o.checksum},
   };
   const bool durable = o.durability != shmq::Durability::none;
   j["durability"] = std::string(shmq::to_string(o.durability));
@@ -139,6 +140,7 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
       {"leases_expired", s.leases_expired},
       {"holes_repaired", s.holes_repaired},
       {"members_reclaimed", s.members_reclaimed},
+      {"corrupt", s.corrupt},
   };
   if (rates) {
     j["rates"] = {
@@ -195,7 +197,7 @@ std::string stat_text(const shmq::Queue& q, const shmq::QueueStats& s,
       << ", dead letters "
       << (o.dead_letter ? "-> " + shmq::Queue::dead_letter_name(q.name())
                         : std::string("dropped"))
-      << "\n";
+      << ", checksum " << (o.checksum ? "on" : "off") << "\n";
   out << "durability   " << shmq::to_string(o.durability);
   if (const auto lag = persisted_lag(o, s)) {
     out << ", data dir " << o.data_dir << ", persisted below " << s.persisted << ", lag "
@@ -209,7 +211,7 @@ std::string stat_text(const shmq::Queue& q, const shmq::QueueStats& s,
   out << "counters     sent " << s.sent << ", received " << s.received << ", acked " << s.acked
       << ", requeued " << s.requeued << ", redelivered " << s.redelivered
       << ", dead-lettered " << s.dead_lettered << " (expired " << s.expired
-      << ", failed " << s.dead_letter_failed << ")\n";
+      << ", failed " << s.dead_letter_failed << "), corrupt " << s.corrupt << "\n";
   out << "watchdog     " << (s.watchdog_active ? "active" : "none") << "; leases expired "
       << s.leases_expired << ", holes repaired " << s.holes_repaired << ", members reclaimed "
       << s.members_reclaimed << "\n";

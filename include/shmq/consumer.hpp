@@ -148,6 +148,7 @@ class Consumer {
   enum class Poll { got, empty, busy };
   Poll poll(Message& out);
   bool scan_requeued(Message& out);
+  bool read_message(std::uint64_t pos, std::uint32_t fragments, Message& out);
   void fill(std::uint64_t pos, std::uint64_t held_word, std::uint32_t delivery_count,
             Message& out);
   void wake_producers() noexcept;

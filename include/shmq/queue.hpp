@@ -89,13 +89,24 @@ struct QueueOptions {
   std::string data_dir{};
   // async: the longest a committed message waits before the persister writes it.
   std::chrono::milliseconds flush_interval{5};
+
+  // --- integrity ---------------------------------------------------------------------------
+  // Every message carries a checksum (XXH3-64) over its position, id, length and payload,
+  // computed by its producer before it publishes the message and checked by the consumer
+  // that takes it, before receive returns it. A message whose bytes or header were changed
+  // in shared memory after it was sent (a stray write, a buggy or hostile process) is then
+  // never delivered: it is dead-lettered with reason `corrupt` (dropped if dead_letter is
+  // false) and counted (QueueStats::corrupt). shmqd does not log a message that fails the
+  // check. Integrity, not authentication: a writer of the segment that recomputes the
+  // checksum is not detected. Costs one hash of each message on send and on receive.
+  bool checksum = false;
 };
 
 // Policy that Queue::set_policy may change while the queue is in use; a field left empty
 // keeps its value. These five live in the segment header as atomics and are read where they
 // are used, so a change applies to every attached process from its next delivery, nack or
 // watchdog tick. The rest of QueueOptions (geometry, durability, data dir, liveness, claim
-// timeout, flush interval, dead-lettering, mode) is fixed at create.
+// timeout, flush interval, dead-lettering, checksum, mode) is fixed at create.
 struct PolicyUpdate {
   std::optional<std::chrono::milliseconds> lease{};
   std::optional<std::uint32_t> max_deliveries{};
@@ -146,6 +157,7 @@ struct QueueStats {
   std::uint64_t dead_lettered = 0;
   std::uint64_t expired = 0;
   std::uint64_t dead_letter_failed = 0;
+  std::uint64_t corrupt = 0;       // checksum mismatches: dead-lettered or dropped, undelivered
   bool watchdog_active = false;    // some watchdog is elected
   std::uint64_t persisted = 0;     // durable queues: positions below are on disk
 
@@ -177,7 +189,8 @@ class Queue {
   // field of `options` must equal the queue's, or this fails with Errc::mismatch naming each
   // field that differs (use open() to attach whatever the options). The rule, field by
   // field: slot_count, slot_size, max_members, mode, durability, lease, max_deliveries, ttl,
-  // backoff_initial, backoff_max, dead_letter, heartbeat_liveness, claim_timeout: exactly
+  // backoff_initial, backoff_max, dead_letter, heartbeat_liveness, claim_timeout, checksum:
+  // exactly
   // equal (a plain struct cannot tell a default from a value you chose, so a default is
   // compared like any other value); max_message_size: 0 means one slot's payload, then equal;
   // heartbeat_timeout: only with heartbeat_liveness; data_dir and flush_interval: only on a

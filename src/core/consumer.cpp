@@ -6,6 +6,7 @@
 #include "core/dead_letter.hpp"
 #include "core/healer.hpp"
 #include "core/call_util.hpp"
+#include "core/checksum.hpp"
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
@@ -89,20 +90,16 @@ void Consumer::wake_producers() noexcept {
   detail::wake_waiters(seg_->header().producers_wait, seg_->max_members());
 }
 
-// Fills `out` for the message at `pos` that we now hold with word `held`. The header was
-// written before the producer's release of ready, which our CAS read with acquire; it is
-// stable while we hold the slot. It is still checked: a hostile process could have written
-// anything, and we must never read outside the ring because of it.
-void Consumer::fill(std::uint64_t pos, std::uint64_t held, std::uint32_t delivery_count,
-                    Message& out) {
+// Reads what we would deliver of the message at `pos` spanning `k` slots, each field once:
+// its id, its length and its bytes (the slot's own for one slot, zero-copy; a private copy
+// for more). The header was written before the producer's release of ready, which our CAS
+// read with acquire; it is stable while we hold the slot. It is still bounded: a hostile
+// process could have written anything, and we must never read outside the ring because of
+// it. On a checksummed queue, false if what we read does not match the checksum its
+// producer sealed (the message was scribbled after it was sent): it must not be delivered.
+bool Consumer::read_message(std::uint64_t pos, std::uint32_t k, Message& out) {
   detail::Segment& seg = *seg_;
-  const std::uint32_t k = word_aux(held);
-  out.position_ = pos;
   out.id_ = seg.slot(pos).id.load(std::memory_order_relaxed);
-  out.word_ = held;
-  out.delivery_count_ = delivery_count;
-  out.fragments_ = k;
-  out.held_ = true;
   if (k == 1) {
     out.copy_.clear();
     out.size_ = detail::bounded_length(seg, pos, 1);
@@ -111,7 +108,18 @@ void Consumer::fill(std::uint64_t pos, std::uint64_t held, std::uint32_t deliver
     out.size_ = detail::copy_message(seg, pos, k, out.copy_);
     out.data_ = out.copy_.data();
   }
-  bump(seg.member(member_).received);
+  return !seg.checksummed() || detail::message_intact(seg.slot(pos), pos, out.id_, out.data());
+}
+
+// Completes `out` (read by read_message) as our delivery of `pos`, held with word `held`.
+void Consumer::fill(std::uint64_t pos, std::uint64_t held, std::uint32_t delivery_count,
+                    Message& out) {
+  out.position_ = pos;
+  out.word_ = held;
+  out.delivery_count_ = delivery_count;
+  out.fragments_ = word_aux(held);
+  out.held_ = true;
+  bump(seg_->member(member_).received);
 }
 
 // Tries to take the ready (or due delayed) message at `pos` whose word we read as `w`.
@@ -128,6 +136,7 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
     return Claim::lost;
   SHMQ_CRASH_POINT("consumer.after_claim");
   detail::SlotHeader& hdr = seg.slot(pos);
+  const bool intact = read_message(pos, k, out);
   const std::uint64_t now = now_ns_ != 0 ? now_ns_ : detail::monotonic_coarse_ns();
   // `now` is coarse (up to one tick behind): the lease ends a tick later rather than early.
   if (const std::uint32_t lease_ms = seg.lease_ms(); lease_ms != 0)
@@ -149,13 +158,21 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
                                        detail::coarse_resolution_ns();
   // A diverted message is not delivered: its count stays the number of times it was, which
   // is what its dead-letter envelope then carries (the same as its last delivery_count()).
-  if (!too_many && !expired) hdr.delivery_count.store(next, std::memory_order_relaxed);
-  if (too_many || expired) {
+  // A corrupt one (checksum mismatch) is diverted whatever else holds for it.
+  if (intact && !too_many && !expired) hdr.delivery_count.store(next, std::memory_order_relaxed);
+  if (!intact || too_many || expired) {
+    out.data_ = nullptr;
+    out.size_ = 0;
     if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
-    (void)dead_letters_->move(pos, held,
-                              expired ? DeadLetterReason::expired
-                                      : DeadLetterReason::max_deliveries,
-                              member_, /*requeue_on_failure=*/true);
+    const DeadLetterReason why = !intact ? DeadLetterReason::corrupt
+                                 : expired ? DeadLetterReason::expired
+                                           : DeadLetterReason::max_deliveries;
+    const auto moved = dead_letters_->move(pos, held, why, member_, /*requeue_on_failure=*/true);
+    // Counted once it left the queue (dead-lettered, or dropped on a queue without dead
+    // letters). One the dead-letter queue could not take comes back after a delay, is found
+    // corrupt again and counted then.
+    if (!intact && moved == detail::DeadLetterSink::Outcome::moved)
+      seg.header().watchdog_counters.corrupt.fetch_add(1, std::memory_order_relaxed);
     return Claim::diverted;
   }
   fill(pos, held, next, out);

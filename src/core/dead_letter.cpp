@@ -17,6 +17,7 @@ std::string_view to_string(DeadLetterReason r) noexcept {
     case DeadLetterReason::max_deliveries: return "max_deliveries";
     case DeadLetterReason::expired: return "expired";
     case DeadLetterReason::rejected: return "rejected";
+    case DeadLetterReason::corrupt: return "corrupt";
   }
   return "unknown";
 }
@@ -32,7 +33,7 @@ std::optional<DeadLetter> parse_dead_letter(std::span<const std::byte> m) noexce
   std::memcpy(&dc, m.data() + 8, 4);
   std::memcpy(&pos, m.data() + 16, 8);
   std::memcpy(&id, m.data() + 24, 8);
-  if (magic != kDeadLetterMagic || version != 1 || reason < 1 || reason > 3) return std::nullopt;
+  if (magic != kDeadLetterMagic || version != 1 || reason < 1 || reason > 4) return std::nullopt;
   return DeadLetter{static_cast<DeadLetterReason>(reason), dc, pos, id,
                     m.subspan(kDeadLetterEnvelopeSize)};
 }

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "core/call_util.hpp"
+#include "core/checksum.hpp"
 #include "core/healer.hpp"
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
@@ -349,12 +350,15 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
     if (const Status s = claim(k, pos, deadline); s != Status::ok) return s;
     // A generated id is this claim's position: if the claim is repaired and we send again
     // at a new position, the message gets that one (the first was never delivered).
-    write_and_publish_prepare(pos, message, id != 0 ? id : generated_id(pos));
+    const std::uint64_t message_id = id != 0 ? id : generated_id(pos);
+    write_and_publish_prepare(pos, message, message_id);
     if (origin != 0) {
       detail::SlotHeader& hdr = seg_->slot(pos);
       hdr.delivery_count.store(1, std::memory_order_relaxed);
       hdr.origin.store(origin, std::memory_order_relaxed);
     }
+    if (seg_->checksummed())
+      detail::seal_message(seg_->slot(pos), pos, message_id, origin, message);
     SHMQ_CRASH_POINT("producer.before_publish");
     if (publish(pos, k)) {
       if (position != nullptr) *position = pos + k;
@@ -446,13 +450,16 @@ Status Producer::try_reserve(std::size_t size, Reservation& out) {
 Status Producer::commit(Reservation& r, std::uint64_t id) {
   if (!seg_ || r.seg_ != seg_ || r.member_ != member_) return Status::invalid;
   detail::SlotHeader& hdr = seg_->slot(r.position_);
+  const std::uint64_t message_id = id != 0 ? id : generated_id(r.position_);
   hdr.position.store(r.position_, std::memory_order_relaxed);
-  hdr.id.store(id != 0 ? id : generated_id(r.position_), std::memory_order_relaxed);
+  hdr.id.store(message_id, std::memory_order_relaxed);
   hdr.origin.store(0, std::memory_order_relaxed);
   hdr.length.store(static_cast<std::uint32_t>(r.size_), std::memory_order_relaxed);
   hdr.delivery_count.store(0, std::memory_order_relaxed);
   hdr.deadline_ns.store(0, std::memory_order_relaxed);
   hdr.enqueued_ns.store(detail::monotonic_coarse_ns(), std::memory_order_relaxed);
+  if (seg_->checksummed())
+    detail::seal_message(hdr, r.position_, message_id, 0, Bytes(r.data_, r.size_));
   const bool ok = publish(r.position_, 1);
   if (!ok) detail::release_claim(*seg_, r.position_, member_, 1);
   r.seg_.reset();

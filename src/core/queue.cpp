@@ -163,6 +163,7 @@ std::string options_mismatch(const QueueOptions& want, const QueueOptions& have)
   if (have.heartbeat_liveness && want.heartbeat_liveness)
     differ("heartbeat_timeout", ms(have.heartbeat_timeout), ms(want.heartbeat_timeout));
   differ("claim_timeout", ms(have.claim_timeout), ms(want.claim_timeout));
+  differ("checksum", yes(have.checksum), yes(want.checksum));
   if (have.durability != Durability::none && want.durability != Durability::none) {
     std::string dir = want.data_dir;
     char resolved[PATH_MAX];
@@ -308,6 +309,7 @@ QueueStats Queue::stats() const {
   s.dead_lettered = wc.dead_lettered.load(std::memory_order_relaxed);
   s.expired = wc.expired.load(std::memory_order_relaxed);
   s.dead_letter_failed = wc.dead_letter_failed.load(std::memory_order_relaxed);
+  s.corrupt = wc.corrupt.load(std::memory_order_relaxed);
   s.watchdog_active = h.watchdog.value.load(std::memory_order_relaxed) != 0;
   s.persisted = h.persisted.value.load(std::memory_order_relaxed);
   const std::uint64_t now = detail::monotonic_coarse_ns();

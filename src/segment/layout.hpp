@@ -60,13 +60,16 @@ struct alignas(kFalseSharingRange) WatchdogCounters {
   std::atomic<std::uint64_t> dead_lettered;      // moved to <queue>.dlq, any reason
   std::atomic<std::uint64_t> expired;            // TTL expiries (also in dead_lettered)
   std::atomic<std::uint64_t> dead_letter_failed; // could not be moved (dlq full): requeued
-  std::atomic<std::uint64_t> reserved;
+  // Checksummed queues: messages whose checksum did not match when a consumer took them,
+  // dead-lettered (reason corrupt) or dropped, never delivered.
+  std::atomic<std::uint64_t> corrupt;
   std::uint8_t pad[kFalseSharingRange - 64];
 };
 static_assert(sizeof(WatchdogCounters) == kFalseSharingRange);
 
 inline constexpr std::uint32_t kFlagHeartbeatLiveness = 1u << 0;  // do not trust pids
 inline constexpr std::uint32_t kFlagDeadLetter = 1u << 1;         // dead-letter, not drop
+inline constexpr std::uint32_t kFlagChecksum = 1u << 2;           // SlotHeader::checksum is set
 
 struct SegmentHeader {
   // --- identity and geometry: written once by the creator, then read-only -------------
@@ -210,11 +213,15 @@ struct alignas(kCacheLine) SlotHeader {
   // lease (0 = the consumer has not written it yet); for delayed, when it may be delivered.
   // Set to 0 before every transition into ready (release), written by the new owner after.
   std::atomic<std::uint64_t> deadline_ns;
-  std::atomic<std::uint64_t> reserved;
+  // producer, on queues created with QueueOptions::checksum (kFlagChecksum): the message's
+  // checksum over its position, id, length, origin and payload (core/checksum.hpp); 0
+  // otherwise.
+  std::atomic<std::uint64_t> checksum;
 };
 static_assert(sizeof(SlotHeader) == 64);
 static_assert(offsetof(SlotHeader, word) == 0);
 static_assert(offsetof(SlotHeader, length) == 24);
+static_assert(offsetof(SlotHeader, checksum) == 56);
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);

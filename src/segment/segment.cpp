@@ -212,7 +212,8 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
   h.heartbeat_timeout_ms = static_cast<std::uint32_t>(options.heartbeat_timeout.count());
   h.claim_timeout_ms = static_cast<std::uint32_t>(options.claim_timeout.count());
   h.flags = (options.heartbeat_liveness ? kFlagHeartbeatLiveness : 0) |
-            (options.dead_letter ? kFlagDeadLetter : 0);
+            (options.dead_letter ? kFlagDeadLetter : 0) |
+            (options.checksum ? kFlagChecksum : 0);
   h.durability = static_cast<std::uint32_t>(options.durability);
   h.flush_interval_ms = static_cast<std::uint32_t>(options.flush_interval.count());
   std::memcpy(h.data_dir, options.data_dir.data(), options.data_dir.size());
@@ -373,6 +374,7 @@ std::string Segment::load_geometry() {
   o.claim_timeout = std::chrono::milliseconds(h.claim_timeout_ms);
   const std::uint32_t flags = h.flags;
   o.heartbeat_liveness = flags & kFlagHeartbeatLiveness;
+  o.checksum = flags & kFlagChecksum;
   o.mode = 0600;
   const std::uint32_t durability = h.durability;
   if (durability > static_cast<std::uint32_t>(Durability::sync))
@@ -494,6 +496,7 @@ QueueOptions Segment::options() const {
   o.heartbeat_liveness = heartbeat_liveness();
   o.heartbeat_timeout = std::chrono::milliseconds(heartbeat_timeout_ms_);
   o.claim_timeout = std::chrono::milliseconds(claim_timeout_ms_);
+  o.checksum = checksummed();
   o.durability = durability_;
   o.data_dir = data_dir_;
   o.flush_interval = std::chrono::milliseconds(flush_interval_ms_);

@@ -108,6 +108,8 @@ class Segment {
   std::uint32_t claim_timeout_ms() const noexcept { return claim_timeout_ms_; }
   bool heartbeat_liveness() const noexcept { return flags_ & kFlagHeartbeatLiveness; }
   bool dead_letter() const noexcept { return flags_ & kFlagDeadLetter; }
+  // Messages carry a checksum (QueueOptions::checksum; core/checksum.hpp).
+  bool checksummed() const noexcept { return flags_ & kFlagChecksum; }
   Durability durability() const noexcept { return durability_; }
   bool durable() const noexcept { return durability_ != Durability::none; }
   std::uint32_t flush_interval_ms() const noexcept { return flush_interval_ms_; }

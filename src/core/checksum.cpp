@@ -1,0 +1,32 @@
+#include "core/checksum.hpp"
+
+#include <xxhash.h>
+
+namespace shmq::detail {
+
+namespace {
+
+void put_u64(unsigned char* p, std::uint64_t v) noexcept {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
+}
+
+}  // namespace
+
+std::uint64_t message_checksum(std::uint64_t position, std::uint64_t id, std::uint64_t origin,
+                               std::span<const std::byte> payload) noexcept {
+  unsigned char meta[32];
+  put_u64(meta, position);
+  put_u64(meta + 8, id);
+  put_u64(meta + 16, origin);
+  put_u64(meta + 24, payload.size());
+  return XXH3_64bits_withSeed(payload.data(), payload.size(), XXH3_64bits(meta, sizeof meta));
+}
+
+bool message_intact(const SlotHeader& hdr, std::uint64_t position, std::uint64_t id,
+                    std::span<const std::byte> payload) noexcept {
+  const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
+  const std::uint64_t sealed = hdr.checksum.load(std::memory_order_relaxed);
+  return message_checksum(position, id, origin, payload) == sealed;
+}
+
+}  // namespace shmq::detail

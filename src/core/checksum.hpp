@@ -1,0 +1,44 @@
+// Per-message checksums of checksummed queues (QueueOptions::checksum, kFlagChecksum).
+//
+// The checksum covers everything a consumer trusts about a message it takes: the position it
+// claimed it at, its id, its origin (republished copies), its length and its bytes:
+//
+//   meta     = position, id, origin, length: four u64, little-endian (32 bytes)
+//   checksum = XXH3_64bits_withSeed(payload, length, XXH3_64bits(meta))
+//
+// The producer seals a message (stores the checksum in SlotHeader::checksum) after it wrote
+// the header fields and the payload and before it publishes the slot with a release CAS, so
+// the checksum is published with them. A reader (a consumer after its ready -> held CAS,
+// the persister before it logs) checks the values it is about to use: the id and origin it
+// read, the bytes it will hand out (the slot's own for a one-slot message, its private copy
+// for one that spans slots) and their length. So a scribble of the payload, the length, the
+// id or the origin after the publish, or a slot's whole content copied into another slot,
+// is caught; a writer that recomputes the checksum is not (integrity, not authentication).
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "segment/layout.hpp"
+
+namespace shmq::detail {
+
+std::uint64_t message_checksum(std::uint64_t position, std::uint64_t id, std::uint64_t origin,
+                               std::span<const std::byte> payload) noexcept;
+
+// Producer: stores the checksum of the message it wrote at `position` in its slot header.
+// `id`, `origin` and `payload` are the producer's own values (what it wrote), not read back.
+// Relaxed: published by the producer's release CAS of the slot word (ready).
+inline void seal_message(SlotHeader& hdr, std::uint64_t position, std::uint64_t id,
+                         std::uint64_t origin, std::span<const std::byte> payload) noexcept {
+  hdr.checksum.store(message_checksum(position, id, origin, payload), std::memory_order_relaxed);
+}
+
+// Reader: true if the message at `position`, as the caller will use it (`id` as it read it,
+// `payload` the bytes it will deliver or log, their size its length), matches the checksum
+// its producer sealed. Reads the origin and the checksum from `hdr` (relaxed: the caller
+// acquired the slot word that the producer released after sealing).
+bool message_intact(const SlotHeader& hdr, std::uint64_t position, std::uint64_t id,
+                    std::span<const std::byte> payload) noexcept;
+
+}  // namespace shmq::detail

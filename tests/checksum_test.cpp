@@ -188,6 +188,30 @@ TEST(Checksum, WithoutDeadLettersACorruptMessageIsDropped) {
   EXPECT_EQ(c.ack(m), Status::ok);
 }
 
+// Whatever else sends a message to the dead-letter queue (here a rejection after a scribble
+// that came after its delivery), a copy that fails its checksum goes as corrupt: a dead letter
+// replayed into a queue gets a fresh checksum.
+TEST(Checksum, DeadLetterOfAScribbledMessageSaysCorruptWhateverTheReason) {
+  ScopedQueue q("ck-reject", checksummed());
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("fine at delivery"), Status::ok);
+  Message m;
+  ASSERT_EQ(c.receive_for(m, 1s), Status::ok);
+  ASSERT_EQ(m.view(), "fine at delivery");
+  q->segment()->payload(0)[2] = std::byte{'#'};  // one-slot: zero-copy, changed under it
+  ASSERT_EQ(c.nack(m, /*requeue=*/false), Status::ok);
+  EXPECT_EQ(q->stats().corrupt, 1u);
+  auto dlq = Queue::open(Queue::dead_letter_name(q.name()));
+  ASSERT_TRUE(dlq.ok());
+  auto dc = dlq->consumer().value();
+  ASSERT_EQ(dc.receive_for(m, 1s), Status::ok);
+  const auto dl = parse_dead_letter(m.data());
+  ASSERT_TRUE(dl.has_value());
+  EXPECT_EQ(dl->reason, DeadLetterReason::corrupt);
+  EXPECT_EQ(dc.ack(m), Status::ok);
+}
+
 // Off by default: without the option nothing is checked (the scribble is delivered), which
 // is what the option is for.
 TEST(Checksum, AQueueWithoutTheOptionDeliversWhatIsInTheSlot) {

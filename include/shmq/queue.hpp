@@ -157,7 +157,7 @@ struct QueueStats {
   std::uint64_t dead_lettered = 0;
   std::uint64_t expired = 0;
   std::uint64_t dead_letter_failed = 0;
-  std::uint64_t corrupt = 0;       // checksum mismatches: dead-lettered or dropped, undelivered
+  std::uint64_t corrupt = 0;       // checksum failures: dead-lettered (reason corrupt) or dropped
   bool watchdog_active = false;    // some watchdog is elected
   std::uint64_t persisted = 0;     // durable queues: positions below are on disk
 

@@ -167,12 +167,9 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
     const DeadLetterReason why = !intact ? DeadLetterReason::corrupt
                                  : expired ? DeadLetterReason::expired
                                            : DeadLetterReason::max_deliveries;
-    const auto moved = dead_letters_->move(pos, held, why, member_, /*requeue_on_failure=*/true);
-    // Counted once it left the queue (dead-lettered, or dropped on a queue without dead
-    // letters). One the dead-letter queue could not take comes back after a delay, is found
-    // corrupt again and counted then.
-    if (!intact && moved == detail::DeadLetterSink::Outcome::moved)
-      seg.header().watchdog_counters.corrupt.fetch_add(1, std::memory_order_relaxed);
+    // Counted (corrupt) by the move once it left the queue. One the dead-letter queue could
+    // not take comes back after a delay, is found corrupt again and counted then.
+    (void)dead_letters_->move(pos, held, why, member_, /*requeue_on_failure=*/true);
     return Claim::diverted;
   }
   fill(pos, held, next, out);

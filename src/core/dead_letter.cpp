@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "core/checksum.hpp"
 #include "core/slot_ops.hpp"
 #include "persist/republish.hpp"
 #include "platform/crash_point.hpp"
@@ -108,21 +109,24 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
                                              DeadLetterReason reason, std::uint32_t member,
                                              bool requeue_on_failure) {
   Segment& seg = *src_;
-  if (!seg.dead_letter())
-    return release_held(seg, pos, held, member) ? Outcome::moved : Outcome::lease_lost;
+  auto& counters = seg.header().watchdog_counters;
+  if (!seg.dead_letter()) {
+    if (!release_held(seg, pos, held, member)) return Outcome::lease_lost;
+    if (reason == DeadLetterReason::corrupt)
+      counters.corrupt.fetch_add(1, std::memory_order_relaxed);
+    return Outcome::moved;
+  }
   const std::uint32_t k = word_aux(held);
   SlotHeader& hdr = seg.slot(pos);
   const std::size_t len = bounded_length(seg, pos, k);
   buf_.resize(kDeadLetterEnvelopeSize + len);
   const std::uint32_t magic = kDeadLetterMagic;
   const std::uint16_t version = 1;
-  const auto r = static_cast<std::uint16_t>(reason);
   const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
   const std::uint32_t reserved = 0;
   const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
   std::memcpy(buf_.data(), &magic, 4);
   std::memcpy(buf_.data() + 4, &version, 2);
-  std::memcpy(buf_.data() + 6, &r, 2);
   std::memcpy(buf_.data() + 8, &dc, 4);
   std::memcpy(buf_.data() + 12, &reserved, 4);
   std::memcpy(buf_.data() + 16, &pos, 8);
@@ -133,7 +137,14 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
     std::memcpy(buf_.data() + kDeadLetterEnvelopeSize + off, seg.payload(q), n);
     off += n;
   }
-  auto& counters = seg.header().watchdog_counters;
+  // Whatever sends a message of a checksummed queue here (expiry, max deliveries, a
+  // rejection), a copy that fails its checksum goes as corrupt: a dead letter replayed into
+  // a queue gets a fresh checksum, so its reason must say what it is.
+  if (reason != DeadLetterReason::corrupt && seg.checksummed() &&
+      !message_intact(hdr, pos, id, Bytes(buf_).subspan(kDeadLetterEnvelopeSize)))
+    reason = DeadLetterReason::corrupt;
+  const auto r = static_cast<std::uint16_t>(reason);
+  std::memcpy(buf_.data() + 6, &r, 2);
   // The dead letter keeps the message's id (never 0: ids are generated at send).
   if (!open() || ProducerAccess::send_unconfirmed(*producer_, Bytes(buf_), id) != Status::ok) {
     counters.dead_letter_failed.fetch_add(1, std::memory_order_relaxed);
@@ -148,6 +159,8 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
   counters.dead_lettered.fetch_add(1, std::memory_order_relaxed);
   if (reason == DeadLetterReason::expired)
     counters.expired.fetch_add(1, std::memory_order_relaxed);
+  if (reason == DeadLetterReason::corrupt)
+    counters.corrupt.fetch_add(1, std::memory_order_relaxed);
   return Outcome::moved;
 }
 

@@ -60,8 +60,9 @@ struct alignas(kFalseSharingRange) WatchdogCounters {
   std::atomic<std::uint64_t> dead_lettered;      // moved to <queue>.dlq, any reason
   std::atomic<std::uint64_t> expired;            // TTL expiries (also in dead_lettered)
   std::atomic<std::uint64_t> dead_letter_failed; // could not be moved (dlq full): requeued
-  // Checksummed queues: messages whose checksum did not match when a consumer took them,
-  // dead-lettered (reason corrupt) or dropped, never delivered.
+  // Checksummed queues: messages that failed their checksum when taken from the ring (to be
+  // delivered, or to be dead-lettered for another reason): dead-lettered with reason
+  // corrupt, or dropped.
   std::atomic<std::uint64_t> corrupt;
   std::uint8_t pad[kFalseSharingRange - 64];
 };

@@ -43,27 +43,7 @@ QueueOptions small_ring() {
 std::atomic<std::uint64_t>& dispatch_of(Queue& q) { return q.segment()->header().dispatch.value; }
 std::atomic<std::uint64_t>& tail_of(Queue& q) { return q.segment()->header().tail.value; }
 
-// Waits for `pid` for at most `limit`, polling (the sleep only spaces the polls). Returns its
-// exit code, 128 + the signal that ended it, or -1 if it was still running: then it is
-// killed with SIGKILL and reaped.
-int wait_bounded(pid_t pid, std::chrono::seconds limit) {
-  const auto give_up = std::chrono::steady_clock::now() + limit;
-  int status = 0;
-  for (;;) {
-    const pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) break;
-    if (r < 0 && errno != EINTR) return -2;
-    if (std::chrono::steady_clock::now() >= give_up) {
-      ::kill(pid, SIGKILL);
-      (void)test::wait_exit(pid);
-      return -1;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return -3;
-}
+using test::wait_bounded;
 
 // Sends and acks `n` messages so that the positions have gone round the ring a few times.
 bool cycle(Producer& p, Consumer& c, int n) {

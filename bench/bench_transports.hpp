@@ -61,6 +61,7 @@ struct ChannelSpec {
   bool batch = false;
   shmq::Durability durability = shmq::Durability::none;
   std::string data_dir;  // durable shmq queues
+  bool checksum = false;  // shmq: QueueOptions::checksum
 };
 
 // Spin, then yield: the busy-spinning baselines must not starve the process they wait for
@@ -107,6 +108,7 @@ class ShmqChannel {
     o.mode = 0600;
     o.durability = spec.durability;
     o.data_dir = spec.data_dir;
+    o.checksum = spec.checksum;
     // The handle is dropped at once: children open the queue by name.
     created_ = true;  // before create: a half-made queue is removed too
     (void)take(shmq::Queue::create(name_, o), "create shmq queue " + name_);

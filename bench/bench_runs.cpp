@@ -93,6 +93,11 @@ std::vector<Scenario> all_scenarios() {
       v.push_back(tp(t, 1, 1, size));
     v.push_back(tp(T::shmq, 1, 1, size, false));
     v.push_back(tp(T::shmq, 1, 1, size, true));
+    // What the copied, checked receive (the default) costs: the same with zero-copy.
+    Scenario z = tp(T::shmq, 1, 1, size, false);
+    z.zero_copy = true;
+    z.name += "/zero-copy";
+    v.push_back(z);
   }
   // More processes than cores (on 2 cores): Boost is the only baseline that is MPMC.
   for (const int n : {2, 4})
@@ -106,6 +111,10 @@ std::vector<Scenario> all_scenarios() {
     for (const T t : {T::bare, T::moodycamel, T::pipe, T::unix_socket, T::boost})
       v.push_back(rt(t, size));
     v.push_back(rt(T::shmq, size));
+    Scenario z = rt(T::shmq, size);
+    z.zero_copy = true;
+    z.name += "/zero-copy";
+    v.push_back(z);
   }
   // Durability: the disk's limits, then shmq with shmqd.
   Scenario dd;
@@ -612,6 +621,7 @@ ChannelSpec spec_for(const Scenario& sc, const DurableSide& side, std::size_t ca
   spec.durability = sc.durability;
   spec.data_dir = side.data_dir;
   spec.checksum = sc.checksum;
+  spec.zero_copy = sc.zero_copy;
   return spec;
 }
 

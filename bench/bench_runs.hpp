@@ -49,6 +49,7 @@ struct Scenario {
   shmq::Durability durability = shmq::Durability::none;
   bool threads = false;  // moodycamel: two threads of one process
   bool checksum = false;  // shmq: QueueOptions::checksum
+  bool zero_copy = false;  // shmq: consumers receive zero-copy (ConsumerOptions::zero_copy)
 };
 
 // Builds the full list of scenarios, in the order they run and print.

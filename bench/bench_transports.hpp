@@ -62,6 +62,7 @@ struct ChannelSpec {
   shmq::Durability durability = shmq::Durability::none;
   std::string data_dir;  // durable shmq queues
   bool checksum = false;  // shmq: QueueOptions::checksum
+  bool zero_copy = false;  // shmq: ConsumerOptions::zero_copy (default: copied and checked)
 };
 
 // Spin, then yield: the busy-spinning baselines must not starve the process they wait for
@@ -161,7 +162,7 @@ class ShmqChannel {
    public:
     Rx(const std::string& name, const ChannelSpec& spec)
         : q_(take(shmq::Queue::open(name), "open " + name)),
-          c_(take(q_.consumer(), "consumer")),
+          c_(take(q_.consumer({.zero_copy = spec.zero_copy}), "consumer")),
           batch_(spec.batch),
           buf_(spec.size),
           msgs_(spec.batch ? kBatch : 1) {}

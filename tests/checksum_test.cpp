@@ -199,7 +199,7 @@ TEST(Checksum, DeadLetterOfAScribbledMessageSaysCorruptWhateverTheReason) {
   Message m;
   ASSERT_EQ(c.receive_for(m, 1s), Status::ok);
   ASSERT_EQ(m.view(), "fine at delivery");
-  q->segment()->payload(0)[2] = std::byte{'#'};  // one-slot: zero-copy, changed under it
+  q->segment()->payload(0)[2] = std::byte{'#'};  // after its delivery (our copy is intact)
   ASSERT_EQ(c.nack(m, /*requeue=*/false), Status::ok);
   EXPECT_EQ(q->stats().corrupt, 1u);
   auto dlq = Queue::open(Queue::dead_letter_name(q.name()));

@@ -31,7 +31,7 @@ const std::string kDir = "/data/q";
 struct Fixture {
   std::string name = unique_name("persist");
   Queue queue;
-  std::uint32_t member;
+  detail::MemberTicket member;
   FaultFs fs;
   log::RecoveryReport report;
   std::unique_ptr<log::Wal> wal;
@@ -62,7 +62,7 @@ struct Fixture {
     o.dir = kDir;
     o.segment_bytes = segment_bytes;
     wal = std::move(log::Wal::open(o, fs, report).value());
-    persister = std::make_unique<detail::Persister>(queue.segment(), *wal, member);
+    persister = std::make_unique<detail::Persister>(queue.segment(), *wal, member.row);
   }
   std::uint64_t persisted() { return queue.stats().persisted; }
 };
@@ -287,7 +287,7 @@ TEST(Persister, LoneSyncSenderNeverWaitsForOthers) {
 TEST(Persister, SyncTrySendWithoutAPersisterReturnsNoPersister) {
   Fixture f(64, Durability::sync);
   auto p = f.queue.producer().value();
-  f.queue.segment()->unregister_member(f.member, detail::Role::persister);
+  f.queue.segment()->unregister_member(f.member);
   EXPECT_EQ(p.try_send("a"), Status::no_persister);
   EXPECT_EQ(p.try_send("b"), Status::no_persister);
   EXPECT_EQ(p.send_for(as_bytes("c"), std::chrono::milliseconds(1)), Status::timeout);

@@ -514,14 +514,14 @@ TEST(Watchdog, AJoiningRowIsJudgedByItsPidNotByItsPredecessorsHeartbeat) {
   seg.member(5).start_time.store(12345);
   seg.member(5).state.store(detail::member_state(detail::MemberStatus::joining,
                                                  detail::Role::consumer,
-                                                 static_cast<std::uint32_t>(::getpid())));
+                                                 static_cast<std::uint32_t>(::getpid()), 1));
   std::fflush(nullptr);
   const pid_t dead = ::fork();
   if (dead == 0) std::_Exit(0);
   ASSERT_EQ(test::wait_exit(dead), 0);
   seg.member(6).state.store(detail::member_state(detail::MemberStatus::joining,
                                                  detail::Role::producer,
-                                                 static_cast<std::uint32_t>(dead)));
+                                                 static_cast<std::uint32_t>(dead), 1));
   auto w = Watchdog::attach(*q).value();
   const WatchdogReport rep = w.tick();
   EXPECT_EQ(rep.members_reclaimed, 1u);
@@ -550,7 +550,7 @@ TEST(Watchdog, HeartbeatLivenessDeclaresSilentMembersDead) {
     auto& row = q->segment()->member(i);
     const std::uint64_t st = row.state.load();
     row.state.store(detail::member_state(detail::member_status(st), detail::member_role(st),
-                                         0x7ffffff0u));
+                                         0x7ffffff0u, detail::member_generation(st)));
     row.heartbeat_ns.store(1);
   };
   go_silent(c.member_index());

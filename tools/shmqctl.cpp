@@ -231,6 +231,15 @@ int main(int argc, char** argv) {
       ->check(ms_range);
   set->callback([&] { run = [&] { return cmd_set(sta); }; });
 
+  // repair
+  RepairArgs ra;
+  auto* repair = app.add_subcommand(
+      "repair",
+      "Reclaim the member rows of dead processes and redeliver what they held (the way out of "
+      "a member table full of dead rows); does nothing while a live watchdog runs");
+  repair->add_option("QUEUE", ra.queue, "Queue name")->required();
+  repair->callback([&] { run = [&] { return cmd_repair(ra); }; });
+
   // delete
   DeleteArgs da;
   auto* del = app.add_subcommand(

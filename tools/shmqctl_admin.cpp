@@ -297,6 +297,25 @@ int cmd_set(const SetArgs& a) {
   return kExitOk;
 }
 
+// --- repair -------------------------------------------------------------------------------
+
+int cmd_repair(const RepairArgs& a) {
+  check_name(a.queue);
+  auto q = open_queue(a.queue);
+  const shmq::RepairReport r = q.repair();
+  if (r.watchdog_running) {
+    std::printf("queue '%s': a live watchdog is elected; it reclaims dead members itself\n",
+                a.queue.c_str());
+    return kExitOk;
+  }
+  std::printf("queue '%s': %u dead member(s) reclaimed, %llu message(s) redelivered, %llu "
+              "claim(s) given back\n",
+              a.queue.c_str(), r.members_reclaimed,
+              static_cast<unsigned long long>(r.redelivered),
+              static_cast<unsigned long long>(r.holes_repaired));
+  return kExitOk;
+}
+
 // --- delete -------------------------------------------------------------------------------
 
 int cmd_delete(const DeleteArgs& a) {

@@ -42,6 +42,12 @@ struct SetArgs {
 };
 int cmd_set(const SetArgs& a);
 
+// shmqctl repair: reclaim the member rows of dead processes (Queue::repair).
+struct RepairArgs {
+  std::string queue;
+};
+int cmd_repair(const RepairArgs& a);
+
 struct DeleteArgs {
   std::string queue;
   bool purge_data = false;

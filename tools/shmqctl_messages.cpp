@@ -62,7 +62,7 @@ bool read_message(const shmq::detail::Segment& seg, std::uint64_t pos, std::uint
   out.position = pos;
   out.id = h.id.load(std::memory_order_relaxed);
   out.state = shmq::detail::word_state(w);
-  out.owner = shmq::detail::word_owner(w);
+  out.owner = shmq::detail::owner_row(shmq::detail::word_owner(w));
   out.delivery_count = h.delivery_count.load(std::memory_order_relaxed);
   out.size = std::min(len, bound);
   const std::uint64_t enq = h.enqueued_ns.load(std::memory_order_relaxed);
@@ -368,7 +368,14 @@ int cmd_consume(const ConsumeArgs& a) {
     const std::size_t want =
         a.count == 0 ? kBatch : static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, a.count - got));
     const std::size_t n = c->receive_batch(std::span(batch.data(), want), timeout);
-    if (n == 0) break;  // idle for the timeout, or interrupted
+    if (n == 0) {
+      // idle for the timeout, or interrupted; or evicted (stopped past the heartbeat timeout)
+      if (c->evicted())
+        fail(kExitRuntime, "this consumer was evicted (silent for the queue's heartbeat timeout, "
+                           "e.g. stopped); what it held is delivered again; stopped after " +
+                               std::to_string(got) + " message(s)");
+      break;
+    }
     // Print the batch, then flush it, and ack only once the flush succeeded: a message
     // whose bytes did not all reach stdout is never acked. On the first failed write
     // (EBADF for a closed stdout, EPIPE, ENOSPC behind >/dev/full) stop, and give every

@@ -308,7 +308,7 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
 
   auto member = seg->register_member(shmq::detail::Role::persister);
   if (!member.ok()) return fatal(queue, member.error().message());
-  shmq::detail::Persister persister(seg, *wal.value(), member.value());
+  shmq::detail::Persister persister(seg, *wal.value(), member.value().row);
   persister.set_group_wait(std::chrono::microseconds(g_group_wait_us), true);
   auto watchdog = shmq::Watchdog::attach(*q);
   if (!watchdog.ok()) return fatal(queue, watchdog.error().message());
@@ -370,7 +370,7 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
   std::uint64_t corrupt_seen = 0;  // checksum failures already reported
   while (!g_stop.load()) {
     // Progress, for a standby watching whether we are stuck (take_lock).
-    seg->member(member.value()).heartbeat_ns.store(shmq::detail::monotonic_coarse_ns(),
+    seg->member(member.value().row).heartbeat_ns.store(shmq::detail::monotonic_coarse_ns(),
                                                    std::memory_order_relaxed);
     auto r = persister.round();
     if (!r.ok()) {
@@ -411,7 +411,7 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
          static_cast<unsigned long long>(st.group_wait_timeouts),
          st.syncs == 0 ? 0.0 : static_cast<double>(st.sync_ns) / 1e3 / static_cast<double>(st.syncs));
   }
-  seg->unregister_member(member.value(), shmq::detail::Role::persister);
+  seg->unregister_member(member.value());
   ::close(lock);
 }
 

@@ -24,12 +24,26 @@ namespace shmq {
 
 namespace detail {
 class Segment;
+struct MemberTicket;
 class DeadLetterSink;
 }
 
-// A received message. Valid until acked or nacked. For messages that fit one slot, data()
-// points into shared memory (zero-copy) and stays valid while this consumer holds the
-// message; larger messages are copied out.
+// How a consumer hands messages over.
+struct ConsumerOptions {
+  // false (the default): every message is copied out of shared memory at receive, and the
+  // copy is checked against the slot afterwards, so data() is exactly the message received
+  // and never changes, whatever happens to the slot (a lease that expires while this
+  // process is stopped, another consumer acking it, a producer reusing the slot).
+  // true: a message that fits one slot is not copied: data() points into the slot. It is
+  // the message's bytes only while the slot is ours: after reading them, m.valid() says
+  // whether they were (a seqlock check); once the lease expired they may change under the
+  // reader. Messages spanning several slots are always copied.
+  bool zero_copy = false;
+};
+
+// A received message. It knows the consumer that received it (only that consumer can ack,
+// nack or extend it) and keeps the queue's memory mapped as long as it lives, so it never
+// touches unmapped memory, even after its Consumer and Queue are gone.
 class Message {
  public:
   Message() = default;
@@ -43,8 +57,11 @@ class Message {
       delivery_count_ = o.delivery_count_;
       fragments_ = o.fragments_;
       size_ = o.size_;
+      copied_ = o.copied_;
       copy_ = std::move(o.copy_);
-      data_ = fragments_ > 1 ? copy_.data() : o.data_;
+      data_ = copied_ ? copy_.data() : o.data_;
+      seg_ = o.seg_;
+      owner_ = o.owner_;
       held_ = o.held_;
       o.held_ = false;
       o.word_ = 0;  // it handed its delivery over: it never held one (ack says invalid)
@@ -66,11 +83,19 @@ class Message {
   std::string_view view() const noexcept {
     return {reinterpret_cast<const char*>(data_), size_};
   }
-  // True while this handle holds a delivery (between receive and ack/nack).
-  bool held() const noexcept { return held_; }
+  // True while this handle holds its delivery: received, not acked or nacked through it,
+  // and not taken back (lease expired, consumer evicted). Reads the slot: it never says
+  // true for a delivery the queue has taken back.
+  bool held() const noexcept;
+  // True if data() is the message received: always for a copied message (the default, see
+  // ConsumerOptions); for a zero-copy one, only while the delivery is still held: call it
+  // after reading data(), and discard what was read if it says false.
+  bool valid() const noexcept;
 
  private:
   friend class Consumer;
+  std::shared_ptr<detail::Segment> seg_;  // keeps the mapping alive
+  std::uint32_t owner_ = 0;               // the receiving consumer's owner id
   std::uint64_t position_ = 0;
   std::uint64_t id_ = 0;
   std::uint64_t word_ = 0;  // the slot word that marks this delivery as held by us
@@ -78,7 +103,8 @@ class Message {
   std::uint32_t fragments_ = 0;
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
-  std::vector<std::byte> copy_;  // backing store for messages spanning several slots
+  std::vector<std::byte> copy_;  // backing store of a copied message
+  bool copied_ = false;
   bool held_ = false;
 };
 
@@ -136,10 +162,15 @@ class Consumer {
   void clear_interrupt() noexcept;
 
   std::uint32_t member_index() const noexcept { return member_; }
+  // True once this consumer's member row was taken from it (see Status::evicted).
+  bool evicted() const noexcept;
 
  private:
   friend class Queue;
-  Consumer(std::shared_ptr<detail::Segment> segment, std::uint32_t member);
+  Consumer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member,
+           const ConsumerOptions& options);
+  // Status::wrong_consumer unless `m` was received by this consumer.
+  bool foreign(const Message& m) const noexcept;
 
   enum class Claim { taken, lost, diverted };
   Claim claim_at(std::uint64_t pos, std::uint64_t word, Message& out);
@@ -148,14 +179,21 @@ class Consumer {
   enum class Poll { got, empty, busy };
   Poll poll(Message& out);
   bool scan_requeued(Message& out);
-  bool read_message(std::uint64_t pos, std::uint32_t fragments, Message& out);
-  void fill(std::uint64_t pos, std::uint64_t held_word, std::uint32_t delivery_count,
+  // taken: `out` holds the delivery; lost: the slot changed while it was copied; corrupt:
+  // it fails its checksum (checksummed queue), not delivered.
+  enum class Fill { taken, lost, corrupt };
+  Fill fill(std::uint64_t pos, std::uint64_t held_word, std::uint32_t delivery_count,
             Message& out);
   void wake_producers() noexcept;
   void release_member() noexcept;
+  // The handle no longer holds its delivery (acked, nacked, taken back).
+  static void drop(Message& m) noexcept;
 
   std::shared_ptr<detail::Segment> seg_;
-  std::uint32_t member_ = 0;
+  std::uint32_t member_ = 0;      // our member row
+  std::uint32_t owner_ = 0;       // our owner id in slot words (row + generation)
+  std::uint64_t row_word_ = 0;    // our row's state word while it is ours
+  bool zero_copy_ = false;
   std::uint64_t seen_requeue_epoch_ = 0;
   std::uint64_t next_due_ns_ = UINT64_MAX;  // earliest delayed message seen by a scan
   std::uint64_t now_ns_ = 0;                // CLOCK_MONOTONIC_COARSE read once per call

@@ -32,6 +32,11 @@ enum class [[nodiscard]] Status : std::uint8_t {
                 // (it is in the ring and will be delivered) but nobody can confirm it now
   unconfirmed,  // sync queue, try_send: the message was sent, its confirmation did not come
                 // within try_send's bounded wait (it may still be persisted)
+  wrong_consumer,  // ack/nack/extend_lease of a message another consumer received
+  evicted,      // this producer's or consumer's member row was taken from it: a watchdog
+                // judged it dead (heartbeat mode: no heartbeat for heartbeat_timeout, e.g.
+                // the process was stopped). Everything it held was redelivered; the handle
+                // can do nothing more (every call returns this). Open a new one.
 };
 
 std::string_view to_string(Status s) noexcept;

@@ -19,6 +19,7 @@ namespace shmq {
 
 namespace detail {
 class Segment;
+struct MemberTicket;
 struct ProducerAccess;
 }
 
@@ -52,7 +53,7 @@ class Reservation {
   friend class Producer;
   void abandon() noexcept;
   std::shared_ptr<detail::Segment> seg_;
-  std::uint32_t member_ = 0;
+  std::uint32_t owner_ = 0;  // the reserving producer's owner id
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
   std::uint64_t position_ = 0;
@@ -126,6 +127,8 @@ class Producer {
 
   std::uint32_t member_index() const noexcept { return member_; }
   std::size_t max_message_size() const noexcept;
+  // True once this producer's member row was taken from it (see Status::evicted).
+  bool evicted() const noexcept;
 
  private:
   friend class Queue;
@@ -140,7 +143,7 @@ class Producer {
   Status send_confirmed(Bytes message, std::uint64_t id,
                         std::chrono::steady_clock::time_point space_deadline,
                         std::chrono::steady_clock::time_point confirm_deadline, Confirm confirm);
-  Producer(std::shared_ptr<detail::Segment> segment, std::uint32_t member);
+  Producer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member);
 
   // `origin` != 0: a message recovered from the log (at position origin - 1), republished
   // into a rebuilt ring as already delivered once; the persister logs it as a copy of it.
@@ -155,7 +158,9 @@ class Producer {
   void release_member() noexcept;
 
   std::shared_ptr<detail::Segment> seg_;
-  std::uint32_t member_ = 0;
+  std::uint32_t member_ = 0;      // our member row
+  std::uint32_t owner_ = 0;       // our owner id in slot words (row + generation)
+  std::uint64_t row_word_ = 0;    // our row's state word while it is ours
   std::uint64_t now_ns_ = 0;  // CLOCK_MONOTONIC_COARSE read once per send
   std::unique_ptr<std::atomic<bool>> interrupted_;
 };

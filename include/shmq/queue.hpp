@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "shmq/consumer.hpp"
 #include "shmq/error.hpp"
 
 namespace shmq {
@@ -128,6 +129,13 @@ struct BrowsedMessage {
 };
 
 // What a queue looks like now. Counts are approximate while producers and consumers run.
+struct RepairReport {
+  bool watchdog_running = false;        // a live watchdog is elected: left to it
+  std::uint32_t members_reclaimed = 0;  // rows of dead members freed
+  std::uint64_t redelivered = 0;        // messages they held, back in the queue
+  std::uint64_t holes_repaired = 0;     // their claims, given back
+};
+
 struct QueueStats {
   std::uint32_t slot_count = 0;
   std::uint32_t slot_size = 0;
@@ -208,9 +216,15 @@ class Queue {
   // Returns a message saying what is wrong, or an empty string.
   static std::string validate_name(std::string_view name);
 
-  // Registers a producer / consumer row in the member table of this queue.
+  // Registers a producer / consumer row in the member table of this queue. If every row
+  // is taken, first reclaims the rows of dead members (as repair() does).
   Result<Producer> producer();
-  Result<Consumer> consumer();
+  Result<Consumer> consumer(const ConsumerOptions& options = {});
+
+  // Reclaims the member rows of dead processes (and redelivers what they held) without a
+  // row of its own: the way out of a member table full of dead rows. Does nothing if a
+  // live watchdog is elected: it does the same at its next tick. shmqctl repair.
+  RepairReport repair();
 
   const std::string& name() const noexcept;
   std::uint32_t slot_count() const noexcept;

@@ -83,8 +83,9 @@ class Watchdog {
   // Totals over every tick of this watchdog.
   WatchdogReport totals() const;
 
+  struct Impl;  // opaque
+
  private:
-  struct Impl;
   explicit Watchdog(std::unique_ptr<Impl> impl);
   void close() noexcept;
   std::unique_ptr<Impl> impl_;

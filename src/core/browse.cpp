@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
 #include "segment/segment.hpp"
 #include "shmq/queue.hpp"
@@ -36,18 +37,7 @@ bool copy_out(const detail::Segment& seg, std::uint64_t pos, std::uint64_t w,
     std::memcpy(out.data.data() + off, seg.payload(pos + q), m);
     off += m;
   }
-  // Orders the copy's loads before the re-read of the word: if the word is unchanged, no
-  // producer reused the slot during the copy (a reuse changes the word before the bytes).
-  // (GCC warns that TSan does not model fences; the fence is what the C++ model needs here,
-  // and TSan builds only run the in-process ring tests, which do not browse.)
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wtsan"
-#endif
-  std::atomic_thread_fence(std::memory_order_acquire);
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+  detail::acquire_fence_after_copy();
   return h.word.load(std::memory_order_relaxed) == w;
 }
 

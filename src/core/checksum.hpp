@@ -34,6 +34,22 @@ inline void seal_message(SlotHeader& hdr, std::uint64_t position, std::uint64_t 
   hdr.checksum.store(message_checksum(position, id, origin, payload), std::memory_order_relaxed);
 }
 
+// What a reader needs of the header besides the id, read (relaxed) before it copies the
+// message, so that its check of the slot word after the copy covers them too.
+struct Seal {
+  std::uint64_t origin = 0;
+  std::uint64_t checksum = 0;
+};
+inline Seal read_seal(const SlotHeader& hdr) noexcept {
+  return {hdr.origin.load(std::memory_order_relaxed), hdr.checksum.load(std::memory_order_relaxed)};
+}
+// True if the message at `position` with this `id`, `seal` and `payload` (the bytes the reader
+// will deliver; their size its length) is what its producer sealed.
+inline bool seal_matches(const Seal& seal, std::uint64_t position, std::uint64_t id,
+                         std::span<const std::byte> payload) noexcept {
+  return message_checksum(position, id, seal.origin, payload) == seal.checksum;
+}
+
 // Reader: true if the message at `position`, as the caller will use it (`id` as it read it,
 // `payload` the bytes it will deliver or log, their size its length), matches the checksum
 // its producer sealed. Reads the origin and the checksum from `hdr` (relaxed: the caller

@@ -27,9 +27,13 @@ using detail::bump;
 using detail::deadline_after;
 
 
-Consumer::Consumer(std::shared_ptr<detail::Segment> segment, std::uint32_t member)
+Consumer::Consumer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member,
+                   const ConsumerOptions& options)
     : seg_(std::move(segment)),
-      member_(member),
+      member_(member.row),
+      owner_(member.owner),
+      row_word_(member.word),
+      zero_copy_(options.zero_copy),
       interrupted_(std::make_unique<std::atomic<bool>>(false)) {
   // Start one behind the current epoch so that the first receive scans for messages
   // requeued before we came.
@@ -39,6 +43,9 @@ Consumer::Consumer(std::shared_ptr<detail::Segment> segment, std::uint32_t membe
 Consumer::Consumer(Consumer&& o) noexcept
     : seg_(std::move(o.seg_)),
       member_(o.member_),
+      owner_(o.owner_),
+      row_word_(o.row_word_),
+      zero_copy_(o.zero_copy_),
       seen_requeue_epoch_(o.seen_requeue_epoch_),
       next_due_ns_(o.next_due_ns_),
       interrupted_(std::move(o.interrupted_)),
@@ -49,6 +56,9 @@ Consumer& Consumer::operator=(Consumer&& o) noexcept {
     release_member();
     seg_ = std::move(o.seg_);
     member_ = o.member_;
+    owner_ = o.owner_;
+    row_word_ = o.row_word_;
+    zero_copy_ = o.zero_copy_;
     seen_requeue_epoch_ = o.seen_requeue_epoch_;
     next_due_ns_ = o.next_due_ns_;
     interrupted_ = std::move(o.interrupted_);
@@ -66,12 +76,16 @@ void Consumer::heartbeat() noexcept {
   seg_->member(member_).heartbeat_ns.store(now_ns_, std::memory_order_relaxed);
 }
 
+bool Consumer::evicted() const noexcept {
+  return !seg_->owns(detail::MemberTicket{member_, owner_, row_word_});
+}
+
 void Consumer::release_member() noexcept {
   if (seg_) {
-    release_all();
+    release_all();  // only slots that name our owner id: harmless if we were evicted
     dead_letters_.reset();  // unregisters from the DLQ first
-    seg_->unregister_member(member_, detail::Role::consumer);
-    detail::healer_release(seg_.get());
+    seg_->unregister_member(detail::MemberTicket{member_, owner_, row_word_});
+    detail::healer_release(seg_.get(), detail::MemberTicket{member_, owner_, row_word_});
     seg_.reset();
   }
 }
@@ -90,36 +104,77 @@ void Consumer::wake_producers() noexcept {
   detail::wake_waiters(seg_->header().producers_wait, seg_->max_members());
 }
 
-// Reads what we would deliver of the message at `pos` spanning `k` slots, each field once:
-// its id, its length and its bytes (the slot's own for one slot, zero-copy; a private copy
-// for more). The header was written before the producer's release of ready, which our CAS
-// read with acquire; it is stable while we hold the slot. It is still bounded: a hostile
-// process could have written anything, and we must never read outside the ring because of
-// it. On a checksummed queue, false if what we read does not match the checksum its
-// producer sealed (the message was scribbled after it was sent): it must not be delivered.
-bool Consumer::read_message(std::uint64_t pos, std::uint32_t k, Message& out) {
+// Fills `out` for the message at `pos` that we now hold with word `held`. The header was
+// written before the producer's release of ready, which our CAS read with acquire; it is
+// stable while we hold the slot. It is still checked: a hostile process could have written
+// anything, and we must never read outside the ring because of it.
+//
+// A copy (the default) is checked after it is taken: if this process was stopped between
+// its claim and the end of the copy for longer than the lease, the slot may have been taken
+// back, acked by another consumer and reused, and the copy may hold another message's bytes.
+// Then the delivery is not ours any more: lost, and nothing is delivered. The id (and on a
+// checksummed queue the origin and the checksum) is read before the copy, so that the same
+// check covers it.
+//
+// On a checksummed queue, what `out` would deliver (the id, the bytes and their length) is
+// then checked against the checksum its producer sealed: corrupt if it does not match (the
+// message was changed after it was sent), and nothing is delivered.
+Consumer::Fill Consumer::fill(std::uint64_t pos, std::uint64_t held,
+                              std::uint32_t delivery_count, Message& out) {
   detail::Segment& seg = *seg_;
-  out.id_ = seg.slot(pos).id.load(std::memory_order_relaxed);
-  if (k == 1) {
+  const detail::SlotHeader& hdr = seg.slot(pos);
+  const std::uint32_t k = word_aux(held);
+  const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
+  const bool checked = seg.checksummed();
+  const detail::Seal seal = checked ? detail::read_seal(hdr) : detail::Seal{};
+  if (k == 1 && zero_copy_) {
     out.copy_.clear();
     out.size_ = detail::bounded_length(seg, pos, 1);
     out.data_ = seg.payload(pos);
+    out.copied_ = false;
   } else {
     out.size_ = detail::copy_message(seg, pos, k, out.copy_);
+    detail::acquire_fence_after_copy();
+    if (hdr.word.load(std::memory_order_relaxed) != held) return Fill::lost;
     out.data_ = out.copy_.data();
+    out.copied_ = true;
   }
-  return !seg.checksummed() || detail::message_intact(seg.slot(pos), pos, out.id_, out.data());
-}
-
-// Completes `out` (read by read_message) as our delivery of `pos`, held with word `held`.
-void Consumer::fill(std::uint64_t pos, std::uint64_t held, std::uint32_t delivery_count,
-                    Message& out) {
+  if (checked && !detail::seal_matches(seal, pos, id, out.data())) {
+    out.data_ = nullptr;
+    out.size_ = 0;
+    return Fill::corrupt;
+  }
   out.position_ = pos;
+  out.id_ = id;
   out.word_ = held;
   out.delivery_count_ = delivery_count;
-  out.fragments_ = word_aux(held);
+  out.fragments_ = k;
+  out.owner_ = owner_;
+  // Steady state (a Message reused in a loop): no reference count traffic.
+  if (out.seg_ != seg_) out.seg_ = seg_;
   out.held_ = true;
-  bump(seg_->member(member_).received);
+  bump(seg.member(member_).received);
+  return Fill::taken;
+}
+
+bool Message::held() const noexcept {
+  if (!held_ || !seg_) return false;
+  const detail::SlotHeader& h = seg_->slot(position_);
+  return h.word.load(std::memory_order_acquire) == word_ &&
+         h.delivery_count.load(std::memory_order_relaxed) == delivery_count_;
+}
+
+bool Message::valid() const noexcept {
+  if (copied_) return word_ != 0;  // a copy, checked when it was taken
+  if (!held_ || !seg_) return false;
+  detail::acquire_fence_after_copy();  // the caller's reads of data() come before this
+  const detail::SlotHeader& h = seg_->slot(position_);
+  return h.word.load(std::memory_order_relaxed) == word_ &&
+         h.delivery_count.load(std::memory_order_relaxed) == delivery_count_;
+}
+
+bool Consumer::foreign(const Message& m) const noexcept {
+  return m.owner_ != owner_ || m.seg_.get() != seg_.get();
 }
 
 // Tries to take the ready (or due delayed) message at `pos` whose word we read as `w`.
@@ -129,14 +184,13 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
   detail::Segment& seg = *seg_;
   const std::uint32_t k = word_aux(w);
   if (k < 1 || k > seg.max_fragments()) return Claim::lost;  // garbage: never deliver it
-  const std::uint64_t held = make_word(word_lap(w), SlotState::held, member_, k);
+  const std::uint64_t held = make_word(word_lap(w), SlotState::held, owner_, k);
   // Acquire: pairs with the producer's release of ready (the header and payload are
   // visible to us) or with the requeue's release (deadline_ns reset to 0 is visible).
   if (!seg.slot(pos).word.compare_exchange_strong(w, held, std::memory_order_seq_cst))
     return Claim::lost;
   SHMQ_CRASH_POINT("consumer.after_claim");
   detail::SlotHeader& hdr = seg.slot(pos);
-  const bool intact = read_message(pos, k, out);
   const std::uint64_t now = now_ns_ != 0 ? now_ns_ : detail::monotonic_coarse_ns();
   // `now` is coarse (up to one tick behind): the lease ends a tick later rather than early.
   if (const std::uint32_t lease_ms = seg.lease_ms(); lease_ms != 0)
@@ -158,22 +212,31 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
                                        detail::coarse_resolution_ns();
   // A diverted message is not delivered: its count stays the number of times it was, which
   // is what its dead-letter envelope then carries (the same as its last delivery_count()).
-  // A corrupt one (checksum mismatch) is diverted whatever else holds for it.
-  if (intact && !too_many && !expired) hdr.delivery_count.store(next, std::memory_order_relaxed);
-  if (!intact || too_many || expired) {
-    out.data_ = nullptr;
-    out.size_ = 0;
+  if (!too_many && !expired) hdr.delivery_count.store(next, std::memory_order_relaxed);
+  if (too_many || expired) {
     if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
-    const DeadLetterReason why = !intact ? DeadLetterReason::corrupt
-                                 : expired ? DeadLetterReason::expired
-                                           : DeadLetterReason::max_deliveries;
-    // Counted (corrupt) by the move once it left the queue. One the dead-letter queue could
-    // not take comes back after a delay, is found corrupt again and counted then.
-    (void)dead_letters_->move(pos, held, why, member_, /*requeue_on_failure=*/true);
+    (void)dead_letters_->move(pos, held,
+                              expired ? DeadLetterReason::expired
+                                      : DeadLetterReason::max_deliveries,
+                              owner_, /*requeue_on_failure=*/true);
     return Claim::diverted;
   }
-  fill(pos, held, next, out);
-  return Claim::taken;
+  switch (fill(pos, held, next, out)) {
+    case Fill::taken: return Claim::taken;
+    case Fill::lost: return Claim::lost;
+    case Fill::corrupt: break;
+  }
+  // Changed after it was sent (checksummed queue): never delivered, but dead-lettered with
+  // reason corrupt (dropped without dead letters), and counted by the move once it left the
+  // queue; one the dead-letter queue could not take comes back after a delay, is found
+  // corrupt again and counted then. Its count goes back to the deliveries that happened,
+  // if the slot is still ours (only the holder writes it).
+  if (hdr.word.load(std::memory_order_acquire) == held)
+    hdr.delivery_count.store(dc, std::memory_order_relaxed);
+  if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
+  (void)dead_letters_->move(pos, held, DeadLetterReason::corrupt, owner_,
+                            /*requeue_on_failure=*/true);
+  return Claim::diverted;
 }
 
 // Claims the lowest requeued (or due delayed) message behind the dispatch cursor, if any.
@@ -341,6 +404,7 @@ Consumer::Poll Consumer::poll(Message& out) {
 
 Status Consumer::try_receive(Message& out) {
   if (!seg_ || out.held_) return Status::invalid;
+  if (evicted()) return Status::evicted;
   heartbeat();
   // busy: the walk used its budget without finding a message; say empty, the next call
   // walks on from where this one stopped.
@@ -351,6 +415,7 @@ Status Consumer::receive(Message& out) { return receive_for(out, std::chrono::na
 
 Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
   if (!seg_ || out.held_) return Status::invalid;
+  if (evicted()) return Status::evicted;
   const Clock::time_point deadline = deadline_after(timeout);
   detail::SegmentHeader& h = seg_->header();
   heartbeat();
@@ -373,6 +438,7 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
     if (Clock::now() >= deadline) return Status::timeout;
     // Slow path only: nothing left to take and the queue was removed: nothing will come.
     if (seg_->removed()) return Status::closed;
+    if (evicted()) return Status::evicted;
     heartbeat();
     // Sleep until the deadline, but wake for the earliest delayed message, and often
     // enough to keep the heartbeat fresh where liveness is judged by it.
@@ -414,6 +480,12 @@ std::size_t Consumer::receive_batch(std::span<Message> out, std::chrono::nanosec
 // two deliveries of one message to the same consumer apart (a stale handle kept across a
 // redelivery); the delivery count can: only the holder writes it, and this consumer is
 // single-threaded, so no new delivery to us can start between this check and our CAS.
+void Consumer::drop(Message& m) noexcept {
+  m.held_ = false;
+  m.data_ = nullptr;
+  m.size_ = 0;
+}
+
 static bool is_current(const detail::Segment& seg, const Message& m, std::uint32_t dc) {
   return seg.slot(m.position()).delivery_count.load(std::memory_order_relaxed) == dc;
 }
@@ -423,14 +495,14 @@ Status Consumer::ack(Message& m) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (foreign(m)) return Status::wrong_consumer;
+  if (evicted()) return drop(m), Status::evicted;
   if (!is_current(*seg_, m, m.delivery_count_)) {
     m.held_ = false;
     return Status::lease_lost;
   }
-  m.held_ = false;
-  m.data_ = nullptr;
-  m.size_ = 0;
-  if (!detail::release_held(*seg_, m.position_, m.word_, member_)) return Status::lease_lost;
+  drop(m);
+  if (!detail::release_held(*seg_, m.position_, m.word_, owner_)) return Status::lease_lost;
   bump(seg_->member(member_).acked);
   wake_producers();
   return Status::ok;
@@ -451,6 +523,8 @@ Status Consumer::nack(Message& m, bool requeue) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (foreign(m)) return Status::wrong_consumer;
+  if (evicted()) return drop(m), Status::evicted;
   if (!requeue) {
     detail::Segment& seg = *seg_;
     const std::uint64_t w = seg.slot(m.position_).word.load(std::memory_order_seq_cst);
@@ -463,7 +537,7 @@ Status Consumer::nack(Message& m, bool requeue) {
     if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
     using Outcome = detail::DeadLetterSink::Outcome;
     const Outcome o = dead_letters_->move(m.position_, m.word_, DeadLetterReason::rejected,
-                                          member_, /*requeue_on_failure=*/false);
+                                          owner_, /*requeue_on_failure=*/false);
     // Not moved: the message stays in this queue, still held by us (the caller may retry,
     // nack it back, or ack it); `full` says the dead-letter queue could not take it.
     if (o == Outcome::not_moved) return Status::full;
@@ -490,13 +564,13 @@ Status Consumer::nack_after(Message& m, std::chrono::milliseconds delay) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (foreign(m)) return Status::wrong_consumer;
+  if (evicted()) return drop(m), Status::evicted;
   if (!is_current(*seg_, m, m.delivery_count_)) {
     m.held_ = false;
     return Status::lease_lost;
   }
-  m.held_ = false;
-  m.data_ = nullptr;
-  m.size_ = 0;
+  drop(m);
   // Precise clock here: consumers compare a coarse reading (never ahead of it) with it, so
   // the message is never delivered before the delay.
   const std::uint64_t not_before =
@@ -511,6 +585,8 @@ Status Consumer::extend_lease(Message& m, std::chrono::milliseconds extension) {
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
   if (!m.held_) return m.word_ != 0 ? Status::lease_lost : Status::invalid;
+  if (foreign(m)) return Status::wrong_consumer;
+  if (evicted()) return drop(m), Status::evicted;
   if (!is_current(*seg_, m, m.delivery_count_)) return Status::lease_lost;
   detail::SlotHeader& hdr = seg_->slot(m.position_);
   hdr.deadline_ns.store(detail::monotonic_coarse_ns() +
@@ -530,11 +606,12 @@ std::size_t Consumer::release_all() {
   if (!seg_) return 0;
   detail::Segment& seg = *seg_;
   const std::uint64_t n = seg.slot_count();
+  const std::uint64_t tail = seg.header().tail.value.load(std::memory_order_seq_cst);
   std::size_t released = 0;
   for (std::uint64_t i = 0; i < n; ++i) {
     const std::uint64_t w = seg.slot(i).word.load(std::memory_order_seq_cst);
-    if (word_state(w) != SlotState::held || word_owner(w) != member_) continue;
-    const std::uint64_t pos = (word_lap(w) << seg.slot_shift()) | i;
+    if (word_state(w) != SlotState::held || word_owner(w) != owner_) continue;
+    const std::uint64_t pos = detail::position_near(i, word_lap(w), tail, seg.slot_shift());
     if (detail::requeue_held(seg, pos, w, 0)) ++released;
     SHMQ_CRASH_POINT("consumer.mid_release_all");
   }

@@ -15,6 +15,8 @@ std::string_view to_string(Status s) noexcept {
     case Status::closed: return "closed";
     case Status::no_persister: return "no persister";
     case Status::unconfirmed: return "unconfirmed";
+    case Status::evicted: return "evicted";
+    case Status::wrong_consumer: return "wrong consumer";
   }
   return "unknown";
 }

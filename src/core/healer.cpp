@@ -6,10 +6,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "shmq/queue.hpp"
 #include "shmq/watchdog.hpp"
+#include "platform/process.hpp"
 
 namespace shmq {
 
@@ -29,6 +32,10 @@ struct Entry {
   pid_t pid = 0;        // the process that started it (a forked child has no such thread)
   std::size_t users = 0;
   Watchdog* watchdog = nullptr;  // owned; leaked on purpose in a forked child
+  std::vector<detail::MemberTicket> members;  // this process's producers and consumers
+  // Heartbeat mode with the embedded watchdog off: a thread that only beats.
+  std::thread* beater = nullptr;  // owned; leaked in a forked child like the watchdog
+  std::shared_ptr<std::atomic<bool>> stop_beating;
 };
 
 std::mutex& registry_mutex() {
@@ -40,6 +47,15 @@ std::unordered_map<const detail::Segment*, Entry>& registry() {
   return *r;  // handles may close during static destruction
 }
 
+void beat_locked(const detail::Segment& seg, const Entry& e) noexcept {
+  const std::uint64_t now = detail::monotonic_coarse_ns();
+  for (const detail::MemberTicket& m : e.members) {
+    // Only while the row is ours: a stale handle must not keep a row alive that a watchdog
+    // already took (the store itself is harmless to a new occupant: it lives).
+    if (seg.owns(m)) seg.member(m.row).heartbeat_ns.store(now, std::memory_order_relaxed);
+  }
+}
+
 }  // namespace
 
 void set_embedded_watchdog(bool on) noexcept { enabled().store(on ? 1 : 0); }
@@ -47,43 +63,80 @@ bool embedded_watchdog() noexcept { return enabled().load() != 0; }
 
 namespace detail {
 
-void healer_acquire(const std::shared_ptr<Segment>& segment) noexcept {
-  if (!embedded_watchdog() || !segment) return;
+void healer_beat(const Segment* segment) noexcept {
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  auto it = registry().find(segment);
+  if (it == registry().end() || it->second.pid != ::getpid()) return;
+  beat_locked(*segment, it->second);
+}
+
+void healer_acquire(const std::shared_ptr<Segment>& segment, const MemberTicket& m) noexcept {
+  if (!segment) return;
   try {
     std::lock_guard<std::mutex> lock(registry_mutex());
     Entry& e = registry()[segment.get()];
-    if (e.watchdog != nullptr && e.pid != ::getpid()) {
-      // Inherited through fork(): the thread is the parent's. Forget it (never join or
-      // destroy a thread this process does not have) and start our own.
+    if (e.pid != ::getpid()) {
+      // Inherited through fork() (or new): the threads are the parent's. Forget them (never
+      // join or destroy a thread this process does not have) and start our own.
       e = Entry{};
+      e.pid = ::getpid();
     }
     ++e.users;
-    if (e.watchdog != nullptr) return;
-    e.pid = ::getpid();
-    WatchdogOptions o;
-    o.standby_interval = std::chrono::milliseconds(50);
-    auto w = Watchdog::attach_segment(segment, o);
-    if (!w.ok()) return;  // no free row: the queue is still healed by whoever else runs one
-    e.watchdog = new Watchdog(std::move(w.value()));
-    e.watchdog->start();
+    e.members.push_back(m);
+    if (e.watchdog != nullptr || e.beater != nullptr) return;
+    if (embedded_watchdog()) {
+      WatchdogOptions o;
+      o.standby_interval = std::chrono::milliseconds(50);
+      auto w = Watchdog::attach_segment(segment, o);
+      if (w.ok()) {
+        e.watchdog = new Watchdog(std::move(w.value()));
+        e.watchdog->start();
+        return;
+      }
+      // No free row: the queue is still healed by whoever else runs one; we still beat.
+    }
+    if (!segment->heartbeat_liveness()) return;
+    const Segment* key = segment.get();
+    const auto period = std::chrono::milliseconds(std::max(1u, segment->heartbeat_timeout_ms() / 4));
+    e.stop_beating = std::make_shared<std::atomic<bool>>(false);
+    e.beater = new std::thread([key, period, stop = e.stop_beating] {
+      while (!stop->load()) {
+        healer_beat(key);
+        std::this_thread::sleep_for(period);  // a timer, not a synchronisation
+      }
+    });
   } catch (...) {
     // Out of memory or no thread: the handle works without a healer of its own.
   }
 }
 
-void healer_release(const Segment* segment) noexcept {
+void healer_release(const Segment* segment, const MemberTicket& m) noexcept {
   if (segment == nullptr) return;
   Watchdog* stop = nullptr;
+  std::thread* beater = nullptr;
   {
     std::lock_guard<std::mutex> lock(registry_mutex());
     auto it = registry().find(segment);
     if (it == registry().end() || it->second.pid != ::getpid()) return;
+    auto& ms = it->second.members;
+    for (auto i = ms.begin(); i != ms.end(); ++i) {
+      if (i->row == m.row && i->word == m.word) {
+        ms.erase(i);
+        break;
+      }
+    }
     if (it->second.users > 0) --it->second.users;
     if (it->second.users != 0) return;
     stop = it->second.watchdog;
+    beater = it->second.beater;
+    if (beater != nullptr) it->second.stop_beating->store(true);
     registry().erase(it);
   }
   delete stop;  // stops the thread, resigns, frees its row (outside the lock: it joins)
+  if (beater != nullptr) {
+    beater->join();
+    delete beater;
+  }
 }
 
 }  // namespace detail

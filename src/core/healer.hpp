@@ -13,13 +13,27 @@
 #include <memory>
 
 #include "segment/segment.hpp"
+#include "shmq/watchdog.hpp"
 
 namespace shmq::detail {
 
-// A producer or consumer of this process now uses `segment`: start its healer if it has
-// none. Never fails the caller: a healer that cannot start (no free member row) is skipped.
-void healer_acquire(const std::shared_ptr<Segment>& segment) noexcept;
+// A producer or consumer of this process (member `m`) now uses `segment`: start its healer
+// if it has none. Never fails the caller: a healer that cannot start (no free member row)
+// is skipped. In heartbeat mode the healer's thread also keeps `m`'s heartbeat fresh (and
+// if the embedded watchdog is off, a thread that only does that runs instead), so a live
+// but idle handle is never taken for dead.
+void healer_acquire(const std::shared_ptr<Segment>& segment, const MemberTicket& m) noexcept;
 // That producer or consumer closed: the last one stops the healer.
-void healer_release(const Segment* segment) noexcept;
+void healer_release(const Segment* segment, const MemberTicket& m) noexcept;
+// Beats the heartbeat of every member of this process on `segment` whose row is still its
+// own (called by watchdog ticks of this process).
+void healer_beat(const Segment* segment) noexcept;
+
+// Reclaims the rows of dead members without a row of its own (a table full of them); does
+// nothing if a live watchdog is elected (it will). See Watchdog::Impl::repair.
+WatchdogReport repair_members(const std::shared_ptr<Segment>& segment);
+// register_member, and if every row is taken, repair_members and once more.
+Result<MemberTicket> register_member_repairing(const std::shared_ptr<Segment>& segment,
+                                               Role role);
 
 }  // namespace shmq::detail

@@ -63,14 +63,18 @@ bool tail_out_of_range(const detail::Segment& seg, std::uint64_t t, std::uint64_
 
 }  // namespace
 
-Producer::Producer(std::shared_ptr<detail::Segment> segment, std::uint32_t member)
+Producer::Producer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member)
     : seg_(std::move(segment)),
-      member_(member),
+      member_(member.row),
+      owner_(member.owner),
+      row_word_(member.word),
       interrupted_(std::make_unique<std::atomic<bool>>(false)) {}
 
 Producer::Producer(Producer&& o) noexcept
     : seg_(std::move(o.seg_)),
       member_(o.member_),
+      owner_(o.owner_),
+      row_word_(o.row_word_),
       interrupted_(std::move(o.interrupted_)) {}
 
 Producer& Producer::operator=(Producer&& o) noexcept {
@@ -78,6 +82,8 @@ Producer& Producer::operator=(Producer&& o) noexcept {
     release_member();
     seg_ = std::move(o.seg_);
     member_ = o.member_;
+    owner_ = o.owner_;
+    row_word_ = o.row_word_;
     interrupted_ = std::move(o.interrupted_);
   }
   return *this;
@@ -89,17 +95,27 @@ void Producer::release_member() noexcept {
   if (!seg_) return;
   // Open reservations (claims) go back as holes before the row is freed: a slot must never
   // name a member row that is free or reused.
+  // An evicted producer has nothing to give back: the watchdog took its claims.
   detail::Segment& seg = *seg_;
-  for (std::uint64_t i = 0; i < seg.slot_count(); ++i) {
-    const std::uint64_t w = seg.slot(i).word.load(std::memory_order_seq_cst);
-    const SlotState st = word_state(w);
-    if ((st != SlotState::claimed && st != SlotState::skipped) || word_owner(w) != member_)
-      continue;
-    detail::release_claim(seg, (word_lap(w) << seg.slot_shift()) | i, member_, word_aux(w));
+  if (!evicted()) {
+    const std::uint64_t tail = seg.header().tail.value.load(std::memory_order_seq_cst);
+    for (std::uint64_t i = 0; i < seg.slot_count(); ++i) {
+      const std::uint64_t w = seg.slot(i).word.load(std::memory_order_seq_cst);
+      const SlotState st = word_state(w);
+      if ((st != SlotState::claimed && st != SlotState::skipped) || word_owner(w) != owner_)
+        continue;
+      detail::release_claim(
+          seg, detail::position_near(i, word_lap(w), tail, seg.slot_shift()), owner_,
+          word_aux(w));
+    }
   }
-  seg.unregister_member(member_, detail::Role::producer);
-  detail::healer_release(seg_.get());
+  seg.unregister_member(detail::MemberTicket{member_, owner_, row_word_});
+  detail::healer_release(seg_.get(), detail::MemberTicket{member_, owner_, row_word_});
   seg_.reset();
+}
+
+bool Producer::evicted() const noexcept {
+  return !seg_->owns(detail::MemberTicket{member_, owner_, row_word_});
 }
 
 void Producer::heartbeat() noexcept {
@@ -195,7 +211,7 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
       if (!full) {
         // Acquire: pairs with the release that freed this slot (an ack), so the consumer's
         // reads of the old payload happen-before our writes. seq_cst for wait_on's pairing.
-        if (word.compare_exchange_strong(w, make_word(lap, SlotState::claimed, member_, k),
+        if (word.compare_exchange_strong(w, make_word(lap, SlotState::claimed, owner_, k),
                                          std::memory_order_seq_cst)) {
           SHMQ_CRASH_POINT("producer.after_claim");
           std::uint64_t expected = t;
@@ -249,6 +265,7 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
     if (deadline != Clock::time_point::max() && Clock::now() >= deadline) return Status::timeout;
     // Slow path only: a removed queue never frees a slot for us.
     if (seg.removed()) return Status::closed;
+    if (evicted()) return Status::evicted;
     // Anything we committed without waking (batch sends) must be visible to consumers
     // before we sleep on them freeing space.
     wake_consumers();
@@ -282,7 +299,7 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
 bool Producer::publish(std::uint64_t pos, std::uint32_t k) {
   detail::Segment& seg = *seg_;
   const std::uint64_t lap = detail::lap_of(pos, seg.slot_shift());
-  std::uint64_t expected = make_word(lap, SlotState::claimed, member_, k);
+  std::uint64_t expected = make_word(lap, SlotState::claimed, owner_, k);
   // Release: publishes the header fields and payload written since the claim; pairs with
   // the consumer's load of the word that sees ready. seq_cst: pairs with wait_on().
   return seg.slot(pos).word.compare_exchange_strong(
@@ -341,6 +358,8 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
                            bool wake, std::uint64_t origin, std::uint64_t* position) {
   if (!seg_) return Status::invalid;
   if (message.size() > seg_->max_message_size()) return Status::too_large;
+  // One load of our own row's line (we write its heartbeat): our row is still ours.
+  if (evicted()) return Status::evicted;
   const std::uint32_t k = seg_->fragments_for(message.size());
   // One clock read per send: the heartbeat and the enqueue time (TTL) share it.
   now_ns_ = detail::monotonic_coarse_ns();
@@ -365,8 +384,10 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
       break;
     }
     // Our claim was repaired while we wrote: nothing of it is delivered. Give the slot
-    // back and send again at a new position.
-    detail::release_claim(*seg_, pos, member_, k);
+    // back and send again at a new position (unless we were evicted: then the watchdog
+    // gives it back, and we stop).
+    detail::release_claim(*seg_, pos, owner_, k);
+    if (evicted()) return Status::evicted;
   }
   bump(seg_->member(member_).sent);
   if (wake) wake_consumers();
@@ -431,12 +452,13 @@ Status Producer::reserve(std::size_t size, Reservation& out, std::chrono::nanose
   if (!seg_) return Status::invalid;
   if (out.valid()) return Status::invalid;
   if (size > seg_->payload_size() || size > seg_->max_message_size()) return Status::too_large;
+  if (evicted()) return Status::evicted;
   std::uint64_t pos = 0;
   const auto deadline =
       timeout == std::chrono::nanoseconds::zero() ? Clock::time_point::min() : deadline_after(timeout);
   if (const Status s = claim(1, pos, deadline); s != Status::ok) return s;
   out.seg_ = seg_;
-  out.member_ = member_;
+  out.owner_ = owner_;
   out.data_ = seg_->payload(pos);
   out.size_ = size;
   out.position_ = pos;
@@ -448,7 +470,7 @@ Status Producer::try_reserve(std::size_t size, Reservation& out) {
 }
 
 Status Producer::commit(Reservation& r, std::uint64_t id) {
-  if (!seg_ || r.seg_ != seg_ || r.member_ != member_) return Status::invalid;
+  if (!seg_ || r.seg_ != seg_ || r.owner_ != owner_) return Status::invalid;
   detail::SlotHeader& hdr = seg_->slot(r.position_);
   const std::uint64_t message_id = id != 0 ? id : generated_id(r.position_);
   hdr.position.store(r.position_, std::memory_order_relaxed);
@@ -461,10 +483,10 @@ Status Producer::commit(Reservation& r, std::uint64_t id) {
   if (seg_->checksummed())
     detail::seal_message(hdr, r.position_, message_id, 0, Bytes(r.data_, r.size_));
   const bool ok = publish(r.position_, 1);
-  if (!ok) detail::release_claim(*seg_, r.position_, member_, 1);
+  if (!ok) detail::release_claim(*seg_, r.position_, owner_, 1);
   r.seg_.reset();
   r.data_ = nullptr;
-  if (!ok) return Status::lease_lost;
+  if (!ok) return evicted() ? Status::evicted : Status::lease_lost;
   bump(seg_->member(member_).sent);
   wake_consumers();
   if (seg_->durability() == Durability::sync)
@@ -476,7 +498,7 @@ Status Producer::commit(Reservation& r, std::uint64_t id) {
 
 Reservation::Reservation(Reservation&& o) noexcept
     : seg_(std::move(o.seg_)),
-      member_(o.member_),
+      owner_(o.owner_),
       data_(o.data_),
       size_(o.size_),
       position_(o.position_) {
@@ -487,7 +509,7 @@ Reservation& Reservation::operator=(Reservation&& o) noexcept {
   if (this != &o) {
     abandon();
     seg_ = std::move(o.seg_);
-    member_ = o.member_;
+    owner_ = o.owner_;
     data_ = o.data_;
     size_ = o.size_;
     position_ = o.position_;
@@ -499,7 +521,7 @@ Reservation& Reservation::operator=(Reservation&& o) noexcept {
 Reservation::~Reservation() { abandon(); }
 
 void Reservation::abandon() noexcept {
-  if (seg_) detail::release_claim(*seg_, position_, member_, 1);
+  if (seg_) detail::release_claim(*seg_, position_, owner_, 1);
   seg_.reset();
   data_ = nullptr;
 }

@@ -239,17 +239,27 @@ std::string Queue::dead_letter_name(std::string_view name) {
 QueueOptions Queue::options() const { return segment_->options(); }
 
 Result<Producer> Queue::producer() {
-  auto m = segment_->register_member(detail::Role::producer);
+  auto m = detail::register_member_repairing(segment_, detail::Role::producer);
   if (!m.ok()) return m.error();
-  detail::healer_acquire(segment_);  // released by the producer's close
+  detail::healer_acquire(segment_, m.value());  // released by the producer's close
   return Producer(segment_, m.value());
 }
 
-Result<Consumer> Queue::consumer() {
-  auto m = segment_->register_member(detail::Role::consumer);
+Result<Consumer> Queue::consumer(const ConsumerOptions& options) {
+  auto m = detail::register_member_repairing(segment_, detail::Role::consumer);
   if (!m.ok()) return m.error();
-  detail::healer_acquire(segment_);  // released by the consumer's close
-  return Consumer(segment_, m.value());
+  detail::healer_acquire(segment_, m.value());  // released by the consumer's close
+  return Consumer(segment_, m.value(), options);
+}
+
+RepairReport Queue::repair() {
+  const WatchdogReport w = detail::repair_members(segment_);
+  RepairReport r;
+  r.watchdog_running = !w.active;
+  r.members_reclaimed = w.members_reclaimed;
+  r.redelivered = w.redelivered;
+  r.holes_repaired = w.holes_repaired;
+  return r;
 }
 
 const std::string& Queue::name() const noexcept { return segment_->name(); }
@@ -297,8 +307,8 @@ QueueStats Queue::stats() const {
     const std::uint64_t w = seg.slot(i).word.load(std::memory_order_relaxed);
     const SlotState st = detail::word_state(w);
     if ((st == SlotState::held || st == SlotState::claimed || st == SlotState::skipped) &&
-        detail::word_owner(w) < seg.max_members())
-      ++held[detail::word_owner(w)];
+        detail::owner_row(detail::word_owner(w)) < seg.max_members())
+      ++held[detail::owner_row(detail::word_owner(w))];
   }
   s.oldest_unacked_age_ms = (now_ns - oldest_ns) / 1'000'000;
   auto& wc = h.watchdog_counters;

@@ -29,11 +29,13 @@ bool release_held(Segment& seg, std::uint64_t pos, std::uint64_t held, std::uint
 bool requeue_held(Segment& seg, std::uint64_t pos, std::uint64_t held,
                   std::uint64_t not_before_ns) {
   SlotHeader& hdr = seg.slot(pos);
-  // The deadline field belongs to the holder until the CAS below; a failed CAS means we
-  // no longer held it and the store may have clobbered the new holder's lease: the
-  // new holder's lease is then 0 ("not yet written"), which the watchdog times from its
-  // first sight, so the clobber can only delay an expiry, never cause one.
-  hdr.deadline_ns.store(not_before_ns, std::memory_order_relaxed);
+  // deadline_ns is written only by the slot's holder: a delay is written before the CAS
+  // that publishes it (the caller holds the slot: a consumer's nack_after, a dead-letter
+  // move that failed). A requeue into ready writes nothing: a ready slot's deadline means
+  // nothing, and its next holder writes its own lease right after its claim. (A watchdog
+  // that took a message back used to write 0 here before its CAS; when that CAS lost to
+  // the holder's nack_after, the 0 cancelled the delay.)
+  if (not_before_ns != 0) hdr.deadline_ns.store(not_before_ns, std::memory_order_relaxed);
   const SlotState to = not_before_ns != 0 ? SlotState::delayed : SlotState::ready;
   std::uint64_t expected = held;
   // Release: publishes deadline_ns with the new state.

@@ -6,8 +6,10 @@
 
 #include <unistd.h>
 #include <unordered_map>
+#include <vector>
 
 #include "core/dead_letter.hpp"
+#include "core/healer.hpp"
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
@@ -29,6 +31,9 @@ using detail::word_state;
 namespace {
 
 constexpr std::uint64_t kMs = 1'000'000;
+// Pid liveness: an elected watchdog whose process lives but that has not beaten for this
+// long (stopped, wedged) loses the election to a standby.
+constexpr std::uint32_t kWatchdogTakeoverMs = 1000;
 
 // When a slot word was first seen with its current value: timeouts that have no timestamp
 // in shared memory (a claim's age, a lease whose holder has not written it yet) are timed
@@ -42,12 +47,13 @@ struct Sighting {
 
 struct Watchdog::Impl {
   std::shared_ptr<detail::Segment> seg;
-  std::uint32_t member = 0;
+  // Our member row; row >= max_members for a repair pass (Queue::repair), which has none.
+  detail::MemberTicket me;
   WatchdogOptions options;
   detail::DeadLetterSink dead_letters;
   std::unordered_map<std::uint64_t, Sighting> sightings;       // slot index -> sighting
-  std::unordered_map<std::uint32_t, Sighting> leaving_rows;    // row -> when seen leaving
   std::unordered_map<std::uint32_t, Sighting> joining_rows;    // row -> when seen joining
+  std::vector<std::uint64_t> rows;  // every row's state word, read at the start of a tick
   WatchdogReport totals;
   mutable std::mutex totals_mutex;
 
@@ -56,19 +62,40 @@ struct Watchdog::Impl {
   std::condition_variable cv;
   bool stopping = false;
 
-  Impl(std::shared_ptr<detail::Segment> s, std::uint32_t m, const WatchdogOptions& o)
-      : seg(std::move(s)), member(m), options(o), dead_letters(seg) {}
+  Impl(std::shared_ptr<detail::Segment> s, const detail::MemberTicket& m, const WatchdogOptions& o)
+      : seg(std::move(s)), me(m), options(o), dead_letters(seg) {}
 
+  bool has_row() const { return me.row < seg->max_members(); }
   WatchdogReport tick();
+  WatchdogReport repair();
   bool elect();
   void resign();
+  bool still_elected();
   bool alive(const detail::MemberRow& row, std::uint64_t state, std::uint64_t now_coarse) const;
-  bool reclaim(std::uint32_t row, std::uint64_t now, WatchdogReport& r);
-  void scan_slots(std::uint64_t now, WatchdogReport& r);
+  bool elected_watchdog_alive(std::uint64_t v, std::uint64_t now_coarse) const;
+  std::uint64_t takeover_ns() const;
+  bool orphan(std::uint32_t owner, bool fresh);
+  bool take_back(std::uint64_t i, std::uint64_t pos, std::uint64_t w, std::uint64_t now,
+                 std::unordered_map<std::uint64_t, Sighting>& next, WatchdogReport& r);
+  bool reap_members(std::uint64_t now, std::unordered_map<std::uint64_t, Sighting>& next,
+                    WatchdogReport& r);
+  bool reclaim(std::uint32_t row, std::uint64_t leaving, std::uint64_t now,
+               std::unordered_map<std::uint64_t, Sighting>& next, WatchdogReport& r);
+  bool scan_slots(std::uint64_t now, std::unordered_map<std::uint64_t, Sighting>& next,
+                  WatchdogReport& r);
   void help_tail();
   std::uint64_t since(std::unordered_map<std::uint64_t, Sighting>& next, std::uint64_t key,
                       std::uint64_t word, std::uint64_t now);
+  void beat() {
+    if (has_row())
+      seg->member(me.row).heartbeat_ns.store(detail::monotonic_coarse_ns(),
+                                             std::memory_order_relaxed);
+  }
 };
+
+// Slots between two checks that we are still the elected watchdog (and beats of our own
+// heartbeat, so that a long pass over a big ring is not taken for a stopped watchdog).
+constexpr std::uint64_t kElectionCheckEvery = 4096;
 
 bool Watchdog::Impl::alive(const detail::MemberRow& row, std::uint64_t state,
                            std::uint64_t now_coarse) const {
@@ -83,26 +110,52 @@ bool Watchdog::Impl::alive(const detail::MemberRow& row, std::uint64_t state,
   return detail::process_alive(static_cast<pid_t>(detail::member_pid(state)), start);
 }
 
+// How long an elected watchdog may go without a heartbeat before a standby takes over even
+// though its process lives: it is stopped (SIGSTOP, a debugger) or wedged. Its heartbeat is
+// written at every tick and every kElectionCheckEvery slots of a pass.
+std::uint64_t Watchdog::Impl::takeover_ns() const {
+  if (seg->heartbeat_liveness()) return std::uint64_t(seg->heartbeat_timeout_ms()) * kMs;
+  return std::uint64_t(kWatchdogTakeoverMs) * kMs;
+}
+
+bool Watchdog::Impl::elected_watchdog_alive(std::uint64_t v, std::uint64_t now_coarse) const {
+  if (v == 0 || v - 1 >= seg->max_members()) return false;
+  const detail::MemberRow& row = seg->member(static_cast<std::uint32_t>(v - 1));
+  const std::uint64_t st = row.state.load(std::memory_order_acquire);
+  if (detail::member_status(st) != MemberStatus::active ||
+      detail::member_role(st) != Role::watchdog || !alive(row, st, now_coarse))
+    return false;
+  const std::uint64_t hb = row.heartbeat_ns.load(std::memory_order_relaxed);
+  return hb + takeover_ns() >= now_coarse;
+}
+
 bool Watchdog::Impl::elect() {
   detail::SegmentHeader& h = seg->header();
-  const std::uint64_t me = member + 1;
+  const std::uint64_t mine = me.row + 1;
   std::uint64_t v = h.watchdog.value.load(std::memory_order_acquire);
-  if (v == me) return true;
-  if (v != 0 && v - 1 < seg->max_members() && v - 1 != member) {
-    const detail::MemberRow& row = seg->member(static_cast<std::uint32_t>(v - 1));
-    const std::uint64_t st = row.state.load(std::memory_order_acquire);
-    if (detail::member_status(st) == MemberStatus::active &&
-        detail::member_role(st) == Role::watchdog &&
-        alive(row, st, detail::monotonic_coarse_ns()))
-      return false;  // a live watchdog is elected: stand by
-  }
-  // Nobody, a dead one, or garbage: take over.
-  return h.watchdog.value.compare_exchange_strong(v, me, std::memory_order_acq_rel);
+  if (v == mine) return seg->owns(me);
+  // A live watchdog is elected and beating: stand by. Nobody, a dead or stopped one, or
+  // garbage: take over.
+  if (elected_watchdog_alive(v, detail::monotonic_coarse_ns())) return false;
+  return h.watchdog.value.compare_exchange_strong(v, mine, std::memory_order_acq_rel) &&
+         seg->owns(me);
+}
+
+// Checked during a pass: a watchdog that was stopped long enough for another to take over
+// stops acting as soon as it runs again (what it did in between is one CAS at most per slot
+// from a word it had just read, which fails if anything moved on).
+bool Watchdog::Impl::still_elected() {
+  if (!has_row()) return true;  // a repair pass (see repair())
+  beat();
+  return seg->header().watchdog.value.load(std::memory_order_acquire) == me.row + 1 &&
+         seg->owns(me);
 }
 
 void Watchdog::Impl::resign() {
-  std::uint64_t me = member + 1;
-  seg->header().watchdog.value.compare_exchange_strong(me, 0, std::memory_order_acq_rel);
+  // Not if our row was taken: the election word may then be its new occupant's.
+  if (!has_row() || !seg->owns(me)) return;
+  std::uint64_t mine = me.row + 1;
+  seg->header().watchdog.value.compare_exchange_strong(mine, 0, std::memory_order_acq_rel);
 }
 
 std::uint64_t Watchdog::Impl::since(std::unordered_map<std::uint64_t, Sighting>& next,
@@ -110,103 +163,155 @@ std::uint64_t Watchdog::Impl::since(std::unordered_map<std::uint64_t, Sighting>&
   std::uint64_t first = now;
   if (auto it = sightings.find(key); it != sightings.end() && it->second.word == word)
     first = it->second.since_ns;
+  else if (auto jt = next.find(key); jt != next.end() && jt->second.word == word)
+    first = jt->second.since_ns;
   next[key] = {word, first};
   return now - first;
 }
 
-// Takes back everything member `row` (leaving: its process is dead) owns in the ring.
-// Returns true once nothing is left and the row was freed.
-bool Watchdog::Impl::reclaim(std::uint32_t row, std::uint64_t now, WatchdogReport& r) {
+// True if the member that created a slot state (its owner id: row + generation tag) is no
+// longer there: its row is free, leaving, or taken by a later generation. Such a state is
+// nobody's to finish: the watchdog takes it back. The row is read after the slot word: a
+// member registers (and so bumps the generation) before it creates any state, so a state
+// of a new occupant is never judged by the row's previous word. `fresh`: do not trust the
+// rows read at the start of the tick (a "not an orphan" from them is always safe: a tick
+// later at worst).
+bool Watchdog::Impl::orphan(std::uint32_t owner, bool fresh) {
+  const std::uint32_t row = detail::owner_row(owner);
+  if (row >= seg->max_members()) return true;
+  const auto judge = [owner](std::uint64_t st) {
+    const MemberStatus status = detail::member_status(st);
+    return !(status == MemberStatus::active || status == MemberStatus::joining) ||
+           (detail::member_generation(st) & 0xff) != detail::owner_tag(owner);
+  };
+  if (!fresh && row < rows.size() && !judge(rows[row])) return false;
+  return judge(seg->member(row).state.load(std::memory_order_seq_cst));
+}
+
+// Takes back the state an orphan (see orphan()) left in slot i: a held message goes back
+// to the queue; a claim becomes a hole and is given back (in heartbeat mode only after a
+// quarantine of one heartbeat timeout: the "dead" producer may only be stopped and still
+// write into the slot when it runs again, so the slot must not be reused before that); a
+// half-done release is finished. Returns true if something is left to do at a later tick.
+bool Watchdog::Impl::take_back(std::uint64_t i, std::uint64_t pos, std::uint64_t w,
+                               std::uint64_t now,
+                               std::unordered_map<std::uint64_t, Sighting>& next,
+                               WatchdogReport& r) {
   detail::Segment& s = *seg;
   auto& counters = s.header().watchdog_counters;
   const bool heartbeat_mode = s.heartbeat_liveness();
-  // With heartbeat liveness, "dead" may be a process that is only stopped: its claims are
-  // quarantined (skipped) and released only after another heartbeat timeout, so that a late
-  // writer finds its claim gone and fails instead of writing into a reused slot.
-  bool grace_over = true;
-  if (heartbeat_mode) {
-    const std::uint64_t st = s.member(row).state.load(std::memory_order_acquire);
-    auto [it, fresh] = leaving_rows.try_emplace(row, Sighting{st, now});
-    if (!fresh && it->second.word != st) it->second = {st, now};
-    grace_over = now - it->second.since_ns >= std::uint64_t(s.heartbeat_timeout_ms()) * kMs;
-  }
-  std::uint64_t remaining = 0;
-  bool requeued = false;
-  for (std::uint64_t i = 0; i < s.slot_count(); ++i) {
-    const std::uint64_t w = s.slot(i).word.load(std::memory_order_seq_cst);
-    if (word_owner(w) != row) continue;
-    const std::uint64_t pos = (word_lap(w) << s.slot_shift()) | i;
-    const std::uint32_t k = word_aux(w);
-    if (k < 1 || k > s.max_fragments()) continue;
-    switch (word_state(w)) {
-      case SlotState::held:
-        if (detail::requeue_held(s, pos, w, 0)) {
-          ++r.redelivered;
-          counters.redelivered.fetch_add(1, std::memory_order_relaxed);
-          requeued = true;
-        }
-        break;
-      case SlotState::claimed:
-        if (heartbeat_mode) {
-          std::uint64_t expected = w;
-          if (s.slot(i).word.compare_exchange_strong(
-                  expected, make_word(word_lap(w), SlotState::skipped, row, k),
-                  std::memory_order_seq_cst)) {
-            ++r.holes_repaired;
-            counters.holes_repaired.fetch_add(1, std::memory_order_relaxed);
-            detail::wake_all(s.header().consumers_wait);
-          }
-          ++remaining;
-        } else if (detail::release_claim(s, pos, row, k)) {
+  const std::uint32_t owner = word_owner(w);
+  const std::uint32_t k = word_aux(w);
+  switch (word_state(w)) {
+    case SlotState::held:
+      if (detail::requeue_held(s, pos, w, 0)) {
+        ++r.redelivered;
+        counters.redelivered.fetch_add(1, std::memory_order_relaxed);
+      }
+      return false;
+    case SlotState::claimed:
+      if (!heartbeat_mode) {
+        if (detail::release_claim(s, pos, owner, k)) {
           ++r.holes_repaired;
           counters.holes_repaired.fetch_add(1, std::memory_order_relaxed);
         }
-        break;
-      case SlotState::skipped:
-        if (grace_over)
-          detail::release_claim(s, pos, row, k);
-        else
-          ++remaining;
-        break;
-      case SlotState::releasing:
-      case SlotState::releasing_skipped:
-        detail::finish_release(s, pos, w);
-        break;
-      default:
-        break;  // free/ready/delayed words carry no owner
-    }
+        return false;
+      } else {
+        std::uint64_t expected = w;
+        const std::uint64_t hole = make_word(word_lap(w), SlotState::skipped, owner, k);
+        if (s.slot(i).word.compare_exchange_strong(expected, hole, std::memory_order_seq_cst)) {
+          ++r.holes_repaired;
+          counters.holes_repaired.fetch_add(1, std::memory_order_relaxed);
+          detail::wake_all(s.header().consumers_wait);
+          (void)since(next, i, hole, now);  // the quarantine starts now
+        }
+        return true;
+      }
+    case SlotState::skipped:
+      if (heartbeat_mode &&
+          since(next, i, w, now) < std::uint64_t(s.heartbeat_timeout_ms()) * kMs)
+        return true;
+      detail::release_claim(s, pos, owner, k);
+      return false;
+    case SlotState::releasing:
+    case SlotState::releasing_skipped:
+      detail::finish_release(s, pos, w);
+      return false;
+    default:
+      return false;  // free/ready/delayed words carry no owner
+  }
+}
+
+// Takes back everything the row's dead (or evicted) member left in the ring, then frees the
+// row. `leaving` is the row's word: it is freed only if still exactly that. Returns true
+// once the row was freed.
+bool Watchdog::Impl::reclaim(std::uint32_t row, std::uint64_t leaving, std::uint64_t now,
+                             std::unordered_map<std::uint64_t, Sighting>& next,
+                             WatchdogReport& r) {
+  detail::Segment& s = *seg;
+  const std::uint64_t tail = s.header().tail.value.load(std::memory_order_seq_cst);
+  std::uint64_t remaining = 0;
+  for (std::uint64_t i = 0; i < s.slot_count(); ++i) {
+    if (i % kElectionCheckEvery == kElectionCheckEvery - 1 && !still_elected()) return false;
+    const std::uint64_t w = s.slot(i).word.load(std::memory_order_seq_cst);
+    const std::uint32_t owner = word_owner(w);
+    if (detail::owner_row(owner) != row) continue;
+    const SlotState st = word_state(w);
+    if (st != SlotState::held && st != SlotState::claimed && st != SlotState::skipped &&
+        st != SlotState::releasing && st != SlotState::releasing_skipped)
+      continue;
+    const std::uint32_t k = word_aux(w);
+    if (k < 1 || k > s.max_fragments()) continue;
+    // The row is leaving, so every generation's state is an orphan, unless the row was
+    // freed and taken again since we read it (a slow watchdog): then the new member's
+    // are not.
+    if (!orphan(owner, /*fresh=*/true)) continue;
+    const std::uint64_t pos = detail::position_near(i, word_lap(w), tail, s.slot_shift());
+    if (take_back(i, pos, w, now, next, r)) ++remaining;
     SHMQ_CRASH_POINT("watchdog.mid_reclaim");
   }
-  (void)requeued;
   if (remaining != 0) return false;
-  s.free_member(row);
-  leaving_rows.erase(row);
+  if (!s.free_member(row, leaving)) return false;
   ++r.members_reclaimed;
-  counters.members_reclaimed.fetch_add(1, std::memory_order_relaxed);
+  s.header().watchdog_counters.members_reclaimed.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
-void Watchdog::Impl::scan_slots(std::uint64_t now, WatchdogReport& r) {
+bool Watchdog::Impl::scan_slots(std::uint64_t now,
+                                std::unordered_map<std::uint64_t, Sighting>& next,
+                                WatchdogReport& r) {
   detail::Segment& s = *seg;
   auto& counters = s.header().watchdog_counters;
   const std::uint64_t now_coarse = detail::monotonic_coarse_ns();
   const std::uint64_t lease_ns = std::uint64_t(s.lease_ms()) * kMs;
   const std::uint64_t claim_ns = std::uint64_t(s.claim_timeout_ms()) * kMs;
   const std::uint64_t ttl_ns = std::uint64_t(s.ttl_ms()) * kMs;
-  std::unordered_map<std::uint64_t, Sighting> next;
+  const std::uint64_t tail = s.header().tail.value.load(std::memory_order_seq_cst);
   for (std::uint64_t i = 0; i < s.slot_count(); ++i) {
+    if (i % kElectionCheckEvery == kElectionCheckEvery - 1 && !still_elected()) return false;
     std::atomic<std::uint64_t>& word = s.slot(i).word;
     const std::uint64_t w = word.load(std::memory_order_seq_cst);
     const std::uint32_t k = word_aux(w);
     if (k < 1 || k > s.max_fragments()) continue;
-    const std::uint64_t pos = (word_lap(w) << s.slot_shift()) | i;
-    switch (word_state(w)) {
+    const std::uint64_t pos = detail::position_near(i, word_lap(w), tail, s.slot_shift());
+    const SlotState st = word_state(w);
+    if ((st == SlotState::held || st == SlotState::claimed || st == SlotState::skipped) &&
+        orphan(word_owner(w), /*fresh=*/false)) {
+      // Left by a member that lost its row (evicted, then went on) or by a dead member a
+      // watchdog died reclaiming.
+      take_back(i, pos, w, now, next, r);
+      continue;
+    }
+    switch (st) {
       case SlotState::held: {
         if (lease_ns == 0) break;
         const std::uint64_t dl = s.slot(i).deadline_ns.load(std::memory_order_relaxed);
         if (word.load(std::memory_order_seq_cst) != w) break;
+        // Only a word seen at an earlier tick too: right after its claim, a holder's
+        // deadline is still the previous delivery's until it writes its own lease.
         // 0: the holder has not written its lease yet; time it from our first sight.
-        const bool expired = dl == 0 ? since(next, i, w, now) > lease_ns : now_coarse > dl;
+        const std::uint64_t seen = since(next, i, w, now);
+        const bool expired = seen > 0 && (dl == 0 ? seen > lease_ns : now_coarse > dl);
         if (expired && detail::requeue_held(s, pos, w, 0)) {
           ++r.leases_expired;
           counters.leases_expired.fetch_add(1, std::memory_order_relaxed);
@@ -230,36 +335,22 @@ void Watchdog::Impl::scan_slots(std::uint64_t now, WatchdogReport& r) {
         }
         break;
       }
-      case SlotState::skipped: {
-        // A quarantined claim whose owner row is gone or reused by someone else
-        // (only possible after a watchdog died mid-reclaim): nobody will release it.
-        const std::uint32_t owner = word_owner(w);
-        if (owner >= s.max_members()) {
-          detail::release_claim(s, pos, owner, k);
-          break;
-        }
-        const std::uint64_t st = s.member(owner).state.load(std::memory_order_acquire);
-        if (detail::member_status(st) == MemberStatus::free ||
-            detail::member_role(st) != Role::producer)
-          detail::release_claim(s, pos, owner, k);
-        break;
-      }
       case SlotState::releasing:
       case SlotState::releasing_skipped:
         // An ack (or hole release) whose process died half-way: finish it.
         if (since(next, i, w, now) > 0) detail::finish_release(s, pos, w);
         break;
       case SlotState::ready: {
-        if (ttl_ns == 0) break;
+        if (ttl_ns == 0 || !has_row()) break;
         const std::uint64_t enq = s.slot(i).enqueued_ns.load(std::memory_order_relaxed);
         if (enq == 0 || now_coarse <= enq ||
             now_coarse - enq <= ttl_ns + detail::coarse_resolution_ns())
           break;
         // Expired while waiting: take it like a consumer would, and dead-letter it.
         std::uint64_t expected = w;
-        const std::uint64_t held = make_word(word_lap(w), SlotState::held, member, k);
+        const std::uint64_t held = make_word(word_lap(w), SlotState::held, me.owner, k);
         if (!word.compare_exchange_strong(expected, held, std::memory_order_seq_cst)) break;
-        if (dead_letters.move(pos, held, DeadLetterReason::expired, member,
+        if (dead_letters.move(pos, held, DeadLetterReason::expired, me.owner,
                               /*requeue_on_failure=*/true) ==
             detail::DeadLetterSink::Outcome::moved)
           ++r.expired;
@@ -269,7 +360,7 @@ void Watchdog::Impl::scan_slots(std::uint64_t now, WatchdogReport& r) {
         break;
     }
   }
-  sightings.swap(next);
+  return true;
 }
 
 // Moves the tail past a head whose claimer died between its claim and its tail CAS, so
@@ -285,41 +376,27 @@ void Watchdog::Impl::help_tail() {
     tail.compare_exchange_strong(t, t + k, std::memory_order_seq_cst);
 }
 
-WatchdogReport Watchdog::Impl::tick() {
-  WatchdogReport r;
+// Judges every other member row and reclaims the dead ones'. Returns true if it changed
+// anything; stops early if we lose the election.
+bool Watchdog::Impl::reap_members(std::uint64_t now,
+                                  std::unordered_map<std::uint64_t, Sighting>& next,
+                                  WatchdogReport& r) {
   detail::Segment& s = *seg;
-  const std::uint64_t beat = detail::monotonic_coarse_ns();
-  s.member(member).heartbeat_ns.store(beat, std::memory_order_relaxed);
-  if (s.heartbeat_liveness()) {
-    // Liveness by heartbeat: this process is alive while this thread runs, so it beats for
-    // every member row of this process (an idle handle is not taken for dead; a stopped or
-    // dead process stops beating for all of them).
-    const auto me = static_cast<std::uint32_t>(::getpid());
-    for (std::uint32_t i = 0; i < s.max_members(); ++i) {
-      const std::uint64_t st = s.member(i).state.load(std::memory_order_acquire);
-      if (detail::member_status(st) == MemberStatus::active && detail::member_pid(st) == me)
-        s.member(i).heartbeat_ns.store(beat, std::memory_order_relaxed);
-    }
-  }
-  if (!elect()) {
-    std::lock_guard<std::mutex> lock(totals_mutex);
-    totals.active = false;
-    return r;
-  }
-  r.active = true;
-  const std::uint64_t now = detail::monotonic_ns();
   const std::uint64_t now_coarse = detail::monotonic_coarse_ns();
   bool changed = false;
   for (std::uint32_t i = 0; i < s.max_members(); ++i) {
-    if (i == member) continue;
+    if (i == me.row) continue;
+    if (!still_elected()) break;
     detail::MemberRow& row = s.member(i);
     std::uint64_t st = row.state.load(std::memory_order_acquire);
     const MemberStatus status = detail::member_status(st);
     if (status == MemberStatus::free) continue;
+    std::uint64_t leaving = detail::with_status(st, MemberStatus::leaving);
     if (status == MemberStatus::joining) {
       // Being registered (microseconds). Its start time and heartbeat may still be the
       // previous occupant's: judge it by its pid alone, and in heartbeat mode (pids of other
       // namespaces mean nothing) only once it has stayed joining for a heartbeat timeout.
+      // If it was only slow, its own CAS joining -> active fails and it takes another row.
       bool dead;
       if (s.heartbeat_liveness()) {
         auto [it, fresh] = joining_rows.try_emplace(i, Sighting{st, now});
@@ -330,25 +407,50 @@ WatchdogReport Watchdog::Impl::tick() {
       }
       if (!dead) continue;
       joining_rows.erase(i);
-      const std::uint64_t leaving =
-          detail::member_state(MemberStatus::leaving, detail::member_role(st), detail::member_pid(st));
       if (!row.state.compare_exchange_strong(st, leaving, std::memory_order_acq_rel)) continue;
     } else if (status == MemberStatus::active) {
       if (alive(row, st, now_coarse)) continue;
-      const std::uint64_t leaving =
-          detail::member_state(MemberStatus::leaving, detail::member_role(st), detail::member_pid(st));
+      // Dead, or in heartbeat mode silent for a heartbeat timeout: evicted. If it runs
+      // again, every call it makes returns Status::evicted, and every slot state it
+      // creates names a generation the row no longer has.
       if (!row.state.compare_exchange_strong(st, leaving, std::memory_order_acq_rel)) continue;
     } else if (status != MemberStatus::leaving) {
       // Garbage status: treat the row as a dead member's.
-      const std::uint64_t leaving = detail::member_state(MemberStatus::leaving, Role::none, 0);
+      leaving = detail::member_state(MemberStatus::leaving, Role::none, 0,
+                                     detail::member_generation(st));
       if (!row.state.compare_exchange_strong(st, leaving, std::memory_order_acq_rel)) continue;
     }
-    reclaim(i, now, r);
+    reclaim(i, leaving, now, next, r);
     changed = true;
   }
-  scan_slots(now, r);
-  help_tail();
-  if (changed || r.leases_expired != 0 || r.holes_repaired != 0 || r.expired != 0) {
+  return changed;
+}
+
+WatchdogReport Watchdog::Impl::tick() {
+  WatchdogReport r;
+  detail::Segment& s = *seg;
+  beat();
+  // The library's own heartbeat for this process's producers and consumers (heartbeat
+  // liveness): this thread runs while the process does.
+  detail::healer_beat(seg.get());
+  if (!elect()) {
+    std::lock_guard<std::mutex> lock(totals_mutex);
+    totals.active = false;
+    return r;
+  }
+  r.active = true;
+  const std::uint64_t now = detail::monotonic_ns();
+  rows.resize(s.max_members());
+  for (std::uint32_t i = 0; i < s.max_members(); ++i)
+    rows[i] = s.member(i).state.load(std::memory_order_acquire);
+  std::unordered_map<std::uint64_t, Sighting> next;
+  const bool changed = reap_members(now, next, r);
+  if (still_elected() && scan_slots(now, next, r)) {
+    help_tail();
+    sightings.swap(next);
+  }
+  if (changed || r.redelivered != 0 || r.leases_expired != 0 || r.holes_repaired != 0 ||
+      r.expired != 0) {
     // Whatever we freed or put back, sleepers must look again (requeue_held and
     // release_claim wake them already; this also covers a member that died between its own
     // CAS and its wake).
@@ -365,6 +467,27 @@ WatchdogReport Watchdog::Impl::tick() {
   return r;
 }
 
+// A repair pass without a member row: reclaims the rows of dead members (a table full of
+// them, which no watchdog could attach to). Stands aside if a live watchdog is elected (it
+// does the same at its next tick). Not elected itself: if a watchdog is elected while it
+// runs, both may act on one dead row, which is safe: every step is a CAS from the exact
+// word read, and the orphan check re-reads the row.
+WatchdogReport Watchdog::Impl::repair() {
+  WatchdogReport r;
+  detail::Segment& s = *seg;
+  if (elected_watchdog_alive(s.header().watchdog.value.load(std::memory_order_acquire),
+                             detail::monotonic_coarse_ns()))
+    return r;
+  r.active = true;
+  rows.clear();
+  std::unordered_map<std::uint64_t, Sighting> next;
+  if (reap_members(detail::monotonic_ns(), next, r)) {
+    detail::wake_all(s.header().consumers_wait);
+    detail::wake_all(s.header().producers_wait);
+  }
+  return r;
+}
+
 Result<Watchdog> Watchdog::attach(const Queue& queue, const WatchdogOptions& options) {
   return attach_segment(queue.segment(), options);
 }
@@ -373,10 +496,29 @@ Result<Watchdog> Watchdog::attach_segment(std::shared_ptr<detail::Segment> segme
                                           const WatchdogOptions& options) {
   if (options.interval.count() <= 0 || options.standby_interval.count() < 0)
     return Error(Errc::invalid_argument, "watchdog interval must be above 0 ms");
-  auto m = segment->register_member(Role::watchdog);
+  auto m = detail::register_member_repairing(segment, Role::watchdog);
   if (!m.ok()) return m.error();
   return Watchdog(std::make_unique<Impl>(std::move(segment), m.value(), options));
 }
+
+namespace detail {
+
+WatchdogReport repair_members(const std::shared_ptr<Segment>& segment) {
+  Watchdog::Impl impl(segment, MemberTicket{UINT32_MAX, kNoOwner, 0}, WatchdogOptions{});
+  return impl.repair();
+}
+
+Result<MemberTicket> register_member_repairing(const std::shared_ptr<Segment>& segment,
+                                               Role role) {
+  auto m = segment->register_member(role);
+  if (m.ok() || m.error().code() != Errc::no_space) return m;
+  // Every row taken: if some are dead members' (killed while no watchdog ran), reclaim
+  // them and try again.
+  if (repair_members(segment).members_reclaimed == 0) return m;
+  return segment->register_member(role);
+}
+
+}  // namespace detail
 
 Watchdog::Watchdog(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Watchdog::Watchdog(Watchdog&&) noexcept = default;
@@ -396,13 +538,14 @@ void Watchdog::close() noexcept {
   stop();
   // Release anything we hold ourselves (a TTL dead-lettering cut short) before leaving.
   detail::Segment& s = *impl_->seg;
+  const std::uint64_t tail = s.header().tail.value.load(std::memory_order_seq_cst);
   for (std::uint64_t i = 0; i < s.slot_count(); ++i) {
     const std::uint64_t w = s.slot(i).word.load(std::memory_order_seq_cst);
-    if (word_state(w) == SlotState::held && word_owner(w) == impl_->member)
-      detail::requeue_held(s, (word_lap(w) << s.slot_shift()) | i, w, 0);
+    if (word_state(w) == SlotState::held && word_owner(w) == impl_->me.owner)
+      detail::requeue_held(s, detail::position_near(i, word_lap(w), tail, s.slot_shift()), w, 0);
   }
   impl_->resign();
-  s.unregister_member(impl_->member, Role::watchdog);
+  s.unregister_member(impl_->me);
   impl_.reset();
 }
 

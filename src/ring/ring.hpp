@@ -106,6 +106,23 @@ bool wait_on(WaitLine& line, std::uint32_t member,
   return ok;
 }
 
+// The reader's side of a seqlock over a slot: orders the plain loads of a copy of the slot's
+// bytes before the re-read of its word (relaxed). If the word is unchanged, no producer
+// reused the slot during the copy: a reuse changes the word before it writes the bytes.
+// (GCC warns that TSan does not model fences; the fence is what the C++ model needs here.
+// Under TSan the copies this guards were already ordered by the acquire CAS or load that
+// preceded them.)
+inline void acquire_fence_after_copy() noexcept {
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wtsan"
+#endif
+  std::atomic_thread_fence(std::memory_order_acquire);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+}
+
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();

@@ -1,9 +1,16 @@
 // The slot word: a slot's whole state in one 64-bit atomic.
 //
-//   63                       24 23   20 19     12 11        0
-//   +---------------------------+-------+---------+-----------+
-//   |          lap (40)         | state | owner   |  aux (12) |
-//   +---------------------------+-------+---------+-----------+
+//   63               32 31   28 27            12 11        0
+//   +-------------------+-------+----------------+-----------+
+//   |      lap (32)     | state | owner (16)     |  aux (12) |
+//   +-------------------+-------+----------------+-----------+
+//
+// The owner is a member's id: its row (low 8 bits) and the low 8 bits of the row's
+// generation at the time it registered (high 8 bits). A row's generation changes every
+// time the row is taken, so a slot state a member created names that one incarnation of
+// the row: a member whose row was freed and taken by another process can no longer
+// ack, requeue or claim anything the new occupant holds (its CAS expects its own id), and
+// the watchdog recognises what it left behind (the id's generation is not the row's).
 //
 // A message's position p lives in slot (p mod N) on lap (p / N), N = slot_count. Every
 // transition is one compare-and-swap of the whole word, so a process that dies at any
@@ -17,8 +24,9 @@
 // had when the head was claimed (they are covered by the head) and are freed to
 // FREE(lap+1) by whoever releases the head, before the head itself (see RELEASING).
 //
-// Laps are stored modulo 2^40 and compared with a signed 40-bit difference: a slot's lap
-// is never more than one ahead of or behind the lap a reader expects.
+// Laps are stored modulo 2^32 and compared with a signed 32-bit difference: a slot's lap
+// is never more than one ahead of or behind the lap a reader expects. A full position is
+// rebuilt from a lap and a nearby position (the tail), see position_near().
 #pragma once
 
 #include <cstdint>
@@ -52,25 +60,32 @@ enum class SlotState : std::uint8_t {
   delayed = 8,
 };
 
-inline constexpr std::uint32_t kLapBits = 40;
+inline constexpr std::uint32_t kLapBits = 32;
 inline constexpr std::uint64_t kLapMask = (std::uint64_t{1} << kLapBits) - 1;
-inline constexpr std::uint32_t kNoOwner = 0xff;
+inline constexpr std::uint32_t kNoOwner = 0xffff;
+
+// A member's owner id: row | (generation & 0xff) << 8.
+inline constexpr std::uint32_t owner_id(std::uint32_t row, std::uint64_t generation) {
+  return (row & 0xff) | std::uint32_t((generation & 0xff) << 8);
+}
+inline constexpr std::uint32_t owner_row(std::uint32_t owner) { return owner & 0xff; }
+inline constexpr std::uint32_t owner_tag(std::uint32_t owner) { return (owner >> 8) & 0xff; }
 
 inline constexpr std::uint64_t make_word(std::uint64_t lap, SlotState s, std::uint32_t owner,
                                          std::uint32_t aux) {
-  return ((lap & kLapMask) << 24) | (std::uint64_t(std::uint8_t(s) & 0xf) << 20) |
-         (std::uint64_t(owner & 0xff) << 12) | std::uint64_t(aux & 0xfff);
+  return ((lap & kLapMask) << 32) | (std::uint64_t(std::uint8_t(s) & 0xf) << 28) |
+         (std::uint64_t(owner & 0xffff) << 12) | std::uint64_t(aux & 0xfff);
 }
-inline constexpr std::uint64_t word_lap(std::uint64_t w) { return w >> 24; }
-inline constexpr SlotState word_state(std::uint64_t w) { return SlotState((w >> 20) & 0xf); }
-inline constexpr std::uint32_t word_owner(std::uint64_t w) { return (w >> 12) & 0xff; }
+inline constexpr std::uint64_t word_lap(std::uint64_t w) { return w >> 32; }
+inline constexpr SlotState word_state(std::uint64_t w) { return SlotState((w >> 28) & 0xf); }
+inline constexpr std::uint32_t word_owner(std::uint64_t w) { return (w >> 12) & 0xffff; }
 inline constexpr std::uint32_t word_aux(std::uint64_t w) { return w & 0xfff; }
 
 inline constexpr bool is_free(SlotState s) {
   return s == SlotState::free || s == SlotState::free_skipped;
 }
 
-// Signed difference a - b of two laps modulo 2^40.
+// Signed difference a - b of two laps modulo 2^32.
 inline constexpr std::int64_t lap_diff(std::uint64_t a, std::uint64_t b) {
   const std::uint64_t d = (a - b) & kLapMask;
   return (d & (std::uint64_t{1} << (kLapBits - 1))) ? std::int64_t(d) - (std::int64_t{1} << kLapBits)
@@ -81,10 +96,24 @@ inline constexpr std::uint64_t lap_of(std::uint64_t pos, std::uint32_t shift) {
   return (pos >> shift) & kLapMask;
 }
 
+// The position of slot `index` whose word carries `lap`, taken as the one whose lap lies
+// nearest the lap of `near` (a position known to be within a lap or two, e.g. the tail).
+inline constexpr std::uint64_t position_near(std::uint64_t index, std::uint64_t lap,
+                                             std::uint64_t near, std::uint32_t shift) {
+  const std::uint64_t near_lap = near >> shift;
+  const std::uint64_t full_lap = near_lap + std::uint64_t(lap_diff(lap, near_lap & kLapMask));
+  return (full_lap << shift) | index;
+}
+
 static_assert(word_lap(make_word(kLapMask, SlotState::held, 7, 4095)) == kLapMask);
 static_assert(word_state(make_word(5, SlotState::releasing_skipped, 0xff, 0)) ==
               SlotState::releasing_skipped);
 static_assert(word_owner(make_word(5, SlotState::held, 254, 1)) == 254);
+static_assert(word_owner(make_word(5, SlotState::held, owner_id(254, 0x1ff), 1)) == 0xfffe);
+static_assert(owner_row(owner_id(17, 0x305)) == 17 && owner_tag(owner_id(17, 0x305)) == 5);
+static_assert(position_near(3, 0, std::uint64_t{1} << 36, 4) == (std::uint64_t{1} << 36) + 3);
+static_assert(position_near(3, kLapMask, std::uint64_t{1} << 36, 4) ==
+              (std::uint64_t{1} << 36) - 16 + 3);
 static_assert(word_aux(make_word(5, SlotState::held, 254, 4095)) == 4095);
 static_assert(lap_diff(0, kLapMask) == 1);
 static_assert(lap_diff(kLapMask, 0) == -1);

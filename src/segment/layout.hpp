@@ -22,7 +22,7 @@ inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::size_t kFalseSharingRange = 128;
 
 inline constexpr std::uint64_t kMagic = 0x31'4f'45'55'51'4d'48'53ull;  // "SHMQUEO1" LE
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 2;  // 2: member generations, 32-bit laps
 
 inline constexpr std::uint32_t kMinSlots = 2;
 inline constexpr std::uint32_t kMaxSlots = 1u << 24;
@@ -166,17 +166,22 @@ static_assert(offsetof(SegmentHeader, producers_wait) == 896);
 static_assert(std::is_standard_layout_v<SegmentHeader>);
 
 // Member row status (low 8 bits of MemberRow::state).
-//   free -> joining (a registering process claimed it: role and pid are in the word; it is
-//   writing start time, heartbeat and counters) -> active (published with release once they
-//   are written, so no watchdog ever judges a new member by its predecessor's heartbeat)
-//   -> leaving (the member closes, or a watchdog found it dead) -> free.
+//   free(g) -> joining(g+1) (a registering process claimed it: role, pid and the next
+//   generation are in the word; it is writing start time, heartbeat and counters) ->
+//   active(g+1) (published with release once they are written, so no watchdog ever judges
+//   a new member by its predecessor's heartbeat) -> leaving(g+1) (the member closes, or a
+//   watchdog found it dead or evicted it) -> free(g+1) once nothing in the ring names it.
+// The generation changes only when the row is taken, so each incarnation of a row has its
+// own; slot words carry its low 8 bits in the owner id (slot_word.hpp). A member compares
+// the row's whole word with the one it registered before it acts: any difference means
+// its row was taken from it (Status::evicted).
 enum class MemberStatus : std::uint8_t { free = 0, active = 1, leaving = 2, joining = 3 };
 enum class Role : std::uint8_t { none = 0, producer = 1, consumer = 2, watchdog = 3, persister = 4 };
 
 // One producer or consumer. `state` packs status, role and pid into one word so that a
 // claim (CAS free -> active) and a release are single atomic stores a crash cannot tear.
 struct alignas(kFalseSharingRange) MemberRow {
-  std::atomic<std::uint64_t> state;         // status | role << 8 | pid << 32
+  std::atomic<std::uint64_t> state;         // status | role << 8 | generation << 16 | pid << 32
   std::atomic<std::uint64_t> start_time;    // /proc/<pid>/stat field 22; 0 = not yet known
   std::atomic<std::uint64_t> heartbeat_ns;  // CLOCK_MONOTONIC, written by the member
   std::atomic<std::uint64_t> sent;          // counters written only by the member
@@ -188,12 +193,21 @@ struct alignas(kFalseSharingRange) MemberRow {
 };
 static_assert(sizeof(MemberRow) == 128);
 
-inline constexpr std::uint64_t member_state(MemberStatus s, Role r, std::uint32_t pid) {
-  return std::uint64_t(s) | (std::uint64_t(r) << 8) | (std::uint64_t(pid) << 32);
+inline constexpr std::uint64_t member_state(MemberStatus s, Role r, std::uint32_t pid,
+                                            std::uint32_t generation) {
+  return std::uint64_t(s) | (std::uint64_t(r) << 8) |
+         (std::uint64_t(generation & 0xffff) << 16) | (std::uint64_t(pid) << 32);
 }
 inline constexpr MemberStatus member_status(std::uint64_t w) { return MemberStatus(w & 0xff); }
 inline constexpr Role member_role(std::uint64_t w) { return Role((w >> 8) & 0xff); }
+inline constexpr std::uint32_t member_generation(std::uint64_t w) {
+  return std::uint32_t((w >> 16) & 0xffff);
+}
 inline constexpr std::uint32_t member_pid(std::uint64_t w) { return std::uint32_t(w >> 32); }
+// The same word with another status (role, pid and generation kept).
+inline constexpr std::uint64_t with_status(std::uint64_t w, MemberStatus s) {
+  return (w & ~std::uint64_t{0xff}) | std::uint64_t(s);
+}
 
 // The first 64 bytes of every slot. `word` is the slot's whole state (slot_word.hpp); the
 // other fields describe the message and are written by the slot's current owner before it
@@ -212,7 +226,9 @@ struct alignas(kCacheLine) SlotHeader {
   std::atomic<std::uint64_t> origin;
   // The deadline of the slot's current state, CLOCK_MONOTONIC (coarse): for held, the
   // lease (0 = the consumer has not written it yet); for delayed, when it may be delivered.
-  // Set to 0 before every transition into ready (release), written by the new owner after.
+  // Written only by the slot's holder: the lease right after its claim, a delay before the
+  // CAS that makes the slot delayed. Meaningless while ready (it keeps the last value): the
+  // watchdog expires a lease only after seeing the same held word at two ticks.
   std::atomic<std::uint64_t> deadline_ns;
   // producer, on queues created with QueueOptions::checksum (kFlagChecksum): the message's
   // checksum over its position, id, length, origin and payload (core/checksum.hpp); 0

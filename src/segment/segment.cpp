@@ -515,15 +515,18 @@ void Segment::set_policy(const QueueOptions& o) noexcept {
                          std::memory_order_relaxed);
 }
 
-Result<std::uint32_t> Segment::register_member(Role role) {
+Result<MemberTicket> Segment::register_member(Role role) {
   const auto pid = static_cast<std::uint32_t>(::getpid());
   const std::uint64_t start = process_start_time(static_cast<pid_t>(pid));
-  const std::uint64_t joining = member_state(MemberStatus::joining, role, pid);
-  const std::uint64_t active = member_state(MemberStatus::active, role, pid);
   for (std::uint32_t i = 0; i < max_members_; ++i) {
     MemberRow& row = members_[i];
     std::uint64_t w = row.state.load(std::memory_order_acquire);
     if (member_status(w) != MemberStatus::free) continue;
+    // A new generation for this incarnation of the row (16 bits in the row, 8 in slot
+    // words): nothing its previous occupants left or do later can be taken for ours.
+    const std::uint32_t gen = (member_generation(w) + 1) & 0xffff;
+    const std::uint64_t joining = member_state(MemberStatus::joining, role, pid, gen);
+    const std::uint64_t active = member_state(MemberStatus::active, role, pid, gen);
     // Claims the row in one CAS as joining: a crash after it leaves a joining row with our
     // pid, which the watchdog frees once that pid is gone.
     if (!row.state.compare_exchange_strong(w, joining, std::memory_order_acq_rel)) continue;
@@ -533,33 +536,40 @@ Result<std::uint32_t> Segment::register_member(Role role) {
     row.requeued.store(0, std::memory_order_relaxed);
     const std::uint64_t now = monotonic_ns();
     row.registered_ns.store(now, std::memory_order_relaxed);
-    row.heartbeat_ns.store(now, std::memory_order_relaxed);
+    row.heartbeat_ns.store(monotonic_coarse_ns(), std::memory_order_relaxed);
     row.start_time.store(start, std::memory_order_release);
     // A previous holder of this row may have died asleep with its waiting bits set.
     const std::uint64_t bit = std::uint64_t{1} << (i % 64);
     header_->consumers_wait.waiting[i / 64].fetch_and(~bit, std::memory_order_relaxed);
     header_->producers_wait.waiting[i / 64].fetch_and(~bit, std::memory_order_relaxed);
     // Publishes the fields above (pairs with the watchdog's acquire load of the state): from
-    // now on the row is judged by our start time and our heartbeat.
-    row.state.store(active, std::memory_order_release);
-    return i;
+    // now on the row is judged by our start time and our heartbeat. A CAS, not a store: a
+    // watchdog may have judged us dead while we were joining (stopped for a heartbeat
+    // timeout in heartbeat mode); then the row is not ours any more.
+    if (!row.state.compare_exchange_strong(w = joining, active, std::memory_order_acq_rel))
+      continue;
+    return MemberTicket{i, owner_id(i, gen), active};
   }
   return Error(Errc::no_space, "no free member row in " + quoted(name_) + " (all " +
                                    std::to_string(max_members_) +
                                    " in use; create the queue with more members)");
 }
 
-void Segment::unregister_member(std::uint32_t i, Role role) noexcept {
-  if (i >= max_members_) return;
-  const std::uint64_t ours =
-      member_state(MemberStatus::active, role, static_cast<std::uint32_t>(::getpid()));
-  if (members_[i].state.load(std::memory_order_acquire) != ours) return;
-  free_member(i);
+void Segment::unregister_member(const MemberTicket& m) noexcept {
+  if (m.row >= max_members_) return;
+  std::uint64_t w = m.word;
+  const std::uint64_t leaving = with_status(m.word, MemberStatus::leaving);
+  if (!members_[m.row].state.compare_exchange_strong(w, leaving, std::memory_order_acq_rel))
+    return;
+  free_member(m.row, leaving);
 }
 
-void Segment::free_member(std::uint32_t i) noexcept {
-  if (i >= max_members_) return;
+bool Segment::free_member(std::uint32_t i, std::uint64_t leaving) noexcept {
+  if (i >= max_members_) return false;
   MemberRow& row = members_[i];
+  if (row.state.load(std::memory_order_acquire) != leaving ||
+      member_status(leaving) != MemberStatus::leaving)
+    return false;
   SegmentHeader& h = *header_;
   h.retired_sent.fetch_add(row.sent.load(std::memory_order_relaxed), std::memory_order_relaxed);
   h.retired_received.fetch_add(row.received.load(std::memory_order_relaxed),
@@ -575,8 +585,13 @@ void Segment::free_member(std::uint32_t i) noexcept {
   h.consumers_wait.waiting[i / 64].fetch_and(~bit, std::memory_order_relaxed);
   h.producers_wait.waiting[i / 64].fetch_and(~bit, std::memory_order_relaxed);
   row.start_time.store(0, std::memory_order_relaxed);
-  // Frees the row last: everything above happens-before the next claimant's CAS.
-  row.state.store(member_state(MemberStatus::free, Role::none, 0), std::memory_order_release);
+  // Frees the row last: everything above happens-before the next claimant's CAS. Only one
+  // caller gets here per leaving word that matters (the counters above may be retired
+  // twice by two racing callers: statistics only); the CAS decides who frees it.
+  std::uint64_t w = leaving;
+  return row.state.compare_exchange_strong(
+      w, member_state(MemberStatus::free, Role::none, 0, member_generation(leaving)),
+      std::memory_order_acq_rel);
 }
 
 }  // namespace shmq::detail

@@ -17,6 +17,14 @@
 
 namespace shmq::detail {
 
+// What a member needs to act: its row, its owner id in slot words (row + generation tag)
+// and its row's state word as it registered it (active, its generation).
+struct MemberTicket {
+  std::uint32_t row = 0;
+  std::uint32_t owner = 0;
+  std::uint64_t word = 0;
+};
+
 class Segment {
  public:
   // `base_position`: the first position of the ring (a queue rebuilt from its log keeps
@@ -123,14 +131,20 @@ class Segment {
     return size == 0 ? 1 : std::uint32_t((size + p - 1) / p);
   }
 
-  // Claims a free member row for this process; the row index is the owner id in slot
-  // words. Fails with no_space when every row is taken.
-  Result<std::uint32_t> register_member(Role role);
-  // Frees our own row (registered by this process with `role`): retires its counters into
-  // the header totals. Does nothing if the row is no longer ours (the watchdog took it).
-  void unregister_member(std::uint32_t index, Role role) noexcept;
-  // Frees a dead member's row (the watchdog, once nothing in the ring names it).
-  void free_member(std::uint32_t index) noexcept;
+  // Claims a free member row for this process (a new generation of it). Fails with
+  // no_space when every row is taken.
+  Result<MemberTicket> register_member(Role role);
+  // True while the row is still the member's: active, same generation.
+  bool owns(const MemberTicket& m) const noexcept {
+    return m.row < max_members_ &&
+           members_[m.row].state.load(std::memory_order_acquire) == m.word;
+  }
+  // Frees our own row: retires its counters into the header totals. Does nothing if the
+  // row is no longer ours (a watchdog took it: it frees it once the ring is clean).
+  void unregister_member(const MemberTicket& m) noexcept;
+  // Frees a row in state `leaving` (exactly that word: a late caller whose row was freed
+  // and taken again since does nothing). Keeps the generation; the next taker bumps it.
+  bool free_member(std::uint32_t index, std::uint64_t leaving) noexcept;
 
  private:
   Segment() = default;

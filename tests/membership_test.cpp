@@ -37,6 +37,12 @@ struct Pipe {
       if (f >= 0) ::close(f);
   }
   bool put(char c) { return ::write(fd[1], &c, 1) == 1; }
+  // After the fork, in the reader: a writer that exits without writing gives EOF (0), not a
+  // read that blocks for ever.
+  void reader_only() {
+    ::close(fd[1]);
+    fd[1] = -1;
+  }
   char get() {
     char c = 0;
     return ::read(fd[0], &c, 1) == 1 ? c : char(0);
@@ -68,7 +74,7 @@ TEST(Membership, AStoppedConsumerIsEvictedAndNeverTouchesItsRowsNextOccupant) {
   QueueOptions o;
   o.slot_count = 64;
   o.heartbeat_liveness = true;
-  o.heartbeat_timeout = 300ms;
+  o.heartbeat_timeout = 1000ms;  // not reached by a live process on a loaded machine
   ASSERT_TRUE(Queue::create(name, o).ok());
   auto q = Queue::open(name).value();
   auto p = q.producer().value();  // this process also runs the embedded watchdog
@@ -92,6 +98,8 @@ TEST(Membership, AStoppedConsumerIsEvictedAndNeverTouchesItsRowsNextOccupant) {
     return 0;  // closes C1: must leave the row's new occupant alone
   });
   ASSERT_GT(c1, 0);
+  row_of.reader_only();
+  ready.reader_only();
   const auto c1_row = static_cast<std::uint32_t>(static_cast<unsigned char>(row_of.get()));
   ASSERT_EQ(ready.get(), 'r');
   ASSERT_EQ(::kill(c1, SIGSTOP), 0);
@@ -128,7 +136,7 @@ TEST(Membership, AnIdleConsumerKeepsItsRowByTheLibrarysHeartbeat) {
   QueueOptions o;
   o.slot_count = 64;
   o.heartbeat_liveness = true;
-  o.heartbeat_timeout = 200ms;
+  o.heartbeat_timeout = 500ms;  // beats every 125 ms: a loaded machine stays well inside it
   ASSERT_TRUE(Queue::create(name, o).ok());
   set_embedded_watchdog(false);
   auto q = Queue::open(name).value();
@@ -147,11 +155,12 @@ TEST(Membership, AnIdleConsumerKeepsItsRowByTheLibrarysHeartbeat) {
     if (c->receive_for(m, 10s) != Status::ok) return 6;
     return c->ack(m) == Status::ok ? 0 : 7;
   });
+  ready.reader_only();
   ASSERT_EQ(ready.get(), 'r');
   // Five heartbeat timeouts pass (a timed wait on an empty queue is this test's clock).
   auto c = q.consumer().value();
   Message m;
-  EXPECT_EQ(c.receive_for(m, 1000ms), Status::timeout);
+  EXPECT_EQ(c.receive_for(m, 2500ms), Status::timeout);
   auto p = q.producer().value();
   ASSERT_EQ(p.send("for the idle one"), Status::ok);
   ASSERT_TRUE(go.put('g'));
@@ -257,6 +266,7 @@ TEST(Membership, AStoppedElectedWatchdogLosesTheElection) {
     w->stop();
     return w->tick().active ? 6 : 0;  // running again: it stands by
   });
+  ready.reader_only();
   ASSERT_EQ(ready.get(), 'r');
   ASSERT_EQ(::kill(elected, SIGSTOP), 0);
   auto standby = Watchdog::attach(q).value();

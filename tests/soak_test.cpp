@@ -273,6 +273,14 @@ void soak(const Chaos& chaos) {
   for (auto* group : {&producers, &consumers})
     for (Child& c : *group)
       if (c.stopped) ::kill(c.pid, SIGCONT), c.stopped = false;
+  // Not wedged: after the chaos, sends are confirmed again (a slot left owned by nobody
+  // would stop every producer one lap later). Polled every 10 ms, for at most 30 s.
+  const std::uint64_t confirmed_at_end = count(o).confirmed;
+  const auto wedge_limit = std::chrono::steady_clock::now() + 30s;
+  while (count(o).confirmed < confirmed_at_end + 1000 &&
+         std::chrono::steady_clock::now() < wedge_limit)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_GE(count(o).confirmed, confirmed_at_end + 1000) << "producers stopped making progress";
   o->stop_producing.store(true);
   for (Child& c : producers) EXPECT_EQ(wait_exit(c.pid), 0);
   // Drain: every confirmed message must arrive. Checked every 100 ms, for at most 60 s.

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies (Debian packages), builds shmq three ways and runs
-# the suite in each:
+# the suite in each, then fuzzes:
 #   1. Release, warnings as errors: every test (unit, stress, multi-process, watchdog, a
-#      two-minute soak with random SIGKILLs, install).
+#      two-minute soak with random SIGKILLs, install, the fuzz regression corpora).
 #   2. ASan + UBSan: every test (a shorter soak).
 #   3. TSan: the in-process ring tests (label "ring").
+#   4. libFuzzer (clang-14, ASan + UBSan): each fuzz target of tests/fuzz for 45 s.
 # Usage: tools/run-tests.sh [--quick]   (--quick: the Release build only)
 set -euo pipefail
 
@@ -14,7 +15,7 @@ quick=0
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "run-tests.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -46,5 +47,17 @@ build build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSHMQ_SANITIZE=thread -DSHMQ
   -DSHMQ_BUILD_TOOLS=OFF
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
   ctest --test-dir build/tsan --output-on-failure --no-tests=error -L ring -j "$jobs"
+
+section "libFuzzer (clang-14, ASan + UBSan): each fuzz target for 45 s"
+# tools/fuzz.sh builds only the library and the target. It reads the committed corpus and
+# writes what it finds to a temporary dir (the repository is never written to); it prints a
+# summary, or the log's tail and fails if the fuzzer found a crash, a sanitizer report, a
+# trapped invariant, a hang (-timeout) or ran out of memory (the input is kept in
+# build/fuzz/artifacts/).
+fuzz_tmp=$(mktemp -d)
+trap 'rm -rf "$fuzz_tmp"' EXIT
+for target in segment log; do
+  SHMQ_FUZZ_WORKDIR="$fuzz_tmp" JOBS="$jobs" tools/fuzz.sh "$target" 45
+done
 
 section "all test builds passed"

@@ -70,7 +70,7 @@ Consumer& Consumer::operator=(Consumer&& o) noexcept {
 Consumer::~Consumer() { release_member(); }
 
 void Consumer::heartbeat() noexcept {
-  if (!seg_) return;
+  if (!seg_ || evicted()) return;
   // One clock read per receive call: the heartbeat, leases and TTL checks share it.
   now_ns_ = detail::monotonic_coarse_ns();
   seg_->member(member_).heartbeat_ns.store(now_ns_, std::memory_order_relaxed);
@@ -81,6 +81,12 @@ bool Consumer::evicted() const noexcept {
 }
 
 void Consumer::release_member() noexcept {
+  // A copy inherited through fork(): the row is the parent's, and so is what it holds.
+  if (seg_ && detail::member_pid(row_word_) != static_cast<std::uint32_t>(::getpid())) {
+    dead_letters_.release();  // the parent's too: never closed here (leaked with the copy)
+    seg_.reset();
+    return;
+  }
   if (seg_) {
     release_all();  // only slots that name our owner id: harmless if we were evicted
     dead_letters_.reset();  // unregisters from the DLQ first
@@ -135,7 +141,11 @@ Consumer::Fill Consumer::fill(std::uint64_t pos, std::uint64_t held,
   } else {
     out.size_ = detail::copy_message(seg, pos, k, out.copy_);
     detail::acquire_fence_after_copy();
-    if (hdr.word.load(std::memory_order_relaxed) != held) return Fill::lost;
+    if (hdr.word.load(std::memory_order_relaxed) != held) {
+      out.data_ = nullptr;
+      out.size_ = 0;
+      return Fill::lost;
+    }
     out.data_ = out.copy_.data();
     out.copied_ = true;
   }
@@ -185,21 +195,33 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
   const std::uint32_t k = word_aux(w);
   if (k < 1 || k > seg.max_fragments()) return Claim::lost;  // garbage: never deliver it
   const std::uint64_t held = make_word(word_lap(w), SlotState::held, owner_, k);
+  detail::SlotHeader& hdr = seg.slot(pos);
+  // The holder's fields as they are before our claim: we change them after it with CAS
+  // from these values, so that if we are stopped after the claim long enough for the slot
+  // to be taken back and given to another consumer, our late writes fail instead of
+  // landing on that consumer's delivery (its count and lease).
+  const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
+  const std::uint64_t dl = hdr.deadline_ns.load(std::memory_order_relaxed);
   // Acquire: pairs with the producer's release of ready (the header and payload are
-  // visible to us) or with the requeue's release (deadline_ns reset to 0 is visible).
+  // visible to us) or with the requeue's release.
   if (!seg.slot(pos).word.compare_exchange_strong(w, held, std::memory_order_seq_cst))
     return Claim::lost;
   SHMQ_CRASH_POINT("consumer.after_claim");
-  detail::SlotHeader& hdr = seg.slot(pos);
+  const auto give_back = [&] {
+    (void)detail::requeue_held(seg, pos, held, 0);  // if it is still ours
+    return Claim::lost;
+  };
   const std::uint64_t now = now_ns_ != 0 ? now_ns_ : detail::monotonic_coarse_ns();
   // `now` is coarse (up to one tick behind): the lease ends a tick later rather than early.
-  if (const std::uint32_t lease_ms = seg.lease_ms(); lease_ms != 0)
-    hdr.deadline_ns.store(now + std::uint64_t(lease_ms) * 1'000'000 +
-                              detail::coarse_resolution_ns(),
-                          std::memory_order_relaxed);
-  // Only the holder writes the count, so load + store is enough. A crash before the store
-  // means the message never reached the application: that delivery does not count.
-  const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
+  if (const std::uint32_t lease_ms = seg.lease_ms(); lease_ms != 0) {
+    std::uint64_t expected = dl;
+    if (!hdr.deadline_ns.compare_exchange_strong(
+            expected, now + std::uint64_t(lease_ms) * 1'000'000 + detail::coarse_resolution_ns(),
+            std::memory_order_relaxed))
+      return give_back();
+  }
+  // A crash before the count is written means the message never reached the application:
+  // that delivery does not count.
   const std::uint32_t next = dc == UINT32_MAX ? dc : dc + 1;
   // Each policy field read once (they may change at run time: Queue::set_policy).
   const std::uint32_t max_deliveries = seg.max_deliveries();
@@ -212,7 +234,11 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
                                        detail::coarse_resolution_ns();
   // A diverted message is not delivered: its count stays the number of times it was, which
   // is what its dead-letter envelope then carries (the same as its last delivery_count()).
-  if (!too_many && !expired) hdr.delivery_count.store(next, std::memory_order_relaxed);
+  if (!too_many && !expired) {
+    std::uint32_t expected = dc;
+    if (!hdr.delivery_count.compare_exchange_strong(expected, next, std::memory_order_relaxed))
+      return give_back();
+  }
   if (too_many || expired) {
     if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
     (void)dead_letters_->move(pos, held,
@@ -229,10 +255,11 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
   // Changed after it was sent (checksummed queue): never delivered, but dead-lettered with
   // reason corrupt (dropped without dead letters), and counted by the move once it left the
   // queue; one the dead-letter queue could not take comes back after a delay, is found
-  // corrupt again and counted then. Its count goes back to the deliveries that happened,
-  // if the slot is still ours (only the holder writes it).
-  if (hdr.word.load(std::memory_order_acquire) == held)
-    hdr.delivery_count.store(dc, std::memory_order_relaxed);
+  // corrupt again and counted then. Its count goes back to the deliveries that happened
+  // (by CAS from what we wrote: a slot taken back meanwhile is left alone).
+  if (std::uint32_t expected = next;
+      !hdr.delivery_count.compare_exchange_strong(expected, dc, std::memory_order_relaxed))
+    return Claim::lost;
   if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
   (void)dead_letters_->move(pos, held, DeadLetterReason::corrupt, owner_,
                             /*requeue_on_failure=*/true);
@@ -589,11 +616,16 @@ Status Consumer::extend_lease(Message& m, std::chrono::milliseconds extension) {
   if (evicted()) return drop(m), Status::evicted;
   if (!is_current(*seg_, m, m.delivery_count_)) return Status::lease_lost;
   detail::SlotHeader& hdr = seg_->slot(m.position_);
-  hdr.deadline_ns.store(detail::monotonic_coarse_ns() +
-                            std::uint64_t(std::max<std::int64_t>(extension.count(), 0)) * 1'000'000 +
-                            detail::coarse_resolution_ns(),
-                        std::memory_order_seq_cst);
-  // Still ours after the store? If the watchdog took it back in between, the ack will say
+  // Read the deadline, check the slot is still ours, then CAS: if we were stopped between
+  // the check and the write, the slot's next holder has written its own lease since, and
+  // our CAS fails instead of overwriting it.
+  if (!detail::write_deadline(
+          hdr, m.word_,
+          detail::monotonic_coarse_ns() +
+              std::uint64_t(std::max<std::int64_t>(extension.count(), 0)) * 1'000'000 +
+              detail::coarse_resolution_ns()))
+    return Status::lease_lost;
+  // Still ours after the write? If the watchdog took it back in between, the ack will say
   // lease_lost; say it now.
   if (hdr.word.load(std::memory_order_seq_cst) != m.word_) return Status::lease_lost;
   heartbeat();

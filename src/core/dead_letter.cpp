@@ -9,6 +9,7 @@
 #include "persist/republish.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
+#include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
 
 namespace shmq {
@@ -125,6 +126,8 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
   const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
   const std::uint32_t reserved = 0;
   const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
+  // Read before the copy, like the id: the check of the slot word after it covers them.
+  const Seal seal = seg.checksummed() ? read_seal(hdr) : Seal{};
   std::memcpy(buf_.data(), &magic, 4);
   std::memcpy(buf_.data() + 4, &version, 2);
   std::memcpy(buf_.data() + 8, &dc, 4);
@@ -137,11 +140,15 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
     std::memcpy(buf_.data() + kDeadLetterEnvelopeSize + off, seg.payload(q), n);
     off += n;
   }
+  // Still ours after the copy? A holder stopped past its lease (or a watchdog that lost the
+  // election) may be copying a slot that was taken back and reused meanwhile: send nothing.
+  acquire_fence_after_copy();
+  if (seg.slot(pos).word.load(std::memory_order_relaxed) != held) return Outcome::lease_lost;
   // Whatever sends a message of a checksummed queue here (expiry, max deliveries, a
   // rejection), a copy that fails its checksum goes as corrupt: a dead letter replayed into
   // a queue gets a fresh checksum, so its reason must say what it is.
   if (reason != DeadLetterReason::corrupt && seg.checksummed() &&
-      !message_intact(hdr, pos, id, Bytes(buf_).subspan(kDeadLetterEnvelopeSize)))
+      !seal_matches(seal, pos, id, Bytes(buf_).subspan(kDeadLetterEnvelopeSize)))
     reason = DeadLetterReason::corrupt;
   const auto r = static_cast<std::uint16_t>(reason);
   std::memcpy(buf_.data() + 6, &r, 2);

@@ -1,5 +1,6 @@
 #include "core/healer.hpp"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -40,6 +41,13 @@ struct Entry {
 
 std::mutex& registry_mutex() {
   static std::mutex m;
+  // fork() while another thread (a watchdog tick beating) holds it would leave it locked
+  // for ever in the child: the forking thread takes it across the fork.
+  static const bool at_fork = [] {
+    ::pthread_atfork([] { m.lock(); }, [] { m.unlock(); }, [] { m.unlock(); });
+    return true;
+  }();
+  (void)at_fork;
   return m;
 }
 std::unordered_map<const detail::Segment*, Entry>& registry() {

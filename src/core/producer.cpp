@@ -93,6 +93,11 @@ Producer::~Producer() { release_member(); }
 
 void Producer::release_member() noexcept {
   if (!seg_) return;
+  // A copy inherited through fork(): the row is the parent's, and so are its claims.
+  if (detail::member_pid(row_word_) != static_cast<std::uint32_t>(::getpid())) {
+    seg_.reset();
+    return;
+  }
   // Open reservations (claims) go back as holes before the row is freed: a slot must never
   // name a member row that is free or reused.
   // An evicted producer has nothing to give back: the watchdog took its claims.
@@ -119,7 +124,7 @@ bool Producer::evicted() const noexcept {
 }
 
 void Producer::heartbeat() noexcept {
-  if (seg_)
+  if (seg_ && !evicted())
     seg_->member(member_).heartbeat_ns.store(detail::monotonic_coarse_ns(),
                                              std::memory_order_relaxed);
 }
@@ -213,6 +218,9 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
         // reads of the old payload happen-before our writes. seq_cst for wait_on's pairing.
         if (word.compare_exchange_strong(w, make_word(lap, SlotState::claimed, owner_, k),
                                          std::memory_order_seq_cst)) {
+          // The writer's side of the copy check (consumers re-read the word after copying):
+          // the claim is visible before any byte we write next.
+          detail::release_fence_before_write();
           SHMQ_CRASH_POINT("producer.after_claim");
           std::uint64_t expected = t;
           h.tail.value.compare_exchange_strong(expected, t + k, std::memory_order_seq_cst);
@@ -346,6 +354,9 @@ Status Producer::wait_persisted(std::uint64_t upto, Clock::time_point deadline,
     // standby taking over), and failing a send in that window would make every restart of
     // shmqd an error for the producers.
     if (confirm == Confirm::bounded && !seg_->persister_alive()) return Status::no_persister;
+    // Sent, not confirmed, and no longer a member (stopped past the heartbeat timeout): the
+    // message may still be persisted and delivered; this handle cannot wait for it.
+    if (evicted()) return Status::evicted;
     heartbeat();
     detail::wait_on(h.persist_wait, member_, deadline, [&] {
       return interrupted_->load(std::memory_order_seq_cst) || seg_->removed() ||

@@ -26,6 +26,17 @@ bool release_held(Segment& seg, std::uint64_t pos, std::uint64_t held, std::uint
   return true;
 }
 
+bool write_deadline(SlotHeader& hdr, std::uint64_t held, std::uint64_t deadline_ns) noexcept {
+  // A bounded number of tries: only a late writer (or a hostile one) races us here.
+  for (int tries = 0; tries < 64; ++tries) {
+    std::uint64_t dl = hdr.deadline_ns.load(std::memory_order_seq_cst);
+    if (hdr.word.load(std::memory_order_seq_cst) != held) return false;
+    if (hdr.deadline_ns.compare_exchange_strong(dl, deadline_ns, std::memory_order_seq_cst))
+      return true;
+  }
+  return false;
+}
+
 bool requeue_held(Segment& seg, std::uint64_t pos, std::uint64_t held,
                   std::uint64_t not_before_ns) {
   SlotHeader& hdr = seg.slot(pos);
@@ -35,7 +46,9 @@ bool requeue_held(Segment& seg, std::uint64_t pos, std::uint64_t held,
   // nothing, and its next holder writes its own lease right after its claim. (A watchdog
   // that took a message back used to write 0 here before its CAS; when that CAS lost to
   // the holder's nack_after, the 0 cancelled the delay.)
-  if (not_before_ns != 0) hdr.deadline_ns.store(not_before_ns, std::memory_order_relaxed);
+  // The delay: read, check the slot is still held as `held`, then CAS, so that a holder
+  // stopped between its check and its write cannot overwrite the next holder's lease.
+  if (not_before_ns != 0 && !write_deadline(hdr, held, not_before_ns)) return false;
   const SlotState to = not_before_ns != 0 ? SlotState::delayed : SlotState::ready;
   std::uint64_t expected = held;
   // Release: publishes deadline_ns with the new state.

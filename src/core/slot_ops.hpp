@@ -14,6 +14,11 @@ namespace shmq::detail {
 // held -> releasing -> (continuations, head) free. False if `held` is no longer its word.
 bool release_held(Segment& seg, std::uint64_t pos, std::uint64_t held, std::uint32_t member);
 
+// Writes the deadline of the slot we hold as `held` (a lease extension, a delay): read,
+// check the word, CAS, so that a holder stopped between its check and its write cannot
+// overwrite the slot's next holder's lease. False if the slot is no longer held as `held`.
+bool write_deadline(SlotHeader& hdr, std::uint64_t held, std::uint64_t deadline_ns) noexcept;
+
 // Puts the message back: held -> ready, or held -> delayed until `not_before_ns`
 // (CLOCK_MONOTONIC) when that is non-zero. Bumps the requeue epoch and wakes consumers.
 // False if `held` is no longer its word.

@@ -86,8 +86,10 @@ struct Watchdog::Impl {
   void help_tail();
   std::uint64_t since(std::unordered_map<std::uint64_t, Sighting>& next, std::uint64_t key,
                       std::uint64_t word, std::uint64_t now);
+  // Only while the row is ours: a watchdog whose row was taken (evicted while its process
+  // was stopped) must not keep the row's next occupant looking alive.
   void beat() {
-    if (has_row())
+    if (has_row() && seg->owns(me))
       seg->member(me.row).heartbeat_ns.store(detail::monotonic_coarse_ns(),
                                              std::memory_order_relaxed);
   }
@@ -131,9 +133,10 @@ bool Watchdog::Impl::elected_watchdog_alive(std::uint64_t v, std::uint64_t now_c
 
 bool Watchdog::Impl::elect() {
   detail::SegmentHeader& h = seg->header();
+  if (!seg->owns(me)) return false;
   const std::uint64_t mine = me.row + 1;
   std::uint64_t v = h.watchdog.value.load(std::memory_order_acquire);
-  if (v == mine) return seg->owns(me);
+  if (v == mine) return true;
   // A live watchdog is elected and beating: stand by. Nobody, a dead or stopped one, or
   // garbage: take over.
   if (elected_watchdog_alive(v, detail::monotonic_coarse_ns())) return false;
@@ -307,11 +310,13 @@ bool Watchdog::Impl::scan_slots(std::uint64_t now,
         if (lease_ns == 0) break;
         const std::uint64_t dl = s.slot(i).deadline_ns.load(std::memory_order_relaxed);
         if (word.load(std::memory_order_seq_cst) != w) break;
-        // Only a word seen at an earlier tick too: right after its claim, a holder's
-        // deadline is still the previous delivery's until it writes its own lease.
-        // 0: the holder has not written its lease yet; time it from our first sight.
+        // Timed from our first sight of this held word as well as by its deadline: right
+        // after its claim a holder's deadline is still the previous delivery's (or 0)
+        // until it writes its own lease, and that must not expire the new delivery. An
+        // expiry is at most a tick late; a new watchdog restarts the timing (later, never
+        // earlier).
         const std::uint64_t seen = since(next, i, w, now);
-        const bool expired = seen > 0 && (dl == 0 ? seen > lease_ns : now_coarse > dl);
+        const bool expired = seen > lease_ns && (dl == 0 || now_coarse > dl);
         if (expired && detail::requeue_held(s, pos, w, 0)) {
           ++r.leases_expired;
           counters.leases_expired.fetch_add(1, std::memory_order_relaxed);
@@ -429,6 +434,14 @@ bool Watchdog::Impl::reap_members(std::uint64_t now,
 WatchdogReport Watchdog::Impl::tick() {
   WatchdogReport r;
   detail::Segment& s = *seg;
+  if (has_row() && !s.owns(me)) {
+    // Our row was taken from us (evicted while this process was stopped): register again
+    // as a new member, or sit this tick out.
+    auto m = detail::register_member_repairing(seg, Role::watchdog);
+    if (!m.ok()) return r;
+    me = m.value();
+    sightings.clear();
+  }
   beat();
   // The library's own heartbeat for this process's producers and consumers (heartbeat
   // liveness): this thread runs while the process does.

@@ -9,16 +9,24 @@ namespace shmq::detail {
 namespace {
 const char* armed_name = nullptr;
 unsigned armed_countdown = 0;
+int armed_signal = SIGKILL;
 }  // namespace
 
 void arm_crash_point(const char* name, unsigned countdown) noexcept {
   armed_name = name;
   armed_countdown = countdown;
+  armed_signal = SIGKILL;
+}
+
+void arm_stop_point(const char* name, unsigned countdown) noexcept {
+  armed_name = name;
+  armed_countdown = countdown;
+  armed_signal = SIGSTOP;
 }
 
 void crash_point(const char* name) noexcept {
   if (armed_name == nullptr || std::strcmp(armed_name, name) != 0) return;
-  if (--armed_countdown == 0) ::raise(SIGKILL);
+  if (--armed_countdown == 0) ::raise(armed_signal);
 }
 
 }  // namespace shmq::detail

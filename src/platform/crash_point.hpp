@@ -13,6 +13,8 @@ namespace shmq::detail {
 // forked child before it starts work.
 void arm_crash_point(const char* name, unsigned countdown) noexcept;
 void crash_point(const char* name) noexcept;
+// The same, but the process stops itself there (SIGSTOP): a test resumes it with SIGCONT.
+void arm_stop_point(const char* name, unsigned countdown) noexcept;
 
 }  // namespace shmq::detail
 

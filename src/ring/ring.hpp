@@ -123,6 +123,18 @@ inline void acquire_fence_after_copy() noexcept {
 #endif
 }
 
+// The writer's side: after the CAS that claims a slot, before the writes of its bytes.
+inline void release_fence_before_write() noexcept {
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wtsan"
+#endif
+  std::atomic_thread_fence(std::memory_order_release);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+}
+
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();

@@ -226,9 +226,12 @@ struct alignas(kCacheLine) SlotHeader {
   std::atomic<std::uint64_t> origin;
   // The deadline of the slot's current state, CLOCK_MONOTONIC (coarse): for held, the
   // lease (0 = the consumer has not written it yet); for delayed, when it may be delivered.
-  // Written only by the slot's holder: the lease right after its claim, a delay before the
-  // CAS that makes the slot delayed. Meaningless while ready (it keeps the last value): the
-  // watchdog expires a lease only after seeing the same held word at two ticks.
+  // Written only by the slot's holder, always by CAS from the value it read before it
+  // claimed the slot or after it checked the word (a holder stopped past its lease must not
+  // overwrite the next holder's): the lease right after its claim, a delay before the CAS
+  // that makes the slot delayed. Meaningless while ready (it keeps the last value): the
+  // watchdog expires a lease only a lease after its first sight of the held word, and only
+  // once the deadline has passed too. delivery_count is written the same way.
   std::atomic<std::uint64_t> deadline_ns;
   // producer, on queues created with QueueOptions::checksum (kFlagChecksum): the message's
   // checksum over its position, id, length, origin and payload (core/checksum.hpp); 0

@@ -565,33 +565,29 @@ void Segment::unregister_member(const MemberTicket& m) noexcept {
 }
 
 bool Segment::free_member(std::uint32_t i, std::uint64_t leaving) noexcept {
-  if (i >= max_members_) return false;
+  if (i >= max_members_ || member_status(leaving) != MemberStatus::leaving) return false;
   MemberRow& row = members_[i];
-  if (row.state.load(std::memory_order_acquire) != leaving ||
-      member_status(leaving) != MemberStatus::leaving)
+  // Read the counters, then free the row in one CAS from exactly `leaving`, and retire the
+  // counters only if that CAS was ours: two callers racing (the member closing and a
+  // watchdog evicting it, a watchdog and a repair pass) retire them once, and the loser
+  // never writes into a row that may already be its next occupant's. Nothing else is
+  // written here: the next occupant resets the counters, heartbeat, start time and waiting
+  // bits while it is joining.
+  const std::uint64_t sent = row.sent.load(std::memory_order_relaxed);
+  const std::uint64_t received = row.received.load(std::memory_order_relaxed);
+  const std::uint64_t acked = row.acked.load(std::memory_order_relaxed);
+  const std::uint64_t requeued = row.requeued.load(std::memory_order_relaxed);
+  std::uint64_t w = leaving;
+  if (!row.state.compare_exchange_strong(
+          w, member_state(MemberStatus::free, Role::none, 0, member_generation(leaving)),
+          std::memory_order_acq_rel))
     return false;
   SegmentHeader& h = *header_;
-  h.retired_sent.fetch_add(row.sent.load(std::memory_order_relaxed), std::memory_order_relaxed);
-  h.retired_received.fetch_add(row.received.load(std::memory_order_relaxed),
-                               std::memory_order_relaxed);
-  h.retired_acked.fetch_add(row.acked.load(std::memory_order_relaxed), std::memory_order_relaxed);
-  h.retired_requeued.fetch_add(row.requeued.load(std::memory_order_relaxed),
-                               std::memory_order_relaxed);
-  row.sent.store(0, std::memory_order_relaxed);
-  row.received.store(0, std::memory_order_relaxed);
-  row.acked.store(0, std::memory_order_relaxed);
-  row.requeued.store(0, std::memory_order_relaxed);
-  const std::uint64_t bit = std::uint64_t{1} << (i % 64);
-  h.consumers_wait.waiting[i / 64].fetch_and(~bit, std::memory_order_relaxed);
-  h.producers_wait.waiting[i / 64].fetch_and(~bit, std::memory_order_relaxed);
-  row.start_time.store(0, std::memory_order_relaxed);
-  // Frees the row last: everything above happens-before the next claimant's CAS. Only one
-  // caller gets here per leaving word that matters (the counters above may be retired
-  // twice by two racing callers: statistics only); the CAS decides who frees it.
-  std::uint64_t w = leaving;
-  return row.state.compare_exchange_strong(
-      w, member_state(MemberStatus::free, Role::none, 0, member_generation(leaving)),
-      std::memory_order_acq_rel);
+  h.retired_sent.fetch_add(sent, std::memory_order_relaxed);
+  h.retired_received.fetch_add(received, std::memory_order_relaxed);
+  h.retired_acked.fetch_add(acked, std::memory_order_relaxed);
+  h.retired_requeued.fetch_add(requeued, std::memory_order_relaxed);
+  return true;
 }
 
 }  // namespace shmq::detail

@@ -56,7 +56,7 @@ class QueueFixture {
       : name_(unique_queue_name()) {
     shmq::QueueOptions options;
     options.slot_count = kSlotCount;
-    options.slot_size = slot_size_for(max_payload);
+    options.slot_size = slot_size_for(max_payload + (checksum ? 8 : 0));  // + the checksum word
     options.checksum = checksum;
     auto q = shmq::Queue::create(name_, options);
     if (!q.ok()) {

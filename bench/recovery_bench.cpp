@@ -48,6 +48,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -63,6 +64,7 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -104,6 +106,11 @@ constexpr auto kAsleepTimeout = std::chrono::seconds(1);
 struct Config {
   std::uint64_t kills = kDefaultKills;
   std::uint64_t messages = kDefaultMessages;
+  std::uint64_t slots = 0;      // 0: QueueOptions' default
+  std::uint64_t slot_size = 0;  // 0: QueueOptions' default
+  bool no_daemon = false;       // heal by the embedded watchdogs only
+  bool costs = false;           // the per-ring-size costs instead of kill rounds
+  std::uint64_t reps = 0;       // --costs repetitions (0: per figure default)
   bool json = false;
 };
 
@@ -119,6 +126,15 @@ void print_help() {
       "options:\n"
       "  --kills N       consumers killed, one per round (default %llu)\n"
       "  --messages N    messages the killed consumer holds, 1..%llu (default %llu)\n"
+      "  --slots N       ring size (power of two; default QueueOptions' 1024); the ring is\n"
+      "                  filled and drained once first, so its window is the whole ring\n"
+      "  --slot-size N   bytes per slot (default QueueOptions' 256)\n"
+      "  --no-daemon     no Watchdog of the bench's own (what shmqd runs): the queue heals\n"
+      "                  by the watchdogs embedded in its processes only\n"
+      "  --costs         instead of kill rounds: what idle and single operations cost on\n"
+      "                  this ring size (watchdog tick, idle process, idle receive_for,\n"
+      "                  receive after a nack, opening and closing handles)\n"
+      "  --reps N        repetitions per --costs figure (medians are reported)\n"
       "  --quick         %llu kills, for a smoke test (an explicit --kills wins)\n"
       "  --json          one JSON object on one line instead of the table\n"
       "  --help          this text\n"
@@ -184,6 +200,18 @@ int parse_args(int argc, char** argv, Config& cfg) {
       set_kills = true;
     } else if (key == "--messages") {
       rc = number(1, kMaxMessages, cfg.messages);
+    } else if (key == "--slots") {
+      rc = number(2, 1u << 24, cfg.slots);
+      if (rc == -1 && (cfg.slots & (cfg.slots - 1)) != 0)
+        return bad("--slots must be a power of two");
+    } else if (key == "--slot-size") {
+      rc = number(128, 1u << 20, cfg.slot_size);
+    } else if (key == "--no-daemon") {
+      rc = flag(cfg.no_daemon);
+    } else if (key == "--costs") {
+      rc = flag(cfg.costs);
+    } else if (key == "--reps") {
+      rc = number(1, 1'000'000, cfg.reps);
     } else if (key == "--quick") {
       rc = flag(quick);
     } else if (key == "--json") {
@@ -519,8 +547,12 @@ RoundResult run_round(const std::string& name, shmq::Producer& producer, std::ui
 }
 
 // Final accounting from the queue's counters (nothing else runs by then but the watchdog).
-void check_totals(const shmq::Queue& queue, std::uint64_t kills, std::uint64_t m) {
-  const shmq::QueueStats s = queue.stats();
+// `base`: the counters before the first round (the ring was filled and drained once).
+void check_totals(const shmq::Queue& queue, const shmq::QueueStats& base, std::uint64_t kills,
+                  std::uint64_t m) {
+  shmq::QueueStats s = queue.stats();
+  s.sent -= base.sent;
+  s.acked -= base.acked;
   const std::uint64_t total = kills * m;
   std::string bad;
   auto expect = [&](const char* what, std::uint64_t got, std::uint64_t want) {
@@ -534,7 +566,8 @@ void check_totals(const shmq::Queue& queue, std::uint64_t kills, std::uint64_t m
   expect("in_flight", s.in_flight, 0);
   expect("consumers", s.consumers, 0);
   expect("redelivered", s.redelivered, total);
-  expect("members_reclaimed", s.members_reclaimed, kills);
+  // Each victim had its consumer's row and, unless disabled, its embedded watchdog's.
+  expect("members_reclaimed", s.members_reclaimed, kills * (shmq::embedded_watchdog() ? 2 : 1));
   expect("leases_expired", s.leases_expired, 0);
   expect("dead_lettered", s.dead_lettered, 0);
   if (!bad.empty()) fail("queue counters after the run: " + bad);
@@ -561,6 +594,294 @@ Percentiles percentiles(std::vector<std::uint64_t> v) {
 
 double ms(std::uint64_t ns) { return static_cast<double>(ns) / 1e6; }
 
+
+// --- Costs by ring size (issue 10: work proportional to what changed) ----------------------
+//
+// Each figure is the median of --reps repetitions on a ring that was filled and drained once
+// (so [tail - N, tail), the window of positions a message can be at, is the whole ring),
+// with CPU time read from the kernel (getrusage, CLOCK_THREAD_CPUTIME_ID) beside wall time.
+
+std::uint64_t thread_cpu_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return std::uint64_t(ts.tv_sec) * 1'000'000'000ull + std::uint64_t(ts.tv_nsec);
+}
+
+std::uint64_t process_cpu_ns() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  auto ns = [](const timeval& tv) {
+    return std::uint64_t(tv.tv_sec) * 1'000'000'000ull + std::uint64_t(tv.tv_usec) * 1000ull;
+  };
+  return ns(ru.ru_utime) + ns(ru.ru_stime);
+}
+
+// Sends and acks `count` messages through `producer` and `consumer`, in batches, so that
+// the tail moves on by `count` and nothing is left in the ring.
+void run_through(shmq::Producer& producer, shmq::Consumer& consumer, std::uint64_t count) {
+  constexpr std::size_t kBatch = 256;
+  const std::string body = "wrap";
+  std::vector<shmq::Bytes> out(kBatch, shmq::as_bytes(body));
+  std::vector<shmq::Message> in(kBatch);
+  std::uint64_t done = 0;
+  while (done < count) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, count - done));
+    shmq::Status st = shmq::Status::ok;
+    const std::size_t sent = producer.send_batch({out.data(), n}, kStepTimeout, &st);
+    if (sent != n) fail("wrap: send_batch: " + std::string(shmq::to_string(st)));
+    std::size_t got = 0;
+    while (got < n) {
+      const std::size_t r = consumer.receive_batch({in.data() + got, n - got}, kStepTimeout);
+      if (r == 0) fail("wrap: receive_batch timed out");
+      got += r;
+    }
+    check(consumer.ack(std::span<shmq::Message>(in.data(), n)), "wrap: ack");
+    done += n;
+  }
+}
+
+struct CostRow {
+  std::string name;
+  std::string unit;   // "ms", "us", "%"
+  double value = 0;   // median
+  double min = 0;
+  double max = 0;
+  std::string note;
+};
+
+CostRow row_of(std::string name, std::string unit, std::vector<double> v, std::string note = "") {
+  const shmq_bench::Spread sp = shmq_bench::spread_of(std::move(v));
+  return {std::move(name), std::move(unit), sp.median, sp.min, sp.max, std::move(note)};
+}
+
+// Runs `body` in a forked child that reports one double through a pipe; returns it.
+double in_child(const std::string& role, const std::function<double()>& body) {
+  Child child;
+  child.spawn(role, [&](int fd) {
+    const double v = body();
+    write_all(fd, &v, sizeof v);
+    return 0;
+  });
+  double v = 0;
+  read_exact(child.fd(), &v, sizeof v, Clock::now() + std::chrono::seconds(60), role);
+  child.wait_exit(Clock::now() + std::chrono::seconds(60));
+  return v;
+}
+
+std::vector<CostRow> measure_costs(const Config& cfg) {
+  shmq::QueueOptions qopts;
+  if (cfg.slots != 0) qopts.slot_count = static_cast<std::uint32_t>(cfg.slots);
+  if (cfg.slot_size != 0) qopts.slot_size = static_cast<std::uint32_t>(cfg.slot_size);
+  const std::string name = "bench-costs-" + std::to_string(::getpid());
+  QueueCleanup cleanup(name);
+  const std::uint64_t reps_fast = cfg.reps != 0 ? cfg.reps : 21;  // sub-second figures
+  const std::uint64_t reps_slow = cfg.reps != 0 ? cfg.reps : 3;   // 2-second figures
+  const shmq::WatchdogOptions wopts;
+  const double interval_ns = static_cast<double>(
+      std::chrono::nanoseconds(wopts.interval).count());
+  std::vector<CostRow> rows;
+
+  // Nothing in this process heals except the objects made below on purpose.
+  shmq::set_embedded_watchdog(false);
+  auto queue = take(shmq::Queue::create(name, qopts), "create queue " + name);
+  auto producer = take(queue.producer(), "producer");
+  auto consumer = take(queue.consumer(), "consumer");
+  run_through(producer, consumer, queue.slot_count());
+
+  // 1. Watchdog ticks on the idle queue (elected; called directly, in this thread): the
+  // first ones after its election, then once it has settled (a watchdog may catch up on
+  // the ring over its first ticks: N / 32 Ki of them are allowed for).
+  {
+    auto wd = take(shmq::Watchdog::attach(queue, wopts), "attach watchdog");
+    if (!wd.tick().active) fail("the bench's watchdog was not elected");
+    std::vector<double> cpu, share;
+    auto ticks = [&](const std::string& what) {
+      cpu.clear();
+      share.clear();
+      for (std::uint64_t i = 0; i < reps_fast; ++i) {
+        const std::uint64_t c0 = thread_cpu_ns();
+        (void)wd.tick();
+        const double c = static_cast<double>(thread_cpu_ns() - c0);
+        cpu.push_back(c / 1e6);
+        share.push_back(100.0 * c / interval_ns);
+      }
+      rows.push_back(row_of("watchdog tick, " + what + " (CPU)", "ms", cpu));
+      rows.push_back(row_of("  = share of a core at 5 ms ticks, " + what, "%", share));
+    };
+    ticks("just elected");
+    for (std::uint64_t i = 0; i < queue.slot_count() / 32768 + 4; ++i) (void)wd.tick();
+    ticks("idle queue");
+
+    // The same with one message held (lease 30 s) about N positions behind the tail.
+    shmq::Message old;
+    check(producer.send(shmq::as_bytes(std::string("old"))), "send");
+    check(consumer.receive_for(old, kStepTimeout), "receive");
+    {
+      auto other = take(queue.consumer(), "consumer");
+      run_through(producer, other, queue.slot_count() - 2);
+    }
+    ticks("1 held N-1 behind tail");
+    check(consumer.ack(old), "ack");
+    run_through(producer, consumer, 1);
+  }
+
+  // 2. An idle process with a consumer and its embedded watchdog, elected (nothing else
+  // runs a watchdog) or standing by (the bench's own Watchdog thread is elected): its CPU
+  // over 2 s, after 3 s to settle. "Ring mapped": the process first sent and acked one lap
+  // of messages itself, so its page tables map the whole ring, as a long-running service's
+  // do (on some VMs every wake-up of such a process costs more).
+  auto idle_process = [&](const char* role, bool went_round) {
+    return in_child(role, [&] {
+      shmq::set_embedded_watchdog(true);
+      auto q = take(shmq::Queue::open(name), "open " + name);
+      auto c = take(q.consumer(), "consumer");
+      if (went_round) {
+        auto pr = take(q.producer(), "producer");
+        run_through(pr, c, q.slot_count());
+      }
+      std::this_thread::sleep_for(std::chrono::seconds(3));
+      const std::uint64_t c0 = process_cpu_ns();
+      const std::uint64_t t0 = now_ns();
+      std::this_thread::sleep_for(std::chrono::seconds(2));
+      return 100.0 * static_cast<double>(process_cpu_ns() - c0) /
+             static_cast<double>(now_ns() - t0);
+    });
+  };
+  {
+    auto idle_rows = [&](const char* who, const char* note) {
+      for (const bool went_round : {false, true}) {
+        std::vector<double> share;
+        for (std::uint64_t i = 0; i < reps_slow; ++i)
+          share.push_back(idle_process(who, went_round));
+        rows.push_back(row_of(std::string("idle process, watchdog ") + who +
+                                  (went_round ? ", ring mapped" : ""),
+                              "%", share, note));
+      }
+    };
+    idle_rows("elected", "CPU of the whole process over 2 s / 2 s");
+    auto wd = take(shmq::Watchdog::attach(queue, wopts), "attach watchdog");
+    wd.start();
+    idle_rows("standing by", "another process's watchdog is elected");
+  }
+
+  // 3. receive_for(2 s) on the empty queue: CPU of the receiving thread.
+  {
+    std::vector<double> cpu;
+    for (std::uint64_t i = 0; i < reps_slow; ++i) {
+      shmq::Message m;
+      const std::uint64_t c0 = thread_cpu_ns();
+      const shmq::Status s = consumer.receive_for(m, std::chrono::seconds(2));
+      cpu.push_back(static_cast<double>(thread_cpu_ns() - c0) / 1e6);
+      if (s != shmq::Status::timeout) fail("idle receive_for: " + std::string(shmq::to_string(s)));
+    }
+    rows.push_back(row_of("idle receive_for(2 s) (CPU)", "ms", cpu));
+    // The same thread sleeping as often with no queue involved: what waking up costs in
+    // this process on this machine.
+    cpu.clear();
+    for (std::uint64_t i = 0; i < reps_slow; ++i) {
+      const std::uint64_t c0 = thread_cpu_ns();
+      for (int k = 0; k < 8; ++k) std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      cpu.push_back(static_cast<double>(thread_cpu_ns() - c0) / 1e6);
+    }
+    rows.push_back(row_of("  for comparison: 8 sleeps of 250 ms (CPU)", "ms", cpu,
+                          "no queue: the machine's cost of waking this process"));
+  }
+
+  // 4. An ordinary receive, the receive after a nack (the nacked message, now behind the
+  // dispatch cursor), and the receive after that (a fresh message).
+  {
+    std::vector<double> ordinary, after_nack, next;
+    for (std::uint64_t i = 0; i < reps_fast; ++i) {
+      check(producer.send(shmq::as_bytes(std::string("a"))), "send");
+      check(producer.send(shmq::as_bytes(std::string("b"))), "send");
+      shmq::Message a, again, b;
+      auto t0 = now_ns();
+      check(consumer.receive_for(a, kStepTimeout), "receive");
+      ordinary.push_back(static_cast<double>(now_ns() - t0) / 1e3);
+      check(consumer.nack(a), "nack");
+      t0 = now_ns();
+      check(consumer.receive_for(again, kStepTimeout), "receive after nack");
+      after_nack.push_back(static_cast<double>(now_ns() - t0) / 1e3);
+      if (again.view() != "a" || !again.redelivered())
+        fail("the nacked message did not come back first");
+      t0 = now_ns();
+      check(consumer.receive_for(b, kStepTimeout), "receive");
+      next.push_back(static_cast<double>(now_ns() - t0) / 1e3);
+      if (b.view() != "b") fail("expected message b");
+      check(consumer.ack(again), "ack");
+      check(consumer.ack(b), "ack");
+    }
+    rows.push_back(row_of("receive, ordinary (wall)", "us", ordinary));
+    rows.push_back(row_of("receive after a nack (wall)", "us", after_nack));
+    rows.push_back(row_of("the receive after that (wall)", "us", next));
+  }
+
+  // 5. Opening and closing handles: with a consumer of this process already open (its
+  // embedded watchdog running: the handle's own cost), and as the process's only handle
+  // (starting and stopping the embedded watchdog too).
+  {
+    shmq::set_embedded_watchdog(true);
+    auto time_open_close = [&](auto open) {
+      std::vector<double> wall;
+      for (std::uint64_t i = 0; i < reps_fast; ++i) {
+        const auto t0 = now_ns();
+        { auto h = open(); }
+        wall.push_back(static_cast<double>(now_ns() - t0) / 1e6);
+      }
+      return wall;
+    };
+    auto open_producer = [&] { return take(queue.producer(), "producer"); };
+    auto open_consumer = [&] { return take(queue.consumer(), "consumer"); };
+    rows.push_back(row_of("open + close a producer, only handle (wall)", "ms",
+                          time_open_close(open_producer),
+                          "starts and stops the embedded watchdog"));
+    rows.push_back(row_of("open + close a consumer, only handle (wall)", "ms",
+                          time_open_close(open_consumer)));
+    auto keep = take(queue.consumer(), "consumer");  // starts this process's watchdog
+    rows.push_back(row_of("open + close a producer, watchdog running (wall)", "ms",
+                          time_open_close(open_producer)));
+    rows.push_back(row_of("open + close a consumer, watchdog running (wall)", "ms",
+                          time_open_close(open_consumer)));
+    shmq::set_embedded_watchdog(false);
+  }
+  return rows;
+}
+
+int run_costs(const Config& cfg) {
+  const Machine machine = describe_machine();
+  std::vector<CostRow> rows;
+  shmq::QueueOptions defaults;
+  const std::uint64_t slots = cfg.slots != 0 ? cfg.slots : defaults.slot_count;
+  const std::uint64_t slot_size = cfg.slot_size != 0 ? cfg.slot_size : defaults.slot_size;
+  try {
+    rows = measure_costs(cfg);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s --costs: %s\n", kProg, e.what());
+    return 1;
+  }
+  if (cfg.json) {
+    for (const CostRow& r : rows) {
+      std::printf("{\"scenario\":\"costs\",\"slots\":%llu,\"slot_size\":%llu,\"figure\":%s,"
+                  "\"unit\":%s,\"median\":%.6g,\"min\":%.6g,\"max\":%.6g,\"load\":%s}\n",
+                  static_cast<unsigned long long>(slots),
+                  static_cast<unsigned long long>(slot_size), json_string(r.name).c_str(),
+                  json_string(r.unit).c_str(), r.value, r.min, r.max,
+                  json_string(shmq_bench::loadavg()).c_str());
+    }
+    return 0;
+  }
+  std::printf("%s --costs: %llu slots of %llu bytes; machine: %s, %ld online cores, %s, load %s\n",
+              kProg, static_cast<unsigned long long>(slots),
+              static_cast<unsigned long long>(slot_size), machine.cpu.c_str(), machine.cores,
+              machine.kernel.c_str(), machine.load.c_str());
+  std::printf("%-52s %12s %12s %12s  %s\n", "figure (median of reps)", "median", "min", "max",
+              "");
+  for (const CostRow& r : rows)
+    std::printf("%-52s %9.3f %-2s %9.3f %-2s %9.3f %-2s %s\n", r.name.c_str(), r.value,
+                r.unit.c_str(), r.min, r.unit.c_str(), r.max, r.unit.c_str(), r.note.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -571,7 +892,11 @@ int main(int argc, char** argv) {
   // SIGPIPE ignored.
   shmq_bench::install_signal_handlers();
 
-  const shmq::QueueOptions qopts;     // the defaults are what is measured
+  if (cfg.costs) return run_costs(cfg);
+
+  shmq::QueueOptions qopts;           // the defaults are what is measured
+  if (cfg.slots != 0) qopts.slot_count = static_cast<std::uint32_t>(cfg.slots);
+  if (cfg.slot_size != 0) qopts.slot_size = static_cast<std::uint32_t>(cfg.slot_size);
   const shmq::WatchdogOptions wopts;  // likewise
   const std::string name = "bench-recovery-" + std::to_string(::getpid());
   const Machine machine = describe_machine();
@@ -584,10 +909,15 @@ int main(int argc, char** argv) {
                 machine.kernel.c_str());
     std::printf("settings:  default QueueOptions (lease %lld ms, max_deliveries %u, liveness by"
                 " pid and start time),\n"
-                "           default WatchdogOptions (background thread, tick every %lld ms),\n"
+                "           %u slots of %u bytes (ring filled and drained once first),\n"
+                "           %s,\n"
                 "           %llu messages held by each killed consumer, %llu kills\n",
                 static_cast<long long>(qopts.lease.count()), qopts.max_deliveries,
-                static_cast<long long>(wopts.interval.count()),
+                qopts.slot_count, qopts.slot_size,
+                cfg.no_daemon
+                    ? "no daemon: healed by the watchdogs embedded in the processes (the"
+                      " elected one ticks every 5 ms)"
+                    : "default WatchdogOptions (background thread, tick every 5 ms, as shmqd)",
                 static_cast<unsigned long long>(cfg.messages),
                 static_cast<unsigned long long>(cfg.kills));
     std::printf("timing:    t0 = CLOCK_MONOTONIC just before kill(SIGKILL), after a random"
@@ -605,9 +935,19 @@ int main(int argc, char** argv) {
   try {
     QueueCleanup cleanup(name);
     auto queue = take(shmq::Queue::create(name, qopts), "create queue " + name);
-    auto watchdog = take(shmq::Watchdog::attach(queue, wopts), "attach watchdog");
-    watchdog.start();
+    // --no-daemon: the producer's embedded watchdog (started with it) is elected instead.
+    std::optional<shmq::Watchdog> watchdog;
+    if (!cfg.no_daemon) {
+      watchdog.emplace(take(shmq::Watchdog::attach(queue, wopts), "attach watchdog"));
+      watchdog->start();
+    }
     auto producer = take(queue.producer(), "producer");
+    {
+      // One lap of the ring first: the window [tail - N, tail) is then the whole ring.
+      auto consumer = take(queue.consumer(), "consumer");
+      run_through(producer, consumer, queue.slot_count());
+    }
+    const shmq::QueueStats base = queue.stats();
     // Fixed seed: the same sequence of phases on every run.
     std::mt19937_64 rng(0x5eed);
     std::uniform_int_distribution<std::int64_t> phase(
@@ -620,8 +960,8 @@ int main(int argc, char** argv) {
       first_ns.push_back(r.first_ns);
       if (r.asleep) ++asleep;
     }
-    check_totals(queue, cfg.kills, cfg.messages);
-    watchdog.stop();
+    check_totals(queue, base, cfg.kills, cfg.messages);
+    if (watchdog) watchdog->stop();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: failed after %zu of %llu kills: %s\n", kProg, all_ns.size(),
                  static_cast<unsigned long long>(cfg.kills), e.what());
@@ -637,6 +977,8 @@ int main(int argc, char** argv) {
     std::string line = "{\"scenario\":\"recovery\"";
     line += ",\"kills\":" + u(cfg.kills);
     line += ",\"messages_per_kill\":" + u(cfg.messages);
+    line += ",\"slots\":" + u(qopts.slot_count) + ",\"slot_size\":" + u(qopts.slot_size);
+    line += ",\"no_daemon\":" + std::string(cfg.no_daemon ? "true" : "false");
     line += ",\"p50_ns\":" + u(all.p50) + ",\"p90_ns\":" + u(all.p90) +
             ",\"p99_ns\":" + u(all.p99) + ",\"max_ns\":" + u(all.max);
     line += ",\"first_p50_ns\":" + u(first.p50) + ",\"first_p90_ns\":" + u(first.p90) +

@@ -2,6 +2,7 @@
 // queue never receives a message that was changed in shared memory after it was sent. It is
 // dead-lettered with reason corrupt (dropped on a queue without dead letters) and counted;
 // an intact message passes on every send and receive path.
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -43,6 +44,27 @@ TEST(ChecksumOption, IsOffByDefaultSetAtCreateAndSeenByEveryOpener) {
   auto dlq = Queue::open(Queue::dead_letter_name(q.name()));
   ASSERT_TRUE(dlq.ok());
   EXPECT_TRUE(dlq->options().checksum);
+}
+
+// The checksum takes the first 8 bytes after each slot's header: 8 payload bytes less.
+TEST(ChecksumOption, ASlotCarriesEightPayloadBytesLess) {
+  QueueOptions o = checksummed();
+  o.max_message_size = 0;  // one slot's payload
+  ScopedQueue q("ck-geometry", o);
+  EXPECT_EQ(q->segment()->payload_size(), 128u - 64 - 8);
+  EXPECT_EQ(q->max_message_size(), 56u);
+  EXPECT_TRUE(Queue::open_or_create(q.name(), o).ok()) << "0 means one slot's payload here too";
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  EXPECT_EQ(p.try_send(std::string(57, 'x')), Status::too_large);
+  ASSERT_EQ(p.try_send(std::string(56, 'y')), Status::ok);
+  Reservation r;
+  EXPECT_EQ(p.try_reserve(57, r), Status::too_large);
+  Message m;
+  ASSERT_EQ(c.receive_for(m, 1s), Status::ok);
+  EXPECT_EQ(m.view(), std::string(56, 'y'));
+  EXPECT_EQ(c.ack(m), Status::ok);
+  EXPECT_EQ(q->stats().corrupt, 0u);
 }
 
 TEST(ChecksumOption, OpenOrCreateWithTheOtherSettingIsAMismatch) {
@@ -107,15 +129,17 @@ std::vector<Scribble> scribbles() {
        [hdr](detail::Segment& s, std::uint64_t pos) { hdr(s, pos).length.store(40); }},
       {"the id", [hdr](detail::Segment& s, std::uint64_t pos) { hdr(s, pos).id.fetch_add(1); }},
       {"the origin", [hdr](detail::Segment& s, std::uint64_t pos) { hdr(s, pos).origin.store(5); }},
-      {"the checksum",
-       [hdr](detail::Segment& s, std::uint64_t pos) { hdr(s, pos).checksum.fetch_xor(1); }},
-      // Another message's whole slot copied over this one (header, checksum and bytes, the
-      // slot word aside): intact in itself, but not the message of this position.
+      {"the checksum", [](detail::Segment& s, std::uint64_t pos) { s.checksum_word(pos).fetch_xor(1); }},
+      // Another message's whole slot copied over this one (header fields, checksum and
+      // bytes; the slot word and the requeue map's word aside): intact in itself, but not
+      // the message of this position.
       {"another slot's content copied in",
        [](detail::Segment& s, std::uint64_t pos) {
          auto* dst = reinterpret_cast<std::byte*>(&s.slot(pos));
          const auto* src = reinterpret_cast<const std::byte*>(&s.slot(pos + 1));
-         std::memcpy(dst + 8, src + 8, s.slot_size() - 8);
+         constexpr std::size_t kMap = offsetof(detail::SlotHeader, map_word);
+         std::memcpy(dst + 8, src + 8, kMap - 8);
+         std::memcpy(dst + kMap + 8, src + kMap + 8, s.slot_size() - kMap - 8);
        }},
   };
 }

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -102,6 +103,36 @@ TEST(ScribbledDispatch, ReceiveForDeliversTheNextMessageAndTheCursorIsRepaired) 
     });
     EXPECT_EQ(wait_bounded(child, 30s), 0) << "dispatch scribbled to " << what;
   }
+}
+
+// A cursor written just ahead of the tail, within the span of one message (so it is within
+// an honest cursor's range and not clamped), leaves the next messages sent behind it and
+// unmarked in the requeue map. No consumer walks the ring any more: a consumer looks at the
+// positions just behind dispatch (and, with a watchdog, its sweep would mark them). Here
+// with no watchdog at all.
+TEST(ScribbledDispatch, ACursorJustAheadOfTheTailDoesNotHideTheNextMessages) {
+  QueueOptions o = small_ring();
+  o.max_message_size = 3 * (o.slot_size - 64);  // messages of up to 3 slots: F = 3
+  ScopedQueue q("scribble-ahead", o);
+  const pid_t child = test::spawn([&] {
+    set_embedded_watchdog(false);
+    auto p = q->producer().value();
+    auto c = q->consumer().value();
+    if (!cycle(p, c, 2 * int(kSlots) + 3)) return 10;
+    const std::uint64_t t = tail_of(*q).load();
+    dispatch_of(*q).store(t + 3);
+    if (p.send("one") != Status::ok || p.send("two") != Status::ok) return 11;
+    std::vector<std::string> got;
+    Message m;
+    for (int i = 0; i < 2; ++i) {
+      if (c.receive_for(m, 5s) != Status::ok) return 20 + i;
+      got.emplace_back(m.view());
+      if (c.ack(m) != Status::ok) return 22;
+    }
+    std::sort(got.begin(), got.end());
+    return got == std::vector<std::string>{"one", "two"} ? 0 : 23;
+  });
+  EXPECT_EQ(wait_bounded(child, 30s), 0);
 }
 
 // A hostile thread rewrites the cursor over and over while the consumer waits: receive_for

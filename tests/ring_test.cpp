@@ -1,6 +1,8 @@
 // The ring and the producer/consumer API in one process: delivery, acks, backpressure,
 // requeue, large messages, zero-copy, and the errors of bad input.
+#include <algorithm>
 #include <cstring>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -8,6 +10,7 @@
 
 #include "shmq/watchdog.hpp"
 
+#include "ring/requeue_map.hpp"
 #include "ring/slot_word.hpp"
 #include "segment/segment.hpp"
 #include "test_util.hpp"
@@ -572,6 +575,252 @@ TEST(Ring, ClosingProducerReleasesItsOpenReservation) {
   Message m;
   ASSERT_EQ(c.try_receive(m), Status::ok);
   EXPECT_EQ(m.view(), "after");
+}
+
+// --- The requeue map (ring/requeue_map.hpp) ----------------------------------------------
+
+std::atomic<std::uint64_t>& requeue_top(Queue& q) {
+  return q.segment()->header().requeue_epoch.requeue_top;
+}
+
+// Every map word of every level, summed: zero means nothing is marked anywhere.
+std::uint64_t map_words_set(Queue& q) {
+  const detail::Segment& seg = *q.segment();
+  std::uint64_t set = requeue_top(q).load() != 0;
+  for (std::uint64_t i = 0; i < seg.slot_count(); ++i) set += seg.slot(i).map_word.load() != 0;
+  return set;
+}
+
+TEST(RequeueMap, FindsMarksInSlotOrderAtEveryDepthAndForgetsThemWhenCleared) {
+  // 1 level (2, 64 slots), 2 (128), 3 (8192), 4 (2^19).
+  for (const std::uint32_t slots : {2u, 64u, 128u, 8192u, 1u << 19}) {
+    SCOPED_TRACE(slots);
+    ScopedQueue q("map", {.slot_count = slots, .slot_size = 128});
+    detail::RequeueMap map(*q->segment());
+    EXPECT_EQ(map.next(0), slots);
+    std::set<std::uint64_t> want = {0, 1, slots / 2, slots - 1};
+    for (std::uint64_t i = 63; i < slots; i += 4097) want.insert(i);
+    for (const std::uint64_t i : want) map.mark(i);
+    std::vector<std::uint64_t> found;
+    for (std::uint64_t i = map.next(0); i < slots; i = map.next(i + 1)) found.push_back(i);
+    EXPECT_EQ(found, std::vector<std::uint64_t>(want.begin(), want.end()));
+    EXPECT_EQ(map.next(slots - 1), slots - 1);
+    for (const std::uint64_t i : want) EXPECT_TRUE(map.marked(i));
+    // The slots are free (neither ready nor delayed): unmark clears each bit for good, and
+    // with it every summary bit above, so the next search reads the top word only.
+    for (const std::uint64_t i : want) map.unmark(i);
+    EXPECT_EQ(map.next(0), slots);
+    EXPECT_EQ(map_words_set(*q), 0u);
+  }
+}
+
+TEST(RequeueMap, StaleSummaryBitsAreClearedAndScribbledOnesAreHarmless) {
+  constexpr std::uint32_t kSlots = 8192;  // three levels
+  ScopedQueue q("mapstale", {.slot_count = kSlots, .slot_size = 128});
+  detail::RequeueMap map(*q->segment());
+  // A top word with every bit set and nothing under it (a marker that died half-way, or a
+  // scribble): the search finds nothing, and a mark made afterwards is found.
+  requeue_top(*q).store(~std::uint64_t{0});
+  EXPECT_EQ(map.next(0), kSlots);
+  map.mark(5000);
+  EXPECT_EQ(map.next(0), 5000u);
+  map.unmark(5000);
+  EXPECT_EQ(map.next(0), kSlots);
+  // Every map word scribbled to all ones: the search is bounded by the ring and finds
+  // every slot; unmarking the (free) slots clears it all again.
+  const detail::Segment& seg = *q->segment();
+  requeue_top(*q).store(~std::uint64_t{0});
+  for (std::uint64_t i = 0; i < kSlots; ++i) seg.slot(i).map_word.store(~std::uint64_t{0});
+  std::uint64_t n = 0;
+  for (std::uint64_t i = map.next(0); i < kSlots; i = map.next(i + 1)) {
+    ++n;
+    map.unmark(i);
+  }
+  EXPECT_EQ(n, kSlots);
+  EXPECT_EQ(map.next(0), kSlots);
+}
+
+TEST(RequeueMap, UnmarkKeepsTheBitOfASlotThatIsReady) {
+  ScopedQueue q("mapready", {.slot_count = 256, .slot_size = 128});
+  auto p = q->producer().value();
+  ASSERT_EQ(p.send("x"), Status::ok);  // slot 0 ready
+  detail::RequeueMap map(*q->segment());
+  map.mark(0);
+  map.mark(1);
+  map.unmark(0);  // as if a consumer had seen it taken a moment before it was requeued
+  map.unmark(1);
+  EXPECT_TRUE(map.marked(0));
+  EXPECT_FALSE(map.marked(1));
+  EXPECT_EQ(map.next(0), 0u);
+  EXPECT_EQ(map.next(1), 256u);
+}
+
+// Sends and acks `n` messages through `p` and `c`, in batches.
+void run_through(Producer& p, Consumer& c, std::uint64_t n) {
+  std::vector<Bytes> out(64, as_bytes("x"));
+  std::vector<Message> in(64);
+  for (std::uint64_t done = 0; done < n;) {
+    const std::size_t k = std::min<std::uint64_t>(64, n - done);
+    ASSERT_EQ(p.send_batch({out.data(), k}, 1s), k);
+    for (std::size_t got = 0; got < k;) {
+      const std::size_t r = c.receive_batch({in.data() + got, k - got}, 1s);
+      ASSERT_NE(r, 0u);
+      got += r;
+    }
+    ASSERT_EQ(c.ack(std::span<Message>(in.data(), k)), Status::ok);
+    done += k;
+  }
+}
+
+// The race the clear-then-recheck rule is for, step by step: a consumer sees a stale bit on
+// a slot that is held, and before it clears the bit the holder nacks the message (its mark
+// finds the bit already set). The clear must not lose that mark.
+TEST(RequeueMap, AClearRacingARequeueKeepsTheMark) {
+  ScopedQueue q("maprace", {.slot_count = 4096, .slot_size = 128});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  auto other = q->consumer().value();
+  run_through(p, c, 5000);
+  ASSERT_EQ(p.send("x"), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  const std::uint64_t i = m.position() & 4095;
+  detail::RequeueMap map(*q->segment());
+  map.mark(i);  // stale: left over from an earlier requeue of this slot
+  // The scanning consumer looks: held, so it will clear the bit ...
+  ASSERT_EQ(detail::word_state(q->segment()->slot(i).word.load()), detail::SlotState::held);
+  ASSERT_EQ(c.nack(m), Status::ok);  // ... but the holder requeues first
+  map.unmark(i);                     // ... and then the clear lands
+  EXPECT_TRUE(map.marked(i));
+  Message again;
+  ASSERT_EQ(other.try_receive(again), Status::ok);
+  EXPECT_EQ(again.view(), "x");
+  EXPECT_FALSE(map.marked(i));
+  ASSERT_EQ(other.ack(again), Status::ok);
+}
+
+TEST(Ring, RequeuedMessageARingBehindDispatchIsFoundAndNothingStaysMarked) {
+  constexpr std::uint32_t kSlots = 1u << 16;
+  ScopedQueue q("farback", {.slot_count = kSlots, .slot_size = 128});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  auto other = q->consumer().value();
+  run_through(p, other, kSlots + 7);  // the window is the whole ring
+  ASSERT_EQ(p.send("old"), Status::ok);
+  Message old;
+  ASSERT_EQ(c.try_receive(old), Status::ok);
+  // Everything else goes round the ring once more, behind the held message.
+  run_through(p, other, kSlots - 1);
+  ASSERT_EQ(c.nack(old), Status::ok);
+  EXPECT_NE(requeue_top(*q).load(), 0u);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(m.view(), "old");
+  EXPECT_EQ(m.position(), old.position());
+  EXPECT_EQ(m.delivery_count(), 2u);
+  // Taken: its bit and every summary bit above it are clear again.
+  EXPECT_EQ(map_words_set(*q), 0u);
+  ASSERT_EQ(c.ack(m), Status::ok);
+  ASSERT_EQ(p.send("new"), Status::ok);
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(m.view(), "new");
+  ASSERT_EQ(c.ack(m), Status::ok);
+  EXPECT_EQ(c.try_receive(m), Status::empty);
+}
+
+TEST(Ring, DelayedMessageStaysMarkedUntilDueThenIsDelivered) {
+  constexpr std::uint32_t kSlots = 1u << 13;
+  ScopedQueue q("delaymark", {.slot_count = kSlots, .slot_size = 128});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  run_through(p, c, kSlots + 3);
+  ASSERT_EQ(p.send("later"), Status::ok);
+  ASSERT_EQ(p.send("now"), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  const std::uint64_t pos = m.position();
+  ASSERT_EQ(c.nack_after(m, std::chrono::hours(1)), Status::ok);
+  // Not due: the fresh message comes first, the delayed one stays marked.
+  Message n;
+  ASSERT_EQ(c.try_receive(n), Status::ok);
+  EXPECT_EQ(n.view(), "now");
+  ASSERT_EQ(c.ack(n), Status::ok);
+  EXPECT_EQ(c.try_receive(n), Status::empty);
+  detail::RequeueMap map(*q->segment());
+  EXPECT_TRUE(map.marked(pos & (kSlots - 1)));
+  // Make it due (white box: the test does not wait an hour); a blocking receive finds it.
+  q->segment()->slot(pos).deadline_ns.store(1);
+  ASSERT_EQ(c.receive_for(n, 10s), Status::ok);
+  EXPECT_EQ(n.view(), "later");
+  EXPECT_EQ(n.delivery_count(), 2u);
+  EXPECT_FALSE(map.marked(pos & (kSlots - 1)));
+  ASSERT_EQ(c.ack(n), Status::ok);
+}
+
+TEST(Ring, ReleaseAllFindsAMessageWhoseHandleWasDroppedAndSkipsAckedOnes) {
+  ScopedQueue q("relall", {.slot_count = 1024, .slot_size = 128});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  run_through(p, c, 100);
+  EXPECT_EQ(c.release_all(), 0u);  // everything acked
+  ASSERT_EQ(p.send("dropped"), Status::ok);
+  {
+    Message m;
+    ASSERT_EQ(c.try_receive(m), Status::ok);
+  }  // the handle is gone, the delivery is still ours
+  run_through(p, c, 50);
+  Message moved_to;
+  {
+    ASSERT_EQ(p.send("moved"), Status::ok);
+    Message m;
+    ASSERT_EQ(c.try_receive(m), Status::ok);
+    moved_to = std::move(m);
+  }
+  EXPECT_EQ(c.release_all(), 2u);
+  EXPECT_EQ(c.ack(moved_to), Status::lease_lost);
+  auto other = q->consumer().value();
+  std::set<std::string> got;
+  Message m;
+  while (other.try_receive(m) == Status::ok) {
+    got.insert(std::string(m.view()));
+    EXPECT_TRUE(m.redelivered());
+    ASSERT_EQ(other.ack(m), Status::ok);
+  }
+  EXPECT_EQ(got, (std::set<std::string>{"dropped", "moved"}));
+  EXPECT_EQ(c.release_all(), 0u);
+}
+
+TEST(Ring, ClosingProducerReleasesEveryOpenReservationAndNoOther) {
+  ScopedQueue q("resmany", {.slot_count = 256, .slot_size = 128});
+  auto c = q->consumer().value();
+  std::vector<Reservation> open;
+  {
+    auto p = q->producer().value();
+    // More than the list keeps before pruning: committed, abandoned and open ones mixed.
+    for (int i = 0; i < 100; ++i) {
+      Reservation r;
+      ASSERT_EQ(p.try_reserve(8, r), Status::ok);
+      std::memcpy(r.data().data(), "12345678", 8);
+      if (i % 3 == 0) {
+        ASSERT_EQ(p.commit(r), Status::ok);
+      } else if (i % 3 == 1) {
+        r = Reservation();  // abandoned
+      } else {
+        open.push_back(std::move(r));
+      }
+    }
+    EXPECT_EQ(q->stats().claimed, open.size());
+  }
+  EXPECT_EQ(q->stats().claimed, 0u);  // no slot names the freed member row
+  std::size_t got = 0;
+  Message m;
+  while (c.try_receive(m) == Status::ok) {
+    ++got;
+    ASSERT_EQ(c.ack(m), Status::ok);
+  }
+  EXPECT_EQ(got, 34u);
+  open.clear();  // abandoning after the close finds nothing left to give back
+  EXPECT_EQ(q->stats().claimed, 0u);
 }
 
 TEST(Ring, ScribbledCursorsAndWordsNeitherHangNorSpin) {

@@ -120,7 +120,7 @@ int run_consumer(Queue& q, Shared& sh, bool zero_copy, int warm_fd) {
         if (auto again = q.consumer({.zero_copy = zero_copy}); again.ok()) c = std::move(again);
       continue;
     }
-    const bool copied = !zero_copy || m.size() > kSlotSize - detail::kSlotHeaderSize;
+    const bool copied = !zero_copy || m.size() > q.segment()->payload_size();
     const bool ok = self_check_ok(m);
     (void)c->ack(m);  // lease_lost and the like are fine here
     const std::uint64_t n = sh.delivered.fetch_add(1) + 1;
@@ -259,17 +259,22 @@ int run_hostile(const std::string& name, int go_fd, Shared& sh) {
         }
         case 5: {  // a slot header field
           auto& s = slot(rng());
-          switch (rng() % 6) {
+          switch (rng() % 7) {
             case 0: s.length.store(rng() % 3 == 0 ? std::uint32_t(rng()) : rng() % 300, relaxed); break;
             case 1: s.id.fetch_xor(std::uint64_t{1} << (rng() % 64), relaxed); break;
             case 2: s.position.store(wild(s.position.load(relaxed)), relaxed); break;
-            case 3: s.checksum.fetch_xor(rng(), relaxed); break;
+            case 3:  // a checksummed queue's checksum word (else payload bytes)
+              reinterpret_cast<std::atomic<std::uint64_t>*>(reinterpret_cast<std::byte*>(&s) +
+                                                            detail::kSlotHeaderSize)
+                  ->fetch_xor(rng(), relaxed);
+              break;
+            case 5: s.map_word.fetch_xor(std::uint64_t{1} << (rng() % 64), relaxed); break;
             case 4: s.origin.store(rng() % 2 ? rng() : 0, relaxed); break;
             default: s.deadline_ns.store(rng() % 2 ? rng() : 0, relaxed); break;
           }
           break;
         }
-        case 6: {  // payload bytes
+        case 6: {  // payload bytes (and a checksummed queue's checksum word)
           auto* p = reinterpret_cast<std::byte*>(&slot(rng())) + detail::kSlotHeaderSize;
           p[rng() % (kSlotSize - detail::kSlotHeaderSize)] ^= std::byte(1 + rng() % 255);
           break;

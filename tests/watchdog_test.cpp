@@ -260,6 +260,151 @@ TEST(Watchdog, ExpiredLeaseIsRedeliveredAndTheLateAckIsRefused) {
   EXPECT_EQ(other.ack(again), Status::ok);
 }
 
+// A consumer killed between its nack's CAS (the message is ready again) and its mark in the
+// requeue map: no consumer walks the ring any more, so the watchdog's sweep finds the
+// unmarked message behind dispatch and marks it.
+TEST(Watchdog, ARequeueWhoseMarkWasLostToACrashIsFoundByTheSweep) {
+  ScopedQueue q("wd-lostmark", {.slot_count = 4096, .slot_size = 128});
+  auto p = q->producer().value();
+  ASSERT_EQ(p.send("bounced"), Status::ok);
+  const pid_t child = spawn([&] {
+    auto cq = Queue::open(q.name());
+    auto cp = cq->producer().value();
+    auto c = cq->consumer().value();
+    Message m;
+    if (c.try_receive(m) != Status::ok) return 1;
+    // Dispatch moves on, so that "bounced" is not among the positions just behind it
+    // (which consumers also look at).
+    for (int i = 0; i < 3; ++i) {
+      Message other;
+      if (cp.send("other") != Status::ok || c.try_receive(other) != Status::ok ||
+          c.ack(other) != Status::ok)
+        return 2;
+    }
+    detail::arm_crash_point("requeue.before_mark", 1);
+    (void)c.nack(m);
+    return 3;
+  });
+  EXPECT_EQ(wait_exit(child), 128 + SIGKILL);
+  auto c = q->consumer().value();
+  Message m;
+  EXPECT_EQ(c.try_receive(m), Status::empty);  // "bounced" is ready, behind dispatch, unmarked
+  auto w = Watchdog::attach(*q).value();
+  EXPECT_TRUE(w.tick().active);
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(m.view(), "bounced");
+  EXPECT_EQ(m.delivery_count(), 2u);
+  EXPECT_EQ(c.ack(m), Status::ok);
+}
+
+// On a ring whose live window is many sweep slices long (a message held at its bottom, the
+// rest of the ring gone round behind it), an expired lease is still found: within one
+// round of the sweep, a bounded number of ticks (each looks at one slice, not the ring).
+TEST(Watchdog, AnExpiredLeaseAtTheFarEndOfABigWindowIsFoundWithinOneRoundOfTheSweep) {
+  constexpr std::uint32_t kSlots = 1u << 18;  // 8 slices of 32 Ki positions
+  ScopedQueue q("wd-bigwindow", {.slot_count = kSlots, .slot_size = 128, .lease = 1h});
+  auto p = q->producer().value();
+  auto holder = q->consumer().value();
+  auto other = q->consumer().value();
+  ASSERT_EQ(p.send("old"), Status::ok);
+  Message old;
+  ASSERT_EQ(holder.try_receive(old), Status::ok);
+  std::vector<Bytes> batch(256, as_bytes("x"));
+  std::vector<Message> in(256);
+  for (std::uint32_t sent = 1; sent + 256 < kSlots; sent += 256) {
+    ASSERT_EQ(p.send_batch(batch, 1s), 256u);
+    for (std::size_t got = 0; got < 256;)
+      got += other.receive_batch({in.data() + got, 256 - got}, 1s);
+    ASSERT_EQ(other.ack(in), Status::ok);
+  }
+  ASSERT_EQ(p.send("young"), Status::ok);
+  Message young;
+  ASSERT_EQ(holder.try_receive(young), Status::ok);  // held at the far end of the window
+  auto w = Watchdog::attach(*q).value();
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(w.tick().leases_expired, 0u);
+  // Both leases end now (white box: the test does not wait an hour): a 1 ms lease, whose
+  // time has passed since the watchdog first saw both held words (every slice has been
+  // looked at twice), and deadlines in the past.
+  ASSERT_TRUE(q->set_policy({.lease = 1ms}).ok());
+  for (const auto t0 = std::chrono::steady_clock::now();
+       std::chrono::steady_clock::now() - t0 < 2ms;)
+    std::this_thread::yield();
+  q->segment()->slot(young.position()).deadline_ns.store(1);
+  q->segment()->slot(old.position()).deadline_ns.store(1);
+  std::uint64_t expired = 0;
+  int ticks = 0;
+  for (; ticks < 10 && expired < 2; ++ticks) expired += w.tick().leases_expired;
+  EXPECT_EQ(expired, 2u);
+  EXPECT_LE(ticks, int(kSlots / 32768) + 1);
+  EXPECT_EQ(holder.ack(young), Status::lease_lost);
+  EXPECT_EQ(holder.ack(old), Status::lease_lost);
+  EXPECT_EQ(drain(other).size(), 2u);
+}
+
+// The elected watchdog of an empty ring sleeps on the consumers' wait line (a timed tick
+// every 5 ms costs about 1% of a core); the first send wakes it, and a consumer that then
+// dies holding the message loses it to redelivery as before.
+TEST(Watchdog, AnIdleWatchdogSleepsUntilTheFirstSendAndStillHeals) {
+  ScopedQueue q("wd-idle", {.slot_count = 1024, .slot_size = 128});
+  auto w = Watchdog::attach(*q).value();
+  std::uint32_t row = UINT32_MAX;
+  for (const auto& m : q->stats().members)
+    if (m.role == "watchdog") row = m.index;
+  ASSERT_LT(row, 64u * 4);
+  auto& bits = q->segment()->header().consumers_wait.waiting[row / 64];
+  const std::uint64_t bit = std::uint64_t{1} << (row % 64);
+  w.start();
+  // Asleep: its bit is set (a hang guard, not a timing assertion).
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while ((bits.load() & bit) == 0 && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::yield();
+  ASSERT_NE(bits.load() & bit, 0u) << "the watchdog of an empty ring did not go to sleep";
+  auto p = q->producer().value();
+  ASSERT_EQ(p.send("x"), Status::ok);
+  EXPECT_EQ(bits.load() & bit, 0u) << "the send did not wake the watchdog";
+  Signal holding;
+  const pid_t child = spawn([&] {
+    auto c = Queue::open(q.name())->consumer().value();
+    Message m;
+    if (c.try_receive(m) != Status::ok) return 1;
+    holding.notify();
+    ::pause();
+    return 0;
+  });
+  ASSERT_TRUE(holding.wait());
+  kill_and_reap(child);
+  auto live = q->consumer().value();
+  Message m;
+  ASSERT_EQ(live.receive_for(m, 10s), Status::ok);
+  EXPECT_EQ(m.view(), "x");
+  EXPECT_EQ(m.delivery_count(), 2u);
+  EXPECT_EQ(live.ack(m), Status::ok);
+}
+
+// A standby sleeps on the elected watchdog's process (a pidfd), not only on its interval:
+// when that process dies, the standby takes over at once, even with an interval of an hour.
+TEST(Watchdog, AStandbyTakesOverAsSoonAsTheElectedWatchdogsProcessDies) {
+  ScopedQueue q("wd-pidfd");
+  Signal elected;
+  const pid_t child = spawn([&] {
+    auto cq = Queue::open(q.name());
+    auto w = Watchdog::attach(*cq).value();
+    if (!w.tick().active) return 1;
+    elected.notify();
+    ::pause();
+    return 0;
+  });
+  ASSERT_TRUE(elected.wait());
+  auto w = Watchdog::attach(*q, {.interval = 5ms, .standby_interval = 1h}).value();
+  w.start();
+  kill_and_reap(child);
+  // A hang guard, not a timing assertion: without the pidfd this would take an hour.
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (!w.totals().active && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::yield();
+  EXPECT_TRUE(w.totals().active) << "the standby did not take over";
+}
+
 TEST(Watchdog, ExtendedLeaseIsNotTakenBack) {
   ScopedQueue q("wd-extend", {.lease = 20ms});
   auto p = q->producer().value();

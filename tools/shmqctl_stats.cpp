@@ -91,9 +91,7 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
   j["geometry"] = {
       {"slot_count", s.slot_count},
       {"slot_size", s.slot_size},
-      {"payload_size", s.slot_size > shmq::detail::kSlotHeaderSize
-                           ? s.slot_size - static_cast<std::uint32_t>(shmq::detail::kSlotHeaderSize)
-                           : 0u},
+      {"payload_size", q.segment()->payload_size()},
       {"max_message_size", s.max_message_size},
       {"max_members", s.max_members},
       {"segment_bytes", q.segment()->mapped_size()},
@@ -177,10 +175,7 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
 std::string stat_text(const shmq::Queue& q, const shmq::QueueStats& s,
                       const std::optional<Rates>& rates) {
   const shmq::QueueOptions o = q.options();
-  const std::uint32_t payload =
-      s.slot_size > shmq::detail::kSlotHeaderSize
-          ? s.slot_size - static_cast<std::uint32_t>(shmq::detail::kSlotHeaderSize)
-          : 0;
+  const std::uint32_t payload = q.segment()->payload_size();
   std::ostringstream out;
   out << "queue        " << q.name() << "  [" << queue_state(o, s) << "]\n";
   out << "geometry     " << s.slot_count << " slots x " << s.slot_size << " B (" << payload

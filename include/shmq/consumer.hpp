@@ -187,7 +187,7 @@ class Consumer {
   void wake_producers() noexcept;
   void release_member() noexcept;
   // The handle no longer holds its delivery (acked, nacked, taken back).
-  static void drop(Message& m) noexcept;
+  void drop(Message& m) noexcept;
 
   std::shared_ptr<detail::Segment> seg_;
   std::uint32_t member_ = 0;      // our member row
@@ -197,6 +197,11 @@ class Consumer {
   std::uint64_t seen_requeue_epoch_ = 0;
   std::uint64_t next_due_ns_ = UINT64_MAX;  // earliest delayed message seen by a scan
   std::uint64_t now_ns_ = 0;                // CLOCK_MONOTONIC_COARSE read once per call
+  // Where release_all looks: positions delivered to us since it last ran, and how many of
+  // those deliveries are still held (not acked, nacked or found lost).
+  std::uint64_t held_lo_ = UINT64_MAX;
+  std::uint64_t held_hi_ = 0;
+  std::uint64_t held_count_ = 0;
   std::unique_ptr<std::atomic<bool>> interrupted_;
   std::unique_ptr<detail::DeadLetterSink> dead_letters_;
 };

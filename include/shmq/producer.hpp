@@ -12,6 +12,7 @@
 #include <memory>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "shmq/error.hpp"
 
@@ -154,6 +155,7 @@ class Producer {
                std::chrono::steady_clock::time_point deadline);
   void write_and_publish_prepare(std::uint64_t pos, Bytes message, std::uint64_t id);
   bool publish(std::uint64_t pos, std::uint32_t k);
+  void remember_reservation(std::uint64_t pos);
   void wake_consumers() noexcept;
   void release_member() noexcept;
 
@@ -163,6 +165,11 @@ class Producer {
   std::uint64_t row_word_ = 0;    // our row's state word while it is ours
   std::uint64_t now_ns_ = 0;  // CLOCK_MONOTONIC_COARSE read once per send
   std::unique_ptr<std::atomic<bool>> interrupted_;
+  // Positions of reservations handed out and not committed through us: the only claims a
+  // producer can still hold between calls, given back as holes when it closes. Entries of
+  // reservations abandoned since are stale, and harmless (release_claim is a CAS from our
+  // exact claim); they are pruned as new ones come.
+  std::vector<std::uint64_t> reserved_;
 };
 
 }  // namespace shmq

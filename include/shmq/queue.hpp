@@ -43,7 +43,7 @@ struct QueueOptions {
   // Number of slots in the ring; a power of two, 2 .. 2^24.
   std::uint32_t slot_count = 1024;
   // Bytes per slot including its 64-byte header; a multiple of 64, 128 .. 1 MiB.
-  // Messages up to slot_size - 64 bytes take one slot and are received zero-copy;
+  // Messages up to slot_size - 64 bytes (slot_size - 72 with `checksum`) take one slot;
   // larger ones span consecutive slots.
   std::uint32_t slot_size = 256;
   // Largest message accepted; 0 means one slot's payload. Must fit in the ring
@@ -99,7 +99,8 @@ struct QueueOptions {
   // never delivered: it is dead-lettered with reason `corrupt` (dropped if dead_letter is
   // false) and counted (QueueStats::corrupt). shmqd does not log a message that fails the
   // check. Integrity, not authentication: a writer of the segment that recomputes the
-  // checksum is not detected. Costs one hash of each message on send and on receive.
+  // checksum is not detected. Costs one hash of each message on send and on receive, and
+  // 8 bytes of each slot (the checksum's place): a slot carries slot_size - 72 payload bytes.
   bool checksum = false;
 };
 

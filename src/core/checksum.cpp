@@ -26,11 +26,4 @@ std::uint64_t message_checksum(std::uint64_t position, std::uint64_t id, std::ui
   return XXH3_64bits_withSeed(payload.data(), payload.size(), XXH3_64bits(meta, sizeof meta));
 }
 
-bool message_intact(const SlotHeader& hdr, std::uint64_t position, std::uint64_t id,
-                    std::span<const std::byte> payload) noexcept {
-  const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
-  const std::uint64_t sealed = hdr.checksum.load(std::memory_order_relaxed);
-  return message_checksum(position, id, origin, payload) == sealed;
-}
-
 }  // namespace shmq::detail

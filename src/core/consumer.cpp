@@ -10,6 +10,7 @@
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
+#include "ring/requeue_map.hpp"
 #include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
 #include "segment/segment.hpp"
@@ -48,6 +49,9 @@ Consumer::Consumer(Consumer&& o) noexcept
       zero_copy_(o.zero_copy_),
       seen_requeue_epoch_(o.seen_requeue_epoch_),
       next_due_ns_(o.next_due_ns_),
+      held_lo_(o.held_lo_),
+      held_hi_(o.held_hi_),
+      held_count_(o.held_count_),
       interrupted_(std::move(o.interrupted_)),
       dead_letters_(std::move(o.dead_letters_)) {}
 
@@ -61,6 +65,9 @@ Consumer& Consumer::operator=(Consumer&& o) noexcept {
     zero_copy_ = o.zero_copy_;
     seen_requeue_epoch_ = o.seen_requeue_epoch_;
     next_due_ns_ = o.next_due_ns_;
+    held_lo_ = o.held_lo_;
+    held_hi_ = o.held_hi_;
+    held_count_ = o.held_count_;
     interrupted_ = std::move(o.interrupted_);
     dead_letters_ = std::move(o.dead_letters_);
   }
@@ -132,7 +139,7 @@ Consumer::Fill Consumer::fill(std::uint64_t pos, std::uint64_t held,
   const std::uint32_t k = word_aux(held);
   const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
   const bool checked = seg.checksummed();
-  const detail::Seal seal = checked ? detail::read_seal(hdr) : detail::Seal{};
+  const detail::Seal seal = checked ? detail::read_seal(seg, pos) : detail::Seal{};
   if (k == 1 && zero_copy_) {
     out.copy_.clear();
     out.size_ = detail::bounded_length(seg, pos, 1);
@@ -163,6 +170,9 @@ Consumer::Fill Consumer::fill(std::uint64_t pos, std::uint64_t held,
   // Steady state (a Message reused in a loop): no reference count traffic.
   if (out.seg_ != seg_) out.seg_ = seg_;
   out.held_ = true;
+  ++held_count_;
+  held_lo_ = std::min(held_lo_, pos);
+  held_hi_ = std::max(held_hi_, pos + 1);
   bump(seg.member(member_).received);
   return Fill::taken;
 }
@@ -267,9 +277,11 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
 }
 
 // Claims the lowest requeued (or due delayed) message behind the dispatch cursor, if any.
-// Such messages are ready or delayed slots that dispatch has passed; the only record of
-// them is their slot word, so they are found by walking the window [tail - N, dispatch).
-// Notes the earliest delayed message not yet due in next_due_ns_.
+// Such messages are ready or delayed slots that dispatch has passed; the requeue map
+// (ring/requeue_map.hpp) marks their slots, so the search costs one word per level of the
+// map plus one look per marked slot, not a walk of the window [tail - N, dispatch). Marked
+// slots are visited in position order from the bottom of the window. Notes the earliest
+// delayed message not yet due in next_due_ns_.
 bool Consumer::scan_requeued(Message& out) {
   detail::Segment& seg = *seg_;
   detail::SegmentHeader& h = seg.header();
@@ -277,27 +289,55 @@ bool Consumer::scan_requeued(Message& out) {
   const std::uint64_t d = h.dispatch.value.load(std::memory_order_seq_cst);
   const std::uint64_t t = h.tail.value.load(std::memory_order_seq_cst);
   const std::uint64_t n = seg.slot_count();
+  const std::uint64_t mask = n - 1;
   std::uint64_t now = 0;
   next_due_ns_ = UINT64_MAX;
-  // Every message in the ring lies in [t - N, t), and d <= t for honest peers; clamp anyway
-  // so that scribbled cursors cannot make this walk longer than the ring.
+  // Every message in the ring lies in [t - N, t): slot i holds position base + (i - base
+  // mod N) of it. d <= t for honest peers; clamp anyway (a scribbled cursor).
+  const std::uint64_t base = t > n ? t - n : 0;
   const std::uint64_t end = std::min(d, t);
-  for (std::uint64_t pos = std::max<std::uint64_t>(t > n ? t - n : 0, end > n ? end - n : 0);
-       pos < end; ++pos) {
-    const std::uint64_t w = seg.slot(pos).word.load(std::memory_order_seq_cst);
-    if (word_lap(w) != detail::lap_of(pos, shift)) continue;
-    const SlotState st = word_state(w);
-    if (st == SlotState::delayed) {
-      if (now == 0) now = detail::monotonic_coarse_ns();
-      const std::uint64_t due = seg.slot(pos).deadline_ns.load(std::memory_order_relaxed);
-      if (due > now) {
-        next_due_ns_ = std::min(next_due_ns_, due);
+  detail::RequeueMap map(seg);
+  // Slots [base mod N, N), then [0, base mod N): position order.
+  const std::uint64_t start = base & mask;
+  for (int pass = 0; pass < 2; ++pass) {
+    const std::uint64_t hi = pass == 0 ? n : start;
+    for (std::uint64_t i = map.next(pass == 0 ? start : 0); i < hi; i = map.next(i + 1)) {
+      const std::uint64_t pos = base + ((i - base) & mask);
+      const std::uint64_t w = seg.slot(i).word.load(std::memory_order_seq_cst);
+      const SlotState st = word_state(w);
+      if (!detail::is_requeued_state(st)) {
+        map.unmark(i);  // taken, acked, or a stale bit: clear it (re-marks if requeued since)
         continue;
       }
-    } else if (st != SlotState::ready) {
-      continue;
+      // Ready at or after dispatch (or at another lap: the window moved on since we read
+      // the tail): the dispatch walk gets it; the bit stays until the slot is seen taken.
+      if (word_lap(w) != detail::lap_of(pos, shift) || pos >= end) continue;
+      if (st == SlotState::delayed) {
+        if (now == 0) now = detail::monotonic_coarse_ns();
+        const std::uint64_t due = seg.slot(i).deadline_ns.load(std::memory_order_relaxed);
+        if (due > now) {
+          next_due_ns_ = std::min(next_due_ns_, due);
+          continue;  // stays marked until due
+        }
+      }
+      const Claim c = claim_at(pos, w, out);
+      // Ours now, dead-lettered, or taken by another consumer: clear the bit (a message
+      // requeued again meanwhile, or requeued by a failed dead-lettering, is marked again).
+      map.unmark(i);
+      if (c == Claim::taken) return true;
     }
-    if (claim_at(pos, w, out) == Claim::taken) return true;
+  }
+  // Not marked, yet behind dispatch: a ready message that the cursor passed without a
+  // requeue. An honest cursor never does; one written ahead of the tail, but within the
+  // F positions an honest one may be ahead (see repair_dispatch: so it is not clamped),
+  // makes the next messages sent land behind it. They lie in [end - F, end): look there (F
+  // is 1 unless messages may span slots). The watchdog's sweep marks any other such message.
+  const std::uint64_t f = detail::max_span(seg);
+  for (std::uint64_t pos = std::max(base, end > f ? end - f : 0); pos < end; ++pos) {
+    const std::uint64_t w = seg.slot(pos).word.load(std::memory_order_seq_cst);
+    if (word_state(w) == SlotState::ready && word_lap(w) == detail::lap_of(pos, shift) &&
+        claim_at(pos, w, out) == Claim::taken)
+      return true;
   }
   return false;
 }
@@ -316,9 +356,9 @@ namespace {
 //  - below t - N every position's slot was claimed again for a later lap, which producers
 //    do only once the message there was released: nothing there is left to deliver (and
 //    requeued messages are found by the window scan, not by the cursor);
-//  - up to F = max_fragments above t: a producer may have claimed a message of up to F
-//    slots at t, and a consumer taken it, before the producer moved the tail past it.
-//    Further up nothing was ever claimed.
+//  - up to F = max_span (the slots of the largest message the queue accepts) above t: a
+//    producer may have claimed a message of up to F slots at t, and a consumer taken it,
+//    before the producer moved the tail past it. Further up nothing was ever claimed.
 // Either way the cursor goes to t - N, the bottom of the window, not to t: every message
 // that can still be in the ring lies in [t - N, t), and a message the cursor never
 // reached (it was scribbled past it) is found by the next walk, at most N steps. No
@@ -326,7 +366,7 @@ namespace {
 // word.
 bool repair_dispatch(detail::Segment& seg, std::uint64_t d, std::uint64_t t) {
   const std::uint64_t n = seg.slot_count();
-  if (d <= t ? t - d <= n : d - t <= seg.max_fragments()) return false;
+  if (d <= t ? t - d <= n : d - t <= detail::max_span(seg)) return false;
   std::uint64_t expected = d;
   seg.header().dispatch.value.compare_exchange_strong(expected, t > n ? t - n : 0,
                                                       std::memory_order_seq_cst);
@@ -503,16 +543,18 @@ std::size_t Consumer::receive_batch(std::span<Message> out, std::chrono::nanosec
   return n;
 }
 
-// True if `m` is this consumer's current delivery of its slot. The word alone cannot tell
-// two deliveries of one message to the same consumer apart (a stale handle kept across a
-// redelivery); the delivery count can: only the holder writes it, and this consumer is
-// single-threaded, so no new delivery to us can start between this check and our CAS.
 void Consumer::drop(Message& m) noexcept {
+  // One of our deliveries ends: release_all has one fewer to look for.
+  if (m.held_ && word_owner(m.word_) == owner_ && held_count_ > 0) --held_count_;
   m.held_ = false;
   m.data_ = nullptr;
   m.size_ = 0;
 }
 
+// True if `m` is this consumer's current delivery of its slot. The word alone cannot tell
+// two deliveries of one message to the same consumer apart (a stale handle kept across a
+// redelivery); the delivery count can: only the holder writes it, and this consumer is
+// single-threaded, so no new delivery to us can start between this check and our CAS.
 static bool is_current(const detail::Segment& seg, const Message& m, std::uint32_t dc) {
   return seg.slot(m.position()).delivery_count.load(std::memory_order_relaxed) == dc;
 }
@@ -525,7 +567,7 @@ Status Consumer::ack(Message& m) {
   if (foreign(m)) return Status::wrong_consumer;
   if (evicted()) return drop(m), Status::evicted;
   if (!is_current(*seg_, m, m.delivery_count_)) {
-    m.held_ = false;
+    drop(m);
     return Status::lease_lost;
   }
   drop(m);
@@ -556,9 +598,7 @@ Status Consumer::nack(Message& m, bool requeue) {
     detail::Segment& seg = *seg_;
     const std::uint64_t w = seg.slot(m.position_).word.load(std::memory_order_seq_cst);
     if (w != m.word_ || !is_current(seg, m, m.delivery_count_)) {
-      m.held_ = false;
-      m.data_ = nullptr;
-      m.size_ = 0;
+      drop(m);
       return Status::lease_lost;
     }
     if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
@@ -568,9 +608,7 @@ Status Consumer::nack(Message& m, bool requeue) {
     // Not moved: the message stays in this queue, still held by us (the caller may retry,
     // nack it back, or ack it); `full` says the dead-letter queue could not take it.
     if (o == Outcome::not_moved) return Status::full;
-    m.held_ = false;
-    m.data_ = nullptr;
-    m.size_ = 0;
+    drop(m);
     if (o == Outcome::lease_lost) return Status::lease_lost;
     bump(seg.member(member_).acked);
     wake_producers();
@@ -594,7 +632,7 @@ Status Consumer::nack_after(Message& m, std::chrono::milliseconds delay) {
   if (foreign(m)) return Status::wrong_consumer;
   if (evicted()) return drop(m), Status::evicted;
   if (!is_current(*seg_, m, m.delivery_count_)) {
-    m.held_ = false;
+    drop(m);
     return Status::lease_lost;
   }
   drop(m);
@@ -632,21 +670,35 @@ Status Consumer::extend_lease(Message& m, std::chrono::milliseconds extension) {
   return Status::ok;
 }
 
-// Requeues every slot held by our member row. The ring is the record of what we hold, so
-// this is the same walk the watchdog makes for a dead consumer.
+// Requeues every slot held by our member row. The ring is the record of what we hold; we
+// only remember where to look: the positions we were given since the last release_all
+// ([held_lo_, held_hi_)), and how many of those deliveries are not yet acked, nacked or
+// lost (held_count_). A consumer that acked everything walks nothing; otherwise the walk
+// is bounded by that range (and by the ring's window [tail - N, tail)).
 std::size_t Consumer::release_all() {
   if (!seg_) return 0;
+  if (held_count_ == 0) {
+    held_lo_ = UINT64_MAX;
+    held_hi_ = 0;
+    return 0;
+  }
   detail::Segment& seg = *seg_;
+  const std::uint32_t shift = seg.slot_shift();
   const std::uint64_t n = seg.slot_count();
-  const std::uint64_t tail = seg.header().tail.value.load(std::memory_order_seq_cst);
+  const std::uint64_t t = seg.header().tail.value.load(std::memory_order_seq_cst);
   std::size_t released = 0;
-  for (std::uint64_t i = 0; i < n; ++i) {
-    const std::uint64_t w = seg.slot(i).word.load(std::memory_order_seq_cst);
-    if (word_state(w) != SlotState::held || word_owner(w) != owner_) continue;
-    const std::uint64_t pos = detail::position_near(i, word_lap(w), tail, seg.slot_shift());
+  for (std::uint64_t pos = std::max(held_lo_, t > n ? t - n : 0); pos < std::min(held_hi_, t);
+       ++pos) {
+    const std::uint64_t w = seg.slot(pos).word.load(std::memory_order_seq_cst);
+    if (word_state(w) != SlotState::held || word_owner(w) != owner_ ||
+        word_lap(w) != detail::lap_of(pos, shift))
+      continue;
     if (detail::requeue_held(seg, pos, w, 0)) ++released;
     SHMQ_CRASH_POINT("consumer.mid_release_all");
   }
+  held_count_ = 0;
+  held_lo_ = UINT64_MAX;
+  held_hi_ = 0;
   if (released > 0) bump(seg.member(member_).requeued, released);
   return released;
 }

@@ -49,7 +49,7 @@ QueueOptions dead_letter_options(const QueueOptions& parent) {
   o.max_message_size = parent.max_message_size + kDeadLetterEnvelopeSize;
   // Grow the ring until a largest message plus its envelope fits.
   auto fits = [&] {
-    const std::uint64_t payload = o.slot_size - kSlotHeaderSize;
+    const std::uint64_t payload = o.slot_size - payload_offset(o.checksum);
     return std::min<std::uint64_t>(o.slot_count, kMaxFragments) * payload >= o.max_message_size;
   };
   while (!fits() && o.slot_count < kMaxFragments && o.slot_count < kMaxSlots) o.slot_count *= 2;
@@ -127,7 +127,7 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
   const std::uint32_t reserved = 0;
   const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
   // Read before the copy, like the id: the check of the slot word after it covers them.
-  const Seal seal = seg.checksummed() ? read_seal(hdr) : Seal{};
+  const Seal seal = seg.checksummed() ? read_seal(seg, pos) : Seal{};
   std::memcpy(buf_.data(), &magic, 4);
   std::memcpy(buf_.data() + 4, &version, 2);
   std::memcpy(buf_.data() + 8, &dc, 4);

@@ -94,7 +94,10 @@ void healer_acquire(const std::shared_ptr<Segment>& segment, const MemberTicket&
     if (e.watchdog != nullptr || e.beater != nullptr) return;
     if (embedded_watchdog()) {
       WatchdogOptions o;
-      o.standby_interval = std::chrono::milliseconds(50);
+      // A standby wakes at once when the elected watchdog's process dies (a pidfd, see
+      // Watchdog's standby sleep); the interval only bounds the takeover from one that is
+      // stopped or has resigned, and what an idle process pays for its standby.
+      o.standby_interval = std::chrono::milliseconds(250);
       auto w = Watchdog::attach_segment(segment, o);
       if (w.ok()) {
         e.watchdog = new Watchdog(std::move(w.value()));

@@ -3,9 +3,9 @@
 // While a process has any producer or consumer on a queue, it also runs one watchdog thread
 // for that queue (one per process and segment, shared by all its handles, stopped with the
 // last of them). Watchdogs are elected through the segment, so of all the attached
-// processes (and shmqd) exactly one does the work; the others stand by, ticking ten times
-// less often, and one of them takes over within a standby tick when the elected one's
-// process dies. An application opts out with shmq::set_embedded_watchdog(false) (or the
+// processes (and shmqd) exactly one does the work; the others stand by, asleep on the
+// elected one's process (a pidfd) for up to 250 ms at a time, and one of them takes over as
+// soon as that process dies. An application opts out with shmq::set_embedded_watchdog(false) (or the
 // environment variable SHMQ_EMBEDDED_WATCHDOG=0) before it opens queues, for instance when
 // it runs a Watchdog itself or relies on shmqd.
 #pragma once

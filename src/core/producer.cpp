@@ -75,7 +75,8 @@ Producer::Producer(Producer&& o) noexcept
       member_(o.member_),
       owner_(o.owner_),
       row_word_(o.row_word_),
-      interrupted_(std::move(o.interrupted_)) {}
+      interrupted_(std::move(o.interrupted_)),
+      reserved_(std::move(o.reserved_)) {}
 
 Producer& Producer::operator=(Producer&& o) noexcept {
   if (this != &o) {
@@ -85,6 +86,7 @@ Producer& Producer::operator=(Producer&& o) noexcept {
     owner_ = o.owner_;
     row_word_ = o.row_word_;
     interrupted_ = std::move(o.interrupted_);
+    reserved_ = std::move(o.reserved_);
   }
   return *this;
 }
@@ -99,21 +101,14 @@ void Producer::release_member() noexcept {
     return;
   }
   // Open reservations (claims) go back as holes before the row is freed: a slot must never
-  // name a member row that is free or reused.
-  // An evicted producer has nothing to give back: the watchdog took its claims.
+  // name a member row that is free or reused. Between calls a producer holds no claim but
+  // its reservations (a send claims and publishes, or gives the claim back, within the
+  // call), so they are all in reserved_: no walk of the ring. An evicted producer has
+  // nothing to give back: the watchdog took its claims.
   detail::Segment& seg = *seg_;
-  if (!evicted()) {
-    const std::uint64_t tail = seg.header().tail.value.load(std::memory_order_seq_cst);
-    for (std::uint64_t i = 0; i < seg.slot_count(); ++i) {
-      const std::uint64_t w = seg.slot(i).word.load(std::memory_order_seq_cst);
-      const SlotState st = word_state(w);
-      if ((st != SlotState::claimed && st != SlotState::skipped) || word_owner(w) != owner_)
-        continue;
-      detail::release_claim(
-          seg, detail::position_near(i, word_lap(w), tail, seg.slot_shift()), owner_,
-          word_aux(w));
-    }
-  }
+  if (!evicted())
+    for (const std::uint64_t pos : reserved_) detail::release_claim(seg, pos, owner_, 1);
+  reserved_.clear();
   seg.unregister_member(detail::MemberTicket{member_, owner_, row_word_});
   detail::healer_release(seg_.get(), detail::MemberTicket{member_, owner_, row_word_});
   seg_.reset();
@@ -388,7 +383,7 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
       hdr.origin.store(origin, std::memory_order_relaxed);
     }
     if (seg_->checksummed())
-      detail::seal_message(seg_->slot(pos), pos, message_id, origin, message);
+      detail::seal_message(*seg_, pos, message_id, origin, message);
     SHMQ_CRASH_POINT("producer.before_publish");
     if (publish(pos, k)) {
       if (position != nullptr) *position = pos + k;
@@ -468,12 +463,29 @@ Status Producer::reserve(std::size_t size, Reservation& out, std::chrono::nanose
   const auto deadline =
       timeout == std::chrono::nanoseconds::zero() ? Clock::time_point::min() : deadline_after(timeout);
   if (const Status s = claim(1, pos, deadline); s != Status::ok) return s;
+  remember_reservation(pos);
   out.seg_ = seg_;
   out.owner_ = owner_;
   out.data_ = seg_->payload(pos);
   out.size_ = size;
   out.position_ = pos;
   return Status::ok;
+}
+
+// Notes a reservation at `pos`. Before the list grows past a few dozen, entries whose
+// claim is gone (the reservation was abandoned, or its claim released) are dropped, so
+// the list stays as long as the reservations really open.
+void Producer::remember_reservation(std::uint64_t pos) {
+  if (reserved_.size() >= 32) {
+    detail::Segment& seg = *seg_;
+    std::erase_if(reserved_, [&](std::uint64_t p) {
+      const std::uint64_t w = seg.slot(p).word.load(std::memory_order_seq_cst);
+      const SlotState st = word_state(w);
+      return !((st == SlotState::claimed || st == SlotState::skipped) &&
+               word_owner(w) == owner_ && word_lap(w) == detail::lap_of(p, seg.slot_shift()));
+    });
+  }
+  reserved_.push_back(pos);
 }
 
 Status Producer::try_reserve(std::size_t size, Reservation& out) {
@@ -492,9 +504,10 @@ Status Producer::commit(Reservation& r, std::uint64_t id) {
   hdr.deadline_ns.store(0, std::memory_order_relaxed);
   hdr.enqueued_ns.store(detail::monotonic_coarse_ns(), std::memory_order_relaxed);
   if (seg_->checksummed())
-    detail::seal_message(hdr, r.position_, message_id, 0, Bytes(r.data_, r.size_));
+    detail::seal_message(*seg_, r.position_, message_id, 0, Bytes(r.data_, r.size_));
   const bool ok = publish(r.position_, 1);
   if (!ok) detail::release_claim(*seg_, r.position_, owner_, 1);
+  std::erase(reserved_, r.position_);
   r.seg_.reset();
   r.data_ = nullptr;
   if (!ok) return evicted() ? Status::evicted : Status::lease_lost;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "ring/requeue_map.hpp"
 #include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
 
@@ -56,7 +57,11 @@ bool requeue_held(Segment& seg, std::uint64_t pos, std::uint64_t held,
                                         make_word(word_lap(held), to, kNoOwner, word_aux(held)),
                                         std::memory_order_seq_cst))
     return false;
-  // After the slot changed: a consumer that sees the new epoch finds it.
+  SHMQ_CRASH_POINT("requeue.before_mark");
+  // After the slot changed (see requeue_map.hpp: a mark made before the CAS could be
+  // cleared by a consumer that still saw the slot held). Then the epoch: a consumer that
+  // sees the new epoch finds the mark.
+  RequeueMap(seg).mark(pos & (seg.slot_count() - 1));
   seg.header().requeue_epoch.value.fetch_add(1, std::memory_order_seq_cst);
   wake_waiters(seg.header().consumers_wait, seg.max_members());
   return true;

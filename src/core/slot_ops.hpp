@@ -32,6 +32,13 @@ bool requeue_held(Segment& seg, std::uint64_t pos, std::uint64_t held,
 // slot). False if the slot was in neither state.
 bool release_claim(Segment& seg, std::uint64_t pos, std::uint32_t member, std::uint32_t k);
 
+// The most slots one message of this queue can span: that of its max message size (not
+// max_fragments, the format's bound). An honest dispatch cursor is at most this far ahead of
+// the tail.
+inline std::uint64_t max_span(const Segment& seg) {
+  return seg.fragments_for(seg.max_message_size());
+}
+
 // Copies the message at `pos` spanning `k` slots into `out`, its length bounded by the
 // queue's max message size and by k slots whatever the header says. Returns the length.
 std::size_t copy_message(const Segment& seg, std::uint64_t pos, std::uint32_t k,

@@ -1,9 +1,14 @@
 #include "shmq/watchdog.hpp"
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 #include <unordered_map>
 #include <vector>
@@ -12,7 +17,9 @@
 #include "core/healer.hpp"
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
+#include "platform/fd.hpp"
 #include "platform/process.hpp"
+#include "ring/requeue_map.hpp"
 #include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
 #include "segment/segment.hpp"
@@ -54,8 +61,35 @@ struct Watchdog::Impl {
   std::unordered_map<std::uint64_t, Sighting> sightings;       // slot index -> sighting
   std::unordered_map<std::uint32_t, Sighting> joining_rows;    // row -> when seen joining
   std::vector<std::uint64_t> rows;  // every row's state word, read at the start of a tick
+  // The live window (see advance_low): every position below `low` was seen released.
+  std::uint64_t low = 0;
+  // The sweep over [low, tail] (see scan_slots): where the next tick starts, and the
+  // positions the last one covered.
+  std::uint64_t sweep = 0;
+  std::uint64_t swept_from = 0;
+  std::uint64_t swept_to = 0;
+  // A ready message we took to dead-letter (TTL) and have not released or requeued yet.
+  std::uint64_t holding_pos = UINT64_MAX;
+  std::uint64_t holding_word = 0;
+  // The last scan found the ring empty (nothing claimed, waiting, held or half-released) with
+  // this tail and this word in the tail's slot: the thread may sleep until either changes
+  // (see sleep_while_idle).
+  bool ring_empty = false;
+  std::uint64_t empty_tail = 0;
+  std::uint64_t empty_word = 0;
+  std::atomic<bool> stop_requested{false};
   WatchdogReport totals;
   mutable std::mutex totals_mutex;
+
+  void sleep_while_idle();
+  void sleep_standing_by(std::chrono::milliseconds wait);
+  int elected_pidfd();
+  // Standby sleeps (sleep_standing_by): a pidfd of the elected watchdog's process, for the
+  // row word it was opened for, and an eventfd that stop() writes to.
+  int pidfd = -1;
+  std::uint64_t pidfd_row_word = 0;
+  std::uint64_t pidfd_row = UINT64_MAX;
+  int stop_fd = -1;
 
   std::thread thread;
   std::mutex mutex;
@@ -64,6 +98,10 @@ struct Watchdog::Impl {
 
   Impl(std::shared_ptr<detail::Segment> s, const detail::MemberTicket& m, const WatchdogOptions& o)
       : seg(std::move(s)), me(m), options(o), dead_letters(seg) {}
+  ~Impl() {
+    if (pidfd >= 0) ::close(pidfd);
+    if (stop_fd >= 0) ::close(stop_fd);
+  }
 
   bool has_row() const { return me.row < seg->max_members(); }
   WatchdogReport tick();
@@ -84,6 +122,9 @@ struct Watchdog::Impl {
   bool scan_slots(std::uint64_t now, std::unordered_map<std::uint64_t, Sighting>& next,
                   WatchdogReport& r);
   void help_tail();
+  bool advance_low(std::uint64_t tail);
+  void remark(detail::RequeueMap& map, std::uint64_t i, std::uint64_t pos, std::uint64_t dispatch);
+  void carry_sightings(std::unordered_map<std::uint64_t, Sighting>& next);
   std::uint64_t since(std::unordered_map<std::uint64_t, Sighting>& next, std::uint64_t key,
                       std::uint64_t word, std::uint64_t now);
   // Only while the row is ours: a watchdog whose row was taken (evicted while its process
@@ -98,6 +139,14 @@ struct Watchdog::Impl {
 // Slots between two checks that we are still the elected watchdog (and beats of our own
 // heartbeat, so that a long pass over a big ring is not taken for a stopped watchdog).
 constexpr std::uint64_t kElectionCheckEvery = 4096;
+
+// Positions of the live window looked at per tick (scan_slots). A state that needs the
+// watchdog (a lease, a stalled claim, a TTL, a half-done release, an orphan, a requeue whose
+// mark was lost) is therefore seen within ceil(window / kSweepSlice) ticks, at most
+// N / kSweepSlice ticks: 5 ms on rings up to 32 Ki slots, 640 ms on a 4 Mi-slot ring whose
+// window is the whole ring (a message held for long at its bottom), at the default 5 ms
+// interval. That is added to the lease, claim timeout and TTL, which are seconds.
+constexpr std::uint64_t kSweepSlice = 32768;
 
 bool Watchdog::Impl::alive(const detail::MemberRow& row, std::uint64_t state,
                            std::uint64_t now_coarse) const {
@@ -253,10 +302,19 @@ bool Watchdog::Impl::reclaim(std::uint32_t row, std::uint64_t leaving, std::uint
                              WatchdogReport& r) {
   detail::Segment& s = *seg;
   const std::uint64_t tail = s.header().tail.value.load(std::memory_order_seq_cst);
+  const std::uint64_t n = s.slot_count();
   std::uint64_t remaining = 0;
-  for (std::uint64_t i = 0; i < s.slot_count(); ++i) {
-    if (i % kElectionCheckEvery == kElectionCheckEvery - 1 && !still_elected()) return false;
+  // Every state a member creates is at a position of the live window [low, tail] (a claim
+  // may be at the tail itself until its producer moves the tail), at that position's lap:
+  // all of it, at once (the dead member's messages are redelivered this tick).
+  const std::uint64_t bottom = tail > n ? tail - n : 0;
+  const std::uint64_t from = low >= bottom && low <= tail ? low : bottom;
+  for (std::uint64_t pos = from; pos <= tail; ++pos) {
+    if ((pos - from) % kElectionCheckEvery == kElectionCheckEvery - 1 && !still_elected())
+      return false;
+    const std::uint64_t i = pos & (n - 1);
     const std::uint64_t w = s.slot(i).word.load(std::memory_order_seq_cst);
+    if (word_lap(w) != detail::lap_of(pos, s.slot_shift())) continue;
     const std::uint32_t owner = word_owner(w);
     if (detail::owner_row(owner) != row) continue;
     const SlotState st = word_state(w);
@@ -269,7 +327,6 @@ bool Watchdog::Impl::reclaim(std::uint32_t row, std::uint64_t leaving, std::uint
     // freed and taken again since we read it (a slow watchdog): then the new member's
     // are not.
     if (!orphan(owner, /*fresh=*/true)) continue;
-    const std::uint64_t pos = detail::position_near(i, word_lap(w), tail, s.slot_shift());
     if (take_back(i, pos, w, now, next, r)) ++remaining;
     SHMQ_CRASH_POINT("watchdog.mid_reclaim");
   }
@@ -290,13 +347,37 @@ bool Watchdog::Impl::scan_slots(std::uint64_t now,
   const std::uint64_t claim_ns = std::uint64_t(s.claim_timeout_ms()) * kMs;
   const std::uint64_t ttl_ns = std::uint64_t(s.ttl_ms()) * kMs;
   const std::uint64_t tail = s.header().tail.value.load(std::memory_order_seq_cst);
-  for (std::uint64_t i = 0; i < s.slot_count(); ++i) {
-    if (i % kElectionCheckEvery == kElectionCheckEvery - 1 && !still_elected()) return false;
+  // Requeues behind dispatch are re-marked (remark) only below an honest cursor: one
+  // scribbled past the tail is clamped back by the next consumer, whose walk then finds
+  // those messages itself.
+  std::uint64_t dispatch = s.header().dispatch.value.load(std::memory_order_seq_cst);
+  if (dispatch > tail + detail::max_span(s)) dispatch = 0;
+  ring_empty = false;
+  if (!advance_low(tail)) return false;
+  if (low == tail) {
+    // Everything below the tail released; the tail's slot not claimed (at its lap, free).
+    const std::uint64_t w = s.slot(tail).word.load(std::memory_order_seq_cst);
+    ring_empty =
+        word_lap(w) != detail::lap_of(tail, s.slot_shift()) || detail::is_free(word_state(w));
+    empty_tail = tail;
+    empty_word = w;
+  }
+  // One slice of the live window [low, tail] per tick, round-robin: an idle queue (everything
+  // acked) has an empty window and costs nothing here, whatever the ring's size.
+  if (sweep < low || sweep > tail) sweep = low;
+  const std::uint64_t from = sweep;
+  const std::uint64_t to = std::min(tail + 1, from + kSweepSlice);
+  detail::RequeueMap map(s);
+  for (std::uint64_t pos = from; pos < to; ++pos) {
+    if ((pos - from) % kElectionCheckEvery == kElectionCheckEvery - 1 && !still_elected())
+      return false;
+    const std::uint64_t i = pos & (s.slot_count() - 1);
     std::atomic<std::uint64_t>& word = s.slot(i).word;
     const std::uint64_t w = word.load(std::memory_order_seq_cst);
     const std::uint32_t k = word_aux(w);
     if (k < 1 || k > s.max_fragments()) continue;
-    const std::uint64_t pos = detail::position_near(i, word_lap(w), tail, s.slot_shift());
+    // Released (a later lap) or not produced yet: nothing here for us.
+    if (word_lap(w) != detail::lap_of(pos, s.slot_shift())) continue;
     const SlotState st = word_state(w);
     if ((st == SlotState::held || st == SlotState::claimed || st == SlotState::skipped) &&
         orphan(word_owner(w), /*fresh=*/false)) {
@@ -313,8 +394,8 @@ bool Watchdog::Impl::scan_slots(std::uint64_t now,
         // Timed from our first sight of this held word as well as by its deadline: right
         // after its claim a holder's deadline is still the previous delivery's (or 0)
         // until it writes its own lease, and that must not expire the new delivery. An
-        // expiry is at most a tick late; a new watchdog restarts the timing (later, never
-        // earlier).
+        // expiry is at most a round of the sweep late (kSweepSlice); a new watchdog restarts
+        // the timing (later, never earlier).
         const std::uint64_t seen = since(next, i, w, now);
         const bool expired = seen > lease_ns && (dl == 0 || now_coarse > dl);
         if (expired && detail::requeue_held(s, pos, w, 0)) {
@@ -345,7 +426,11 @@ bool Watchdog::Impl::scan_slots(std::uint64_t now,
         // An ack (or hole release) whose process died half-way: finish it.
         if (since(next, i, w, now) > 0) detail::finish_release(s, pos, w);
         break;
+      case SlotState::delayed:
+        remark(map, i, pos, dispatch);
+        break;
       case SlotState::ready: {
+        remark(map, i, pos, dispatch);
         if (ttl_ns == 0 || !has_row()) break;
         const std::uint64_t enq = s.slot(i).enqueued_ns.load(std::memory_order_relaxed);
         if (enq == 0 || now_coarse <= enq ||
@@ -354,18 +439,72 @@ bool Watchdog::Impl::scan_slots(std::uint64_t now,
         // Expired while waiting: take it like a consumer would, and dead-letter it.
         std::uint64_t expected = w;
         const std::uint64_t held = make_word(word_lap(w), SlotState::held, me.owner, k);
-        if (!word.compare_exchange_strong(expected, held, std::memory_order_seq_cst)) break;
+        holding_pos = pos;
+        holding_word = held;
+        if (!word.compare_exchange_strong(expected, held, std::memory_order_seq_cst)) {
+          holding_pos = UINT64_MAX;
+          break;
+        }
         if (dead_letters.move(pos, held, DeadLetterReason::expired, me.owner,
                               /*requeue_on_failure=*/true) ==
             detail::DeadLetterSink::Outcome::moved)
           ++r.expired;
+        holding_pos = UINT64_MAX;
         break;
       }
       default:
         break;
     }
   }
+  swept_from = from;
+  swept_to = to;
+  sweep = to > tail ? low : to;
   return true;
+}
+
+// Moves `low` up past positions that were released (their slot is at a later lap): the
+// work of one tick is the positions released since the last one, at most kSweepSlice (a
+// watchdog just elected on a big ring that has gone round starts at tail - N and catches up
+// over a few ticks). Everything a member holds, every message that waits, lies in
+// [low, tail] (a slot released at position p is next used for p + N). Returns false if we
+// lost the election on the way.
+bool Watchdog::Impl::advance_low(std::uint64_t tail) {
+  detail::Segment& s = *seg;
+  const std::uint64_t n = s.slot_count();
+  // Below tail - N nothing is left; above the tail nothing was produced (a scribbled tail
+  // moved back: start again from its window).
+  if (low + n < tail || low > tail) low = tail > n ? tail - n : 0;
+  for (std::uint64_t steps = 1; low < tail && steps <= kSweepSlice; ++low, ++steps) {
+    if (steps % kElectionCheckEvery == 0 && !still_elected()) return false;
+    const std::uint64_t w = s.slot(low).word.load(std::memory_order_seq_cst);
+    if (detail::lap_diff(word_lap(w), detail::lap_of(low, s.slot_shift())) <= 0) break;
+  }
+  return true;
+}
+
+// A ready or delayed message that dispatch has passed must be marked in the requeue map,
+// or no consumer finds it. Every requeue marks it, after its CAS; a process that died in
+// between (or a dispatch cursor scribbled past ready messages) leaves it unmarked: mark it,
+// and tell the consumers.
+void Watchdog::Impl::remark(detail::RequeueMap& map, std::uint64_t i, std::uint64_t pos,
+                            std::uint64_t dispatch) {
+  if (pos >= dispatch) return;  // the dispatch walk gets it
+  const bool was = map.marked(i);
+  map.mark(i);  // also sets summary bits a marker that died half-way left clear
+  if (was) return;
+  seg->header().requeue_epoch.value.fetch_add(1, std::memory_order_seq_cst);
+  detail::wake_waiters(seg->header().consumers_wait, seg->max_members());
+}
+
+// Keeps the sightings of slots this tick's slice did not cover (they are timed across
+// ticks), unless their word changed since.
+void Watchdog::Impl::carry_sightings(std::unordered_map<std::uint64_t, Sighting>& next) {
+  const std::uint64_t n = seg->slot_count();
+  const std::uint64_t span = swept_to - swept_from;
+  for (const auto& [i, seen] : sightings) {
+    if (span >= n || ((i - swept_from) & (n - 1)) < span) continue;  // covered: re-judged
+    if (seg->slot(i).word.load(std::memory_order_relaxed) == seen.word) next.emplace(i, seen);
+  }
 }
 
 // Moves the tail past a head whose claimer died between its claim and its tail CAS, so
@@ -460,6 +599,7 @@ WatchdogReport Watchdog::Impl::tick() {
   const bool changed = reap_members(now, next, r);
   if (still_elected() && scan_slots(now, next, r)) {
     help_tail();
+    carry_sightings(next);
     sightings.swap(next);
   }
   if (changed || r.redelivered != 0 || r.leases_expired != 0 || r.holes_repaired != 0 ||
@@ -499,6 +639,85 @@ WatchdogReport Watchdog::Impl::repair() {
     detail::wake_all(s.header().producers_wait);
   }
   return r;
+}
+
+// The elected watchdog of an empty ring sleeps until something is produced, up to
+// kIdleInterval (250 ms, the longest any sleeper sleeps; in heartbeat mode at most a quarter
+// of the heartbeat timeout, so that it keeps beating for this process): a timed wake-up
+// every 5 ms alone costs about 1% of a core on a VM, and on this one each wake-up of a
+// process whose page tables map a big ring costs more (0.7 ms at 512 MiB). It sleeps on the
+// consumers' wait line with its
+// own row's bit, like a consumer waiting for data, so the first send after it fell asleep
+// wakes it (one futex_wake per idle period) and it ticks at its interval again. While the
+// ring is empty nothing can be lost to a death: no member holds anything. What the longer
+// sleep delays is only what no send announces: a producer that dies between its claim and
+// its publish on an empty ring leaves its hole for up to kIdleInterval instead of the
+// interval.
+void Watchdog::Impl::sleep_while_idle() {
+  constexpr auto kIdleInterval = std::chrono::milliseconds(250);
+  detail::Segment& s = *seg;
+  auto idle = std::max<std::chrono::milliseconds>(options.interval, kIdleInterval);
+  if (s.heartbeat_liveness())
+    idle = std::min(idle, std::chrono::milliseconds(std::max(1u, s.heartbeat_timeout_ms() / 4)));
+  auto& tail = s.header().tail.value;
+  // Compared with what the scan saw (not read again now: a send between the scan and our
+  // sleep would be missed). wait_on's pairing: our bit is set before these loads, and a
+  // producer's claim (slot CAS, tail CAS) comes before its wake's load of the bits: one of
+  // us sees the other.
+  detail::wait_on(s.header().consumers_wait, me.row, std::chrono::steady_clock::now() + idle, [&] {
+    return stop_requested.load(std::memory_order_seq_cst) ||
+           tail.load(std::memory_order_seq_cst) != empty_tail ||
+           s.slot(empty_tail).word.load(std::memory_order_seq_cst) != empty_word;
+  });
+}
+
+// A pidfd of the elected watchdog's process (pid liveness only), opened once per occupant
+// of its row: -1 if there is none to watch (nobody elected, heartbeat liveness, no
+// pidfds), -2 if the elected one's process is already gone (do not sleep).
+int Watchdog::Impl::elected_pidfd() {
+  detail::Segment& s = *seg;
+  const std::uint64_t v = s.header().watchdog.value.load(std::memory_order_acquire);
+  if (v == 0 || v - 1 >= s.max_members() || s.heartbeat_liveness()) return -1;
+  const detail::MemberRow& row = s.member(static_cast<std::uint32_t>(v - 1));
+  const std::uint64_t st = row.state.load(std::memory_order_acquire);
+  if (v - 1 == pidfd_row && st == pidfd_row_word) return pidfd;
+  if (pidfd >= 0) ::close(pidfd);
+  pidfd = -1;
+  pidfd_row = v - 1;
+  pidfd_row_word = st;
+  if (detail::member_status(st) != MemberStatus::active ||
+      detail::member_role(st) != Role::watchdog)
+    return -1;
+  const auto pid = static_cast<pid_t>(detail::member_pid(st));
+  // start_time is stored after the row's claim: read it between two reads of the state.
+  const std::uint64_t start = row.start_time.load(std::memory_order_acquire);
+  if (start == 0 || row.state.load(std::memory_order_acquire) != st) return -1;
+  const int fd = detail::open_pidfd(pid);
+  if (fd < 0) return -1;
+  // Opened first, checked after: if the pid named another process by then, the start
+  // time tells; once open, the pidfd names this process whatever happens to the pid.
+  if (!detail::process_alive(pid, start)) {
+    ::close(fd);
+    pidfd_row = UINT64_MAX;
+    return -2;
+  }
+  pidfd = fd;
+  return pidfd;
+}
+
+// A standby sleeps until the elected watchdog's process exits (its pidfd becomes readable:
+// the takeover follows at once) or `wait` has passed (the check that the elected one still
+// beats, since a stopped process lives, and the heartbeats this thread writes). The
+// embedded watchdogs' standby interval can therefore be long (healer.cpp) without slowing
+// the takeover from a watchdog whose process died.
+void Watchdog::Impl::sleep_standing_by(std::chrono::milliseconds wait) {
+  if (seg->heartbeat_liveness())
+    wait = std::min(wait, std::chrono::milliseconds(std::max(1u, seg->heartbeat_timeout_ms() / 4)));
+  const int fd = elected_pidfd();
+  if (fd == -2) return;
+  pollfd fds[2] = {{stop_fd, POLLIN, 0}, {fd, POLLIN, 0}};
+  const int n = fd >= 0 ? 2 : 1;
+  (void)::poll(fds, n, static_cast<int>(wait.count()));
 }
 
 Result<Watchdog> Watchdog::attach(const Queue& queue, const WatchdogOptions& options) {
@@ -549,14 +768,11 @@ Watchdog::~Watchdog() { close(); }
 void Watchdog::close() noexcept {
   if (!impl_) return;
   stop();
-  // Release anything we hold ourselves (a TTL dead-lettering cut short) before leaving.
+  // Release anything we hold ourselves (a TTL dead-lettering cut short) before leaving: at
+  // most the one message a tick was moving (a CAS from its exact held word).
   detail::Segment& s = *impl_->seg;
-  const std::uint64_t tail = s.header().tail.value.load(std::memory_order_seq_cst);
-  for (std::uint64_t i = 0; i < s.slot_count(); ++i) {
-    const std::uint64_t w = s.slot(i).word.load(std::memory_order_seq_cst);
-    if (word_state(w) == SlotState::held && word_owner(w) == impl_->me.owner)
-      detail::requeue_held(s, detail::position_near(i, word_lap(w), tail, s.slot_shift()), w, 0);
-  }
+  if (impl_->holding_pos != UINT64_MAX)
+    detail::requeue_held(s, impl_->holding_pos, impl_->holding_word, 0);
   impl_->resign();
   s.unregister_member(impl_->me);
   impl_.reset();
@@ -567,11 +783,25 @@ WatchdogReport Watchdog::tick() { return impl_->tick(); }
 void Watchdog::start() {
   if (!impl_ || impl_->thread.joinable()) return;
   impl_->stopping = false;
+  if (impl_->stop_fd < 0)
+    impl_->stop_fd = detail::fd_above_stdio(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  std::uint64_t drained = 0;  // a stop() before this start()
+  if (impl_->stop_fd >= 0) (void)!::read(impl_->stop_fd, &drained, sizeof drained);
   impl_->thread = std::thread([impl = impl_.get()] {
     std::unique_lock<std::mutex> lock(impl->mutex);
     while (!impl->stopping) {
       lock.unlock();
       const bool active = impl->tick().active;
+      if (active && impl->ring_empty) {
+        impl->sleep_while_idle();
+        lock.lock();
+        continue;
+      }
+      if (!active && impl->options.standby_interval.count() != 0 && impl->stop_fd >= 0) {
+        impl->sleep_standing_by(impl->options.standby_interval);
+        lock.lock();
+        continue;
+      }
       lock.lock();
       const auto wait = active || impl->options.standby_interval.count() == 0
                             ? impl->options.interval
@@ -588,7 +818,15 @@ void Watchdog::stop() {
     impl_->stopping = true;
   }
   impl_->cv.notify_all();
+  // The thread may be asleep on the consumers' line (sleep_while_idle): wake it (and the
+  // consumers there, who look again and sleep again).
+  impl_->stop_requested.store(true, std::memory_order_seq_cst);
+  detail::wake_all(impl_->seg->header().consumers_wait);
+  // ... or in a standby sleep (sleep_standing_by).
+  const std::uint64_t one = 1;
+  if (impl_->stop_fd >= 0) (void)!::write(impl_->stop_fd, &one, sizeof one);
   impl_->thread.join();
+  impl_->stop_requested.store(false, std::memory_order_relaxed);
 }
 
 bool Watchdog::running() const noexcept { return impl_ && impl_->thread.joinable(); }

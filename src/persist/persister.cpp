@@ -156,7 +156,7 @@ Result<std::size_t> Persister::round() {
       // Relaxed: written by the producer before its publish (release), which our seq_cst load
       // of the word saw.
       const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
-      if (s.checksummed() && !message_intact(hdr, pos, id, buf_)) {
+      if (s.checksummed() && !message_intact(s, pos, id, buf_)) {
         // Scribbled after it was sent: no consumer will deliver it (it is dead-lettered or
         // dropped as corrupt), and a record of it would come back from a rebuild as a valid
         // message with a fresh checksum. Not logged, and not tracked for its ack; its sync

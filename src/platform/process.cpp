@@ -3,6 +3,7 @@
 #include "platform/fd.hpp"
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -68,6 +69,17 @@ bool process_alive(pid_t pid, std::uint64_t start_time) noexcept {
   // A zombie has finished running: whatever it held, it will never release.
   if (state == 'Z' || state == 'X') return false;
   return start_time == 0 || now == start_time;
+}
+
+int open_pidfd(pid_t pid) noexcept {
+#ifdef SYS_pidfd_open
+  if (pid <= 0) return -1;
+  // pidfds are close-on-exec by construction.
+  return fd_above_stdio(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+#else
+  (void)pid;
+  return -1;
+#endif
 }
 
 std::uint64_t monotonic_ns() noexcept {

@@ -16,6 +16,13 @@ std::uint64_t process_start_time(pid_t pid) noexcept;
 // the pid is checked.
 bool process_alive(pid_t pid, std::uint64_t start_time) noexcept;
 
+// A pidfd for `pid` (pidfd_open, close-on-exec): it becomes readable (poll) once the
+// process has exited, zombies included, and keeps naming that process even if the pid is
+// reused afterwards. -1 if the process is gone or pidfds are not available (then callers
+// fall back to process_alive). The caller checks, after opening it, that the process is
+// the one it means (process_alive with its start time), and closes it.
+int open_pidfd(pid_t pid) noexcept;
+
 // CLOCK_MONOTONIC in nanoseconds.
 std::uint64_t monotonic_ns() noexcept;
 

@@ -3,7 +3,8 @@
 //   offset 0                 SegmentHeader (identity, geometry, policy, cursors; 2048 bytes)
 //   header.members_offset    MemberRow[max_members]            (128 bytes each)
 //   header.ring_offset       slot[slot_count], slot_size bytes each:
-//                              SlotHeader (64 bytes) + payload (slot_size - 64 bytes)
+//                              SlotHeader (64 bytes) + payload (slot_size - 64 bytes;
+//                              checksummed queues: checksum (8) + slot_size - 72 bytes)
 //
 // Every field is fixed-width; every atomic is always lock-free; fields written by
 // different roles sit on different 128-byte lines (adjacent-line prefetch pairs 64-byte
@@ -51,6 +52,16 @@ struct alignas(kFalseSharingRange) WaitLine {
 };
 static_assert(sizeof(WaitLine) == kFalseSharingRange);
 
+// The requeue epoch and the top word of the requeue map (ring/requeue_map.hpp): both are
+// written by whoever puts a message back behind dispatch, read by consumers.
+struct alignas(kFalseSharingRange) RequeueLine {
+  std::atomic<std::uint64_t> value;        // the epoch: bumped after every requeue
+  std::atomic<std::uint64_t> requeue_top;  // the map's top level; 0 = nothing marked
+  std::uint8_t pad[kFalseSharingRange - 2 * sizeof(std::atomic<std::uint64_t>)];
+};
+static_assert(sizeof(RequeueLine) == kFalseSharingRange);
+static_assert(offsetof(RequeueLine, value) == 0);
+
 // Counters of what the watchdog (and dead-lettering consumers) did; rarely written.
 struct alignas(kFalseSharingRange) WatchdogCounters {
   std::atomic<std::uint64_t> members_reclaimed;  // dead members whose rows were freed
@@ -70,7 +81,7 @@ static_assert(sizeof(WatchdogCounters) == kFalseSharingRange);
 
 inline constexpr std::uint32_t kFlagHeartbeatLiveness = 1u << 0;  // do not trust pids
 inline constexpr std::uint32_t kFlagDeadLetter = 1u << 1;         // dead-letter, not drop
-inline constexpr std::uint32_t kFlagChecksum = 1u << 2;           // SlotHeader::checksum is set
+inline constexpr std::uint32_t kFlagChecksum = 1u << 2;           // messages carry a checksum
 
 struct SegmentHeader {
   // --- identity and geometry: written once by the creator, then read-only -------------
@@ -120,7 +131,7 @@ struct SegmentHeader {
   // --- cursors: hints advanced by CAS; the slot words are the truth --------------------
   CursorLine tail;           // producers: next head position to claim
   CursorLine dispatch;       // consumers: next position to look at
-  CursorLine requeue_epoch;  // bumped after a message is put back behind dispatch
+  RequeueLine requeue_epoch;  // bumped after a message is put back behind dispatch
   WaitLine consumers_wait;   // consumers sleep here for data (futex), producers wake
   WaitLine producers_wait;   // producers sleep here for space, consumers wake
 
@@ -161,6 +172,7 @@ static_assert(offsetof(SegmentHeader, watchdog) == 1024);
 static_assert(offsetof(SegmentHeader, tail) == 384);
 static_assert(offsetof(SegmentHeader, dispatch) == 512);
 static_assert(offsetof(SegmentHeader, requeue_epoch) == 640);
+static_assert(offsetof(SegmentHeader, requeue_epoch) + offsetof(RequeueLine, requeue_top) == 648);
 static_assert(offsetof(SegmentHeader, consumers_wait) == 768);
 static_assert(offsetof(SegmentHeader, producers_wait) == 896);
 static_assert(std::is_standard_layout_v<SegmentHeader>);
@@ -233,15 +245,13 @@ struct alignas(kCacheLine) SlotHeader {
   // watchdog expires a lease only a lease after its first sight of the held word, and only
   // once the deadline has passed too. delivery_count is written the same way.
   std::atomic<std::uint64_t> deadline_ns;
-  // producer, on queues created with QueueOptions::checksum (kFlagChecksum): the message's
-  // checksum over its position, id, length, origin and payload (core/checksum.hpp); 0
-  // otherwise.
-  std::atomic<std::uint64_t> checksum;
+  // Not this slot's: a word of the requeue map's lower levels (ring/requeue_map.hpp), in
+  // the headers of slots 0 .. about N/63. Only ever changed by fetch_or / fetch_and.
+  std::atomic<std::uint64_t> map_word;
 };
 static_assert(sizeof(SlotHeader) == 64);
 static_assert(offsetof(SlotHeader, word) == 0);
 static_assert(offsetof(SlotHeader, length) == 24);
-static_assert(offsetof(SlotHeader, checksum) == 56);
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
@@ -253,5 +263,17 @@ static_assert(std::is_trivially_destructible_v<MemberRow>);
 static_assert(std::is_trivially_destructible_v<SlotHeader>);
 
 inline constexpr std::size_t kSlotHeaderSize = sizeof(SlotHeader);
+
+// Queues created with QueueOptions::checksum (kFlagChecksum) keep a message's checksum
+// (core/checksum.hpp) in the 8 bytes after its first slot's header, before the payload:
+//   slot = SlotHeader (64) | checksum (u64, atomic, written by the producer before it
+//          publishes the message; meaningless in continuation slots) | payload
+// so such a slot carries slot_size - 72 payload bytes, and the checksum shares the payload's
+// first cache line. (The slot header has no spare word: its last one holds the requeue map.)
+inline constexpr std::size_t kChecksumSize = 8;
+inline std::size_t payload_offset(bool checksummed) {
+  return kSlotHeaderSize + (checksummed ? kChecksumSize : 0);
+}
+static_assert(kSlotHeaderSize % alignof(std::atomic<std::uint64_t>) == 0);
 
 }  // namespace shmq::detail

@@ -113,7 +113,7 @@ std::string Segment::validate_options(const QueueOptions& o) {
            std::to_string(o.max_members);
   if (o.mode != 0600 && o.mode != 0660)
     return "mode must be 0600 or 0660, got " + octal(o.mode);
-  const std::uint64_t payload = o.slot_size - kSlotHeaderSize;
+  const std::uint64_t payload = o.slot_size - payload_offset(o.checksum);
   const std::uint64_t limit = std::min<std::uint64_t>(o.slot_count, kMaxFragments) * payload;
   if (o.max_message_size > limit)
     return "max message size " + std::to_string(o.max_message_size) +
@@ -193,7 +193,9 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
   h.slot_size = options.slot_size;
   h.max_fragments = std::min(options.slot_count, kMaxFragments);
   h.max_message_size =
-      options.max_message_size != 0 ? options.max_message_size : options.slot_size - kSlotHeaderSize;
+      options.max_message_size != 0
+          ? options.max_message_size
+          : options.slot_size - static_cast<std::uint32_t>(payload_offset(options.checksum));
   h.max_members = options.max_members;
   h.members_offset = g.members_offset;
   h.ring_offset = g.ring_offset;
@@ -417,6 +419,7 @@ void Segment::adopt(const QueueOptions& o, std::uint32_t flags) noexcept {
   heartbeat_timeout_ms_ = static_cast<std::uint32_t>(o.heartbeat_timeout.count());
   claim_timeout_ms_ = static_cast<std::uint32_t>(o.claim_timeout.count());
   flags_ = flags;
+  payload_offset_ = static_cast<std::uint32_t>(payload_offset(checksummed()));
   durability_ = o.durability;
   flush_interval_ms_ = static_cast<std::uint32_t>(o.flush_interval.count());
   data_dir_ = o.data_dir;

@@ -574,7 +574,7 @@ bool apply_write(const Target& t, const Record& r) {
           t.store(slot + offsetof(d::SlotHeader, deadline_ns), 8,
                   rel ? now + (v % 8192 - 4096) * 1'000'000 : v);
           break;
-        default: t.store(slot + offsetof(d::SlotHeader, checksum), 8, v); break;
+        default: t.store(slot + offsetof(d::SlotHeader, map_word), 8, v); break;
       }
       return false;
     }

@@ -27,7 +27,8 @@ std::string count_text(std::uint64_t n) {
 
 int section_of(const Scenario& sc) {
   switch (sc.kind) {
-    case Kind::throughput: return 0;
+    case Kind::throughput:
+    case Kind::checksum_cost: return 0;
     case Kind::roundtrip: return 1;
     case Kind::persist:
     case Kind::sync_senders: return 3;
@@ -114,7 +115,9 @@ std::string json_line(const Outcome& o, const Machine& m) {
   s += ",\"producers\":" + std::to_string(sc.producers);
   s += ",\"consumers\":" + std::to_string(sc.consumers);
   s += ",\"size\":" + std::to_string(sc.size);
-  if (sc.transport == Transport::shmq && sc.kind == Kind::throughput) str("mode", sc.batch ? "batch" : "ack");
+  if (sc.transport == Transport::shmq &&
+      (sc.kind == Kind::throughput || sc.kind == Kind::checksum_cost))
+    str("mode", sc.batch ? "batch" : "ack");
   else if (sc.kind == Kind::persist) str("mode", sc.batch ? "batch" : "send");
   else if (sc.kind == Kind::sync_senders) str("mode", "send");
   else s += ",\"mode\":null";
@@ -158,7 +161,18 @@ std::string json_line(const Outcome& o, const Machine& m) {
   }
   str("status", o.state == Outcome::State::ok ? "ok" : o.state == Outcome::State::failed ? "failed" : "skipped");
   if (!o.note.empty()) str("note", o.note);
-  if (!o.detail.empty()) str("shmqd", o.detail);
+  if (sc.kind == Kind::checksum_cost) {
+    s += ",\"checksum\":true";
+    num("vs_baseline", ok && o.vs_baseline.valid, o.vs_baseline.median, 3);
+    num("baseline_msgs_per_s", ok && o.baseline_msgs_per_s.valid, o.baseline_msgs_per_s.median, 0);
+    s += ",\"vs_baseline_reps\":[";
+    for (std::size_t i = 0; i < o.rep_vs_baseline.size(); ++i)
+      s += (i ? "," : "") + fixed(o.rep_vs_baseline[i], 3);
+    s += "]";
+    if (!o.detail.empty()) str("detail", o.detail);
+  } else if (!o.detail.empty()) {
+    str("shmqd", o.detail);
+  }
   str("cpu", m.cpu);
   s += ",\"cores\":" + std::to_string(m.cores);
   str("kernel", m.kernel);
@@ -200,10 +214,30 @@ void print_targets(std::FILE* out, const std::vector<Outcome>& all, const std::s
   // Printed only when the run has any of the scenarios they compare.
   bool any_none = false;
   for (const Outcome& o : all)
-    if (o.sc->transport == Transport::shmq && o.sc->durability == shmq::Durability::none)
+    if (o.sc->transport == Transport::shmq && o.sc->durability == shmq::Durability::none &&
+        o.sc->kind != Kind::checksum_cost)
       any_none = true;
   if (any_none) print_ratios(out, all);
   print_durability(out, all, data_fs);
+  // What QueueOptions::checksum costs: each repetition against its own run without.
+  bool header = false;
+  for (const Outcome& o : all) {
+    if (o.sc->kind != Kind::checksum_cost) continue;
+    if (!header)
+      std::fprintf(out, "\nCHECKSUM (QueueOptions::checksum; 1x1, ack per message, durability none)\n");
+    header = true;
+    const std::string what = o.sc->name + ": with / without";
+    if (o.state != Outcome::State::ok) {
+      std::fprintf(out, "  %-48s %s\n", what.c_str(),
+                   o.state == Outcome::State::skipped ? "skipped" : "FAILED");
+      continue;
+    }
+    std::string reps;
+    for (const double v : o.rep_vs_baseline) reps += " " + fixed(v, 3) + "x";
+    std::fprintf(out, "  %-48s %7.3fx (median; per repetition:%s); %s vs %s msgs/s\n", what.c_str(),
+                 o.vs_baseline.median, reps.c_str(), si(o.msgs_per_s.median).c_str(),
+                 si(o.baseline_msgs_per_s.median).c_str());
+  }
 }
 
 namespace {

@@ -26,6 +26,7 @@ const char* to_string(Kind k) {
     case Kind::disk_fsync: return "disk";
     case Kind::persist: return "persist";
     case Kind::sync_senders: return "sync_senders";
+    case Kind::checksum_cost: return "checksum_cost";
   }
   return "?";
 }
@@ -159,6 +160,14 @@ std::vector<Scenario> all_scenarios() {
         for (const bool batch : {false, true}) v.push_back(tp(T::shmq, n, n, size, batch, d));
   for (const D d : {D::async, D::sync})
     for (const std::size_t size : kSizes) v.push_back(rt(T::shmq, size, d));
+  // What QueueOptions::checksum costs (issue 12): 1x1, ack per message, with and without.
+  for (const std::size_t size : {std::size_t{64}, std::size_t{4096}}) {
+    Scenario c = tp(T::shmq, 1, 1, size);
+    c.kind = Kind::checksum_cost;
+    c.checksum = true;
+    c.name = "shmq/checksum/1x1/" + human_bytes(size) + "/ack";
+    v.push_back(c);
+  }
   return v;
 }
 
@@ -211,7 +220,7 @@ Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t 
   out.sc = &sc;
   out.reps = static_cast<int>(rs.size());
   out.count = count;
-  std::vector<double> msgs, mb, pmb, lmb, sw, p50, p99, p999, mx;
+  std::vector<double> msgs, mb, pmb, lmb, sw, p50, p99, p999, mx, base;
   for (const RepResult& r : rs) {
     msgs.push_back(r.msgs_per_s);
     mb.push_back(r.mb_per_s);
@@ -219,6 +228,10 @@ Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t 
     if (r.log_mb_per_s >= 0) lmb.push_back(r.log_mb_per_s);
     sw.push_back(r.switches_per_msg);
     if (r.fsync_per_s > 0) out.rep_vs_fsync.push_back(r.msgs_per_s / r.fsync_per_s);
+    if (r.baseline_msgs_per_s > 0) {
+      out.rep_vs_baseline.push_back(r.msgs_per_s / r.baseline_msgs_per_s);
+      base.push_back(r.baseline_msgs_per_s);
+    }
     if (r.msgs_per_sync >= 0) {
       out.rep_msgs_per_sync.push_back(r.msgs_per_sync);
       out.rep_group_waits.push_back(r.group_waits);
@@ -240,6 +253,8 @@ Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t 
     out.log_mb_per_s = spread_of(lmb);
     out.vs_fsync = spread_of(out.rep_vs_fsync);
     out.msgs_per_sync = spread_of(out.rep_msgs_per_sync);
+    out.vs_baseline = spread_of(out.rep_vs_baseline);
+    out.baseline_msgs_per_s = spread_of(base);
   } else {
     out.p50 = spread_of(p50);
     out.p99 = spread_of(p99);
@@ -605,6 +620,7 @@ ChannelSpec spec_for(const Scenario& sc, const DurableSide& side, std::size_t ca
   spec.batch = sc.batch;
   spec.durability = sc.durability;
   spec.data_dir = side.data_dir;
+  spec.checksum = sc.checksum;
   spec.zero_copy = sc.zero_copy;
   return spec;
 }
@@ -923,6 +939,38 @@ Outcome sync_senders_scenario(const Scenario& sc, const Options& o, DurableEnv& 
   return out;
 }
 
+// Both queues live across the scenario; each repetition (pilots: the checksummed one only)
+// runs the same count through each, the order alternating, so that drift on a shared machine
+// falls on both sides alike.
+Outcome checksum_cost_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
+  DurableSide side;
+  Scenario plain_sc = sc;
+  plain_sc.checksum = false;
+  ShmqChannel with(spec_for(sc, side, capacity_for(sc.size)));
+  ShmqChannel without(spec_for(plain_sc, side, capacity_for(sc.size)));
+  (void)env;
+  const auto check = side.checker();
+  const auto log_bytes = side.log_bytes();
+  int rep = 0;
+  Outcome out = measure(sc, o, [&](std::uint64_t n, bool calibrated) {
+    if (!calibrated && !o.quick) return throughput_rep(sc, with, n, false, o, check, log_bytes);
+    const bool plain_first = rep++ % 2 == 0;
+    RepResult plain, r;
+    if (plain_first) plain = throughput_rep(plain_sc, without, n, calibrated, o, check, log_bytes);
+    r = throughput_rep(sc, with, n, calibrated, o, check, log_bytes);
+    if (!plain_first) plain = throughput_rep(plain_sc, without, n, calibrated, o, check, log_bytes);
+    r.baseline_msgs_per_s = plain.msgs_per_s;
+    return r;
+  });
+  std::string d = "per repetition: msgs/s with checksum / without (same repetition) =";
+  for (const double v : out.rep_vs_baseline) d += " " + fixed(v, 3) + "x";
+  if (out.baseline_msgs_per_s.valid)
+    d += "; without: " + si(out.baseline_msgs_per_s.median) + " msgs/s [" +
+         si(out.baseline_msgs_per_s.min) + ".." + si(out.baseline_msgs_per_s.max) + "]";
+  out.detail = d;
+  return out;
+}
+
 Outcome disk_scenario(const Scenario& sc, const Options& o) {
   std::vector<RepResult> rs;
   const int reps = o.quick ? 1 : o.reps;
@@ -972,6 +1020,8 @@ Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
       out = persist_scenario(sc, o, env);
     } else if (sc.kind == Kind::sync_senders) {
       out = sync_senders_scenario(sc, o, env);
+    } else if (sc.kind == Kind::checksum_cost) {
+      out = checksum_cost_scenario(sc, o, env);
     } else {
       out = disk_scenario(sc, o);
     }

@@ -29,7 +29,10 @@ struct Options {
 // sync_senders: P processes send single messages to a sync queue (each send waits for its
 // confirmation) while no consumer runs; each repetition has its own queue and shmqd, and
 // measures the 1-fdatasync-per-message loop on the same disk just before (group commit).
-enum class Kind { throughput, roundtrip, disk_dd, disk_fsync, persist, sync_senders };
+// checksum_cost: 1x1 throughput, ack per message, on a queue without and one with
+// QueueOptions::checksum, both in every repetition (alternating which runs first): the
+// figures are the checksummed queue's, and the ratio with/without is kept per repetition.
+enum class Kind { throughput, roundtrip, disk_dd, disk_fsync, persist, sync_senders, checksum_cost };
 enum class Transport { shmq, bare, boost, pipe, unix_socket, moodycamel, disk };
 
 const char* to_string(Kind k);
@@ -45,6 +48,7 @@ struct Scenario {
   bool batch = false;  // shmq: send_batch(32) + receive_batch(32) + ack(span)
   shmq::Durability durability = shmq::Durability::none;
   bool threads = false;  // moodycamel: two threads of one process
+  bool checksum = false;  // shmq: QueueOptions::checksum
   bool zero_copy = false;  // shmq: consumers receive zero-copy (ConsumerOptions::zero_copy)
 };
 
@@ -66,6 +70,7 @@ struct RepResult {
   std::uint64_t group_waits = 0;   // sync_senders: shmqd's waits for more senders
   std::uint64_t group_wait_timeouts = 0;  // ... that ended at their bound
   double sync_busy = -1;           // sync_senders: share of the time shmqd was in fdatasync
+  double baseline_msgs_per_s = -1; // checksum_cost: the queue without checksums, same rep
 };
 
 // A scenario's figures: the median of its repetitions, with min..max.
@@ -83,6 +88,10 @@ struct Outcome {
   std::vector<double> rep_vs_fsync, rep_msgs_per_sync;
   std::vector<std::uint64_t> rep_group_waits, rep_group_wait_timeouts;
   std::vector<double> rep_sync_busy;
+  // checksum_cost: msgs/s with checksums over msgs/s without, each repetition against its
+  // own; the median and each repetition's value in order; and the baseline's msgs/s.
+  Spread vs_baseline, baseline_msgs_per_s;
+  std::vector<double> rep_vs_baseline;
   Spread p50, p99, p999, max;
   std::vector<std::uint64_t> distribution;  // sorted round trips of the median repetition
 };

@@ -61,6 +61,7 @@ struct ChannelSpec {
   bool batch = false;
   shmq::Durability durability = shmq::Durability::none;
   std::string data_dir;  // durable shmq queues
+  bool checksum = false;  // shmq: QueueOptions::checksum
   bool zero_copy = false;  // shmq: ConsumerOptions::zero_copy (default: copied and checked)
 };
 
@@ -97,17 +98,21 @@ class ShmqChannel {
 
   // slot_size: the 64-byte slot header plus the payload, in whole cache lines, at least 128:
   // every message is one slot (received zero-copy).
-  static std::uint32_t slot_size(std::size_t size) {
-    return static_cast<std::uint32_t>(std::max<std::size_t>(round_up(size + 64, 64), 128));
+  // One slot per message: the payload behind the 64-byte header (and, with checksums, the
+  // 8-byte checksum word).
+  static std::uint32_t slot_size(std::size_t size, bool checksum = false) {
+    return static_cast<std::uint32_t>(
+        std::max<std::size_t>(round_up(size + 64 + (checksum ? 8 : 0), 64), 128));
   }
 
   explicit ShmqChannel(const ChannelSpec& spec) : spec_(spec), name_(fresh_name()) {
     shmq::QueueOptions o;
     o.slot_count = spec.capacity;
-    o.slot_size = slot_size(spec.size);
+    o.slot_size = slot_size(spec.size, spec.checksum);
     o.mode = 0600;
     o.durability = spec.durability;
     o.data_dir = spec.data_dir;
+    o.checksum = spec.checksum;
     // The handle is dropped at once: children open the queue by name.
     created_ = true;  // before create: a half-made queue is removed too
     (void)take(shmq::Queue::create(name_, o), "create shmq queue " + name_);

@@ -52,11 +52,12 @@ std::string unique_queue_name() {
 // library's error message and ok() is false.
 class QueueFixture {
  public:
-  QueueFixture(benchmark::State& state, std::size_t max_payload)
+  QueueFixture(benchmark::State& state, std::size_t max_payload, bool checksum = false)
       : name_(unique_queue_name()) {
     shmq::QueueOptions options;
     options.slot_count = kSlotCount;
-    options.slot_size = slot_size_for(max_payload);
+    options.slot_size = slot_size_for(max_payload + (checksum ? 8 : 0));  // + the checksum word
+    options.checksum = checksum;
     auto q = shmq::Queue::create(name_, options);
     if (!q.ok()) {
       state.SkipWithError(("create: " + q.error().message()).c_str());
@@ -116,10 +117,9 @@ bool receive_and_ack(benchmark::State& state, QueueFixture& f, shmq::Message& m)
   return true;
 }
 
-// Arg: message size in bytes.
-void BM_TrySendReceiveAck(benchmark::State& state) {
+void try_send_receive_ack(benchmark::State& state, bool checksum) {
   const auto size = static_cast<std::size_t>(state.range(0));
-  QueueFixture f(state, size);
+  QueueFixture f(state, size, checksum);
   if (!f.ok()) return;
   const std::vector<std::byte> payload(size, std::byte{0x5a});
   shmq::Message m;
@@ -133,7 +133,16 @@ void BM_TrySendReceiveAck(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(size));
 }
+
+// Arg: message size in bytes.
+void BM_TrySendReceiveAck(benchmark::State& state) { try_send_receive_ack(state, false); }
 BENCHMARK(BM_TrySendReceiveAck)->Arg(8)->Arg(64)->Arg(512)->Arg(4096);
+
+// What QueueOptions::checksum costs on the path itself (one hash on send, one on receive):
+// compare with BM_TrySendReceiveAck of the same size; with --benchmark_repetitions and
+// --benchmark_enable_random_interleaving=true the two alternate. Arg: message size.
+void BM_TrySendReceiveAckChecksum(benchmark::State& state) { try_send_receive_ack(state, true); }
+BENCHMARK(BM_TrySendReceiveAckChecksum)->Arg(64)->Arg(4096);
 
 // A batch of 64-byte messages: send_batch (one wake-up for the batch), receive_batch,
 // ack(span). Arg: batch size. Items are messages, not batches.

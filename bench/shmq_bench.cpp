@@ -73,7 +73,8 @@ void print_help() {
       "Scenario names: <transport>/tp/<P>x<C>/<size>[/ack|batch/<durability>] (throughput),\n"
       "<transport>/rt/<size>[/<durability>] (round trip), shmq/persist/4KiB/send|batch/<durability>\n"
       "(one producer, no consumer while timed: shmqd's write bandwidth), shmq/sync/<P>x0/64B\n"
-      "(P single-message sync senders, no consumer: group commit), disk/dd, disk/fsync-per-msg.\n"
+      "(P single-message sync senders, no consumer: group commit), shmq/checksum/1x1/<size>/ack\n"
+      "(QueueOptions::checksum on vs off, ratio per repetition), disk/dd, disk/fsync-per-msg.\n"
       "Exit status: 0 ok (skipped durable scenarios included), 1 a scenario failed or the run\n"
       "was interrupted, 2 bad command line.\n",
       kProg);

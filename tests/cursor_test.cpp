@@ -1,7 +1,8 @@
 // Scribbled cursors (issue 12): one 8-byte write of a wild value into the header's dispatch
 // cursor hung every consumer at 100% CPU, deaf to its timeout and to interrupt(). A consumer
 // must come back within its timeout, answer interrupt(), repair the cursor and deliver what
-// is sent afterwards. Every scenario runs in a forked child that the test waits for with a
+// is sent afterwards. The same for producers and the tail: a wild tail made every send wait
+// for a free slot that never came. Every scenario runs in a forked child that the test waits for with a
 // bound and kills if it hangs, so a regression fails instead of stalling the suite.
 #include <poll.h>
 #include <signal.h>
@@ -43,27 +44,7 @@ QueueOptions small_ring() {
 std::atomic<std::uint64_t>& dispatch_of(Queue& q) { return q.segment()->header().dispatch.value; }
 std::atomic<std::uint64_t>& tail_of(Queue& q) { return q.segment()->header().tail.value; }
 
-// Waits for `pid` for at most `limit`, polling (the sleep only spaces the polls). Returns its
-// exit code, 128 + the signal that ended it, or -1 if it was still running: then it is
-// killed with SIGKILL and reaped.
-int wait_bounded(pid_t pid, std::chrono::seconds limit) {
-  const auto give_up = std::chrono::steady_clock::now() + limit;
-  int status = 0;
-  for (;;) {
-    const pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) break;
-    if (r < 0 && errno != EINTR) return -2;
-    if (std::chrono::steady_clock::now() >= give_up) {
-      ::kill(pid, SIGKILL);
-      (void)test::wait_exit(pid);
-      return -1;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return -3;
-}
+using test::wait_bounded;
 
 // Sends and acks `n` messages so that the positions have gone round the ring a few times.
 bool cycle(Producer& p, Consumer& c, int n) {
@@ -185,6 +166,107 @@ TEST(ScribbledDispatch, DeadlineAndInterruptHoldWhileTheCursorIsScribbledOverAnd
     const std::uint64_t d = dispatch_of(*q).load(), t = tail_of(*q).load();
     if (d > t || t - d > kSlots) return 24;
     return c.ack(m) == Status::ok ? 0 : 25;
+  });
+  EXPECT_EQ(wait_bounded(child, 30s), 0);
+}
+
+// The tail (issue 12, the producers' cursor): a wild value made every producer wait for a
+// free slot for ever (send hung, send_for and try_send said full/timeout on an empty ring),
+// or, for a value whose lap aliases a real position's, sent at a position 2^46 away.
+// Producers put it back where the ring says it is: the next send gets the next position.
+TEST(ScribbledTail, SendGetsTheNextPositionAndTheCursorIsRepaired) {
+  // Positions 0..199 sent and acked, "a" at 200 and "b" at 201 ready; tail 202.
+  const std::uint64_t first_ready = 200, tail = 202;
+  for (const auto& [what, value] : wild_values(tail, first_ready, 6)) {
+    for (const bool blocking : {false, true}) {
+      ScopedQueue q("scribble-tail", small_ring());
+      const pid_t child = test::spawn([&, value = value] {
+        auto p = q->producer().value();
+        auto c = q->consumer().value();
+        if (!cycle(p, c, int(first_ready))) return 10;
+        if (p.send("a") != Status::ok || p.send("b") != Status::ok) return 11;
+        if (tail_of(*q).load() != tail) return 12;
+        tail_of(*q).store(value);
+        // try_send never waits: it must find the free slot at once, not report "full".
+        if ((blocking ? p.send_for(as_bytes("c"), 200ms) : p.try_send("c")) != Status::ok) return 20;
+        if (tail_of(*q).load() != tail + 1) return 21;
+        Message m;
+        for (const auto& [text, pos] : {std::pair<std::string, std::uint64_t>{"a", first_ready},
+                                        {"b", first_ready + 1}, {"c", tail}}) {
+          if (c.receive_for(m, 200ms) != Status::ok) return 22;
+          if (m.view() != text || m.position() != pos) return 23;
+          if (c.ack(m) != Status::ok) return 24;
+        }
+        // And on from there.
+        if (p.send("d") != Status::ok) return 25;
+        if (c.receive_for(m, 200ms) != Status::ok || m.view() != "d" || m.position() != tail + 1)
+          return 26;
+        return c.ack(m) == Status::ok ? 0 : 27;
+      });
+      EXPECT_EQ(wait_bounded(child, 30s), 0)
+          << "tail scribbled to " << what << (blocking ? ", send_for" : ", try_send");
+    }
+  }
+}
+
+// A ring that never held a message: the ring names no position, the segment's base does.
+TEST(ScribbledTail, AnUnusedRingStartsAgainAtItsBase) {
+  ScopedQueue q("scribble-tail-new", small_ring());
+  const pid_t child = test::spawn([&] {
+    auto p = q->producer().value();
+    auto c = q->consumer().value();
+    tail_of(*q).store(0xdeadbeefdeadbeefULL);
+    if (p.try_send("first") != Status::ok) return 20;
+    Message m;
+    if (c.receive_for(m, 200ms) != Status::ok || m.view() != "first" || m.position() != 0)
+      return 21;
+    return c.ack(m) == Status::ok ? 0 : 22;
+  });
+  EXPECT_EQ(wait_bounded(child, 30s), 0);
+}
+
+// A hostile thread rewrites the tail over and over while a producer waits on a full ring:
+// send_for still returns at its deadline, interrupt() still ends a blocking send(), and once
+// the writes stop the next send repairs the tail, and every message comes out in order.
+TEST(ScribbledTail, DeadlineAndInterruptHoldWhileTheTailIsScribbledOverAndOver) {
+  ScopedQueue q("scribble-tail-loop", small_ring());
+  const pid_t child = test::spawn([&] {
+    auto p = q->producer().value();
+    auto c = q->consumer().value();
+    if (!cycle(p, c, 3 * int(kSlots) + 5)) return 10;
+    const std::uint64_t first = tail_of(*q).load();
+    for (std::uint32_t i = 0; i < kSlots; ++i)
+      if (p.try_send(std::to_string(i)) != Status::ok) return 11;  // full now
+    std::atomic<bool> stop{false};
+    std::thread scribbler([&] {
+      std::mt19937_64 rng(21);
+      while (!stop.load(std::memory_order_relaxed))
+        tail_of(*q).store(rng() | (std::uint64_t{1} << 63), std::memory_order_relaxed);
+    });
+    const Status timed = p.send_for(as_bytes("no room"), 200ms);
+    Status blocked = Status::ok;
+    std::thread sender([&] { blocked = p.send("no room either"); });
+    p.interrupt();  // before or during the send: either way it must end it
+    sender.join();
+    stop.store(true);
+    scribbler.join();
+    if (timed != Status::timeout) return 20;
+    if (blocked != Status::interrupted) return 21;
+    p.clear_interrupt();
+    // Still full, but the attempt puts the tail back (consumers take the window from it).
+    if (p.try_send("no room yet") != Status::full) return 22;
+    if (tail_of(*q).load() != first + kSlots) return 23;
+    Message m;
+    if (c.receive_for(m, 200ms) != Status::ok || m.view() != "0" || c.ack(m) != Status::ok)
+      return 24;
+    if (p.send_for(as_bytes("after"), 200ms) != Status::ok) return 25;
+    if (tail_of(*q).load() != first + kSlots + 1) return 26;
+    for (std::uint32_t i = 1; i <= kSlots; ++i) {
+      const std::string want = i < kSlots ? std::to_string(i) : "after";
+      if (c.receive_for(m, 200ms) != Status::ok) return 27;
+      if (m.view() != want || m.position() != first + i || c.ack(m) != Status::ok) return 28;
+    }
+    return 0;
   });
   EXPECT_EQ(wait_bounded(child, 30s), 0);
 }

@@ -122,9 +122,11 @@ q7="${p}-opts"
 expect_ok "create with every QueueOptions flag" "$ctl" create "$q7" --slots 32 --slot-size 256 \
   --max-message-size 100 --max-members 9 --max-deliveries 4 --lease-ms 1234 --ttl-ms 99000 \
   --backoff-initial-ms 7 --backoff-max-ms 700 --no-dead-letter --heartbeat-liveness \
-  --heartbeat-timeout-ms 4321 --claim-timeout-ms 2345 --mode 0600
+  --heartbeat-timeout-ms 4321 --claim-timeout-ms 2345 --mode 0600 --checksum
 expect_ok "stat --json of it" "$ctl" stat "$q7" --json
-check "... every option took effect" test "$(json "[d['geometry']['max_members'], d['geometry']['max_message_size'], d['policy']['max_deliveries'], d['policy']['lease_ms'], d['policy']['ttl_ms'], d['policy']['backoff_initial_ms'], d['policy']['backoff_max_ms'], d['policy']['dead_letter'], d['policy']['heartbeat_liveness'], d['policy']['heartbeat_timeout_ms'], d['policy']['claim_timeout_ms']]")" = "[9, 100, 4, 1234, 99000, 7, 700, False, True, 4321, 2345]"
+check "... every option took effect" test "$(json "[d['geometry']['max_members'], d['geometry']['max_message_size'], d['policy']['max_deliveries'], d['policy']['lease_ms'], d['policy']['ttl_ms'], d['policy']['backoff_initial_ms'], d['policy']['backoff_max_ms'], d['policy']['dead_letter'], d['policy']['heartbeat_liveness'], d['policy']['heartbeat_timeout_ms'], d['policy']['claim_timeout_ms'], d['policy']['checksum'], d['counters']['corrupt']]")" = "[9, 100, 4, 1234, 99000, 7, 700, False, True, 4321, 2345, True, 0]"
+expect_ok "stat (text) of it" "$ctl" stat "$q7"
+check "... says the checksum is on" grep -q "checksum on" "$work/out"
 check "... and no dead-letter queue was made" test ! -e /dev/shm/shmq."$q7".dlq
 expect_ok "set --lease-ms --max-deliveries" "$ctl" set "$q7" --lease-ms 5000 --max-deliveries 0
 expect_ok "stat --json after set" "$ctl" stat "$q7" --json
@@ -181,7 +183,8 @@ top = ["schema", "queue", "time_unix_ms", "state", "geometry", "policy", "durabi
        "tail", "dispatch", "persisted", "persisted_lag", "counters", "rates", "watchdog_active",
        "producers", "consumers", "members"]
 counters = ["sent", "received", "acked", "requeued", "redelivered", "dead_lettered", "expired",
-            "dead_letter_failed", "leases_expired", "holes_repaired", "members_reclaimed"]
+            "dead_letter_failed", "leases_expired", "holes_repaired", "members_reclaimed",
+            "corrupt"]
 missing = [k for k in top if k not in d] + [k for k in counters if k not in d["counters"]]
 sys.exit(1 if missing or not isinstance(d["members"], list) else 0)' "$out"
 expect_ok "stat (text)" "$ctl" stat "$q1"

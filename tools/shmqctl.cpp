@@ -5,7 +5,7 @@
 //                        [--max-deliveries N] [--lease-ms MS] [--ttl-ms MS] [--mode 0600|0660]
 //                        [--max-members N] [--backoff-initial-ms MS] [--backoff-max-ms MS]
 //                        [--no-dead-letter] [--heartbeat-liveness] [--heartbeat-timeout-ms MS]
-//                        [--claim-timeout-ms MS] [--flush-interval-ms MS]
+//                        [--claim-timeout-ms MS] [--flush-interval-ms MS] [--checksum]
 //   shmqctl set QUEUE [--lease-ms MS] [--max-deliveries N] [--ttl-ms MS]
 //                     [--backoff-initial-ms MS] [--backoff-max-ms MS]
 //   shmqctl delete QUEUE [--purge-data [--data-dir DIR]] [--keep-dlq]
@@ -40,7 +40,8 @@
 //     "policy": {"lease_ms": 30000, "max_deliveries": 20, "ttl_ms": 0,
 //                "backoff_initial_ms": 0, "backoff_max_ms": 60000, "dead_letter": true,
 //                "dead_letter_queue": "orders.dlq", "heartbeat_liveness": false,
-//                "heartbeat_timeout_ms": 5000, "claim_timeout_ms": 5000},
+//                "heartbeat_timeout_ms": 5000, "claim_timeout_ms": 5000,
+//                "checksum": false},
 //     "durability": "none",           // "none" | "async" | "sync"
 //     "data_dir": null,               // durable: the data dir root (files in <data_dir>/<queue>/)
 //     "flush_interval_ms": 5,
@@ -56,7 +57,8 @@
 //     "persisted_lag": null,          // durable: tail - persisted
 //     "counters": {"sent": 3, "received": 0, "acked": 0, "requeued": 0, "redelivered": 0,
 //                  "dead_lettered": 0, "expired": 0, "dead_letter_failed": 0,
-//                  "leases_expired": 0, "holes_repaired": 0, "members_reclaimed": 0},
+//                  "leases_expired": 0, "holes_repaired": 0, "members_reclaimed": 0,
+//                  "corrupt": 0},         // checksummed queues: messages not delivered
 //     "rates": null,                  // with --rate: {"interval_ms", "sent_per_s",
 //                                     //   "received_per_s", "acked_per_s", "requeued_per_s",
 //                                     //   "redelivered_per_s", "dead_lettered_per_s"}
@@ -203,6 +205,10 @@ int main(int argc, char** argv) {
                      "a hole; above 0");
   create->add_option("--flush-interval-ms", ca.flush_interval_ms,
                      "async: the longest a message waits before shmqd writes it");
+  create->add_flag("--checksum", ca.checksum,
+                   "Checksum every message (XXH3 over position, id, length and payload): a "
+                   "message scribbled in shared memory after it was sent is never delivered "
+                   "but dead-lettered with reason 'corrupt' (dropped with --no-dead-letter)");
   create->callback([&] { run = [&] { return cmd_create(ca); }; });
 
   // set

@@ -239,6 +239,7 @@ int cmd_create(const CreateArgs& a) {
   o.heartbeat_timeout = std::chrono::milliseconds(a.heartbeat_timeout_ms);
   o.claim_timeout = std::chrono::milliseconds(a.claim_timeout_ms);
   o.flush_interval = std::chrono::milliseconds(a.flush_interval_ms);
+  o.checksum = a.checksum;
   if (o.dead_letter && a.queue.size() + 4 > shmq::detail::kMaxNameLength)
     fail(kExitUsage, "queue name '" + a.queue.substr(0, 64) + "...' is " +
                          std::to_string(a.queue.size()) + " characters: a queue with dead " +
@@ -257,9 +258,10 @@ int cmd_create(const CreateArgs& a) {
   auto q = shmq::Queue::create(a.queue, o);
   if (!q.ok()) fail(q.error());
   const shmq::QueueOptions c = q->options();
-  std::printf("created queue '%s': %u slots x %u B, max message %u B, durability %s",
+  std::printf("created queue '%s': %u slots x %u B, max message %u B, durability %s%s",
               a.queue.c_str(), c.slot_count, c.slot_size, c.max_message_size,
-              std::string(shmq::to_string(c.durability)).c_str());
+              std::string(shmq::to_string(c.durability)).c_str(),
+              c.checksum ? ", checksummed" : "");
   if (c.durability != shmq::Durability::none)
     std::printf(", data in %s (persist with: shmqd --data-dir %s %s)",
                 shmq::detail::queue_dir(c.data_dir, a.queue).c_str(), c.data_dir.c_str(),

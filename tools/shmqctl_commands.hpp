@@ -27,6 +27,7 @@ struct CreateArgs {
   std::uint32_t heartbeat_timeout_ms = 5'000;
   std::uint32_t claim_timeout_ms = 5'000;
   std::uint32_t flush_interval_ms = 5;
+  bool checksum = false;
 };
 int cmd_create(const CreateArgs& a);
 

@@ -91,9 +91,7 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
   j["geometry"] = {
       {"slot_count", s.slot_count},
       {"slot_size", s.slot_size},
-      {"payload_size", s.slot_size > shmq::detail::kSlotHeaderSize
-                           ? s.slot_size - static_cast<std::uint32_t>(shmq::detail::kSlotHeaderSize)
-                           : 0u},
+      {"payload_size", q.segment()->payload_size()},
       {"max_message_size", s.max_message_size},
       {"max_members", s.max_members},
       {"segment_bytes", q.segment()->mapped_size()},
@@ -110,6 +108,7 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
       {"heartbeat_liveness", o.heartbeat_liveness},
       {"heartbeat_timeout_ms", ms(o.heartbeat_timeout)},
       {"claim_timeout_ms", ms(o.claim_timeout)},
+      {"checksum", o.checksum},
   };
   const bool durable = o.durability != shmq::Durability::none;
   j["durability"] = std::string(shmq::to_string(o.durability));
@@ -139,6 +138,7 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
       {"leases_expired", s.leases_expired},
       {"holes_repaired", s.holes_repaired},
       {"members_reclaimed", s.members_reclaimed},
+      {"corrupt", s.corrupt},
   };
   if (rates) {
     j["rates"] = {
@@ -175,10 +175,7 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
 std::string stat_text(const shmq::Queue& q, const shmq::QueueStats& s,
                       const std::optional<Rates>& rates) {
   const shmq::QueueOptions o = q.options();
-  const std::uint32_t payload =
-      s.slot_size > shmq::detail::kSlotHeaderSize
-          ? s.slot_size - static_cast<std::uint32_t>(shmq::detail::kSlotHeaderSize)
-          : 0;
+  const std::uint32_t payload = q.segment()->payload_size();
   std::ostringstream out;
   out << "queue        " << q.name() << "  [" << queue_state(o, s) << "]\n";
   out << "geometry     " << s.slot_count << " slots x " << s.slot_size << " B (" << payload
@@ -195,7 +192,7 @@ std::string stat_text(const shmq::Queue& q, const shmq::QueueStats& s,
       << ", dead letters "
       << (o.dead_letter ? "-> " + shmq::Queue::dead_letter_name(q.name())
                         : std::string("dropped"))
-      << "\n";
+      << ", checksum " << (o.checksum ? "on" : "off") << "\n";
   out << "durability   " << shmq::to_string(o.durability);
   if (const auto lag = persisted_lag(o, s)) {
     out << ", data dir " << o.data_dir << ", persisted below " << s.persisted << ", lag "
@@ -209,7 +206,7 @@ std::string stat_text(const shmq::Queue& q, const shmq::QueueStats& s,
   out << "counters     sent " << s.sent << ", received " << s.received << ", acked " << s.acked
       << ", requeued " << s.requeued << ", redelivered " << s.redelivered
       << ", dead-lettered " << s.dead_lettered << " (expired " << s.expired
-      << ", failed " << s.dead_letter_failed << ")\n";
+      << ", failed " << s.dead_letter_failed << "), corrupt " << s.corrupt << "\n";
   out << "watchdog     " << (s.watchdog_active ? "active" : "none") << "; leases expired "
       << s.leases_expired << ", holes repaired " << s.holes_repaired << ", members reclaimed "
       << s.members_reclaimed << "\n";

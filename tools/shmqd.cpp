@@ -367,6 +367,7 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
   // Group-commit waits are a fraction of an fdatasync (tens to hundreds of microseconds):
   // the default 50 us timer slack would stretch them.
   ::prctl(PR_SET_TIMERSLACK, 5'000UL, 0UL, 0UL, 0UL);
+  std::uint64_t corrupt_seen = 0;  // checksum failures already reported
   while (!g_stop.load()) {
     // Progress, for a standby watching whether we are stuck (take_lock).
     seg->member(member.value().row).heartbeat_ns.store(shmq::detail::monotonic_coarse_ns(),
@@ -375,6 +376,14 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
     if (!r.ok()) {
       fatal(queue, r.error().message());
       break;
+    }
+    if (persister.stats().corrupt != corrupt_seen) {
+      logf("queue '%s': %llu committed message(s) failed their checksum and were not logged "
+           "(%llu in all)",
+           queue.c_str(),
+           static_cast<unsigned long long>(persister.stats().corrupt - corrupt_seen),
+           static_cast<unsigned long long>(persister.stats().corrupt));
+      corrupt_seen = persister.stats().corrupt;
     }
     if (r.value() == 0) persister.wait_for_work(idle);
   }
@@ -444,6 +453,7 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
   series("dead_lettered_total", "counter", "Messages moved to the dead-letter queue.", [](const S& s) { return s.dead_lettered; });
   series("members_reclaimed_total", "counter", "Dead members whose rows the watchdog freed.", [](const S& s) { return s.members_reclaimed; });
   series("holes_repaired_total", "counter", "Claims of dead or stalled producers repaired.", [](const S& s) { return s.holes_repaired; });
+  series("corrupt_total", "counter", "Checksummed queues: messages that failed their checksum, dead-lettered or dropped, never delivered.", [](const S& s) { return s.corrupt; });
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "we");
   if (f == nullptr) return;

@@ -179,7 +179,10 @@ class Consumer {
   enum class Poll { got, empty, busy };
   Poll poll(Message& out);
   bool scan_requeued(Message& out);
-  bool fill(std::uint64_t pos, std::uint64_t held_word, std::uint32_t delivery_count,
+  // taken: `out` holds the delivery; lost: the slot changed while it was copied; corrupt:
+  // it fails its checksum (checksummed queue), not delivered.
+  enum class Fill { taken, lost, corrupt };
+  Fill fill(std::uint64_t pos, std::uint64_t held_word, std::uint32_t delivery_count,
             Message& out);
   void wake_producers() noexcept;
   void release_member() noexcept;

@@ -1,6 +1,6 @@
-// Dead letters: messages that reached their queue's max_deliveries, expired (TTL), or were
-// rejected (nack without requeue) move to the queue "<name>.dlq", itself an ordinary shmq
-// queue. Each dead letter is the original payload behind a 32-byte envelope that says why;
+// Dead letters: messages that reached their queue's max_deliveries, expired (TTL), were
+// rejected (nack without requeue) or, on a checksummed queue, were found corrupt move to the
+// queue "<name>.dlq", itself an ordinary shmq queue. Each dead letter is the original payload behind a 32-byte envelope that says why;
 // its message id is the original id.
 //
 //   offset  size  field (little-endian)
@@ -26,6 +26,7 @@ enum class DeadLetterReason : std::uint16_t {
   max_deliveries = 1,  // delivered max_deliveries times and given back again
   expired = 2,         // older than the queue's TTL when it would have been delivered
   rejected = 3,        // nack(requeue = false) on a queue with dead-lettering
+  corrupt = 4,         // checksummed queue: its checksum did not match (QueueOptions::checksum)
 };
 
 std::string_view to_string(DeadLetterReason r) noexcept;

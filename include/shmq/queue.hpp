@@ -43,7 +43,7 @@ struct QueueOptions {
   // Number of slots in the ring; a power of two, 2 .. 2^24.
   std::uint32_t slot_count = 1024;
   // Bytes per slot including its 64-byte header; a multiple of 64, 128 .. 1 MiB.
-  // Messages up to slot_size - 64 bytes take one slot and are received zero-copy;
+  // Messages up to slot_size - 64 bytes (slot_size - 72 with `checksum`) take one slot;
   // larger ones span consecutive slots.
   std::uint32_t slot_size = 256;
   // Largest message accepted; 0 means one slot's payload. Must fit in the ring
@@ -90,13 +90,25 @@ struct QueueOptions {
   std::string data_dir{};
   // async: the longest a committed message waits before the persister writes it.
   std::chrono::milliseconds flush_interval{5};
+
+  // --- integrity ---------------------------------------------------------------------------
+  // Every message carries a checksum (XXH3-64) over its position, id, length and payload,
+  // computed by its producer before it publishes the message and checked by the consumer
+  // that takes it, before receive returns it. A message whose bytes or header were changed
+  // in shared memory after it was sent (a stray write, a buggy or hostile process) is then
+  // never delivered: it is dead-lettered with reason `corrupt` (dropped if dead_letter is
+  // false) and counted (QueueStats::corrupt). shmqd does not log a message that fails the
+  // check. Integrity, not authentication: a writer of the segment that recomputes the
+  // checksum is not detected. Costs one hash of each message on send and on receive, and
+  // 8 bytes of each slot (the checksum's place): a slot carries slot_size - 72 payload bytes.
+  bool checksum = false;
 };
 
 // Policy that Queue::set_policy may change while the queue is in use; a field left empty
 // keeps its value. These five live in the segment header as atomics and are read where they
 // are used, so a change applies to every attached process from its next delivery, nack or
 // watchdog tick. The rest of QueueOptions (geometry, durability, data dir, liveness, claim
-// timeout, flush interval, dead-lettering, mode) is fixed at create.
+// timeout, flush interval, dead-lettering, checksum, mode) is fixed at create.
 struct PolicyUpdate {
   std::optional<std::chrono::milliseconds> lease{};
   std::optional<std::uint32_t> max_deliveries{};
@@ -154,6 +166,7 @@ struct QueueStats {
   std::uint64_t dead_lettered = 0;
   std::uint64_t expired = 0;
   std::uint64_t dead_letter_failed = 0;
+  std::uint64_t corrupt = 0;       // checksum failures: dead-lettered (reason corrupt) or dropped
   bool watchdog_active = false;    // some watchdog is elected
   std::uint64_t persisted = 0;     // durable queues: positions below are on disk
 
@@ -185,7 +198,8 @@ class Queue {
   // field of `options` must equal the queue's, or this fails with Errc::mismatch naming each
   // field that differs (use open() to attach whatever the options). The rule, field by
   // field: slot_count, slot_size, max_members, mode, durability, lease, max_deliveries, ttl,
-  // backoff_initial, backoff_max, dead_letter, heartbeat_liveness, claim_timeout: exactly
+  // backoff_initial, backoff_max, dead_letter, heartbeat_liveness, claim_timeout, checksum:
+  // exactly
   // equal (a plain struct cannot tell a default from a value you chose, so a default is
   // compared like any other value); max_message_size: 0 means one slot's payload, then equal;
   // heartbeat_timeout: only with heartbeat_liveness; data_dir and flush_interval: only on a

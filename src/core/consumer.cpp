@@ -6,6 +6,7 @@
 #include "core/dead_letter.hpp"
 #include "core/healer.hpp"
 #include "core/call_util.hpp"
+#include "core/checksum.hpp"
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
@@ -124,11 +125,21 @@ void Consumer::wake_producers() noexcept {
 // A copy (the default) is checked after it is taken: if this process was stopped between
 // its claim and the end of the copy for longer than the lease, the slot may have been taken
 // back, acked by another consumer and reused, and the copy may hold another message's bytes.
-// Then the delivery is not ours any more: false, and nothing is delivered.
-bool Consumer::fill(std::uint64_t pos, std::uint64_t held, std::uint32_t delivery_count,
-                    Message& out) {
+// Then the delivery is not ours any more: lost, and nothing is delivered. The id (and on a
+// checksummed queue the origin and the checksum) is read before the copy, so that the same
+// check covers it.
+//
+// On a checksummed queue, what `out` would deliver (the id, the bytes and their length) is
+// then checked against the checksum its producer sealed: corrupt if it does not match (the
+// message was changed after it was sent), and nothing is delivered.
+Consumer::Fill Consumer::fill(std::uint64_t pos, std::uint64_t held,
+                              std::uint32_t delivery_count, Message& out) {
   detail::Segment& seg = *seg_;
+  const detail::SlotHeader& hdr = seg.slot(pos);
   const std::uint32_t k = word_aux(held);
+  const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
+  const bool checked = seg.checksummed();
+  const detail::Seal seal = checked ? detail::read_seal(seg, pos) : detail::Seal{};
   if (k == 1 && zero_copy_) {
     out.copy_.clear();
     out.size_ = detail::bounded_length(seg, pos, 1);
@@ -136,18 +147,22 @@ bool Consumer::fill(std::uint64_t pos, std::uint64_t held, std::uint32_t deliver
     out.copied_ = false;
   } else {
     out.size_ = detail::copy_message(seg, pos, k, out.copy_);
-    out.id_ = seg.slot(pos).id.load(std::memory_order_relaxed);  // checked with the bytes
     detail::acquire_fence_after_copy();
-    if (seg.slot(pos).word.load(std::memory_order_relaxed) != held) {
+    if (hdr.word.load(std::memory_order_relaxed) != held) {
       out.data_ = nullptr;
       out.size_ = 0;
-      return false;
+      return Fill::lost;
     }
     out.data_ = out.copy_.data();
     out.copied_ = true;
   }
+  if (checked && !detail::seal_matches(seal, pos, id, out.data())) {
+    out.data_ = nullptr;
+    out.size_ = 0;
+    return Fill::corrupt;
+  }
   out.position_ = pos;
-  if (!out.copied_) out.id_ = seg.slot(pos).id.load(std::memory_order_relaxed);
+  out.id_ = id;
   out.word_ = held;
   out.delivery_count_ = delivery_count;
   out.fragments_ = k;
@@ -159,7 +174,7 @@ bool Consumer::fill(std::uint64_t pos, std::uint64_t held, std::uint32_t deliver
   held_lo_ = std::min(held_lo_, pos);
   held_hi_ = std::max(held_hi_, pos + 1);
   bump(seg.member(member_).received);
-  return true;
+  return Fill::taken;
 }
 
 bool Message::held() const noexcept {
@@ -242,8 +257,23 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
                               owner_, /*requeue_on_failure=*/true);
     return Claim::diverted;
   }
-  if (!fill(pos, held, next, out)) return Claim::lost;
-  return Claim::taken;
+  switch (fill(pos, held, next, out)) {
+    case Fill::taken: return Claim::taken;
+    case Fill::lost: return Claim::lost;
+    case Fill::corrupt: break;
+  }
+  // Changed after it was sent (checksummed queue): never delivered, but dead-lettered with
+  // reason corrupt (dropped without dead letters), and counted by the move once it left the
+  // queue; one the dead-letter queue could not take comes back after a delay, is found
+  // corrupt again and counted then. Its count goes back to the deliveries that happened
+  // (by CAS from what we wrote: a slot taken back meanwhile is left alone).
+  if (std::uint32_t expected = next;
+      !hdr.delivery_count.compare_exchange_strong(expected, dc, std::memory_order_relaxed))
+    return Claim::lost;
+  if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
+  (void)dead_letters_->move(pos, held, DeadLetterReason::corrupt, owner_,
+                            /*requeue_on_failure=*/true);
+  return Claim::diverted;
 }
 
 // Claims the lowest requeued (or due delayed) message behind the dispatch cursor, if any.

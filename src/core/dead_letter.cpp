@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "core/checksum.hpp"
 #include "core/slot_ops.hpp"
 #include "persist/republish.hpp"
 #include "platform/crash_point.hpp"
@@ -18,6 +19,7 @@ std::string_view to_string(DeadLetterReason r) noexcept {
     case DeadLetterReason::max_deliveries: return "max_deliveries";
     case DeadLetterReason::expired: return "expired";
     case DeadLetterReason::rejected: return "rejected";
+    case DeadLetterReason::corrupt: return "corrupt";
   }
   return "unknown";
 }
@@ -33,7 +35,7 @@ std::optional<DeadLetter> parse_dead_letter(std::span<const std::byte> m) noexce
   std::memcpy(&dc, m.data() + 8, 4);
   std::memcpy(&pos, m.data() + 16, 8);
   std::memcpy(&id, m.data() + 24, 8);
-  if (magic != kDeadLetterMagic || version != 1 || reason < 1 || reason > 3) return std::nullopt;
+  if (magic != kDeadLetterMagic || version != 1 || reason < 1 || reason > 4) return std::nullopt;
   return DeadLetter{static_cast<DeadLetterReason>(reason), dc, pos, id,
                     m.subspan(kDeadLetterEnvelopeSize)};
 }
@@ -47,7 +49,7 @@ QueueOptions dead_letter_options(const QueueOptions& parent) {
   o.max_message_size = parent.max_message_size + kDeadLetterEnvelopeSize;
   // Grow the ring until a largest message plus its envelope fits.
   auto fits = [&] {
-    const std::uint64_t payload = o.slot_size - kSlotHeaderSize;
+    const std::uint64_t payload = o.slot_size - payload_offset(o.checksum);
     return std::min<std::uint64_t>(o.slot_count, kMaxFragments) * payload >= o.max_message_size;
   };
   while (!fits() && o.slot_count < kMaxFragments && o.slot_count < kMaxSlots) o.slot_count *= 2;
@@ -108,21 +110,26 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
                                              DeadLetterReason reason, std::uint32_t member,
                                              bool requeue_on_failure) {
   Segment& seg = *src_;
-  if (!seg.dead_letter())
-    return release_held(seg, pos, held, member) ? Outcome::moved : Outcome::lease_lost;
+  auto& counters = seg.header().watchdog_counters;
+  if (!seg.dead_letter()) {
+    if (!release_held(seg, pos, held, member)) return Outcome::lease_lost;
+    if (reason == DeadLetterReason::corrupt)
+      counters.corrupt.fetch_add(1, std::memory_order_relaxed);
+    return Outcome::moved;
+  }
   const std::uint32_t k = word_aux(held);
   SlotHeader& hdr = seg.slot(pos);
   const std::size_t len = bounded_length(seg, pos, k);
   buf_.resize(kDeadLetterEnvelopeSize + len);
   const std::uint32_t magic = kDeadLetterMagic;
   const std::uint16_t version = 1;
-  const auto r = static_cast<std::uint16_t>(reason);
   const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
   const std::uint32_t reserved = 0;
   const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
+  // Read before the copy, like the id: the check of the slot word after it covers them.
+  const Seal seal = seg.checksummed() ? read_seal(seg, pos) : Seal{};
   std::memcpy(buf_.data(), &magic, 4);
   std::memcpy(buf_.data() + 4, &version, 2);
-  std::memcpy(buf_.data() + 6, &r, 2);
   std::memcpy(buf_.data() + 8, &dc, 4);
   std::memcpy(buf_.data() + 12, &reserved, 4);
   std::memcpy(buf_.data() + 16, &pos, 8);
@@ -137,7 +144,14 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
   // election) may be copying a slot that was taken back and reused meanwhile: send nothing.
   acquire_fence_after_copy();
   if (seg.slot(pos).word.load(std::memory_order_relaxed) != held) return Outcome::lease_lost;
-  auto& counters = seg.header().watchdog_counters;
+  // Whatever sends a message of a checksummed queue here (expiry, max deliveries, a
+  // rejection), a copy that fails its checksum goes as corrupt: a dead letter replayed into
+  // a queue gets a fresh checksum, so its reason must say what it is.
+  if (reason != DeadLetterReason::corrupt && seg.checksummed() &&
+      !seal_matches(seal, pos, id, Bytes(buf_).subspan(kDeadLetterEnvelopeSize)))
+    reason = DeadLetterReason::corrupt;
+  const auto r = static_cast<std::uint16_t>(reason);
+  std::memcpy(buf_.data() + 6, &r, 2);
   // The dead letter keeps the message's id (never 0: ids are generated at send).
   if (!open() || ProducerAccess::send_unconfirmed(*producer_, Bytes(buf_), id) != Status::ok) {
     counters.dead_letter_failed.fetch_add(1, std::memory_order_relaxed);
@@ -152,6 +166,8 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
   counters.dead_lettered.fetch_add(1, std::memory_order_relaxed);
   if (reason == DeadLetterReason::expired)
     counters.expired.fetch_add(1, std::memory_order_relaxed);
+  if (reason == DeadLetterReason::corrupt)
+    counters.corrupt.fetch_add(1, std::memory_order_relaxed);
   return Outcome::moved;
 }
 

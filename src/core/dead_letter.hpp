@@ -44,7 +44,9 @@ class DeadLetterSink {
                  // watchdog took it back meanwhile): it may be delivered again
   };
 
-  // The message at `pos`, held by us with word `held`, goes to the DLQ with `reason`; then
+  // The message at `pos`, held by us with word `held`, goes to the DLQ with `reason` (on a
+  // checksummed queue: `corrupt` if its copy fails its checksum, whatever the reason given;
+  // counted in the segment's `corrupt` counter once moved or, without a DLQ, dropped); then
   // its slot is released. Never blocks: the DLQ send neither waits for room nor, on a sync
   // queue, for its confirmation (shmqd journals the original's release only once the dead
   // letter is on disk: see Persister::dead_letters_durable). Never loses the message.

@@ -3,8 +3,10 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 
 #include "core/call_util.hpp"
+#include "core/checksum.hpp"
 #include "core/healer.hpp"
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
@@ -42,7 +44,22 @@ bool all_free(const detail::Segment& seg, std::uint64_t t, std::uint32_t k) {
   return true;
 }
 
-
+// True if `t`, loaded from the tail, cannot be an honest tail (issue 12), `w` being the
+// word of its slot and `d` that word's lap minus t's lap. An honest tail's slot is at t's
+// lap (free, or claimed by a producer that has not moved the tail yet), one lap behind
+// (the ring is full) or one lap ahead and free (its claimer died between its two CASes);
+// a tail that moved on after we loaded it is told apart by the caller. Laps compare modulo
+// 2^kLapBits, so a tail scribbled onto a value that aliases a real position's lap passes
+// that test: the slot's header, on the cache line of the word we just read, names the last
+// position written there, which lies below t and less than a lap span away from an honest
+// one (0: never written since the segment was made, which proves nothing).
+bool tail_out_of_range(const detail::Segment& seg, std::uint64_t t, std::uint64_t w,
+                       std::int64_t d) {
+  if (d < -1 || d > 1 || (d == 1 && !detail::is_free(word_state(w)))) return true;
+  const std::uint64_t last = seg.slot(t).position.load(std::memory_order_relaxed);
+  if (last == 0 || last == t) return false;
+  return last > t || ((t - last) >> seg.slot_shift()) > detail::kLapMask;
+}
 
 }  // namespace
 
@@ -147,6 +164,8 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
     steps = 0;
     return false;
   };
+  // A tail value the ring was found to agree with (repair_tail left it): not scanned again.
+  std::optional<std::uint64_t> ring_agrees;
   for (;;) {
     const std::uint64_t t = h.tail.value.load(std::memory_order_seq_cst);
     const std::uint64_t lap = detail::lap_of(t, shift);
@@ -154,7 +173,20 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
     std::uint64_t w = word.load(std::memory_order_seq_cst);
     const std::int64_t d = detail::lap_diff(word_lap(w), lap);
     bool full = false;
-    if (d == 0 && detail::is_free(word_state(w))) {
+    // A tail out of range (a scribble) is put back where the ring says it is, never walked
+    // (see repair_tail); the scan counts as a ring's worth of steps. If the ring agrees
+    // with t (a scribbled slot word, not the tail), the cases below deal with the slot.
+    bool repaired = false;
+    if (tail_out_of_range(seg, t, w, d) && ring_agrees != t &&
+        h.tail.value.load(std::memory_order_seq_cst) == t) {
+      steps += n;
+      repaired = detail::repair_tail(seg, t);
+      if (!repaired) ring_agrees = t;
+    }
+    if (repaired) {
+      if (again()) continue;
+      full = true;
+    } else if (d == 0 && detail::is_free(word_state(w))) {
       // Every continuation slot must be free for its own lap too.
       bool helped = false;
       for (std::uint32_t j = 1; j < k && !full; ++j) {
@@ -211,8 +243,8 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
         if (again()) continue;
       }
       // Otherwise no honest process writes this (the slot of the tail is at most one lap
-      // ahead, and then free): a scribbled word. Wait like on a full ring rather than spin
-      // forever.
+      // ahead, and then free) and the ring agreed with t above: a scribbled word. Wait like
+      // on a full ring rather than spin forever.
       full = true;
     } else {
       // The slot still holds the previous lap: the ring is full, or that message is
@@ -343,12 +375,15 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
     if (const Status s = claim(k, pos, deadline); s != Status::ok) return s;
     // A generated id is this claim's position: if the claim is repaired and we send again
     // at a new position, the message gets that one (the first was never delivered).
-    write_and_publish_prepare(pos, message, id != 0 ? id : generated_id(pos));
+    const std::uint64_t message_id = id != 0 ? id : generated_id(pos);
+    write_and_publish_prepare(pos, message, message_id);
     if (origin != 0) {
       detail::SlotHeader& hdr = seg_->slot(pos);
       hdr.delivery_count.store(1, std::memory_order_relaxed);
       hdr.origin.store(origin, std::memory_order_relaxed);
     }
+    if (seg_->checksummed())
+      detail::seal_message(*seg_, pos, message_id, origin, message);
     SHMQ_CRASH_POINT("producer.before_publish");
     if (publish(pos, k)) {
       if (position != nullptr) *position = pos + k;
@@ -460,13 +495,16 @@ Status Producer::try_reserve(std::size_t size, Reservation& out) {
 Status Producer::commit(Reservation& r, std::uint64_t id) {
   if (!seg_ || r.seg_ != seg_ || r.owner_ != owner_) return Status::invalid;
   detail::SlotHeader& hdr = seg_->slot(r.position_);
+  const std::uint64_t message_id = id != 0 ? id : generated_id(r.position_);
   hdr.position.store(r.position_, std::memory_order_relaxed);
-  hdr.id.store(id != 0 ? id : generated_id(r.position_), std::memory_order_relaxed);
+  hdr.id.store(message_id, std::memory_order_relaxed);
   hdr.origin.store(0, std::memory_order_relaxed);
   hdr.length.store(static_cast<std::uint32_t>(r.size_), std::memory_order_relaxed);
   hdr.delivery_count.store(0, std::memory_order_relaxed);
   hdr.deadline_ns.store(0, std::memory_order_relaxed);
   hdr.enqueued_ns.store(detail::monotonic_coarse_ns(), std::memory_order_relaxed);
+  if (seg_->checksummed())
+    detail::seal_message(*seg_, r.position_, message_id, 0, Bytes(r.data_, r.size_));
   const bool ok = publish(r.position_, 1);
   if (!ok) detail::release_claim(*seg_, r.position_, owner_, 1);
   std::erase(reserved_, r.position_);

@@ -72,7 +72,9 @@ Result<Queue> Queue::create(std::string_view name, const QueueOptions& options) 
     o.data_dir = root.value();
     auto dir = detail::prepare_data_dir(detail::queue_dir(o.data_dir, name));
     if (!dir.ok()) return dir.error();
-    if (o.max_message_size == 0) o.max_message_size = o.slot_size - detail::kSlotHeaderSize;
+    if (o.max_message_size == 0)
+      o.max_message_size =
+          o.slot_size - static_cast<std::uint32_t>(detail::payload_offset(o.checksum));
     if (auto w = detail::write_queue_meta(dir.value(), std::string(name), o); !w.ok())
       return w.error();
   }
@@ -144,10 +146,10 @@ std::string options_mismatch(const QueueOptions& want, const QueueOptions& have)
   };
   differ("slot_count", num(have.slot_count), num(want.slot_count));
   differ("slot_size", num(have.slot_size), num(want.slot_size));
-  const std::uint32_t want_max =
-      want.max_message_size != 0 || want.slot_size < detail::kSlotHeaderSize
-          ? want.max_message_size
-          : want.slot_size - static_cast<std::uint32_t>(detail::kSlotHeaderSize);
+  const std::size_t payload_at = detail::payload_offset(want.checksum);
+  const std::uint32_t want_max = want.max_message_size != 0 || want.slot_size < payload_at
+                                     ? want.max_message_size
+                                     : want.slot_size - static_cast<std::uint32_t>(payload_at);
   differ("max_message_size", num(have.max_message_size), num(want_max));
   differ("max_members", num(have.max_members), num(want.max_members));
   differ("mode", oct(have.mode), oct(want.mode));
@@ -163,6 +165,7 @@ std::string options_mismatch(const QueueOptions& want, const QueueOptions& have)
   if (have.heartbeat_liveness && want.heartbeat_liveness)
     differ("heartbeat_timeout", ms(have.heartbeat_timeout), ms(want.heartbeat_timeout));
   differ("claim_timeout", ms(have.claim_timeout), ms(want.claim_timeout));
+  differ("checksum", yes(have.checksum), yes(want.checksum));
   if (have.durability != Durability::none && want.durability != Durability::none) {
     std::string dir = want.data_dir;
     char resolved[PATH_MAX];
@@ -318,6 +321,7 @@ QueueStats Queue::stats() const {
   s.dead_lettered = wc.dead_lettered.load(std::memory_order_relaxed);
   s.expired = wc.expired.load(std::memory_order_relaxed);
   s.dead_letter_failed = wc.dead_letter_failed.load(std::memory_order_relaxed);
+  s.corrupt = wc.corrupt.load(std::memory_order_relaxed);
   s.watchdog_active = h.watchdog.value.load(std::memory_order_relaxed) != 0;
   s.persisted = h.persisted.value.load(std::memory_order_relaxed);
   const std::uint64_t now = detail::monotonic_coarse_ns();

@@ -96,6 +96,35 @@ std::size_t bounded_length(const Segment& seg, std::uint64_t pos, std::uint32_t 
   return std::min<std::size_t>(seg.slot(pos).length.load(std::memory_order_relaxed), cap);
 }
 
+bool repair_tail(Segment& seg, std::uint64_t t) {
+  std::atomic<std::uint64_t>& tail = seg.header().tail.value;
+  const std::uint32_t shift = seg.slot_shift();
+  const std::uint64_t n = seg.slot_count();
+  bool found = false;
+  std::uint64_t end = 0;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    const SlotHeader& hdr = seg.slot(i);
+    // The word first, then the header (acquire: a head's header was written before the
+    // release that made its word ready; for a claimed word it may not be written yet, and
+    // then it names an older position, whose lap does not match).
+    const std::uint64_t w = hdr.word.load(std::memory_order_acquire);
+    const std::uint64_t p = hdr.position.load(std::memory_order_relaxed);
+    if ((p & (n - 1)) != i) continue;
+    const std::int64_t d = lap_diff(word_lap(w), lap_of(p, shift));
+    const bool free = is_free(word_state(w));
+    if (!((d == 0 && !free) || (d == 1 && free))) continue;
+    const std::uint32_t k = std::clamp<std::uint32_t>(word_aux(w), 1, seg.max_fragments());
+    if (p > UINT64_MAX - k) continue;  // garbage
+    if (!found || p + k > end) end = p + k;
+    found = true;
+  }
+  if (!found) end = seg.header().base_position;
+  std::uint64_t expected = t;
+  // No ordering rides on it: the tail is a hint, every claim is a CAS on a slot word.
+  if (end != t) tail.compare_exchange_strong(expected, end, std::memory_order_seq_cst);
+  return tail.load(std::memory_order_seq_cst) != t;
+}
+
 std::size_t copy_message(const Segment& seg, std::uint64_t pos, std::uint32_t k,
                          std::vector<std::byte>& out) {
   const std::size_t len = bounded_length(seg, pos, k);

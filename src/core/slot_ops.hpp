@@ -47,4 +47,16 @@ std::size_t copy_message(const Segment& seg, std::uint64_t pos, std::uint32_t k,
 // Length of the message at `pos` spanning `k` slots, bounded as above.
 std::size_t bounded_length(const Segment& seg, std::uint64_t pos, std::uint32_t k);
 
+// Moves a tail cursor found out of range, `t`, to where the ring says the tail is (issue
+// 12: one 8-byte write of a wild value into the tail made every producer wait for a free
+// slot for ever). Slot words keep a position's lap only modulo 2^kLapBits, so the 64-bit
+// positions come from the slot headers: the candidate is the end (p + fragments) of the
+// newest message p whose slot agrees that p was claimed (its header names p, and its word
+// holds p's lap in a state past free, or p's next lap free). Messages claimed since whose
+// headers are not written yet lie beyond it; producers walk past them as past any claimed
+// head. A ring that names no message gives the segment's base position. One CAS from `t`:
+// a tail that anyone moved since is left alone. Walks the whole ring once: slow paths only.
+// True if the tail is no longer `t` afterwards.
+bool repair_tail(Segment& seg, std::uint64_t t);
+
 }  // namespace shmq::detail

@@ -74,6 +74,7 @@ VoidResult write_queue_meta(const std::string& dir, const std::string& name,
       << "heartbeat_liveness=" << (o.heartbeat_liveness ? 1 : 0) << "\n"
       << "heartbeat_timeout_ms=" << o.heartbeat_timeout.count() << "\n"
       << "claim_timeout_ms=" << o.claim_timeout.count() << "\n"
+      << "checksum=" << (o.checksum ? 1 : 0) << "\n"
       << "durability=" << to_string(o.durability) << "\n"
       << "flush_interval_ms=" << o.flush_interval.count() << "\n";
   const std::string tmp = dir + "/" + kMetaFile + ".tmp";
@@ -151,6 +152,11 @@ Result<std::pair<std::string, QueueOptions>> read_queue_meta(const std::string& 
   o.heartbeat_timeout = std::chrono::milliseconds(v[12]);
   o.claim_timeout = std::chrono::milliseconds(v[13]);
   o.flush_interval = std::chrono::milliseconds(v[14]);
+  // Optional: queue.meta files written before the option existed have no checksum line.
+  if (std::uint64_t c = 0; kv.contains("checksum")) {
+    if (!num("checksum", c)) return Error(Errc::corrupt, path + ": bad 'checksum'");
+    o.checksum = c != 0;
+  }
   const std::string d = kv["durability"];
   o.durability = d == "sync" ? Durability::sync : d == "async" ? Durability::async : Durability::none;
   if (d != "sync" && d != "async" && d != "none")

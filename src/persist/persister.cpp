@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/checksum.hpp"
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
 #include "ring/ring.hpp"
@@ -155,6 +156,18 @@ Result<std::size_t> Persister::round() {
       // Relaxed: written by the producer before its publish (release), which our seq_cst load
       // of the word saw.
       const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
+      if (s.checksummed() && !message_intact(s, pos, id, buf_)) {
+        // Scribbled after it was sent: no consumer will deliver it (it is dead-lettered or
+        // dropped as corrupt), and a record of it would come back from a rebuild as a valid
+        // message with a fresh checksum. Not logged, and not tracked for its ack; its sync
+        // sender is confirmed with the round (nothing more will be done for it). If it
+        // claims to be a republished copy, its origin stays live in the log: the intact
+        // earlier record is kept, never lost.
+        ++stats_.corrupt;
+        ++found;
+        pos += k;
+        continue;
+      }
       if (origin != 0 && pending_origins_.contains(origin - 1)) {
         // Republished after a rebuild: the copy record supersedes the origin once synced.
         if (auto r = wal_.append_copy(pos, origin - 1, id, buf_); !r.ok()) return r.error();

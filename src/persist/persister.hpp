@@ -30,6 +30,8 @@ struct PersisterStats {
   std::uint64_t group_waits = 0;
   std::uint64_t group_wait_timeouts = 0;
   std::uint64_t sync_ns = 0;  // total time in the group commits' fdatasync
+  // Checksummed queues: committed messages not logged because they failed their checksum.
+  std::uint64_t corrupt = 0;
 };
 
 // Origins (positions of an earlier epoch) of the copies republished into the ring that are

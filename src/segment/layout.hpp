@@ -3,7 +3,8 @@
 //   offset 0                 SegmentHeader (identity, geometry, policy, cursors; 2048 bytes)
 //   header.members_offset    MemberRow[max_members]            (128 bytes each)
 //   header.ring_offset       slot[slot_count], slot_size bytes each:
-//                              SlotHeader (64 bytes) + payload (slot_size - 64 bytes)
+//                              SlotHeader (64 bytes) + payload (slot_size - 64 bytes;
+//                              checksummed queues: checksum (8) + slot_size - 72 bytes)
 //
 // Every field is fixed-width; every atomic is always lock-free; fields written by
 // different roles sit on different 128-byte lines (adjacent-line prefetch pairs 64-byte
@@ -70,13 +71,17 @@ struct alignas(kFalseSharingRange) WatchdogCounters {
   std::atomic<std::uint64_t> dead_lettered;      // moved to <queue>.dlq, any reason
   std::atomic<std::uint64_t> expired;            // TTL expiries (also in dead_lettered)
   std::atomic<std::uint64_t> dead_letter_failed; // could not be moved (dlq full): requeued
-  std::atomic<std::uint64_t> reserved;
+  // Checksummed queues: messages that failed their checksum when taken from the ring (to be
+  // delivered, or to be dead-lettered for another reason): dead-lettered with reason
+  // corrupt, or dropped.
+  std::atomic<std::uint64_t> corrupt;
   std::uint8_t pad[kFalseSharingRange - 64];
 };
 static_assert(sizeof(WatchdogCounters) == kFalseSharingRange);
 
 inline constexpr std::uint32_t kFlagHeartbeatLiveness = 1u << 0;  // do not trust pids
 inline constexpr std::uint32_t kFlagDeadLetter = 1u << 1;         // dead-letter, not drop
+inline constexpr std::uint32_t kFlagChecksum = 1u << 2;           // messages carry a checksum
 
 struct SegmentHeader {
   // --- identity and geometry: written once by the creator, then read-only -------------
@@ -258,5 +263,17 @@ static_assert(std::is_trivially_destructible_v<MemberRow>);
 static_assert(std::is_trivially_destructible_v<SlotHeader>);
 
 inline constexpr std::size_t kSlotHeaderSize = sizeof(SlotHeader);
+
+// Queues created with QueueOptions::checksum (kFlagChecksum) keep a message's checksum
+// (core/checksum.hpp) in the 8 bytes after its first slot's header, before the payload:
+//   slot = SlotHeader (64) | checksum (u64, atomic, written by the producer before it
+//          publishes the message; meaningless in continuation slots) | payload
+// so such a slot carries slot_size - 72 payload bytes, and the checksum shares the payload's
+// first cache line. (The slot header has no spare word: its last one holds the requeue map.)
+inline constexpr std::size_t kChecksumSize = 8;
+inline std::size_t payload_offset(bool checksummed) {
+  return kSlotHeaderSize + (checksummed ? kChecksumSize : 0);
+}
+static_assert(kSlotHeaderSize % alignof(std::atomic<std::uint64_t>) == 0);
 
 }  // namespace shmq::detail

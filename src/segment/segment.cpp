@@ -113,7 +113,7 @@ std::string Segment::validate_options(const QueueOptions& o) {
            std::to_string(o.max_members);
   if (o.mode != 0600 && o.mode != 0660)
     return "mode must be 0600 or 0660, got " + octal(o.mode);
-  const std::uint64_t payload = o.slot_size - kSlotHeaderSize;
+  const std::uint64_t payload = o.slot_size - payload_offset(o.checksum);
   const std::uint64_t limit = std::min<std::uint64_t>(o.slot_count, kMaxFragments) * payload;
   if (o.max_message_size > limit)
     return "max message size " + std::to_string(o.max_message_size) +
@@ -193,7 +193,9 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
   h.slot_size = options.slot_size;
   h.max_fragments = std::min(options.slot_count, kMaxFragments);
   h.max_message_size =
-      options.max_message_size != 0 ? options.max_message_size : options.slot_size - kSlotHeaderSize;
+      options.max_message_size != 0
+          ? options.max_message_size
+          : options.slot_size - static_cast<std::uint32_t>(payload_offset(options.checksum));
   h.max_members = options.max_members;
   h.members_offset = g.members_offset;
   h.ring_offset = g.ring_offset;
@@ -212,7 +214,8 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
   h.heartbeat_timeout_ms = static_cast<std::uint32_t>(options.heartbeat_timeout.count());
   h.claim_timeout_ms = static_cast<std::uint32_t>(options.claim_timeout.count());
   h.flags = (options.heartbeat_liveness ? kFlagHeartbeatLiveness : 0) |
-            (options.dead_letter ? kFlagDeadLetter : 0);
+            (options.dead_letter ? kFlagDeadLetter : 0) |
+            (options.checksum ? kFlagChecksum : 0);
   h.durability = static_cast<std::uint32_t>(options.durability);
   h.flush_interval_ms = static_cast<std::uint32_t>(options.flush_interval.count());
   std::memcpy(h.data_dir, options.data_dir.data(), options.data_dir.size());
@@ -373,6 +376,7 @@ std::string Segment::load_geometry() {
   o.claim_timeout = std::chrono::milliseconds(h.claim_timeout_ms);
   const std::uint32_t flags = h.flags;
   o.heartbeat_liveness = flags & kFlagHeartbeatLiveness;
+  o.checksum = flags & kFlagChecksum;
   o.mode = 0600;
   const std::uint32_t durability = h.durability;
   if (durability > static_cast<std::uint32_t>(Durability::sync))
@@ -415,6 +419,7 @@ void Segment::adopt(const QueueOptions& o, std::uint32_t flags) noexcept {
   heartbeat_timeout_ms_ = static_cast<std::uint32_t>(o.heartbeat_timeout.count());
   claim_timeout_ms_ = static_cast<std::uint32_t>(o.claim_timeout.count());
   flags_ = flags;
+  payload_offset_ = static_cast<std::uint32_t>(payload_offset(checksummed()));
   durability_ = o.durability;
   flush_interval_ms_ = static_cast<std::uint32_t>(o.flush_interval.count());
   data_dir_ = o.data_dir;
@@ -494,6 +499,7 @@ QueueOptions Segment::options() const {
   o.heartbeat_liveness = heartbeat_liveness();
   o.heartbeat_timeout = std::chrono::milliseconds(heartbeat_timeout_ms_);
   o.claim_timeout = std::chrono::milliseconds(claim_timeout_ms_);
+  o.checksum = checksummed();
   o.durability = durability_;
   o.data_dir = data_dir_;
   o.flush_interval = std::chrono::milliseconds(flush_interval_ms_);

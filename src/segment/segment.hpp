@@ -62,7 +62,13 @@ class Segment {
     return *reinterpret_cast<SlotHeader*>(ring_ + (pos & mask_) * slot_size_);
   }
   std::byte* payload(std::uint64_t pos) const noexcept {
-    return ring_ + (pos & mask_) * slot_size_ + kSlotHeaderSize;
+    return ring_ + (pos & mask_) * slot_size_ + payload_offset_;
+  }
+  // Checksummed queues only (checksummed()): the checksum word of the message whose first
+  // slot is `pos` (layout.hpp, kChecksumSize).
+  std::atomic<std::uint64_t>& checksum_word(std::uint64_t pos) const noexcept {
+    return *reinterpret_cast<std::atomic<std::uint64_t>*>(ring_ + (pos & mask_) * slot_size_ +
+                                                          kSlotHeaderSize);
   }
 
   const std::string& name() const noexcept { return name_; }
@@ -72,7 +78,8 @@ class Segment {
   std::uint32_t slot_count() const noexcept { return slot_count_; }
   std::uint32_t slot_shift() const noexcept { return slot_shift_; }
   std::uint32_t slot_size() const noexcept { return slot_size_; }
-  std::uint32_t payload_size() const noexcept { return slot_size_ - kSlotHeaderSize; }
+  // Payload bytes per slot: slot_size - 64, and 8 fewer on a checksummed queue.
+  std::uint32_t payload_size() const noexcept { return slot_size_ - payload_offset_; }
   std::uint32_t max_message_size() const noexcept { return max_message_size_; }
   std::uint32_t max_members() const noexcept { return max_members_; }
   std::uint32_t max_fragments() const noexcept { return max_fragments_; }
@@ -116,6 +123,8 @@ class Segment {
   std::uint32_t claim_timeout_ms() const noexcept { return claim_timeout_ms_; }
   bool heartbeat_liveness() const noexcept { return flags_ & kFlagHeartbeatLiveness; }
   bool dead_letter() const noexcept { return flags_ & kFlagDeadLetter; }
+  // Messages carry a checksum (QueueOptions::checksum; core/checksum.hpp).
+  bool checksummed() const noexcept { return flags_ & kFlagChecksum; }
   Durability durability() const noexcept { return durability_; }
   bool durable() const noexcept { return durability_ != Durability::none; }
   std::uint32_t flush_interval_ms() const noexcept { return flush_interval_ms_; }
@@ -174,6 +183,7 @@ class Segment {
   std::uint32_t heartbeat_timeout_ms_ = 0;
   std::uint32_t claim_timeout_ms_ = 0;
   std::uint32_t flags_ = 0;
+  std::uint32_t payload_offset_ = kSlotHeaderSize;  // payload_offset(checksummed())
   Durability durability_ = Durability::none;
   std::uint32_t flush_interval_ms_ = 0;
   std::string data_dir_;

@@ -3,12 +3,12 @@
  *
  * docs/model.md says what each process stands for, which C++ function each step
  * mirrors, the properties, the bounds and how to run it. In short: NP producers, NC
- * consumers and NW watchdogs share a ring of NS slots and a member table of NR rows. Any
- * of them may crash after any step that changed shared memory, and stall between any two
- * steps (that is interleaving). A watchdog may judge any active or joining member dead at
- * any time (heartbeat liveness: an eviction), and the evicted member goes on with the
- * step it was at. When every process has finished or crashed, init runs a last watchdog
- * that never crashes until nothing changes, and checks the end state.
+ * consumers and NW watchdogs share a ring of NS slots and a member table of NR rows. A
+ * member may crash instead of any step, and any process may stall between any two steps
+ * (that is interleaving). A watchdog may judge any active or joining member dead at any
+ * time (heartbeat liveness: an eviction), and the evicted member goes on with the step it
+ * was at. When every member has ended and every watchdog stopped, init runs a last
+ * watchdog that never crashes, three ticks, and checks the end state.
  *
  * Switches (spin -DNAME=VALUE; the defaults are the design that verifies):
  *   FENCE         1: every member CAS expects (its row, its tag) and the orphan rule
@@ -29,6 +29,10 @@
  *                 publish. NRECV: receive calls per consumer.
  *   NS            slots (1..2). NR: member rows (1..3). GENS: row generations, modulo
  *                 (2..4; the slot's tag is the generation modulo GENS).
+ *   RELEASING     1: an ack goes held -> releasing -> free. 0: held -> free in one CAS.
+ *   EVICT         evictions of live members per run (255: any number).
+ *   STALE         1: watchdogs reclaim from a row word read steps before. 0: no such
+ *                 watchdogs; the one-step repairs also reclaim, from a fresh read.
  */
 
 #ifndef FENCE

@@ -9,6 +9,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev libfmt-dev libsystemd-dev libxxhash-dev
   clang-14 libclang-rt-14-dev
   gnuplot-nox
+  spin
 )
 
 missing=()

@@ -225,6 +225,40 @@ TEST(ScribbledTail, AnUnusedRingStartsAgainAtItsBase) {
   EXPECT_EQ(wait_bounded(child, 30s), 0);
 }
 
+// A watchdog reclaiming a dead member's messages walks the positions up to the tail: a tail
+// scribbled to 2^64 - 1 made that walk endless (found by fuzz_segment). The tick returns,
+// and once a producer has repaired the tail the dead member's message is delivered again.
+TEST(ScribbledTail, AWatchdogReclaimingADeadMemberReturnsAndRedelivers) {
+  ScopedQueue q("scribble-tail-reclaim", small_ring());
+  const pid_t child = test::spawn([&] {
+    set_embedded_watchdog(false);  // this test's watchdog is the only one
+    auto p = q->producer().value();
+    if (p.send("held") != Status::ok) return 10;
+    const pid_t holder = test::spawn_holder(q.name(), 1);
+    if (holder <= 0) return 11;
+    ::kill(holder, SIGKILL);
+    if (test::wait_exit(holder) != 128 + SIGKILL) return 12;
+    auto w = Watchdog::attach(*q);
+    if (!w.ok()) return 13;
+    tail_of(*q).store(UINT64_MAX);
+    (void)w->tick();  // must return (the parent bounds it)
+    if (p.send("after") != Status::ok) return 20;  // repairs the tail
+    auto c = q->consumer().value();
+    std::vector<std::string> got;
+    Message m;
+    for (int i = 0; i < 200 && got.size() < 2; ++i) {
+      (void)w->tick();
+      while (c.receive_for(m, 20ms) == Status::ok) {
+        got.emplace_back(m.view());
+        if (c.ack(m) != Status::ok) return 21;
+      }
+    }
+    std::sort(got.begin(), got.end());
+    return got == std::vector<std::string>{"after", "held"} ? 0 : 22;
+  });
+  EXPECT_EQ(wait_bounded(child, 30s), 0);
+}
+
 // A hostile thread rewrites the tail over and over while a producer waits on a full ring:
 // send_for still returns at its deadline, interrupt() still ends a blocking send(), and once
 // the writes stop the next send repairs the tail, and every message comes out in order.

@@ -309,9 +309,9 @@ bool Watchdog::Impl::reclaim(std::uint32_t row, std::uint64_t leaving, std::uint
   // all of it, at once (the dead member's messages are redelivered this tick).
   const std::uint64_t bottom = tail > n ? tail - n : 0;
   const std::uint64_t from = low >= bottom && low <= tail ? low : bottom;
-  for (std::uint64_t pos = from; pos <= tail; ++pos) {
-    if ((pos - from) % kElectionCheckEvery == kElectionCheckEvery - 1 && !still_elected())
-      return false;
+  // Counted, not "pos <= tail": a tail scribbled to 2^64 - 1 made that loop endless.
+  for (std::uint64_t step = 0, pos = from; step <= tail - from; ++step, ++pos) {
+    if (step % kElectionCheckEvery == kElectionCheckEvery - 1 && !still_elected()) return false;
     const std::uint64_t i = pos & (n - 1);
     const std::uint64_t w = s.slot(i).word.load(std::memory_order_seq_cst);
     if (word_lap(w) != detail::lap_of(pos, s.slot_shift())) continue;

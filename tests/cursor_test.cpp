@@ -108,7 +108,7 @@ TEST(ScribbledDispatch, ReceiveForDeliversTheNextMessageAndTheCursorIsRepaired) 
 // A cursor written just ahead of the tail, within the span of one message (so it is within
 // an honest cursor's range and not clamped), leaves the next messages sent behind it and
 // unmarked in the requeue map. No consumer walks the ring any more: a consumer looks at the
-// positions just behind dispatch (and, with a watchdog, its sweep would mark them). Here
+// positions just behind dispatch (and a watchdog would mark them). Here
 // with no watchdog at all.
 TEST(ScribbledDispatch, ACursorJustAheadOfTheTailDoesNotHideTheNextMessages) {
   QueueOptions o = small_ring();

@@ -331,7 +331,7 @@ bool Consumer::scan_requeued(Message& out) {
   // requeue. An honest cursor never does; one written ahead of the tail, but within the
   // F positions an honest one may be ahead (see repair_dispatch: so it is not clamped),
   // makes the next messages sent land behind it. They lie in [end - F, end): look there (F
-  // is 1 unless messages may span slots). The watchdog's sweep marks any other such message.
+  // is 1 unless messages may span slots). The watchdog marks any other such message.
   const std::uint64_t f = detail::max_span(seg);
   for (std::uint64_t pos = std::max(base, end > f ? end - f : 0); pos < end; ++pos) {
     const std::uint64_t w = seg.slot(pos).word.load(std::memory_order_seq_cst);

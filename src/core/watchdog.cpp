@@ -61,13 +61,16 @@ struct Watchdog::Impl {
   std::unordered_map<std::uint64_t, Sighting> sightings;       // slot index -> sighting
   std::unordered_map<std::uint32_t, Sighting> joining_rows;    // row -> when seen joining
   std::vector<std::uint64_t> rows;  // every row's state word, read at the start of a tick
-  // The live window (see advance_low): every position below `low` was seen released.
-  std::uint64_t low = 0;
-  // The sweep over [low, tail] (see scan_slots): where the next tick starts, and the
-  // positions the last one covered.
-  std::uint64_t sweep = 0;
-  std::uint64_t swept_from = 0;
-  std::uint64_t swept_to = 0;
+  // What is live in the ring (see track): every position below `frontier` was looked at
+  // once; those then claimed, committed or held (not released, not a continuation) are in
+  // `live`, ascending (entries found released since are kNone until compacted). No other
+  // position below `frontier` can need the watchdog again: a released position stays
+  // released, and no producer claims below the tail.
+  std::vector<std::uint64_t> live;
+  std::uint64_t frontier = 0;
+  bool tracking = false;
+  std::size_t live_next = 0;   // where the next slice of `live` starts
+  std::size_t live_dead = 0;   // kNone entries in `live`
   // A ready message we took to dead-letter (TTL) and have not released or requeued yet.
   std::uint64_t holding_pos = UINT64_MAX;
   std::uint64_t holding_word = 0;
@@ -122,7 +125,10 @@ struct Watchdog::Impl {
   bool scan_slots(std::uint64_t now, std::unordered_map<std::uint64_t, Sighting>& next,
                   WatchdogReport& r);
   void help_tail();
-  bool advance_low(std::uint64_t tail);
+  bool track(std::uint64_t tail);
+  bool examine(std::uint64_t pos, std::uint64_t dispatch, detail::RequeueMap& map,
+               std::uint64_t now, std::unordered_map<std::uint64_t, Sighting>& next,
+               WatchdogReport& r);
   void remark(detail::RequeueMap& map, std::uint64_t i, std::uint64_t pos, std::uint64_t dispatch);
   void carry_sightings(std::unordered_map<std::uint64_t, Sighting>& next);
   std::uint64_t since(std::unordered_map<std::uint64_t, Sighting>& next, std::uint64_t key,
@@ -140,13 +146,15 @@ struct Watchdog::Impl {
 // heartbeat, so that a long pass over a big ring is not taken for a stopped watchdog).
 constexpr std::uint64_t kElectionCheckEvery = 4096;
 
-// Positions of the live window looked at per tick (scan_slots). A state that needs the
-// watchdog (a lease, a stalled claim, a TTL, a half-done release, an orphan, a requeue whose
-// mark was lost) is therefore seen within ceil(window / kSweepSlice) ticks, at most
-// N / kSweepSlice ticks: 5 ms on rings up to 32 Ki slots, 640 ms on a 4 Mi-slot ring whose
-// window is the whole ring (a message held for long at its bottom), at the default 5 ms
-// interval. That is added to the lease, claim timeout and TTL, which are seconds.
+// Positions looked at per tick, twice over (scan_slots): new positions classified (track),
+// and live ones examined, round-robin. A state that needs the watchdog (a lease, a stalled
+// claim, a TTL, a half-done release, an orphan, a requeue whose mark was lost) is therefore
+// seen within ceil(live / kSweepSlice) ticks: one tick unless more than 32 Ki messages are
+// in flight (then up to 512 ticks, 2.6 s at the 5 ms interval, for the 16 Mi a ring can
+// hold), on top of the lease, claim timeout and TTL, which are seconds. A watchdog just
+// elected classifies the ring's N positions once, 32 Ki a tick.
 constexpr std::uint64_t kSweepSlice = 32768;
+constexpr std::uint64_t kNone = UINT64_MAX;
 
 bool Watchdog::Impl::alive(const detail::MemberRow& row, std::uint64_t state,
                            std::uint64_t now_coarse) const {
@@ -304,32 +312,40 @@ bool Watchdog::Impl::reclaim(std::uint32_t row, std::uint64_t leaving, std::uint
   const std::uint64_t tail = s.header().tail.value.load(std::memory_order_seq_cst);
   const std::uint64_t n = s.slot_count();
   std::uint64_t remaining = 0;
-  // Every state a member creates is at a position of the live window [low, tail] (a claim
-  // may be at the tail itself until its producer moves the tail), at that position's lap:
-  // all of it, at once (the dead member's messages are redelivered this tick).
-  const std::uint64_t bottom = tail > n ? tail - n : 0;
-  const std::uint64_t from = low >= bottom && low <= tail ? low : bottom;
-  // Counted, not "pos <= tail": a tail scribbled to 2^64 - 1 made that loop endless.
-  for (std::uint64_t step = 0, pos = from; step <= tail - from; ++step, ++pos) {
-    if (step % kElectionCheckEvery == kElectionCheckEvery - 1 && !still_elected()) return false;
+  // Every state a member creates is at a live position or at one not classified yet,
+  // [frontier, tail] (a claim may be at the tail itself until its producer moves the tail),
+  // at that position's lap: all of them, at once (the dead member's messages are
+  // redelivered this tick).
+  const bool known = tracking && frontier <= tail && tail - frontier <= n;
+  const std::uint64_t from = known ? frontier : (tail > n ? tail - n : 0);
+  std::uint64_t steps = 0;
+  auto visit = [&](std::uint64_t pos) {
+    if (++steps % kElectionCheckEvery == 0 && !still_elected()) return false;
     const std::uint64_t i = pos & (n - 1);
     const std::uint64_t w = s.slot(i).word.load(std::memory_order_seq_cst);
-    if (word_lap(w) != detail::lap_of(pos, s.slot_shift())) continue;
+    if (word_lap(w) != detail::lap_of(pos, s.slot_shift())) return true;
     const std::uint32_t owner = word_owner(w);
-    if (detail::owner_row(owner) != row) continue;
+    if (detail::owner_row(owner) != row) return true;
     const SlotState st = word_state(w);
     if (st != SlotState::held && st != SlotState::claimed && st != SlotState::skipped &&
         st != SlotState::releasing && st != SlotState::releasing_skipped)
-      continue;
+      return true;
     const std::uint32_t k = word_aux(w);
-    if (k < 1 || k > s.max_fragments()) continue;
+    if (k < 1 || k > s.max_fragments()) return true;
     // The row is leaving, so every generation's state is an orphan, unless the row was
     // freed and taken again since we read it (a slow watchdog): then the new member's
     // are not.
-    if (!orphan(owner, /*fresh=*/true)) continue;
+    if (!orphan(owner, /*fresh=*/true)) return true;
     if (take_back(i, pos, w, now, next, r)) ++remaining;
     SHMQ_CRASH_POINT("watchdog.mid_reclaim");
-  }
+    return true;
+  };
+  if (known)
+    for (const std::uint64_t pos : live)
+      if (pos != kNone && !visit(pos)) return false;
+  // Counted, not "pos <= tail": a tail scribbled to 2^64 - 1 made that loop endless.
+  for (std::uint64_t step = 0, pos = from; step <= tail - from; ++step, ++pos)
+    if (!visit(pos)) return false;
   if (remaining != 0) return false;
   if (!s.free_member(row, leaving)) return false;
   ++r.members_reclaimed;
@@ -341,11 +357,6 @@ bool Watchdog::Impl::scan_slots(std::uint64_t now,
                                 std::unordered_map<std::uint64_t, Sighting>& next,
                                 WatchdogReport& r) {
   detail::Segment& s = *seg;
-  auto& counters = s.header().watchdog_counters;
-  const std::uint64_t now_coarse = detail::monotonic_coarse_ns();
-  const std::uint64_t lease_ns = std::uint64_t(s.lease_ms()) * kMs;
-  const std::uint64_t claim_ns = std::uint64_t(s.claim_timeout_ms()) * kMs;
-  const std::uint64_t ttl_ns = std::uint64_t(s.ttl_ms()) * kMs;
   const std::uint64_t tail = s.header().tail.value.load(std::memory_order_seq_cst);
   // Requeues behind dispatch are re-marked (remark) only below an honest cursor: one
   // scribbled past the tail is clamped back by the next consumer, whose walk then finds
@@ -353,131 +364,169 @@ bool Watchdog::Impl::scan_slots(std::uint64_t now,
   std::uint64_t dispatch = s.header().dispatch.value.load(std::memory_order_seq_cst);
   if (dispatch > tail + detail::max_span(s)) dispatch = 0;
   ring_empty = false;
-  if (!advance_low(tail)) return false;
-  if (low == tail) {
-    // Everything below the tail released; the tail's slot not claimed (at its lap, free).
+  if (!track(tail)) return false;
+  // One slice of the live positions per tick, round-robin: an idle queue (everything acked)
+  // has none and costs nothing here, whatever the ring's size.
+  detail::RequeueMap map(s);
+  if (live_next >= live.size()) live_next = 0;
+  const std::size_t end = std::min<std::size_t>(live.size(), live_next + kSweepSlice);
+  for (std::size_t j = live_next; j < end; ++j) {
+    if ((j - live_next) % kElectionCheckEvery == kElectionCheckEvery - 1 && !still_elected())
+      return false;
+    if (live[j] == kNone) continue;
+    if (!examine(live[j], dispatch, map, now, next, r)) {
+      live[j] = kNone;  // released: never live again
+      ++live_dead;
+    }
+  }
+  live_next = end;
+  if (live_dead * 2 > live.size()) {
+    std::erase(live, kNone);
+    live_dead = 0;
+    live_next = 0;
+  }
+  if (live.size() == live_dead && frontier == tail) {
+    // Nothing live below the tail; the tail's slot not claimed (at its lap, free).
     const std::uint64_t w = s.slot(tail).word.load(std::memory_order_seq_cst);
     ring_empty =
         word_lap(w) != detail::lap_of(tail, s.slot_shift()) || detail::is_free(word_state(w));
     empty_tail = tail;
     empty_word = w;
   }
-  // One slice of the live window [low, tail] per tick, round-robin: an idle queue (everything
-  // acked) has an empty window and costs nothing here, whatever the ring's size.
-  if (sweep < low || sweep > tail) sweep = low;
-  const std::uint64_t from = sweep;
-  const std::uint64_t to = std::min(tail + 1, from + kSweepSlice);
-  detail::RequeueMap map(s);
-  for (std::uint64_t pos = from; pos < to; ++pos) {
-    if ((pos - from) % kElectionCheckEvery == kElectionCheckEvery - 1 && !still_elected())
-      return false;
-    const std::uint64_t i = pos & (s.slot_count() - 1);
-    std::atomic<std::uint64_t>& word = s.slot(i).word;
-    const std::uint64_t w = word.load(std::memory_order_seq_cst);
-    const std::uint32_t k = word_aux(w);
-    if (k < 1 || k > s.max_fragments()) continue;
-    // Released (a later lap) or not produced yet: nothing here for us.
-    if (word_lap(w) != detail::lap_of(pos, s.slot_shift())) continue;
-    const SlotState st = word_state(w);
-    if ((st == SlotState::held || st == SlotState::claimed || st == SlotState::skipped) &&
-        orphan(word_owner(w), /*fresh=*/false)) {
-      // Left by a member that lost its row (evicted, then went on) or by a dead member a
-      // watchdog died reclaiming.
-      take_back(i, pos, w, now, next, r);
-      continue;
-    }
-    switch (st) {
-      case SlotState::held: {
-        if (lease_ns == 0) break;
-        const std::uint64_t dl = s.slot(i).deadline_ns.load(std::memory_order_relaxed);
-        if (word.load(std::memory_order_seq_cst) != w) break;
-        // Timed from our first sight of this held word as well as by its deadline: right
-        // after its claim a holder's deadline is still the previous delivery's (or 0)
-        // until it writes its own lease, and that must not expire the new delivery. An
-        // expiry is at most a round of the sweep late (kSweepSlice); a new watchdog restarts
-        // the timing (later, never earlier).
-        const std::uint64_t seen = since(next, i, w, now);
-        const bool expired = seen > lease_ns && (dl == 0 || now_coarse > dl);
-        if (expired && detail::requeue_held(s, pos, w, 0)) {
-          ++r.leases_expired;
-          counters.leases_expired.fetch_add(1, std::memory_order_relaxed);
-          counters.redelivered.fetch_add(1, std::memory_order_relaxed);
-        }
-        break;
-      }
-      case SlotState::claimed: {
-        if (since(next, i, w, now) <= claim_ns) break;
-        // A claim held longer than the claim timeout by a producer that is alive (dead ones
-        // are reclaimed with their rows): stalled. Make it a hole the consumers pass; the
-        // producer's publish will fail and it will send again. The slot stays its own
-        // until it comes back (or dies).
-        std::uint64_t expected = w;
-        if (word.compare_exchange_strong(
-                expected, make_word(word_lap(w), SlotState::skipped, word_owner(w), k),
-                std::memory_order_seq_cst)) {
-          ++r.holes_repaired;
-          counters.holes_repaired.fetch_add(1, std::memory_order_relaxed);
-          detail::wake_all(s.header().consumers_wait);
-        }
-        break;
-      }
-      case SlotState::releasing:
-      case SlotState::releasing_skipped:
-        // An ack (or hole release) whose process died half-way: finish it.
-        if (since(next, i, w, now) > 0) detail::finish_release(s, pos, w);
-        break;
-      case SlotState::delayed:
-        remark(map, i, pos, dispatch);
-        break;
-      case SlotState::ready: {
-        remark(map, i, pos, dispatch);
-        if (ttl_ns == 0 || !has_row()) break;
-        const std::uint64_t enq = s.slot(i).enqueued_ns.load(std::memory_order_relaxed);
-        if (enq == 0 || now_coarse <= enq ||
-            now_coarse - enq <= ttl_ns + detail::coarse_resolution_ns())
-          break;
-        // Expired while waiting: take it like a consumer would, and dead-letter it.
-        std::uint64_t expected = w;
-        const std::uint64_t held = make_word(word_lap(w), SlotState::held, me.owner, k);
-        holding_pos = pos;
-        holding_word = held;
-        if (!word.compare_exchange_strong(expected, held, std::memory_order_seq_cst)) {
-          holding_pos = UINT64_MAX;
-          break;
-        }
-        if (dead_letters.move(pos, held, DeadLetterReason::expired, me.owner,
-                              /*requeue_on_failure=*/true) ==
-            detail::DeadLetterSink::Outcome::moved)
-          ++r.expired;
-        holding_pos = UINT64_MAX;
-        break;
-      }
-      default:
-        break;
-    }
-  }
-  swept_from = from;
-  swept_to = to;
-  sweep = to > tail ? low : to;
   return true;
 }
 
-// Moves `low` up past positions that were released (their slot is at a later lap): the
-// work of one tick is the positions released since the last one, at most kSweepSlice (a
-// watchdog just elected on a big ring that has gone round starts at tail - N and catches up
-// over a few ticks). Everything a member holds, every message that waits, lies in
-// [low, tail] (a slot released at position p is next used for p + N). Returns false if we
+// Looks at live position `pos` and does what its state needs (a lease, a stalled claim, a
+// half-done release, a TTL, an orphan, a lost requeue mark). Returns false if the position
+// is released (its slot is at a later lap): it needs nothing any more.
+bool Watchdog::Impl::examine(std::uint64_t pos, std::uint64_t dispatch, detail::RequeueMap& map,
+                             std::uint64_t now,
+                             std::unordered_map<std::uint64_t, Sighting>& next,
+                             WatchdogReport& r) {
+  detail::Segment& s = *seg;
+  auto& counters = s.header().watchdog_counters;
+  const std::uint64_t now_coarse = detail::monotonic_coarse_ns();
+  const std::uint64_t lease_ns = std::uint64_t(s.lease_ms()) * kMs;
+  const std::uint64_t claim_ns = std::uint64_t(s.claim_timeout_ms()) * kMs;
+  const std::uint64_t ttl_ns = std::uint64_t(s.ttl_ms()) * kMs;
+  const std::uint64_t i = pos & (s.slot_count() - 1);
+  std::atomic<std::uint64_t>& word = s.slot(i).word;
+  const std::uint64_t w = word.load(std::memory_order_seq_cst);
+  // A later lap: released. (An earlier one is garbage: nothing an honest process left.)
+  if (word_lap(w) != detail::lap_of(pos, s.slot_shift())) return false;
+  const std::uint32_t k = word_aux(w);
+  if (k < 1 || k > s.max_fragments()) return true;
+  const SlotState st = word_state(w);
+  if ((st == SlotState::held || st == SlotState::claimed || st == SlotState::skipped) &&
+      orphan(word_owner(w), /*fresh=*/false)) {
+    // Left by a member that lost its row (evicted, then went on) or by a dead member a
+    // watchdog died reclaiming.
+    take_back(i, pos, w, now, next, r);
+    return true;
+  }
+  switch (st) {
+    case SlotState::held: {
+      if (lease_ns == 0) break;
+      const std::uint64_t dl = s.slot(i).deadline_ns.load(std::memory_order_relaxed);
+      if (word.load(std::memory_order_seq_cst) != w) break;
+      // Timed from our first sight of this held word as well as by its deadline: right
+      // after its claim a holder's deadline is still the previous delivery's (or 0)
+      // until it writes its own lease, and that must not expire the new delivery. An
+      // expiry is at most a round over the live positions late (kSweepSlice); a new
+      // watchdog restarts the timing (later, never earlier).
+      const std::uint64_t seen = since(next, i, w, now);
+      const bool expired = seen > lease_ns && (dl == 0 || now_coarse > dl);
+      if (expired && detail::requeue_held(s, pos, w, 0)) {
+        ++r.leases_expired;
+        counters.leases_expired.fetch_add(1, std::memory_order_relaxed);
+        counters.redelivered.fetch_add(1, std::memory_order_relaxed);
+      }
+      break;
+    }
+    case SlotState::claimed: {
+      if (since(next, i, w, now) <= claim_ns) break;
+      // A claim held longer than the claim timeout by a producer that is alive (dead ones
+      // are reclaimed with their rows): stalled. Make it a hole the consumers pass; the
+      // producer's publish will fail and it will send again. The slot stays its own
+      // until it comes back (or dies).
+      std::uint64_t expected = w;
+      if (word.compare_exchange_strong(
+              expected, make_word(word_lap(w), SlotState::skipped, word_owner(w), k),
+              std::memory_order_seq_cst)) {
+        ++r.holes_repaired;
+        counters.holes_repaired.fetch_add(1, std::memory_order_relaxed);
+        detail::wake_all(s.header().consumers_wait);
+      }
+      break;
+    }
+    case SlotState::releasing:
+    case SlotState::releasing_skipped:
+      // An ack (or hole release) whose process died half-way: finish it.
+      if (since(next, i, w, now) > 0) detail::finish_release(s, pos, w);
+      break;
+    case SlotState::delayed:
+      remark(map, i, pos, dispatch);
+      break;
+    case SlotState::ready: {
+      remark(map, i, pos, dispatch);
+      if (ttl_ns == 0 || !has_row()) break;
+      const std::uint64_t enq = s.slot(i).enqueued_ns.load(std::memory_order_relaxed);
+      if (enq == 0 || now_coarse <= enq ||
+          now_coarse - enq <= ttl_ns + detail::coarse_resolution_ns())
+        break;
+      // Expired while waiting: take it like a consumer would, and dead-letter it.
+      std::uint64_t expected = w;
+      const std::uint64_t held = make_word(word_lap(w), SlotState::held, me.owner, k);
+      holding_pos = pos;
+      holding_word = held;
+      if (!word.compare_exchange_strong(expected, held, std::memory_order_seq_cst)) {
+        holding_pos = UINT64_MAX;
+        break;
+      }
+      if (dead_letters.move(pos, held, DeadLetterReason::expired, me.owner,
+                            /*requeue_on_failure=*/true) ==
+          detail::DeadLetterSink::Outcome::moved)
+        ++r.expired;
+      holding_pos = UINT64_MAX;
+      break;
+    }
+    default:
+      break;
+  }
+  return true;
+}
+
+// Keeps `live` and `frontier` up to date: classifies the positions produced since the last
+// tick, [frontier, tail), at most kSweepSlice of them (a watchdog just elected starts at
+// tail - N and catches up over a few ticks). A position below the tail was claimed as a
+// head or covered by one; one that is not free at its lap is live. Returns false if we
 // lost the election on the way.
-bool Watchdog::Impl::advance_low(std::uint64_t tail) {
+bool Watchdog::Impl::track(std::uint64_t tail) {
   detail::Segment& s = *seg;
   const std::uint64_t n = s.slot_count();
-  // Below tail - N nothing is left; above the tail nothing was produced (a scribbled tail
-  // moved back: start again from its window).
-  if (low + n < tail || low > tail) low = tail > n ? tail - n : 0;
-  for (std::uint64_t steps = 1; low < tail && steps <= kSweepSlice; ++low, ++steps) {
+  const std::uint64_t bottom = tail > n ? tail - n : 0;
+  if (!tracking || frontier > tail) {
+    // First tick, or the tail moved back (scribbled: producers will claim below our
+    // frontier): start again from the window.
+    live.clear();
+    live_dead = 0;
+    live_next = 0;
+    frontier = bottom;
+    tracking = true;
+  } else if (frontier < bottom) {
+    // The ring went round since: everything below tail - N was released (its slot is in
+    // use for a later position).
+    frontier = bottom;
+    std::erase_if(live, [bottom](std::uint64_t p) { return p == kNone || p < bottom; });
+    live_dead = 0;
+    live_next = 0;
+  }
+  const std::uint64_t until = std::min(tail, frontier + kSweepSlice);
+  for (std::uint64_t steps = 1; frontier < until; ++frontier, ++steps) {
     if (steps % kElectionCheckEvery == 0 && !still_elected()) return false;
-    const std::uint64_t w = s.slot(low).word.load(std::memory_order_seq_cst);
-    if (detail::lap_diff(word_lap(w), detail::lap_of(low, s.slot_shift())) <= 0) break;
+    const std::uint64_t w = s.slot(frontier).word.load(std::memory_order_seq_cst);
+    if (word_lap(w) == detail::lap_of(frontier, s.slot_shift()) && !detail::is_free(word_state(w)))
+      live.push_back(frontier);
   }
   return true;
 }
@@ -496,15 +545,13 @@ void Watchdog::Impl::remark(detail::RequeueMap& map, std::uint64_t i, std::uint6
   detail::wake_waiters(seg->header().consumers_wait, seg->max_members());
 }
 
-// Keeps the sightings of slots this tick's slice did not cover (they are timed across
-// ticks), unless their word changed since.
+// Keeps the sightings of slots this tick did not look at (they are timed across ticks):
+// those not in `next` whose word is unchanged. (A slot looked at whose state still needs
+// timing is in `next` already; one whose state changed has another word.)
 void Watchdog::Impl::carry_sightings(std::unordered_map<std::uint64_t, Sighting>& next) {
-  const std::uint64_t n = seg->slot_count();
-  const std::uint64_t span = swept_to - swept_from;
-  for (const auto& [i, seen] : sightings) {
-    if (span >= n || ((i - swept_from) & (n - 1)) < span) continue;  // covered: re-judged
-    if (seg->slot(i).word.load(std::memory_order_relaxed) == seen.word) next.emplace(i, seen);
-  }
+  for (const auto& [i, seen] : sightings)
+    if (!next.contains(i) && seg->slot(i).word.load(std::memory_order_relaxed) == seen.word)
+      next.emplace(i, seen);
 }
 
 // Moves the tail past a head whose claimer died between its claim and its tail CAS, so

@@ -31,8 +31,8 @@
 //    the child word and set the bit again (with its ancestors) if it is non-zero.
 //
 // A process that dies between its CAS and its mark leaves a ready message without a bit;
-// the watchdog's sweep of the ring's live window marks ready and delayed slots behind
-// dispatch again (see watchdog.cpp), so such a message waits at most one sweep.
+// the watchdog, which looks at every live position, marks ready and delayed slots behind
+// dispatch again (see watchdog.cpp), so such a message waits at most a tick or a few.
 #pragma once
 
 #include <atomic>
@@ -124,7 +124,7 @@ class RequeueMap {
       set_from(0, i);
   }
 
-  // True if slot i's bit is set (tests, the watchdog's sweep).
+  // True if slot i's bit is set (tests, the watchdog).
   bool marked(std::uint64_t i) const noexcept {
     return (word(0, i >> 6).load(std::memory_order_seq_cst) >> (i & 63)) & 1;
   }

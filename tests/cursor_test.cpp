@@ -259,6 +259,27 @@ TEST(ScribbledTail, AWatchdogReclaimingADeadMemberReturnsAndRedelivers) {
   EXPECT_EQ(wait_bounded(child, 30s), 0);
 }
 
+// Queue::browse walks [tail - N, tail) in steps of a message's span: with the tail scribbled
+// near 2^64 and a slot word there that spans several slots, "pos += step" wrapped to 0 and
+// the walk ("pos < tail") went on for ever (found by review). It returns, bounded by the ring.
+TEST(ScribbledTail, BrowseReturnsWhenTheTailIsNearTheEndOfTheRange) {
+  ScopedQueue q("scribble-tail-browse", small_ring());
+  const pid_t child = test::spawn([&] {
+    set_embedded_watchdog(false);
+    auto p = q->producer().value();
+    if (p.send("a") != Status::ok) return 10;
+    detail::Segment& s = *q->segment();
+    const std::uint64_t tail = UINT64_MAX - 1;
+    const std::uint64_t at = tail - 2;  // a held 8-slot message near the top
+    s.slot(at).word.store(detail::make_word(detail::lap_of(at, s.slot_shift()), detail::SlotState::held,
+                                            0, 8));
+    tail_of(*q).store(tail);
+    const auto seen = q->browse(SIZE_MAX);
+    return seen.size() <= kSlots ? 0 : 11;
+  });
+  EXPECT_EQ(wait_bounded(child, 30s), 0);
+}
+
 // A hostile thread rewrites the tail over and over while a producer waits on a full ring:
 // send_for still returns at its deadline, interrupt() still ends a blocking send(), and once
 // the writes stop the next send repairs the tail, and every message comes out in order.

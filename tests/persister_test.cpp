@@ -151,6 +151,32 @@ TEST(Persister, DurableSlotsAreReusedOnlyOnceAckedAndPersisted) {
   EXPECT_EQ(p.try_send("m", 5), Status::ok);  // acked and persisted
 }
 
+// `persisted` is a shared word: scribbled near 2^64 it made "persisted + N" wrap, so that
+// every slot looked taken for ever (the persister stored it only when its own cursor moved);
+// scribbled ahead of the tail it claimed slots were on disk when they were not. Producers
+// treat a value outside [tail + k - N, tail] as full, and the persister's next round puts
+// its own value back.
+TEST(Persister, AScribbledPersistedCursorIsPutBackAndNeverFreesASlotEarly) {
+  for (const std::uint64_t wild : {UINT64_MAX - 2, std::uint64_t{1} << 40}) {
+    Fixture f(4);
+    auto p = f.queue.producer().value();
+    auto c = f.queue.consumer().value();
+    for (int i = 1; i <= 4; ++i) ASSERT_EQ(p.try_send("m", i), Status::ok);
+    ASSERT_TRUE(f.persister->round().ok());
+    const std::uint64_t honest = f.persisted();
+    Message m;
+    ASSERT_EQ(c.try_receive(m), Status::ok);
+    ASSERT_EQ(c.ack(m), Status::ok);
+    ASSERT_TRUE(f.persister->round().ok());  // the ack journalled; nothing new to log
+    ASSERT_EQ(f.persisted(), honest);
+    f.queue.segment()->header().persisted.value.store(wild);
+    EXPECT_EQ(p.try_send("m", 5), Status::full) << wild;  // not freed by a wild value
+    ASSERT_TRUE(f.persister->round().ok());
+    EXPECT_EQ(f.persisted(), honest) << wild;
+    EXPECT_EQ(p.try_send("m", 5), Status::ok) << wild;
+  }
+}
+
 TEST(Persister, AcksAreJournalledSoAckedMessagesDoNotComeBack) {
   Fixture f;
   auto p = f.queue.producer().value();

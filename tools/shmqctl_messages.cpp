@@ -86,9 +86,12 @@ std::vector<Peeked> peek_messages(const shmq::Queue& q, std::uint64_t count,
   const shmq::detail::SegmentHeader& hdr = seg.header();
   const std::uint64_t tail = hdr.tail.value.load(std::memory_order_acquire);
   const std::uint64_t n = seg.slot_count();
-  std::uint64_t pos = tail > n ? tail - n : 0;
+  // Counted from the window's start, not "pos < tail": a step past a tail scribbled near
+  // 2^64 wraps pos to 0 (an endless walk).
+  const std::uint64_t start = tail > n ? tail - n : 0;
   std::vector<Peeked> out;
-  while (pos < tail && (count == 0 || out.size() < count)) {
+  for (std::uint64_t walked = 0; walked < tail - start && (count == 0 || out.size() < count);) {
+    const std::uint64_t pos = start + walked;
     const shmq::detail::SlotHeader& h = seg.slot(pos);
     std::uint64_t step = 1;
     for (int attempt = 0; attempt < 4; ++attempt) {
@@ -103,7 +106,7 @@ std::vector<Peeked> peek_messages(const shmq::Queue& q, std::uint64_t count,
         break;
       }
     }
-    pos += step;
+    walked += step;
   }
   return out;
 }
@@ -297,7 +300,15 @@ WalkResult walk_dead_letters(shmq::Queue& dlq, shmq::Consumer& c, std::uint64_t 
   const std::uint64_t end = dlq.stats().tail;
   std::deque<shmq::Message> kept;
   WalkResult r;
-  while (count == 0 || r.handled < count) {
+  // An honest walk receives each message there at the start once, and holds (keeps) at most
+  // a ring of newer ones: 2N + 64 receives. A peer that keeps putting messages back (or a
+  // scribbled tail, so that nothing counts as newer) must not keep us here for ever.
+  const std::uint64_t budget = 2 * std::uint64_t(dlq.options().slot_count) + 64;
+  for (std::uint64_t received = 0; count == 0 || r.handled < count; ++received) {
+    if (stop_requested() || received == budget) {
+      r.interrupted = true;
+      break;
+    }
     shmq::Message m;
     const Status s = c.try_receive(m);
     if (s == Status::empty) break;

@@ -49,8 +49,12 @@ std::vector<BrowsedMessage> Queue::browse(std::size_t max_count, bool include_in
   const std::uint64_t tail = seg.header().tail.value.load(std::memory_order_acquire);
   const std::uint64_t n = seg.slot_count();
   std::vector<BrowsedMessage> out;
-  // Every message lies in [tail - N, tail); the walk is bounded by the ring.
-  for (std::uint64_t pos = tail > n ? tail - n : 0; pos < tail && out.size() < max_count;) {
+  // Every message lies in [tail - N, tail); the walk is bounded by the ring. Counted from
+  // its start, not "pos < tail": a step past a tail scribbled near 2^64 wraps pos to 0.
+  const std::uint64_t start = tail > n ? tail - n : 0;
+  const std::uint64_t span = tail - start;
+  for (std::uint64_t walked = 0; walked < span && out.size() < max_count;) {
+    const std::uint64_t pos = start + walked;
     std::uint64_t step = 1;
     for (int attempt = 0; attempt < 4; ++attempt) {
       // Acquire: pairs with the producer's release of ready (header and payload visible).
@@ -76,7 +80,7 @@ std::vector<BrowsedMessage> Queue::browse(std::size_t max_count, bool include_in
         break;
       }
     }
-    pos += step;
+    walked += step;
   }
   return out;
 }

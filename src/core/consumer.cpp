@@ -525,8 +525,13 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
       if (p2 == Poll::busy) return true;  // more to walk: do not sleep, loop again
       if (!got && next_due_ns_ != UINT64_MAX) {
         // Do not sleep past the earliest delayed message (both clocks are CLOCK_MONOTONIC).
-        const auto due = Clock::time_point(std::chrono::nanoseconds(next_due_ns_ + 4'000'000));
-        if (due < wake) wake = due;
+        // Only a deadline that is near (a shared word: it may be scribbled to anything, and
+        // a value past 2^63 converted to a time in the past made idle consumers spin).
+        if (next_due_ns_ < now_ns_ + std::uint64_t{3600} * 1'000'000'000) {
+          const auto due =
+              Clock::time_point(std::chrono::nanoseconds(next_due_ns_ + 4'000'000));
+          if (due < wake) wake = due;
+        }
       }
       return got;
     });

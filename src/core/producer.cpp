@@ -29,6 +29,10 @@ using detail::deadline_after;
 
 namespace {
 
+// A try_send whose claims a peer repairs (a stalled claim made a hole) sends again at a new
+// position at most this many times, then reports `full`: it never blocks.
+constexpr int kTrySendRepairedClaims = 4;
+
 bool is_releasing(std::uint64_t w) {
   return word_state(w) == SlotState::releasing || word_state(w) == SlotState::releasing_skipped;
 }
@@ -159,9 +163,11 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
   // or slot word may not, so past that many the loop takes the "full" way out below,
   // which checks the deadline and the interrupt flag, and starts counting again.
   std::uint64_t steps = 0;
-  const auto again = [&steps, n] {
+  bool exhausted = false;  // the last again() ran out: check the clock at once below
+  const auto again = [&steps, &exhausted, n] {
     if (++steps <= n + 64) return true;
     steps = 0;
+    exhausted = true;
     return false;
   };
   // A tail value the ring was found to agree with (repair_tail left it): not scanned again.
@@ -205,9 +211,14 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
       // After helping, look again; if that did not free them (a scribbled word), wait.
       if (helped) full = !all_free(seg, t, k);
       // Durable queues: the slots' previous messages must be on disk before we reuse them.
-      if (!full && seg.durable() &&
-          h.persisted.value.load(std::memory_order_seq_cst) + n < t + k)
-        full = true;
+      // Written without a sum that wraps: a `persisted` scribbled near 2^64 made "+ n" wrap
+      // and every slot look taken. One out of [t + k - n, t] (scribbled: it may claim the
+      // slots are on disk when they are not) counts as full until the persister puts it
+      // back (it does every round).
+      if (!full && seg.durable()) {
+        const std::uint64_t p = h.persisted.value.load(std::memory_order_seq_cst);
+        full = p > t || t + k - p > n;
+      }
       if (!full) {
         // Acquire: pairs with the release that freed this slot (an ack), so the consumer's
         // reads of the old payload happen-before our writes. seq_cst for wait_on's pairing.
@@ -259,6 +270,12 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
     // Full. Wait for a consumer to free a slot.
     if (deadline == Clock::time_point::min()) return Status::full;
     if (interrupted_->load(std::memory_order_relaxed)) return Status::interrupted;
+    if (exhausted) {
+      // N + 64 steps without a slot (a peer keeps moving the tail or the slot words): no
+      // more spinning before the deadline is checked.
+      exhausted = false;
+      spins = detail::kSpinBeforeSleep;
+    }
     if (++spins < detail::kSpinBeforeSleep) {
       detail::cpu_relax();
       continue;
@@ -370,6 +387,7 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
   // One clock read per send: the heartbeat and the enqueue time (TTL) share it.
   now_ns_ = detail::monotonic_coarse_ns();
   seg_->member(member_).heartbeat_ns.store(now_ns_, std::memory_order_relaxed);
+  int repaired = 0;
   for (;;) {
     std::uint64_t pos = 0;
     if (const Status s = claim(k, pos, deadline); s != Status::ok) return s;
@@ -394,6 +412,15 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
     // gives it back, and we stop).
     detail::release_claim(*seg_, pos, owner_, k);
     if (evicted()) return Status::evicted;
+    // A peer that keeps repairing our claims (a watchdog with a tiny claim timeout on a
+    // loaded machine, or a hostile process) must not keep us here past the caller's
+    // deadline or interrupt; a try_send gives up after a few rounds.
+    if (interrupted_->load(std::memory_order_relaxed)) return Status::interrupted;
+    if (deadline == Clock::time_point::min()) {
+      if (++repaired > kTrySendRepairedClaims) return Status::full;
+    } else if (deadline != Clock::time_point::max() && Clock::now() >= deadline) {
+      return Status::timeout;
+    }
   }
   bump(seg_->member(member_).sent);
   if (wake) wake_consumers();

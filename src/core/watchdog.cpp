@@ -521,7 +521,8 @@ bool Watchdog::Impl::track(std::uint64_t tail) {
     live_dead = 0;
     live_next = 0;
   }
-  const std::uint64_t until = std::min(tail, frontier + kSweepSlice);
+  // Not "frontier + kSweepSlice": near 2^64 (a scribbled tail) that sum wraps.
+  const std::uint64_t until = tail - frontier > kSweepSlice ? frontier + kSweepSlice : tail;
   for (std::uint64_t steps = 1; frontier < until; ++frontier, ++steps) {
     if (steps % kElectionCheckEvery == 0 && !still_elected()) return false;
     const std::uint64_t w = s.slot(frontier).word.load(std::memory_order_seq_cst);

@@ -117,7 +117,10 @@ Result<std::size_t> Persister::round() {
   std::uint64_t steps = std::uint64_t(s.slot_count()) + s.max_fragments();
   for (;;) {
     const std::uint64_t tail = h.tail.value.load(std::memory_order_seq_cst);
-    while (pos < tail && records < kMaxRecordsPerRound && steps-- != 0) {
+    // "steps != 0" then "--steps", not "steps-- != 0": that left steps at 2^64 - 1 when the
+    // budget ran out, and gather_more's next pass walked without a bound.
+    while (pos < tail && records < kMaxRecordsPerRound && steps != 0) {
+      --steps;
       SlotHeader& hdr = s.slot(pos);
       const std::uint64_t w = hdr.word.load(std::memory_order_seq_cst);
       const std::int64_t d = lap_diff(word_lap(w), lap_of(pos, shift));
@@ -180,8 +183,9 @@ Result<std::size_t> Persister::round() {
       outstanding_[pos] = k;  // even if releasing: its ack goes through the loop below
       pos += k;
     }
-    // Sync queue: more senders may be about to commit; share this round's fdatasync with them.
-    if (!gather_more(found, pos, gather_deadline)) break;
+    // Sync queue: more senders may be about to commit; share this round's fdatasync with them
+    // (not past the round's budget: the next round goes on).
+    if (steps == 0 || !gather_more(found, pos, gather_deadline)) break;
   }
   // Acks: a logged message whose slot moved to a later lap is done (journalled once its
   // dead letter, if it became one, is durable: see dead_letters_durable()).
@@ -217,7 +221,10 @@ Result<std::size_t> Persister::round() {
     stats_.records += records;
     stats_.acks += acks;
   }
-  if (pos != next_) {
+  // Also when only the header disagrees: a `persisted` scribbled away from ours (another
+  // process wrote garbage) would wedge producers of a durable queue, or let them overwrite
+  // slots not on disk; ours is the truth, so it is put back every round.
+  if (pos != next_ || h.persisted.value.load(std::memory_order_seq_cst) != pos) {
     next_ = pos;
     // Publishes "everything below pos is on disk"; pairs with producers' and sync senders'
     // seq_cst loads.

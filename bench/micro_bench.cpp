@@ -52,7 +52,8 @@ std::string unique_queue_name() {
 // library's error message and ok() is false.
 class QueueFixture {
  public:
-  QueueFixture(benchmark::State& state, std::size_t max_payload, bool checksum = false)
+  QueueFixture(benchmark::State& state, std::size_t max_payload, bool checksum = false,
+               bool zero_copy = false)
       : name_(unique_queue_name()) {
     shmq::QueueOptions options;
     options.slot_count = kSlotCount;
@@ -69,7 +70,7 @@ class QueueFixture {
       state.SkipWithError(("producer: " + p.error().message()).c_str());
       return;
     }
-    auto c = q.value().consumer();
+    auto c = q.value().consumer(shmq::ConsumerOptions{.zero_copy = zero_copy});
     if (!c.ok()) {
       state.SkipWithError(("consumer: " + c.error().message()).c_str());
       return;
@@ -102,7 +103,8 @@ void fail(benchmark::State& state, const char* what, shmq::Status s) {
   state.SkipWithError((std::string(what) + ": " + std::string(shmq::to_string(s))).c_str());
 }
 
-// One message through the queue: try_send (copy in), try_receive (zero-copy), ack.
+// One message through the queue: try_send (copy in), try_receive (a checked copy, the
+// default; or zero-copy), ack.
 // The consumer half of every single-message benchmark: take the message, touch it, ack it.
 bool receive_and_ack(benchmark::State& state, QueueFixture& f, shmq::Message& m) {
   if (const auto s = f.consumer().try_receive(m); s != shmq::Status::ok) {
@@ -117,9 +119,9 @@ bool receive_and_ack(benchmark::State& state, QueueFixture& f, shmq::Message& m)
   return true;
 }
 
-void try_send_receive_ack(benchmark::State& state, bool checksum) {
+void try_send_receive_ack(benchmark::State& state, bool checksum, bool zero_copy = false) {
   const auto size = static_cast<std::size_t>(state.range(0));
-  QueueFixture f(state, size, checksum);
+  QueueFixture f(state, size, checksum, zero_copy);
   if (!f.ok()) return;
   const std::vector<std::byte> payload(size, std::byte{0x5a});
   shmq::Message m;
@@ -137,6 +139,13 @@ void try_send_receive_ack(benchmark::State& state, bool checksum) {
 // Arg: message size in bytes.
 void BM_TrySendReceiveAck(benchmark::State& state) { try_send_receive_ack(state, false); }
 BENCHMARK(BM_TrySendReceiveAck)->Arg(8)->Arg(64)->Arg(512)->Arg(4096);
+
+// What the default copied and checked receive costs (issue 11): compare with
+// BM_TrySendReceiveAck of the same size, whose consumer copies. Arg: message size.
+void BM_TrySendReceiveAckZeroCopy(benchmark::State& state) {
+  try_send_receive_ack(state, false, true);
+}
+BENCHMARK(BM_TrySendReceiveAckZeroCopy)->Arg(64)->Arg(4096);
 
 // What QueueOptions::checksum costs on the path itself (one hash on send, one on receive):
 // compare with BM_TrySendReceiveAck of the same size; with --benchmark_repetitions and

@@ -56,6 +56,24 @@ bool cycle(Producer& p, Consumer& c, int n) {
   return true;
 }
 
+// Receives (each within `each`) and acks until `got` holds `want` texts; false if a
+// receive timed out or an ack failed.
+bool receive_and_ack(Consumer& c, std::vector<std::string>& got, std::size_t want,
+                     std::chrono::milliseconds each) {
+  Message m;
+  while (got.size() < want) {
+    if (c.receive_for(m, each) != Status::ok) return false;
+    got.emplace_back(m.view());
+    if (c.ack(m) != Status::ok) return false;
+  }
+  return true;
+}
+
+std::vector<std::string> sorted(std::vector<std::string> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
 // Wild values for the cursor: far ahead, far behind, the ends of the range, and values
 // whose lap aliases a real position's (laps compare modulo 2^40, so a slot-word check alone
 // takes them for that position).
@@ -123,14 +141,8 @@ TEST(ScribbledDispatch, ACursorJustAheadOfTheTailDoesNotHideTheNextMessages) {
     dispatch_of(*q).store(t + 3);
     if (p.send("one") != Status::ok || p.send("two") != Status::ok) return 11;
     std::vector<std::string> got;
-    Message m;
-    for (int i = 0; i < 2; ++i) {
-      if (c.receive_for(m, 5s) != Status::ok) return 20 + i;
-      got.emplace_back(m.view());
-      if (c.ack(m) != Status::ok) return 22;
-    }
-    std::sort(got.begin(), got.end());
-    return got == std::vector<std::string>{"one", "two"} ? 0 : 23;
+    if (!receive_and_ack(c, got, 2, 5s)) return 20;
+    return sorted(got) == std::vector<std::string>{"one", "two"} ? 0 : 23;
   });
   EXPECT_EQ(wait_bounded(child, 30s), 0);
 }
@@ -245,16 +257,11 @@ TEST(ScribbledTail, AWatchdogReclaimingADeadMemberReturnsAndRedelivers) {
     if (p.send("after") != Status::ok) return 20;  // repairs the tail
     auto c = q->consumer().value();
     std::vector<std::string> got;
-    Message m;
     for (int i = 0; i < 200 && got.size() < 2; ++i) {
       (void)w->tick();
-      while (c.receive_for(m, 20ms) == Status::ok) {
-        got.emplace_back(m.view());
-        if (c.ack(m) != Status::ok) return 21;
-      }
+      (void)receive_and_ack(c, got, 2, 20ms);
     }
-    std::sort(got.begin(), got.end());
-    return got == std::vector<std::string>{"after", "held"} ? 0 : 22;
+    return sorted(got) == std::vector<std::string>{"after", "held"} ? 0 : 22;
   });
   EXPECT_EQ(wait_bounded(child, 30s), 0);
 }

@@ -528,6 +528,36 @@ TEST(Watchdog, RejectedMessageIsDeadLettered) {
   (void)Queue::remove(Queue::dead_letter_name(q.name()));
 }
 
+// Each expired message a consumer meets costs a send to the dead-letter queue: one call
+// dead-letters at most 64 of them, then says empty (busy inside), so that a backlog of
+// expired messages never keeps try_receive (or receive_for's deadline check) waiting on a
+// whole ring of them. The next calls go on; nothing is lost.
+TEST(Watchdog, AConsumerDeadLettersABoundedNumberOfExpiredMessagesPerCall) {
+  ScopedQueue q("wd-ttl-bound", {.slot_count = 512, .ttl = 1ms});
+  const pid_t child = test::spawn([&] {
+    set_embedded_watchdog(false);  // only the consumer dead-letters here
+    auto p = q->producer().value();
+    for (int i = 0; i < 200; ++i)
+      if (p.send("old") != Status::ok) return 10;
+    const std::uint64_t sent = detail::monotonic_coarse_ns();
+    while (detail::monotonic_coarse_ns() < sent + 20'000'000) std::this_thread::yield();
+    auto c = q->consumer().value();
+    auto dlq = Queue::open(Queue::dead_letter_name(q.name()));
+    Message m;
+    if (c.try_receive(m) != Status::empty) return 11;
+    if (!dlq.ok() || dlq->stats().ready != 64) return 12;
+    int calls = 1;
+    while (dlq->stats().ready < 200 && calls < 10) {
+      if (c.try_receive(m) != Status::empty) return 13;
+      ++calls;
+    }
+    if (dlq->stats().ready != 200 || calls != 4) return 14;
+    if (p.send("fresh") != Status::ok) return 15;
+    return c.try_receive(m) == Status::ok && m.view() == "fresh" ? 0 : 16;
+  });
+  EXPECT_EQ(test::wait_bounded(child, 30s), 0);
+}
+
 TEST(Watchdog, ExpiredMessagesAreDeadLetteredByConsumersAndByTheWatchdog) {
   ScopedQueue q("wd-ttl", {.ttl = 1ms});
   auto p = q->producer().value();

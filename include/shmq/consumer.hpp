@@ -178,7 +178,10 @@ class Consumer {
   // ended without finding one, call again (after checking the deadline and interrupt).
   enum class Poll { got, empty, busy };
   Poll poll(Message& out);
-  bool scan_requeued(Message& out);
+  // got: `out` holds a message; none: nothing requeued is due; busy: it dead-lettered as
+  // many messages as one call may (kMaxDivertedPerPoll), there may be more.
+  enum class Scan { got, none, busy };
+  Scan scan_requeued(Message& out, int& diverted);
   // taken: `out` holds the delivery; lost: the slot changed while it was copied; corrupt:
   // it fails its checksum (checksummed queue), not delivered.
   enum class Fill { taken, lost, corrupt };

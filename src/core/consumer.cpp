@@ -27,6 +27,13 @@ using Clock = std::chrono::steady_clock;
 using detail::bump;
 using detail::deadline_after;
 
+namespace {
+// Messages one poll() may dead-letter (max deliveries, TTL, a failed checksum) before it
+// returns busy: each is a send to the dead-letter queue, and a backlog of expired messages
+// must not keep one try_receive or receive_for(10 ms) from its caller's deadline.
+constexpr int kMaxDivertedPerPoll = 64;
+}  // namespace
+
 
 Consumer::Consumer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member,
                    const ConsumerOptions& options)
@@ -282,7 +289,7 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
 // map plus one look per marked slot, not a walk of the window [tail - N, dispatch). Marked
 // slots are visited in position order from the bottom of the window. Notes the earliest
 // delayed message not yet due in next_due_ns_.
-bool Consumer::scan_requeued(Message& out) {
+Consumer::Scan Consumer::scan_requeued(Message& out, int& diverted) {
   detail::Segment& seg = *seg_;
   detail::SegmentHeader& h = seg.header();
   const std::uint32_t shift = seg.slot_shift();
@@ -324,7 +331,8 @@ bool Consumer::scan_requeued(Message& out) {
       // Ours now, dead-lettered, or taken by another consumer: clear the bit (a message
       // requeued again meanwhile, or requeued by a failed dead-lettering, is marked again).
       map.unmark(i);
-      if (c == Claim::taken) return true;
+      if (c == Claim::taken) return Scan::got;
+      if (c == Claim::diverted && ++diverted >= kMaxDivertedPerPoll) return Scan::busy;
     }
   }
   // Not marked, yet behind dispatch: a ready message that the cursor passed without a
@@ -337,9 +345,9 @@ bool Consumer::scan_requeued(Message& out) {
     const std::uint64_t w = seg.slot(pos).word.load(std::memory_order_seq_cst);
     if (word_state(w) == SlotState::ready && word_lap(w) == detail::lap_of(pos, shift) &&
         claim_at(pos, w, out) == Claim::taken)
-      return true;
+      return Scan::got;
   }
-  return false;
+  return Scan::none;
 }
 
 namespace {
@@ -384,13 +392,16 @@ bool repair_dispatch(detail::Segment& seg, std::uint64_t d, std::uint64_t t) {
 // a consumer that did; the 64 allow for positions produced while we walk.
 Consumer::Poll Consumer::poll(Message& out) {
   detail::Segment& seg = *seg_;
+  int diverted = 0;  // messages dead-lettered by this call (each costs a send to the DLQ)
   detail::SegmentHeader& h = seg.header();
   const std::uint64_t epoch = h.requeue_epoch.value.load(std::memory_order_seq_cst);
   if (epoch != seen_requeue_epoch_ ||
       (next_due_ns_ != UINT64_MAX && detail::monotonic_coarse_ns() >= next_due_ns_)) {
     // Found one: scan again next time, there may be more. Found none: requeues after our
     // load of `epoch` bump it again, so we scan again when that happens.
-    if (scan_requeued(out)) return Poll::got;
+    const Scan found = scan_requeued(out, diverted);
+    if (found == Scan::got) return Poll::got;
+    if (found == Scan::busy) return Poll::busy;  // the epoch stays unseen: scanned again
     seen_requeue_epoch_ = epoch;
   }
   const std::uint32_t shift = seg.slot_shift();
@@ -429,6 +440,7 @@ Consumer::Poll Consumer::poll(Message& out) {
           h.dispatch.value.compare_exchange_strong(expected, d + word_aux(w),
                                                    std::memory_order_seq_cst);
           if (c == Claim::taken) return Poll::got;
+          if (c == Claim::diverted && ++diverted >= kMaxDivertedPerPoll) return Poll::busy;
           continue;
         }
         if (word_aux(w) < 1 || word_aux(w) > seg.max_fragments())

@@ -81,6 +81,24 @@ std::vector<std::string> drain(Consumer& c, std::vector<std::uint32_t>* counts =
   return got;
 }
 
+// An elected watchdog beats once a tick, and a standby takes over from one whose beat is
+// older than the takeover time (1 s by pid, the heartbeat timeout in heartbeat mode): ticks
+// that far apart made the role change hands between them. Refused, with the bound in the
+// message; the embedded watchdog of a queue with a short heartbeat timeout ticks faster.
+TEST(Watchdog, AnIntervalAsLongAsTheTakeoverTimeIsRefused) {
+  ScopedQueue q("wd-interval");
+  auto bad = Watchdog::attach(*q, {.interval = 600ms});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code(), Errc::invalid_argument);
+  EXPECT_NE(bad.error().message().find("500 ms"), std::string::npos) << bad.error().message();
+  EXPECT_TRUE(Watchdog::attach(*q, {.interval = 500ms}).ok());
+  ScopedQueue hb("wd-interval-hb", {.heartbeat_liveness = true, .heartbeat_timeout = 40ms});
+  EXPECT_FALSE(Watchdog::attach(*hb, {.interval = 21ms}).ok());
+  EXPECT_TRUE(Watchdog::attach(*hb, {.interval = 20ms}).ok());
+  ScopedQueue tiny("wd-interval-tiny", {.heartbeat_liveness = true, .heartbeat_timeout = 4ms});
+  EXPECT_TRUE(Watchdog::attach(*tiny).ok());  // the default, shortened to 1 ms
+}
+
 TEST(Watchdog, KilledConsumersMessagesAreRedeliveredToAnother) {
   ScopedQueue q("wd-deadcons");
   auto p = q->producer().value();

@@ -33,6 +33,9 @@ class Segment;
 
 struct WatchdogOptions {
   // Time between ticks of the background thread (start()) while this watchdog is elected.
+  // At most half the takeover time (1 s by pid; the heartbeat timeout in heartbeat mode):
+  // attach refuses a longer one, and shortens the default to fit a heartbeat timeout below
+  // 10 ms.
   std::chrono::milliseconds interval{5};
   // Time between ticks while another watchdog is elected (0: the same as interval). A
   // standby only checks that the elected one's process lives.

@@ -776,9 +776,24 @@ Result<Watchdog> Watchdog::attach_segment(std::shared_ptr<detail::Segment> segme
                                           const WatchdogOptions& options) {
   if (options.interval.count() <= 0 || options.standby_interval.count() < 0)
     return Error(Errc::invalid_argument, "watchdog interval must be above 0 ms");
+  // An elected watchdog beats once a tick: ticks as far apart as the takeover time would
+  // have standbys take the role over between them, again and again.
+  const std::uint64_t takeover_ms = segment && segment->heartbeat_liveness()
+                                        ? segment->heartbeat_timeout_ms()
+                                        : kWatchdogTakeoverMs;
+  const std::uint64_t most = std::max<std::uint64_t>(1, takeover_ms / 2);
+  WatchdogOptions o = options;
+  if (std::uint64_t(o.interval.count()) > most && o.interval <= WatchdogOptions{}.interval) {
+    // The default (or shorter) on a queue whose heartbeat timeout is a few ms: shortened.
+    o.interval = std::chrono::milliseconds(std::max<std::uint64_t>(1, takeover_ms / 4));
+  }
+  if (std::uint64_t(o.interval.count()) > most)
+    return Error(Errc::invalid_argument,
+                 "watchdog interval must be at most half the takeover time (" +
+                     std::to_string(most) + " ms on this queue)");
   auto m = detail::register_member_repairing(segment, Role::watchdog);
   if (!m.ok()) return m.error();
-  return Watchdog(std::make_unique<Impl>(std::move(segment), m.value(), options));
+  return Watchdog(std::make_unique<Impl>(std::move(segment), m.value(), o));
 }
 
 namespace detail {

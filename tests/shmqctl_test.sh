@@ -234,7 +234,7 @@ check "all 500 generated messages arrive, 40 bytes each" \
 { echo ok-line; head -c 100 /dev/zero | tr '\0' x; echo; echo never; } >"$work/long"
 expect_error "produce: a line over the max message size fails naming it" 1 "line 2 " \
   "$ctl" produce "$q1" <"$work/long"
-expect_ok "... lines before it were sent" "$ctl" consume "$q1" --timeout-ms 100
+expect_ok "... lines before it were sent" "$ctl" consume "$q1" --timeout-ms 1000
 check "... and only those" test "$out" = ok-line
 
 # --- dead letters ------------------------------------------------------------------------
@@ -353,7 +353,7 @@ check "produce with stdout closed sends (exit 0)" test $? -eq 0
 rc=$?
 check "produce with stdin and stdout closed: exit 1, one line naming stdin" \
   test "$rc" -eq 1 -a "$(wc -l <"$work/err")" -eq 1 -a -n "$(grep 'reading standard input' "$work/err")"
-expect_ok "... the queue still works: consume the four" "$ctl" consume "$q6" --timeout-ms 100
+expect_ok "... the queue still works: consume the four" "$ctl" consume "$q6" --count 4 --timeout-ms 10000
 check "... in order, once each" test "$(printf '%s' "$out" | tr '\n' ' ')" = "one two three four"
 expect_ok "stat with stderr closed still works" "$ctl" stat "$q6" 2>&-
 

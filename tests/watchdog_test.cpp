@@ -99,6 +99,50 @@ TEST(Watchdog, AnIntervalAsLongAsTheTakeoverTimeIsRefused) {
   EXPECT_TRUE(Watchdog::attach(*tiny).ok());  // the default, shortened to 1 ms
 }
 
+// A producer whose claim the watchdog repairs (stalled past the claim timeout: a hole)
+// sends again at a new position. If every claim is repaired, a try_send must still not
+// block: it gives up after 4 repaired claims with `full` (it used to retry for ever). Here
+// the producer stops itself (SIGSTOP) before each publish and the test repairs the claim.
+TEST(Watchdog, ATrySendWhoseClaimsAreAllRepairedReturns) {
+  ScopedQueue q("wd-repaired-claims", {.claim_timeout = 1ms});
+  const pid_t child = spawn([&] {
+    set_embedded_watchdog(false);
+    auto p = q->producer().value();
+    detail::arm_stop_point_every("producer.before_publish");
+    return p.try_send("x") == Status::full ? 0 : 1;
+  });
+  struct Reap {  // a failed assertion must not leave the child stopped for ever
+    pid_t pid;
+    bool done = false;
+    ~Reap() {
+      if (!done) {
+        ::kill(pid, SIGKILL);
+        (void)test::wait_exit(pid);
+      }
+    }
+  } reap{child};
+  auto w = Watchdog::attach(*q).value();
+  int stops = 0;
+  int status = 0;
+  for (;;) {
+    ASSERT_EQ(::waitpid(child, &status, WUNTRACED), child);
+    reap.done = !WIFSTOPPED(status);
+    if (!WIFSTOPPED(status)) break;
+    ++stops;
+    ASSERT_LE(stops, 8) << "try_send kept sending again";
+    // Repair its claim: a hole once the claim is older than the claim timeout.
+    std::uint64_t repaired = 0;
+    const std::uint64_t since = detail::monotonic_coarse_ns();
+    while (repaired == 0 && detail::monotonic_coarse_ns() < since + 5'000'000'000)
+      repaired += w.tick().holes_repaired;
+    ASSERT_EQ(repaired, 1u);
+    ::kill(child, SIGCONT);
+  }
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(stops, 5);  // the first claim and four more
+}
+
 TEST(Watchdog, KilledConsumersMessagesAreRedeliveredToAnother) {
   ScopedQueue q("wd-deadcons");
   auto p = q->producer().value();

@@ -15,6 +15,8 @@ void arm_crash_point(const char* name, unsigned countdown) noexcept;
 void crash_point(const char* name) noexcept;
 // The same, but the process stops itself there (SIGSTOP): a test resumes it with SIGCONT.
 void arm_stop_point(const char* name, unsigned countdown) noexcept;
+// Stops the process every time it passes `name` (until armed otherwise).
+void arm_stop_point_every(const char* name) noexcept;
 
 }  // namespace shmq::detail
 

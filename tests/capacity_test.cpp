@@ -3,7 +3,10 @@
 // held message blocks the producers that lap it until its lease ends (the README's capacity
 // rule). Every send here is a try_send: "never blocks" is asserted as "never full" while
 // the ring has a free slot, not timed.
+#include <atomic>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -63,6 +66,67 @@ struct Case {
   std::size_t parked_size;          // the delayed/requeued message's size
   std::vector<std::size_t> sizes;   // the churn's message sizes, cycled
 };
+
+// Producers lapping requeued and delayed messages while consumers race them for the same
+// slots (a consumer's ready -> held CAS at the old lap against the producer's relocation
+// CAS): every message is acked exactly once, with its own bytes. Threads of one process;
+// the bound is the test's own (a deadline on every wait), not a timing assertion.
+TEST(Capacity, RelocationRacingConsumersLosesAndDoublesNothing) {
+  constexpr std::uint32_t kSlots = 16;
+  constexpr std::uint64_t kPerProducer = 6000;
+  constexpr int kProducers = 2, kConsumers = 2;
+  ScopedQueue q("cap-race", {.slot_count = kSlots, .checksum = true});
+  std::vector<std::atomic<std::uint32_t>> acked(kProducers * kPerProducer);
+  std::atomic<std::uint64_t> total{0};
+  std::atomic<bool> failed{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kProducers; ++t)
+    threads.emplace_back([&, t] {
+      auto p = q->producer().value();
+      for (std::uint64_t i = 0; i < kPerProducer && !failed; ++i) {
+        const std::uint64_t id = t * kPerProducer + i;
+        if (p.send_for(as_bytes(body(id, 12)), 20s, id + 1) != Status::ok) failed = true;
+      }
+    });
+  for (int t = 0; t < kConsumers; ++t)
+    threads.emplace_back([&, t] {
+      auto c = q->consumer().value();
+      std::uint64_t n = 0;
+      while (total.load() < kProducers * kPerProducer && !failed) {
+        Message m;
+        const Status st = c.receive_for(m, 50ms);
+        if (st == Status::timeout) continue;
+        if (st != Status::ok || m.id() == 0 || m.id() > kProducers * kPerProducer ||
+            text(m) != body(m.id() - 1, 12)) {
+          failed = true;
+          break;
+        }
+        ++n;
+        // Every 5th delivery goes back (requeue, or a short delay), at most 3 times each.
+        if (n % 5 == 0 && m.delivery_count() < 3) {
+          const Status r = (n + t) % 2 == 0 ? c.nack(m) : c.nack_after(m, 1ms);
+          if (r != Status::ok) failed = true;
+          continue;
+        }
+        if (c.ack(m) != Status::ok) {
+          failed = true;
+          break;
+        }
+        acked[m.id() - 1].fetch_add(1);
+        total.fetch_add(1);
+      }
+    });
+  // Bounded: if anything wedges, the consumers' loop ends when `failed` is set.
+  const auto give_up = std::chrono::steady_clock::now() + 120s;
+  while (total.load() < kProducers * kPerProducer && !failed &&
+         std::chrono::steady_clock::now() < give_up)
+    std::this_thread::sleep_for(10ms);  // the main thread only watches the bound
+  if (total.load() < kProducers * kPerProducer) failed = true;
+  for (auto& th : threads) th.join();
+  ASSERT_FALSE(failed);
+  for (std::size_t i = 0; i < acked.size(); ++i) ASSERT_EQ(acked[i].load(), 1u) << "id " << i + 1;
+  EXPECT_EQ(q->stats().corrupt, 0u);
+}
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 

@@ -65,18 +65,21 @@ bool tail_out_of_range(const detail::Segment& seg, std::uint64_t t, std::uint64_
 // relocate instead of waiting for it (issue 11): the previous lap's head (position
 // pos - N), ready or delayed, that dispatch has passed (a requeue, a delayed retry). A ready
 // message dispatch has not reached yet is not moved: the ring is full of undelivered
-// messages, and the producer waits (backpressure). Not on durable queues (see
-// docs/design_notes.md, note 19).
+// messages, and the producer waits (backpressure). On a durable queue the message must be
+// on disk at its old position first (the same rule as a claim of the slot): the persister
+// then journals the old position's ack only once the new one is logged (persister.cpp).
 bool relocatable(const detail::Segment& seg, std::uint64_t pos, std::uint64_t c) {
   const SlotState st = word_state(c);
   if (st != SlotState::ready && st != SlotState::delayed) return false;
-  if (seg.durable()) return false;
   const std::uint64_t n = seg.slot_count();
   if (pos < n || detail::lap_diff(word_lap(c), detail::lap_of(pos, seg.slot_shift())) != -1)
     return false;
   const std::uint32_t k = word_aux(c);
   if (k < 1 || k > seg.max_fragments()) return false;
-  return pos - n < seg.header().dispatch.value.load(std::memory_order_seq_cst);
+  const detail::SegmentHeader& h = seg.header();
+  if (seg.durable() && h.persisted.value.load(std::memory_order_seq_cst) < pos - n + k)
+    return false;
+  return pos - n < h.dispatch.value.load(std::memory_order_seq_cst);
 }
 
 }  // namespace

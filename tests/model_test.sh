@@ -98,6 +98,10 @@ run consumers pass "" -DNP=1 -DNC=2 -DNW=2 -DNRECV=2 -DNR=3
 # a member acting on a slot that another incarnation of its row made. Breadth first, so the
 # counterexample printed is a shortest one.
 run no-fence fail "-DBFS" -DNP=1 -DNC=2 -DNW=1 -DFENCE=0
+# Relocation (issue 11): one slot and two producers, so that a send finds no free slot and
+# moves the ready message out of its way; and the same with a move that loses the message.
+run relocation pass "" -DNS=1 -DNP=2 -DNC=1 -DNW=1 -DNR=3 -DEVICT=1
+run relocation-loses fail "-DBFS" -DNS=1 -DNP=2 -DNC=1 -DNW=1 -DNR=3 -DEVICT=1 -DRELOCATE_LOSES=1
 
 echo "model_test: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

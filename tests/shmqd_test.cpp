@@ -219,6 +219,42 @@ TEST(Shmqd, RebootRedeliversEveryConfirmedUnackedMessageAndNoAckedOne) {
   (void)Queue::remove(name);
 }
 
+// Issue 11 end to end: a delayed message of a durable queue does not make the producers
+// that lap it wait (they relocate it, once it is on disk), and after a kill -9 of shmqd and
+// a reboot it comes back: the log never has it acked at every position it moved through.
+TEST(Shmqd, DelayedMessageOfADurableQueueIsRelocatedAndSurvivesAReboot) {
+  TempDir dir;
+  const std::string name = unique_name("reloc");
+  constexpr std::uint32_t kSlots = 8;
+  {
+    auto q = Queue::create(name, durable(dir.path(), Durability::async, kSlots)).value();
+    Daemon d(dir.path(), name, dir.path() + "/shmqd.log");
+    ASSERT_TRUE(d.wait_for("persisting", 2));
+    auto p = q.producer().value();
+    auto c = q.consumer().value();
+    ASSERT_EQ(p.send_for(as_bytes("parked"), 10s, 7777), Status::ok);
+    Message m;
+    ASSERT_EQ(c.receive_for(m, 5s), Status::ok);
+    ASSERT_EQ(c.nack_after(m, 1h), Status::ok);
+    for (std::uint64_t i = 1; i <= 10 * kSlots; ++i) {
+      ASSERT_EQ(p.send_for(as_bytes("m" + std::to_string(i)), 10s, i), Status::ok) << i;
+      ASSERT_EQ(c.receive_for(m, 5s), Status::ok);
+      ASSERT_EQ(m.id(), i);
+      ASSERT_EQ(c.ack(m), Status::ok);
+    }
+    d.kill9();
+  }
+  ASSERT_TRUE(Queue::remove(name).ok());
+  Daemon d(dir.path(), name, dir.path() + "/shmqd2.log");
+  ASSERT_TRUE(d.wait_for("recovered messages republished")) << d.log_text();
+  auto q = Queue::open(name).value();
+  const Received r = drain(q);
+  EXPECT_TRUE(r.ids.contains(7777)) << d.log_text();
+  // Acks not yet journalled at the kill may come back (async): a ring or two of them.
+  EXPECT_LE(r.ids.size(), 1 + 2 * kSlots);
+  (void)Queue::remove(name);
+}
+
 // Issue 9.1: a crash of shmqd at any step of rebuild -> republish -> sync -> checkpoint,
 // then a restart that reattaches, then it is killed again, then a second reboot: every
 // confirmed unacked message comes back, and no acked one.

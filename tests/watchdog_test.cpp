@@ -246,6 +246,57 @@ TEST(Watchdog, ConsumerKilledHalfwayThroughALargeAckIsFinished) {
   EXPECT_EQ(drain(c).size(), 8u);  // and the acked one is not delivered again
 }
 
+// A producer killed in the middle of relocating a requeued message (issue 11) leaves it
+// relocating (or relocated but not marked): the watchdog finishes the move, and the message
+// is delivered as it was (bytes, id, count; a checksummed queue's seal valid for the new
+// position, so it is not taken for corrupt), its three slots moved whole.
+class DeadRelocator : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(DeadRelocator, MessageIsStillDeliveredUnchanged) {
+  ScopedQueue q("wd-reloc", {.slot_count = 8,
+                             .slot_size = 128,
+                             .max_message_size = 300,
+                             .checksum = true});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  const std::string parked(150, 'P');  // 3 slots
+  ASSERT_EQ(p.send(parked, 77), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  ASSERT_EQ(c.nack(m), Status::ok);  // ready at 0, behind dispatch
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(p.try_send("x"), Status::ok);  // positions 3..7
+  std::vector<Message> got(6);  // the requeued message first, then the five
+  for (Message& f : got) ASSERT_EQ(c.try_receive(f), Status::ok);
+  ASSERT_EQ(got[0].id(), 77u);
+  for (int i = 1; i < 6; ++i) ASSERT_EQ(c.ack(got[i]), Status::ok);
+  ASSERT_EQ(c.nack(got[0]), Status::ok);  // behind dispatch (8) again, every other slot free
+  const char* point = GetParam();
+  const pid_t child = spawn([&] {
+    auto pr = Queue::open(q.name())->producer().value();
+    detail::arm_crash_point(point, 1);
+    (void)pr.try_send("new");  // laps the requeued message at 0: relocates it to 8
+    return 2;
+  });
+  EXPECT_EQ(wait_exit(child), 128 + SIGKILL);
+  auto w = Watchdog::attach(*q).value();
+  for (int i = 0; i < 3; ++i) w.tick();
+  Message again;
+  ASSERT_EQ(c.receive_for(again, 10s), Status::ok);
+  EXPECT_EQ(again.view(), parked);
+  EXPECT_EQ(again.id(), 77u);
+  EXPECT_EQ(again.delivery_count(), 3u);
+  EXPECT_EQ(again.position(), 8u);
+  ASSERT_EQ(c.ack(again), Status::ok);
+  Message none;
+  EXPECT_EQ(c.try_receive(none), Status::empty);
+  EXPECT_EQ(q->stats().corrupt, 0u);
+  // Its slots are whole again: the ring takes eight one-slot messages.
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(p.try_send("y"), Status::ok) << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(Watchdog, DeadRelocator,
+                         ::testing::Values("producer.after_relocate", "relocate.before_mark"));
+
 class DeadProducer : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(DeadProducer, HoleIsRepairedAndConsumersGoOn) {

@@ -33,6 +33,13 @@
  *   EVICT         evictions of live members per run (255: any number).
  *   STALE         1: watchdogs reclaim from a row word read steps before. 0: no such
  *                 watchdogs; the one-step repairs also reclaim, from a fresh read.
+ *   RELOCATE      relocations per producer (issue 11, transitions 12 and 13): a producer
+ *                 that finds no free slot moves a ready message out of its way (ready ->
+ *                 relocating(r, g), then anyone: relocating -> ready) and tries again.
+ *                 Without laps the move changes no position; what is checked is that the
+ *                 step in between, which a consumer's claim races and a crash may leave,
+ *                 loses and doubles nothing. 0: no relocation. RELOCATE_LOSES 1: the
+ *                 move publishes the slot free instead of ready (must fail).
  */
 
 #ifndef FENCE
@@ -89,6 +96,12 @@
 #ifndef RELEASING
 #define RELEASING 1   /* acks go through releasing (a message of k > 1 slots) */
 #endif
+#ifndef RELOCATE
+#define RELOCATE 1
+#endif
+#ifndef RELOCATE_LOSES
+#define RELOCATE_LOSES 0
+#endif
 #ifndef EVICT
 #define EVICT 255   /* evictions of live members (heartbeat misjudgments); 255: any number */
 #endif
@@ -104,6 +117,7 @@
 #define S_HELD      3
 #define S_SKIPPED   4
 #define S_RELEASING 5
+#define S_RELOCATING 6
 #define NOROW       3
 
 #define W(st, row, tag) ((st) | ((row) << 3) | ((tag) << 5))
@@ -199,7 +213,8 @@ byte misjudged;            /* evictions of live members so far */
      do \
      :: gj < NS -> \
         if \
-        :: msg[gj] == gi && (ST(slot[gj]) == S_READY || ST(slot[gj]) == S_HELD) -> gc++ \
+        :: msg[gj] == gi && (ST(slot[gj]) == S_READY || ST(slot[gj]) == S_HELD || \
+                             ST(slot[gj]) == S_RELOCATING) -> gc++ \
         :: else -> skip \
         fi; \
         gj++ \
@@ -227,6 +242,11 @@ byte misjudged;            /* evictions of live members so far */
 #define QUARANTINE(s, w)   slot[s] = W(S_SKIPPED, OWN(w), TAG(w))
 #define RELEASE_SKIPPED(s) slot[s] = FREE_W; msg[s] = 0; creator[s] = 0
 #define FINISH_RELEASE(s)  slot[s] = FREE_W; msg[s] = 0
+#if RELOCATE_LOSES
+#define FINISH_RELOCATION(s) slot[s] = FREE_W; CHECK_INV   /* broken on purpose: must fail */
+#else
+#define FINISH_RELOCATION(s) slot[s] = READY_W; CHECK_INV
+#endif
 #define SAY_SLOT(what, i) SAY(what, _pid, WHY, i, OWN(slot[i]), TAG(slot[i]))
 
 /* Narration for counterexamples (spin -t prints it; the verifier ignores it). */
@@ -316,11 +336,11 @@ byte misjudged;            /* evictions of live members so far */
   :: else -> skip \
   fi; \
   DIES
-#define END members--; r = 0; g = 0; s = 0; i = 0; resends = 0; goto end_parked
+#define END members--; r = 0; g = 0; s = 0; i = 0; resends = 0; relocs = 0; goto end_parked
 #define WHO 'P'
 
 proctype producer(byte p) {
-  byte r, g, s, i, resends;
+  byte r, g, s, i, resends, relocs;
 
   REGISTER_MEMBER;
 send:
@@ -336,6 +356,17 @@ send:
        :: ST(slot[0]) == S_FREE -> s = 0
 #if NS > 1
        :: ST(slot[1]) == S_FREE -> s = 1
+#endif
+#if RELOCATE
+       /* relocation (12): ready -> relocating(r, g), the CAS a consumer's claim races */
+       :: relocs < RELOCATE && ST(slot[0]) == S_READY ->
+          s = 0; slot[0] = W(S_RELOCATING, r, g); relocs++;
+          SAY("P%d relocates message %d in slot 0\n", _pid, msg[0]); goto relocated
+#if NS > 1
+       :: relocs < RELOCATE && ST(slot[1]) == S_READY ->
+          s = 1; slot[1] = W(S_RELOCATING, r, g); relocs++;
+          SAY("P%d relocates message %d in slot 1\n", _pid, msg[1]); goto relocated
+#endif
 #endif
        :: else -> i++; resends = 0; goto send   /* full: this send fails, nothing was sent */
        fi;
@@ -388,6 +419,20 @@ send:
        :: resends < RESEND -> resends++
        :: else -> i++; resends = 0
        fi;
+       s = 0
+     }
+  fi;
+  goto send;
+relocated:
+  if
+  OR_CRASH
+  :: d_step {   /* finish_relocation (13): anyone may do it, from the exact word */
+       if
+       :: slot[s] == W(S_RELOCATING, r, g) -> FINISH_RELOCATION(s);
+          SAY("P%d finishes the relocation of slot %d: ready\n", _pid, s)
+       :: else -> skip
+       fi;
+       CHECK_INV;
        s = 0
      }
   fi;
@@ -540,6 +585,11 @@ proctype repairs() {
 #if NS > 1
   :: atomic { slot[1] == RELEASING_W -> FINISH_RELEASE(1); SAY("W%d finishes the release of slot 1\n", _pid) }
 #endif
+  /* a relocation whose producer died or stalled (13): finished by anyone, at any time */
+  :: atomic { ST(slot[0]) == S_RELOCATING -> FINISH_RELOCATION(0); SAY("W%d finishes the relocation of slot 0\n", _pid) }
+#if NS > 1
+  :: atomic { ST(slot[1]) == S_RELOCATING -> FINISH_RELOCATION(1); SAY("W%d finishes the relocation of slot 1\n", _pid) }
+#endif
   :: atomic { OWNED(slot[0]) && ORPHAN(rw[OWN(slot[0])], slot[0]) && REPAIRABLE(0) -> REPAIR(0) }
 #if NS > 1
   :: atomic { OWNED(slot[1]) && ORPHAN(rw[OWN(slot[1])], slot[1]) && REPAIRABLE(1) -> REPAIR(1) }
@@ -686,6 +736,7 @@ proctype watchdogs() {
           :: ST(w) == S_SKIPPED -> RELEASE_SKIPPED(s) \
           fi \
        :: w == RELEASING_W -> FINISH_RELEASE(s) \
+       :: ST(w) == S_RELOCATING -> FINISH_RELOCATION(s) \
        :: else -> skip \
        fi; \
        s++ \

@@ -70,7 +70,8 @@ std::vector<BrowsedMessage> Queue::browse(std::size_t max_count, bool include_in
         m.state = BrowsedMessage::State::delayed;
       } else {
         // Skip over the continuations of a multi-slot message that is not shown.
-        if (st == SlotState::held || st == SlotState::delayed || st == SlotState::claimed)
+        if (st == SlotState::held || st == SlotState::delayed || st == SlotState::claimed ||
+            detail::is_relocating(st))
           step = std::max<std::uint64_t>(1, std::min<std::uint64_t>(detail::word_aux(w), n));
         break;
       }

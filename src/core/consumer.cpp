@@ -452,7 +452,11 @@ Consumer::Poll Consumer::poll(Message& out) {
       case SlotState::skipped:
       case SlotState::releasing:
       case SlotState::releasing_skipped:
-        // Taken by someone else, or a hole: skip the whole message.
+      case SlotState::relocating:
+      case SlotState::relocating_delayed:
+        // Taken by someone else, or a hole: skip the whole message. A message being
+        // relocated here is marked in the requeue map when its move is finished, and found
+        // there (its relocator, or the watchdog for a dead one, finishes it).
         h.dispatch.value.compare_exchange_strong(
             expected, d + std::clamp<std::uint32_t>(word_aux(w), 1, seg.max_fragments()),
             std::memory_order_seq_cst);

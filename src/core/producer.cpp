@@ -65,6 +65,27 @@ bool tail_out_of_range(const detail::Segment& seg, std::uint64_t t, std::uint64_
   return last > t || ((t - last) >> seg.slot_shift()) > detail::kLapMask;
 }
 
+// True if the slot word `c` of position `pos` holds a message the producer at `pos` may
+// relocate instead of waiting for it (issue 11): the previous lap's head (position
+// pos - N), ready or delayed, that dispatch has passed (a requeue, a delayed retry). A ready
+// message dispatch has not reached yet is not moved: the ring is full of undelivered
+// messages, and the producer waits (backpressure). On a durable queue the message must be
+// on disk at its old position first (the same rule as a claim of the slot): the persister
+// then journals the old position's ack only once the new one is logged (persister.cpp).
+bool relocatable(const detail::Segment& seg, std::uint64_t pos, std::uint64_t c) {
+  const SlotState st = word_state(c);
+  if (st != SlotState::ready && st != SlotState::delayed) return false;
+  const std::uint64_t n = seg.slot_count();
+  if (pos < n || detail::lap_diff(word_lap(c), detail::lap_of(pos, seg.slot_shift())) != -1)
+    return false;
+  const std::uint32_t k = word_aux(c);
+  if (k < 1 || k > seg.max_fragments()) return false;
+  const detail::SegmentHeader& h = seg.header();
+  if (seg.durable() && h.persisted.value.load(std::memory_order_seq_cst) < pos - n + k)
+    return false;
+  return pos - n < h.dispatch.value.load(std::memory_order_seq_cst);
+}
+
 }  // namespace
 
 Producer::Producer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member)
@@ -172,6 +193,10 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
   };
   // A tail value the ring was found to agree with (repair_tail left it): not scanned again.
   std::optional<std::uint64_t> ring_agrees;
+  // Messages moved out of our way (and padding holes) in this call: at most a lap's worth.
+  // Past that the ring holds N messages in flight (all requeued or delayed): it is full,
+  // and we wait as for any full ring instead of moving them round again.
+  std::uint64_t relocations = 0;
   for (;;) {
     const std::uint64_t t = h.tail.value.load(std::memory_order_seq_cst);
     const std::uint64_t lap = detail::lap_of(t, shift);
@@ -195,6 +220,7 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
     } else if (d == 0 && detail::is_free(word_state(w))) {
       // Every continuation slot must be free for its own lap too.
       bool helped = false;
+      bool pad = false;
       for (std::uint32_t j = 1; j < k && !full; ++j) {
         const std::uint64_t q = t + j;
         const std::uint64_t c = seg.slot(q).word.load(std::memory_order_seq_cst);
@@ -207,9 +233,23 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
           helped = true;
           break;
         }
+        // A requeued or delayed message of the previous lap inside our span: it cannot move
+        // into our own message. Pad position t (claim it, give it back as a hole) and
+        // relocate that message when the tail reaches it.
+        if (relocations < n && relocatable(seg, q, c)) pad = true;
       }
       // After helping, look again; if that did not free them (a scribbled word), wait.
       if (helped) full = !all_free(seg, t, k);
+      if (pad && !helped &&
+          !(seg.durable() && h.persisted.value.load(std::memory_order_seq_cst) + n < t + 1) &&
+          word.compare_exchange_strong(w, make_word(lap, SlotState::claimed, owner_, 1),
+                                       std::memory_order_seq_cst)) {
+        std::uint64_t expected = t;
+        h.tail.value.compare_exchange_strong(expected, t + 1, std::memory_order_seq_cst);
+        (void)detail::release_claim(seg, t, owner_, 1);  // claimed(t) -> free_skipped
+        ++relocations;
+        if (again()) continue;
+      }
       // Durable queues: the slots' previous messages must be on disk before we reuse them.
       // Written without a sum that wraps: a `persisted` scribbled near 2^64 made "+ n" wrap
       // and every slot look taken. One out of [t + k - n, t] (scribbled: it may claim the
@@ -263,6 +303,24 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
       if (d == -1 && is_releasing(w)) {
         detail::finish_release(seg, t - n, w);
         if (word.load(std::memory_order_seq_cst) != w && again()) continue;
+      } else if (relocations < n && relocatable(seg, t, w)) {
+        // A requeued or delayed message of the previous lap that dispatch has passed: move
+        // it to position t (a claim of t on its behalf, transition 12), move the tail past
+        // it as after any claim, publish it there (13), and go on to the next position.
+        if (detail::try_relocate(seg, t, w, owner_)) {
+          const std::uint32_t kk = word_aux(w);
+          const std::uint64_t moving = make_word(
+              lap,
+              word_state(w) == SlotState::ready ? SlotState::relocating
+                                                : SlotState::relocating_delayed,
+              owner_, kk);
+          SHMQ_CRASH_POINT("producer.after_relocate");
+          std::uint64_t expected = t;
+          h.tail.value.compare_exchange_strong(expected, t + kk, std::memory_order_seq_cst);
+          (void)detail::finish_relocation(seg, t, moving);
+        }
+        ++relocations;
+        if (again()) continue;
       }
       full = true;
     }

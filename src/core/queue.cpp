@@ -296,10 +296,12 @@ QueueStats Queue::stats() const {
       if (enq != 0 && enq < oldest_ns) oldest_ns = enq;
     }
     switch (st) {
-      case SlotState::ready: ++s.ready; break;
+      case SlotState::ready:
+      case SlotState::relocating: ++s.ready; break;  // being moved to a later position
       case SlotState::held: ++s.in_flight; break;
       case SlotState::claimed: ++s.claimed; break;
-      case SlotState::delayed: ++s.delayed; break;
+      case SlotState::delayed:
+      case SlotState::relocating_delayed: ++s.delayed; break;
       default: break;
     }
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/checksum.hpp"
 #include "ring/requeue_map.hpp"
 #include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
@@ -88,6 +89,86 @@ bool release_claim(Segment& seg, std::uint64_t pos, std::uint32_t member, std::u
     wake_waiters(seg.header().producers_wait, seg.max_members());
   }
   return released;
+}
+
+bool try_relocate(Segment& seg, std::uint64_t pos, std::uint64_t w, std::uint32_t member) {
+  const SlotState st = word_state(w);
+  if (st != SlotState::ready && st != SlotState::delayed) return false;
+  const std::uint32_t k = word_aux(w);
+  if (k < 1 || k > seg.max_fragments()) return false;
+  const std::uint64_t lap = lap_of(pos, seg.slot_shift());
+  if (lap_diff(word_lap(w), lap) != -1) return false;
+  const SlotState to =
+      st == SlotState::ready ? SlotState::relocating : SlotState::relocating_delayed;
+  std::uint64_t expected = w;
+  // Exactly the CAS a consumer's claim (ready -> held at the old lap) races: one of the two
+  // wins. Acquire: the message's header and payload (published by the release that made it
+  // ready or delayed) are visible to us; seq_cst like every slot transition (wait_on).
+  return seg.slot(pos).word.compare_exchange_strong(expected, make_word(lap, to, member, k),
+                                                    std::memory_order_seq_cst);
+}
+
+bool finish_relocation(Segment& seg, std::uint64_t pos, std::uint64_t w) {
+  const SlotState st = word_state(w);
+  if (!is_relocating(st)) return false;
+  const std::uint32_t k = word_aux(w);
+  if (k < 1 || k > seg.max_fragments()) return false;
+  const std::uint32_t shift = seg.slot_shift();
+  const std::uint64_t n = seg.slot_count();
+  if (pos < n || word_lap(w) != lap_of(pos, shift)) return false;
+  const std::uint64_t old = pos - n;
+  SlotHeader& hdr = seg.slot(pos);
+  // 1. Continuations: free at their old lap while the old head covered them; free at the
+  // new lap while the new head covers them (the rule a consumer's walk and a producer's
+  // claim read). Exactly the old lap and free: not moved yet; anything else: moved (and
+  // perhaps reused since, by then through a release of this head).
+  for (std::uint32_t j = 1; j < k; ++j) {
+    std::atomic<std::uint64_t>& cw = seg.slot(pos + j).word;
+    std::uint64_t c = cw.load(std::memory_order_seq_cst);
+    if (lap_diff(word_lap(c), lap_of(pos + j, shift)) == -1 && is_free(word_state(c)))
+      cw.compare_exchange_strong(c, make_word(lap_of(pos + j, shift), SlotState::free, 0, 0),
+                                 std::memory_order_seq_cst);
+  }
+  // 2. The seal binds the position (checksummed queues). Nobody writes the header or the
+  // bytes while the word is relocating; a helper that read them after the word moved on
+  // sees the word changed below and stops, and its CAS from the seal it read would fail
+  // anyway (a reuse writes another seal).
+  if (seg.checksummed()) {
+    std::atomic<std::uint64_t>& sw = seg.checksum_word(pos);
+    std::uint64_t seal = sw.load(std::memory_order_seq_cst);
+    const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
+    const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
+    std::vector<std::byte> bytes;
+    copy_message(seg, pos, k, bytes);
+    acquire_fence_after_copy();
+    if (hdr.word.load(std::memory_order_relaxed) != w) return false;
+    const std::uint64_t at_new = message_checksum(pos, id, origin, bytes);
+    if (seal != at_new && seal != (at_new ^ 1)) {
+      // Intact at the old position: sealed for the new one. Not intact (scribbled while
+      // it waited): stays not intact, so relocation never launders a corrupt message.
+      const std::uint64_t to =
+          seal == message_checksum(old, id, origin, bytes) ? at_new : (at_new ^ 1);
+      sw.compare_exchange_strong(seal, to, std::memory_order_seq_cst);
+    }
+  }
+  // 3. The position field (the dispatch walk and repair_tail read it): from the old
+  // position only, so a late helper never writes over a later message's header.
+  std::uint64_t expected_pos = old;
+  hdr.position.compare_exchange_strong(expected_pos, pos, std::memory_order_seq_cst);
+  // 4. Publish at the new position, in the state it had.
+  const SlotState to = st == SlotState::relocating ? SlotState::ready : SlotState::delayed;
+  std::uint64_t expected = w;
+  // Release: publishes the header rewritten above; pairs with a consumer's claim.
+  if (!hdr.word.compare_exchange_strong(expected, make_word(word_lap(w), to, kNoOwner, k),
+                                        std::memory_order_seq_cst))
+    return false;
+  SHMQ_CRASH_POINT("relocate.before_mark");
+  // A consumer's dispatch walk may have passed the position while it was relocating: mark
+  // it like a requeue (after the CAS, see requeue_map.hpp), then bump the epoch and wake.
+  RequeueMap(seg).mark(pos & (n - 1));
+  seg.header().requeue_epoch.value.fetch_add(1, std::memory_order_seq_cst);
+  wake_waiters(seg.header().consumers_wait, seg.max_members());
+  return true;
 }
 
 std::size_t bounded_length(const Segment& seg, std::uint64_t pos, std::uint32_t k) {

@@ -32,6 +32,27 @@ bool requeue_held(Segment& seg, std::uint64_t pos, std::uint64_t held,
 // slot). False if the slot was in neither state.
 bool release_claim(Segment& seg, std::uint64_t pos, std::uint32_t member, std::uint32_t k);
 
+// Relocation (issue 11): a producer that laps the ring and finds its slot holding the
+// previous lap's message in ready or delayed behind dispatch moves that message to its own
+// position instead of waiting (docs/slot_state_machine.md, transitions 12 and 13).
+//
+// try_relocate: one CAS of the slot word of `pos` from `w` (the previous lap's ready or
+// delayed head, at position pos - N) to relocating(lap(pos), member, k); the caller then
+// moves the tail past pos + k and calls finish_relocation. False if the CAS failed (a
+// consumer took the message, or another producer moved it).
+bool try_relocate(Segment& seg, std::uint64_t pos, std::uint64_t w, std::uint32_t member);
+
+// Finishes the move of the message whose head at `pos` has word `w` in relocating or
+// relocating_delayed: moves its continuation slots to their new lap, rewrites what in the
+// header names the position (the position field, and the checksum seal on a checksummed
+// queue: resealed for `pos` only if it matched the old position, so a corrupt message stays
+// corrupt), then publishes it as ready (delayed) at `pos`, marks it in the requeue map and
+// wakes the consumers. Id, delivery count, deadline, origin, enqueue time and bytes are
+// unchanged. Any process may call it, any number of times, concurrently: every step is a
+// CAS from the exact value it expects (a late helper, after the slot was released and
+// reused, changes nothing). True if this call published it.
+bool finish_relocation(Segment& seg, std::uint64_t pos, std::uint64_t w);
+
 // The most slots one message of this queue can span: that of its max message size (not
 // max_fragments, the format's bound). An honest dispatch cursor is at most this far ahead of
 // the tail.

@@ -297,6 +297,10 @@ bool Watchdog::Impl::take_back(std::uint64_t i, std::uint64_t pos, std::uint64_t
     case SlotState::releasing_skipped:
       detail::finish_release(s, pos, w);
       return false;
+    case SlotState::relocating:
+    case SlotState::relocating_delayed:
+      detail::finish_relocation(s, pos, w);
+      return false;
     default:
       return false;  // free/ready/delayed words carry no owner
   }
@@ -328,7 +332,8 @@ bool Watchdog::Impl::reclaim(std::uint32_t row, std::uint64_t leaving, std::uint
     if (detail::owner_row(owner) != row) return true;
     const SlotState st = word_state(w);
     if (st != SlotState::held && st != SlotState::claimed && st != SlotState::skipped &&
-        st != SlotState::releasing && st != SlotState::releasing_skipped)
+        st != SlotState::releasing && st != SlotState::releasing_skipped &&
+        !detail::is_relocating(st))
       return true;
     const std::uint32_t k = word_aux(w);
     if (k < 1 || k > s.max_fragments()) return true;
@@ -463,6 +468,12 @@ bool Watchdog::Impl::examine(std::uint64_t pos, std::uint64_t dispatch, detail::
     case SlotState::releasing_skipped:
       // An ack (or hole release) whose process died half-way: finish it.
       if (since(next, i, w, now) > 0) detail::finish_release(s, pos, w);
+      break;
+    case SlotState::relocating:
+    case SlotState::relocating_delayed:
+      // A relocation whose producer died or stalled half-way (seen on two ticks): finish
+      // it. Every step is a CAS from the exact value, so racing the live relocator is safe.
+      if (since(next, i, w, now) > 0) detail::finish_relocation(s, pos, w);
       break;
     case SlotState::delayed:
       remark(map, i, pos, dispatch);

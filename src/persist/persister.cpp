@@ -14,6 +14,23 @@ namespace {
 constexpr std::size_t kMaxRecordsPerRound = 8192;
 constexpr auto kCheckpointEvery = std::chrono::seconds(1);
 
+// True if the logged message at `pos`, whose slot word is now `w`, is done with: its slot
+// is at a later lap, and the message is not still in the ring at a later position. A
+// producer may have relocated it (issue 11: a requeued or delayed message moved to the
+// position that laps it, same slot, see slot_state_machine.md); then its ack here may be
+// journalled only once the new position is logged, or a crash in between loses it. So:
+// a later lap free (the position of the lap before it was released: the message, or the
+// last position it was moved to, was acked; relocating never leaves a hole), or a later
+// position below `logged` (everything below it was logged, or found released). Otherwise
+// the slot's current occupant, the message itself or a newer one, is not logged yet: wait
+// (the ack of an old message whose slot was reused is journalled a round later, no harm).
+bool released_at(const Segment& s, std::uint64_t pos, std::uint64_t w, std::uint64_t logged) {
+  const std::int64_t d = lap_diff(word_lap(w), lap_of(pos, s.slot_shift()));
+  if (d <= 0) return false;
+  if (is_free(word_state(w))) return true;
+  return pos + (std::uint64_t(d) << s.slot_shift()) < logged;
+}
+
 bool committed(SlotState s) {
   return s == SlotState::ready || s == SlotState::held || s == SlotState::delayed ||
          s == SlotState::releasing;
@@ -57,7 +74,11 @@ VoidResult Persister::adopt(const log::RecoveryReport& report) {
     if (m.position < base) continue;    // an earlier epoch's: see expect_copies()
     if (m.position >= next_) continue;  // not yet persisted by the ring's account: relogged
     const std::uint64_t w = s.slot(m.position).word.load(std::memory_order_seq_cst);
-    if (word_lap(w) == lap_of(m.position, shift) && committed(word_state(w))) {
+    // Still in the ring: at its position, or perhaps relocated to a later one that is not
+    // logged yet (released_at); the round journals its ack when that is settled.
+    if ((word_lap(w) == lap_of(m.position, shift) && committed(word_state(w))) ||
+        (lap_diff(word_lap(w), lap_of(m.position, shift)) > 0 &&
+         !released_at(s, m.position, w, next_))) {
       outstanding_[m.position] = std::max<std::uint32_t>(1, word_aux(w));
     } else {
       if (auto r = wal_.append_ack(m.position); !r.ok()) return r;  // acked meanwhile
@@ -188,12 +209,13 @@ Result<std::size_t> Persister::round() {
     if (steps == 0 || !gather_more(found, pos, gather_deadline)) break;
   }
   // Acks: a logged message whose slot moved to a later lap is done (journalled once its
-  // dead letter, if it became one, is durable: see dead_letters_durable()).
+  // dead letter, if it became one, is durable: see dead_letters_durable()), unless it may
+  // have moved with it: see released_at().
   std::vector<std::uint64_t>& done = done_;  // reused: no allocation per round
   done.clear();
   for (auto it = outstanding_.begin(); it != outstanding_.end(); ++it) {
     const std::uint64_t w = s.slot(it->first).word.load(std::memory_order_seq_cst);
-    if (lap_diff(word_lap(w), lap_of(it->first, shift)) > 0 ||
+    if (released_at(s, it->first, w, pos) ||
         (word_lap(w) == lap_of(it->first, shift) && word_state(w) == SlotState::releasing))
       done.push_back(it->first);
   }

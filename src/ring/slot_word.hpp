@@ -58,7 +58,18 @@ enum class SlotState : std::uint8_t {
   // Nacked with a delay (retry with backoff): deliverable once the slot header's
   // deadline_ns has passed; consumers find it behind dispatch, like a requeued message.
   delayed = 8,
+  // A ready message of the previous lap that a lapping producer (owner) moves to this lap's
+  // position, so that a requeue behind dispatch does not hold the slot (issue 11). The
+  // header is being rewritten for the new position; anyone may finish the move (idempotent
+  // CAS steps, finish_relocation in core/slot_ops.hpp), which publishes it as ready.
+  relocating = 9,
+  // Same for a delayed message: finished as delayed (same deadline).
+  relocating_delayed = 10,
 };
+
+inline constexpr bool is_relocating(SlotState s) {
+  return s == SlotState::relocating || s == SlotState::relocating_delayed;
+}
 
 inline constexpr std::uint32_t kLapBits = 32;
 inline constexpr std::uint64_t kLapMask = (std::uint64_t{1} << kLapBits) - 1;

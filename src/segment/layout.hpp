@@ -23,7 +23,8 @@ inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::size_t kFalseSharingRange = 128;
 
 inline constexpr std::uint64_t kMagic = 0x31'4f'45'55'51'4d'48'53ull;  // "SHMQUEO1" LE
-inline constexpr std::uint32_t kLayoutVersion = 2;  // 2: member generations, 32-bit laps
+inline constexpr std::uint32_t kLayoutVersion = 3;  // 2: member generations, 32-bit laps;
+                                                    // 3: relocating states (issue 11)
 
 inline constexpr std::uint32_t kMinSlots = 2;
 inline constexpr std::uint32_t kMaxSlots = 1u << 24;

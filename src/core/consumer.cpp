@@ -153,7 +153,18 @@ Consumer::Fill Consumer::fill(std::uint64_t pos, std::uint64_t held,
     out.data_ = seg.payload(pos);
     out.copied_ = false;
   } else {
-    out.size_ = detail::copy_message(seg, pos, k, out.copy_);
+    if (k == 1) {
+      // The hot case, inline: one bounded memcpy into the reused buffer (it only grows; the
+      // message's length is size_).
+      const std::size_t len = std::min<std::size_t>(
+          hdr.length.load(std::memory_order_relaxed),
+          std::min<std::size_t>(seg.max_message_size(), seg.payload_size()));
+      if (out.copy_.size() < len) out.copy_.resize(len);
+      if (len != 0) std::memcpy(out.copy_.data(), seg.payload(pos), len);
+      out.size_ = len;
+    } else {
+      out.size_ = detail::copy_message(seg, pos, k, out.copy_);
+    }
     detail::acquire_fence_after_copy();
     if (hdr.word.load(std::memory_order_relaxed) != held) {
       out.data_ = nullptr;

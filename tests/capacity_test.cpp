@@ -174,6 +174,38 @@ TEST_P(Lapped, DelayedMessageNeverBlocksSendsAndIsDeliveredUnchanged) {
   EXPECT_EQ(p.try_send("f"), Status::full);
 }
 
+// A busy consumer (try_receive in a loop, never asleep) must get a relocated delayed
+// message once it is due: it lands at the tail, ahead of dispatch, which steps over it, and
+// it used to be looked for again only when a consumer slept or another requeue happened.
+TEST(Capacity, ABusyConsumerGetsARelocatedDelayedMessageWhenDue) {
+  constexpr std::uint32_t kSlots = 8;
+  ScopedQueue q("cap-delay-busy", {.slot_count = kSlots, .slot_size = 128});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.try_send("parked", 77), Status::ok);
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  ASSERT_EQ(c.nack_after(m, 1h), Status::ok);
+  std::uint64_t seq = 0;
+  churn(p, c, 3 * kSlots, {8}, seq);  // relocated on every lap
+  if (HasFatalFailure()) return;
+  detail::Segment& seg = *q->segment();
+  const std::uint64_t i = delayed_slot(seg);
+  ASSERT_LT(i, kSlots);
+  make_due(seg, i);
+  bool got = false;
+  for (std::uint32_t k = 0; k < 4 * kSlots && !got; ++k) {
+    ASSERT_EQ(p.try_send("more"), Status::ok);
+    for (int r = 0; r < 2; ++r) {
+      Message x;
+      if (c.try_receive(x) != Status::ok) continue;
+      got = got || text(x) == "parked";
+      ASSERT_EQ(c.ack(x), Status::ok);
+    }
+  }
+  EXPECT_TRUE(got) << "the due message was never received by try_receive";
+}
+
 // A requeued (nacked) message that dispatch passed and no consumer took yet: the producer
 // that laps it relocates it, and it is delivered next at its new position, unchanged.
 // Each lap: the ring holds only the requeued message; N - k one-slot messages are sent

@@ -327,9 +327,12 @@ Consumer::Scan Consumer::scan_requeued(Message& out, int& diverted) {
         map.unmark(i);  // taken, acked, or a stale bit: clear it (re-marks if requeued since)
         continue;
       }
-      // Ready at or after dispatch (or at another lap: the window moved on since we read
-      // the tail): the dispatch walk gets it; the bit stays until the slot is seen taken.
-      if (word_lap(w) != detail::lap_of(pos, shift) || pos >= end) continue;
+      // At another lap: the window moved on since we read the tail. Ready at or after
+      // dispatch: the dispatch walk gets it; the bit stays until the slot is seen taken.
+      // Delayed wherever it is (a relocated one lands at the tail, ahead of dispatch, and
+      // the walk only steps over it): its due time is noted here, or it is claimed.
+      if (word_lap(w) != detail::lap_of(pos, shift)) continue;
+      if (pos >= end && st != SlotState::delayed) continue;
       if (st == SlotState::delayed) {
         if (now == 0) now = detail::monotonic_coarse_ns();
         const std::uint64_t due = seg.slot(i).deadline_ns.load(std::memory_order_relaxed);
@@ -459,6 +462,15 @@ Consumer::Poll Consumer::poll(Message& out) {
         continue;
       }
       case SlotState::delayed:
+        // Not due (or it would be ready): passed, and found again through the requeue map
+        // once due, which this consumer now looks for (a busy consumer never sleeps, and
+        // only a sleep or a requeue made it scan the map again).
+        next_due_ns_ = std::min(next_due_ns_,
+                                seg.slot(d).deadline_ns.load(std::memory_order_relaxed));
+        h.dispatch.value.compare_exchange_strong(
+            expected, d + std::clamp<std::uint32_t>(word_aux(w), 1, seg.max_fragments()),
+            std::memory_order_seq_cst);
+        continue;
       case SlotState::held:
       case SlotState::skipped:
       case SlotState::releasing:

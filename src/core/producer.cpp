@@ -303,6 +303,11 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
       if (d == -1 && is_releasing(w)) {
         detail::finish_release(seg, t - n, w);
         if (word.load(std::memory_order_seq_cst) != w && again()) continue;
+      } else if (d == -1 && detail::is_relocating(word_state(w))) {
+        // A move of the previous lap's message that its producer has not finished (stopped,
+        // or dead and not yet seen by a watchdog): finish it for them, then look again.
+        (void)detail::finish_relocation(seg, t - n, w);
+        if (word.load(std::memory_order_seq_cst) != w && again()) continue;
       } else if (relocations < n && relocatable(seg, t, w)) {
         // A requeued or delayed message of the previous lap that dispatch has passed: move
         // it to position t (a claim of t on its behalf, transition 12), move the tail past
@@ -350,6 +355,9 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
     seg.member(member_).heartbeat_ns.store(detail::monotonic_coarse_ns(),
                                            std::memory_order_relaxed);
     const std::uint64_t persisted_seen = h.persisted.value.load(std::memory_order_seq_cst);
+    // The bound on moves is per wait, not per call: a slot freed elsewhere in a ring of
+    // delayed messages is reached by moving them round again after the wait.
+    relocations = 0;
     detail::wait_on(h.producers_wait, member_, deadline, [&] {
       if (interrupted_->load(std::memory_order_seq_cst) || seg.removed()) return true;
       if (h.persisted.value.load(std::memory_order_seq_cst) != persisted_seen) return true;

@@ -284,7 +284,9 @@ bool Persister::settled(std::uint64_t pos) {
   if (d < 0) return false;
   if (d > 0) return true;
   const SlotState st = word_state(w);
-  return !(is_free(st) || st == SlotState::claimed);
+  // A move in progress (relocating) is not settled either: round() stops at it, and a
+  // round that found it settled would be run again at once, spinning until it is finished.
+  return !(is_free(st) || st == SlotState::claimed || detail::is_relocating(st));
 }
 
 // Why: with N senders each waiting for its own confirmation, a confirmation wakes all N

@@ -77,9 +77,10 @@ using shmq::Status;
 }
 #define FUZZ_CHECK(cond) ((cond) ? (void)0 : violated(#cond))
 
-// Generous: a loaded 2-core machine under ASan. A hang is unbounded; the walks are bounded
+// Generous: a loaded 2-core machine under ASan (2 s was once exceeded by a stat while two
+// sanitizer builds ran beside it). A hang is unbounded; the walks are bounded
 // by a ring of at most 8 slots here.
-constexpr std::chrono::nanoseconds kSlack = 2s;
+constexpr std::chrono::nanoseconds kSlack = 5s;
 
 // Traps if the scope it guards took longer than `budget` + kSlack.
 class Bounded {

@@ -532,7 +532,7 @@ bool apply_write(const Target& t, const Record& r) {
       const std::uint32_t i = r.a % g.slot_count;
       const std::uint64_t cur = t.load(t.slot_offset(i), 8);
       const std::uint64_t lap = d::word_lap(cur) + static_cast<std::uint64_t>((r.b % 7) - 3);
-      const auto state = static_cast<d::SlotState>(r.c % 16);  // 9..15: no such state
+      const auto state = static_cast<d::SlotState>(r.c % 16);  // 11..15: no such state
       const std::uint32_t owner = (v & 0x100) != 0
                                       ? d::kNoOwner
                                       : static_cast<std::uint32_t>(v & 0xff) % (g.max_members + 1);

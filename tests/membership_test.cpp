@@ -77,9 +77,10 @@ TEST(Membership, AStoppedConsumerIsEvictedAndNeverTouchesItsRowsNextOccupant) {
   o.heartbeat_timeout = 1000ms;  // not reached by a live process on a loaded machine
   ASSERT_TRUE(Queue::create(name, o).ok());
   auto q = Queue::open(name).value();
-  auto p = q.producer().value();  // this process also runs the embedded watchdog
-  ASSERT_EQ(p.send("m1"), Status::ok);
 
+  // Forked before this process starts any thread (its producer's embedded watchdog): under
+  // ASan, a fork while another thread is inside the sanitizer's allocator leaves the child
+  // its lock, held for ever (GCC 12's libasan has no fork handler for it). C1 waits for m1.
   Pipe ready, go, row_of;
   const pid_t c1 = spawn([&] {
     auto qq = Queue::open(name);
@@ -98,6 +99,8 @@ TEST(Membership, AStoppedConsumerIsEvictedAndNeverTouchesItsRowsNextOccupant) {
     return 0;  // closes C1: must leave the row's new occupant alone
   });
   ASSERT_GT(c1, 0);
+  auto p = q.producer().value();  // this process also runs the embedded watchdog
+  ASSERT_EQ(p.send("m1"), Status::ok);
   row_of.reader_only();
   ready.reader_only();
   const auto c1_row = static_cast<std::uint32_t>(static_cast<unsigned char>(row_of.get()));
@@ -141,8 +144,8 @@ TEST(Membership, AnIdleConsumerKeepsItsRowByTheLibrarysHeartbeat) {
   set_embedded_watchdog(false);
   auto q = Queue::open(name).value();
   auto w = Watchdog::attach(q).value();
-  w.start();
 
+  // Forked before the watchdog's thread starts (see the test above: ASan and fork).
   Pipe ready, go;
   const pid_t idle = spawn([&] {
     auto qq = Queue::open(name);
@@ -155,6 +158,7 @@ TEST(Membership, AnIdleConsumerKeepsItsRowByTheLibrarysHeartbeat) {
     if (c->receive_for(m, 10s) != Status::ok) return 6;
     return c->ack(m) == Status::ok ? 0 : 7;
   });
+  w.start();
   ready.reader_only();
   ASSERT_EQ(ready.get(), 'r');
   // Five heartbeat timeouts pass (a timed wait on an empty queue is this test's clock).

@@ -25,7 +25,7 @@ namespace {
 using test::ScopedQueue;
 using namespace std::chrono_literals;
 
-std::string text(const Message& m) { return std::string(m.view()); }
+using test::text;
 
 // White box: the slot index of the (only) delayed message in the ring, or N.
 std::uint64_t delayed_slot(detail::Segment& seg) {

@@ -25,7 +25,7 @@ namespace {
 using test::ScopedQueue;
 using namespace std::chrono_literals;
 
-std::string text(const Message& m) { return std::string(m.view()); }
+using test::text;
 
 TEST(Ring, SendReceiveAckRoundTrip) {
   ScopedQueue q("rt");

@@ -22,6 +22,9 @@
 
 namespace shmq::test {
 
+// A received message's bytes as a string (for comparisons in tests).
+inline std::string text(const Message& m) { return std::string(m.view()); }
+
 inline std::string unique_name(const std::string& stem) {
   static std::atomic<int> counter{0};
   // append(), not operator+: GCC 12 warns falsely on "literal" + string (bug 105329).

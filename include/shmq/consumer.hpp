@@ -56,6 +56,7 @@ class Message {
       word_ = o.word_;
       delivery_count_ = o.delivery_count_;
       fragments_ = o.fragments_;
+      priority_ = o.priority_;
       size_ = o.size_;
       copied_ = o.copied_;
       copy_ = std::move(o.copy_);
@@ -78,6 +79,8 @@ class Message {
   // 1 on first delivery, raised on every redelivery.
   std::uint32_t delivery_count() const noexcept { return delivery_count_; }
   bool redelivered() const noexcept { return delivery_count_ > 1; }
+  // Its priority (SendOptions::priority); 0 on a queue without priorities.
+  std::uint32_t priority() const noexcept { return priority_; }
   std::span<const std::byte> data() const noexcept { return {data_, size_}; }
   std::size_t size() const noexcept { return size_; }
   std::string_view view() const noexcept {
@@ -101,6 +104,7 @@ class Message {
   std::uint64_t word_ = 0;  // the slot word that marks this delivery as held by us
   std::uint32_t delivery_count_ = 0;
   std::uint32_t fragments_ = 0;
+  std::uint32_t priority_ = 0;
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
   std::vector<std::byte> copy_;  // backing store of a copied message

@@ -67,6 +67,24 @@ constexpr std::uint64_t generated_id(std::uint64_t position) noexcept {
   return kGeneratedIdBit | position;
 }
 
+// Per-message options of a send (issue 13). A designated initializer reads best:
+//   producer.send(bytes, {.priority = 7});
+//   producer.send(bytes, {.delay = std::chrono::milliseconds(250)});
+struct SendOptions {
+  // Kept with the message for deduplication; 0 = generated (see Producer::send).
+  std::uint64_t id = 0;
+  // 0 .. the queue's max_priority (QueueOptions::max_priority); higher is delivered first.
+  // Status::invalid above it.
+  std::uint32_t priority = 0;
+  // Not delivered before this much time from the send (0: at once). Measured on
+  // CLOCK_MONOTONIC in the ring; a durable queue logs the due time as wall-clock time
+  // (CLOCK_REALTIME), so a delayed message recovered after a reboot is due at the same
+  // wall-clock time.
+  std::chrono::milliseconds delay{0};
+  // Not delivered before this wall-clock time (if later than now + delay).
+  std::chrono::system_clock::time_point not_before{};
+};
+
 class Producer {
  public:
   Producer(Producer&&) noexcept;
@@ -101,22 +119,39 @@ class Producer {
   Status send_for(Bytes message, std::chrono::nanoseconds timeout, std::uint64_t id = 0);
   Status send(std::string_view s, std::uint64_t id = 0) { return send(as_bytes(s), id); }
   Status try_send(std::string_view s, std::uint64_t id = 0) { return try_send(as_bytes(s), id); }
+  // The same with per-message options (priority, delay, id): see SendOptions.
+  // Status::invalid for a priority above the queue's max_priority.
+  Status send(Bytes message, const SendOptions& options);
+  Status try_send(Bytes message, const SendOptions& options);
+  Status send_for(Bytes message, std::chrono::nanoseconds timeout, const SendOptions& options);
+  Status send(std::string_view s, const SendOptions& options) { return send(as_bytes(s), options); }
+  Status try_send(std::string_view s, const SendOptions& options) {
+    return try_send(as_bytes(s), options);
+  }
 
   // Sends messages in order, waking consumers once for the batch. Blocks while full, up
   // to `timeout` in all. Returns how many were sent; `*status` says why it stopped early.
   // On a sync queue the batch is confirmed as a batch (one wait for the last message);
   // 0 with *status = timeout means sent but not confirmed.
+  // `options` applies to every message of the batch (its id must be 0: each message gets
+  // its own generated id).
   std::size_t send_batch(std::span<const Bytes> messages,
                          std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max(),
-                         Status* status = nullptr);
+                         Status* status = nullptr, const SendOptions& options = {});
 
   // Zero-copy: reserves one slot for a message of `size` bytes (at most one slot's
   // payload, slot_size - 64), to be written in place and committed.
   Status reserve(std::size_t size, Reservation& out,
                  std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max());
   Status try_reserve(std::size_t size, Reservation& out);
+  // The same at a priority level (0 .. max_priority): the slot is reserved in that level.
+  Status reserve(std::size_t size, Reservation& out, std::chrono::nanoseconds timeout,
+                 std::uint32_t priority);
   // Publishes a filled reservation.
   Status commit(Reservation& r, std::uint64_t id = 0);
+  // The same with options: id and delay apply; a priority must be the reservation's
+  // (Status::invalid otherwise).
+  Status commit(Reservation& r, const SendOptions& options);
 
   // Marks this producer alive now (sends do it themselves); matters on queues with
   // heartbeat liveness.
@@ -143,14 +178,20 @@ class Producer {
                         Confirm confirm);
   Status send_confirmed(Bytes message, std::uint64_t id,
                         std::chrono::steady_clock::time_point space_deadline,
-                        std::chrono::steady_clock::time_point confirm_deadline, Confirm confirm);
+                        std::chrono::steady_clock::time_point confirm_deadline, Confirm confirm,
+                        std::uint64_t due_ns = 0);
+  // The producer of priority level `priority` (this one for 0), opened on first use;
+  // invalid_argument above the queue's max_priority.
+  Status level(std::uint32_t priority, Producer*& out);
   Producer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member);
 
   // `origin` != 0: a message recovered from the log (at position origin - 1), republished
   // into a rebuilt ring as already delivered once; the persister logs it as a copy of it.
+  // `due_ns` != 0: a delayed message, not delivered before CLOCK_MONOTONIC `due_ns`.
   Status send_impl(Bytes message, std::uint64_t id,
                    std::chrono::steady_clock::time_point deadline, bool wake,
-                   std::uint64_t origin = 0, std::uint64_t* position = nullptr);
+                   std::uint64_t origin = 0, std::uint64_t* position = nullptr,
+                   std::uint64_t due_ns = 0);
   Status claim(std::uint32_t k, std::uint64_t& pos,
                std::chrono::steady_clock::time_point deadline);
   void write_and_publish_prepare(std::uint64_t pos, Bytes message, std::uint64_t id);
@@ -170,6 +211,13 @@ class Producer {
   // reservations abandoned since are stale, and harmless (release_claim is a CAS from our
   // exact claim); they are pruned as new ones come.
   std::vector<std::uint64_t> reserved_;
+  // Queues with priorities: the producers of levels 1 .. max_priority, opened on first use.
+  std::unique_ptr<std::vector<std::unique_ptr<Producer>>> levels_;
 };
+
+namespace detail {
+// CLOCK_MONOTONIC ns at which a message sent now with `options` is due; 0 = at once.
+std::uint64_t due_time_ns(const SendOptions& options) noexcept;
+}  // namespace detail
 
 }  // namespace shmq

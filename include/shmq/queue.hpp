@@ -102,7 +102,16 @@ struct QueueOptions {
   // checksum is not detected. Costs one hash of each message on send and on receive, and
   // 8 bytes of each slot (the checksum's place): a slot carries slot_size - 72 payload bytes.
   bool checksum = false;
+
+  // --- priorities (issue 13) ----------------------------------------------------------------
+  // 0: no priorities. N (1 .. kMaxPriority): messages carry a priority 0 .. N
+  // (SendOptions::priority) and consumers always receive the highest-priority deliverable
+  // message first. Each level above 0 is a ring of its own, in a segment of its own named
+  // "<name>.p<level>", with this queue's geometry and policy: the memory of the queue is
+  // N + 1 times one ring's. See docs/design_notes.md, "Priorities".
+  std::uint32_t max_priority = 0;
 };
+inline constexpr std::uint32_t kMaxPriority = 31;
 
 // Policy that Queue::set_policy may change while the queue is in use; a field left empty
 // keeps its value. These five live in the segment header as atomics and are read where they
@@ -125,6 +134,9 @@ struct BrowsedMessage {
   // Deliveries so far (0: never delivered); the next delivery's delivery_count() is one more.
   std::uint32_t delivery_count = 0;
   State state = State::ready;
+  std::uint32_t priority = 0;
+  // A delayed message: when it becomes due, CLOCK_MONOTONIC ns (0: not delayed).
+  std::uint64_t due_ns = 0;
   std::vector<std::byte> data;  // the payload, or its first max_bytes
   std::size_t size = 0;         // the message's whole length
 };
@@ -154,7 +166,19 @@ struct QueueStats {
   std::uint64_t received = 0;
   std::uint64_t acked = 0;
   std::uint64_t requeued = 0;
-  std::uint64_t delayed = 0;       // nacked with a delay, not yet due
+  std::uint64_t delayed = 0;       // delayed (sent with a delay, or nacked with one)
+  // The earliest due time of a delayed message, CLOCK_MONOTONIC ns; 0 if none.
+  std::uint64_t next_due_ns = 0;
+  // Queues with priorities: one entry per level, highest first; empty otherwise. The
+  // totals above (ready, in_flight, delayed, ...) are summed over the levels.
+  struct Level {
+    std::uint32_t priority = 0;
+    std::uint64_t ready = 0;
+    std::uint64_t in_flight = 0;
+    std::uint64_t delayed = 0;
+  };
+  std::vector<Level> levels;
+  std::uint32_t max_priority = 0;
   // Age of the oldest message in the ring not yet acked (ready, delayed or in flight), from
   // when it entered this ring (a message republished after a rebuild: from then); 0 if none.
   std::uint64_t oldest_unacked_age_ms = 0;

@@ -1,4 +1,5 @@
 #include "shmq/producer.hpp"
+#include "shmq/queue.hpp"
 
 #include <unistd.h>
 
@@ -101,7 +102,8 @@ Producer::Producer(Producer&& o) noexcept
       owner_(o.owner_),
       row_word_(o.row_word_),
       interrupted_(std::move(o.interrupted_)),
-      reserved_(std::move(o.reserved_)) {}
+      reserved_(std::move(o.reserved_)),
+      levels_(std::move(o.levels_)) {}
 
 Producer& Producer::operator=(Producer&& o) noexcept {
   if (this != &o) {
@@ -112,6 +114,7 @@ Producer& Producer::operator=(Producer&& o) noexcept {
     row_word_ = o.row_word_;
     interrupted_ = std::move(o.interrupted_);
     reserved_ = std::move(o.reserved_);
+    levels_ = std::move(o.levels_);
   }
   return *this;
 }
@@ -154,6 +157,9 @@ std::size_t Producer::max_message_size() const noexcept { return seg_->max_messa
 void Producer::interrupt() noexcept {
   if (!interrupted_) return;
   interrupted_->store(true, std::memory_order_seq_cst);
+  if (levels_)
+    for (auto& p : *levels_)
+      if (p) p->interrupt();
   if (seg_) {
     detail::wake_all(seg_->header().producers_wait);  // waiting for room
     detail::wake_all(seg_->header().persist_wait);    // waiting for a sync confirmation
@@ -162,10 +168,36 @@ void Producer::interrupt() noexcept {
 
 void Producer::clear_interrupt() noexcept {
   if (interrupted_) interrupted_->store(false, std::memory_order_relaxed);
+  if (levels_)
+    for (auto& p : *levels_)
+      if (p) p->clear_interrupt();
 }
 
 void Producer::wake_consumers() noexcept {
   detail::wake_waiters(seg_->header().consumers_wait, seg_->max_members());
+  if (seg_->base() != nullptr) detail::signal_level(*seg_);
+}
+
+Status Producer::level(std::uint32_t priority, Producer*& out) {
+  if (!seg_) return Status::invalid;
+  // A producer of a level is not a priority producer itself: it sends at its own level.
+  if (priority > seg_->max_priority() || seg_->priority_level() != 0) return Status::invalid;
+  out = this;
+  if (priority == 0) return Status::ok;
+  if (!levels_)
+    levels_ = std::make_unique<std::vector<std::unique_ptr<Producer>>>(seg_->max_priority());
+  std::unique_ptr<Producer>& p = (*levels_)[priority - 1];
+  if (!p) {
+    // Once per level and producer: a member row in the level's segment.
+    auto q = Queue::open(detail::Segment::level_name(seg_->name(), priority));
+    if (!q.ok() || q.value().segment()->priority_level() != priority) return Status::closed;
+    auto made = q.value().producer();
+    if (!made.ok()) return made.error().code() == Errc::no_space ? Status::full : Status::closed;
+    p = std::make_unique<Producer>(std::move(made.value()));
+    if (interrupted_->load(std::memory_order_relaxed)) p->interrupt();
+  }
+  out = p.get();
+  return Status::ok;
 }
 
 // Claims positions pos .. pos+k-1 for one message. The claim is a single CAS of the head
@@ -444,7 +476,9 @@ Status Producer::wait_persisted(std::uint64_t upto, Clock::time_point deadline,
 }
 
 Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point deadline,
-                           bool wake, std::uint64_t origin, std::uint64_t* position) {
+                           bool wake, std::uint64_t origin, std::uint64_t* position,
+                           std::uint64_t due_ns) {
+  (void)due_ns;  // TODO(issue 13): publish as delayed
   if (!seg_) return Status::invalid;
   if (message.size() > seg_->max_message_size()) return Status::too_large;
   // One load of our own row's line (we write its heartbeat): our row is still ours.
@@ -495,9 +529,10 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
 
 // Sends and, on a sync queue, waits for the confirmation (see the header).
 Status Producer::send_confirmed(Bytes message, std::uint64_t id, Clock::time_point space_deadline,
-                                Clock::time_point confirm_deadline, Confirm confirm) {
+                                Clock::time_point confirm_deadline, Confirm confirm,
+                                std::uint64_t due_ns) {
   std::uint64_t end = 0;
-  const Status s = send_impl(message, id, space_deadline, true, 0, &end);
+  const Status s = send_impl(message, id, space_deadline, true, 0, &end, due_ns);
   if (s != Status::ok || seg_->durability() != Durability::sync) return s;
   // The deadline of the confirmation is read only now: try_send's bounded wait starts when
   // the message is in the ring.
@@ -521,14 +556,67 @@ Status Producer::send_for(Bytes message, std::chrono::nanoseconds timeout, std::
   return send_confirmed(message, id, deadline, deadline, Confirm::timed);
 }
 
+std::uint64_t detail::due_time_ns(const SendOptions& o) noexcept {
+  std::uint64_t delay_ns = 0;
+  if (o.delay.count() > 0)
+    delay_ns = std::uint64_t(std::min<std::int64_t>(o.delay.count(), INT64_MAX / 1'000'000)) *
+               1'000'000;
+  if (o.not_before != std::chrono::system_clock::time_point{}) {
+    const auto until = o.not_before - std::chrono::system_clock::now();
+    if (until.count() > 0)
+      delay_ns = std::max<std::uint64_t>(
+          delay_ns, std::uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(until).count()));
+  }
+  // Precise clock: consumers compare a coarse reading (never ahead of it) with it, so the
+  // message is never delivered early.
+  return delay_ns == 0 ? 0 : detail::monotonic_ns() + delay_ns;
+}
+
+Status Producer::send(Bytes message, const SendOptions& o) {
+  Producer* p = this;
+  if (o.priority != 0)
+    if (const Status s = level(o.priority, p); s != Status::ok) return s;
+  return p->send_confirmed(message, o.id, Clock::time_point::max(), Clock::time_point::max(),
+                           Confirm::untimed, detail::due_time_ns(o));
+}
+
+Status Producer::try_send(Bytes message, const SendOptions& o) {
+  Producer* p = this;
+  if (o.priority != 0)
+    if (const Status s = level(o.priority, p); s != Status::ok) return s;
+  return p->send_confirmed(message, o.id, Clock::time_point::min(), Clock::time_point::max(),
+                           Confirm::bounded, detail::due_time_ns(o));
+}
+
+Status Producer::send_for(Bytes message, std::chrono::nanoseconds timeout, const SendOptions& o) {
+  Producer* p = this;
+  if (o.priority != 0)
+    if (const Status s = level(o.priority, p); s != Status::ok) return s;
+  const auto deadline = deadline_after(timeout);
+  return p->send_confirmed(message, o.id, deadline, deadline, Confirm::timed,
+                           detail::due_time_ns(o));
+}
+
 std::size_t Producer::send_batch(std::span<const Bytes> messages, std::chrono::nanoseconds timeout,
-                                 Status* status) {
+                                 Status* status, const SendOptions& o) {
+  if (o.id != 0 || o.priority != 0) {
+    Producer* p = this;
+    Status ls = o.id != 0 ? Status::invalid : level(o.priority, p);
+    if (ls != Status::ok) {
+      if (status != nullptr) *status = ls;
+      return 0;
+    }
+    SendOptions rest = o;
+    rest.priority = 0;
+    return p->send_batch(messages, timeout, status, rest);
+  }
+  const std::uint64_t due_ns = detail::due_time_ns(o);
   const auto deadline = deadline_after(timeout);
   std::size_t sent = 0;
   Status s = Status::ok;
   std::uint64_t end = 0;
   for (const Bytes& m : messages) {
-    s = send_impl(m, 0, deadline, false, 0, &end);
+    s = send_impl(m, 0, deadline, false, 0, &end, due_ns);
     if (s != Status::ok) break;
     ++sent;
   }
@@ -583,6 +671,22 @@ void Producer::remember_reservation(std::uint64_t pos) {
 
 Status Producer::try_reserve(std::size_t size, Reservation& out) {
   return reserve(size, out, std::chrono::nanoseconds::zero());
+}
+
+Status Producer::reserve(std::size_t size, Reservation& out, std::chrono::nanoseconds timeout,
+                         std::uint32_t priority) {
+  Producer* p = this;
+  if (priority != 0)
+    if (const Status s = level(priority, p); s != Status::ok) return s;
+  return p->reserve(size, out, timeout);
+}
+
+Status Producer::commit(Reservation& r, const SendOptions& o) {
+  Producer* p = this;
+  if (o.priority != 0)
+    if (const Status s = level(o.priority, p); s != Status::ok) return s;
+  if (r.seg_ != p->seg_) return Status::invalid;
+  return p->commit(r, o.id);  // TODO(issue 13): delay
 }
 
 Status Producer::commit(Reservation& r, std::uint64_t id) {

@@ -65,6 +65,7 @@ bool requeue_held(Segment& seg, std::uint64_t pos, std::uint64_t held,
   RequeueMap(seg).mark(pos & (seg.slot_count() - 1));
   seg.header().requeue_epoch.value.fetch_add(1, std::memory_order_seq_cst);
   wake_waiters(seg.header().consumers_wait, seg.max_members());
+  signal_level(seg);
   return true;
 }
 
@@ -168,6 +169,7 @@ bool finish_relocation(Segment& seg, std::uint64_t pos, std::uint64_t w) {
   RequeueMap(seg).mark(pos & (n - 1));
   seg.header().requeue_epoch.value.fetch_add(1, std::memory_order_seq_cst);
   wake_waiters(seg.header().consumers_wait, seg.max_members());
+  signal_level(seg);
   return true;
 }
 

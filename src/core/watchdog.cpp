@@ -555,6 +555,7 @@ void Watchdog::Impl::remark(detail::RequeueMap& map, std::uint64_t i, std::uint6
   if (was) return;
   seg->header().requeue_epoch.value.fetch_add(1, std::memory_order_seq_cst);
   detail::wake_waiters(seg->header().consumers_wait, seg->max_members());
+  detail::signal_level(*seg);
 }
 
 // Keeps the sightings of slots this tick did not look at (they are timed across ticks):

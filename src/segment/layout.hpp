@@ -23,8 +23,9 @@ inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::size_t kFalseSharingRange = 128;
 
 inline constexpr std::uint64_t kMagic = 0x31'4f'45'55'51'4d'48'53ull;  // "SHMQUEO1" LE
-inline constexpr std::uint32_t kLayoutVersion = 3;  // 2: member generations, 32-bit laps;
-                                                    // 3: relocating states (issue 11)
+inline constexpr std::uint32_t kLayoutVersion = 4;  // 2: member generations, 32-bit laps;
+                                                    // 3: relocating states (issue 11);
+                                                    // 4: priority levels (issue 13)
 
 inline constexpr std::uint32_t kMinSlots = 2;
 inline constexpr std::uint32_t kMaxSlots = 1u << 24;
@@ -47,7 +48,11 @@ static_assert(sizeof(CursorLine) == kFalseSharingRange);
 // A futex word and the bitmap of members sleeping on it (bit i = member row i).
 struct alignas(kFalseSharingRange) WaitLine {
   std::atomic<std::uint32_t> futex;  // bumped before every wake
-  std::uint32_t reserved;
+  // consumers_wait of a queue with priorities, in its base segment (level 0) only: bit p
+  // set = level p (1 .. 31) may have a deliverable message. A hint, set after a message is
+  // made deliverable in level p (sent, requeued), cleared by a consumer that found level p
+  // empty (and then looks once more). Unused (0) elsewhere. See design note 20.
+  std::atomic<std::uint32_t> levels;
   std::atomic<std::uint64_t> waiting[4];  // 256 bits: one per member row
   std::uint8_t pad[kFalseSharingRange - 8 - 4 * 8];
 };
@@ -127,7 +132,11 @@ struct SegmentHeader {
   std::uint32_t heartbeat_timeout_ms;  // liveness by heartbeat (pid namespaces)
   std::uint32_t claim_timeout_ms;      // a claim older than this is a stalled producer's
   std::uint32_t flags;                 // kFlag*
-  std::uint8_t pad0[384 - 88 - (kMaxNameLength + 8) - 32 - 32];
+  // Priorities (issue 13): the queue's max_priority (0 = none), and which level this
+  // segment is (0: the queue itself; p > 0: the segment "<queue>.p<p>").
+  std::uint32_t max_priority;
+  std::uint32_t priority_level;
+  std::uint8_t pad0[384 - 88 - (kMaxNameLength + 8) - 32 - 32 - 8];
 
   // --- cursors: hints advanced by CAS; the slot words are the truth --------------------
   CursorLine tail;           // producers: next head position to claim
@@ -169,6 +178,7 @@ static_assert(offsetof(SegmentHeader, lease_ms) == 328);
 static_assert(offsetof(SegmentHeader, max_deliveries) == 332);
 static_assert(offsetof(SegmentHeader, backoff_max_ms) == 344);
 static_assert(offsetof(SegmentHeader, flags) == 356);
+static_assert(offsetof(SegmentHeader, max_priority) == 360);
 static_assert(offsetof(SegmentHeader, watchdog) == 1024);
 static_assert(offsetof(SegmentHeader, tail) == 384);
 static_assert(offsetof(SegmentHeader, dispatch) == 512);

@@ -17,6 +17,7 @@
 #include "platform/fd.hpp"
 #include "platform/futex.hpp"
 #include "platform/process.hpp"
+#include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
 
 namespace shmq::detail {
@@ -138,6 +139,9 @@ std::string Segment::validate_options(const QueueOptions& o) {
     return "data dir path longer than " + std::to_string(kMaxDataDirLength) + " characters";
   if (o.flush_interval.count() < 0 || o.flush_interval > kMaxMs)
     return "flush interval out of range";
+  if (o.max_priority > kMaxPriority)
+    return "max priority must be from 0 to " + std::to_string(kMaxPriority) + ", got " +
+           std::to_string(o.max_priority);
   const auto g = compute_geometry(o.slot_count, o.slot_size, o.max_members);
   if (g.total_size > kMaxSegmentBytes)
     return "segment of " + std::to_string(g.total_size) + " bytes exceeds the 64 GiB limit";
@@ -216,6 +220,8 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
   h.flags = (options.heartbeat_liveness ? kFlagHeartbeatLiveness : 0) |
             (options.dead_letter ? kFlagDeadLetter : 0) |
             (options.checksum ? kFlagChecksum : 0);
+  h.max_priority = options.max_priority;
+  h.priority_level = level_of(name, options.max_priority);
   h.durability = static_cast<std::uint32_t>(options.durability);
   h.flush_interval_ms = static_cast<std::uint32_t>(options.flush_interval.count());
   std::memcpy(h.data_dir, options.data_dir.data(), options.data_dir.size());
@@ -244,6 +250,8 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
   QueueOptions adopted = options;
   adopted.max_message_size = h.max_message_size;
   seg.value()->adopt(adopted, h.flags);
+  seg.value()->priority_level_ = h.priority_level;
+  seg.value()->link_base();
   return seg;
 }
 
@@ -303,6 +311,7 @@ Result<std::shared_ptr<Segment>> Segment::open(std::string_view name) {
   seg.value()->owner_uid_ = st.st_uid;
   if (auto e = seg.value()->load_geometry(); !e.empty())
     return Error(Errc::corrupt, "corrupt " + quoted(name) + ": " + e);
+  seg.value()->link_base();
   return seg;
 }
 
@@ -383,6 +392,8 @@ std::string Segment::load_geometry() {
     return "unknown durability " + std::to_string(durability);
   o.durability = static_cast<Durability>(durability);
   o.flush_interval = std::chrono::milliseconds(h.flush_interval_ms);
+  o.max_priority = h.max_priority;
+  const std::uint32_t level = h.priority_level;
   char dir[kMaxDataDirLength + 8];
   std::memcpy(dir, h.data_dir, sizeof dir);
   dir[kMaxDataDirLength] = '\0';
@@ -404,7 +415,13 @@ std::string Segment::load_geometry() {
   if (g.total_size > size_)
     return "segment is " + std::to_string(size_) + " bytes but its geometry needs " +
            std::to_string(g.total_size);
+  // The level is a name's (level_of), so a scribbled field cannot make a queue another's
+  // level, nor index the bitmap past its 32 bits.
+  if (level != level_of(name_, o.max_priority))
+    return "priority level " + std::to_string(level) + " does not match the name and max priority " +
+           std::to_string(o.max_priority);
   adopt(o, flags);
+  priority_level_ = level;
   return {};
 }
 
@@ -422,6 +439,7 @@ void Segment::adopt(const QueueOptions& o, std::uint32_t flags) noexcept {
   payload_offset_ = static_cast<std::uint32_t>(payload_offset(checksummed()));
   durability_ = o.durability;
   flush_interval_ms_ = static_cast<std::uint32_t>(o.flush_interval.count());
+  max_priority_ = o.max_priority;
   data_dir_ = o.data_dir;
   auto* base = static_cast<std::byte*>(map_);
   const auto g = compute_geometry(slot_count_, slot_size_, max_members_);
@@ -503,7 +521,57 @@ QueueOptions Segment::options() const {
   o.durability = durability_;
   o.data_dir = data_dir_;
   o.flush_interval = std::chrono::milliseconds(flush_interval_ms_);
+  o.max_priority = max_priority_;
   return o;
+}
+
+std::string Segment::level_name(std::string_view base, std::uint32_t level) {
+  std::string n(base);
+  if (level != 0) n.append(".p").append(std::to_string(level));
+  return n;
+}
+
+std::uint32_t Segment::level_of(std::string_view name, std::uint32_t max_priority,
+                                std::string* base) {
+  if (base != nullptr) base->assign(name);
+  if (max_priority == 0) return 0;
+  const std::size_t dot = name.rfind(".p");
+  if (dot == std::string_view::npos || dot == 0) return 0;
+  const std::string_view digits = name.substr(dot + 2);
+  if (digits.empty() || digits.size() > 2 || digits[0] == '0') return 0;
+  std::uint32_t p = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return 0;
+    p = p * 10 + std::uint32_t(c - '0');
+  }
+  if (p < 1 || p > max_priority) return 0;
+  if (base != nullptr) base->assign(name.substr(0, dot));
+  return p;
+}
+
+std::string Segment::base_name() const {
+  std::string b;
+  (void)level_of(name_, max_priority_, &b);
+  return b;
+}
+
+void Segment::link_base() {
+  if (priority_level_ == 0) return;
+  auto b = open(base_name());
+  // Only the queue's own base: the same owner, and a base of this queue's shape.
+  if (b.ok() && b.value()->owner_uid() == owner_uid_ &&
+      b.value()->max_priority() == max_priority_ && b.value()->priority_level() == 0)
+    base_ = std::move(b.value());
+}
+
+void signal_level(Segment& seg) noexcept {
+  Segment* base = seg.base();
+  if (base == nullptr) return;
+  WaitLine& line = base->header().consumers_wait;
+  const std::uint32_t bit = std::uint32_t{1} << (seg.priority_level() & 31);
+  if ((line.levels.load(std::memory_order_seq_cst) & bit) == 0)
+    line.levels.fetch_or(bit, std::memory_order_seq_cst);
+  wake_waiters(line, base->max_members());
 }
 
 void Segment::set_policy(const QueueOptions& o) noexcept {

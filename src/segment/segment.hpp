@@ -132,6 +132,23 @@ class Segment {
   // The options this queue was created with.
   QueueOptions options() const;
 
+  // Priorities (issue 13). max_priority: of the queue this segment belongs to (0 = none);
+  // priority_level: which of its levels this segment is (0 = the queue itself).
+  std::uint32_t max_priority() const noexcept { return max_priority_; }
+  std::uint32_t priority_level() const noexcept { return priority_level_; }
+  // A level > 0: its queue's base segment (level 0), mapped when this one was opened (null
+  // if it did not exist then). Its consumers_wait line is where a priority consumer sleeps
+  // and where the level bitmap lives.
+  Segment* base() const noexcept { return base_.get(); }
+  // The name of level `level` of queue `base`: "<base>.p<level>" (level 0: base).
+  static std::string level_name(std::string_view base, std::uint32_t level);
+  // The level a queue named `name` with `max_priority` would be: p if `name` is
+  // "<base>.p<p>" with 1 <= p <= max_priority, else 0; `base` gets the base name.
+  static std::uint32_t level_of(std::string_view name, std::uint32_t max_priority,
+                                std::string* base = nullptr);
+  // The base queue's name (this segment's own name for level 0).
+  std::string base_name() const;
+
   // Fragments (slots) a message of `size` bytes takes.
   std::uint32_t fragments_for(std::size_t size) const noexcept {
     const std::size_t p = payload_size();
@@ -165,6 +182,8 @@ class Segment {
   std::string load_geometry();
   // Takes geometry and policy from validated values (never from shared memory).
   void adopt(const QueueOptions& o, std::uint32_t flags) noexcept;
+  // A level > 0: maps its base segment (base_), if it exists and is this queue's.
+  void link_base();
 
   std::string name_;
   uid_t owner_uid_ = 0;
@@ -186,8 +205,17 @@ class Segment {
   std::uint32_t payload_offset_ = kSlotHeaderSize;  // payload_offset(checksummed())
   Durability durability_ = Durability::none;
   std::uint32_t flush_interval_ms_ = 0;
+  std::uint32_t max_priority_ = 0;
+  std::uint32_t priority_level_ = 0;
+  std::shared_ptr<Segment> base_;
   std::string data_dir_;
 };
+
+// Wakes a priority consumer for level `seg` (a level > 0 of a queue with priorities): sets
+// the level's bit in its base's bitmap (if not set) and wakes the consumers sleeping on the
+// base's consumers_wait. Called after a message was made deliverable in `seg` (sent,
+// requeued) by a seq_cst RMW of its slot word. Does nothing for a level-0 segment.
+void signal_level(Segment& seg) noexcept;
 
 // Byte offsets of the member table and the ring, and the total size, for a geometry.
 struct SegmentGeometry {

@@ -193,6 +193,20 @@ class Consumer {
             Message& out);
   void wake_producers() noexcept;
   void release_member() noexcept;
+  // Queues with priorities (levels_ set): one non-blocking attempt over every level, the
+  // highest whose bit is set in the base's level bitmap first, then level 0 (this
+  // consumer's own ring). `sweep`: look at every level whatever the bitmap says, with their
+  // requeue epochs unseen (the re-check before sleeping, and once a millisecond).
+  Poll poll_levels(Message& out, bool sweep);
+  Poll poll_any(Message& out) { return levels_ ? poll_levels(out, false) : poll(out); }
+  // The consumer of the level `m` was received from (this one for level 0).
+  Consumer& route(const Message& m) noexcept;
+  std::size_t release_all_own();
+  // The earliest due time of a delayed message any level's scans noted.
+  std::uint64_t earliest_due() const noexcept;
+  struct Levels;
+  // Adds the consumer of level p (levels are added in order 1, 2, ...).
+  void add_level(std::uint32_t p, Consumer&& level);
   // The handle no longer holds its delivery (acked, nacked, taken back).
   void drop(Message& m) noexcept;
 
@@ -211,6 +225,7 @@ class Consumer {
   std::uint64_t held_count_ = 0;
   std::unique_ptr<std::atomic<bool>> interrupted_;
   std::unique_ptr<detail::DeadLetterSink> dead_letters_;
+  std::unique_ptr<Levels> levels_;
 };
 
 }  // namespace shmq

@@ -8,7 +8,7 @@
 //        4     2  envelope version (1)
 //        6     2  reason (DeadLetterReason)
 //        8     4  delivery count when it was dead-lettered
-//       12     4  reserved (0)
+//       12     4  priority of the original message (0 on a queue without priorities)
 //       16     8  original position in the source queue
 //       24     8  original message id
 //       32     -  original payload
@@ -37,9 +37,10 @@ inline constexpr std::size_t kDeadLetterEnvelopeSize = 32;
 struct DeadLetter {
   DeadLetterReason reason;
   std::uint32_t delivery_count;
-  std::uint64_t original_position;
+  std::uint64_t original_position;  // in its level's ring on a queue with priorities
   std::uint64_t original_id;
   std::span<const std::byte> payload;  // the original message's bytes
+  std::uint32_t priority = 0;          // the original message's priority
 };
 
 // Reads the envelope of a message from a dead-letter queue; nullopt if it is not one.

@@ -279,11 +279,20 @@ class Queue {
   // Walks the ring and the member table; safe to call at any time from any process.
   QueueStats stats() const;
 
+  // Queues with priorities: level p (1 .. max_priority) as a queue of its own, "<name>.p<p>",
+  // checked to be this queue's.
+  Result<Queue> open_level(std::uint32_t p) const;
+
   // Internal: the mapped segment.
   const std::shared_ptr<detail::Segment>& segment() const noexcept { return segment_; }
 
  private:
   explicit Queue(std::shared_ptr<detail::Segment> segment) : segment_(std::move(segment)) {}
+  static Result<Queue> create_one(std::string_view name, const QueueOptions& options,
+                                  bool with_dead_letter_queue);
+  QueueStats stats_one() const;
+  std::vector<BrowsedMessage> browse_one(std::size_t max_count, bool include_in_flight,
+                                         std::size_t max_bytes) const;
   std::shared_ptr<detail::Segment> segment_;
 };
 

@@ -26,6 +26,7 @@ bool copy_out(const detail::Segment& seg, std::uint64_t pos, std::uint64_t w,
   const std::uint64_t payload = seg.payload_size();
   const std::uint64_t len = h.length.load(std::memory_order_relaxed);
   out.position = pos;
+  out.priority = seg.priority_level();
   out.id = h.id.load(std::memory_order_relaxed);
   out.delivery_count = h.delivery_count.load(std::memory_order_relaxed);
   out.size = static_cast<std::size_t>(
@@ -45,6 +46,25 @@ bool copy_out(const detail::Segment& seg, std::uint64_t pos, std::uint64_t w,
 
 std::vector<BrowsedMessage> Queue::browse(std::size_t max_count, bool include_in_flight,
                                           std::size_t max_bytes) const {
+  if (segment_->priority_level() != 0 || segment_->max_priority() == 0)
+    return browse_one(max_count, include_in_flight, max_bytes);
+  // A queue with priorities: in the order a consumer would take them, highest level first.
+  std::vector<BrowsedMessage> out;
+  for (std::uint32_t p = segment_->max_priority(); p >= 1 && out.size() < max_count; --p) {
+    auto q = open_level(p);
+    if (!q.ok()) continue;
+    for (BrowsedMessage& m : q.value().browse_one(max_count - out.size(), include_in_flight,
+                                                  max_bytes))
+      out.push_back(std::move(m));
+  }
+  if (out.size() < max_count)
+    for (BrowsedMessage& m : browse_one(max_count - out.size(), include_in_flight, max_bytes))
+      out.push_back(std::move(m));
+  return out;
+}
+
+std::vector<BrowsedMessage> Queue::browse_one(std::size_t max_count, bool include_in_flight,
+                                              std::size_t max_bytes) const {
   const detail::Segment& seg = *segment_;
   const std::uint64_t tail = seg.header().tail.value.load(std::memory_order_acquire);
   const std::uint64_t n = seg.slot_count();

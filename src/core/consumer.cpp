@@ -1,6 +1,7 @@
 #include "shmq/consumer.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "core/dead_letter.hpp"
@@ -34,6 +35,22 @@ namespace {
 constexpr int kMaxDivertedPerPoll = 64;
 }  // namespace
 
+// The consumers of levels 1 .. max_priority of a queue with priorities (by_level[p - 1]),
+// each with a member row in its level's segment. The priority consumer polls them and
+// sleeps on its own (the base's) consumers_wait, which every level's producers and
+// requeuers wake (detail::signal_level).
+struct Consumer::Levels {
+  std::vector<std::unique_ptr<Consumer>> by_level;
+  std::uint32_t all = 0;             // bits 1 .. max_priority
+  std::uint64_t next_sweep_ns = 0;   // coarse clock: when poll_levels next looks everywhere
+};
+
+// How often a busy priority consumer looks at every level, whatever the bitmap says: the
+// bound on how late it finds a delayed message that fell due in a level whose bit was
+// cleared (nothing sets a bit when time passes), or a requeue by a process whose level
+// segment has no base mapped (one that created it before its base, shmqd after a reboot).
+constexpr std::uint64_t kLevelSweepNs = 1'000'000;
+
 
 Consumer::Consumer(std::shared_ptr<detail::Segment> segment, const detail::MemberTicket& member,
                    const ConsumerOptions& options)
@@ -60,7 +77,8 @@ Consumer::Consumer(Consumer&& o) noexcept
       held_hi_(o.held_hi_),
       held_count_(o.held_count_),
       interrupted_(std::move(o.interrupted_)),
-      dead_letters_(std::move(o.dead_letters_)) {}
+      dead_letters_(std::move(o.dead_letters_)),
+      levels_(std::move(o.levels_)) {}
 
 Consumer& Consumer::operator=(Consumer&& o) noexcept {
   if (this != &o) {
@@ -77,6 +95,7 @@ Consumer& Consumer::operator=(Consumer&& o) noexcept {
     held_count_ = o.held_count_;
     interrupted_ = std::move(o.interrupted_);
     dead_letters_ = std::move(o.dead_letters_);
+    levels_ = std::move(o.levels_);
   }
   return *this;
 }
@@ -101,6 +120,7 @@ void Consumer::release_member() noexcept {
     seg_.reset();
     return;
   }
+  levels_.reset();  // each level's consumer gives back what it holds and unregisters
   if (seg_) {
     release_all();  // only slots that name our owner id: harmless if we were evicted
     dead_letters_.reset();  // unregisters from the DLQ first
@@ -113,6 +133,7 @@ void Consumer::release_member() noexcept {
 void Consumer::interrupt() noexcept {
   if (!interrupted_) return;
   interrupted_->store(true, std::memory_order_seq_cst);
+  // A priority consumer sleeps on its own (the base's) line; its levels never sleep.
   if (seg_) detail::wake_all(seg_->header().consumers_wait);
 }
 
@@ -184,6 +205,7 @@ Consumer::Fill Consumer::fill(std::uint64_t pos, std::uint64_t held,
   out.word_ = held;
   out.delivery_count_ = delivery_count;
   out.fragments_ = k;
+  out.priority_ = seg.priority_level();
   out.owner_ = owner_;
   // Steady state (a Message reused in a loop): no reference count traffic.
   if (out.seg_ != seg_) out.seg_ = seg_;
@@ -514,7 +536,67 @@ Status Consumer::try_receive(Message& out) {
   heartbeat();
   // busy: the walk used its budget without finding a message; say empty, the next call
   // walks on from where this one stopped.
-  return poll(out) == Poll::got ? Status::ok : Status::empty;
+  return poll_any(out) == Poll::got ? Status::ok : Status::empty;
+}
+
+void Consumer::add_level(std::uint32_t p, Consumer&& level) {
+  if (!levels_) levels_ = std::make_unique<Levels>();
+  levels_->by_level.push_back(std::make_unique<Consumer>(std::move(level)));
+  levels_->all |= std::uint32_t{1} << p;
+}
+
+Consumer& Consumer::route(const Message& m) noexcept {
+  if (!levels_ || m.priority_ == 0 || m.priority_ > levels_->by_level.size()) return *this;
+  return *levels_->by_level[m.priority_ - 1];
+}
+
+std::uint64_t Consumer::earliest_due() const noexcept {
+  std::uint64_t due = next_due_ns_;
+  if (levels_)
+    for (const auto& c : levels_->by_level) due = std::min(due, c->next_due_ns_);
+  return due;
+}
+
+Consumer::Poll Consumer::poll_levels(Message& out, bool sweep) {
+  Levels& levels = *levels_;
+  std::atomic<std::uint32_t>& hint = seg_->header().consumers_wait.levels;
+  std::uint32_t bits = hint.load(std::memory_order_seq_cst);
+  const std::uint64_t now = now_ns_ != 0 ? now_ns_ : detail::monotonic_coarse_ns();
+  if (sweep || now >= levels.next_sweep_ns) {
+    bits = levels.all;
+    levels.next_sweep_ns = now + kLevelSweepNs;
+    for (const auto& c : levels.by_level) {
+      // Keeps each level's row alive where liveness is judged by heartbeat.
+      c->seg_->member(c->member_).heartbeat_ns.store(now, std::memory_order_relaxed);
+      if (sweep)
+        c->seen_requeue_epoch_ =
+            c->seg_->header().requeue_epoch.value.load(std::memory_order_seq_cst) - 1;
+    }
+  }
+  bits &= levels.all;
+  while (bits != 0) {
+    const std::uint32_t p = 31u - static_cast<std::uint32_t>(std::countl_zero(bits));
+    const std::uint32_t bit = std::uint32_t{1} << p;
+    bits &= ~bit;
+    Consumer& c = *levels.by_level[p - 1];
+    c.now_ns_ = now;
+    Poll r = c.poll(out);
+    if (r == Poll::got) return r;
+    if (r == Poll::busy) return r;
+    // Empty: clear the level's bit, then look once more. A message made deliverable after
+    // our look either set the bit after our clear (its sender's seq_cst load saw it clear),
+    // or its sender saw the bit still set, and then it was deliverable before our clear and
+    // this second look (seq_cst) finds it.
+    if ((hint.load(std::memory_order_relaxed) & bit) == 0) continue;
+    hint.fetch_and(~bit, std::memory_order_seq_cst);
+    r = c.poll(out);
+    if (r == Poll::got || r == Poll::busy) {
+      // There may be more behind it: the bit goes back for every consumer.
+      hint.fetch_or(bit, std::memory_order_seq_cst);
+      return r;
+    }
+  }
+  return poll(out);
 }
 
 Status Consumer::receive(Message& out) { return receive_for(out, std::chrono::nanoseconds::max()); }
@@ -527,7 +609,7 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
   heartbeat();
   int spins = 0;
   for (;;) {
-    const Poll p = poll(out);
+    const Poll p = poll_any(out);
     if (p == Poll::got) return Status::ok;
     if (interrupted_->load(std::memory_order_relaxed)) return Status::interrupted;
     if (p == Poll::busy) {
@@ -545,6 +627,9 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
     // Slow path only: nothing left to take and the queue was removed: nothing will come.
     if (seg_->removed()) return Status::closed;
     if (evicted()) return Status::evicted;
+    if (levels_)
+      for (const auto& c : levels_->by_level)
+        if (c->evicted()) return Status::evicted;
     heartbeat();
     // Sleep until the deadline, but wake for the earliest delayed message, and often
     // enough to keep the heartbeat fresh where liveness is judged by it.
@@ -559,16 +644,15 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
       // died before bumping the epoch is still found before we sleep.
       seen_requeue_epoch_ = h.requeue_epoch.value.load(std::memory_order_seq_cst) - 1;
       now_ns_ = detail::monotonic_coarse_ns();
-      const Poll p2 = poll(out);
+      const Poll p2 = levels_ ? poll_levels(out, true) : poll(out);
       got = p2 == Poll::got;
       if (p2 == Poll::busy) return true;  // more to walk: do not sleep, loop again
-      if (!got && next_due_ns_ != UINT64_MAX) {
+      if (const std::uint64_t due_ns = earliest_due(); !got && due_ns != UINT64_MAX) {
         // Do not sleep past the earliest delayed message (both clocks are CLOCK_MONOTONIC).
         // Only a deadline that is near (a shared word: it may be scribbled to anything, and
         // a value past 2^63 converted to a time in the past made idle consumers spin).
-        if (next_due_ns_ < now_ns_ + std::uint64_t{3600} * 1'000'000'000) {
-          const auto due =
-              Clock::time_point(std::chrono::nanoseconds(next_due_ns_ + 4'000'000));
+        if (due_ns < now_ns_ + std::uint64_t{3600} * 1'000'000'000) {
+          const auto due = Clock::time_point(std::chrono::nanoseconds(due_ns + 4'000'000));
           if (due < wake) wake = due;
         }
       }
@@ -583,7 +667,7 @@ std::size_t Consumer::receive_batch(std::span<Message> out, std::chrono::nanosec
   std::size_t n = 0;
   if (receive_for(out[0], timeout) != Status::ok) return 0;
   n = 1;
-  while (n < out.size() && !out[n].held_ && poll(out[n]) == Poll::got) ++n;
+  while (n < out.size() && !out[n].held_ && poll_any(out[n]) == Poll::got) ++n;
   return n;
 }
 
@@ -604,6 +688,8 @@ static bool is_current(const detail::Segment& seg, const Message& m, std::uint32
 }
 
 Status Consumer::ack(Message& m) {
+  if (levels_ && m.priority_ != 0) [[unlikely]]
+    if (Consumer& c = route(m); &c != this) return c.ack(m);
   if (!seg_) return Status::invalid;
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
@@ -632,6 +718,8 @@ Status Consumer::ack(std::span<Message> ms) {
 }
 
 Status Consumer::nack(Message& m, bool requeue) {
+  if (levels_ && m.priority_ != 0) [[unlikely]]
+    if (Consumer& c = route(m); &c != this) return c.nack(m, requeue);
   if (!seg_) return Status::invalid;
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
@@ -669,6 +757,8 @@ Status Consumer::nack(Message& m, bool requeue) {
 }
 
 Status Consumer::nack_after(Message& m, std::chrono::milliseconds delay) {
+  if (levels_ && m.priority_ != 0) [[unlikely]]
+    if (Consumer& c = route(m); &c != this) return c.nack_after(m, delay);
   if (!seg_) return Status::invalid;
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
@@ -690,6 +780,8 @@ Status Consumer::nack_after(Message& m, std::chrono::milliseconds delay) {
 }
 
 Status Consumer::extend_lease(Message& m, std::chrono::milliseconds extension) {
+  if (levels_ && m.priority_ != 0) [[unlikely]]
+    if (Consumer& c = route(m); &c != this) return c.extend_lease(m, extension);
   if (!seg_) return Status::invalid;
   // A handle that held a delivery and no longer does (acked, nacked, moved from): the
   // header's lease_lost. A handle that never held anything: invalid.
@@ -721,6 +813,14 @@ Status Consumer::extend_lease(Message& m, std::chrono::milliseconds extension) {
 // is bounded by that range (and by the ring's window [tail - N, tail)).
 std::size_t Consumer::release_all() {
   if (!seg_) return 0;
+  std::size_t from_levels = 0;
+  if (levels_)
+    for (const auto& c : levels_->by_level) from_levels += c->release_all();
+  if (from_levels != 0) return from_levels + release_all_own();
+  return release_all_own();
+}
+
+std::size_t Consumer::release_all_own() {
   if (held_count_ == 0) {
     held_lo_ = UINT64_MAX;
     held_hi_ = 0;

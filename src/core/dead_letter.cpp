@@ -1,4 +1,5 @@
 #include "core/dead_letter.hpp"
+#include "shmq/queue.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -26,18 +27,20 @@ std::string_view to_string(DeadLetterReason r) noexcept {
 
 std::optional<DeadLetter> parse_dead_letter(std::span<const std::byte> m) noexcept {
   if (m.size() < kDeadLetterEnvelopeSize) return std::nullopt;
-  std::uint32_t magic = 0, dc = 0;
+  std::uint32_t magic = 0, dc = 0, priority = 0;
   std::uint16_t version = 0, reason = 0;
   std::uint64_t pos = 0, id = 0;
   std::memcpy(&magic, m.data(), 4);
   std::memcpy(&version, m.data() + 4, 2);
   std::memcpy(&reason, m.data() + 6, 2);
   std::memcpy(&dc, m.data() + 8, 4);
+  std::memcpy(&priority, m.data() + 12, 4);
   std::memcpy(&pos, m.data() + 16, 8);
   std::memcpy(&id, m.data() + 24, 8);
   if (magic != kDeadLetterMagic || version != 1 || reason < 1 || reason > 4) return std::nullopt;
+  if (priority > kMaxPriority) priority = 0;  // not ours to interpret
   return DeadLetter{static_cast<DeadLetterReason>(reason), dc, pos, id,
-                    m.subspan(kDeadLetterEnvelopeSize)};
+                    m.subspan(kDeadLetterEnvelopeSize), priority};
 }
 
 }  // namespace shmq
@@ -93,7 +96,8 @@ bool DeadLetterSink::open() {
     dlq_.reset();
   }
   if (producer_) return true;
-  const std::string name = Queue::dead_letter_name(src_->name());
+  // A level of a queue with priorities dead-letters into its queue's DLQ.
+  const std::string name = Queue::dead_letter_name(src_->base_name());
   auto q = Queue::open(name);
   if (!q.ok()) return false;
   // Owned by whoever owns the source queue, checked on the descriptor (fstat at open):
@@ -124,14 +128,14 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
   const std::uint32_t magic = kDeadLetterMagic;
   const std::uint16_t version = 1;
   const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
-  const std::uint32_t reserved = 0;
+  const std::uint32_t priority = seg.priority_level();
   const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
   // Read before the copy, like the id: the check of the slot word after it covers them.
   const Seal seal = seg.checksummed() ? read_seal(seg, pos) : Seal{};
   std::memcpy(buf_.data(), &magic, 4);
   std::memcpy(buf_.data() + 4, &version, 2);
   std::memcpy(buf_.data() + 8, &dc, 4);
-  std::memcpy(buf_.data() + 12, &reserved, 4);
+  std::memcpy(buf_.data() + 12, &priority, 4);
   std::memcpy(buf_.data() + 16, &pos, 8);
   std::memcpy(buf_.data() + 24, &id, 8);
   const std::size_t p = seg.payload_size();

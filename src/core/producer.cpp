@@ -493,7 +493,7 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
     if (const Status s = claim(k, pos, deadline); s != Status::ok) return s;
     // A generated id is this claim's position: if the claim is repaired and we send again
     // at a new position, the message gets that one (the first was never delivered).
-    const std::uint64_t message_id = id != 0 ? id : generated_id(pos);
+    const std::uint64_t message_id = id != 0 ? id : generated_id(pos, seg_->priority_level());
     write_and_publish_prepare(pos, message, message_id);
     if (origin != 0) {
       detail::SlotHeader& hdr = seg_->slot(pos);
@@ -692,7 +692,8 @@ Status Producer::commit(Reservation& r, const SendOptions& o) {
 Status Producer::commit(Reservation& r, std::uint64_t id) {
   if (!seg_ || r.seg_ != seg_ || r.owner_ != owner_) return Status::invalid;
   detail::SlotHeader& hdr = seg_->slot(r.position_);
-  const std::uint64_t message_id = id != 0 ? id : generated_id(r.position_);
+  const std::uint64_t message_id =
+      id != 0 ? id : generated_id(r.position_, seg_->priority_level());
   hdr.position.store(r.position_, std::memory_order_relaxed);
   hdr.id.store(message_id, std::memory_order_relaxed);
   hdr.origin.store(0, std::memory_order_relaxed);

@@ -51,7 +51,64 @@ std::string_view to_string(Durability d) noexcept {
   return "unknown";
 }
 
+namespace {
+
+// Removes the level segments 1 .. upto of queue `base` that `made` says this call created.
+void remove_levels(std::string_view base, const std::vector<bool>& made) {
+  for (std::uint32_t p = 1; p < made.size(); ++p)
+    if (made[p]) (void)detail::Segment::remove(detail::Segment::level_name(base, p));
+}
+
+}  // namespace
+
 Result<Queue> Queue::create(std::string_view name, const QueueOptions& options) {
+  if (options.max_priority == 0) return create_one(name, options, true);
+  // A queue with priorities: its levels 1 .. max_priority first, each a queue of its own
+  // ("<name>.p<level>") with the same options and no dead-letter queue of its own (a level
+  // dead-letters into the queue's), then the queue itself (level 0) with its DLQ. Levels
+  // first: a queue that exists has all its levels, whatever crash interrupted its create.
+  if (auto e = validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
+  if (auto e = detail::Segment::validate_options(options); !e.empty())
+    return Error(Errc::invalid_argument, "cannot create queue '" + std::string(name) + "': " + e);
+  if (detail::Segment::level_of(name, options.max_priority) != 0)
+    return Error(Errc::invalid_argument,
+                 "invalid queue name '" + std::string(name) + "': a queue with priorities may "
+                 "not be named like a level of another (<name>.p<N>)");
+  if (name.size() + 4 > detail::kMaxNameLength)
+    return Error(Errc::invalid_argument,
+                 "invalid queue name '" + std::string(name.substr(0, 64)) + "...': a queue with "
+                 "priorities takes at most " + std::to_string(detail::kMaxNameLength - 4) +
+                 " characters (its levels '<name>.p<N>' must fit " +
+                 std::to_string(detail::kMaxNameLength) + ")");
+  std::vector<bool> made(options.max_priority + 1, false);
+  for (std::uint32_t p = 1; p <= options.max_priority; ++p) {
+    const std::string level = detail::Segment::level_name(name, p);
+    auto q = create_one(level, options, false);
+    if (q.ok()) {
+      made[p] = true;
+      continue;
+    }
+    // A level left by an earlier create of this queue that did not finish (or by the
+    // queue's earlier life: it may hold messages) is kept if it is this queue's level: ours,
+    // same max_priority. Anything else under that name is not ours to use.
+    if (q.error().code() == Errc::already_exists) {
+      auto old = detail::Segment::open(level);
+      if (old.ok() && old.value()->owner_uid() == ::geteuid() &&
+          old.value()->priority_level() == p &&
+          old.value()->max_priority() == options.max_priority)
+        continue;
+    }
+    remove_levels(name, made);
+    return Error(q.error().code(), "cannot create level " + std::to_string(p) + " of queue '" +
+                                       std::string(name) + "': " + q.error().message());
+  }
+  auto q = create_one(name, options, true);
+  if (!q.ok()) remove_levels(name, made);
+  return q;
+}
+
+Result<Queue> Queue::create_one(std::string_view name, const QueueOptions& options,
+                                bool with_dead_letter_queue) {
   QueueOptions o = options;
   if (o.dead_letter && validate_name(name).empty() &&
       name.size() + 4 > detail::kMaxNameLength)
@@ -87,11 +144,13 @@ Result<Queue> Queue::create(std::string_view name, const QueueOptions& options) 
   // One left by an earlier queue of this name is kept (it may hold dead letters), but only
   // if it is ours: another user could have made it first to receive, or to refuse, this
   // queue's dead letters.
-  if (o.dead_letter) {
+  if (o.dead_letter && with_dead_letter_queue) {
     // From the segment's options: they carry the defaults create filled in.
     QueueOptions parent = seg.value()->options();
     parent.data_dir = o.data_dir;
-    auto dlq = create(dead_letter_name(name), detail::dead_letter_options(parent));
+    QueueOptions dlq_options = detail::dead_letter_options(parent);
+    dlq_options.max_priority = 0;  // dead letters carry their priority in the envelope
+    auto dlq = create(dead_letter_name(name), dlq_options);
     if (!dlq.ok()) {
       if (dlq.error().code() != Errc::already_exists) {
         (void)detail::Segment::remove(name);
@@ -219,8 +278,17 @@ VoidResult Queue::set_policy(const PolicyUpdate& u) {
 
 VoidResult Queue::remove(std::string_view name) {
   const auto owner = detail::Segment::owner_of(name);
+  // A queue with priorities: its levels go with it (the same owner's only).
+  std::uint32_t levels = 0;
+  if (auto seg = detail::Segment::open(name); seg.ok() && seg.value()->priority_level() == 0)
+    levels = seg.value()->max_priority();
   auto r = detail::Segment::remove(name);
   if (!r.ok()) return r;
+  for (std::uint32_t p = 1; p <= levels && owner.ok(); ++p) {
+    const std::string level = detail::Segment::level_name(name, p);
+    const auto l = detail::Segment::owner_of(level);
+    if (l.ok() && l.value().uid == owner.value().uid) (void)detail::Segment::remove(level);
+  }
   // Its dead-letter queue goes with it (if there is one, and only if it has the queue's
   // owner: another user's "<name>.dlq" is not this queue's).
   if (!std::string_view(name).ends_with(".dlq") && owner.ok()) {
@@ -251,7 +319,32 @@ Result<Consumer> Queue::consumer(const ConsumerOptions& options) {
   auto m = detail::register_member_repairing(segment_, detail::Role::consumer);
   if (!m.ok()) return m.error();
   detail::healer_acquire(segment_, m.value());  // released by the consumer's close
-  return Consumer(segment_, m.value(), options);
+  Consumer c(segment_, m.value(), options);
+  const std::uint32_t levels = segment_->priority_level() == 0 ? segment_->max_priority() : 0;
+  if (levels == 0) return c;
+  // A queue with priorities: a consumer of every level, each with a row in its segment.
+  for (std::uint32_t p = 1; p <= levels; ++p) {
+    auto q = open_level(p);
+    if (!q.ok()) return q.error();
+    auto lc = q.value().consumer(options);
+    if (!lc.ok()) return lc.error();
+    c.add_level(p, std::move(lc.value()));
+  }
+  return c;
+}
+
+Result<Queue> Queue::open_level(std::uint32_t p) const {
+  const std::string level = detail::Segment::level_name(name(), p);
+  auto q = open(level);
+  if (!q.ok()) return Error(q.error().code(), "level " + std::to_string(p) + " of queue '" +
+                                                  name() + "': " + q.error().message());
+  const detail::Segment& l = *q.value().segment();
+  if (l.priority_level() != p || l.max_priority() != segment_->max_priority() ||
+      l.owner_uid() != segment_->owner_uid())
+    return Error(Errc::mismatch, "'" + level + "' is not level " + std::to_string(p) +
+                                     " of queue '" + name() + "' (another queue, or another "
+                                     "owner's); remove it and create the queue again");
+  return q;
 }
 
 RepairReport Queue::repair() {
@@ -261,6 +354,17 @@ RepairReport Queue::repair() {
   r.members_reclaimed = w.members_reclaimed;
   r.redelivered = w.redelivered;
   r.holes_repaired = w.holes_repaired;
+  // A queue with priorities: each level's member table too.
+  for (std::uint32_t p = 1; segment_->priority_level() == 0 && p <= segment_->max_priority();
+       ++p) {
+    auto q = open_level(p);
+    if (!q.ok()) continue;
+    const WatchdogReport l = detail::repair_members(q.value().segment());
+    r.watchdog_running = r.watchdog_running || !l.active;
+    r.members_reclaimed += l.members_reclaimed;
+    r.redelivered += l.redelivered;
+    r.holes_repaired += l.holes_repaired;
+  }
   return r;
 }
 
@@ -271,6 +375,43 @@ std::uint32_t Queue::max_message_size() const noexcept { return segment_->max_me
 std::uint32_t Queue::max_members() const noexcept { return segment_->max_members(); }
 
 QueueStats Queue::stats() const {
+  QueueStats s = stats_one();
+  s.max_priority = segment_->max_priority();
+  if (segment_->priority_level() != 0 || segment_->max_priority() == 0) return s;
+  // A queue with priorities: each level's ring, summed; levels listed highest first.
+  const QueueStats::Level own{0, s.ready, s.in_flight, s.delayed};
+  std::vector<QueueStats::Level> levels;
+  for (std::uint32_t p = segment_->max_priority(); p >= 1; --p) {
+    auto q = open_level(p);
+    if (!q.ok()) continue;  // a level removed under us: nothing in it to count
+    const QueueStats l = q.value().stats_one();
+    levels.push_back({p, l.ready, l.in_flight, l.delayed});
+    s.ready += l.ready;
+    s.in_flight += l.in_flight;
+    s.claimed += l.claimed;
+    s.delayed += l.delayed;
+    if (l.next_due_ns != 0 && (s.next_due_ns == 0 || l.next_due_ns < s.next_due_ns))
+      s.next_due_ns = l.next_due_ns;
+    s.oldest_unacked_age_ms = std::max(s.oldest_unacked_age_ms, l.oldest_unacked_age_ms);
+    s.sent += l.sent;
+    s.received += l.received;
+    s.acked += l.acked;
+    s.requeued += l.requeued;
+    s.members_reclaimed += l.members_reclaimed;
+    s.redelivered += l.redelivered;
+    s.leases_expired += l.leases_expired;
+    s.holes_repaired += l.holes_repaired;
+    s.dead_lettered += l.dead_lettered;
+    s.expired += l.expired;
+    s.dead_letter_failed += l.dead_letter_failed;
+    s.corrupt += l.corrupt;
+  }
+  levels.push_back(own);
+  s.levels = std::move(levels);
+  return s;
+}
+
+QueueStats Queue::stats_one() const {
   const detail::Segment& seg = *segment_;
   detail::SegmentHeader& h = seg.header();
   QueueStats s;

@@ -75,6 +75,7 @@ VoidResult write_queue_meta(const std::string& dir, const std::string& name,
       << "heartbeat_timeout_ms=" << o.heartbeat_timeout.count() << "\n"
       << "claim_timeout_ms=" << o.claim_timeout.count() << "\n"
       << "checksum=" << (o.checksum ? 1 : 0) << "\n"
+      << "max_priority=" << o.max_priority << "\n"
       << "durability=" << to_string(o.durability) << "\n"
       << "flush_interval_ms=" << o.flush_interval.count() << "\n";
   const std::string tmp = dir + "/" + kMetaFile + ".tmp";
@@ -156,6 +157,12 @@ Result<std::pair<std::string, QueueOptions>> read_queue_meta(const std::string& 
   if (std::uint64_t c = 0; kv.contains("checksum")) {
     if (!num("checksum", c)) return Error(Errc::corrupt, path + ": bad 'checksum'");
     o.checksum = c != 0;
+  }
+  // Optional too (issue 13): none means a queue without priorities.
+  if (std::uint64_t mp = 0; kv.contains("max_priority")) {
+    if (!num("max_priority", mp) || mp > kMaxPriority)
+      return Error(Errc::corrupt, path + ": bad 'max_priority'");
+    o.max_priority = static_cast<std::uint32_t>(mp);
   }
   const std::string d = kv["durability"];
   o.durability = d == "sync" ? Durability::sync : d == "async" ? Durability::async : Durability::none;

@@ -110,7 +110,7 @@ bool Persister::dead_letters_durable() {
   if (!dlq_) {
     // The DLQ is created with its queue; if it is not there, nothing can have been moved
     // into it (dead-lettering only opens it), so there is nothing to wait for.
-    auto d = Segment::open(seg_->name() + ".dlq");
+    auto d = Segment::open(seg_->base_name() + ".dlq");  // a level's: its queue's DLQ
     if (!d.ok() || !d.value()->durable()) return true;
     dlq_ = std::move(d.value());
   }

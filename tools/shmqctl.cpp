@@ -6,13 +6,14 @@
 //                        [--max-members N] [--backoff-initial-ms MS] [--backoff-max-ms MS]
 //                        [--no-dead-letter] [--heartbeat-liveness] [--heartbeat-timeout-ms MS]
 //                        [--claim-timeout-ms MS] [--flush-interval-ms MS] [--checksum]
+//                        [--max-priority N]
 //   shmqctl set QUEUE [--lease-ms MS] [--max-deliveries N] [--ttl-ms MS]
 //                     [--backoff-initial-ms MS] [--backoff-max-ms MS]
 //   shmqctl delete QUEUE [--purge-data [--data-dir DIR]] [--keep-dlq]
 //   shmqctl list [--json]
 //   shmqctl stat QUEUE [--json] [--rate [--rate-ms MS]]
 //   shmqctl watch QUEUE [--interval-ms MS] [--count N]
-//   shmqctl produce QUEUE [--count N [--size BYTES]]
+//   shmqctl produce QUEUE [--count N [--size BYTES]] [--priority P]
 //   shmqctl consume QUEUE [--count N] [--timeout-ms MS | --follow] [--reject]
 //   shmqctl peek QUEUE [--count N] [--max-bytes N]
 //   shmqctl dlq list|replay|purge QUEUE [--count N]
@@ -41,7 +42,7 @@
 //                "backoff_initial_ms": 0, "backoff_max_ms": 60000, "dead_letter": true,
 //                "dead_letter_queue": "orders.dlq", "heartbeat_liveness": false,
 //                "heartbeat_timeout_ms": 5000, "claim_timeout_ms": 5000,
-//                "checksum": false},
+//                "checksum": false, "max_priority": 0},
 //     "durability": "none",           // "none" | "async" | "sync"
 //     "data_dir": null,               // durable: the data dir root (files in <data_dir>/<queue>/)
 //     "flush_interval_ms": 5,
@@ -49,6 +50,8 @@
 //     "ready": 3,                     // deliverable now
 //     "delayed": 0,                   // nacked with a delay, not yet due
 //     "in_flight": 0,                 // delivered, not acked
+//     "priorities": [                 // --max-priority N: per level, highest first; else []
+//       {"priority": 3, "depth": 1, "ready": 1, "delayed": 0, "in_flight": 0}, ...],
 //     "claimed": 0,                   // slots being written by producers
 //     "free_slots": 1021,
 //     "tail": 3,                      // next position producers will claim
@@ -209,6 +212,11 @@ int main(int argc, char** argv) {
                    "Checksum every message (XXH3 over position, id, length and payload): a "
                    "message scribbled in shared memory after it was sent is never delivered "
                    "but dead-lettered with reason 'corrupt' (dropped with --no-dead-letter)");
+  create->add_option("--max-priority", ca.max_priority,
+                     "Priorities 0..N (0 = none, at most 31): consumers always receive the "
+                     "highest-priority message first; each level above 0 is a ring of its own "
+                     "(segment QUEUE.pN, same geometry): N + 1 times the memory")
+      ->check(CLI::Range(0u, shmq::kMaxPriority));
   create->callback([&] { run = [&] { return cmd_create(ca); }; });
 
   // set
@@ -295,6 +303,9 @@ int main(int argc, char** argv) {
       ->check(whole_number());
   produce->add_option("--size", pa.size, "With --count: bytes per generated message (default 64)")
       ->needs(count_opt);
+  produce->add_option("--priority", pa.priority,
+                      "Send at priority P (0 .. the queue's max priority; default 0)")
+      ->check(CLI::Range(0u, shmq::kMaxPriority));
   produce->callback([&] { run = [&] { return cmd_produce(pa); }; });
 
   // consume

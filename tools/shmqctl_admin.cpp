@@ -240,6 +240,7 @@ int cmd_create(const CreateArgs& a) {
   o.claim_timeout = std::chrono::milliseconds(a.claim_timeout_ms);
   o.flush_interval = std::chrono::milliseconds(a.flush_interval_ms);
   o.checksum = a.checksum;
+  o.max_priority = a.max_priority;
   if (o.dead_letter && a.queue.size() + 4 > shmq::detail::kMaxNameLength)
     fail(kExitUsage, "queue name '" + a.queue.substr(0, 64) + "...' is " +
                          std::to_string(a.queue.size()) + " characters: a queue with dead " +
@@ -262,6 +263,9 @@ int cmd_create(const CreateArgs& a) {
               a.queue.c_str(), c.slot_count, c.slot_size, c.max_message_size,
               std::string(shmq::to_string(c.durability)).c_str(),
               c.checksum ? ", checksummed" : "");
+  if (c.max_priority != 0)
+    std::printf(", priorities 0..%u (levels %s.p1 .. %s.p%u)", c.max_priority, a.queue.c_str(),
+                a.queue.c_str(), c.max_priority);
   if (c.durability != shmq::Durability::none)
     std::printf(", data in %s (persist with: shmqd --data-dir %s %s)",
                 shmq::detail::queue_dir(c.data_dir, a.queue).c_str(), c.data_dir.c_str(),
@@ -390,6 +394,26 @@ int cmd_delete(const DeleteArgs& a) {
            std::to_string(owner) + "), so it is not this queue's dead-letter queue");
     else
       names.push_back(dlq);
+  }
+
+  // A queue with priorities: its levels "<queue>.p1" .. (the same owner's only). How many:
+  // the segment says, or (segment gone, purging) the queue.meta in its data dir.
+  std::uint32_t levels = 0;
+  if (q.ok() && q->segment()->priority_level() == 0) {
+    levels = q->segment()->max_priority();
+  } else if (!q.ok() && !root.empty()) {
+    if (auto m = shmq::detail::read_queue_meta(shmq::detail::queue_dir(root, a.queue)); m.ok())
+      levels = m.value().second.max_priority;
+  }
+  for (std::uint32_t p = 1; p <= levels; ++p) {
+    const std::string level = shmq::detail::Segment::level_name(a.queue, p);
+    auto f = shmq::detail::Segment::owner_of(level);
+    if (f.ok() && f.value().uid != owner)
+      warn("not removing " + shm_path(level) + ": it is owned by uid " +
+           std::to_string(f.value().uid) + ", not by the queue's owner (uid " +
+           std::to_string(owner) + ")");
+    else
+      names.push_back(level);
   }
 
   // Check the data dirs (and lock them against a starting shmqd) before removing anything.

@@ -28,6 +28,7 @@ struct CreateArgs {
   std::uint32_t claim_timeout_ms = 5'000;
   std::uint32_t flush_interval_ms = 5;
   bool checksum = false;
+  std::uint32_t max_priority = 0;
 };
 int cmd_create(const CreateArgs& a);
 
@@ -80,6 +81,7 @@ struct ProduceArgs {
   std::string queue;
   std::optional<std::uint64_t> count;  // generated messages instead of stdin
   std::optional<std::uint32_t> size;
+  std::uint32_t priority = 0;
 };
 int cmd_produce(const ProduceArgs& a);
 

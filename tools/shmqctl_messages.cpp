@@ -148,6 +148,9 @@ bool persister_attached(const shmq::QueueStats& s) {
 
 // --- produce -------------------------------------------------------------------------------
 
+// What every message of this produce is sent with (--priority).
+shmq::SendOptions g_send_options;
+
 // Sends `batch` in full; false (and `why`) if it stopped early. `sent` counts what is known
 // to be accepted (and, on a sync queue, confirmed).
 bool send_all(shmq::Producer& p, std::span<const shmq::Bytes> batch, std::uint64_t& sent,
@@ -157,7 +160,8 @@ bool send_all(shmq::Producer& p, std::span<const shmq::Bytes> batch, std::uint64
     Status s = Status::ok;
     // On a sync queue this waits for shmqd (also while one starts or restarts), as
     // documented.
-    const std::size_t n = p.send_batch(batch.subspan(done), std::chrono::nanoseconds::max(), &s);
+    const std::size_t n =
+        p.send_batch(batch.subspan(done), std::chrono::nanoseconds::max(), &s, g_send_options);
     done += n;
     sent += n;
     if (s != Status::ok) {
@@ -347,6 +351,13 @@ int cmd_produce(const ProduceArgs& a) {
   install_stop_handlers();
   InterruptScope scope(&p.value());
   const shmq::QueueOptions o = q.options();
+  if (a.priority > o.max_priority)
+    fail(kExitUsage, "--priority " + std::to_string(a.priority) + " is above queue '" + a.queue +
+                         "'s max priority " + std::to_string(o.max_priority) +
+                         (o.max_priority == 0 ? " (it has no priorities: create it with "
+                                                "--max-priority N)"
+                                              : ""));
+  g_send_options.priority = a.priority;
   if (o.durability == shmq::Durability::sync && !persister_attached(q.stats()))
     warn("no shmqd persists sync queue '" + a.queue +
          "' now: every send waits for one to confirm it (shmqd --data-dir " + o.data_dir + " " +
@@ -507,7 +518,9 @@ int cmd_dlq_replay(const DlqArgs& a) {
       ++unreadable;
       return Visit::kept;
     }
-    const Status sent = p->send(dl->payload, dl->original_id);
+    // Back at its priority (on a queue that has it; else at the top level it has).
+    const std::uint32_t level = std::min(dl->priority, q.options().max_priority);
+    const Status sent = p->send(dl->payload, shmq::SendOptions{.id = dl->original_id, .priority = level});
     if (sent == Status::too_large) {
       ++too_large;
       return Visit::kept;

@@ -109,6 +109,7 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
       {"heartbeat_timeout_ms", ms(o.heartbeat_timeout)},
       {"claim_timeout_ms", ms(o.claim_timeout)},
       {"checksum", o.checksum},
+      {"max_priority", o.max_priority},
   };
   const bool durable = o.durability != shmq::Durability::none;
   j["durability"] = std::string(shmq::to_string(o.durability));
@@ -118,6 +119,15 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
   j["ready"] = s.ready;
   j["delayed"] = s.delayed;
   j["in_flight"] = s.in_flight;
+  // Queues with priorities: one entry per level, highest first (empty without).
+  ordered_json levels = ordered_json::array();
+  for (const auto& l : s.levels)
+    levels.push_back({{"priority", l.priority},
+                      {"depth", l.ready + l.delayed},
+                      {"ready", l.ready},
+                      {"delayed", l.delayed},
+                      {"in_flight", l.in_flight}});
+  j["priorities"] = std::move(levels);
   j["oldest_unacked_age_ms"] = s.oldest_unacked_age_ms;
   j["claimed"] = s.claimed;
   j["free_slots"] = s.free_slots;
@@ -202,6 +212,15 @@ std::string stat_text(const shmq::Queue& q, const shmq::QueueStats& s,
   out << "messages     depth " << depth(s) << " (ready " << s.ready << ", delayed " << s.delayed
       << "), in flight " << s.in_flight << ", being written " << s.claimed << ", free slots "
       << s.free_slots << ", oldest unacked " << s.oldest_unacked_age_ms << " ms\n";
+  if (!s.levels.empty()) {
+    out << "priorities   0.." << o.max_priority << " (levels " << q.name() << ".p1 .. " << q.name()
+        << ".p" << o.max_priority << "); depth by priority, highest first:";
+    for (const auto& l : s.levels)
+      if (l.ready + l.delayed + l.in_flight != 0)
+        out << " " << l.priority << ": " << l.ready + l.delayed << " (+" << l.in_flight
+            << " in flight)";
+    out << "\n";
+  }
   out << "positions    tail " << s.tail << ", dispatch " << s.dispatch << "\n";
   out << "counters     sent " << s.sent << ", received " << s.received << ", acked " << s.acked
       << ", requeued " << s.requeued << ", redelivered " << s.redelivered

@@ -119,6 +119,9 @@ void usage(std::FILE* out) {
                "  -h, --help       this text\n"
                "QUEUE: 1-200 characters of [A-Za-z0-9._-], not starting with '.' or '-', no\n"
                "'..'; 1-196 for a queue with dead letters (QUEUE.dlq must fit 200).\n"
+               "A queue with priorities (shmqctl create --max-priority N) is served with its\n"
+               "levels QUEUE.p1 .. QUEUE.pN, a ring and a log each (DIR/QUEUE.pN/), and a\n"
+               "durable queue with its dead-letter queue QUEUE.dlq.\n"
                "Exit codes: 0 ok (SIGTERM or SIGINT: flush, checkpoint, exit 0), 1 runtime\n"
                "failure (a fatal error, see the log), 2 usage error (bad flag, value or name).\n");
 }
@@ -431,7 +434,8 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
   std::vector<Row> rows;
   for (const auto& q : queues) {
     auto queue = shmq::Queue::open(q);
-    if (queue.ok()) rows.push_back({q, queue->stats()});
+    // A level of a queue with priorities is counted in its queue's row (and by level below).
+    if (queue.ok() && queue->segment()->priority_level() == 0) rows.push_back({q, queue->stats()});
   }
   auto series = [&](const char* name, const char* type, const char* help, auto value) {
     metric(name, type, help);
@@ -454,6 +458,11 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
   series("members_reclaimed_total", "counter", "Dead members whose rows the watchdog freed.", [](const S& s) { return s.members_reclaimed; });
   series("holes_repaired_total", "counter", "Claims of dead or stalled producers repaired.", [](const S& s) { return s.holes_repaired; });
   series("corrupt_total", "counter", "Checksummed queues: messages that failed their checksum, dead-lettered or dropped, never delivered.", [](const S& s) { return s.corrupt; });
+  metric("priority_depth", "gauge", "Queues with priorities: messages ready or delayed, by priority.");
+  for (const auto& r : rows)
+    for (const auto& l : r.s.levels)
+      out += fmt::format("shmq_priority_depth{{queue=\"{}\",priority=\"{}\"}} {}\n", r.queue,
+                         l.priority, l.ready + l.delayed);
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "we");
   if (f == nullptr) return;
@@ -544,6 +553,21 @@ int main(int argc, char** argv) {
     if (std::find(queues.begin(), queues.end(), dlq) == queues.end() &&
         ::lstat(meta.c_str(), &st) == 0 && S_ISREG(st.st_mode))
       queues.push_back(dlq);
+  }
+  // A queue with priorities is served with its levels ("QUEUE.p1" .. "QUEUE.pN", each a ring
+  // with its own log in DIR/QUEUE.pN): the queue's max_priority comes from its queue.meta, or
+  // from its segment for a queue in memory only.
+  for (std::size_t i = 0, n = queues.size(); i < n; ++i) {
+    std::uint32_t levels = 0;
+    if (auto m = shmq::detail::read_queue_meta(shmq::detail::queue_dir(root, queues[i])); m.ok())
+      levels = m.value().second.max_priority;
+    else if (auto seg = shmq::detail::Segment::open(queues[i]); seg.ok())
+      levels = seg.value()->max_priority();
+    if (shmq::detail::Segment::level_of(queues[i], levels) != 0) continue;  // itself a level
+    for (std::uint32_t p = 1; p <= levels; ++p) {
+      const std::string level = shmq::detail::Segment::level_name(queues[i], p);
+      if (std::find(queues.begin(), queues.end(), level) == queues.end()) queues.push_back(level);
+    }
   }
 #ifdef SHMQ_CRASH_POINTS
   // Test builds only (shmqd_crashpoints): SHMQ_CRASH_AT=name:count kills this process with

@@ -444,6 +444,7 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
   using S = shmq::QueueStats;
   series("up", "gauge", "1 while shmqd serves the queue.", [](const S&) { return 1; });
   series("depth", "gauge", "Messages ready or delayed, not delivered.", [](const S& s) { return s.ready + s.delayed; });
+  series("delayed", "gauge", "Messages delayed (sent with a delay, or nacked with one), not yet delivered.", [](const S& s) { return s.delayed; });
   series("in_flight", "gauge", "Messages delivered and not yet acked.", [](const S& s) { return s.in_flight; });
   series("oldest_unacked_age_seconds", "gauge", "Age of the oldest message not yet acked (0: none).", [](const S& s) { return static_cast<double>(s.oldest_unacked_age_ms) / 1000.0; });
   series("persisted_lag", "gauge", "Positions committed but not yet on disk.", [](const S& s) { return s.tail - std::min(s.tail, s.persisted); });

@@ -25,6 +25,7 @@
 
 #include "log/file.hpp"
 #include "log/wal.hpp"
+#include "platform/crash_point.hpp"
 #include "platform/process.hpp"
 #include "test_util.hpp"
 
@@ -271,6 +272,38 @@ TEST(Delay, ASleepingConsumerWakesForTheDueTime) {
   ASSERT_NE(got, Mono::time_point{});
   EXPECT_GE(got - before, 300ms);
   EXPECT_LE(got - after, 300ms + kLateBound);
+}
+
+// A producer killed between its delayed publish (2d) and the mark: the message is delayed,
+// unmarked, ahead of dispatch. The dispatch walk steps over it; once dispatch has passed
+// it, the watchdog marks it, and it is delivered when due (docs/slot_state_machine.md,
+// "What a crash leaves").
+TEST(Delay, ADelayedSendWhoseMarkWasLostToACrashIsStillDelivered) {
+  ScopedQueue q("delay-lostmark", small());
+  const pid_t child = test::spawn([&] {
+    auto cq = Queue::open(q.name());
+    auto cp = cq->producer().value();
+    detail::arm_crash_point("producer.delayed_before_mark", 1);
+    (void)cp.send(as_bytes("orphan"), delayed(100ms));
+    return 3;
+  });
+  ASSERT_EQ(wait_exit(child), 128 + SIGKILL);
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send(as_bytes("after")), Status::ok);
+  Message m;
+  ASSERT_EQ(c.receive_for(m, 5s), Status::ok);  // the walk steps over the delayed one
+  EXPECT_EQ(text(m), "after");
+  EXPECT_EQ(c.ack(m), Status::ok);
+  EXPECT_EQ(q->stats().delayed, 1u);
+  // The elected watchdog (this process's embedded one, or this one) marks it: dispatch has
+  // passed it. Nothing else finds a delayed message that is not marked.
+  auto w = Watchdog::attach(*q).value();
+  (void)w.tick();
+  ASSERT_EQ(c.receive_for(m, 10s), Status::ok);
+  EXPECT_EQ(text(m), "orphan");
+  EXPECT_EQ(m.delivery_count(), 1u);
+  EXPECT_EQ(c.ack(m), Status::ok);
 }
 
 // The log format: a delayed record and a delayed copy keep their due time through

@@ -179,15 +179,18 @@ TEST(LogFormat, TheWorkedExampleInTheDocIsExact) {
   // docs/log_format.md, "Worked example": keep the two in step.
   // clang-format off
   const std::uint8_t want[] = {
-      0x53, 0x48, 0x4d, 0x51, 0x57, 0x41, 0x4c, 0x31, 0x01, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00,
+      0x53, 0x48, 0x4d, 0x51, 0x57, 0x41, 0x4c, 0x31, 0x02, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00,
       0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2a, 0x36, 0xfe, 0x9c, 0x97, 0x17,
       0xef, 0xcd, 0xab, 0x89, 0x67, 0x45, 0x23, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xfe, 0xca, 0x76, 0x48, 0xeb, 0x0f, 0x8c, 0x67,
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x58, 0x90, 0xc9, 0x9d, 0x6d, 0x2c, 0x86, 0x57,
       0x7c, 0x9b, 0x97, 0x69, 0x1c, 0x4d, 0x43, 0x0c, 0x05, 0x00, 0x00, 0x00, 0x01, 0xa3, 0xf2, 0x8b,
       0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
       0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x8b, 0x64, 0x3f, 0x72, 0xb0, 0x69, 0xcc, 0x6b, 0x00, 0x00, 0x00,
       0x00, 0x02, 0x08, 0xda, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-      0x00, 0x00, 0x00, 0x00, 0x00};
+      0x00, 0x00, 0x00, 0x00, 0x00, 0xb1, 0x4b, 0xea, 0x18, 0x83, 0x26, 0xd2, 0x7d, 0x0d, 0x00, 0x00,
+      0x00, 0x04, 0x63, 0xff, 0x35, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2b, 0x00, 0x00,
+      0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x58, 0x71, 0x2e, 0x0c, 0x9d, 0x97, 0x17, 0x6c, 0x61, 0x74,
+      0x65, 0x72};
   // clang-format on
   FileHeader h;
   h.first_position = 0;
@@ -197,6 +200,7 @@ TEST(LogFormat, TheWorkedExampleInTheDocIsExact) {
   Bytes file(header.begin(), header.end());
   encode_record(file, RecordType::message, 0, 42, bytes_of("hello"), h.salt);
   encode_record(file, RecordType::ack, 0, 0, {}, h.salt);
+  encode_delayed_record(file, 1, 43, 1700000060000000000ull, bytes_of("later"), h.salt);
   ASSERT_EQ(file.size(), sizeof want);
   for (std::size_t i = 0; i < sizeof want; ++i)
     EXPECT_EQ(std::to_integer<unsigned>(file[i]), want[i]) << "byte " << i;
@@ -206,10 +210,14 @@ TEST(LogFormat, TheWorkedExampleInTheDocIsExact) {
   fs.write(kDir, segment_file_name(0), file);
   RecoveryReport r;
   auto w = open_ok(options_for(kDir), fs, r);
-  EXPECT_EQ(r.records, 2u);
+  EXPECT_EQ(r.records, 3u);
   EXPECT_EQ(r.acks, 1u);
-  EXPECT_TRUE(r.unacked.empty());
-  EXPECT_EQ(r.next_position, 1u);
+  ASSERT_EQ(r.unacked.size(), 1u);
+  EXPECT_EQ(r.unacked[0].position, 1u);
+  EXPECT_EQ(r.unacked[0].id, 43u);
+  EXPECT_EQ(r.unacked[0].due_unix_ns, 1700000060000000000ull);
+  EXPECT_EQ(r.unacked[0].payload, bytes_of("later"));
+  EXPECT_EQ(r.next_position, 2u);
 
   // clang-format off
   const std::uint8_t want_ckpt[] = {
@@ -1157,15 +1165,54 @@ TEST(WalGarbage, AHeaderWithABadChecksumIsReportedAndItsPositionsCountedLost) {
 }
 
 TEST(WalGarbage, AnotherFormatVersionIsRefusedNotSkipped) {
+  for (const std::uint32_t version : {kFormatVersion + 1, 0u}) {
+    FaultFs fs;
+    FileHeader h;
+    h.version = version;
+    const auto b = encode_file_header(h);
+    fs.write(kDir, segment_file_name(0), Bytes(b.begin(), b.end()));
+    RecoveryReport r;
+    auto w = Wal::open(options_for(kDir), fs, r);
+    ASSERT_FALSE(w.ok()) << version;
+    EXPECT_EQ(w.error().code(), Errc::incompatible_version) << version;
+  }
+}
+
+// Issue 13 bumped the format to version 2 (delayed records). A version 1 log still reads,
+// its torn tail is cut as before, and appends go to a new (version 2) segment, so a version
+// 1 file never holds a record type its version does not have.
+TEST(WalGarbage, AVersion1LogIsReadAndContinuedInANewSegment) {
   FaultFs fs;
   FileHeader h;
-  h.version = 2;
-  const auto b = encode_file_header(h);
-  fs.write(kDir, segment_file_name(0), Bytes(b.begin(), b.end()));
+  h.version = 1;
+  h.salt = 99;
+  const auto hb = encode_file_header(h);
+  Bytes file(hb.begin(), hb.end());
+  encode_record(file, RecordType::message, 0, 10, bytes_of("zero"), h.salt);
+  encode_record(file, RecordType::message, 1, 11, bytes_of("one"), h.salt);
+  encode_record(file, RecordType::ack, 0, 0, {}, h.salt);
+  const std::size_t intact = file.size();
+  file.insert(file.end(), 7, std::byte{0x5a});  // a torn tail
+  fs.write(kDir, segment_file_name(0), file);
+  {
+    RecoveryReport r;
+    auto w = open_ok(options_for(kDir), fs, r);
+    EXPECT_EQ(positions(r), std::vector<std::uint64_t>{1});
+    EXPECT_EQ(r.truncated_bytes, 7u);
+    EXPECT_EQ(w->current_segment(), segment_file_name(2));
+    ASSERT_TRUE(w->append_message(2, 12, bytes_of("two"), 1234).ok());
+    ASSERT_TRUE(w->sync().ok());
+  }
+  EXPECT_EQ(fs.read(kDir, segment_file_name(0)).size(), intact);
+  const Bytes next = fs.read(kDir, segment_file_name(2));
+  ASSERT_GE(next.size(), kFileHeaderSize);
+  EXPECT_EQ(load_u32(next.data() + file_header::kVersion), kFormatVersion);
   RecoveryReport r;
-  auto w = Wal::open(options_for(kDir), fs, r);
-  ASSERT_FALSE(w.ok());
-  EXPECT_EQ(w.error().code(), Errc::incompatible_version);
+  auto w = open_ok(options_for(kDir), fs, r);
+  EXPECT_EQ(positions(r), (std::vector<std::uint64_t>{1, 2}));
+  EXPECT_EQ(r.corrupt_bytes, 0u);
+  EXPECT_EQ(r.unacked[1].due_unix_ns, 1234u);
+  EXPECT_FALSE(r.unacked[0].due_unix_ns);
 }
 
 TEST(WalGarbage, StaleTempFilesAreRemovedAndOtherFilesIgnored) {

@@ -237,6 +237,30 @@ expect_error "produce: a line over the max message size fails naming it" 1 "line
 expect_ok "... lines before it were sent" "$ctl" consume "$q1" --timeout-ms 1000
 check "... and only those" test "$out" = ok-line
 
+# --- delayed delivery (issue 13) -------------------------------------------------------------
+# 2 s rather than a few hundred ms: the "nothing yet" checks must not race a slow machine.
+printf 'later\n' >"$work/delayed"
+expect_ok "produce --delay-ms 2000" "$ctl" produce "$q1" --delay-ms 2000 <"$work/delayed"
+expect_ok "consume right after it gets nothing: the message waits" "$ctl" consume "$q1" --timeout-ms 50
+check "... and writes nothing" test -z "$out"
+expect_ok "stat --json with a delayed message" "$ctl" stat "$q1" --json
+check "... counts it as delayed, due within 2 s" \
+  test "$(json "(d['delayed'], d['ready'], 0 < d['next_due_in_ms'] <= 2000)")" = "(1, 0, True)"
+expect_ok "stat (text) with a delayed message" "$ctl" stat "$q1"
+check "... shows the next due time" grep -qE "delayed 1\).*next due in [0-9]+ ms" "$work/out"
+expect_ok "peek shows the delayed message" "$ctl" peek "$q1"
+check "... with its due time in ms, the payload still last" \
+  test "$(printf '%s\n' "$out" | awk 'NR>1 {print $3, ($7 > 0 && $7 <= 2000), $NF}')" = "delayed 1 later"
+expect_ok "peek --json" "$ctl" peek "$q1" --json
+check "... carries due_in_ms" \
+  test "$(json "[(m['state'], 0 < m['due_in_ms'] <= 2000, m['payload']) for m in d['messages']]")" = "[('delayed', True, 'later')]"
+expect_ok "a later consume gets it once due" "$ctl" consume "$q1" --count 1 --timeout-ms 10000
+check "... the delayed message" test "$out" = later
+expect_ok "stat --json without delayed messages" "$ctl" stat "$q1" --json
+check "... next_due_in_ms is null" test "$(json "(d['delayed'], d['next_due_in_ms'])")" = "(0, None)"
+expect_error "produce --delay-ms abc is a usage error" 2 "delay-ms" "$ctl" produce "$q1" --delay-ms abc
+expect_error "produce --delay-ms -5 is a usage error" 2 "delay-ms" "$ctl" produce "$q1" --delay-ms -5
+
 # --- dead letters ------------------------------------------------------------------------
 expect_ok "create a queue with --max-deliveries 1" "$ctl" create "$q3" --max-deliveries 1
 printf 'poison\n' | "$ctl" produce "$q3"

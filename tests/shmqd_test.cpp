@@ -743,6 +743,7 @@ TEST(Shmqd, WritesPrometheusMetrics) {
   }
   EXPECT_NE(text.find(want), std::string::npos) << text;
   EXPECT_NE(text.find("# TYPE shmq_depth gauge"), std::string::npos);
+  EXPECT_NE(text.find("shmq_delayed{queue=\"" + name + "\"} 0"), std::string::npos) << text;
   (void)Queue::remove(name);
 }
 

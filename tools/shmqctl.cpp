@@ -13,9 +13,9 @@
 //   shmqctl list [--json]
 //   shmqctl stat QUEUE [--json] [--rate [--rate-ms MS]]
 //   shmqctl watch QUEUE [--interval-ms MS] [--count N]
-//   shmqctl produce QUEUE [--count N [--size BYTES]] [--priority P]
+//   shmqctl produce QUEUE [--count N [--size BYTES]] [--priority P] [--delay-ms D]
 //   shmqctl consume QUEUE [--count N] [--timeout-ms MS | --follow] [--reject]
-//   shmqctl peek QUEUE [--count N] [--max-bytes N]
+//   shmqctl peek QUEUE [--count N] [--max-bytes N] [--json]
 //   shmqctl dlq list|replay|purge QUEUE [--count N]
 //   shmqctl log verify|dump DIR
 //
@@ -48,7 +48,9 @@
 //     "flush_interval_ms": 5,
 //     "depth": 3,                     // messages waiting: ready + delayed
 //     "ready": 3,                     // deliverable now
-//     "delayed": 0,                   // nacked with a delay, not yet due
+//     "delayed": 0,                   // sent or nacked with a delay, not yet delivered
+//     "next_due_in_ms": null,         // the earliest delayed message is due in this many
+//                                     //   ms (0: due now); null when none is delayed
 //     "in_flight": 0,                 // delivered, not acked
 //     "priorities": [                 // --max-priority N: per level, highest first; else []
 //       {"priority": 3, "depth": 1, "ready": 1, "delayed": 0, "in_flight": 0}, ...],
@@ -306,6 +308,9 @@ int main(int argc, char** argv) {
   produce->add_option("--priority", pa.priority,
                       "Send at priority P (0 .. the queue's max priority; default 0)")
       ->check(CLI::Range(0u, shmq::kMaxPriority));
+  produce->add_option("--delay-ms", pa.delay_ms,
+                      "Delayed delivery: no message is delivered before D ms after its send")
+      ->check(whole_number());
   produce->callback([&] { run = [&] { return cmd_produce(pa); }; });
 
   // consume
@@ -334,6 +339,7 @@ int main(int argc, char** argv) {
   peek->add_option("--count", pka.count, "Show at most N messages; 0 = all")
       ->check(whole_number());
   peek->add_option("--max-bytes", pka.max_bytes, "Show at most this many payload bytes each");
+  peek->add_flag("--json", pka.json, "Machine-readable output (docs/shmqctl.md)");
   peek->callback([&] { run = [&] { return cmd_peek(pka); }; });
 
   // dlq

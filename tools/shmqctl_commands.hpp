@@ -82,6 +82,7 @@ struct ProduceArgs {
   std::optional<std::uint64_t> count;  // generated messages instead of stdin
   std::optional<std::uint32_t> size;
   std::uint32_t priority = 0;
+  std::uint64_t delay_ms = 0;  // each message not delivered before this much time from its send
 };
 int cmd_produce(const ProduceArgs& a);
 
@@ -98,6 +99,7 @@ struct PeekArgs {
   std::string queue;
   std::uint64_t count = 10;  // 0 = all
   std::uint32_t max_bytes = 200;
+  bool json = false;
 };
 int cmd_peek(const PeekArgs& a);
 

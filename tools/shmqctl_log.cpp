@@ -111,9 +111,11 @@ int cmd_log_dump(const LogArgs& a) {
   const shmq::log::VerifyReport r = shmq::log::verify(
       a.dir, shmq::log::posix_file_system(), [&](const shmq::log::RecordView& v) {
         const bool msg = v.type != shmq::log::RecordType::ack;
-        const std::string type = v.type == shmq::log::RecordType::copy
-                                     ? "copy<" + std::to_string(v.origin)
-                                     : msg ? "message" : "ack";
+        std::string type = shmq::log::is_copy_record(v.type) ? "copy<" + std::to_string(v.origin)
+                           : msg                                 ? "message"
+                                                                 : "ack";
+        // A delayed record: its due time, unix ms.
+        if (v.due_unix_ns) type += "@" + std::to_string(*v.due_unix_ns / 1'000'000);
         std::printf("%-28.*s %-10llu %-8s %-12llu %-20llu %-8zu %s\n",
                     static_cast<int>(v.file.size()), v.file.data(),
                     static_cast<unsigned long long>(v.offset), type.c_str(),

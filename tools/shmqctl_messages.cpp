@@ -40,6 +40,7 @@ struct Peeked {
   std::uint32_t delivery_count = 0;
   std::uint64_t size = 0;    // the message's length
   std::uint64_t age_ms = 0;  // since it was committed
+  std::optional<std::uint64_t> due_in_ms;  // delayed: due in this many ms (0: due now)
   std::vector<std::byte> payload;  // its first bytes (at most the copy limit)
 };
 
@@ -68,6 +69,13 @@ bool read_message(const shmq::detail::Segment& seg, std::uint64_t pos, std::uint
   const std::uint64_t enq = h.enqueued_ns.load(std::memory_order_relaxed);
   const std::uint64_t now = shmq::detail::monotonic_coarse_ns();
   out.age_ms = enq != 0 && now > enq ? (now - enq) / 1'000'000 : 0;
+  out.due_in_ms.reset();
+  if (out.state == SlotState::delayed) {
+    // Rounded up: "due in 0 ms" only once it is due.
+    const std::uint64_t due = h.deadline_ns.load(std::memory_order_relaxed);
+    const std::uint64_t precise = shmq::detail::monotonic_ns();
+    out.due_in_ms = due > precise ? (due - precise + 999'999) / 1'000'000 : 0;
+  }
   const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(out.size, copy_limit));
   out.payload.resize(n);
   for (std::size_t off = 0, q = 0; off < n; ++q) {
@@ -148,20 +156,17 @@ bool persister_attached(const shmq::QueueStats& s) {
 
 // --- produce -------------------------------------------------------------------------------
 
-// What every message of this produce is sent with (--priority).
-shmq::SendOptions g_send_options;
-
 // Sends `batch` in full; false (and `why`) if it stopped early. `sent` counts what is known
 // to be accepted (and, on a sync queue, confirmed).
 bool send_all(shmq::Producer& p, std::span<const shmq::Bytes> batch, std::uint64_t& sent,
-              Status& why) {
+              Status& why, const shmq::SendOptions& options) {
   std::size_t done = 0;
   while (done < batch.size()) {
     Status s = Status::ok;
     // On a sync queue this waits for shmqd (also while one starts or restarts), as
     // documented.
     const std::size_t n =
-        p.send_batch(batch.subspan(done), std::chrono::nanoseconds::max(), &s, g_send_options);
+        p.send_batch(batch.subspan(done), std::chrono::nanoseconds::max(), &s, options);
     done += n;
     sent += n;
     if (s != Status::ok) {
@@ -184,7 +189,8 @@ bool send_all(shmq::Producer& p, std::span<const shmq::Bytes> batch, std::uint64
   fail(kExitRuntime, m);
 }
 
-int produce_generated(shmq::Queue& q, shmq::Producer& p, std::uint64_t count, std::uint32_t size) {
+int produce_generated(shmq::Queue& q, shmq::Producer& p, std::uint64_t count, std::uint32_t size,
+                      const shmq::SendOptions& options) {
   if (size > q.max_message_size())
     fail(kExitRuntime, "--size " + std::to_string(size) + " is larger than queue '" + q.name() +
                            "' accepts (max message size " +
@@ -207,7 +213,7 @@ int produce_generated(shmq::Queue& q, shmq::Producer& p, std::uint64_t count, st
       batch.push_back(shmq::as_bytes(b));
     }
     Status why = Status::ok;
-    if (!send_all(p, batch, sent, why)) {
+    if (!send_all(p, batch, sent, why, options)) {
       progress.finish();
       produce_stopped(why, sent, sync);
     }
@@ -223,7 +229,7 @@ int produce_generated(shmq::Queue& q, shmq::Producer& p, std::uint64_t count, st
   return kExitOk;
 }
 
-int produce_stdin(shmq::Queue& q, shmq::Producer& p) {
+int produce_stdin(shmq::Queue& q, shmq::Producer& p, const shmq::SendOptions& options) {
   const std::size_t max = q.max_message_size();
   const bool sync = q.options().durability == shmq::Durability::sync;
   std::vector<char> buf;  // what was read and not sent yet: at most an unfinished line
@@ -263,7 +269,7 @@ int produce_stdin(shmq::Queue& q, shmq::Producer& p) {
       ++line_no;
       if (e - s > max) {
         Status why = Status::ok;
-        if (!send_all(p, batch, sent, why)) produce_stopped(why, sent, sync);
+        if (!send_all(p, batch, sent, why, options)) produce_stopped(why, sent, sync);
         too_long(line_no, e - s, false);
       }
       batch.push_back(shmq::as_bytes(std::string_view(buf.data() + s, e - s)));
@@ -272,7 +278,7 @@ int produce_stdin(shmq::Queue& q, shmq::Producer& p) {
     const std::size_t rest = buf.size() - s;
     if (rest > max) {  // an unfinished line already too long: no need to read the rest
       Status why = Status::ok;
-      if (!send_all(p, batch, sent, why)) produce_stopped(why, sent, sync);
+      if (!send_all(p, batch, sent, why, options)) produce_stopped(why, sent, sync);
       too_long(line_no + 1, rest, !eof);
     }
     if (eof && rest > 0) {
@@ -281,7 +287,7 @@ int produce_stdin(shmq::Queue& q, shmq::Producer& p) {
       s = buf.size();
     }
     Status why = Status::ok;
-    if (!send_all(p, batch, sent, why)) produce_stopped(why, sent, sync);
+    if (!send_all(p, batch, sent, why, options)) produce_stopped(why, sent, sync);
     // Keep only the unfinished line.
     buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(s));
   }
@@ -357,13 +363,16 @@ int cmd_produce(const ProduceArgs& a) {
                          (o.max_priority == 0 ? " (it has no priorities: create it with "
                                                 "--max-priority N)"
                                               : ""));
-  g_send_options.priority = a.priority;
   if (o.durability == shmq::Durability::sync && !persister_attached(q.stats()))
     warn("no shmqd persists sync queue '" + a.queue +
          "' now: every send waits for one to confirm it (shmqd --data-dir " + o.data_dir + " " +
          a.queue + ")");
-  if (a.count) return produce_generated(q, p.value(), *a.count, a.size.value_or(64));
-  return produce_stdin(q, p.value());
+  shmq::SendOptions options;
+  options.priority = a.priority;
+  options.delay = std::chrono::milliseconds(
+      static_cast<std::int64_t>(std::min<std::uint64_t>(a.delay_ms, INT64_MAX / 1'000'000)));
+  if (a.count) return produce_generated(q, p.value(), *a.count, a.size.value_or(64), options);
+  return produce_stdin(q, p.value(), options);
 }
 
 // --- consume -------------------------------------------------------------------------------
@@ -442,15 +451,44 @@ int cmd_consume(const ConsumeArgs& a) {
 int cmd_peek(const PeekArgs& a) {
   shmq::Queue q = open_queue(a.queue);
   const auto msgs = peek_messages(q, a.count, a.max_bytes);
-  std::printf("%-12s %-20s %-8s %-10s %-8s %-8s %s\n", "POSITION", "ID", "STATE", "DELIVERIES",
-              "SIZE", "AGE", "PAYLOAD");
+  if (a.json) {
+    // {"schema": 1, "queue", "messages": [{"position", "id", "state", "holder", "delivery_count",
+    // "size", "age_ms", "due_in_ms", "payload"}]}: holder and due_in_ms are null unless the
+    // message is held (the member row) or delayed (due in this many ms, 0: due now).
+    nlohmann::ordered_json j;
+    j["schema"] = 1;
+    j["queue"] = q.name();
+    j["messages"] = nlohmann::ordered_json::array();
+    for (const auto& m : msgs) {
+      nlohmann::ordered_json e;
+      e["position"] = m.position;
+      e["id"] = m.id;
+      e["state"] = state_name(m.state);
+      e["holder"] = m.state == SlotState::held ? nlohmann::ordered_json(m.owner)
+                                               : nlohmann::ordered_json(nullptr);
+      e["delivery_count"] = m.delivery_count;
+      e["size"] = m.size;
+      e["age_ms"] = m.age_ms;
+      e["due_in_ms"] =
+          m.due_in_ms ? nlohmann::ordered_json(*m.due_in_ms) : nlohmann::ordered_json(nullptr);
+      e["payload"] = render_payload(m.payload, a.max_bytes, m.size);
+      j["messages"].push_back(std::move(e));
+    }
+    std::printf("%s\n", dump_json(j).c_str());
+    return kExitOk;
+  }
+  // DUE: a delayed message is due in this many ms ("-" for the others). Before PAYLOAD,
+  // which stays the last column.
+  std::printf("%-12s %-20s %-8s %-10s %-8s %-8s %-8s %s\n", "POSITION", "ID", "STATE",
+              "DELIVERIES", "SIZE", "AGE", "DUE-MS", "PAYLOAD");
   for (const auto& m : msgs) {
     std::string state = state_name(m.state);
     if (m.state == SlotState::held) state += "/" + std::to_string(m.owner);
-    std::printf("%-12llu %-20llu %-8s %-10u %-8llu %-8s %s\n",
+    const std::string due = m.due_in_ms ? std::to_string(*m.due_in_ms) : "-";
+    std::printf("%-12llu %-20llu %-8s %-10u %-8llu %-8s %-8s %s\n",
                 static_cast<unsigned long long>(m.position), static_cast<unsigned long long>(m.id),
                 state.c_str(), m.delivery_count, static_cast<unsigned long long>(m.size),
-                human_ms(m.age_ms).c_str(),
+                human_ms(m.age_ms).c_str(), due.c_str(),
                 render_payload(m.payload, a.max_bytes, m.size).c_str());
   }
   if (msgs.empty()) std::printf("(no messages)\n");

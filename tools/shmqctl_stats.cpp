@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "platform/process.hpp"
 #include "segment/segment.hpp"
 #include "shmqctl_common.hpp"
 
@@ -118,6 +119,8 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
   j["depth"] = depth(s);
   j["ready"] = s.ready;
   j["delayed"] = s.delayed;
+  const auto due = next_due_in_ms(s);
+  j["next_due_in_ms"] = due ? ordered_json(*due) : ordered_json(nullptr);
   j["in_flight"] = s.in_flight;
   // Queues with priorities: one entry per level, highest first (empty without).
   ordered_json levels = ordered_json::array();
@@ -211,7 +214,9 @@ std::string stat_text(const shmq::Queue& q, const shmq::QueueStats& s,
   out << "\n";
   out << "messages     depth " << depth(s) << " (ready " << s.ready << ", delayed " << s.delayed
       << "), in flight " << s.in_flight << ", being written " << s.claimed << ", free slots "
-      << s.free_slots << ", oldest unacked " << s.oldest_unacked_age_ms << " ms\n";
+      << s.free_slots << ", oldest unacked " << s.oldest_unacked_age_ms << " ms";
+  if (const auto due = next_due_in_ms(s)) out << ", next due in " << *due << " ms";
+  out << "\n";
   if (!s.levels.empty()) {
     out << "priorities   0.." << o.max_priority << " (levels " << q.name() << ".p1 .. " << q.name()
         << ".p" << o.max_priority << "); depth by priority, highest first:";
@@ -251,6 +256,12 @@ std::string stat_text(const shmq::Queue& q, const shmq::QueueStats& s,
     }
   }
   return out.str();
+}
+
+std::optional<std::uint64_t> next_due_in_ms(const shmq::QueueStats& s) {
+  if (s.delayed == 0 || s.next_due_ns == 0) return std::nullopt;
+  const std::uint64_t now = shmq::detail::monotonic_ns();
+  return s.next_due_ns > now ? (s.next_due_ns - now + 999'999) / 1'000'000 : 0;
 }
 
 std::string dump_json(const nlohmann::ordered_json& j) {

@@ -25,6 +25,10 @@ std::string queue_state(const shmq::QueueOptions& o, const shmq::QueueStats& s);
 
 // depth = ready + delayed.
 inline std::uint64_t depth(const shmq::QueueStats& s) { return s.ready + s.delayed; }
+
+// The earliest delayed message is due in this many ms (rounded up; 0: due now); none when
+// nothing is delayed.
+std::optional<std::uint64_t> next_due_in_ms(const shmq::QueueStats& s);
 // Durable queues: messages committed but not yet on disk (tail - persisted); else nullopt.
 std::optional<std::uint64_t> persisted_lag(const shmq::QueueOptions& o,
                                            const shmq::QueueStats& s);

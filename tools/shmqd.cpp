@@ -351,8 +351,12 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
     republisher = std::thread([&, queue] {
       std::uint64_t end = 0;
       for (const auto* m : to_send) {
+        // A delayed message is due at the same wall-clock time as before the reboot (at
+        // once if that has passed).
+        const std::uint64_t due_ns =
+            m->due_unix_ns ? shmq::detail::unix_to_monotonic_ns(*m->due_unix_ns) : 0;
         const shmq::Status s = shmq::detail::ProducerAccess::send_recovered(
-            *producer, shmq::Bytes(m->payload), m->id, m->position, &end);
+            *producer, shmq::Bytes(m->payload), m->id, m->position, &end, due_ns);
         if (s == shmq::Status::interrupted) return;
         if (s != shmq::Status::ok) return fatal(queue, "cannot republish a recovered message");
         SHMQ_CRASH_POINT("shmqd.mid_republish");
@@ -444,6 +448,7 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
   using S = shmq::QueueStats;
   series("up", "gauge", "1 while shmqd serves the queue.", [](const S&) { return 1; });
   series("depth", "gauge", "Messages ready or delayed, not delivered.", [](const S& s) { return s.ready + s.delayed; });
+  series("delayed", "gauge", "Messages delayed (sent with a delay, or nacked with one), not yet delivered.", [](const S& s) { return s.delayed; });
   series("in_flight", "gauge", "Messages delivered and not yet acked.", [](const S& s) { return s.in_flight; });
   series("oldest_unacked_age_seconds", "gauge", "Age of the oldest message not yet acked (0: none).", [](const S& s) { return static_cast<double>(s.oldest_unacked_age_ms) / 1000.0; });
   series("persisted_lag", "gauge", "Positions committed but not yet on disk.", [](const S& s) { return s.tail - std::min(s.tail, s.persisted); });

@@ -198,7 +198,8 @@ class Producer {
   Status claim(std::uint32_t k, std::uint64_t& pos,
                std::chrono::steady_clock::time_point deadline);
   void write_and_publish_prepare(std::uint64_t pos, Bytes message, std::uint64_t id);
-  bool publish(std::uint64_t pos, std::uint32_t k);
+  bool publish(std::uint64_t pos, std::uint32_t k, std::uint64_t due_ns = 0);
+  Status commit_impl(Reservation& r, std::uint64_t id, std::uint64_t due_ns);
   void remember_reservation(std::uint64_t pos);
   void wake_consumers() noexcept;
   void release_member() noexcept;

@@ -29,6 +29,10 @@ bool copy_out(const detail::Segment& seg, std::uint64_t pos, std::uint64_t w,
   out.priority = seg.priority_level();
   out.id = h.id.load(std::memory_order_relaxed);
   out.delivery_count = h.delivery_count.load(std::memory_order_relaxed);
+  // Checked with the rest by the word's re-read below.
+  out.due_ns = detail::word_state(w) == SlotState::delayed
+                   ? h.deadline_ns.load(std::memory_order_relaxed)
+                   : 0;
   out.size = static_cast<std::size_t>(
       std::min<std::uint64_t>(len, std::min<std::uint64_t>(seg.max_message_size(), k * payload)));
   const std::size_t n = std::min(out.size, max_bytes);

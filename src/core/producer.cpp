@@ -12,6 +12,7 @@
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
+#include "ring/requeue_map.hpp"
 #include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
 #include "segment/segment.hpp"
@@ -412,16 +413,37 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
   }
 }
 
-// Commits a claimed message: claimed(lap, us, k) -> ready(lap, k). Fails only if the
-// watchdog repaired our claim into a hole in the meantime (we were stalled too long).
-bool Producer::publish(std::uint64_t pos, std::uint32_t k) {
+// Commits a claimed message: claimed(lap, us, k) -> ready(lap, k) (transition 2), or
+// -> delayed(lap, k) (2d) when `due_ns` != 0. Fails only if the watchdog repaired our claim
+// into a hole in the meantime (we were stalled too long).
+bool Producer::publish(std::uint64_t pos, std::uint32_t k, std::uint64_t due_ns) {
   detail::Segment& seg = *seg_;
   const std::uint64_t lap = detail::lap_of(pos, seg.slot_shift());
   std::uint64_t expected = make_word(lap, SlotState::claimed, owner_, k);
+  // A delayed message's due time, before the CAS that publishes it. Relaxed: nobody reads
+  // the deadline of a claimed slot (the watchdog times claims by its own sightings), and
+  // the release below publishes it with the state.
+  if (due_ns != 0) seg.slot(pos).deadline_ns.store(due_ns, std::memory_order_relaxed);
+  const SlotState to = due_ns != 0 ? SlotState::delayed : SlotState::ready;
   // Release: publishes the header fields and payload written since the claim; pairs with
-  // the consumer's load of the word that sees ready. seq_cst: pairs with wait_on().
-  return seg.slot(pos).word.compare_exchange_strong(
-      expected, make_word(lap, SlotState::ready, detail::kNoOwner, k), std::memory_order_seq_cst);
+  // the consumer's load of the word that sees ready (or its claim of a due delayed one).
+  // seq_cst: pairs with wait_on().
+  if (!seg.slot(pos).word.compare_exchange_strong(
+          expected, make_word(lap, to, detail::kNoOwner, k), std::memory_order_seq_cst))
+    return false;
+  if (due_ns != 0) {
+    SHMQ_CRASH_POINT("producer.delayed_before_mark");
+    // Like a requeue (requeue_held): the dispatch walk steps over a delayed message, so it is
+    // found through the requeue map when due. Marked after the CAS (requeue_map.hpp), then
+    // the epoch, so a consumer that sees the new epoch finds the mark and notes the due time;
+    // sleeping consumers are woken to shorten their sleep to it. A crash
+    // between the CAS and the mark: the watchdog marks it once dispatch has passed it.
+    detail::RequeueMap(seg).mark(pos & (seg.slot_count() - 1));
+    seg.header().requeue_epoch.value.fetch_add(1, std::memory_order_seq_cst);
+    detail::wake_waiters(seg.header().consumers_wait, seg.max_members());
+    detail::signal_level(seg);
+  }
+  return true;
 }
 
 void Producer::write_and_publish_prepare(std::uint64_t pos, Bytes message, std::uint64_t id) {
@@ -478,7 +500,6 @@ Status Producer::wait_persisted(std::uint64_t upto, Clock::time_point deadline,
 Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point deadline,
                            bool wake, std::uint64_t origin, std::uint64_t* position,
                            std::uint64_t due_ns) {
-  (void)due_ns;  // TODO(issue 13): publish as delayed
   if (!seg_) return Status::invalid;
   if (message.size() > seg_->max_message_size()) return Status::too_large;
   // One load of our own row's line (we write its heartbeat): our row is still ours.
@@ -503,7 +524,7 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
     if (seg_->checksummed())
       detail::seal_message(*seg_, pos, message_id, origin, message);
     SHMQ_CRASH_POINT("producer.before_publish");
-    if (publish(pos, k)) {
+    if (publish(pos, k, due_ns)) {
       if (position != nullptr) *position = pos + k;
       break;
     }
@@ -686,10 +707,12 @@ Status Producer::commit(Reservation& r, const SendOptions& o) {
   if (o.priority != 0)
     if (const Status s = level(o.priority, p); s != Status::ok) return s;
   if (r.seg_ != p->seg_) return Status::invalid;
-  return p->commit(r, o.id);  // TODO(issue 13): delay
+  return p->commit_impl(r, o.id, detail::due_time_ns(o));
 }
 
-Status Producer::commit(Reservation& r, std::uint64_t id) {
+Status Producer::commit(Reservation& r, std::uint64_t id) { return commit_impl(r, id, 0); }
+
+Status Producer::commit_impl(Reservation& r, std::uint64_t id, std::uint64_t due_ns) {
   if (!seg_ || r.seg_ != seg_ || r.owner_ != owner_) return Status::invalid;
   detail::SlotHeader& hdr = seg_->slot(r.position_);
   const std::uint64_t message_id =
@@ -703,7 +726,7 @@ Status Producer::commit(Reservation& r, std::uint64_t id) {
   hdr.enqueued_ns.store(detail::monotonic_coarse_ns(), std::memory_order_relaxed);
   if (seg_->checksummed())
     detail::seal_message(*seg_, r.position_, message_id, 0, Bytes(r.data_, r.size_));
-  const bool ok = publish(r.position_, 1);
+  const bool ok = publish(r.position_, 1, due_ns);
   if (!ok) detail::release_claim(*seg_, r.position_, owner_, 1);
   std::erase(reserved_, r.position_);
   r.seg_.reset();

@@ -442,7 +442,14 @@ QueueStats Queue::stats_one() const {
       case SlotState::held: ++s.in_flight; break;
       case SlotState::claimed: ++s.claimed; break;
       case SlotState::delayed:
-      case SlotState::relocating_delayed: ++s.delayed; break;
+      case SlotState::relocating_delayed: {
+        ++s.delayed;
+        // Relaxed: a hint for operators (the state was read first; a due time that changed
+        // since only shows a stale figure).
+        const std::uint64_t due = seg.slot(pos).deadline_ns.load(std::memory_order_relaxed);
+        if (due != 0 && (s.next_due_ns == 0 || due < s.next_due_ns)) s.next_due_ns = due;
+        break;
+      }
       default: break;
     }
   }

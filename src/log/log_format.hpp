@@ -56,7 +56,7 @@ inline std::uint64_t load_u64(const std::byte* p) noexcept {
 // --- Segment file header: 64 bytes at offset 0 of every wal-*.log -----------------------
 //
 //    0  magic "SHMQWAL1"          8 bytes
-//    8  format version            u32 (1)
+//    8  format version            u32 (2; version 1 files are still read)
 //   12  header size               u32 (64)
 //   16  first position            u64: greater than every position in earlier segments;
 //                                      equals the position in the file name
@@ -66,7 +66,13 @@ inline std::uint64_t load_u64(const std::byte* p) noexcept {
 //   56  header checksum           u64: XXH3_64bits(bytes 0..55)
 inline constexpr std::size_t kFileHeaderSize = 64;
 inline constexpr std::array<char, 8> kFileMagic = {'S', 'H', 'M', 'Q', 'W', 'A', 'L', '1'};
-inline constexpr std::uint32_t kFormatVersion = 1;
+// Version 2 (issue 13) added the delayed record types 4 and 5. A version 1 file holds only
+// types 1..3 and is read as before; a version 1 reader refuses a version 2 file
+// (incompatible_version) instead of taking the new records for corruption (or, at the end
+// of the last file, for a torn tail it would truncate). New records are only ever appended
+// to a version 2 file: Wal::open starts a new segment after a version 1 one.
+inline constexpr std::uint32_t kFormatVersion = 2;
+inline constexpr std::uint32_t kOldestReadableVersion = 1;
 
 namespace file_header {
 inline constexpr std::size_t kMagic = 0;
@@ -91,7 +97,8 @@ static_assert(kChecksum + 8 == kFileHeaderSize);
 //
 //    0  checksum       u64: XXH3_64bits_withSeed(bytes 8..31 of this header + payload, salt)
 //    8  length         u32: payload bytes (0 for an ack)
-//   12  type           u8:  1 = message, 2 = ack, 3 = copy (0 and 4..255 are invalid)
+//   12  type           u8:  1 = message, 2 = ack, 3 = copy, 4 = delayed message,
+//                           5 = delayed copy (0 and 6..255 are invalid)
 //   13  header check   3 bytes, u24: low 24 bits of XXH3_64bits_withSeed(bytes 8..31 with
 //                      bytes 13..15 zeroed, salt). Lets recovery reject a garbage header in
 //                      a few nanoseconds without hashing a payload it claims to have.
@@ -102,11 +109,38 @@ static_assert(kChecksum + 8 == kFileHeaderSize);
 // rebuild: its payload starts with the u64 position it was copied from (its origin), then
 // the message bytes. A durable copy supersedes its origin: recovery never returns the
 // origin again, whatever the id (see docs/log_format.md, "Rebuild epochs").
+//
+// A delayed message (sent with a delay, and logged while it waits for it) is not to be
+// delivered before its due time: its payload starts with the u64 due time as
+// unix time in ns (CLOCK_REALTIME: the monotonic clock does not survive a reboot), then
+// the message bytes. A delayed copy carries both prefixes: origin, then due time.
 inline constexpr std::size_t kRecordHeaderSize = 32;
 inline constexpr std::size_t kOriginSize = 8;  // the origin prefix of a copy's payload
+inline constexpr std::size_t kDueSize = 8;     // the due-time prefix of a delayed record
 inline constexpr std::uint64_t kMaxPayload = UINT32_MAX;
 
-enum class RecordType : std::uint8_t { message = 1, ack = 2, copy = 3 };
+enum class RecordType : std::uint8_t {
+  message = 1,
+  ack = 2,
+  copy = 3,
+  delayed = 4,
+  delayed_copy = 5,
+};
+
+// Types that carry a message (all but ack), and those that name an origin.
+constexpr bool is_message_record(RecordType t) noexcept { return t != RecordType::ack; }
+constexpr bool is_copy_record(RecordType t) noexcept {
+  return t == RecordType::copy || t == RecordType::delayed_copy;
+}
+constexpr bool is_delayed_record(RecordType t) noexcept {
+  return t == RecordType::delayed || t == RecordType::delayed_copy;
+}
+// The bytes in front of the message in a record's payload.
+constexpr std::size_t prefix_size(RecordType t) noexcept {
+  return (is_copy_record(t) ? kOriginSize : 0) + (is_delayed_record(t) ? kDueSize : 0);
+}
+// True for a type byte that names a valid type.
+constexpr bool is_record_type(std::uint8_t t) noexcept { return t >= 1 && t <= 5; }
 
 namespace record_header {
 inline constexpr std::size_t kChecksum = 0;
@@ -236,9 +270,10 @@ inline HeaderVerdict check_file_header(std::span<const std::byte> file, FileHead
   out.first_position = load_u64(b + f::kFirstPosition);
   out.created_ns = load_u64(b + f::kCreatedNs);
   out.salt = load_u64(b + f::kSalt);
-  if (out.version != kFormatVersion)
+  if (out.version < kOldestReadableVersion || out.version > kFormatVersion)
     return {HeaderVerdict::incompatible, "format version " + std::to_string(out.version) +
-                                             " (this build reads version " +
+                                             " (this build reads versions " +
+                                             std::to_string(kOldestReadableVersion) + " to " +
                                              std::to_string(kFormatVersion) + ")"};
   if (out.header_size != kFileHeaderSize)
     return {HeaderVerdict::bad, "bad header size " + std::to_string(out.header_size)};
@@ -275,14 +310,30 @@ inline void encode_record(std::vector<std::byte>& out, RecordType type, std::uin
                                  kRecordHeaderSize - r::kChecksummedFrom + payload.size(), salt));
 }
 
-// Appends a copy record: `payload` at `position`, republished from `origin`.
+// Appends a copy record: `payload` at `position`, republished from `origin`; a delayed
+// copy if `due_unix_ns` is set.
 inline void encode_copy_record(std::vector<std::byte>& out, std::uint64_t position,
                                std::uint64_t origin, std::uint64_t id,
-                               std::span<const std::byte> payload, std::uint64_t salt) {
-  std::vector<std::byte> body(kOriginSize + payload.size());
+                               std::span<const std::byte> payload, std::uint64_t salt,
+                               std::optional<std::uint64_t> due_unix_ns = std::nullopt) {
+  const RecordType type = due_unix_ns ? RecordType::delayed_copy : RecordType::copy;
+  std::vector<std::byte> body(prefix_size(type) + payload.size());
   store_u64(body.data(), origin);
-  if (!payload.empty()) std::memcpy(body.data() + kOriginSize, payload.data(), payload.size());
-  encode_record(out, RecordType::copy, position, id, body, salt);
+  if (due_unix_ns) store_u64(body.data() + kOriginSize, *due_unix_ns);
+  if (!payload.empty())
+    std::memcpy(body.data() + prefix_size(type), payload.data(), payload.size());
+  encode_record(out, type, position, id, body, salt);
+}
+
+// Appends a delayed message record: `payload` at `position`, not to be delivered before
+// unix time `due_unix_ns`.
+inline void encode_delayed_record(std::vector<std::byte>& out, std::uint64_t position,
+                                  std::uint64_t id, std::uint64_t due_unix_ns,
+                                  std::span<const std::byte> payload, std::uint64_t salt) {
+  std::vector<std::byte> body(kDueSize + payload.size());
+  store_u64(body.data(), due_unix_ns);
+  if (!payload.empty()) std::memcpy(body.data() + kDueSize, payload.data(), payload.size());
+  encode_record(out, RecordType::delayed, position, id, body, salt);
 }
 
 struct DecodedRecord {
@@ -290,9 +341,11 @@ struct DecodedRecord {
   std::uint64_t position = 0;
   std::uint64_t id = 0;
   std::uint64_t origin = 0;            // copy: the position it supersedes; else 0
+  std::optional<std::uint64_t> due_unix_ns;  // delayed: due time, unix ns; else none
   std::size_t size = 0;                // of the whole record: header + stored payload
-  std::span<const std::byte> payload;  // the message bytes (a copy's without its origin);
-                                       // points into the buffer that was checked
+  std::span<const std::byte> payload;  // the message bytes (without a copy's origin or a
+                                       // delayed record's due time); points into the
+                                       // buffer that was checked
 };
 
 enum class RecordCheck : std::uint8_t {
@@ -317,8 +370,9 @@ inline RecordCheck check_record(std::span<const std::byte> data, std::size_t off
     // any length, any id
   } else if (type == static_cast<std::uint8_t>(RecordType::ack)) {
     if (length != 0 || id != 0) return RecordCheck::bad_header;
-  } else if (type == static_cast<std::uint8_t>(RecordType::copy)) {
-    if (length < kOriginSize) return RecordCheck::bad_header;
+  } else if (is_record_type(type)) {
+    // copy, delayed, delayed copy: the payload holds at least their prefixes
+    if (length < prefix_size(static_cast<RecordType>(type))) return RecordCheck::bad_header;
   } else {
     return RecordCheck::bad_header;
   }
@@ -334,11 +388,16 @@ inline RecordCheck check_record(std::span<const std::byte> data, std::size_t off
   out.position = load_u64(h + r::kPosition);
   out.id = id;
   out.origin = 0;
+  out.due_unix_ns.reset();
   out.size = kRecordHeaderSize + length;
   out.payload = data.subspan(offset + kRecordHeaderSize, length);
-  if (out.type == RecordType::copy) {
+  if (is_copy_record(out.type)) {
     out.origin = load_u64(out.payload.data());
     out.payload = out.payload.subspan(kOriginSize);
+  }
+  if (is_delayed_record(out.type)) {
+    out.due_unix_ns = load_u64(out.payload.data());
+    out.payload = out.payload.subspan(kDueSize);
   }
   return RecordCheck::ok;
 }

@@ -70,10 +70,7 @@ std::vector<SegmentName> segment_names(const std::vector<std::string>& names) {
 std::size_t find_record(std::span<const std::byte> data, std::size_t from, std::uint64_t salt) {
   for (std::size_t q = from; q + kRecordHeaderSize <= data.size(); ++q) {
     const auto t = std::to_integer<std::uint8_t>(data[q + record_header::kType]);
-    if (t != static_cast<std::uint8_t>(RecordType::message) &&
-        t != static_cast<std::uint8_t>(RecordType::ack) &&
-        t != static_cast<std::uint8_t>(RecordType::copy))
-      continue;
+    if (!is_record_type(t)) continue;
     DecodedRecord rec;
     if (check_record(data, q, salt, rec) == RecordCheck::ok) return q;
   }
@@ -234,7 +231,7 @@ class Accounting {
   // `segment`: the first position of the segment file the record was read from.
   void add(const DecodedRecord& rec, std::uint64_t segment = 0) {
     if (rec.type != RecordType::ack) where_[rec.position] = {segment, rec.size};
-    if (rec.type == RecordType::copy && rec.origin >= min_unacked_) {
+    if (is_copy_record(rec.type) && rec.origin >= min_unacked_) {
       superseded_.insert(rec.origin);
       if (messages_.erase(rec.origin) != 0) dropped_.insert(rec.origin);
     }
@@ -251,8 +248,10 @@ class Accounting {
     if (superseded_.contains(rec.position)) {
       if (!acked_.contains(rec.position)) dropped_.insert(rec.position);
     } else if (!acked_.contains(rec.position) && !messages_.contains(rec.position)) {
-      messages_.emplace(rec.position, RecoveredMessage{rec.position, rec.id,
-                                                       {rec.payload.begin(), rec.payload.end()}});
+      messages_.emplace(rec.position,
+                        RecoveredMessage{rec.position, rec.id,
+                                         {rec.payload.begin(), rec.payload.end()},
+                                         rec.due_unix_ns});
     }
   }
 
@@ -387,7 +386,24 @@ Result<std::unique_ptr<Wal>> Wal::open(const WalOptions& options, FileSystem& fs
 
   // Open the segment to append to.
   wal->written_next_ = report.next_position;
-  if (!wal->segments_.empty() && wal->segments_.back().valid) {
+  // A last segment of an older format version is not appended to (its records would be of
+  // types its version does not have): it is closed, and a new segment follows it.
+  const bool old_version = !wal->segments_.empty() && wal->segments_.back().valid &&
+                           last_result.header.version < kFormatVersion;
+  if (old_version && last_result.torn_at < last_result.size) {
+    // Its torn tail goes first, as below: once it is not the last segment, those bytes
+    // would read as corruption in the middle of the log.
+    const Segment& seg = wal->segments_.back();
+    if (auto r = dir.truncate(seg.name, last_result.torn_at); !r) return r.error();
+    auto file = dir.open_append(seg.name);
+    if (!file) return file.error();
+    if (auto r = file.value()->sync(); !r) return r.error();
+    report.truncated_bytes = last_result.size - last_result.torn_at;
+    report.notes.push_back("truncated torn tail of " + seg.name + " at offset " +
+                           std::to_string(last_result.torn_at) + " (" +
+                           std::to_string(report.truncated_bytes) + " bytes)");
+  }
+  if (!wal->segments_.empty() && wal->segments_.back().valid && !old_version) {
     const Segment& seg = wal->segments_.back();
     const bool torn = last_result.torn_at < last_result.size;
     if (torn)
@@ -406,8 +422,9 @@ Result<std::unique_ptr<Wal>> Wal::open(const WalOptions& options, FileSystem& fs
     wal->salt_ = last_result.header.salt;
     wal->current_size_ = last_result.torn_at;
   } else {
-    // No segment yet, or the last one is unreadable (left in place for inspection; a
-    // checkpoint deletes it once it is obsolete): start a new one after it.
+    // No segment yet, the last one is unreadable (left in place for inspection; a
+    // checkpoint deletes it once it is obsolete), or of an older format version (kept,
+    // read as it is): start a new one after it.
     std::uint64_t first = report.next_position;
     if (!wal->segments_.empty()) {
       const Segment& bad = wal->segments_.back();
@@ -417,7 +434,11 @@ Result<std::unique_ptr<Wal>> Wal::open(const WalOptions& options, FileSystem& fs
                        "log in " + options.dir + ": no segment name is left after " + bad.name);
         first = bad.first_position + 1;
       }
-      report.notes.push_back("last segment " + bad.name + " is unreadable: appending to a new " +
+      report.notes.push_back("last segment " + bad.name +
+                             (old_version ? " is of format version " +
+                                                std::to_string(last_result.header.version) +
+                                                ": appending to a new "
+                                          : " is unreadable: appending to a new ") +
                              "segment " + segment_file_name(first));
     }
     if (auto r = wal->start_segment(first, random_salt()); !r) return r.error();
@@ -488,15 +509,19 @@ void Wal::begin_record() {
 }
 
 VoidResult Wal::append_message(std::uint64_t position, std::uint64_t id,
-                               std::span<const std::byte> payload) {
+                               std::span<const std::byte> payload,
+                               std::optional<std::uint64_t> due_unix_ns) {
   if (auto r = check_appendable(position); !r) return r;
-  if (payload.size() > kMaxPayload)
+  if (payload.size() > kMaxPayload - (due_unix_ns ? kDueSize : 0))
     return Error(Errc::invalid_argument, "log: message of " + std::to_string(payload.size()) +
                                              " bytes is over the " + std::to_string(kMaxPayload) +
                                              "-byte record limit");
   begin_record();
   const std::size_t at = buffer_.size();
-  encode_record(buffer_, RecordType::message, position, id, payload, buffer_salt_);
+  if (due_unix_ns)
+    encode_delayed_record(buffer_, position, id, *due_unix_ns, payload, buffer_salt_);
+  else
+    encode_record(buffer_, RecordType::message, position, id, payload, buffer_salt_);
   note_live(position, buffer_.size() - at);
   buffer_next_ = std::max(buffer_next_, position + 1);
   if (buffer_.size() >= kFlushBytes) return write_buffer();
@@ -514,14 +539,15 @@ VoidResult Wal::append_ack(std::uint64_t position) {
 }
 
 VoidResult Wal::append_copy(std::uint64_t position, std::uint64_t origin, std::uint64_t id,
-                            std::span<const std::byte> payload) {
+                            std::span<const std::byte> payload,
+                            std::optional<std::uint64_t> due_unix_ns) {
   if (auto r = check_appendable(position); !r) return r;
-  if (payload.size() > kMaxPayload - kOriginSize)
+  if (payload.size() > kMaxPayload - kOriginSize - (due_unix_ns ? kDueSize : 0))
     return Error(Errc::invalid_argument, "log: message of " + std::to_string(payload.size()) +
                                              " bytes is over the record limit");
   begin_record();
   const std::size_t at = buffer_.size();
-  encode_copy_record(buffer_, position, origin, id, payload, buffer_salt_);
+  encode_copy_record(buffer_, position, origin, id, payload, buffer_salt_, due_unix_ns);
   live_.erase(origin);
   note_live(position, buffer_.size() - at);
   buffer_next_ = std::max(buffer_next_, position + 1);
@@ -661,9 +687,10 @@ VoidResult Wal::compact_closed_segments() {
       if (rec.type == RecordType::ack) continue;
       const auto it = live_.find(rec.position);
       if (it == live_.end() || it->second.segment != seg.first_position) continue;
-      VoidResult r = rec.type == RecordType::copy
-                         ? append_copy(rec.position, rec.origin, rec.id, rec.payload)
-                         : append_message(rec.position, rec.id, rec.payload);
+      VoidResult r =
+          is_copy_record(rec.type)
+              ? append_copy(rec.position, rec.origin, rec.id, rec.payload, rec.due_unix_ns)
+              : append_message(rec.position, rec.id, rec.payload, rec.due_unix_ns);
       if (!r) return r;
       ++found;
     }
@@ -750,7 +777,8 @@ VerifyReport verify(const std::string& dir_path, FileSystem& fs,
                                                     std::uint64_t offset) {
     accounting.add(rec);
     if (!on_record) return;
-    on_record(RecordView{rec.type, rec.position, rec.id, rec.origin, rec.payload, file, offset});
+    on_record(RecordView{rec.type, rec.position, rec.id, rec.origin, rec.due_unix_ns, rec.payload,
+                         file, offset});
   });
   const std::vector<SegmentName> segs = segment_names(names);
   for (std::size_t i = 0; i < segs.size(); ++i) {

@@ -45,6 +45,8 @@ struct RecoveredMessage {
   std::uint64_t position = 0;
   std::uint64_t id = 0;
   std::vector<std::byte> payload;
+  // A delayed message: not to be delivered before this unix time (ns, CLOCK_REALTIME).
+  std::optional<std::uint64_t> due_unix_ns;
 };
 
 struct RecoveryReport {
@@ -69,6 +71,7 @@ struct RecordView {
   std::uint64_t position = 0;
   std::uint64_t id = 0;
   std::uint64_t origin = 0;            // a copy's origin position (0 otherwise)
+  std::optional<std::uint64_t> due_unix_ns;  // a delayed record's due time, unix ns
   std::span<const std::byte> payload;  // valid during the callback only
   std::string_view file;               // segment file name
   std::uint64_t offset = 0;            // of the record header in that file
@@ -98,13 +101,17 @@ class Wal {
   // Buffered appends: no I/O until sync(), or until the buffer passes 1 MiB (then it is
   // written, not synced). Positions must be below UINT64_MAX; an ack carries the acked
   // position. Errc::invalid_argument for a payload over 4 GiB - 1 (the Wal stays usable).
+  // `due_unix_ns`: a delayed message, due at that unix time (ns): a delayed record.
   VoidResult append_message(std::uint64_t position, std::uint64_t id,
-                            std::span<const std::byte> payload);
+                            std::span<const std::byte> payload,
+                            std::optional<std::uint64_t> due_unix_ns = std::nullopt);
   VoidResult append_ack(std::uint64_t position);
   // A message republished at `position` from `origin` (a position of an earlier rebuild
   // epoch, below the rebuilt segment's base). Once durable it supersedes `origin`.
+  // `due_unix_ns`: as for append_message (a delayed copy record).
   VoidResult append_copy(std::uint64_t position, std::uint64_t origin, std::uint64_t id,
-                         std::span<const std::byte> payload);
+                         std::span<const std::byte> payload,
+                         std::optional<std::uint64_t> due_unix_ns = std::nullopt);
 
   // Writes everything buffered and fdatasyncs it (group commit). Only after ok may the
   // caller confirm what it appended. When the current segment has grown past

@@ -1,10 +1,12 @@
 #include "persist/persister.hpp"
 
 #include <algorithm>
+#include <optional>
 
 #include "core/checksum.hpp"
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
+#include "platform/process.hpp"
 #include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
 
@@ -34,6 +36,31 @@ bool released_at(const Segment& s, std::uint64_t pos, std::uint64_t w, std::uint
 bool committed(SlotState s) {
   return s == SlotState::ready || s == SlotState::held || s == SlotState::delayed ||
          s == SlotState::releasing;
+}
+
+// The due time, as unix time (ns), of the message whose slot word we loaded as `w` if it
+// was sent delayed and is not due yet: logged with it (a delayed record), so that after a
+// reboot it is not delivered before then. Only a message never delivered in this ring
+// (delivery count 0, or 1 for a copy republished after a rebuild, which starts at 1): a
+// delay from a nack (a retry's backoff) is not a property of the message, and a recovered
+// message is delivered again at once after a reboot, as it always was.
+// The monotonic deadline is the due time only while the word stays delayed (a holder
+// writes its lease there), so the word is read again after it: a word that changed (taken
+// when due) is logged as a plain message. One that went delayed -> held -> delayed in
+// between (the same word) has a delivery count above `never` once its holder wrote it
+// (read before the word again); a race with that write can at worst log a nack's delay.
+std::optional<std::uint64_t> due_unix_ns(const SlotHeader& hdr, std::uint64_t w,
+                                         std::uint64_t origin) {
+  if (word_state(w) != SlotState::delayed) return std::nullopt;
+  // Relaxed: written before the release that made the word delayed, which our seq_cst load
+  // of the word saw; the seq_cst re-read below is after them.
+  const std::uint64_t due = hdr.deadline_ns.load(std::memory_order_relaxed);
+  const std::uint32_t count = hdr.delivery_count.load(std::memory_order_relaxed);
+  if (hdr.word.load(std::memory_order_seq_cst) != w) return std::nullopt;
+  if (count != (origin != 0 ? 1u : 0u)) return std::nullopt;
+  const std::uint64_t unix_due = monotonic_to_unix_ns(due);
+  if (unix_due == 0) return std::nullopt;  // due already: delivered at once after a reboot
+  return unix_due;
 }
 }  // namespace
 
@@ -192,12 +219,14 @@ Result<std::size_t> Persister::round() {
         pos += k;
         continue;
       }
+      // A delayed message is logged with its due time (a delayed record).
+      const std::optional<std::uint64_t> due = due_unix_ns(hdr, w, origin);
       if (origin != 0 && pending_origins_.contains(origin - 1)) {
         // Republished after a rebuild: the copy record supersedes the origin once synced.
-        if (auto r = wal_.append_copy(pos, origin - 1, id, buf_); !r.ok()) return r.error();
+        if (auto r = wal_.append_copy(pos, origin - 1, id, buf_, due); !r.ok()) return r.error();
         pending_origins_.erase(origin - 1);
       } else {
-        if (auto r = wal_.append_message(pos, id, buf_); !r.ok()) return r.error();
+        if (auto r = wal_.append_message(pos, id, buf_, due); !r.ok()) return r.error();
       }
       ++records;
       ++found;

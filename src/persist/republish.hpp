@@ -12,10 +12,13 @@ struct ProducerAccess {
   // original id, marked as delivered once already (its next delivery says redelivered()),
   // and tagged with its origin so that the persister logs it as a copy that supersedes the
   // origin. Blocks while the ring is full. `*end` receives the position after it.
+  // `due_ns` != 0: a delayed message, republished as delayed until CLOCK_MONOTONIC due_ns
+  // (unix_to_monotonic_ns of its logged due time).
   static Status send_recovered(Producer& p, Bytes message, std::uint64_t id,
-                               std::uint64_t origin, std::uint64_t* end) {
+                               std::uint64_t origin, std::uint64_t* end,
+                               std::uint64_t due_ns = 0) {
     return p.send_impl(message, id, std::chrono::steady_clock::time_point::max(), true,
-                       origin + 1, end);
+                       origin + 1, end, due_ns);
   }
   // Sends without waiting for a confirmation on a sync queue, and without waiting for room
   // (Status::full at once): the dead-letter path, which must never block.

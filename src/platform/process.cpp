@@ -88,6 +88,30 @@ std::uint64_t monotonic_ns() noexcept {
   return std::uint64_t(ts.tv_sec) * 1'000'000'000ull + std::uint64_t(ts.tv_nsec);
 }
 
+std::uint64_t realtime_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return std::uint64_t(ts.tv_sec) * 1'000'000'000ull + std::uint64_t(ts.tv_nsec);
+}
+
+namespace {
+std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) noexcept {
+  return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+}  // namespace
+
+std::uint64_t monotonic_to_unix_ns(std::uint64_t monotonic) noexcept {
+  const std::uint64_t now = monotonic_ns();
+  if (monotonic <= now) return 0;
+  return saturating_add(realtime_ns(), monotonic - now);
+}
+
+std::uint64_t unix_to_monotonic_ns(std::uint64_t unix_ns) noexcept {
+  const std::uint64_t now = realtime_ns();
+  if (unix_ns <= now) return 0;
+  return saturating_add(monotonic_ns(), unix_ns - now);
+}
+
 }  // namespace shmq::detail
 
 namespace shmq::detail {

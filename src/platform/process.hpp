@@ -26,6 +26,17 @@ int open_pidfd(pid_t pid) noexcept;
 // CLOCK_MONOTONIC in nanoseconds.
 std::uint64_t monotonic_ns() noexcept;
 
+// CLOCK_REALTIME in nanoseconds (unix time).
+std::uint64_t realtime_ns() noexcept;
+
+// A CLOCK_MONOTONIC due time (delayed messages) as unix time and back, through the two
+// clocks read now: what survives a reboot is the wall-clock time. monotonic_to_unix_ns
+// gives 0 for a time not in the future (due); unix_to_monotonic_ns gives 0 for one not in
+// the future (deliver at once), else monotonic now + (unix - realtime now). Saturating: a
+// scribbled value never wraps.
+std::uint64_t monotonic_to_unix_ns(std::uint64_t monotonic) noexcept;
+std::uint64_t unix_to_monotonic_ns(std::uint64_t unix_ns) noexcept;
+
 // CLOCK_MONOTONIC_COARSE in nanoseconds: the same clock at tick resolution (1-4 ms), read
 // without a system call for a few nanoseconds. Used on the hot path for leases, TTLs and
 // heartbeats, whose timeouts are in milliseconds or more.

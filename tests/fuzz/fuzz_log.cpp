@@ -167,8 +167,13 @@ std::vector<File> run_program(Reader& in) {
                               std::begin(kSalts) + 1) %
                              4]
                     : f->salt;
+        // Ids with the top bit set make delayed records (format version 2), due at `id`.
+        const bool late = (id & 0x80) != 0;
         if (op == 3)
-          log::encode_copy_record(f->data, pos, origin, id, payload, salt);
+          log::encode_copy_record(f->data, pos, origin, id, payload, salt,
+                                  late ? std::optional<std::uint64_t>(id) : std::nullopt);
+        else if (late)
+          log::encode_delayed_record(f->data, pos, id, id, payload, salt);
         else
           log::encode_record(f->data, log::RecordType::message, pos, id, payload, salt);
         break;
@@ -294,7 +299,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (std::byte b : r.payload) sum ^= std::to_integer<std::uint8_t>(b);
     volatile std::uint8_t sink = sum;
     (void)sink;
-    if (r.type == log::RecordType::copy) {
+    if (log::is_copy_record(r.type)) {
       any_copy = true;
       max_origin = std::max(max_origin, r.origin);
     }

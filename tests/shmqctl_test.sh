@@ -261,6 +261,36 @@ check "... next_due_in_ms is null" test "$(json "(d['delayed'], d['next_due_in_m
 expect_error "produce --delay-ms abc is a usage error" 2 "delay-ms" "$ctl" produce "$q1" --delay-ms abc
 expect_error "produce --delay-ms -5 is a usage error" 2 "delay-ms" "$ctl" produce "$q1" --delay-ms -5
 
+# --- priorities (issue 13) -------------------------------------------------------------------
+qp="$p-prio"
+expect_error "create --max-priority 32 is a usage error" 2 "max-priority" "$ctl" create "$qp" --max-priority 32
+expect_ok "create --max-priority 3" "$ctl" create "$qp" --max-priority 3 --slots 16
+check "... its levels exist" test -e /dev/shm/shmq."$qp".p1 -a -e /dev/shm/shmq."$qp".p3
+printf 'low1\nlow2\n' >"$work/low"
+printf 'urgent\n' >"$work/urgent"
+printf 'mid\n' >"$work/mid"
+expect_ok "produce at priority 0" "$ctl" produce "$qp" <"$work/low"
+expect_ok "produce --priority 1" "$ctl" produce "$qp" --priority 1 <"$work/mid"
+expect_ok "produce --priority 3" "$ctl" produce "$qp" --priority 3 <"$work/urgent"
+expect_error "produce --priority 4 is a usage error" 2 "max priority 3" "$ctl" produce "$qp" --priority 4 <"$work/mid"
+expect_error "produce --priority to a queue without priorities" 2 "no priorities" "$ctl" produce "$q1" --priority 1 <"$work/mid"
+expect_ok "stat --json with priorities" "$ctl" stat "$qp" --json
+check "... depth by priority, highest first" \
+  test "$(json "([(l['priority'], l['depth']) for l in d['priorities']], d['depth'], d['policy']['max_priority'])")" = "([(3, 1), (2, 0), (1, 1), (0, 2)], 4, 3)"
+expect_ok "stat (text) with priorities" "$ctl" stat "$qp"
+check "... shows depth by priority" grep -qE "priorities +0\.\.3 .*3: 1 .*1: 1 .*0: 2" "$work/out"
+expect_ok "peek --json with priorities" "$ctl" peek "$qp" --json
+check "... highest first, with each message's priority" \
+  test "$(json "[(m['priority'], m['payload']) for m in d['messages']]")" = "[(3, 'urgent'), (1, 'mid'), (0, 'low1'), (0, 'low2')]"
+expect_ok "consume takes the highest priority first" "$ctl" consume "$qp" --count 4 --timeout-ms 2000
+check "... in priority order, FIFO within a level" test "$(printf '%s' "$out" | tr '\n' ' ')" = "urgent mid low1 low2"
+expect_ok "a rejected priority message" "$ctl" produce "$qp" --priority 2 <"$work/mid"
+"$ctl" consume "$qp" --count 1 --reject --timeout-ms 2000 >/dev/null
+expect_ok "dlq replay puts it back at its priority" "$ctl" dlq replay "$qp"
+check "... at priority 2" test "$(stat_field "$qp" "[l['depth'] for l in d['priorities'] if l['priority'] == 2]")" = "[1]"
+expect_ok "delete the queue with priorities" "$ctl" delete "$qp"
+check "... its levels are gone too" test ! -e /dev/shm/shmq."$qp".p1 -a ! -e /dev/shm/shmq."$qp".p3
+
 # --- dead letters ------------------------------------------------------------------------
 expect_ok "create a queue with --max-deliveries 1" "$ctl" create "$q3" --max-deliveries 1
 printf 'poison\n' | "$ctl" produce "$q3"

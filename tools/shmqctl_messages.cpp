@@ -41,6 +41,7 @@ struct Peeked {
   std::uint64_t size = 0;    // the message's length
   std::uint64_t age_ms = 0;  // since it was committed
   std::optional<std::uint64_t> due_in_ms;  // delayed: due in this many ms (0: due now)
+  std::uint32_t priority = 0;  // its level on a queue with priorities
   std::vector<std::byte> payload;  // its first bytes (at most the copy limit)
 };
 
@@ -65,6 +66,7 @@ bool read_message(const shmq::detail::Segment& seg, std::uint64_t pos, std::uint
   out.state = shmq::detail::word_state(w);
   out.owner = shmq::detail::owner_row(shmq::detail::word_owner(w));
   out.delivery_count = h.delivery_count.load(std::memory_order_relaxed);
+  out.priority = seg.priority_level();
   out.size = std::min(len, bound);
   const std::uint64_t enq = h.enqueued_ns.load(std::memory_order_relaxed);
   const std::uint64_t now = shmq::detail::monotonic_coarse_ns();
@@ -450,7 +452,19 @@ int cmd_consume(const ConsumeArgs& a) {
 
 int cmd_peek(const PeekArgs& a) {
   shmq::Queue q = open_queue(a.queue);
-  const auto msgs = peek_messages(q, a.count, a.max_bytes);
+  // A queue with priorities: its levels highest first (the order consumers take them),
+  // each oldest first, then the queue's own ring.
+  std::vector<Peeked> msgs;
+  const std::uint32_t levels = q.segment()->priority_level() == 0 ? q.options().max_priority : 0;
+  for (std::uint32_t p = levels; p >= 1 && (a.count == 0 || msgs.size() < a.count); --p) {
+    auto l = q.open_level(p);
+    if (!l.ok()) fail(l.error());
+    for (auto& m : peek_messages(l.value(), a.count == 0 ? 0 : a.count - msgs.size(), a.max_bytes))
+      msgs.push_back(std::move(m));
+  }
+  if (a.count == 0 || msgs.size() < a.count)
+    for (auto& m : peek_messages(q, a.count == 0 ? 0 : a.count - msgs.size(), a.max_bytes))
+      msgs.push_back(std::move(m));
   if (a.json) {
     // {"schema": 1, "queue", "messages": [{"position", "id", "state", "holder", "delivery_count",
     // "size", "age_ms", "due_in_ms", "payload"}]}: holder and due_in_ms are null unless the
@@ -467,6 +481,7 @@ int cmd_peek(const PeekArgs& a) {
       e["holder"] = m.state == SlotState::held ? nlohmann::ordered_json(m.owner)
                                                : nlohmann::ordered_json(nullptr);
       e["delivery_count"] = m.delivery_count;
+      e["priority"] = m.priority;
       e["size"] = m.size;
       e["age_ms"] = m.age_ms;
       e["due_in_ms"] =
@@ -477,17 +492,20 @@ int cmd_peek(const PeekArgs& a) {
     std::printf("%s\n", dump_json(j).c_str());
     return kExitOk;
   }
-  // DUE: a delayed message is due in this many ms ("-" for the others). Before PAYLOAD,
-  // which stays the last column.
-  std::printf("%-12s %-20s %-8s %-10s %-8s %-8s %-8s %s\n", "POSITION", "ID", "STATE",
-              "DELIVERIES", "SIZE", "AGE", "DUE-MS", "PAYLOAD");
+  // DUE: a delayed message is due in this many ms ("-" for the others). PRIO (queues with
+  // priorities only): its priority. Before PAYLOAD, which stays the last column.
+  const char* prio_header = levels != 0 ? "PRIO " : "";
+  std::printf("%-12s %-20s %-8s %s%-10s %-8s %-8s %-8s %s\n", "POSITION", "ID", "STATE",
+              prio_header, "DELIVERIES", "SIZE", "AGE", "DUE-MS", "PAYLOAD");
   for (const auto& m : msgs) {
     std::string state = state_name(m.state);
     if (m.state == SlotState::held) state += "/" + std::to_string(m.owner);
     const std::string due = m.due_in_ms ? std::to_string(*m.due_in_ms) : "-";
-    std::printf("%-12llu %-20llu %-8s %-10u %-8llu %-8s %-8s %s\n",
+    char prio[16] = "";
+    if (levels != 0) std::snprintf(prio, sizeof prio, "%-4u ", m.priority);
+    std::printf("%-12llu %-20llu %-8s %s%-10u %-8llu %-8s %-8s %s\n",
                 static_cast<unsigned long long>(m.position), static_cast<unsigned long long>(m.id),
-                state.c_str(), m.delivery_count, static_cast<unsigned long long>(m.size),
+                state.c_str(), prio, m.delivery_count, static_cast<unsigned long long>(m.size),
                 human_ms(m.age_ms).c_str(), due.c_str(),
                 render_payload(m.payload, a.max_bytes, m.size).c_str());
   }

@@ -258,12 +258,13 @@ TEST(Shmqd, DelayedMessageOfADurableQueueIsRelocatedAndSurvivesAReboot) {
 
 // Issue 13: a durable queue with priorities is persisted level by level (a log each) and
 // after a kill -9 of shmqd and a reboot every unacked message comes back at its priority,
-// highest first; acked ones do not.
+// highest first; acked ones do not; a delayed one comes at (not before) its due time.
 TEST(Shmqd, PrioritiesSurviveAReboot) {
   TempDir dir;
   const std::string name = unique_name("prio");
   constexpr std::uint32_t kMax = 3;
   std::map<std::uint64_t, std::uint32_t> unacked;  // id -> priority
+  const auto due = std::chrono::system_clock::now() + 3s;
   {
     QueueOptions o = durable(dir.path(), Durability::sync, 64);
     o.max_priority = kMax;
@@ -295,6 +296,12 @@ TEST(Shmqd, PrioritiesSurviveAReboot) {
     ASSERT_EQ(p.send_for(as_bytes("last"), 10s, SendOptions{.id = 999, .priority = 1}),
               Status::ok);
     unacked[999] = 1;
+    // A delayed message at priority 2: after the reboot it is due at the same wall-clock
+    // time, not before.
+    ASSERT_EQ(p.send_for(as_bytes("later"), 10s,
+                         SendOptions{.id = 998, .priority = 2, .not_before = due}),
+              Status::ok);
+    unacked[998] = 2;
     d.kill9();
   }
   ASSERT_TRUE(Queue::remove(name).ok());  // the reboot: every level's segment goes too
@@ -309,9 +316,14 @@ TEST(Shmqd, PrioritiesSurviveAReboot) {
   Message m;
   std::uint32_t last = kMax;
   std::map<std::uint64_t, std::uint32_t> got;
-  while (c.receive_for(m, 500ms) == Status::ok) {
-    EXPECT_LE(m.priority(), last) << "a higher priority after a lower one";
-    last = m.priority();
+  while (c.receive_for(m, got.contains(998) ? 500ms : 10s) == Status::ok) {
+    if (m.id() == 998) {
+      // The delayed one comes when due (after the rest: it is due later than they are sent).
+      EXPECT_GE(std::chrono::system_clock::now(), due) << "delivered before its due time";
+    } else {
+      EXPECT_LE(m.priority(), last) << "a higher priority after a lower one";
+      last = m.priority();
+    }
     got[m.id()] = m.priority();
     ASSERT_EQ(c.ack(m), Status::ok);
   }

@@ -222,7 +222,8 @@ class Queue {
   // field of `options` must equal the queue's, or this fails with Errc::mismatch naming each
   // field that differs (use open() to attach whatever the options). The rule, field by
   // field: slot_count, slot_size, max_members, mode, durability, lease, max_deliveries, ttl,
-  // backoff_initial, backoff_max, dead_letter, heartbeat_liveness, claim_timeout, checksum:
+  // backoff_initial, backoff_max, dead_letter, heartbeat_liveness, claim_timeout, checksum,
+  // max_priority:
   // exactly
   // equal (a plain struct cannot tell a default from a value you chose, so a default is
   // compared like any other value); max_message_size: 0 means one slot's payload, then equal;

@@ -225,6 +225,7 @@ std::string options_mismatch(const QueueOptions& want, const QueueOptions& have)
     differ("heartbeat_timeout", ms(have.heartbeat_timeout), ms(want.heartbeat_timeout));
   differ("claim_timeout", ms(have.claim_timeout), ms(want.claim_timeout));
   differ("checksum", yes(have.checksum), yes(want.checksum));
+  differ("max_priority", num(have.max_priority), num(want.max_priority));
   if (have.durability != Durability::none && want.durability != Durability::none) {
     std::string dir = want.data_dir;
     char resolved[PATH_MAX];

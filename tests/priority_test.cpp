@@ -63,6 +63,10 @@ TEST(Priority, OptionsAreValidated) {
   auto pp = plain->producer().value();
   EXPECT_EQ(pp.send("x", SendOptions{.priority = 1}), Status::invalid);
   EXPECT_EQ(pp.send("x", SendOptions{.priority = 0}), Status::ok);
+  // Its policy is every level's.
+  ASSERT_TRUE(q->set_policy({.lease = 1234ms}).ok());
+  for (std::uint32_t l = 1; l <= 3; ++l)
+    EXPECT_EQ(q->open_level(l).value().options().lease, 1234ms) << l;
   // Removing the queue removes its levels.
   const std::string name = q.name();
   ASSERT_TRUE(Queue::remove(name).ok());

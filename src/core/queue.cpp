@@ -274,6 +274,13 @@ VoidResult Queue::set_policy(const PolicyUpdate& u) {
                                          "': " + w.error().message());
   }
   segment_->set_policy(o);
+  // A queue with priorities: every level has the queue's policy.
+  for (std::uint32_t p = 1; segment_->priority_level() == 0 && p <= segment_->max_priority();
+       ++p) {
+    auto level = open_level(p);
+    if (!level.ok()) return level.error();
+    if (auto r = level.value().set_policy(u); !r.ok()) return r;
+  }
   return {};
 }
 

@@ -197,6 +197,8 @@ std::string json_line(const Outcome& o, const Machine& m) {
     list("p99_vs_baseline_reps", o.rep_p99_vs_baseline, 3);
     list("overtaken_max_reps", o.rep_overtaken_max, 0);
     list("queued_min_reps", o.rep_queued_min, 0);
+    list("queued_p1_reps", o.rep_queued_p1, 0);
+    list("queued_p50_reps", o.rep_queued_p50, 0);
     if (!o.detail.empty()) str("detail", o.detail);
   } else if (!o.detail.empty()) {
     str("shmqd", o.detail);
@@ -398,14 +400,16 @@ void print_priorities(std::FILE* out, const std::vector<Outcome>& all) {
     for (const double v : o.rep_p50_vs_baseline) r50 += " " + fixed(v, 2) + "x";
     for (const double v : o.rep_p99_vs_baseline) r99 += " " + fixed(v, 2) + "x";
     for (const std::uint64_t v : o.rep_overtaken_max) over += " " + std::to_string(v);
-    for (const std::uint64_t v : o.rep_queued_min) queued += " " + std::to_string(v);
+    for (std::size_t i = 0; i < o.rep_queued_min.size(); ++i)
+      queued += " " + std::to_string(o.rep_queued_min[i]) + "/" + std::to_string(o.rep_queued_p1[i]) +
+                "/" + std::to_string(o.rep_queued_p50[i]);
     std::fprintf(out,
                  "  %-40s p50 %s p99 %s p99.9 %s max %s (one way, send to receive; medians of "
                  "repetitions)\n"
                  "  %-40s p50 %s p99 %s p99.9 %s max %s\n"
                  "  %-40s p50%s; p99%s (no target)\n"
                  "  %-40s max per repetition:%s (a probe stuck behind the backlog: ~100,000)\n"
-                 "  %-40s min per repetition:%s\n",
+                 "  %-40s min/p1/p50 per repetition:%s\n",
                  what, human_ns(o.p50.median).c_str(), human_ns(o.p99.median).c_str(),
                  human_ns(o.p999.median).c_str(), human_ns(o.max.median).c_str(),
                  "the same probes, no backlog", human_ns(o.base_p50.median).c_str(),

@@ -303,7 +303,11 @@ Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t 
       }
       for (const RepResult& r : rs) {
         if (!r.overtaken.empty()) out.rep_overtaken_max.push_back(r.overtaken.back());
-        if (!r.queued.empty()) out.rep_queued_min.push_back(r.queued.front());
+        if (!r.queued.empty()) {
+          out.rep_queued_min.push_back(r.queued.front());
+          out.rep_queued_p1.push_back(percentile(r.queued, 0.01));
+          out.rep_queued_p50.push_back(percentile(r.queued, 0.50));
+        }
       }
       out.base_p50 = spread_of(b50);
       out.base_p99 = spread_of(b99);
@@ -1308,8 +1312,10 @@ Outcome priority_latency_scenario(const Scenario& sc, const Options& o) {
   d += "; priority-0 messages taken after a probe's send returned, before the probe (max per "
        "repetition):";
   for (const std::uint64_t v : out.rep_overtaken_max) d += " " + std::to_string(v);
-  d += "; priority-0 messages still queued when a probe was taken (min per repetition):";
-  for (const std::uint64_t v : out.rep_queued_min) d += " " + std::to_string(v);
+  d += "; priority-0 messages still queued when a probe was taken, per repetition (min/p1/p50):";
+  for (std::size_t i = 0; i < out.rep_queued_min.size(); ++i)
+    d += " " + std::to_string(out.rep_queued_min[i]) + "/" + std::to_string(out.rep_queued_p1[i]) +
+         "/" + std::to_string(out.rep_queued_p50[i]);
   out.detail = d;
   return out;
 }

@@ -124,7 +124,7 @@ struct Outcome {
   // and per repetition p50 and p99 behind the backlog over p50 and p99 without.
   Spread base_p50, base_p99, base_p999, base_max;
   std::vector<double> rep_p50_vs_baseline, rep_p99_vs_baseline;
-  std::vector<std::uint64_t> rep_overtaken_max, rep_queued_min;
+  std::vector<std::uint64_t> rep_overtaken_max, rep_queued_min, rep_queued_p1, rep_queued_p50;
   Spread p50, p99, p999, max;
   std::vector<std::uint64_t> distribution;  // sorted round trips of the median repetition
 };

@@ -28,8 +28,10 @@ std::string count_text(std::uint64_t n) {
 int section_of(const Scenario& sc) {
   switch (sc.kind) {
     case Kind::throughput:
-    case Kind::checksum_cost: return 0;
+    case Kind::checksum_cost:
+    case Kind::priority_cost: return 0;
     case Kind::roundtrip: return 1;
+    case Kind::priority_latency: return 4;
     case Kind::persist:
     case Kind::sync_senders: return 3;
     default: return 2;
@@ -59,6 +61,9 @@ void TablePrinter::row(const Outcome& o) {
     else if (sec == 1)
       std::fprintf(out_, "%-30s %9s %-21s %9s %9s %9s %10s %9s\n", "ROUND TRIP", "p50",
                    "[min..max]", "p99", "p99.9", "max", "samples", "vcsw/rt");
+    else if (sec == 4)
+      std::fprintf(out_, "%-30s %9s %-21s %9s %9s %9s %10s %9s\n", "PRIORITY PROBE (one way)",
+                   "p50", "[min..max]", "p99", "p99.9", "max", "probes", "vcsw/prb");
     else
       std::fprintf(out_, "%-30s %9s %-21s %s\n", "DISK", "rate", "[min..max]", "what");
   }
@@ -74,7 +79,7 @@ void TablePrinter::row(const Outcome& o) {
                  si(o.msgs_per_s.median).c_str(), range(o.msgs_per_s, si).c_str(),
                  mb(o.mb_per_s.median).c_str(), persisted.c_str(), count_text(o.count).c_str(),
                  fixed(o.switches_per_msg.median, 3).c_str());
-  } else if (sec == 1) {
+  } else if (sec == 1 || sec == 4) {
     std::fprintf(out_, "%-30s %9s %-21s %9s %9s %9s %10s %9s\n", sc.name.c_str(),
                  ns(o.p50.median).c_str(), range(o.p50, ns).c_str(), ns(o.p99.median).c_str(),
                  ns(o.p999.median).c_str(), ns(o.max.median).c_str(), count_text(o.count).c_str(),
@@ -115,15 +120,17 @@ std::string json_line(const Outcome& o, const Machine& m) {
   s += ",\"producers\":" + std::to_string(sc.producers);
   s += ",\"consumers\":" + std::to_string(sc.consumers);
   s += ",\"size\":" + std::to_string(sc.size);
-  if (sc.transport == Transport::shmq &&
-      (sc.kind == Kind::throughput || sc.kind == Kind::checksum_cost))
+  if (sc.transport == Transport::shmq && (sc.kind == Kind::throughput ||
+                                          sc.kind == Kind::checksum_cost ||
+                                          sc.kind == Kind::priority_cost))
     str("mode", sc.batch ? "batch" : "ack");
   else if (sc.kind == Kind::persist) str("mode", sc.batch ? "batch" : "send");
   else if (sc.kind == Kind::sync_senders) str("mode", "send");
   else s += ",\"mode\":null";
   str("durability", disk ? std::string("n/a") : std::string(shmq::to_string(sc.durability)));
-  const bool tp = ok && sc.kind != Kind::roundtrip;
-  const bool rt = ok && sc.kind == Kind::roundtrip;
+  const bool lat_kind = sc.kind == Kind::roundtrip || sc.kind == Kind::priority_latency;
+  const bool tp = ok && !lat_kind;
+  const bool rt = ok && lat_kind;
   num("msgs_per_s", tp && sc.kind != Kind::disk_dd, o.msgs_per_s.median, 0);
   num("mb_per_s", tp, o.mb_per_s.median, 2);
   num("p50_ns", rt, o.p50.median, 0);
@@ -161,14 +168,37 @@ std::string json_line(const Outcome& o, const Machine& m) {
   }
   str("status", o.state == Outcome::State::ok ? "ok" : o.state == Outcome::State::failed ? "failed" : "skipped");
   if (!o.note.empty()) str("note", o.note);
-  if (sc.kind == Kind::checksum_cost) {
-    s += ",\"checksum\":true";
+  auto list = [&](const char* key, const auto& v, int decimals) {
+    s += ",\"";
+    s += key;
+    s += "\":[";
+    for (std::size_t i = 0; i < v.size(); ++i)
+      s += (i ? "," : "") + fixed(static_cast<double>(v[i]), decimals);
+    s += "]";
+  };
+  if (sc.kind == Kind::checksum_cost || sc.kind == Kind::priority_cost) {
+    if (sc.kind == Kind::checksum_cost) {
+      s += ",\"checksum\":true";
+    } else {
+      s += ",\"max_priority\":" + std::to_string(sc.max_priority);
+      s += ",\"priority_levels\":" + std::to_string(sc.priority_levels);
+    }
     num("vs_baseline", ok && o.vs_baseline.valid, o.vs_baseline.median, 3);
     num("baseline_msgs_per_s", ok && o.baseline_msgs_per_s.valid, o.baseline_msgs_per_s.median, 0);
-    s += ",\"vs_baseline_reps\":[";
-    for (std::size_t i = 0; i < o.rep_vs_baseline.size(); ++i)
-      s += (i ? "," : "") + fixed(o.rep_vs_baseline[i], 3);
-    s += "]";
+    list("vs_baseline_reps", o.rep_vs_baseline, 3);
+    if (!o.detail.empty()) str("detail", o.detail);
+  } else if (sc.kind == Kind::priority_latency) {
+    s += ",\"max_priority\":" + std::to_string(sc.max_priority);
+    num("baseline_p50_ns", ok && o.base_p50.valid, o.base_p50.median, 0);
+    num("baseline_p99_ns", ok && o.base_p99.valid, o.base_p99.median, 0);
+    num("baseline_p999_ns", ok && o.base_p999.valid, o.base_p999.median, 0);
+    num("baseline_max_ns", ok && o.base_max.valid, o.base_max.median, 0);
+    list("p50_vs_baseline_reps", o.rep_p50_vs_baseline, 3);
+    list("p99_vs_baseline_reps", o.rep_p99_vs_baseline, 3);
+    list("overtaken_max_reps", o.rep_overtaken_max, 0);
+    list("queued_min_reps", o.rep_queued_min, 0);
+    list("queued_p1_reps", o.rep_queued_p1, 0);
+    list("queued_p50_reps", o.rep_queued_p50, 0);
     if (!o.detail.empty()) str("detail", o.detail);
   } else if (!o.detail.empty()) {
     str("shmqd", o.detail);
@@ -184,6 +214,7 @@ std::string json_line(const Outcome& o, const Machine& m) {
 namespace {
 
 void print_ratios(std::FILE* out, const std::vector<Outcome>& all);
+void print_priorities(std::FILE* out, const std::vector<Outcome>& all);
 void print_durability(std::FILE* out, const std::vector<Outcome>& all, const std::string& data_fs);
 
 // value vs goal: cmp > 0 means "at least", cmp < 0 "at most".
@@ -215,7 +246,8 @@ void print_targets(std::FILE* out, const std::vector<Outcome>& all, const std::s
   bool any_none = false;
   for (const Outcome& o : all)
     if (o.sc->transport == Transport::shmq && o.sc->durability == shmq::Durability::none &&
-        o.sc->kind != Kind::checksum_cost)
+        o.sc->kind != Kind::checksum_cost && o.sc->kind != Kind::priority_cost &&
+        o.sc->kind != Kind::priority_latency)
       any_none = true;
   if (any_none) print_ratios(out, all);
   print_durability(out, all, data_fs);
@@ -238,6 +270,7 @@ void print_targets(std::FILE* out, const std::vector<Outcome>& all, const std::s
                  o.vs_baseline.median, reps.c_str(), si(o.msgs_per_s.median).c_str(),
                  si(o.baseline_msgs_per_s.median).c_str());
   }
+  print_priorities(out, all);
 }
 
 namespace {
@@ -315,6 +348,76 @@ void print_ratios(std::FILE* out, const std::vector<Outcome>& all) {
     std::fprintf(out, "\n");
   }
 
+}
+
+// Priorities (issue 13): each repetition's msgs/s against the queue without priorities of
+// the same repetition (targets: 4 levels >= 0.9x, 16 levels >= 0.8x, on the median), and
+// the probe behind a backlog against the same probes without one.
+void print_priorities(std::FILE* out, const std::vector<Outcome>& all) {
+  bool header = false;
+  auto head = [&] {
+    if (!header)
+      std::fprintf(out, "\nPRIORITIES (max_priority 15; 1x1, 64 B, ack per message, durability none)\n");
+    header = true;
+  };
+  for (const Outcome& o : all) {
+    if (o.sc->kind != Kind::priority_cost) continue;
+    head();
+    const std::uint32_t levels = o.sc->priority_levels;
+    const std::string what = std::to_string(levels) + (levels == 1 ? " level" : " levels") +
+                             " used / no priorities";
+    if (o.state != Outcome::State::ok) {
+      std::fprintf(out, "  %-40s %s\n", what.c_str(),
+                   o.state == Outcome::State::skipped ? "skipped" : "FAILED");
+      continue;
+    }
+    const double goal = levels == 4 ? 0.9 : levels == 16 ? 0.8 : 0;
+    std::string reps;
+    int met = 0;
+    for (const double v : o.rep_vs_baseline) {
+      reps += " " + fixed(v, 3) + "x";
+      if (v >= goal) ++met;
+    }
+    std::string target = "no target";
+    if (goal > 0)
+      target = "target >= " + fixed(goal, 1) + "x: " + verdict(o.vs_baseline.median, 1, goal) + " (" +
+               std::to_string(met) + " of " + std::to_string(o.rep_vs_baseline.size()) +
+               " repetitions at or above)";
+    std::fprintf(out, "  %-40s %7.3fx median; per repetition:%s; %s vs %s msgs/s; %s\n",
+                 what.c_str(), o.vs_baseline.median, reps.c_str(), si(o.msgs_per_s.median).c_str(),
+                 si(o.baseline_msgs_per_s.median).c_str(), target.c_str());
+  }
+  for (const Outcome& o : all) {
+    if (o.sc->kind != Kind::priority_latency) continue;
+    head();
+    const char* what = "top-priority probe behind 100,000";
+    if (o.state != Outcome::State::ok) {
+      std::fprintf(out, "  %-40s %s\n", what,
+                   o.state == Outcome::State::skipped ? "skipped" : "FAILED");
+      continue;
+    }
+    std::string r50, r99, over, queued;
+    for (const double v : o.rep_p50_vs_baseline) r50 += " " + fixed(v, 2) + "x";
+    for (const double v : o.rep_p99_vs_baseline) r99 += " " + fixed(v, 2) + "x";
+    for (const std::uint64_t v : o.rep_overtaken_max) over += " " + std::to_string(v);
+    for (std::size_t i = 0; i < o.rep_queued_min.size(); ++i)
+      queued += " " + std::to_string(o.rep_queued_min[i]) + "/" + std::to_string(o.rep_queued_p1[i]) +
+                "/" + std::to_string(o.rep_queued_p50[i]);
+    std::fprintf(out,
+                 "  %-40s p50 %s p99 %s p99.9 %s max %s (one way, send to receive; medians of "
+                 "repetitions)\n"
+                 "  %-40s p50 %s p99 %s p99.9 %s max %s\n"
+                 "  %-40s p50%s; p99%s (no target)\n"
+                 "  %-40s max per repetition:%s (a probe stuck behind the backlog: ~100,000)\n"
+                 "  %-40s min/p1/p50 per repetition:%s\n",
+                 what, human_ns(o.p50.median).c_str(), human_ns(o.p99.median).c_str(),
+                 human_ns(o.p999.median).c_str(), human_ns(o.max.median).c_str(),
+                 "the same probes, no backlog", human_ns(o.base_p50.median).c_str(),
+                 human_ns(o.base_p99.median).c_str(), human_ns(o.base_p999.median).c_str(),
+                 human_ns(o.base_max.median).c_str(), "with / without backlog, per repetition",
+                 r50.c_str(), r99.c_str(), "priority-0 taken after a probe was sent",
+                 over.c_str(), "priority-0 still queued at a probe's receipt", queued.c_str());
+  }
 }
 
 void print_durability(std::FILE* out, const std::vector<Outcome>& all, const std::string& data_fs) {

@@ -27,6 +27,8 @@ const char* to_string(Kind k) {
     case Kind::persist: return "persist";
     case Kind::sync_senders: return "sync_senders";
     case Kind::checksum_cost: return "checksum_cost";
+    case Kind::priority_cost: return "priority_cost";
+    case Kind::priority_latency: return "priority_latency";
   }
   return "?";
 }
@@ -49,6 +51,7 @@ const char* to_string(Transport t) {
 namespace {
 
 constexpr std::size_t kSizes[] = {64, 1024, 4096, 65536};
+constexpr std::uint32_t kPriorityMax = 15;  // priority scenarios: 16 levels
 
 std::string durability_name(shmq::Durability d) { return std::string(shmq::to_string(d)); }
 
@@ -168,6 +171,26 @@ std::vector<Scenario> all_scenarios() {
     c.name = "shmq/checksum/1x1/" + human_bytes(size) + "/ack";
     v.push_back(c);
   }
+  // What priorities cost (issue 13): 1x1 64 B, ack per message, a queue with 16 levels
+  // (max_priority 15) whose producer uses 1, 4 or 16 of them, against a queue without.
+  for (const std::uint32_t levels : {1u, 4u, 16u}) {
+    Scenario c = tp(T::shmq, 1, 1, 64);
+    c.kind = Kind::priority_cost;
+    c.max_priority = kPriorityMax;
+    c.priority_levels = levels;
+    c.name = "shmq/priority/1x1/64B/ack/levels-" + std::to_string(levels);
+    v.push_back(c);
+  }
+  // A top-priority probe behind a backlog of 100,000 priority-0 messages.
+  {
+    Scenario l;
+    l.kind = Kind::priority_latency;
+    l.transport = T::shmq;
+    l.size = 64;
+    l.max_priority = kPriorityMax;
+    l.name = "shmq/priority/latency/64B";
+    v.push_back(l);
+  }
   return v;
 }
 
@@ -186,6 +209,7 @@ std::uint64_t initial_count(const Scenario& sc) {
   const std::uint64_t p = static_cast<std::uint64_t>(sc.producers);
   if (sc.kind == Kind::persist) return 4096;  // 16 MiB of 4 KiB messages
   if (sc.kind == Kind::sync_senders) return 32 * p;
+  if (sc.kind == Kind::priority_latency) return 200;  // probes
   if (sc.kind == Kind::roundtrip) {
     if (sc.durability == shmq::Durability::sync) return 20;
     return sc.size > 4096 ? 500 : 2000;
@@ -199,6 +223,7 @@ std::uint64_t initial_count(const Scenario& sc) {
 std::uint64_t min_count(const Scenario& sc) {
   if (sc.kind == Kind::persist) return 8192;
   if (sc.kind == Kind::sync_senders) return 64 * static_cast<std::uint64_t>(sc.producers);
+  if (sc.kind == Kind::priority_latency) return 2000;
   if (sc.kind == Kind::roundtrip) return sc.durability == shmq::Durability::sync ? 50 : 200;
   return static_cast<std::uint64_t>(std::max(64, static_cast<int>(kBatch)) * sc.producers);
 }
@@ -207,6 +232,8 @@ std::uint64_t max_count(const Scenario& sc) {
   if (sc.kind == Kind::persist) return kPersistSlots;  // the ring holds the whole run
   if (sc.kind == Kind::sync_senders) return kPersistSlots - 1024;  // never fills the ring
   if (sc.kind == Kind::roundtrip) return 2'000'000;  // 16 MB of samples
+  // The baseline (no backlog) runs the same count, 3-10x slower (its consumer sleeps).
+  if (sc.kind == Kind::priority_latency) return 100'000;
   return 400'000'000;
 }
 
@@ -245,7 +272,7 @@ Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t 
       mx.push_back(static_cast<double>(r.lat.back()));
     }
   }
-  if (sc.kind != Kind::roundtrip) {
+  if (sc.kind != Kind::roundtrip && sc.kind != Kind::priority_latency) {
     out.msgs_per_s = spread_of(msgs);
     out.mb_per_s = spread_of(mb);
     out.switches_per_msg = spread_of(sw);
@@ -261,6 +288,32 @@ Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t 
     out.p999 = spread_of(p999);
     out.max = spread_of(mx);
     out.switches_per_msg = spread_of(sw);
+    if (sc.kind == Kind::priority_latency) {
+      std::vector<double> b50, b99, b999, bmx;
+      for (const RepResult& r : rs) {
+        if (r.baseline_lat.empty() || r.lat.empty()) continue;
+        const auto a50 = static_cast<double>(percentile(r.lat, 0.50));
+        const auto a99 = static_cast<double>(percentile(r.lat, 0.99));
+        b50.push_back(static_cast<double>(percentile(r.baseline_lat, 0.50)));
+        b99.push_back(static_cast<double>(percentile(r.baseline_lat, 0.99)));
+        b999.push_back(static_cast<double>(percentile(r.baseline_lat, 0.999)));
+        bmx.push_back(static_cast<double>(r.baseline_lat.back()));
+        out.rep_p50_vs_baseline.push_back(a50 / std::max(1.0, b50.back()));
+        out.rep_p99_vs_baseline.push_back(a99 / std::max(1.0, b99.back()));
+      }
+      for (const RepResult& r : rs) {
+        if (!r.overtaken.empty()) out.rep_overtaken_max.push_back(r.overtaken.back());
+        if (!r.queued.empty()) {
+          out.rep_queued_min.push_back(r.queued.front());
+          out.rep_queued_p1.push_back(percentile(r.queued, 0.01));
+          out.rep_queued_p50.push_back(percentile(r.queued, 0.50));
+        }
+      }
+      out.base_p50 = spread_of(b50);
+      out.base_p99 = spread_of(b99);
+      out.base_p999 = spread_of(b999);
+      out.base_max = spread_of(bmx);
+    }
     // The distribution of the repetition with the median p50.
     std::vector<std::size_t> idx(rs.size());
     for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = i;
@@ -352,9 +405,15 @@ namespace {
 // Checks each message a consumer receives: its size, its tags, its sender and sequence number
 // (in order per sender when there is one consumer), and tallies count and sum per sender.
 struct Tally {
+  // Sends spread round-robin over L > 1 priority levels are received out of send order (a
+  // higher level first): then the order is checked per sender within each level (message k
+  // went at level k % L).
   Tally(const Scenario& sc, const std::vector<std::uint64_t>& per_sender)
-      : size(sc.size), single(sc.consumers == 1), shares(per_sender),
-        next(per_sender.size(), 0), count(per_sender.size(), 0), sum(per_sender.size(), 0) {}
+      : size(sc.size), single(sc.consumers == 1), levels(std::max<std::uint32_t>(1, sc.priority_levels)),
+        shares(per_sender), next(per_sender.size() * levels, 0), count(per_sender.size(), 0),
+        sum(per_sender.size(), 0) {
+    for (std::size_t i = 0; i < next.size(); ++i) next[i] = i % levels;
+  }
 
   void operator()(const std::byte* p, std::size_t n) {
     if (n != size) fail("message of " + std::to_string(n) + " bytes, sent " + std::to_string(size));
@@ -368,10 +427,13 @@ struct Tally {
     const std::uint64_t seq = tag & ((std::uint64_t{1} << 48) - 1);
     if (sender >= shares.size() || seq >= shares[sender])
       fail("message from unknown sender/seq " + std::to_string(sender) + "/" + std::to_string(seq));
-    if (single && seq != next[sender])
+    std::uint64_t& want = next[sender * levels + seq % levels];
+    if (single && seq != want)
       fail("sender " + std::to_string(sender) + ": got seq " + std::to_string(seq) + ", expected " +
-           std::to_string(next[sender]));
-    next[sender] = seq + 1;
+           std::to_string(want) +
+           (levels > 1 ? " (level " + std::to_string(seq % levels) + " of " + std::to_string(levels) + ")"
+                       : std::string()));
+    want = seq + levels;
     ++count[sender];
     sum[sender] += seq;
     ++fresh;
@@ -379,6 +441,7 @@ struct Tally {
 
   std::size_t size;
   bool single;
+  std::uint32_t levels;  // priority levels the senders use round-robin (1: none)
   const std::vector<std::uint64_t>& shares;
   std::vector<std::uint64_t> next, count, sum;
   std::uint64_t fresh = 0;  // messages since the caller last looked
@@ -399,12 +462,29 @@ RepResult throughput_rep(const Scenario& sc, Ch& ch, std::uint64_t count, bool c
   const auto shares = shares_of(count, P);
   SharedMap map(sizeof(TpShared));
   auto* sh = new (map.get()) TpShared();
+  // priority_cost (1x1): before the start, the producer sends one message at each level it
+  // uses (the queue without priorities: one) and the consumer takes them, so that opening
+  // the levels on first use is not timed.
+  constexpr bool kShmq = std::is_same_v<Ch, ShmqChannel>;
+  const bool warm = kShmq && sc.kind == Kind::priority_cost;
+  if (warm && (P != 1 || M != 1)) fail("priority_cost scenarios are 1x1");
   ch.prepare_run();
   ProcessGroup g(sc.name);
   for (int j = 0; j < M; ++j) {
     g.spawn("consumer " + std::to_string(j), [&, j](ChildIo& io) {
       auto rx = ch.receiver(j);
       Tally tally(sc, shares);
+      if (warm) {
+        const std::uint32_t n = std::max<std::uint32_t>(1, sc.priority_levels);
+        for (std::uint32_t w = 0; w < n;) {
+          w += static_cast<std::uint32_t>(rx.receive(
+              [&](const std::byte* p, std::size_t len) {
+                if (len != size || get_tag(p) != make_tag(ShmqChannel::Tx::kWarmSender, w))
+                  fail("warm-up message " + std::to_string(w) + " missing or out of order");
+              },
+              std::chrono::seconds(10)));
+        }
+      }
       io.ready();
       io.wait_go();
       std::uint64_t mine = 0;
@@ -454,6 +534,9 @@ RepResult throughput_rep(const Scenario& sc, Ch& ch, std::uint64_t count, bool c
       std::vector<std::byte> bufs(k * size, std::byte{0x5a});
       std::vector<shmq::Bytes> spans(k);
       for (std::size_t t = 0; t < k; ++t) spans[t] = shmq::Bytes(bufs.data() + t * size, size);
+      if constexpr (kShmq) {
+        if (warm) (void)tx.warm_up(size);
+      }
       io.ready();
       io.wait_go();
       sh->start_ns[i].store(now_ns());
@@ -622,6 +705,8 @@ ChannelSpec spec_for(const Scenario& sc, const DurableSide& side, std::size_t ca
   spec.data_dir = side.data_dir;
   spec.checksum = sc.checksum;
   spec.zero_copy = sc.zero_copy;
+  spec.max_priority = sc.max_priority;
+  spec.priority_levels = sc.priority_levels;
   return spec;
 }
 
@@ -939,16 +1024,14 @@ Outcome sync_senders_scenario(const Scenario& sc, const Options& o, DurableEnv& 
   return out;
 }
 
-// Both queues live across the scenario; each repetition (pilots: the checksummed one only)
-// runs the same count through each, the order alternating, so that drift on a shared machine
-// falls on both sides alike.
-Outcome checksum_cost_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
+// What a queue option costs: `sc` on its queue against `plain_sc` (the same without the
+// option) on another. Both queues live across the scenario; each repetition (pilots: `sc`
+// only) runs the same count through each, the order alternating, so that drift on a shared
+// machine falls on both sides alike. checksum_cost and priority_cost.
+Outcome cost_scenario(const Scenario& sc, const Scenario& plain_sc, const Options& o) {
   DurableSide side;
-  Scenario plain_sc = sc;
-  plain_sc.checksum = false;
   ShmqChannel with(spec_for(sc, side, capacity_for(sc.size)));
   ShmqChannel without(spec_for(plain_sc, side, capacity_for(sc.size)));
-  (void)env;
   const auto check = side.checker();
   const auto log_bytes = side.log_bytes();
   int rep = 0;
@@ -962,11 +1045,277 @@ Outcome checksum_cost_scenario(const Scenario& sc, const Options& o, DurableEnv&
     r.baseline_msgs_per_s = plain.msgs_per_s;
     return r;
   });
-  std::string d = "per repetition: msgs/s with checksum / without (same repetition) =";
+  return out;
+}
+
+std::string cost_detail(const Outcome& out, const std::string& with, const std::string& without) {
+  std::string d = "per repetition: msgs/s " + with + " / " + without +
+                  " (same repetition) =";
   for (const double v : out.rep_vs_baseline) d += " " + fixed(v, 3) + "x";
   if (out.baseline_msgs_per_s.valid)
-    d += "; without: " + si(out.baseline_msgs_per_s.median) + " msgs/s [" +
+    d += "; " + without + ": " + si(out.baseline_msgs_per_s.median) + " msgs/s [" +
          si(out.baseline_msgs_per_s.min) + ".." + si(out.baseline_msgs_per_s.max) + "]";
+  return d;
+}
+
+Outcome checksum_cost_scenario(const Scenario& sc, const Options& o) {
+  Scenario plain_sc = sc;
+  plain_sc.checksum = false;
+  Outcome out = cost_scenario(sc, plain_sc, o);
+  out.detail = cost_detail(out, "with checksum", "without");
+  return out;
+}
+
+// The queue with 16 levels, the producer sending round-robin over `priority_levels` of them,
+// against a queue without priorities (plain send) of the same geometry.
+Outcome priority_cost_scenario(const Scenario& sc, const Options& o) {
+  Scenario plain_sc = sc;
+  plain_sc.max_priority = 0;
+  plain_sc.priority_levels = 0;
+  plain_sc.name = sc.name + " (no priorities)";
+  Outcome out = cost_scenario(sc, plain_sc, o);
+  out.detail = cost_detail(out,
+                           "with " + std::to_string(sc.priority_levels) + " of " +
+                               std::to_string(sc.max_priority + 1) + " levels",
+                           "without priorities");
+  return out;
+}
+
+// --- a top-priority probe behind a backlog -------------------------------------------------------
+
+// The queue of priority_latency: 16 levels of 131,072 slots of 128 bytes; behind the probes,
+// 100,000 priority-0 messages, kept topped up by the producer while the consumer drains them.
+constexpr std::uint64_t kBacklog = 100'000;
+constexpr std::uint32_t kBacklogSlots = 131072;
+constexpr std::uint32_t kBacklogSlotSize = 128;
+constexpr std::uint64_t kProbeWaitNs = 10'000'000'000;  // a probe not received by then fails
+constexpr std::uint64_t kTopUp = 32 * kBatch;  // priority-0 messages sent before a probe, at most
+
+struct ProbeShared {
+  alignas(64) std::atomic<std::uint64_t> bulk_sent{0};        // producer: priority-0 sent
+  alignas(64) std::atomic<std::uint64_t> bulk_received{0};    // consumer: priority-0 taken+acked
+  alignas(64) std::atomic<std::uint64_t> probes_received{0};  // consumer: probes taken+acked
+  alignas(64) std::atomic<std::uint32_t> stop{0};  // producer: every probe was received
+  std::atomic<std::uint64_t> start_ns{0};
+  std::atomic<std::uint64_t> end_ns{0};
+};
+
+struct ProbePhase {
+  std::vector<std::uint64_t> lat;        // sorted, warm-up excluded
+  std::vector<std::uint64_t> overtaken;  // sorted (backlog only)
+  std::vector<std::uint64_t> queued;     // sorted (backlog only)
+  double elapsed_s = 0;
+  std::uint64_t switches = 0;
+};
+
+// One phase: `total` probes (the first `warmup` not kept), each sent at the top priority
+// once the previous one was received, carrying its CLOCK_MONOTONIC send time; the consumer
+// takes every message in order of priority (and acks it) and times each probe at its
+// receive's return. With `backlog`, the producer first sends kBacklog priority-0 messages
+// (before the start), then tops the backlog up towards kBacklog (batches of 32, at most
+// kTopUp) before every probe, and sends more batches while it waits for the probe's receipt; the consumer drains the rest at the end, so the queue is empty
+// again afterwards. Every message is checked: size, tags, FIFO per level, priority.
+ProbePhase probe_phase(const Scenario& sc, const std::string& queue, bool backlog,
+                       std::uint64_t probes, std::uint64_t warmup, bool calibrated,
+                       const Options& o) {
+  const std::size_t size = sc.size;
+  const std::uint64_t total = warmup + probes;
+  const std::uint32_t top = sc.max_priority;
+  const std::size_t head = round_up(sizeof(ProbeShared), 64);
+  SharedMap map(head + 4 * total * sizeof(std::uint64_t));
+  auto* sh = new (map.get()) ProbeShared();
+  auto* arr = reinterpret_cast<std::uint64_t*>(static_cast<std::byte*>(map.get()) + head);
+  std::uint64_t* lat = arr;                     // consumer: receipt - send time
+  std::uint64_t* at_receipt = arr + total;      // consumer: its priority-0 count at the probe
+  std::uint64_t* queued = arr + 2 * total;      // consumer: priority-0 sent - taken, then
+  std::uint64_t* after_send = arr + 3 * total;  // producer: consumer's count once sent
+  ProcessGroup g(sc.name + (backlog ? " (backlog)" : " (no backlog)"));
+  g.spawn("consumer", [&](ChildIo& io) {
+    shmq::Queue q = take(shmq::Queue::open(queue), "open " + queue);
+    shmq::Consumer c = take(q.consumer(), "consumer");
+    shmq::Message m;
+    std::uint64_t bulk = 0;
+    std::uint64_t next = 0;
+    io.ready();
+    io.wait_go();
+    for (;;) {
+      const shmq::Status st = c.receive_for(m, std::chrono::milliseconds(5));
+      if (st == shmq::Status::timeout) {
+        if (next == total && sh->stop.load() != 0 && bulk == sh->bulk_sent.load()) break;
+        continue;
+      }
+      if (st != shmq::Status::ok) fail("shmq receive: " + status_text(st));
+      const std::uint64_t t = now_ns();
+      const shmq::Bytes d = m.data();
+      if (d.size() != size) fail("message of " + std::to_string(d.size()) + " bytes");
+      const std::uint64_t tag = get_tag(d.data());
+      if (!trailer_ok(d.data(), size, tag)) fail("torn message (tag " + std::to_string(tag) + ")");
+      if (m.priority() == top) {
+        if (tag != make_tag(1, next))
+          fail("probe " + std::to_string(tag & 0xffff'ffff'ffff) + " received, expected " +
+               std::to_string(next));
+        std::uint64_t t0 = 0;
+        std::memcpy(&t0, d.data() + 8, sizeof t0);
+        lat[next] = t - t0;
+        at_receipt[next] = bulk;
+        queued[next] = sh->bulk_sent.load() - bulk;
+        if (const auto a = c.ack(m); a != shmq::Status::ok) fail("shmq ack: " + status_text(a));
+        sh->probes_received.store(++next, std::memory_order_release);
+      } else if (m.priority() == 0) {
+        if (tag != make_tag(0, bulk))
+          fail("priority-0 message " + std::to_string(tag & 0xffff'ffff'ffff) +
+               " received, expected " + std::to_string(bulk));
+        if (const auto a = c.ack(m); a != shmq::Status::ok) fail("shmq ack: " + status_text(a));
+        sh->bulk_received.store(++bulk, std::memory_order_release);
+        if (next == total && sh->stop.load() != 0 && bulk == sh->bulk_sent.load()) break;
+      } else {
+        fail("message at priority " + std::to_string(m.priority()) + ": none was sent there");
+      }
+    }
+  });
+  g.spawn("producer", [&](ChildIo& io) {
+    shmq::Queue q = take(shmq::Queue::open(queue), "open " + queue);
+    shmq::Producer p = take(q.producer(), "producer");
+    std::vector<std::byte> bufs(kBatch * size, std::byte{0x5a});
+    std::vector<shmq::Bytes> spans(kBatch);
+    for (std::size_t t = 0; t < kBatch; ++t) spans[t] = shmq::Bytes(bufs.data() + t * size, size);
+    std::uint64_t seq = 0;  // priority-0 messages sent
+    auto send_bulk = [&](std::uint64_t n) {
+      while (n > 0) {
+        const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, n));
+        for (std::size_t t = 0; t < k; ++t) put_tag(bufs.data() + t * size, size, make_tag(0, seq + t));
+        shmq::Status st = shmq::Status::ok;
+        const std::size_t sent =
+            p.send_batch(std::span<const shmq::Bytes>(spans.data(), k), std::chrono::nanoseconds::max(), &st);
+        if (sent != k || st != shmq::Status::ok)
+          fail("shmq send_batch: " + std::to_string(sent) + " of " + std::to_string(k) + ": " +
+               status_text(st));
+        seq += k;
+        n -= k;
+        sh->bulk_sent.store(seq, std::memory_order_release);
+      }
+    };
+    // What the consumer took since the backlog was last full.
+    auto deficit = [&] {
+      const std::uint64_t have = seq - sh->bulk_received.load(std::memory_order_acquire);
+      return have >= kBacklog ? 0 : kBacklog - have;
+    };
+    std::vector<std::byte> probe(size, std::byte{0x5a});
+    const shmq::SendOptions top_options{.priority = top};
+    if (backlog) send_bulk(kBacklog);
+    io.ready();
+    io.wait_go();
+    sh->start_ns.store(now_ns());
+    for (std::uint64_t i = 0; i < total; ++i) {
+      // Back towards kBacklog queued: what the consumer took since, at most kTopUp (after
+      // the producer was descheduled a while, the backlog recovers over a few probes rather
+      // than in one long gap that the consumer would keep widening).
+      if (backlog) send_bulk(std::min(deficit(), kTopUp));
+      put_tag(probe.data(), size, make_tag(1, i));
+      const std::uint64_t t0 = now_ns();
+      std::memcpy(probe.data() + 8, &t0, sizeof t0);
+      if (const auto st = p.send(shmq::Bytes(probe.data(), size), top_options); st != shmq::Status::ok)
+        fail("shmq send of probe " + std::to_string(i) + ": " + status_text(st));
+      after_send[i] = sh->bulk_received.load();
+      // Wait for its receipt (sending whole batches of priority-0 meanwhile): probes never
+      // queue up behind each other.
+      Backoff b;
+      std::uint32_t spins = 0;
+      while (sh->probes_received.load(std::memory_order_acquire) <= i) {
+        if (backlog && deficit() >= kBatch) {
+          send_bulk(kBatch);
+          continue;
+        }
+        b.pause();
+        if ((++spins & 1023) == 0 && now_ns() - t0 > kProbeWaitNs)
+          fail("probe " + std::to_string(i) + " not received within 10 s");
+      }
+    }
+    sh->end_ns.store(now_ns());
+    sh->stop.store(1);
+  });
+  ProbePhase ph;
+  ph.switches = g.run(kSetupTimeout, run_timeout(o, calibrated));
+  if (sh->probes_received.load() != total)
+    fail(std::to_string(sh->probes_received.load()) + " of " + std::to_string(total) + " probes received");
+  if (sh->bulk_received.load() != sh->bulk_sent.load())
+    fail(std::to_string(sh->bulk_received.load()) + " of " + std::to_string(sh->bulk_sent.load()) +
+         " priority-0 messages received");
+  const std::uint64_t start = sh->start_ns.load();
+  const std::uint64_t end = sh->end_ns.load();
+  if (start == 0 || end <= start) fail("no valid start/end time");
+  ph.elapsed_s = static_cast<double>(end - start) / 1e9;
+  for (std::uint64_t i = warmup; i < total; ++i) {
+    ph.lat.push_back(lat[i]);
+    if (backlog) {
+      ph.overtaken.push_back(at_receipt[i] > after_send[i] ? at_receipt[i] - after_send[i] : 0);
+      ph.queued.push_back(queued[i]);
+    }
+  }
+  std::sort(ph.lat.begin(), ph.lat.end());
+  std::sort(ph.overtaken.begin(), ph.overtaken.end());
+  std::sort(ph.queued.begin(), ph.queued.end());
+  // A probe that waited behind the backlog would have seen ~kBacklog priority-0 messages
+  // taken before it; one that overtook it, at most the one being received as it was sent.
+  if (!ph.overtaken.empty() && ph.overtaken.back() > kBacklog / 10)
+    fail("a probe waited behind " + std::to_string(ph.overtaken.back()) +
+         " priority-0 messages taken after its send returned: it did not overtake the backlog");
+  return ph;
+}
+
+// One queue (max_priority 15, 131,072 slots of 128 bytes) for the whole scenario. Each
+// repetition runs the probes behind the backlog and, the order alternating, the same number
+// of probes with no backlog (the baseline); pilots run the backlog phase only.
+Outcome priority_latency_scenario(const Scenario& sc, const Options& o) {
+  shmq::QueueOptions qo;
+  qo.slot_count = kBacklogSlots;
+  qo.slot_size = kBacklogSlotSize;
+  qo.mode = 0600;
+  qo.max_priority = sc.max_priority;
+  const std::string name = fresh_name();
+  struct Remove {
+    std::string n;
+    pid_t owner = ::getpid();
+    ~Remove() {
+      if (owner == ::getpid()) (void)shmq::Queue::remove(n);
+    }
+  } remove{name};
+  (void)take(shmq::Queue::create(name, qo), "create shmq queue " + name);
+  int rep = 0;
+  Outcome out = measure(sc, o, [&](std::uint64_t n, bool calibrated) {
+    const std::uint64_t warmup = warmup_for(n);
+    RepResult r;
+    ProbePhase with, without;
+    const bool run_baseline = calibrated || o.quick;
+    const bool baseline_first = run_baseline && rep++ % 2 == 0;
+    if (baseline_first) without = probe_phase(sc, name, false, n, warmup, calibrated, o);
+    with = probe_phase(sc, name, true, n, warmup, calibrated, o);
+    if (run_baseline && !baseline_first) without = probe_phase(sc, name, false, n, warmup, calibrated, o);
+    r.elapsed_s = with.elapsed_s;
+    r.switches_per_msg = static_cast<double>(with.switches) / static_cast<double>(n);
+    r.lat = std::move(with.lat);
+    r.overtaken = std::move(with.overtaken);
+    r.queued = std::move(with.queued);
+    r.baseline_lat = std::move(without.lat);
+    return r;
+  });
+  std::string d = "backlog " + std::to_string(kBacklog) + " priority-0 messages (ring " +
+                  std::to_string(kBacklogSlots) + " x " + std::to_string(kBacklogSlotSize) +
+                  " B per level, max_priority " + std::to_string(sc.max_priority) +
+                  "); no backlog, same run: p50 " + human_ns(out.base_p50.median) + " p99 " +
+                  human_ns(out.base_p99.median) + " p99.9 " + human_ns(out.base_p999.median) +
+                  " max " + human_ns(out.base_max.median) +
+                  "; per repetition, with / without backlog: p50";
+  for (const double v : out.rep_p50_vs_baseline) d += " " + fixed(v, 2) + "x";
+  d += ", p99";
+  for (const double v : out.rep_p99_vs_baseline) d += " " + fixed(v, 2) + "x";
+  d += "; priority-0 messages taken after a probe's send returned, before the probe (max per "
+       "repetition):";
+  for (const std::uint64_t v : out.rep_overtaken_max) d += " " + std::to_string(v);
+  d += "; priority-0 messages still queued when a probe was taken, per repetition (min/p1/p50):";
+  for (std::size_t i = 0; i < out.rep_queued_min.size(); ++i)
+    d += " " + std::to_string(out.rep_queued_min[i]) + "/" + std::to_string(out.rep_queued_p1[i]) +
+         "/" + std::to_string(out.rep_queued_p50[i]);
   out.detail = d;
   return out;
 }
@@ -1021,7 +1370,11 @@ Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
     } else if (sc.kind == Kind::sync_senders) {
       out = sync_senders_scenario(sc, o, env);
     } else if (sc.kind == Kind::checksum_cost) {
-      out = checksum_cost_scenario(sc, o, env);
+      out = checksum_cost_scenario(sc, o);
+    } else if (sc.kind == Kind::priority_cost) {
+      out = priority_cost_scenario(sc, o);
+    } else if (sc.kind == Kind::priority_latency) {
+      out = priority_latency_scenario(sc, o);
     } else {
       out = disk_scenario(sc, o);
     }

@@ -32,7 +32,23 @@ struct Options {
 // checksum_cost: 1x1 throughput, ack per message, on a queue without and one with
 // QueueOptions::checksum, both in every repetition (alternating which runs first): the
 // figures are the checksummed queue's, and the ratio with/without is kept per repetition.
-enum class Kind { throughput, roundtrip, disk_dd, disk_fsync, persist, sync_senders, checksum_cost };
+// priority_cost: the same shape for priorities (issue 13): 1x1 throughput, ack per message,
+// on a queue with max_priority 15 whose producer sends round-robin over `priority_levels`
+// levels, against a queue without priorities (plain send), both in every repetition.
+// priority_latency: one-way latency of a top-priority probe sent behind a backlog of
+// 100,000 priority-0 messages that the producer keeps topped up while a consumer drains
+// it; each repetition also measures the same probes on the queue with no backlog.
+enum class Kind {
+  throughput,
+  roundtrip,
+  disk_dd,
+  disk_fsync,
+  persist,
+  sync_senders,
+  checksum_cost,
+  priority_cost,
+  priority_latency
+};
 enum class Transport { shmq, bare, boost, pipe, unix_socket, moodycamel, disk };
 
 const char* to_string(Kind k);
@@ -50,7 +66,12 @@ struct Scenario {
   bool threads = false;  // moodycamel: two threads of one process
   bool checksum = false;  // shmq: QueueOptions::checksum
   bool zero_copy = false;  // shmq: consumers receive zero-copy (ConsumerOptions::zero_copy)
+  // shmq: QueueOptions::max_priority (0: no priorities), and how many levels the producers
+  // use, round-robin (0: plain sends). See priority_of().
+  std::uint32_t max_priority = 0;
+  std::uint32_t priority_levels = 0;
 };
+
 
 // Builds the full list of scenarios, in the order they run and print.
 std::vector<Scenario> all_scenarios();
@@ -70,7 +91,14 @@ struct RepResult {
   std::uint64_t group_waits = 0;   // sync_senders: shmqd's waits for more senders
   std::uint64_t group_wait_timeouts = 0;  // ... that ended at their bound
   double sync_busy = -1;           // sync_senders: share of the time shmqd was in fdatasync
-  double baseline_msgs_per_s = -1; // checksum_cost: the queue without checksums, same rep
+  double baseline_msgs_per_s = -1; // checksum_cost, priority_cost: the queue without, same rep
+  // priority_latency: the probes of the same repetition on the queue without a backlog
+  // (sorted), and per probe behind the backlog: priority-0 messages the consumer took
+  // after the probe's send had returned (before it took the probe), and priority-0
+  // messages still queued when it took the probe.
+  std::vector<std::uint64_t> baseline_lat;
+  std::vector<std::uint64_t> overtaken;   // sorted
+  std::vector<std::uint64_t> queued;      // sorted
 };
 
 // A scenario's figures: the median of its repetitions, with min..max.
@@ -92,6 +120,11 @@ struct Outcome {
   // own; the median and each repetition's value in order; and the baseline's msgs/s.
   Spread vs_baseline, baseline_msgs_per_s;
   std::vector<double> rep_vs_baseline;
+  // priority_latency: the baseline's percentiles (no backlog), medians over repetitions,
+  // and per repetition p50 and p99 behind the backlog over p50 and p99 without.
+  Spread base_p50, base_p99, base_p999, base_max;
+  std::vector<double> rep_p50_vs_baseline, rep_p99_vs_baseline;
+  std::vector<std::uint64_t> rep_overtaken_max, rep_queued_min, rep_queued_p1, rep_queued_p50;
   Spread p50, p99, p999, max;
   std::vector<std::uint64_t> distribution;  // sorted round trips of the median repetition
 };

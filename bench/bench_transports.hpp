@@ -63,6 +63,11 @@ struct ChannelSpec {
   std::string data_dir;  // durable shmq queues
   bool checksum = false;  // shmq: QueueOptions::checksum
   bool zero_copy = false;  // shmq: ConsumerOptions::zero_copy (default: copied and checked)
+  // shmq: QueueOptions::max_priority, and the levels a sender uses round-robin (0: plain
+  // send, no SendOptions): the k-th message of a sender goes at priority_of(k, ...), and
+  // the receiver checks each message's Message::priority() against its sequence number.
+  std::uint32_t max_priority = 0;
+  std::uint32_t priority_levels = 0;
 };
 
 // Spin, then yield: the busy-spinning baselines must not starve the process they wait for
@@ -113,6 +118,7 @@ class ShmqChannel {
     o.durability = spec.durability;
     o.data_dir = spec.data_dir;
     o.checksum = spec.checksum;
+    o.max_priority = spec.max_priority;
     // The handle is dropped at once: children open the queue by name.
     created_ = true;  // before create: a half-made queue is removed too
     (void)take(shmq::Queue::create(name_, o), "create shmq queue " + name_);
@@ -143,15 +149,44 @@ class ShmqChannel {
 
   class Tx {
    public:
-    explicit Tx(const std::string& name)
-        : p_(take(take(shmq::Queue::open(name), "open " + name).producer(), "producer")) {}
+    Tx(const std::string& name, const ChannelSpec& spec)
+        : p_(take(take(shmq::Queue::open(name), "open " + name).producer(), "producer")),
+          levels_(spec.priority_levels),
+          max_priority_(spec.max_priority) {}
     void send(const std::byte* p, std::size_t n) {
-      if (const auto s = p_.send(shmq::Bytes(p, n)); s != shmq::Status::ok)
-        fail("shmq send: " + status_text(s));
+      const shmq::Status s =
+          levels_ == 0 ? p_.send(shmq::Bytes(p, n))
+                       : p_.send(shmq::Bytes(p, n),
+                                 shmq::SendOptions{.priority = priority_of(k_++, levels_, max_priority_)});
+      if (s != shmq::Status::ok) fail("shmq send: " + status_text(s));
     }
+    // One message at each level this sender uses (tags kWarmSender/0..L-1), at the level
+    // the k-th message goes to: each level's producer is opened on its first send (a
+    // segment to open and map, ~0.3-3 ms), which a short timed run should not include.
+    // Does not count as messages sent.
+    static constexpr std::uint32_t kWarmSender = 0xffff;
+    std::uint32_t warm_up(std::size_t size) {
+      std::vector<std::byte> buf(size, std::byte{0x5a});
+      const std::uint32_t n = std::max<std::uint32_t>(1, levels_);
+      for (std::uint32_t j = 0; j < n; ++j) {
+        put_tag(buf.data(), size, make_tag(kWarmSender, j));
+        const shmq::Status s =
+            levels_ == 0 ? p_.send(shmq::Bytes(buf.data(), size))
+                         : p_.send(shmq::Bytes(buf.data(), size),
+                                   shmq::SendOptions{.priority = priority_of(j, levels_, max_priority_)});
+        if (s != shmq::Status::ok) fail("shmq send (warm-up): " + status_text(s));
+      }
+      return n;
+    }
+    // With priorities: the whole batch at the priority of its first message.
     void send_batch(std::span<const shmq::Bytes> msgs) {
       shmq::Status s = shmq::Status::ok;
-      const std::size_t sent = p_.send_batch(msgs, std::chrono::nanoseconds::max(), &s);
+      shmq::SendOptions so;
+      if (levels_ != 0) {
+        so.priority = priority_of(k_, levels_, max_priority_);
+        k_ += msgs.size();
+      }
+      const std::size_t sent = p_.send_batch(msgs, std::chrono::nanoseconds::max(), &s, so);
       if (sent != msgs.size() || s != shmq::Status::ok)
         fail("shmq send_batch: " + std::to_string(sent) + " of " + std::to_string(msgs.size()) +
              " sent: " + status_text(s));
@@ -159,6 +194,9 @@ class ShmqChannel {
 
    private:
     shmq::Producer p_;
+    std::uint32_t levels_;
+    std::uint32_t max_priority_;
+    std::uint64_t k_ = 0;  // messages sent
   };
 
   class Rx {
@@ -167,6 +205,8 @@ class ShmqChannel {
         : q_(take(shmq::Queue::open(name), "open " + name)),
           c_(take(q_.consumer({.zero_copy = spec.zero_copy}), "consumer")),
           batch_(spec.batch),
+          levels_(spec.batch ? 0 : spec.priority_levels),  // batches: not checked
+          max_priority_(spec.max_priority),
           buf_(spec.size),
           msgs_(spec.batch ? kBatch : 1) {}
 
@@ -202,17 +242,26 @@ class ShmqChannel {
       if (n > buf_.size()) fail("shmq: message of " + std::to_string(n) + " bytes");
       if (m.redelivered()) fail("shmq: unexpected redelivery at position " + std::to_string(m.position()));
       std::memcpy(buf_.data(), m.data().data(), n);
+      if (levels_ != 0 && n >= sizeof(std::uint64_t)) {
+        const std::uint64_t seq = get_tag(buf_.data()) & ((std::uint64_t{1} << 48) - 1);
+        if (m.priority() != priority_of(seq, levels_, max_priority_))
+          fail("shmq: message " + std::to_string(seq) + " received at priority " +
+               std::to_string(m.priority()) + ", sent at " +
+               std::to_string(priority_of(seq, levels_, max_priority_)));
+      }
       f(static_cast<const std::byte*>(buf_.data()), n);
     }
 
     shmq::Queue q_;
     shmq::Consumer c_;
     bool batch_;
+    std::uint32_t levels_;
+    std::uint32_t max_priority_;
     std::vector<std::byte> buf_;
     std::vector<shmq::Message> msgs_;
   };
 
-  Tx sender(int) const { return Tx(name_); }
+  Tx sender(int) const { return Tx(name_, spec_); }
   Rx receiver(int) const { return Rx(name_, spec_); }
 
  private:

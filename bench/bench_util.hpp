@@ -70,6 +70,15 @@ inline bool trailer_ok(const std::byte* buf, std::size_t size, std::uint64_t tag
   return t == (tag ^ kTrailerXor);
 }
 
+// The priority of the k-th message a producer sends when it uses `levels` of the
+// max_priority + 1 levels of a queue: round-robin over levels spread evenly from the top
+// (max_priority 15: 1 level -> 15; 4 -> 15, 11, 7, 3; 16 -> 15, 14, ..., 0).
+inline std::uint32_t priority_of(std::uint64_t k, std::uint32_t levels, std::uint32_t max_priority) {
+  if (levels == 0) return 0;
+  const std::uint32_t step = (max_priority + 1) / levels;
+  return max_priority - static_cast<std::uint32_t>(k % levels) * step;
+}
+
 // --- statistics ----------------------------------------------------------------------------
 
 // Median, min and max of the repetitions of one figure.

@@ -74,7 +74,10 @@ void print_help() {
       "<transport>/rt/<size>[/<durability>] (round trip), shmq/persist/4KiB/send|batch/<durability>\n"
       "(one producer, no consumer while timed: shmqd's write bandwidth), shmq/sync/<P>x0/64B\n"
       "(P single-message sync senders, no consumer: group commit), shmq/checksum/1x1/<size>/ack\n"
-      "(QueueOptions::checksum on vs off, ratio per repetition), disk/dd, disk/fsync-per-msg.\n"
+      "(QueueOptions::checksum on vs off, ratio per repetition), shmq/priority/1x1/64B/ack/levels-L\n"
+      "(a 16-level queue, L levels used round-robin, vs no priorities, ratio per repetition),\n"
+      "shmq/priority/latency/64B (a top-priority probe behind 100,000 priority-0 messages, vs no\n"
+      "backlog), disk/dd, disk/fsync-per-msg.\n"
       "Exit status: 0 ok (skipped durable scenarios included), 1 a scenario failed or the run\n"
       "was interrupted, 2 bad command line.\n",
       kProg);

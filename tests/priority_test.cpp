@@ -74,6 +74,62 @@ TEST(Priority, OptionsAreValidated) {
     EXPECT_EQ(Queue::open(detail::Segment::level_name(name, l)).error().code(), Errc::not_found);
 }
 
+// Two processes creating the same queue with priorities at once: both succeed (one
+// creates, the other opens), and every level is there afterwards (a losing create never
+// removes levels another creator adopted).
+TEST(Priority, ConcurrentCreatesLeaveEveryLevel) {
+  for (int round = 0; round < 20; ++round) {
+    const std::string name = test::unique_name("prio-race");
+    const QueueOptions o{.slot_count = 8, .max_priority = 31};
+    int go[2];
+    ASSERT_EQ(::pipe(go), 0);
+    std::vector<pid_t> kids;
+    for (int k = 0; k < 2; ++k)
+      kids.push_back(test::spawn([&] {
+        char c = 0;
+        if (::read(go[0], &c, 1) != 1) return 2;
+        return Queue::open_or_create(name, o).ok() ? 0 : 3;
+      }));
+    const char two[2] = {1, 1};
+    ASSERT_EQ(::write(go[1], two, 2), 2);
+    for (const pid_t kid : kids) EXPECT_EQ(test::wait_exit(kid), 0) << "round " << round;
+    auto q = Queue::open(name);
+    ASSERT_TRUE(q.ok()) << round;
+    for (std::uint32_t l = 1; l <= 31; ++l)
+      ASSERT_TRUE(q.value().open_level(l).ok()) << "round " << round << ", level " << l;
+    EXPECT_TRUE(q.value().consumer().ok());
+    ::close(go[0]);
+    ::close(go[1]);
+    ASSERT_TRUE(Queue::remove(name).ok());
+  }
+}
+
+// A level left behind (a remove that died half-way) is adopted by the next create only if
+// it has the queue's options; otherwise the create fails naming it.
+TEST(Priority, LeftoverLevelIsAdoptedOnlyWithTheSameOptions) {
+  const std::string name = test::unique_name("prio-left");
+  {
+    auto q = Queue::create(name, {.slot_count = 8, .max_priority = 2}).value();
+    auto p = q.producer().value();
+    ASSERT_EQ(p.send("kept", SendOptions{.priority = 2}), Status::ok);
+  }
+  ASSERT_TRUE(detail::Segment::remove(name).ok());  // the queue goes, its levels stay
+  auto other = Queue::create(name, {.slot_count = 64, .max_priority = 2});
+  ASSERT_FALSE(other.ok());
+  EXPECT_EQ(other.error().code(), Errc::mismatch);
+  EXPECT_NE(other.error().message().find(name + ".p1"), std::string::npos)
+      << other.error().message();
+  auto same = Queue::create(name, {.slot_count = 8, .max_priority = 2});
+  ASSERT_TRUE(same.ok()) << same.error().message();
+  auto c = same.value().consumer().value();
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  EXPECT_EQ(text(m), "kept");
+  EXPECT_EQ(m.priority(), 2u);
+  ASSERT_EQ(c.ack(m), Status::ok);
+  ASSERT_TRUE(Queue::remove(name).ok());
+}
+
 // 10,000 messages at random priorities from two producers, sent before any consumer
 // starts: received in non-increasing priority, FIFO within a level per producer, each once.
 TEST(Priority, BacklogIsReceivedHighestFirstFifoPerProducerWithinALevel) {

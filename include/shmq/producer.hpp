@@ -215,8 +215,9 @@ class Producer {
   // reservations abandoned since are stale, and harmless (release_claim is a CAS from our
   // exact claim); they are pruned as new ones come.
   std::vector<std::uint64_t> reserved_;
-  // Queues with priorities: the producers of levels 1 .. max_priority, opened on first use.
-  std::unique_ptr<std::vector<std::unique_ptr<Producer>>> levels_;
+  // Queues with priorities: the producers of levels 1 .. max_priority (index level - 1),
+  // opened on first use; atomic because interrupt() may read them from any thread.
+  std::unique_ptr<std::atomic<Producer*>[]> levels_;
 };
 
 namespace detail {

@@ -43,6 +43,7 @@ struct Consumer::Levels {
   std::vector<std::unique_ptr<Consumer>> by_level;
   std::uint32_t all = 0;             // bits 1 .. max_priority
   std::uint64_t next_sweep_ns = 0;   // coarse clock: when poll_levels next looks everywhere
+  bool evicted = false;              // a level's row was taken from it (seen by a sweep)
 };
 
 // How often a busy priority consumer looks at every level, whatever the bitmap says: the
@@ -110,7 +111,8 @@ void Consumer::heartbeat() noexcept {
 }
 
 bool Consumer::evicted() const noexcept {
-  return !seg_->owns(detail::MemberTicket{member_, owner_, row_word_});
+  return !seg_->owns(detail::MemberTicket{member_, owner_, row_word_}) ||
+         (levels_ && levels_->evicted);
 }
 
 void Consumer::release_member() noexcept {
@@ -533,6 +535,8 @@ Consumer::Poll Consumer::poll(Message& out) {
 Status Consumer::try_receive(Message& out) {
   if (!seg_ || out.held_) return Status::invalid;
   if (evicted()) return Status::evicted;
+  if (levels_ && levels_->evicted) [[unlikely]]
+    return Status::evicted;
   heartbeat();
   // busy: the walk used its budget without finding a message; say empty, the next call
   // walks on from where this one stopped.
@@ -566,7 +570,13 @@ Consumer::Poll Consumer::poll_levels(Message& out, bool sweep) {
     bits = levels.all;
     levels.next_sweep_ns = now + kLevelSweepNs;
     for (const auto& c : levels.by_level) {
-      // Keeps each level's row alive where liveness is judged by heartbeat.
+      // Keeps each level's row alive where liveness is judged by heartbeat, while it is
+      // ours (a row taken from us is not kept alive for its next occupant): a level whose row
+      // was taken makes the whole consumer evicted, as its own row would.
+      if (c->evicted()) {
+        levels.evicted = true;
+        return Poll::empty;
+      }
       c->seg_->member(c->member_).heartbeat_ns.store(now, std::memory_order_relaxed);
       if (sweep)
         c->seen_requeue_epoch_ =
@@ -627,9 +637,11 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
     // Slow path only: nothing left to take and the queue was removed: nothing will come.
     if (seg_->removed()) return Status::closed;
     if (evicted()) return Status::evicted;
-    if (levels_)
+    if (levels_) {
       for (const auto& c : levels_->by_level)
-        if (c->evicted()) return Status::evicted;
+        if (c->evicted()) levels_->evicted = true;
+      if (levels_->evicted) return Status::evicted;
+    }
     heartbeat();
     // Sleep until the deadline, but wake for the earliest delayed message, and often
     // enough to keep the heartbeat fresh where liveness is judged by it.

@@ -95,7 +95,10 @@ Producer::Producer(std::shared_ptr<detail::Segment> segment, const detail::Membe
       member_(member.row),
       owner_(member.owner),
       row_word_(member.word),
-      interrupted_(std::make_unique<std::atomic<bool>>(false)) {}
+      interrupted_(std::make_unique<std::atomic<bool>>(false)) {
+  if (seg_->priority_level() == 0 && seg_->max_priority() != 0)
+    levels_ = std::make_unique<std::atomic<Producer*>[]>(seg_->max_priority());
+}
 
 Producer::Producer(Producer&& o) noexcept
     : seg_(std::move(o.seg_)),
@@ -124,6 +127,9 @@ Producer::~Producer() { release_member(); }
 
 void Producer::release_member() noexcept {
   if (!seg_) return;
+  for (std::uint32_t i = 0; levels_ && i < seg_->max_priority(); ++i)
+    delete levels_[i].exchange(nullptr, std::memory_order_acq_rel);  // each checks fork itself
+  levels_.reset();
   // A copy inherited through fork(): the row is the parent's, and so are its claims.
   if (detail::member_pid(row_word_) != static_cast<std::uint32_t>(::getpid())) {
     seg_.reset();
@@ -158,9 +164,8 @@ std::size_t Producer::max_message_size() const noexcept { return seg_->max_messa
 void Producer::interrupt() noexcept {
   if (!interrupted_) return;
   interrupted_->store(true, std::memory_order_seq_cst);
-  if (levels_)
-    for (auto& p : *levels_)
-      if (p) p->interrupt();
+  for (std::uint32_t i = 0; levels_ && i < seg_->max_priority(); ++i)
+    if (Producer* p = levels_[i].load(std::memory_order_acquire)) p->interrupt();
   if (seg_) {
     detail::wake_all(seg_->header().producers_wait);  // waiting for room
     detail::wake_all(seg_->header().persist_wait);    // waiting for a sync confirmation
@@ -169,9 +174,8 @@ void Producer::interrupt() noexcept {
 
 void Producer::clear_interrupt() noexcept {
   if (interrupted_) interrupted_->store(false, std::memory_order_relaxed);
-  if (levels_)
-    for (auto& p : *levels_)
-      if (p) p->clear_interrupt();
+  for (std::uint32_t i = 0; levels_ && i < seg_->max_priority(); ++i)
+    if (Producer* p = levels_[i].load(std::memory_order_acquire)) p->clear_interrupt();
 }
 
 void Producer::wake_consumers() noexcept {
@@ -185,19 +189,28 @@ Status Producer::level(std::uint32_t priority, Producer*& out) {
   if (priority > seg_->max_priority() || seg_->priority_level() != 0) return Status::invalid;
   out = this;
   if (priority == 0) return Status::ok;
-  if (!levels_)
-    levels_ = std::make_unique<std::vector<std::unique_ptr<Producer>>>(seg_->max_priority());
-  std::unique_ptr<Producer>& p = (*levels_)[priority - 1];
-  if (!p) {
-    // Once per level and producer: a member row in the level's segment.
+  // Allocated when the producer was made (interrupt() reads it from any thread).
+  if (!levels_) return Status::invalid;
+  std::atomic<Producer*>& slot = levels_[priority - 1];
+  Producer* p = slot.load(std::memory_order_acquire);
+  if (p == nullptr) {
+    // Once per level and producer: a member row in the level's segment, which must be this
+    // queue's level (its name, level, owner and max_priority), not a segment another user
+    // made under the name.
     auto q = Queue::open(detail::Segment::level_name(seg_->name(), priority));
-    if (!q.ok() || q.value().segment()->priority_level() != priority) return Status::closed;
+    if (!q.ok()) return Status::closed;
+    const detail::Segment& l = *q.value().segment();
+    if (l.priority_level() != priority || l.max_priority() != seg_->max_priority() ||
+        l.owner_uid() != seg_->owner_uid())
+      return Status::closed;
     auto made = q.value().producer();
     if (!made.ok()) return made.error().code() == Errc::no_space ? Status::full : Status::closed;
-    p = std::make_unique<Producer>(std::move(made.value()));
-    if (interrupted_->load(std::memory_order_relaxed)) p->interrupt();
+    p = new Producer(std::move(made.value()));
+    slot.store(p, std::memory_order_release);
+    // An interrupt() that ran before the store did not see it: pass it on.
+    if (interrupted_->load(std::memory_order_seq_cst)) p->interrupt();
   }
-  out = p.get();
+  out = p;
   return Status::ok;
 }
 

@@ -52,13 +52,7 @@ std::string_view to_string(Durability d) noexcept {
 }
 
 namespace {
-
-// Removes the level segments 1 .. upto of queue `base` that `made` says this call created.
-void remove_levels(std::string_view base, const std::vector<bool>& made) {
-  for (std::uint32_t p = 1; p < made.size(); ++p)
-    if (made[p]) (void)detail::Segment::remove(detail::Segment::level_name(base, p));
-}
-
+std::string options_mismatch(const QueueOptions& want, const QueueOptions& have);
 }  // namespace
 
 Result<Queue> Queue::create(std::string_view name, const QueueOptions& options) {
@@ -80,37 +74,46 @@ Result<Queue> Queue::create(std::string_view name, const QueueOptions& options) 
                  "priorities takes at most " + std::to_string(detail::kMaxNameLength - 4) +
                  " characters (its levels '<name>.p<N>' must fit " +
                  std::to_string(detail::kMaxNameLength) + ")");
-  std::vector<bool> made(options.max_priority + 1, false);
+  // The queue exists: nothing to make (its levels are its own).
+  if (detail::Segment::owner_of(name).ok())
+    return Error(Errc::already_exists, "queue '" + std::string(name) + "' already exists");
+  // Levels are never removed by a create that fails: another creator racing with this one
+  // may have adopted them already (and made the queue), and a level left over is adopted
+  // by the next create (below) or removed by `shmqctl delete`.
   for (std::uint32_t p = 1; p <= options.max_priority; ++p) {
     const std::string level = detail::Segment::level_name(name, p);
     auto q = create_one(level, options, false);
-    if (q.ok()) {
-      made[p] = true;
-      continue;
-    }
-    // A level left by an earlier create of this queue that did not finish (or by the
-    // queue's earlier life: it may hold messages) is kept if it is this queue's level: ours,
-    // same max_priority. Anything else under that name is not ours to use.
+    if (q.ok()) continue;
+    // A level left by an earlier create of this queue that did not finish, by a racing
+    // create, or by the queue's earlier life (it may hold messages), is kept if it is this
+    // queue's level: ours, level p, and every option as given. Anything else under that name
+    // is not ours to use.
     if (q.error().code() == Errc::already_exists) {
       auto old = detail::Segment::open(level);
       if (old.ok() && old.value()->owner_uid() == ::geteuid() &&
-          old.value()->priority_level() == p &&
-          old.value()->max_priority() == options.max_priority)
-        continue;
+          old.value()->priority_level() == p) {
+        const std::string diff = options_mismatch(options, old.value()->options());
+        if (diff.empty()) continue;
+        return Error(Errc::mismatch, "cannot create queue '" + std::string(name) + "': its level '" +
+                                         level + "' exists with other options: " + diff +
+                                         " (delete it: shmqctl delete " + level + ")");
+      }
+      if (old.ok())
+        return Error(Errc::permission_denied,
+                     "cannot create queue '" + std::string(name) + "': '" + level +
+                         "' exists and is not its level " + std::to_string(p) +
+                         " (another owner's, or another queue's); remove it or pick another name");
     }
-    remove_levels(name, made);
     return Error(q.error().code(), "cannot create level " + std::to_string(p) + " of queue '" +
                                        std::string(name) + "': " + q.error().message());
   }
-  auto q = create_one(name, options, true);
-  if (!q.ok()) remove_levels(name, made);
-  return q;
+  return create_one(name, options, true);
 }
 
 Result<Queue> Queue::create_one(std::string_view name, const QueueOptions& options,
                                 bool with_dead_letter_queue) {
   QueueOptions o = options;
-  if (o.dead_letter && validate_name(name).empty() &&
+  if (o.dead_letter && with_dead_letter_queue && validate_name(name).empty() &&
       name.size() + 4 > detail::kMaxNameLength)
     return Error(Errc::invalid_argument,
                  "invalid queue name '" + std::string(name.substr(0, 64)) + "...': " +

@@ -87,6 +87,7 @@ bool release_claim(Segment& seg, std::uint64_t pos, std::uint32_t member, std::u
   }
   if (released) {
     wake_waiters(seg.header().consumers_wait, seg.max_members());
+    signal_level(seg);  // consumers of a queue with priorities sleep on its base
     wake_waiters(seg.header().producers_wait, seg.max_members());
   }
   return released;

@@ -27,6 +27,7 @@
 #include "log/wal.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
+#include "segment/segment.hpp"
 #include "test_util.hpp"
 
 namespace shmq {
@@ -82,6 +83,47 @@ TEST(Delay, DelayedMessageIsNeverDeliveredEarlyAndNotMuchLate) {
     EXPECT_EQ(c.ack(m), Status::ok);
   }
   EXPECT_EQ(q->stats().delayed, 0u);
+}
+
+// A delayed send announces its due time through the due hint, not the requeue epoch (which
+// made every consumer walk every pending delayed message at each delayed send). So a
+// consumer that never walked past the message and never sleeps (it is busy) must learn of it
+// from the hint alone: c2 here. Without the hint it would never get it.
+TEST(Delay, BusyConsumerThatNeverSawADelayedMessageGetsItWhenDue) {
+  // A ring the busy loop does not lap while it waits (a producer lapping the delayed
+  // message relocates it, and a relocation bumps the epoch: that would tell c2 too).
+  ScopedQueue q("delay-hint", {.slot_count = 1u << 18, .slot_size = 128});
+  auto p = q->producer().value();
+  auto c1 = q->consumer().value();
+  auto c2 = q->consumer().value();
+  Message m;
+  // Both have seen the current epoch (a consumer's first poll scans, and a scan that sees a
+  // delayed message also records its due time in the hint).
+  ASSERT_EQ(c1.try_receive(m), Status::empty);
+  ASSERT_EQ(c2.try_receive(m), Status::empty);
+  const auto& epoch = q->segment()->header().requeue_epoch.value;
+  const std::uint64_t before = epoch.load();
+  const auto sent = Mono::now();
+  ASSERT_EQ(p.send("later", SendOptions{.delay = 50ms}), Status::ok);
+  EXPECT_EQ(epoch.load(), before) << "a delayed send does not bump the requeue epoch";
+  ASSERT_EQ(p.send("first"), Status::ok);
+  ASSERT_EQ(c1.try_receive(m), Status::ok);  // c1 walks past the delayed message
+  ASSERT_EQ(text(m), "first");
+  ASSERT_EQ(c1.ack(m), Status::ok);
+  // c2, busy: a plain message each round, never a sleep.
+  const auto give_up = Mono::now() + 20s;
+  bool got = false;
+  for (std::uint64_t i = 0; !got && Mono::now() < give_up && i < (1u << 17); ++i) {
+    ASSERT_EQ(p.send("busy" + std::to_string(i)), Status::ok);
+    for (int k = 0; k < 2 && c2.try_receive(m) == Status::ok; ++k) {
+      if (text(m) == "later") {
+        got = true;
+        EXPECT_GE(Mono::now() - sent, 50ms) << "delivered early";
+      }
+      ASSERT_EQ(c2.ack(m), Status::ok);
+    }
+  }
+  EXPECT_TRUE(got) << "the busy consumer never got the due delayed message";
 }
 
 TEST(Delay, MessagesSentAfterADelayedOneAreNotHeldUpByIt) {

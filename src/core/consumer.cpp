@@ -334,6 +334,9 @@ Consumer::Scan Consumer::scan_requeued(Message& out, int& diverted) {
   const std::uint64_t mask = n - 1;
   std::uint64_t now = 0;
   next_due_ns_ = UINT64_MAX;
+  // The due hint as this scan starts: updated at its end from this value only (a delayed
+  // message announced meanwhile changes it, and the update then fails).
+  const std::uint64_t due_seen = h.requeue_epoch.next_due.load(std::memory_order_seq_cst);
   // Every message in the ring lies in [t - N, t): slot i holds position base + (i - base
   // mod N) of it. d <= t for honest peers; clamp anyway (a scribbled cursor).
   const std::uint64_t base = t > n ? t - n : 0;
@@ -385,6 +388,8 @@ Consumer::Scan Consumer::scan_requeued(Message& out, int& diverted) {
         claim_at(pos, w, out) == Claim::taken)
       return Scan::got;
   }
+  // A whole scan: the hint now says when the earliest delayed message it left is due.
+  detail::settle_due_hint(seg, due_seen, next_due_ns_);
   return Scan::none;
 }
 
@@ -433,8 +438,13 @@ Consumer::Poll Consumer::poll(Message& out) {
   int diverted = 0;  // messages dead-lettered by this call (each costs a send to the DLQ)
   detail::SegmentHeader& h = seg.header();
   const std::uint64_t epoch = h.requeue_epoch.value.load(std::memory_order_seq_cst);
+  // The due hint shares the epoch's line: one more load, and a clock read only when either
+  // hint names a time (an idle queue's says none).
+  const std::uint64_t due_hint =
+      detail::due_hint_time(h.requeue_epoch.next_due.load(std::memory_order_seq_cst));
+  const std::uint64_t earliest = std::min(next_due_ns_, due_hint);
   if (epoch != seen_requeue_epoch_ ||
-      (next_due_ns_ != UINT64_MAX && detail::monotonic_coarse_ns() >= next_due_ns_)) {
+      (earliest < detail::kDueHintNone && detail::monotonic_coarse_ns() >= earliest)) {
     // Found one: scan again next time, there may be more. Found none: requeues after our
     // load of `epoch` bump it again, so we scan again when that happens.
     const Scan found = scan_requeued(out, diverted);
@@ -591,7 +601,14 @@ Consumer::Poll Consumer::poll_levels(Message& out, bool sweep) {
     Consumer& c = *levels.by_level[p - 1];
     c.now_ns_ = now;
     Poll r = c.poll(out);
-    if (r == Poll::got) return r;
+    if (r == Poll::got) {
+      // Taken from a level whose bit was clear (a sweep found it: a message made deliverable
+      // by a process with no link to the base, or one that fell due): there may be more
+      // behind it, and every consumer's next look must start here again.
+      if ((hint.load(std::memory_order_relaxed) & bit) == 0)
+        hint.fetch_or(bit, std::memory_order_seq_cst);
+      return r;
+    }
     if (r == Poll::busy) return r;
     // Empty: clear the level's bit, then look once more. A message made deliverable after
     // our look either set the bit after our clear (its sender's seq_cst load saw it clear),

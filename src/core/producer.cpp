@@ -180,7 +180,7 @@ void Producer::clear_interrupt() noexcept {
 
 void Producer::wake_consumers() noexcept {
   detail::wake_waiters(seg_->header().consumers_wait, seg_->max_members());
-  if (seg_->base() != nullptr) detail::signal_level(*seg_);
+  if (seg_->priority_level() != 0) detail::signal_level(*seg_);
 }
 
 Status Producer::level(std::uint32_t priority, Producer*& out) {
@@ -452,7 +452,9 @@ bool Producer::publish(std::uint64_t pos, std::uint32_t k, std::uint64_t due_ns)
     // sleeping consumers are woken to shorten their sleep to it. A crash
     // between the CAS and the mark: the watchdog marks it once dispatch has passed it.
     detail::RequeueMap(seg).mark(pos & (seg.slot_count() - 1));
-    seg.header().requeue_epoch.value.fetch_add(1, std::memory_order_seq_cst);
+    // The due hint, not the epoch: consumers look for it when it is due, instead of every
+    // consumer walking every delayed message at each delayed send.
+    detail::announce_delayed(seg, due_ns);
     detail::wake_waiters(seg.header().consumers_wait, seg.max_members());
     detail::signal_level(seg);
   }

@@ -60,13 +60,40 @@ bool requeue_held(Segment& seg, std::uint64_t pos, std::uint64_t held,
     return false;
   SHMQ_CRASH_POINT("requeue.before_mark");
   // After the slot changed (see requeue_map.hpp: a mark made before the CAS could be
-  // cleared by a consumer that still saw the slot held). Then the epoch: a consumer that
-  // sees the new epoch finds the mark.
+  // cleared by a consumer that still saw the slot held). Then the epoch (ready: a consumer
+  // that sees the new epoch finds the mark) or the due hint (delayed: consumers look when it
+  // is due, not at once).
   RequeueMap(seg).mark(pos & (seg.slot_count() - 1));
-  seg.header().requeue_epoch.value.fetch_add(1, std::memory_order_seq_cst);
+  if (not_before_ns != 0)
+    announce_delayed(seg, not_before_ns);
+  else
+    seg.header().requeue_epoch.value.fetch_add(1, std::memory_order_seq_cst);
   wake_waiters(seg.header().consumers_wait, seg.max_members());
   signal_level(seg);
   return true;
+}
+
+void announce_delayed(Segment& seg, std::uint64_t due_ns) noexcept {
+  std::atomic<std::uint64_t>& hint = seg.header().requeue_epoch.next_due;
+  std::uint64_t cur = hint.load(std::memory_order_seq_cst);
+  const std::uint64_t due = due_hint_time(due_ns);
+  // Each failed CAS means another writer changed the word: a handful of retries at most
+  // under honest contention; a hostile writer flipping it for ever is cut off (the epoch
+  // bump below covers what the hint then misses).
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    const std::uint64_t t = std::min(due_hint_time(cur), due);
+    const std::uint64_t next = t | ((cur + 1) & kDueHintCount);
+    if (hint.compare_exchange_weak(cur, next, std::memory_order_seq_cst)) return;
+  }
+  seg.header().requeue_epoch.value.fetch_add(1, std::memory_order_seq_cst);
+}
+
+void settle_due_hint(Segment& seg, std::uint64_t seen, std::uint64_t next_due_ns) noexcept {
+  const std::uint64_t t =
+      next_due_ns == UINT64_MAX ? kDueHintNone : due_hint_time(next_due_ns);
+  std::uint64_t expected = seen;
+  seg.header().requeue_epoch.next_due.compare_exchange_strong(
+      expected, t | ((seen + 1) & kDueHintCount), std::memory_order_seq_cst);
 }
 
 bool release_claim(Segment& seg, std::uint64_t pos, std::uint32_t member, std::uint32_t k) {

@@ -32,6 +32,22 @@ bool requeue_held(Segment& seg, std::uint64_t pos, std::uint64_t held,
 // slot). False if the slot was in neither state.
 bool release_claim(Segment& seg, std::uint64_t pos, std::uint32_t member, std::uint32_t k);
 
+// The delayed-due hint (RequeueLine::next_due). Bits 63..20: a due time, CLOCK_MONOTONIC, in
+// units of 2^20 ns rounded down (so a hint says "due" up to 1 ms early, never late); all
+// ones: none. Bits 19..0: a count bumped by every write, so that a consumer's update from
+// the value it read before its scan fails whenever a delayed message was announced
+// meanwhile (it may not have seen that one).
+inline constexpr std::uint64_t kDueHintCount = (std::uint64_t{1} << 20) - 1;
+inline constexpr std::uint64_t kDueHintNone = ~kDueHintCount;
+inline std::uint64_t due_hint_time(std::uint64_t hint) noexcept { return hint & ~kDueHintCount; }
+// After a slot was made delayed (and marked in the requeue map) with due time `due_ns`:
+// lowers the hint to it (and bumps the count whatever the time). Bounded: retried only when
+// another writer changed the word.
+void announce_delayed(Segment& seg, std::uint64_t due_ns) noexcept;
+// After a complete scan that started when the hint was `seen`: sets it to the earliest due
+// time of the delayed messages the scan left (UINT64_MAX: none), unless it changed since.
+void settle_due_hint(Segment& seg, std::uint64_t seen, std::uint64_t next_due_ns) noexcept;
+
 // Relocation (issue 11): a producer that laps the ring and finds its slot holding the
 // previous lap's message in ready or delayed behind dispatch moves that message to its own
 // position instead of waiting (docs/slot_state_machine.md, transitions 12 and 13).

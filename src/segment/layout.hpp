@@ -61,9 +61,14 @@ static_assert(sizeof(WaitLine) == kFalseSharingRange);
 // The requeue epoch and the top word of the requeue map (ring/requeue_map.hpp): both are
 // written by whoever puts a message back behind dispatch, read by consumers.
 struct alignas(kFalseSharingRange) RequeueLine {
-  std::atomic<std::uint64_t> value;        // the epoch: bumped after every requeue
+  std::atomic<std::uint64_t> value;        // the epoch: bumped after every requeue into ready
   std::atomic<std::uint64_t> requeue_top;  // the map's top level; 0 = nothing marked
-  std::uint8_t pad[kFalseSharingRange - 2 * sizeof(std::atomic<std::uint64_t>)];
+  // When consumers must next look for a due delayed message (core/slot_ops.hpp,
+  // announce_delayed): a hint written by whoever makes a slot delayed (instead of bumping
+  // the epoch, which made every consumer walk every delayed message at each delayed send)
+  // and by consumers after a scan. Any value is safe: a low one costs a scan.
+  std::atomic<std::uint64_t> next_due;
+  std::uint8_t pad[kFalseSharingRange - 3 * sizeof(std::atomic<std::uint64_t>)];
 };
 static_assert(sizeof(RequeueLine) == kFalseSharingRange);
 static_assert(offsetof(RequeueLine, value) == 0);

@@ -555,17 +555,37 @@ std::string Segment::base_name() const {
   return b;
 }
 
-void Segment::link_base() {
+void Segment::link_base() noexcept {
   if (priority_level_ == 0) return;
-  auto b = open(base_name());
-  // Only the queue's own base: the same owner, and a base of this queue's shape.
-  if (b.ok() && b.value()->owner_uid() == owner_uid_ &&
-      b.value()->max_priority() == max_priority_ && b.value()->priority_level() == 0)
-    base_ = std::move(b.value());
+  try {
+    std::lock_guard<std::mutex> lock(base_mutex_);
+    if (base_) return;
+    auto b = open(base_name());
+    // Only the queue's own base: the same owner, and a base of this queue's shape.
+    if (b.ok() && b.value()->owner_uid() == owner_uid_ &&
+        b.value()->max_priority() == max_priority_ && b.value()->priority_level() == 0) {
+      base_ = std::move(b.value());
+      base_ptr_.store(base_.get(), std::memory_order_release);
+    }
+  } catch (...) {
+    // Out of memory: not linked now; a later call tries again.
+  }
+}
+
+Segment* Segment::base_or_link() noexcept {
+  if (Segment* b = base()) return b;
+  if (priority_level_ == 0) return nullptr;
+  const std::uint64_t now = monotonic_coarse_ns();
+  std::uint64_t next = next_link_ns_.load(std::memory_order_relaxed);
+  if (now < next ||
+      !next_link_ns_.compare_exchange_strong(next, now + 100'000'000, std::memory_order_relaxed))
+    return nullptr;
+  link_base();
+  return base();
 }
 
 void signal_level(Segment& seg) noexcept {
-  Segment* base = seg.base();
+  Segment* base = seg.base_or_link();
   if (base == nullptr) return;
   WaitLine& line = base->header().consumers_wait;
   const std::uint32_t bit = std::uint32_t{1} << (seg.priority_level() & 31);

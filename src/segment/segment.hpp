@@ -7,7 +7,9 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -139,7 +141,10 @@ class Segment {
   // A level > 0: its queue's base segment (level 0), mapped when this one was opened (null
   // if it did not exist then). Its consumers_wait line is where a priority consumer sleeps
   // and where the level bitmap lives.
-  Segment* base() const noexcept { return base_.get(); }
+  Segment* base() const noexcept { return base_ptr_.load(std::memory_order_acquire); }
+  // The same, linking it first if it was not there when this segment was opened (a level
+  // that shmqd rebuilt after a reboot before the base): at most one attempt per 100 ms.
+  Segment* base_or_link() noexcept;
   // The name of level `level` of queue `base`: "<base>.p<level>" (level 0: base).
   static std::string level_name(std::string_view base, std::uint32_t level);
   // The level a queue named `name` with `max_priority` would be: p if `name` is
@@ -183,7 +188,7 @@ class Segment {
   // Takes geometry and policy from validated values (never from shared memory).
   void adopt(const QueueOptions& o, std::uint32_t flags) noexcept;
   // A level > 0: maps its base segment (base_), if it exists and is this queue's.
-  void link_base();
+  void link_base() noexcept;
 
   std::string name_;
   uid_t owner_uid_ = 0;
@@ -207,7 +212,10 @@ class Segment {
   std::uint32_t flush_interval_ms_ = 0;
   std::uint32_t max_priority_ = 0;
   std::uint32_t priority_level_ = 0;
-  std::shared_ptr<Segment> base_;
+  std::shared_ptr<Segment> base_;            // set once, under base_mutex_
+  std::atomic<Segment*> base_ptr_{nullptr};  // base_.get(), published after base_ is set
+  std::atomic<std::uint64_t> next_link_ns_{0};
+  std::mutex base_mutex_;
   std::string data_dir_;
 };
 

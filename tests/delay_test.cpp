@@ -29,6 +29,9 @@
 #include "platform/process.hpp"
 #include "segment/segment.hpp"
 #include "test_util.hpp"
+#ifdef SHMQD_PATH
+#include "daemon_util.hpp"
+#endif
 
 namespace shmq {
 namespace {
@@ -393,58 +396,7 @@ TEST(Delay, DueTimesSurviveTheLogAndConvertBack) {
 
 #ifdef SHMQD_PATH
 
-// A running shmqd whose stderr goes to a file (a smaller cousin of shmqd_test's).
-class Daemon {
- public:
-  Daemon(const std::string& data_dir, const std::string& queue, const std::string& log)
-      : log_(log) {
-    std::vector<std::string> args = {"shmqd", "--data-dir", data_dir, queue};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::fflush(nullptr);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const int fd = ::open(log.c_str(), O_CREAT | O_WRONLY | O_APPEND, 0600);
-      ::dup2(fd, 2);
-      ::execv(SHMQD_PATH, argv.data());
-      std::_Exit(127);
-    }
-  }
-  ~Daemon() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      wait_exit(pid_);
-    }
-  }
-  bool wait_for(const std::string& what, int count = 1) const {
-    const auto give_up = Mono::now() + 20s;
-    while (Mono::now() < give_up) {
-      std::ifstream in(log_);
-      std::string line;
-      int n = 0;
-      while (std::getline(in, line)) n += line.find(what) != std::string::npos;
-      if (n >= count) return true;
-      std::this_thread::sleep_for(5ms);  // polling a file for a condition
-    }
-    return false;
-  }
-  void kill9() {
-    ::kill(pid_, SIGKILL);
-    EXPECT_EQ(wait_exit(pid_), 128 + SIGKILL);
-    pid_ = -1;
-  }
-  std::string log_text() const {
-    std::ifstream in(log_);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
- private:
-  std::string log_;
-  pid_t pid_ = -1;
-};
+using test::Daemon;
 
 // Durable (sync) queue: delayed messages confirmed on disk, shmqd killed with SIGKILL, the
 // host "rebooted" (segment removed, shmqd started again on the data dir): every unacked

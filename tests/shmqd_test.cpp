@@ -21,6 +21,7 @@
 
 #include <gtest/gtest.h>
 
+#include "daemon_util.hpp"
 #include "test_util.hpp"
 #include "shmq/dead_letter.hpp"
 
@@ -36,110 +37,8 @@ using test::wait_exit;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/shmqd-test-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// A running shmqd whose stderr goes to a file.
-class Daemon {
- public:
-  // `crash_at` ("point:count"): run the crash-point build, which kills itself there.
-  // `extra`: more shmqd options.
-  Daemon(const std::string& data_dir, const std::string& queue, const std::string& log,
-         const std::string& metrics = "", const std::string& crash_at = "",
-         const std::vector<std::string>& extra = {})
-      : log_(log) {
-    std::vector<std::string> args = {"shmqd", "--data-dir", data_dir};
-    if (!metrics.empty()) args.insert(args.end(), {"--metrics-file", metrics});
-    args.insert(args.end(), extra.begin(), extra.end());
-    args.push_back(queue);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::fflush(nullptr);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const int fd = ::open(log.c_str(), O_CREAT | O_WRONLY | O_APPEND, 0600);
-      ::dup2(fd, 2);
-      if (!crash_at.empty()) {
-        ::setenv("SHMQ_CRASH_AT", crash_at.c_str(), 1);
-        ::execv(SHMQD_CRASHPOINTS_PATH, argv.data());
-      } else {
-        ::execv(SHMQD_PATH, argv.data());
-      }
-      std::_Exit(127);
-    }
-  }
-  pid_t pid() const { return pid_; }
-  ~Daemon() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      wait_exit(pid_);
-    }
-  }
-  // Waits (bounded) until the log has `count` lines containing `text`.
-  bool wait_for(const std::string& text, int count = 1) const {
-    const auto give_up = std::chrono::steady_clock::now() + 20s;
-    while (std::chrono::steady_clock::now() < give_up) {
-      if (occurrences(text) >= count) return true;
-      std::this_thread::sleep_for(5ms);  // polling a file for a condition
-    }
-    return false;
-  }
-  int occurrences(const std::string& text) const {
-    std::ifstream in(log_);
-    std::string line;
-    int n = 0;
-    while (std::getline(in, line)) n += line.find(text) != std::string::npos;
-    return n;
-  }
-  void kill9() {
-    ::kill(pid_, SIGKILL);
-    EXPECT_EQ(wait_exit(pid_), 128 + SIGKILL);
-    pid_ = -1;
-  }
-  // Waits for the daemon to end by itself (a crash point); SIGKILL after 30 s.
-  int wait_end() {
-    const auto give_up = std::chrono::steady_clock::now() + 30s;
-    int status = 0;
-    while (::waitpid(pid_, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > give_up) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        pid_ = -1;
-        return -1;
-      }
-      std::this_thread::sleep_for(5ms);  // polling a child's exit
-    }
-    pid_ = -1;
-    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
-  }
-  int terminate() {
-    ::kill(pid_, SIGTERM);
-    const int rc = wait_exit(pid_);
-    pid_ = -1;
-    return rc;
-  }
-  std::string log_text() const {
-    std::ifstream in(log_);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
- private:
-  std::string log_;
-  pid_t pid_ = -1;
-};
+using test::Daemon;
+using test::TempDir;
 
 QueueOptions durable(const std::string& dir, Durability d, std::uint32_t slots = 2048) {
   QueueOptions o;

@@ -205,6 +205,34 @@ TEST(Priority, RequeuedAndDeadLetteredMessagesKeepTheirPriority) {
             "high");
 }
 
+// A priority consumer's dead letters from every level go through one producer row of the
+// queue's DLQ (a row per level would fill the DLQ's member table with a few consumers).
+TEST(Priority, DeadLettersOfEveryLevelShareOneDeadLetterQueueRow) {
+  ScopedQueue q("prio-dlq", {.slot_count = 16, .max_priority = 7});
+  auto p = q->producer().value();
+  for (std::uint32_t l = 0; l <= 7; ++l)
+    ASSERT_EQ(p.send("m" + std::to_string(l), SendOptions{.priority = l}), Status::ok);
+  auto c = q->consumer().value();
+  for (std::uint32_t l = 0; l <= 7; ++l) {
+    Message m;
+    ASSERT_EQ(c.try_receive(m), Status::ok);
+    ASSERT_EQ(m.priority(), 7 - l);
+    ASSERT_EQ(c.nack(m, false), Status::ok);  // rejected: dead-lettered
+  }
+  auto dlq = Queue::open(Queue::dead_letter_name(q.name())).value();
+  const QueueStats st = dlq.stats();
+  EXPECT_EQ(st.ready, 8u);
+  EXPECT_EQ(st.producers, 1u);
+  std::set<std::uint32_t> priorities;
+  auto dc = dlq.consumer().value();
+  Message m;
+  while (dc.try_receive(m) == Status::ok) {
+    priorities.insert(parse_dead_letter(m.data())->priority);
+    ASSERT_EQ(dc.ack(m), Status::ok);
+  }
+  EXPECT_EQ(priorities.size(), 8u);
+}
+
 // Under a backlog of 100,000 priority-0 messages, a priority-9 message is the next one
 // received by every consumer that asks after it was sent. Consumers are processes; each
 // round the parent sends one priority-9 message per consumer, then lets each consumer take

@@ -205,6 +205,7 @@ class Consumer {
   // The earliest due time of a delayed message any level's scans noted.
   std::uint64_t earliest_due() const noexcept;
   struct Levels;
+  void make_dead_letter_sink();
   // Adds the consumer of level p (levels are added in order 1, 2, ...).
   void add_level(std::uint32_t p, Consumer&& level);
   // The handle no longer holds its delivery (acked, nacked, taken back).
@@ -226,6 +227,8 @@ class Consumer {
   std::unique_ptr<std::atomic<bool>> interrupted_;
   std::unique_ptr<detail::DeadLetterSink> dead_letters_;
   std::unique_ptr<Levels> levels_;
+  // A level's consumer: its priority consumer's DLQ sink, which its dead letters go through.
+  detail::DeadLetterSink* shared_dead_letters_ = nullptr;
 };
 
 }  // namespace shmq

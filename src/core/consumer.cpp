@@ -40,6 +40,9 @@ constexpr int kMaxDivertedPerPoll = 64;
 // sleeps on its own (the base's) consumers_wait, which every level's producers and
 // requeuers wake (detail::signal_level).
 struct Consumer::Levels {
+  // The DLQ producer every level's dead letters go through (declared first: destroyed
+  // after the level consumers that use it).
+  std::unique_ptr<detail::DeadLetterSink> dead_letters;
   std::vector<std::unique_ptr<Consumer>> by_level;
   std::uint32_t all = 0;             // bits 1 .. max_priority
   std::uint64_t next_sweep_ns = 0;   // coarse clock: when poll_levels next looks everywhere
@@ -79,7 +82,8 @@ Consumer::Consumer(Consumer&& o) noexcept
       held_count_(o.held_count_),
       interrupted_(std::move(o.interrupted_)),
       dead_letters_(std::move(o.dead_letters_)),
-      levels_(std::move(o.levels_)) {}
+      levels_(std::move(o.levels_)),
+      shared_dead_letters_(o.shared_dead_letters_) {}
 
 Consumer& Consumer::operator=(Consumer&& o) noexcept {
   if (this != &o) {
@@ -97,6 +101,7 @@ Consumer& Consumer::operator=(Consumer&& o) noexcept {
     interrupted_ = std::move(o.interrupted_);
     dead_letters_ = std::move(o.dead_letters_);
     levels_ = std::move(o.levels_);
+    shared_dead_letters_ = o.shared_dead_letters_;
   }
   return *this;
 }
@@ -292,7 +297,7 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
       return give_back();
   }
   if (too_many || expired) {
-    if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
+    if (!dead_letters_) make_dead_letter_sink();
     (void)dead_letters_->move(pos, held,
                               expired ? DeadLetterReason::expired
                                       : DeadLetterReason::max_deliveries,
@@ -312,7 +317,7 @@ Consumer::Claim Consumer::claim_at(std::uint64_t pos, std::uint64_t w, Message& 
   if (std::uint32_t expected = next;
       !hdr.delivery_count.compare_exchange_strong(expected, dc, std::memory_order_relaxed))
     return Claim::lost;
-  if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
+  if (!dead_letters_) make_dead_letter_sink();
   (void)dead_letters_->move(pos, held, DeadLetterReason::corrupt, owner_,
                             /*requeue_on_failure=*/true);
   return Claim::diverted;
@@ -553,8 +558,22 @@ Status Consumer::try_receive(Message& out) {
   return poll_any(out) == Poll::got ? Status::ok : Status::empty;
 }
 
+void Consumer::make_dead_letter_sink() {
+  // A priority consumer's own level (0) sends through its levels' shared sink too.
+  detail::DeadLetterSink* shared =
+      shared_dead_letters_ != nullptr ? shared_dead_letters_
+      : levels_                       ? levels_->dead_letters.get()
+                                      : nullptr;
+  dead_letters_ = shared != nullptr ? std::make_unique<detail::DeadLetterSink>(seg_, shared)
+                                    : std::make_unique<detail::DeadLetterSink>(seg_);
+}
+
 void Consumer::add_level(std::uint32_t p, Consumer&& level) {
   if (!levels_) levels_ = std::make_unique<Levels>();
+  // One DLQ row for the whole priority consumer: its levels send through this sink (the
+  // queue's; the DLQ is the queue's, whichever level a dead letter comes from).
+  if (!levels_->dead_letters) levels_->dead_letters = std::make_unique<detail::DeadLetterSink>(seg_);
+  level.shared_dead_letters_ = levels_->dead_letters.get();
   levels_->by_level.push_back(std::make_unique<Consumer>(std::move(level)));
   levels_->all |= std::uint32_t{1} << p;
 }
@@ -762,7 +781,7 @@ Status Consumer::nack(Message& m, bool requeue) {
       drop(m);
       return Status::lease_lost;
     }
-    if (!dead_letters_) dead_letters_ = std::make_unique<detail::DeadLetterSink>(seg_);
+    if (!dead_letters_) make_dead_letter_sink();
     using Outcome = detail::DeadLetterSink::Outcome;
     const Outcome o = dead_letters_->move(m.position_, m.word_, DeadLetterReason::rejected,
                                           owner_, /*requeue_on_failure=*/false);

@@ -157,7 +157,9 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
   const auto r = static_cast<std::uint16_t>(reason);
   std::memcpy(buf_.data() + 6, &r, 2);
   // The dead letter keeps the message's id (never 0: ids are generated at send).
-  if (!open() || ProducerAccess::send_unconfirmed(*producer_, Bytes(buf_), id) != Status::ok) {
+  DeadLetterSink& out = shared_ != nullptr ? *shared_ : *this;
+  if (!out.open() ||
+      ProducerAccess::send_unconfirmed(*out.producer_, Bytes(buf_), id) != Status::ok) {
     counters.dead_letter_failed.fetch_add(1, std::memory_order_relaxed);
     if (requeue_on_failure)
       (void)requeue_held(seg, pos, held, monotonic_coarse_ns() + 1'000'000'000ull);

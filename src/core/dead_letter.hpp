@@ -35,6 +35,10 @@ std::string foreign_dead_letter_queue(std::string_view queue, uid_t owner,
 class DeadLetterSink {
  public:
   explicit DeadLetterSink(std::shared_ptr<Segment> source) : src_(std::move(source)) {}
+  // A sink that sends through `shared`'s DLQ producer (one row in the DLQ for a priority
+  // consumer and all its levels, instead of one per level): `shared` must outlive it.
+  DeadLetterSink(std::shared_ptr<Segment> source, DeadLetterSink* shared)
+      : src_(std::move(source)), shared_(shared) {}
 
   enum class Outcome : std::uint8_t {
     moved,       // in the DLQ (or dropped: dead_letter = false), the slot released
@@ -57,6 +61,7 @@ class DeadLetterSink {
   bool open();
 
   std::shared_ptr<Segment> src_;
+  DeadLetterSink* shared_ = nullptr;
   std::optional<Queue> dlq_;
   std::optional<Producer> producer_;
   std::vector<std::byte> buf_;

@@ -50,12 +50,13 @@ TEST(Message, AHolderStoppedPastItsLeaseKeepsItsBytesOrIsToldTheyChanged) {
   o.lease = 100ms;
   ASSERT_TRUE(Queue::create(name, o).ok());
   auto q = Queue::open(name).value();
-  auto p = q.producer().value();
-  ASSERT_EQ(p.send("msg-0"), Status::ok);
-  ASSERT_EQ(p.send("msg-1"), Status::ok);
 
-  Pipe ready, go;
+  // The child is forked before this process starts a thread (the producer's embedded
+  // watchdog): under ASan (GCC 12's libasan has no fork handler for its allocator) a fork
+  // while that thread allocated left the child waiting for the allocator's lock for ever.
+  Pipe sent, ready, go;
   const pid_t holder = spawn([&] {
+    if (sent.get() != 's') return 1;
     auto qq = Queue::open(name);
     if (!qq.ok()) return 2;
     auto copying = qq->consumer();
@@ -74,6 +75,10 @@ TEST(Message, AHolderStoppedPastItsLeaseKeepsItsBytesOrIsToldTheyChanged) {
     if (zero_copy->ack(b) != Status::lease_lost) return 11;
     return 0;
   });
+  auto p = q.producer().value();
+  ASSERT_EQ(p.send("msg-0"), Status::ok);
+  ASSERT_EQ(p.send("msg-1"), Status::ok);
+  ASSERT_TRUE(sent.put('s'));
   ready.reader_only();
   ASSERT_EQ(ready.get(), 'r');
   ASSERT_EQ(::kill(holder, SIGSTOP), 0);

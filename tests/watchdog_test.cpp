@@ -463,6 +463,19 @@ TEST(Watchdog, AnIdleWatchdogSleepsUntilTheFirstSendAndStillHeals) {
   ASSERT_LT(row, 64u * 4);
   auto& bits = q->segment()->header().consumers_wait.waiting[row / 64];
   const std::uint64_t bit = std::uint64_t{1} << (row % 64);
+  // The child that will hold the message is forked before the watchdog's thread starts:
+  // under ASan (GCC 12's libasan has no fork handler for its allocator) a fork while that
+  // thread allocates can leave the child waiting for the allocator's lock for ever.
+  Signal sent, holding;
+  const pid_t child = spawn([&] {
+    if (!sent.wait()) return 2;
+    auto c = Queue::open(q.name())->consumer().value();
+    Message m;
+    if (c.try_receive(m) != Status::ok) return 1;
+    holding.notify();
+    ::pause();
+    return 0;
+  });
   w.start();
   // Asleep: its bit is set (a hang guard, not a timing assertion).
   const auto give_up = std::chrono::steady_clock::now() + 10s;
@@ -472,15 +485,7 @@ TEST(Watchdog, AnIdleWatchdogSleepsUntilTheFirstSendAndStillHeals) {
   auto p = q->producer().value();
   ASSERT_EQ(p.send("x"), Status::ok);
   EXPECT_EQ(bits.load() & bit, 0u) << "the send did not wake the watchdog";
-  Signal holding;
-  const pid_t child = spawn([&] {
-    auto c = Queue::open(q.name())->consumer().value();
-    Message m;
-    if (c.try_receive(m) != Status::ok) return 1;
-    holding.notify();
-    ::pause();
-    return 0;
-  });
+  sent.notify();
   ASSERT_TRUE(holding.wait());
   kill_and_reap(child);
   auto live = q->consumer().value();

@@ -37,6 +37,9 @@ enum class [[nodiscard]] Status : std::uint8_t {
                 // judged it dead (heartbeat mode: no heartbeat for heartbeat_timeout, e.g.
                 // the process was stopped). Everything it held was redelivered; the handle
                 // can do nothing more (every call returns this). Open a new one.
+  duplicate,    // a send whose id was already sent within the queue's deduplication window
+                // (QueueOptions::dedup_window): nothing was enqueued; the first send's
+                // message is (or was) in the queue
 };
 
 std::string_view to_string(Status s) noexcept;

@@ -16,6 +16,7 @@ std::string_view to_string(Status s) noexcept {
     case Status::no_persister: return "no persister";
     case Status::unconfirmed: return "unconfirmed";
     case Status::evicted: return "evicted";
+    case Status::duplicate: return "duplicate";
     case Status::wrong_consumer: return "wrong consumer";
   }
   return "unknown";

@@ -268,6 +268,7 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
   wal_options.dir = dir;
   wal_options.stop_on_corruption = g_stop_on_corruption;
   wal_options.segment_bytes = g_segment_bytes;
+  wal_options.retain_positions = options.dedup_window.count;
   auto wal = shmq::log::Wal::open(wal_options, fs, report);
   if (!wal.ok()) return fatal(queue, "log recovery failed: " + wal.error().message());
   for (const auto& note : report.notes) logf("queue '%s': recovery: %s", queue.c_str(), note.c_str());
@@ -292,12 +293,15 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
   if (!q.ok() && q.error().code() == shmq::Errc::not_found) {
     // The segment is gone (a reboot, or `shmqctl delete` without --purge-data): rebuild it
     // from the log, positions continuing after the last logged one.
-    q = shmq::Queue::recreate(queue, options, report.next_position);
+    q = shmq::Queue::recreate(queue, options, report.next_position, report.recent_ids);
     if (!q.ok()) return fatal(queue, "cannot rebuild the segment: " + q.error().message());
     SHMQ_CRASH_POINT("shmqd.after_rebuild");
     logf("queue '%s': segment rebuilt from the log at position %llu; %zu messages to redeliver",
          queue.c_str(), static_cast<unsigned long long>(report.next_position),
          report.unacked.size());
+    if (options.dedup_window.count != 0)
+      logf("queue '%s': dedup window rebuilt from the log: %zu ids of the last %u positions",
+           queue.c_str(), report.recent_ids.size(), options.dedup_window.count);
   } else if (!q.ok()) {
     return fatal(queue, q.error().message());
   } else {

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -69,6 +70,24 @@ inline constexpr int kGeneratedIdLevelShift = 58;
 constexpr std::uint64_t generated_id(std::uint64_t position, std::uint32_t level = 0) noexcept {
   return kGeneratedIdBit | (std::uint64_t(level & 31) << kGeneratedIdLevelShift) | position;
 }
+
+// Ids of an idempotent producer session (Queue::idempotent_producer): bit 62 set, then
+// the session's producer id (30 bits) and the message's sequence number (32 bits).
+// Application ids sent to a queue with sessions should stay below 2^62.
+inline constexpr std::uint64_t kSessionIdBit = std::uint64_t{1} << 62;
+constexpr std::uint64_t session_message_id(std::uint32_t producer_id,
+                                           std::uint32_t sequence) noexcept {
+  return kSessionIdBit | (std::uint64_t(producer_id & 0x3fffffff) << 32) | sequence;
+}
+
+// An idempotent producer's identity (Kafka's producer id + sequence number): save it with
+// what you have sent, and resume it after a crash to resend the unconfirmed messages in the
+// same order under the same ids (see Queue::idempotent_producer).
+struct ProducerSession {
+  std::uint32_t producer_id = 0;    // 0 = a new session (Queue::idempotent_producer)
+  std::uint32_t next_sequence = 0;  // the sequence number of the next send
+  bool operator==(const ProducerSession&) const = default;
+};
 
 // Per-message options of a send (issue 13). A designated initializer reads best:
 //   producer.send(bytes, {.priority = 7});
@@ -164,6 +183,18 @@ class Producer {
   void interrupt() noexcept;
   void clear_interrupt() noexcept;
 
+  // The position of the last message sent (or, after Status::duplicate, of the original
+  // it duplicates; 0 when that is not known: an id recovered from the log after a reboot).
+  std::uint64_t last_position() const noexcept { return last_position_; }
+  // An idempotent producer's session (Queue::idempotent_producer): next_sequence is the
+  // sequence number its next send with id 0 gets. Moves on after a send that returned ok
+  // or duplicate; after any other status the next send is the retry of the same message
+  // (same id). std::nullopt for a plain producer.
+  std::optional<ProducerSession> session() const noexcept {
+    if (!session_) return std::nullopt;
+    return ProducerSession{session_producer_, session_next_};
+  }
+
   std::uint32_t member_index() const noexcept { return member_; }
   std::size_t max_message_size() const noexcept;
   // True once this producer's member row was taken from it (see Status::evicted).
@@ -179,6 +210,11 @@ class Producer {
   enum class Confirm : std::uint8_t { untimed, bounded, timed };
   Status wait_persisted(std::uint64_t upto, std::chrono::steady_clock::time_point deadline,
                         Confirm confirm);
+  Status send_entry(Bytes message, const SendOptions& options,
+                    std::chrono::steady_clock::time_point space_deadline,
+                    std::chrono::steady_clock::time_point confirm_deadline, Confirm confirm);
+  Status wait_in_flight(std::uint64_t id, std::chrono::steady_clock::time_point deadline);
+  Status duplicate(std::uint64_t original) noexcept;
   Status send_confirmed(Bytes message, std::uint64_t id,
                         std::chrono::steady_clock::time_point space_deadline,
                         std::chrono::steady_clock::time_point confirm_deadline, Confirm confirm,
@@ -218,6 +254,11 @@ class Producer {
   // Queues with priorities: the producers of levels 1 .. max_priority (index level - 1),
   // opened on first use; atomic because interrupt() may read them from any thread.
   std::unique_ptr<std::atomic<Producer*>[]> levels_;
+  std::uint64_t last_position_ = 0;
+  // An idempotent session (Queue::idempotent_producer).
+  bool session_ = false;
+  std::uint32_t session_producer_ = 0;
+  std::uint32_t session_next_ = 0;
 };
 
 namespace detail {

@@ -14,12 +14,14 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "shmq/consumer.hpp"
 #include "shmq/error.hpp"
+#include "shmq/producer.hpp"
 
 namespace shmq {
 
@@ -110,8 +112,25 @@ struct QueueOptions {
   // "<name>.p<level>", with this queue's geometry and policy: the memory of the queue is
   // N + 1 times one ring's. See docs/design_notes.md, "Priorities".
   std::uint32_t max_priority = 0;
+
+  // --- deduplication (issue 14) ---------------------------------------------------------------
+  // A send whose id (SendOptions::id, or an idempotent producer's) was already sent to
+  // this queue within the window enqueues nothing and returns Status::duplicate. The window
+  // is the last `count` ids admitted (1 .. kMaxDedupWindow; 0 = no deduplication, the
+  // default), and, if `time` is not 0, only those sent less than `time` ago. Generated ids
+  // (id 0) are never looked up: they are unique by construction. A queue with priorities
+  // keeps one window per priority level (resend at the same priority). The exact guarantee,
+  // through crashes and reboots, is in docs/design_notes.md ("Deduplication") and the
+  // README. Costs 256 bytes of shared memory per id of `count`.
+  struct DedupWindow {
+    std::uint32_t count = 0;
+    std::chrono::seconds time{0};
+    bool operator==(const DedupWindow&) const = default;
+  };
+  DedupWindow dedup_window{};
 };
 inline constexpr std::uint32_t kMaxPriority = 31;
+inline constexpr std::uint32_t kMaxDedupWindow = 1u << 20;
 
 // Policy that Queue::set_policy may change while the queue is in use; a field left empty
 // keeps its value. These five live in the segment header as atomics and are read where they
@@ -212,8 +231,10 @@ class Queue {
   static Result<Queue> create(std::string_view name, const QueueOptions& options = {});
   // Creates the segment of a queue whose positions start at `first_position` (shmqd, when
   // it rebuilds a durable queue from its log after a reboot). Writes nothing to data_dir.
+  // `recovered_ids` (oldest first) enter the dedup window before the segment can be opened.
   static Result<Queue> recreate(std::string_view name, const QueueOptions& options,
-                                std::uint64_t first_position);
+                                std::uint64_t first_position,
+                                std::span<const std::uint64_t> recovered_ids = {});
   // Opens an existing queue; its geometry comes from the segment.
   static Result<Queue> open(std::string_view name);
   // The dead-letter queue's name for queue `name`: "<name>.dlq".
@@ -244,6 +265,14 @@ class Queue {
 
   // Registers a producer / consumer row in the member table of this queue. If every row
   // is taken, first reclaims the rows of dead members (as repair() does).
+  // An idempotent producer (issue 14): its sends with id 0 carry session ids
+  // (session_message_id(producer_id, sequence)), so that resending a message under its
+  // sequence number is deduplicated by the queue's dedup window without ids of your own.
+  // `resume` = {} starts a new session (a new producer id); a session saved from
+  // Producer::session() resumes it: after a crash, resume at the first sequence number not
+  // known to be confirmed and resend from there, in order. Errc::invalid_argument on a
+  // queue without a dedup window.
+  Result<Producer> idempotent_producer(ProducerSession resume = {});
   Result<Producer> producer();
   Result<Consumer> consumer(const ConsumerOptions& options = {});
 

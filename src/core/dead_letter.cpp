@@ -61,6 +61,9 @@ QueueOptions dead_letter_options(const QueueOptions& parent) {
   o.ttl = std::chrono::milliseconds(0);
   o.backoff_initial = std::chrono::milliseconds(0);
   o.dead_letter = false;
+  // Dead letters keep their ids (and one id may be dead-lettered twice: redelivered from
+  // the DLQ by replay, then dead-lettered again): never deduplicated.
+  o.dedup_window = {};
   return o;
 }
 

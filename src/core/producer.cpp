@@ -1,6 +1,8 @@
 #include "shmq/producer.hpp"
 #include "shmq/queue.hpp"
 
+#include <sched.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -107,7 +109,11 @@ Producer::Producer(Producer&& o) noexcept
       row_word_(o.row_word_),
       interrupted_(std::move(o.interrupted_)),
       reserved_(std::move(o.reserved_)),
-      levels_(std::move(o.levels_)) {}
+      levels_(std::move(o.levels_)),
+      last_position_(o.last_position_),
+      session_(o.session_),
+      session_producer_(o.session_producer_),
+      session_next_(o.session_next_) {}
 
 Producer& Producer::operator=(Producer&& o) noexcept {
   if (this != &o) {
@@ -119,6 +125,10 @@ Producer& Producer::operator=(Producer&& o) noexcept {
     interrupted_ = std::move(o.interrupted_);
     reserved_ = std::move(o.reserved_);
     levels_ = std::move(o.levels_);
+    last_position_ = o.last_position_;
+    session_ = o.session_;
+    session_producer_ = o.session_producer_;
+    session_next_ = o.session_next_;
   }
   return *this;
 }
@@ -512,6 +522,35 @@ Status Producer::wait_persisted(std::uint64_t upto, Clock::time_point deadline,
   }
 }
 
+// Waits while another send of `id` holds its claim (it inserted its way and has not
+// published yet; or it died there and the watchdog will free its hole). That window is a
+// few hundred nanoseconds for a live sender; a dead or stopped one takes up to the
+// watchdog's detection (liveness check, claim timeout). try_send waits at most
+// kTrySendConfirmWait, then says timeout.
+Status Producer::wait_in_flight(std::uint64_t id, Clock::time_point deadline) {
+  const Clock::time_point until =
+      deadline == Clock::time_point::min() ? Clock::now() + kTrySendConfirmWait : deadline;
+  for (std::uint32_t round = 0;; ++round) {
+    if (seg_->dedup().peek(id, nullptr) != detail::Admission::in_flight) return Status::ok;
+    if (interrupted_->load(std::memory_order_relaxed)) return Status::interrupted;
+    if (seg_->removed()) return Status::closed;
+    if (evicted()) return Status::evicted;
+    if (round < 64) {
+      detail::cpu_relax();
+      continue;
+    }
+    if (until != Clock::time_point::max() && Clock::now() >= until) return Status::timeout;
+    if (round < 256) {
+      ::sched_yield();
+    } else {
+      // A stopped or dead sender: poll at 200 us (a futex would need every publish to
+      // wake; this wait is rare).
+      const timespec ts{0, 200'000};
+      ::nanosleep(&ts, nullptr);
+    }
+  }
+}
+
 Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point deadline,
                            bool wake, std::uint64_t origin, std::uint64_t* position,
                            std::uint64_t due_ns) {
@@ -523,6 +562,19 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
   // One clock read per send: the heartbeat and the enqueue time (TTL) share it.
   now_ns_ = detail::monotonic_coarse_ns();
   seg_->member(member_).heartbeat_ns.store(now_ns_, std::memory_order_relaxed);
+  // Deduplication (issue 14; docs/design_notes.md, "Deduplication"): an id of the
+  // application's (or an idempotent session's) is looked up first, without a claim, so a
+  // duplicate costs no hole; admit() below decides, while we hold the claim.
+  const bool dedup = seg_->dedup() && id != 0 && (id & kGeneratedIdBit) == 0 && origin == 0;
+  if (dedup) {
+    for (;;) {
+      std::uint64_t original = 0;
+      const detail::Admission a = seg_->dedup().peek(id, &original);
+      if (a == detail::Admission::duplicate) return duplicate(original);
+      if (a == detail::Admission::admitted) break;
+      if (const Status s = wait_in_flight(id, deadline); s != Status::ok) return s;
+    }
+  }
   int repaired = 0;
   for (;;) {
     std::uint64_t pos = 0;
@@ -538,14 +590,32 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
     }
     if (seg_->checksummed())
       detail::seal_message(*seg_, pos, message_id, origin, message);
+    if (dedup) {
+      SHMQ_CRASH_POINT("producer.before_admit");
+      std::uint64_t original = 0;
+      const detail::Admission a = seg_->dedup().admit(id, pos, owner_, &original);
+      if (a != detail::Admission::admitted) {
+        // Nothing of ours is in the window: our claim becomes a hole (we never published).
+        detail::release_claim(*seg_, pos, owner_, k);
+        if (a == detail::Admission::duplicate) return duplicate(original);
+        if (const Status s = wait_in_flight(id, deadline); s != Status::ok) return s;
+        continue;
+      }
+    }
+    // With dedup: our way says "sent at pos" from here on; the watchdog voids it if we die
+    // before the publish (it frees our hole only after that), and we withdraw it if the
+    // publish fails.
     SHMQ_CRASH_POINT("producer.before_publish");
     if (publish(pos, k, due_ns)) {
+      SHMQ_CRASH_POINT("producer.after_publish");
       if (position != nullptr) *position = pos + k;
+      last_position_ = pos;
       break;
     }
     // Our claim was repaired while we wrote: nothing of it is delivered. Give the slot
     // back and send again at a new position (unless we were evicted: then the watchdog
     // gives it back, and we stop).
+    if (dedup) seg_->dedup().withdraw(id, pos, owner_);
     detail::release_claim(*seg_, pos, owner_, k);
     if (evicted()) return Status::evicted;
     // A peer that keeps repairing our claims (a watchdog with a tiny claim timeout on a
@@ -563,33 +633,67 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
   return Status::ok;
 }
 
+Status Producer::duplicate(std::uint64_t original) noexcept {
+  seg_->dedup().header().duplicates.fetch_add(1, std::memory_order_relaxed);
+  last_position_ = original;
+  return Status::duplicate;
+}
+
 // Sends and, on a sync queue, waits for the confirmation (see the header).
 Status Producer::send_confirmed(Bytes message, std::uint64_t id, Clock::time_point space_deadline,
                                 Clock::time_point confirm_deadline, Confirm confirm,
                                 std::uint64_t due_ns) {
   std::uint64_t end = 0;
-  const Status s = send_impl(message, id, space_deadline, true, 0, &end, due_ns);
-  if (s != Status::ok || seg_->durability() != Durability::sync) return s;
+  Status s = send_impl(message, id, space_deadline, true, 0, &end, due_ns);
+  if (s == Status::duplicate) {
+    // A duplicate on a sync queue is confirmed like a send: once the original is on disk
+    // (a retry after a crash must not be dropped for an original a reboot would lose).
+    if (seg_->durability() != Durability::sync || last_position_ == 0) return s;
+    end = last_position_ + 1;
+  }
+  if ((s != Status::ok && s != Status::duplicate) || seg_->durability() != Durability::sync)
+    return s;
   // The deadline of the confirmation is read only now: try_send's bounded wait starts when
   // the message is in the ring.
   const Clock::time_point deadline =
       confirm == Confirm::bounded ? Clock::now() + kTrySendConfirmWait : confirm_deadline;
-  return wait_persisted(end, deadline, confirm);
+  const Status c = wait_persisted(end, deadline, confirm);
+  return c == Status::ok ? s : c;
 }
 
 Status Producer::send(Bytes message, std::uint64_t id) {
-  return send_confirmed(message, id, Clock::time_point::max(), Clock::time_point::max(),
-                        Confirm::untimed);
+  return send_entry(message, {.id = id}, Clock::time_point::max(), Clock::time_point::max(),
+                    Confirm::untimed);
 }
 
 Status Producer::try_send(Bytes message, std::uint64_t id) {
-  return send_confirmed(message, id, Clock::time_point::min(), Clock::time_point::max(),
-                        Confirm::bounded);
+  return send_entry(message, {.id = id}, Clock::time_point::min(), Clock::time_point::max(),
+                    Confirm::bounded);
 }
 
 Status Producer::send_for(Bytes message, std::chrono::nanoseconds timeout, std::uint64_t id) {
   const auto deadline = deadline_after(timeout);
-  return send_confirmed(message, id, deadline, deadline, Confirm::timed);
+  return send_entry(message, {.id = id}, deadline, deadline, Confirm::timed);
+}
+
+// Every single-message send comes here: the idempotent session's id, the priority level,
+// the send, and the session's sequence.
+Status Producer::send_entry(Bytes message, const SendOptions& o, Clock::time_point space_deadline,
+                            Clock::time_point confirm_deadline, Confirm confirm) {
+  Producer* p = this;
+  if (o.priority != 0)
+    if (const Status s = level(o.priority, p); s != Status::ok) return s;
+  const bool session = session_ && o.id == 0;
+  const std::uint64_t id = session ? session_message_id(session_producer_, session_next_) : o.id;
+  const Status s = p->send_confirmed(message, id, space_deadline, confirm_deadline, confirm,
+                                     o.delay.count() == 0 && o.not_before == decltype(o.not_before){}
+                                         ? 0
+                                         : detail::due_time_ns(o));
+  if (p != this) last_position_ = p->last_position_;
+  // The sequence moves on once the message is known to be in the queue; after any other
+  // status the next send is taken as this one's retry (same id).
+  if (session && (s == Status::ok || s == Status::duplicate)) ++session_next_;
+  return s;
 }
 
 std::uint64_t detail::due_time_ns(const SendOptions& o) noexcept {
@@ -609,28 +713,18 @@ std::uint64_t detail::due_time_ns(const SendOptions& o) noexcept {
 }
 
 Status Producer::send(Bytes message, const SendOptions& o) {
-  Producer* p = this;
-  if (o.priority != 0)
-    if (const Status s = level(o.priority, p); s != Status::ok) return s;
-  return p->send_confirmed(message, o.id, Clock::time_point::max(), Clock::time_point::max(),
-                           Confirm::untimed, detail::due_time_ns(o));
+  return send_entry(message, o, Clock::time_point::max(), Clock::time_point::max(),
+                    Confirm::untimed);
 }
 
 Status Producer::try_send(Bytes message, const SendOptions& o) {
-  Producer* p = this;
-  if (o.priority != 0)
-    if (const Status s = level(o.priority, p); s != Status::ok) return s;
-  return p->send_confirmed(message, o.id, Clock::time_point::min(), Clock::time_point::max(),
-                           Confirm::bounded, detail::due_time_ns(o));
+  return send_entry(message, o, Clock::time_point::min(), Clock::time_point::max(),
+                    Confirm::bounded);
 }
 
 Status Producer::send_for(Bytes message, std::chrono::nanoseconds timeout, const SendOptions& o) {
-  Producer* p = this;
-  if (o.priority != 0)
-    if (const Status s = level(o.priority, p); s != Status::ok) return s;
   const auto deadline = deadline_after(timeout);
-  return p->send_confirmed(message, o.id, deadline, deadline, Confirm::timed,
-                           detail::due_time_ns(o));
+  return send_entry(message, o, deadline, deadline, Confirm::timed);
 }
 
 std::size_t Producer::send_batch(std::span<const Bytes> messages, std::chrono::nanoseconds timeout,
@@ -741,8 +835,31 @@ Status Producer::commit_impl(Reservation& r, std::uint64_t id, std::uint64_t due
   hdr.enqueued_ns.store(detail::monotonic_coarse_ns(), std::memory_order_relaxed);
   if (seg_->checksummed())
     detail::seal_message(*seg_, r.position_, message_id, 0, Bytes(r.data_, r.size_));
+  const bool dedup = seg_->dedup() && id != 0 && (id & kGeneratedIdBit) == 0;
+  while (dedup) {
+    std::uint64_t original = 0;
+    const detail::Admission a = seg_->dedup().admit(id, r.position_, owner_, &original);
+    if (a == detail::Admission::admitted) break;
+    if (a == detail::Admission::duplicate) {
+      detail::release_claim(*seg_, r.position_, owner_, 1);
+      std::erase(reserved_, r.position_);
+      r.seg_.reset();
+      r.data_ = nullptr;
+      return duplicate(original);
+    }
+    // In flight: wait holding our claim (its data is written in place).
+    if (const Status s = wait_in_flight(id, Clock::time_point::max()); s != Status::ok) {
+      detail::release_claim(*seg_, r.position_, owner_, 1);
+      std::erase(reserved_, r.position_);
+      r.seg_.reset();
+      r.data_ = nullptr;
+      return s;
+    }
+  }
   const bool ok = publish(r.position_, 1, due_ns);
+  if (!ok && dedup) seg_->dedup().withdraw(id, r.position_, owner_);
   if (!ok) detail::release_claim(*seg_, r.position_, owner_, 1);
+  if (ok) last_position_ = r.position_;
   std::erase(reserved_, r.position_);
   r.seg_.reset();
   r.data_ = nullptr;

@@ -173,8 +173,9 @@ Result<Queue> Queue::create_one(std::string_view name, const QueueOptions& optio
 }
 
 Result<Queue> Queue::recreate(std::string_view name, const QueueOptions& options,
-                              std::uint64_t first_position) {
-  auto seg = detail::Segment::create(name, options, first_position);
+                              std::uint64_t first_position,
+                              std::span<const std::uint64_t> recovered_ids) {
+  auto seg = detail::Segment::create(name, options, first_position, recovered_ids);
   if (!seg.ok()) return seg.error();
   return Queue(std::move(seg.value()));
 }
@@ -229,6 +230,8 @@ std::string options_mismatch(const QueueOptions& want, const QueueOptions& have)
   differ("claim_timeout", ms(have.claim_timeout), ms(want.claim_timeout));
   differ("checksum", yes(have.checksum), yes(want.checksum));
   differ("max_priority", num(have.max_priority), num(want.max_priority));
+  differ("dedup_window", num(have.dedup_window.count) + "/" + num(have.dedup_window.time.count()) + " s",
+         num(want.dedup_window.count) + "/" + num(want.dedup_window.time.count()) + " s");
   if (have.durability != Durability::none && want.durability != Durability::none) {
     std::string dir = want.data_dir;
     char resolved[PATH_MAX];
@@ -324,6 +327,32 @@ Result<Producer> Queue::producer() {
   if (!m.ok()) return m.error();
   detail::healer_acquire(segment_, m.value());  // released by the producer's close
   return Producer(segment_, m.value());
+}
+
+Result<Producer> Queue::idempotent_producer(ProducerSession resume) {
+  if (!segment_->dedup())
+    return Error(Errc::invalid_argument,
+                 "queue '" + segment_->name() +
+                     "' has no dedup window: an idempotent producer needs one (create it with "
+                     "QueueOptions::dedup_window, shmqctl create --dedup-window N)");
+  if (resume.producer_id > 0x3fffffff)
+    return Error(Errc::invalid_argument, "producer id " + std::to_string(resume.producer_id) +
+                                             " out of range (1 .. 2^30 - 1)");
+  auto p = producer();
+  if (!p.ok()) return p;
+  if (resume.producer_id == 0) {
+    // A new producer id: the table's counter, never handed out twice while the segment
+    // lives. (After a rebuild from the log it starts again: a session should not outlive a
+    // reboot; see the README.)
+    const std::uint64_t n =
+        segment_->dedup().header().sessions.fetch_add(1, std::memory_order_relaxed) + 1;
+    resume.producer_id = static_cast<std::uint32_t>(((n - 1) % 0x3fffffff) + 1);
+    resume.next_sequence = 0;
+  }
+  p.value().session_ = true;
+  p.value().session_producer_ = resume.producer_id;
+  p.value().session_next_ = resume.next_sequence;
+  return p;
 }
 
 Result<Consumer> Queue::consumer(const ConsumerOptions& options) {

@@ -322,11 +322,19 @@ Result<std::unique_ptr<Wal>> Wal::open(const WalOptions& options, FileSystem& fs
 
   // The segments, through the same accounting that verify() reports.
   Accounting accounting(report.min_unacked);
+  std::map<std::uint64_t, std::uint64_t> recent;  // position -> id (retain_positions)
   Scanner scanner(options.stop_on_corruption,
                   [&](const DecodedRecord& rec, std::string_view file, std::uint64_t) {
                     accounting.add(rec, parse_segment_file_name(file).value_or(0));
+                    if (options.retain_positions != 0 && rec.type != RecordType::ack)
+                      recent[rec.position] = rec.id;
                   });
   auto take_unacked = [&] {
+    const std::uint64_t floor = report.next_position > options.retain_positions
+                                    ? report.next_position - options.retain_positions
+                                    : 0;
+    for (auto it = recent.lower_bound(floor); it != recent.end(); ++it)
+      report.recent_ids.push_back(it->second);
     for (const auto& [pos, where] : accounting.live_records())
       wal->live_[pos] = Live{where.first, where.second};
     const Accounting::Counts c = accounting.counts();
@@ -617,8 +625,11 @@ VoidResult Wal::checkpoint(std::uint64_t min_unacked, std::uint64_t next_positio
 
   // The checkpoint is durable: segments holding only positions below min_unacked can go.
   // Every record of a segment is below the first position of the next readable one.
+  // With a dedup window the last retain_positions positions stay too (their ids rebuild
+  // the window after a reboot).
   std::vector<std::size_t> obsolete;
-  for (std::size_t i = 0; i + 1 < segments_.size(); ++i) {
+  const std::size_t retained_from = below_retention(c.next_position);
+  for (std::size_t i = 0; i + 1 < segments_.size() && i < retained_from; ++i) {
     std::size_t j = i + 1;
     while (!segments_[j].valid) ++j;  // terminates: back() is the current, valid segment
     if (segments_[j].first_position <= min_unacked) obsolete.push_back(i);
@@ -653,13 +664,28 @@ VoidResult Wal::compact() {
   return r;
 }
 
+std::size_t Wal::below_retention(std::uint64_t next_position) const {
+  if (segments_.empty()) return 0;
+  if (options_.retain_positions == 0) return segments_.size() - 1;
+  const std::uint64_t floor =
+      next_position > options_.retain_positions ? next_position - options_.retain_positions : 0;
+  std::size_t m = 0;
+  while (m + 1 < segments_.size() && segments_[m + 1].first_position <= floor) ++m;
+  return m;
+}
+
 VoidResult Wal::compact_closed_segments() {
-  const std::uint64_t current = segments_.back().first_position;
+  // Only the closed segments below the retention floor (all of them without a dedup
+  // window): a retained segment is kept whole, so its dead bytes are not counted either.
+  const std::size_t m =
+      below_retention(std::max({written_next_, buffer_next_, segments_.back().first_position}));
+  if (m == 0) return {};
+  const std::uint64_t current = segments_[m].first_position;
   std::uint64_t closed = 0, live = 0;
-  for (std::size_t i = 0; i + 1 < segments_.size(); ++i) closed += segments_[i].bytes;
+  for (std::size_t i = 0; i < m; ++i) closed += segments_[i].bytes;
   std::map<std::uint64_t, std::uint64_t> live_per_segment;  // first position -> records
   for (const auto& [pos, l] : live_) {
-    if (l.segment == current) continue;
+    if (l.segment >= current) continue;
     live += l.bytes;
     ++live_per_segment[l.segment];
   }
@@ -667,7 +693,7 @@ VoidResult Wal::compact_closed_segments() {
   if (dead < std::max(live, options_.segment_bytes)) return {};
 
   std::uint64_t copied = 0;
-  for (std::size_t i = 0; i + 1 < segments_.size(); ++i) {
+  for (std::size_t i = 0; i < m; ++i) {
     const Segment seg = segments_[i];  // a copy: appends below may add segments
     const auto wanted = live_per_segment.find(seg.first_position);
     if (!seg.valid || wanted == live_per_segment.end()) continue;
@@ -702,7 +728,7 @@ VoidResult Wal::compact_closed_segments() {
   SHMQ_CRASH_POINT("wal.compact.after_copy");
   // Delete the oldest closed segments that hold nothing live now.
   std::size_t n = 0;
-  while (n + 1 < segments_.size()) {
+  while (n < m) {
     const std::uint64_t first = segments_[n].first_position;
     const bool holds_live = std::any_of(live_.begin(), live_.end(),
                                         [&](const auto& e) { return e.second.segment == first; });

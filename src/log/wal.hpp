@@ -39,6 +39,10 @@ struct WalOptions {
   bool stop_on_corruption = false;         // mid-log corruption: stop recovery there (true:
                                            // open() fails with Errc::corrupt) or skip past
                                            // it and go on (false)
+  // A queue with a dedup window (issue 14): the records of the last `retain_positions`
+  // positions are kept (neither deleted by a checkpoint nor compacted away), and recovery
+  // returns their ids (RecoveryReport::recent_ids) to rebuild the window. 0 = none.
+  std::uint64_t retain_positions = 0;
 };
 
 struct RecoveredMessage {
@@ -56,6 +60,9 @@ struct RecoveryReport {
   // copy (a copy record naming their position as its origin), sorted by position. Messages
   // are told apart by position only: two messages with the same id are both returned.
   std::vector<RecoveredMessage> unacked;
+  // WalOptions::retain_positions != 0: the ids of the message and copy records at positions
+  // >= next_position - retain_positions, acked or not, in position order.
+  std::vector<std::uint64_t> recent_ids;
   std::uint64_t records = 0, acks = 0;  // valid records read (records counts acks too)
   std::uint64_t segments = 0;           // segment files read
   std::uint64_t truncated_bytes = 0;    // torn tail removed from the last segment
@@ -165,6 +172,9 @@ class Wal {
   void begin_record();
   void note_live(std::uint64_t position, std::uint64_t bytes);
   VoidResult compact_closed_segments();
+  // Closed segments (a prefix) that hold nothing at or above the retention floor: the only
+  // ones a checkpoint may delete or compaction may rewrite.
+  std::size_t below_retention(std::uint64_t next_position) const;
 
   WalOptions options_;
   std::unique_ptr<Directory> dir_;

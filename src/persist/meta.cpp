@@ -76,6 +76,8 @@ VoidResult write_queue_meta(const std::string& dir, const std::string& name,
       << "claim_timeout_ms=" << o.claim_timeout.count() << "\n"
       << "checksum=" << (o.checksum ? 1 : 0) << "\n"
       << "max_priority=" << o.max_priority << "\n"
+      << "dedup_count=" << o.dedup_window.count << "\n"
+      << "dedup_seconds=" << o.dedup_window.time.count() << "\n"
       << "durability=" << to_string(o.durability) << "\n"
       << "flush_interval_ms=" << o.flush_interval.count() << "\n";
   const std::string tmp = dir + "/" + kMetaFile + ".tmp";
@@ -163,6 +165,17 @@ Result<std::pair<std::string, QueueOptions>> read_queue_meta(const std::string& 
     if (!num("max_priority", mp) || mp > kMaxPriority)
       return Error(Errc::corrupt, path + ": bad 'max_priority'");
     o.max_priority = static_cast<std::uint32_t>(mp);
+  }
+  // Optional too (issue 14): none means no dedup window.
+  if (std::uint64_t dc = 0; kv.contains("dedup_count")) {
+    if (!num("dedup_count", dc) || dc > kMaxDedupWindow)
+      return Error(Errc::corrupt, path + ": bad 'dedup_count'");
+    o.dedup_window.count = static_cast<std::uint32_t>(dc);
+  }
+  if (std::uint64_t ds = 0; kv.contains("dedup_seconds")) {
+    if (!num("dedup_seconds", ds) || ds > UINT32_MAX)
+      return Error(Errc::corrupt, path + ": bad 'dedup_seconds'");
+    o.dedup_window.time = std::chrono::seconds(ds);
   }
   const std::string d = kv["durability"];
   o.durability = d == "sync" ? Durability::sync : d == "async" ? Durability::async : Durability::none;

@@ -5,6 +5,7 @@
 //   header.ring_offset       slot[slot_count], slot_size bytes each:
 //                              SlotHeader (64 bytes) + payload (slot_size - 64 bytes;
 //                              checksummed queues: checksum (8) + slot_size - 72 bytes)
+//   (4 KiB aligned)          queues with a dedup window: the dedup table (core/dedup.hpp)
 //
 // Every field is fixed-width; every atomic is always lock-free; fields written by
 // different roles sit on different 128-byte lines (adjacent-line prefetch pairs 64-byte
@@ -23,9 +24,10 @@ inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::size_t kFalseSharingRange = 128;
 
 inline constexpr std::uint64_t kMagic = 0x31'4f'45'55'51'4d'48'53ull;  // "SHMQUEO1" LE
-inline constexpr std::uint32_t kLayoutVersion = 4;  // 2: member generations, 32-bit laps;
+inline constexpr std::uint32_t kLayoutVersion = 5;  // 2: member generations, 32-bit laps;
                                                     // 3: relocating states (issue 11);
-                                                    // 4: priority levels (issue 13)
+                                                    // 4: priority levels (issue 13);
+                                                    // 5: dedup table (issue 14)
 
 inline constexpr std::uint32_t kMinSlots = 2;
 inline constexpr std::uint32_t kMaxSlots = 1u << 24;
@@ -141,7 +143,11 @@ struct SegmentHeader {
   // segment is (0: the queue itself; p > 0: the segment "<queue>.p<p>").
   std::uint32_t max_priority;
   std::uint32_t priority_level;
-  std::uint8_t pad0[384 - 88 - (kMaxNameLength + 8) - 32 - 32 - 8];
+  // Deduplication (issue 14): the window's count of ids (0 = no dedup table) and time
+  // (seconds, 0 = count only). The table follows the ring (core/dedup.hpp).
+  std::uint32_t dedup_count;
+  std::uint32_t dedup_seconds;
+  std::uint8_t pad0[384 - 88 - (kMaxNameLength + 8) - 32 - 32 - 16];
 
   // --- cursors: hints advanced by CAS; the slot words are the truth --------------------
   CursorLine tail;           // producers: next head position to claim
@@ -184,6 +190,7 @@ static_assert(offsetof(SegmentHeader, max_deliveries) == 332);
 static_assert(offsetof(SegmentHeader, backoff_max_ms) == 344);
 static_assert(offsetof(SegmentHeader, flags) == 356);
 static_assert(offsetof(SegmentHeader, max_priority) == 360);
+static_assert(offsetof(SegmentHeader, dedup_count) == 368);
 static_assert(offsetof(SegmentHeader, watchdog) == 1024);
 static_assert(offsetof(SegmentHeader, tail) == 384);
 static_assert(offsetof(SegmentHeader, dispatch) == 512);

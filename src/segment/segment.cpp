@@ -93,12 +93,17 @@ class UniqueFd {
 std::string Segment::object_name(std::string_view name) { return "shmq." + std::string(name); }
 
 SegmentGeometry compute_geometry(std::uint32_t slot_count, std::uint32_t slot_size,
-                                 std::uint32_t max_members) noexcept {
+                                 std::uint32_t max_members, std::uint32_t dedup_count) noexcept {
   SegmentGeometry g{};
   g.members_offset = sizeof(SegmentHeader);
   g.ring_offset = align_up(g.members_offset + std::uint64_t(max_members) * sizeof(MemberRow),
                            4096);
   g.total_size = g.ring_offset + std::uint64_t(slot_count) * slot_size;
+  g.dedup_offset = 0;
+  if (dedup_count != 0) {
+    g.dedup_offset = align_up(g.total_size, 4096);
+    g.total_size = g.dedup_offset + dedup_table_bytes(dedup_count);
+  }
   return g;
 }
 
@@ -142,7 +147,14 @@ std::string Segment::validate_options(const QueueOptions& o) {
   if (o.max_priority > kMaxPriority)
     return "max priority must be from 0 to " + std::to_string(kMaxPriority) + ", got " +
            std::to_string(o.max_priority);
-  const auto g = compute_geometry(o.slot_count, o.slot_size, o.max_members);
+  if (o.dedup_window.count > kMaxDedupWindow)
+    return "dedup window must be from 0 to " + std::to_string(kMaxDedupWindow) + " ids, got " +
+           std::to_string(o.dedup_window.count);
+  if (o.dedup_window.time.count() < 0 || o.dedup_window.time.count() > UINT32_MAX)
+    return "dedup window time must be from 0 to " + std::to_string(UINT32_MAX) + " s";
+  if (o.dedup_window.count == 0 && o.dedup_window.time.count() != 0)
+    return "a dedup window time needs a dedup window count (the table's size)";
+  const auto g = compute_geometry(o.slot_count, o.slot_size, o.max_members, o.dedup_window.count);
   if (g.total_size > kMaxSegmentBytes)
     return "segment of " + std::to_string(g.total_size) + " bytes exceeds the 64 GiB limit";
   return {};
@@ -150,7 +162,8 @@ std::string Segment::validate_options(const QueueOptions& o) {
 
 Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
                                                  const QueueOptions& options,
-                                                 std::uint64_t base_position) {
+                                                 std::uint64_t base_position,
+                                                 std::span<const std::uint64_t> recovered_ids) {
   if (auto e = Queue::validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
   if (auto e = validate_options(options); !e.empty())
     return Error(Errc::invalid_argument, "cannot create " + quoted(name) + ": " + e);
@@ -158,7 +171,8 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
     return Error(Errc::invalid_argument,
                  "invalid queue name: longer than " + std::to_string(kMaxNameLength - 4) +
                      " characters (room is kept for its dead-letter queue '<name>.dlq')");
-  const auto g = compute_geometry(options.slot_count, options.slot_size, options.max_members);
+  const auto g = compute_geometry(options.slot_count, options.slot_size, options.max_members,
+                                  options.dedup_window.count);
   const std::string obj = object_name(name);
 
   // O_CREAT | O_EXCL: never adopt a segment somebody else prepared. glibc's shm_open adds
@@ -222,6 +236,8 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
             (options.checksum ? kFlagChecksum : 0);
   h.max_priority = options.max_priority;
   h.priority_level = level_of(name, options.max_priority);
+  h.dedup_count = options.dedup_window.count;
+  h.dedup_seconds = static_cast<std::uint32_t>(options.dedup_window.time.count());
   h.durability = static_cast<std::uint32_t>(options.durability);
   h.flush_interval_ms = static_cast<std::uint32_t>(options.flush_interval.count());
   std::memcpy(h.data_dir, options.data_dir.data(), options.data_dir.size());
@@ -243,13 +259,17 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
     }
   }
   std::memcpy(h.name, name.data(), name.size());
+  QueueOptions adopted = options;
+  adopted.max_message_size = h.max_message_size;
+  seg.value()->adopt(adopted, h.flags);
+  // Ids recovered from the log (a rebuild after a reboot) enter the window before anybody
+  // can open the segment: a crash before the publish below leaves a half-created segment,
+  // which is removed and rebuilt.
+  for (const std::uint64_t id : recovered_ids) seg.value()->dedup_.restore(id);
   h.magic.store(kMagic, std::memory_order_relaxed);
   // Publishes every field above; pairs with the acquire load of `version` in attach().
   h.version.store(kLayoutVersion, std::memory_order_release);
   futex_wake_all(h.version);
-  QueueOptions adopted = options;
-  adopted.max_message_size = h.max_message_size;
-  seg.value()->adopt(adopted, h.flags);
   seg.value()->priority_level_ = h.priority_level;
   seg.value()->link_base();
   return seg;
@@ -393,6 +413,8 @@ std::string Segment::load_geometry() {
   o.durability = static_cast<Durability>(durability);
   o.flush_interval = std::chrono::milliseconds(h.flush_interval_ms);
   o.max_priority = h.max_priority;
+  o.dedup_window.count = h.dedup_count;
+  o.dedup_window.time = std::chrono::seconds(h.dedup_seconds);
   const std::uint32_t level = h.priority_level;
   char dir[kMaxDataDirLength + 8];
   std::memcpy(dir, h.data_dir, sizeof dir);
@@ -409,7 +431,7 @@ std::string Segment::load_geometry() {
            std::to_string(o.slot_count);
   if (max_fragments != std::min(o.slot_count, kMaxFragments))
     return "max fragments " + std::to_string(max_fragments) + " does not match slot count";
-  const auto g = compute_geometry(o.slot_count, o.slot_size, o.max_members);
+  const auto g = compute_geometry(o.slot_count, o.slot_size, o.max_members, o.dedup_window.count);
   if (members_offset != g.members_offset || ring_offset != g.ring_offset)
     return "member table or ring offset does not match the geometry";
   if (g.total_size > size_)
@@ -442,9 +464,13 @@ void Segment::adopt(const QueueOptions& o, std::uint32_t flags) noexcept {
   max_priority_ = o.max_priority;
   data_dir_ = o.data_dir;
   auto* base = static_cast<std::byte*>(map_);
-  const auto g = compute_geometry(slot_count_, slot_size_, max_members_);
+  const auto g = compute_geometry(slot_count_, slot_size_, max_members_, o.dedup_window.count);
   members_ = reinterpret_cast<MemberRow*>(base + g.members_offset);
   ring_ = base + g.ring_offset;
+  dedup_ = o.dedup_window.count == 0
+               ? DedupTable()
+               : DedupTable(*this, base + g.dedup_offset, o.dedup_window.count,
+                            static_cast<std::uint32_t>(o.dedup_window.time.count()));
 }
 
 void Segment::mark_removed() noexcept {
@@ -522,6 +548,8 @@ QueueOptions Segment::options() const {
   o.data_dir = data_dir_;
   o.flush_interval = std::chrono::milliseconds(flush_interval_ms_);
   o.max_priority = max_priority_;
+  o.dedup_window.count = dedup_.count();
+  o.dedup_window.time = std::chrono::seconds(dedup_.seconds());
   return o;
 }
 

@@ -10,9 +10,11 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 
+#include "core/dedup.hpp"
 #include "segment/layout.hpp"
 #include "shmq/error.hpp"
 #include "shmq/queue.hpp"
@@ -33,7 +35,8 @@ class Segment {
   // its positions increasing); 0 for a new queue.
   static Result<std::shared_ptr<Segment>> create(std::string_view name,
                                                  const QueueOptions& options,
-                                                 std::uint64_t base_position = 0);
+                                                 std::uint64_t base_position = 0,
+                                                 std::span<const std::uint64_t> recovered_ids = {});
   static Result<std::shared_ptr<Segment>> open(std::string_view name);
   static VoidResult remove(std::string_view name);
 
@@ -136,6 +139,10 @@ class Segment {
 
   // Priorities (issue 13). max_priority: of the queue this segment belongs to (0 = none);
   // priority_level: which of its levels this segment is (0 = the queue itself).
+  // The dedup table (issue 14); false when the queue has no dedup window.
+  DedupTable& dedup() noexcept { return dedup_; }
+  const DedupTable& dedup() const noexcept { return dedup_; }
+
   std::uint32_t max_priority() const noexcept { return max_priority_; }
   std::uint32_t priority_level() const noexcept { return priority_level_; }
   // A level > 0: its queue's base segment (level 0), mapped when this one was opened (null
@@ -197,6 +204,7 @@ class Segment {
   SegmentHeader* header_ = nullptr;
   MemberRow* members_ = nullptr;
   std::byte* ring_ = nullptr;
+  DedupTable dedup_;
   std::uint32_t slot_count_ = 0;
   std::uint32_t slot_shift_ = 0;
   std::uint64_t mask_ = 0;
@@ -229,9 +237,10 @@ void signal_level(Segment& seg) noexcept;
 struct SegmentGeometry {
   std::uint64_t members_offset;
   std::uint64_t ring_offset;
+  std::uint64_t dedup_offset;  // the dedup table (0: none)
   std::uint64_t total_size;
 };
 SegmentGeometry compute_geometry(std::uint32_t slot_count, std::uint32_t slot_size,
-                                 std::uint32_t max_members) noexcept;
+                                 std::uint32_t max_members, std::uint32_t dedup_count = 0) noexcept;
 
 }  // namespace shmq::detail

@@ -1,0 +1,286 @@
+#include "core/dedup.hpp"
+
+#include <sched.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bit>
+
+#include "ring/ring.hpp"
+#include "ring/slot_word.hpp"
+#include "segment/segment.hpp"
+
+namespace shmq::detail {
+namespace {
+
+std::uint64_t now_unix_coarse() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return std::uint64_t(ts.tv_sec) * 1'000'000'000ull + std::uint64_t(ts.tv_nsec);
+}
+
+// murmur3's finaliser: every bit of the id moves every bit of the bucket index.
+std::uint64_t mix(std::uint64_t x) noexcept {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return x;
+}
+
+}  // namespace
+
+std::uint64_t dedup_buckets(std::uint32_t count) noexcept {
+  if (count == 0) return 0;
+  return std::bit_ceil(std::max<std::uint64_t>(1, (std::uint64_t(count) + 1) / 2));
+}
+
+std::uint64_t dedup_table_bytes(std::uint32_t count) noexcept {
+  return count == 0 ? 0 : sizeof(DedupHeader) + dedup_buckets(count) * sizeof(DedupBucket);
+}
+
+DedupTable::DedupTable(Segment& seg, std::byte* base, std::uint32_t count,
+                       std::uint32_t seconds) noexcept
+    : seg_(&seg),
+      header_(reinterpret_cast<DedupHeader*>(base)),
+      buckets_(reinterpret_cast<DedupBucket*>(base + sizeof(DedupHeader))),
+      mask_(dedup_buckets(count) - 1),
+      count_(count),
+      seconds_(seconds) {}
+
+DedupBucket& DedupTable::bucket_of(std::uint64_t id) const noexcept {
+  return buckets_[mix(id) & mask_];
+}
+
+bool DedupTable::live_way(const DedupBucket& b, std::uint32_t w, std::uint64_t inserts,
+                          std::uint64_t now) const noexcept {
+  // The last `count` ids admitted: seq in [inserts - count, inserts). A seq at or past
+  // `inserts` (a scribbled way) is not live.
+  const std::uint64_t seq = b.seqs[w].load(std::memory_order_relaxed);
+  if (seq >= inserts || inserts - seq > count_) return false;
+  if (seconds_ != 0) {
+    const std::uint64_t t = b.times[w].load(std::memory_order_relaxed);
+    if (now > t && now - t >= std::uint64_t(seconds_) * 1'000'000'000ull) return false;
+  }
+  return true;
+}
+
+// What the slot of position pos says about a committed way of `id` naming it. The
+// position was claimed by the way's sender before it inserted the way, so the slot has
+// reached pos's lap; see docs/design_notes.md ("Deduplication") for each case.
+WayVerdict DedupTable::classify(std::uint64_t id, std::uint64_t word) const noexcept {
+  if ((word & kWayStateMask) != kWayCommitted) return WayVerdict::stands;  // recovered
+  const std::uint64_t pos = word & kWayPositionMask;
+  const SlotHeader& slot = seg_->slot(pos);
+  const std::uint64_t w = slot.word.load(std::memory_order_acquire);
+  const std::int64_t d = lap_diff(word_lap(w), lap_of(pos, seg_->slot_shift()));
+  const SlotState st = word_state(w);
+  if (d < 0) return WayVerdict::hole;  // never claimed: a way from nowhere
+  if (d == 0) {
+    switch (st) {
+      case SlotState::claimed:
+        return WayVerdict::in_flight;
+      case SlotState::ready:
+      case SlotState::held:
+      case SlotState::delayed:
+      case SlotState::relocating:
+      case SlotState::relocating_delayed:
+      case SlotState::releasing:
+        // Published. The id check turns a scribbled way into a hole (a resend goes
+        // through: a duplicate at worst, never a loss).
+        return slot.id.load(std::memory_order_relaxed) == id ? WayVerdict::stands
+                                                             : WayVerdict::hole;
+      default:  // skipped, releasing_skipped; free: never claimed
+        return WayVerdict::hole;
+    }
+  }
+  // The slot moved on. free_skipped one lap on: pos was a hole, released. Anything else:
+  // pos was published and then acked (or moved on to this lap by a relocation).
+  if (d == 1 && st == SlotState::free_skipped) return WayVerdict::hole;
+  return WayVerdict::stands;
+}
+
+void DedupTable::lock(DedupBucket& b, std::uint32_t owner) const noexcept {
+  const std::uint64_t mine = (std::uint64_t(owner) + 1) | (std::uint64_t(::getpid()) << 32);
+  for (std::uint32_t spins = 0;; ++spins) {
+    std::uint64_t cur = b.lock.load(std::memory_order_relaxed);
+    if (cur == 0) {
+      if (b.lock.compare_exchange_weak(cur, mine, std::memory_order_acquire,
+                                       std::memory_order_relaxed))
+        return;
+      continue;
+    }
+    if ((spins & 1023) != 1023) {
+      cpu_relax();
+      continue;
+    }
+    // Held for a while: is its holder still the member incarnation that took it? A row
+    // freed or taken again (the watchdog reclaimed a dead holder) breaks the lock; every
+    // state the holder can have left is valid (see the header comment).
+    const std::uint32_t holder = std::uint32_t(cur & 0xffffffff) - 1;
+    const std::uint32_t row = owner_row(holder);
+    bool alive = false;
+    if (row < seg_->max_members()) {
+      const std::uint64_t m = seg_->member(row).state.load(std::memory_order_acquire);
+      alive = (member_status(m) == MemberStatus::active ||
+               member_status(m) == MemberStatus::joining) &&
+              (member_generation(m) & 0xff) == owner_tag(holder);
+    }
+    if (!alive) {
+      b.lock.compare_exchange_strong(cur, 0, std::memory_order_relaxed);
+      continue;
+    }
+    ::sched_yield();
+  }
+}
+
+Admission DedupTable::peek(std::uint64_t id, std::uint64_t* original) const noexcept {
+  const DedupBucket& b = bucket_of(id);
+  const std::uint64_t inserts = header_->inserts.load(std::memory_order_relaxed);
+  const std::uint64_t now = seconds_ != 0 ? now_unix_coarse() : 0;
+  for (std::uint32_t w = 0; w < kDedupWays; ++w) {
+    const std::uint64_t word = b.words[w].load(std::memory_order_acquire);
+    if (word == kWayVoid || b.ids[w].load(std::memory_order_relaxed) != id) continue;
+    if (b.words[w].load(std::memory_order_acquire) != word) continue;  // changed meanwhile
+    if (!live_way(b, w, inserts, now)) continue;
+    switch (classify(id, word)) {
+      case WayVerdict::stands:
+        if (original != nullptr)
+          *original = (word & kWayStateMask) == kWayCommitted ? (word & kWayPositionMask) : 0;
+        return Admission::duplicate;
+      case WayVerdict::in_flight:
+        return Admission::in_flight;
+      case WayVerdict::hole:
+        break;
+    }
+  }
+  return Admission::admitted;
+}
+
+Admission DedupTable::admit(std::uint64_t id, std::uint64_t pos, std::uint32_t owner,
+                            std::uint64_t* original) noexcept {
+  DedupBucket& b = bucket_of(id);
+  lock(b, owner);
+  const std::uint64_t inserts = header_->inserts.load(std::memory_order_relaxed);
+  const std::uint64_t now = now_unix_coarse();
+  int free_way = -1, oldest = -1;
+  std::uint64_t oldest_seq = UINT64_MAX;
+  for (std::uint32_t w = 0; w < kDedupWays; ++w) {
+    const std::uint64_t word = b.words[w].load(std::memory_order_relaxed);
+    if (word == kWayVoid || !live_way(b, w, inserts, now)) {
+      if (free_way < 0) free_way = int(w);
+      continue;
+    }
+    if (b.ids[w].load(std::memory_order_relaxed) == id) {
+      const WayVerdict v = classify(id, word);
+      if (v == WayVerdict::stands) {
+        unlock(b);
+        if (original != nullptr)
+          *original = (word & kWayStateMask) == kWayCommitted ? (word & kWayPositionMask) : 0;
+        return Admission::duplicate;
+      }
+      if (v == WayVerdict::in_flight) {
+        unlock(b);
+        return Admission::in_flight;
+      }
+      b.words[w].store(kWayVoid, std::memory_order_relaxed);  // a hole: the id is free again
+      header_->voided.fetch_add(1, std::memory_order_relaxed);
+      if (free_way < 0) free_way = int(w);
+      continue;
+    }
+    const std::uint64_t seq = b.seqs[w].load(std::memory_order_relaxed);
+    if (seq < oldest_seq) {
+      oldest_seq = seq;
+      oldest = int(w);
+    }
+  }
+  if (free_way < 0) {
+    // Fifteen live ids in one bucket (~1e-8 per bucket at the table's load): the oldest
+    // leaves the window early. Counted, and said in the docs.
+    free_way = oldest;
+    header_->evicted_early.fetch_add(1, std::memory_order_relaxed);
+  }
+  const auto w = std::uint32_t(free_way);
+  b.words[w].store(kWayVoid, std::memory_order_relaxed);
+  b.ids[w].store(id, std::memory_order_relaxed);
+  b.seqs[w].store(header_->inserts.fetch_add(1, std::memory_order_relaxed),
+                  std::memory_order_relaxed);
+  b.times[w].store(now, std::memory_order_relaxed);
+  b.words[w].store(kWayCommitted | (pos & kWayPositionMask), std::memory_order_release);
+  unlock(b);
+  return Admission::admitted;
+}
+
+void DedupTable::withdraw(std::uint64_t id, std::uint64_t pos, std::uint32_t owner) noexcept {
+  DedupBucket& b = bucket_of(id);
+  lock(b, owner);
+  const std::uint64_t mine = kWayCommitted | (pos & kWayPositionMask);
+  for (std::uint32_t w = 0; w < kDedupWays; ++w)
+    if (b.words[w].load(std::memory_order_relaxed) == mine &&
+        b.ids[w].load(std::memory_order_relaxed) == id)
+      b.words[w].store(kWayVoid, std::memory_order_relaxed);
+  unlock(b);
+}
+
+std::uint64_t DedupTable::forget_position(std::uint64_t pos, std::uint32_t owner) noexcept {
+  const std::uint64_t word = kWayCommitted | (pos & kWayPositionMask);
+  std::uint64_t n = 0;
+  for (std::uint64_t i = 0; i <= mask_; ++i) {
+    DedupBucket& b = buckets_[i];
+    bool hit = false;
+    for (std::uint32_t w = 0; w < kDedupWays && !hit; ++w)
+      hit = b.words[w].load(std::memory_order_relaxed) == word;
+    if (!hit) continue;
+    lock(b, owner);
+    for (std::uint32_t w = 0; w < kDedupWays; ++w)
+      if (b.words[w].load(std::memory_order_relaxed) == word) {
+        b.words[w].store(kWayVoid, std::memory_order_relaxed);
+        ++n;
+      }
+    unlock(b);
+  }
+  if (n != 0) header_->voided.fetch_add(n, std::memory_order_relaxed);
+  return n;
+}
+
+void DedupTable::restore(std::uint64_t id) noexcept {
+  DedupBucket& b = bucket_of(id);
+  const std::uint64_t inserts = header_->inserts.load(std::memory_order_relaxed);
+  const std::uint64_t now = now_unix_coarse();
+  int way = -1, oldest = -1;
+  std::uint64_t oldest_seq = UINT64_MAX;
+  for (std::uint32_t w = 0; w < kDedupWays; ++w) {
+    const std::uint64_t word = b.words[w].load(std::memory_order_relaxed);
+    if (word == kWayVoid || !live_way(b, w, inserts, now) ||
+        b.ids[w].load(std::memory_order_relaxed) == id) {
+      way = int(w);
+      break;
+    }
+    if (b.seqs[w].load(std::memory_order_relaxed) < oldest_seq) {
+      oldest_seq = b.seqs[w].load(std::memory_order_relaxed);
+      oldest = int(w);
+    }
+  }
+  if (way < 0) way = oldest;
+  const auto w = std::uint32_t(way);
+  b.ids[w].store(id, std::memory_order_relaxed);
+  b.seqs[w].store(header_->inserts.fetch_add(1, std::memory_order_relaxed),
+                  std::memory_order_relaxed);
+  b.times[w].store(now, std::memory_order_relaxed);
+  b.words[w].store(kWayRecovered, std::memory_order_relaxed);
+}
+
+std::uint64_t DedupTable::live() const noexcept {
+  const std::uint64_t inserts = header_->inserts.load(std::memory_order_relaxed);
+  const std::uint64_t now = now_unix_coarse();
+  std::uint64_t n = 0;
+  for (std::uint64_t i = 0; i <= mask_; ++i)
+    for (std::uint32_t w = 0; w < kDedupWays; ++w)
+      if (buckets_[i].words[w].load(std::memory_order_relaxed) != kWayVoid &&
+          live_way(buckets_[i], w, inserts, now))
+        ++n;
+  return n;
+}
+
+}  // namespace shmq::detail

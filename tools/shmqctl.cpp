@@ -6,7 +6,7 @@
 //                        [--max-members N] [--backoff-initial-ms MS] [--backoff-max-ms MS]
 //                        [--no-dead-letter] [--heartbeat-liveness] [--heartbeat-timeout-ms MS]
 //                        [--claim-timeout-ms MS] [--flush-interval-ms MS] [--checksum]
-//                        [--max-priority N]
+//                        [--max-priority N] [--dedup-window N[/SECONDS]]
 //   shmqctl set QUEUE [--lease-ms MS] [--max-deliveries N] [--ttl-ms MS]
 //                     [--backoff-initial-ms MS] [--backoff-max-ms MS]
 //   shmqctl delete QUEUE [--purge-data [--data-dir DIR]] [--keep-dlq]
@@ -14,6 +14,7 @@
 //   shmqctl stat QUEUE [--json] [--rate [--rate-ms MS]]
 //   shmqctl watch QUEUE [--interval-ms MS] [--count N]
 //   shmqctl produce QUEUE [--count N [--size BYTES]] [--priority P] [--delay-ms D]
+//                         [--id ID | --tab-ids]
 //   shmqctl consume QUEUE [--count N] [--timeout-ms MS | --follow] [--reject]
 //   shmqctl peek QUEUE [--count N] [--max-bytes N] [--json]
 //   shmqctl dlq list|replay|purge QUEUE [--count N]
@@ -219,6 +220,10 @@ int main(int argc, char** argv) {
                      "highest-priority message first; each level above 0 is a ring of its own "
                      "(segment QUEUE.pN, same geometry): N + 1 times the memory")
       ->check(CLI::Range(0u, shmq::kMaxPriority));
+  create->add_option("--dedup-window", ca.dedup_window,
+                     "Deduplicate sends by id: a send whose id was among the last N ids sent "
+                     "(and, with /SECONDS, sent less than SECONDS ago) is not enqueued again "
+                     "(produce --id). N from 1 to 1048576; 256 bytes of memory per id");
   create->callback([&] { run = [&] { return cmd_create(ca); }; });
 
   // set
@@ -311,6 +316,12 @@ int main(int argc, char** argv) {
   produce->add_option("--delay-ms", pa.delay_ms,
                       "Delayed delivery: no message is delivered before D ms after its send")
       ->check(whole_number());
+  produce->add_option("--id", pa.id,
+                      "Message ids: the first message gets ID, the next ones ID+1, ID+2, ... "
+                      "(1 .. 2^62-1). On a queue with a dedup window an id already sent within "
+                      "it is not enqueued again (counted on stderr; exit 0)");
+  produce->add_flag("--tab-ids", pa.tab_ids,
+                    "Each line is ID<TAB>payload: the message is the payload, with id ID");
   produce->callback([&] { run = [&] { return cmd_produce(pa); }; });
 
   // consume

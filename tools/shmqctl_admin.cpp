@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -241,6 +242,23 @@ int cmd_create(const CreateArgs& a) {
   o.flush_interval = std::chrono::milliseconds(a.flush_interval_ms);
   o.checksum = a.checksum;
   o.max_priority = a.max_priority;
+  if (!a.dedup_window.empty()) {
+    // N[/SECONDS]
+    const std::string& w = a.dedup_window;
+    const std::size_t slash = w.find('/');
+    auto number = [&](std::string_view text, std::uint64_t max, std::uint64_t& out) {
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+      return !text.empty() && ec == std::errc() && end == text.data() + text.size() && out <= max;
+    };
+    std::uint64_t n = 0, secs = 0;
+    if (!number(std::string_view(w).substr(0, slash), shmq::kMaxDedupWindow, n) || n == 0 ||
+        (slash != std::string::npos &&
+         (!number(std::string_view(w).substr(slash + 1), UINT32_MAX, secs) || secs == 0)))
+      fail(kExitUsage, "--dedup-window '" + w + "': expected N or N/SECONDS, N from 1 to " +
+                           std::to_string(shmq::kMaxDedupWindow) + " ids, SECONDS above 0");
+    o.dedup_window.count = static_cast<std::uint32_t>(n);
+    o.dedup_window.time = std::chrono::seconds(secs);
+  }
   if (o.dead_letter && a.queue.size() + 4 > shmq::detail::kMaxNameLength)
     fail(kExitUsage, "queue name '" + a.queue.substr(0, 64) + "...' is " +
                          std::to_string(a.queue.size()) + " characters: a queue with dead " +
@@ -266,6 +284,11 @@ int cmd_create(const CreateArgs& a) {
   if (c.max_priority != 0)
     std::printf(", priorities 0..%u (levels %s.p1 .. %s.p%u)", c.max_priority, a.queue.c_str(),
                 a.queue.c_str(), c.max_priority);
+  if (c.dedup_window.count != 0) {
+    std::printf(", dedup window %u ids", c.dedup_window.count);
+    if (c.dedup_window.time.count() != 0)
+      std::printf(" / %lld s", static_cast<long long>(c.dedup_window.time.count()));
+  }
   if (c.durability != shmq::Durability::none)
     std::printf(", data in %s (persist with: shmqd --data-dir %s %s)",
                 shmq::detail::queue_dir(c.data_dir, a.queue).c_str(), c.data_dir.c_str(),

@@ -29,6 +29,7 @@ struct CreateArgs {
   std::uint32_t flush_interval_ms = 5;
   bool checksum = false;
   std::uint32_t max_priority = 0;
+  std::string dedup_window;  // N[/SECONDS]
 };
 int cmd_create(const CreateArgs& a);
 
@@ -83,6 +84,8 @@ struct ProduceArgs {
   std::optional<std::uint32_t> size;
   std::uint32_t priority = 0;
   std::uint64_t delay_ms = 0;  // each message not delivered before this much time from its send
+  std::optional<std::uint64_t> id;  // the first message's id; the next ones count up
+  bool tab_ids = false;             // each line is ID<TAB>payload
 };
 int cmd_produce(const ProduceArgs& a);
 

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -17,6 +18,7 @@
 #include "platform/process.hpp"
 #include "ring/slot_word.hpp"
 #include "segment/segment.hpp"
+#include "persist/republish.hpp"
 #include "shmqctl_commands.hpp"
 #include "shmqctl_common.hpp"
 #include "shmqctl_stats.hpp"
@@ -160,8 +162,36 @@ bool persister_attached(const shmq::QueueStats& s) {
 
 // Sends `batch` in full; false (and `why`) if it stopped early. `sent` counts what is known
 // to be accepted (and, on a sync queue, confirmed).
+// produce --id / --tab-ids: the ids of the messages of a batch, and the duplicates seen.
+struct IdSource {
+  bool on = false;
+  std::uint64_t next = 0;          // --id: the next message's id
+  bool from_input = false;          // --tab-ids: ids[] holds the batch's ids
+  std::vector<std::uint64_t> ids;
+  std::uint64_t duplicates = 0;
+};
+IdSource g_ids;
+
 bool send_all(shmq::Producer& p, std::span<const shmq::Bytes> batch, std::uint64_t& sent,
               Status& why, const shmq::SendOptions& options) {
+  if (g_ids.on) {
+    // One send per message, each with its id: a duplicate (an id already sent within the
+    // queue's dedup window) is accepted, not enqueued again, and counted.
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      shmq::SendOptions o = options;
+      o.id = g_ids.from_input ? g_ids.ids[i] : g_ids.next++;
+      const Status s = p.send(batch[i], o);
+      if (s == Status::duplicate) {
+        ++g_ids.duplicates;
+      } else if (s != Status::ok) {
+        why = s;
+        return false;
+      }
+      ++sent;
+    }
+    g_ids.ids.clear();
+    return true;
+  }
   std::size_t done = 0;
   while (done < batch.size()) {
     Status s = Status::ok;
@@ -231,6 +261,21 @@ int produce_generated(shmq::Queue& q, shmq::Producer& p, std::uint64_t count, st
   return kExitOk;
 }
 
+// A line of standard input as a message: all of it, or with --tab-ids the part after
+// "ID<TAB>" (its id noted in g_ids).
+shmq::Bytes line_message(std::string_view line, std::uint64_t line_no) {
+  if (!g_ids.from_input) return shmq::as_bytes(line);
+  const std::size_t tab = line.find('\t');
+  std::uint64_t id = 0;
+  const auto [end, ec] = std::from_chars(line.data(), line.data() + (tab == std::string_view::npos ? 0 : tab), id);
+  if (tab == std::string_view::npos || tab == 0 || ec != std::errc() || end != line.data() + tab ||
+      id == 0 || id >= shmq::kSessionIdBit)
+    fail(kExitUsage, "line " + std::to_string(line_no) +
+                         ": --tab-ids expects ID<TAB>payload with ID from 1 to 2^62-1");
+  g_ids.ids.push_back(id);
+  return shmq::as_bytes(line.substr(tab + 1));
+}
+
 int produce_stdin(shmq::Queue& q, shmq::Producer& p, const shmq::SendOptions& options) {
   const std::size_t max = q.max_message_size();
   const bool sync = q.options().durability == shmq::Durability::sync;
@@ -274,7 +319,7 @@ int produce_stdin(shmq::Queue& q, shmq::Producer& p, const shmq::SendOptions& op
         if (!send_all(p, batch, sent, why, options)) produce_stopped(why, sent, sync);
         too_long(line_no, e - s, false);
       }
-      batch.push_back(shmq::as_bytes(std::string_view(buf.data() + s, e - s)));
+      batch.push_back(line_message(std::string_view(buf.data() + s, e - s), line_no));
       s = e + 1;
     }
     const std::size_t rest = buf.size() - s;
@@ -285,7 +330,7 @@ int produce_stdin(shmq::Queue& q, shmq::Producer& p, const shmq::SendOptions& op
     }
     if (eof && rest > 0) {
       ++line_no;
-      batch.push_back(shmq::as_bytes(std::string_view(buf.data() + s, rest)));
+      batch.push_back(line_message(std::string_view(buf.data() + s, rest), line_no));
       s = buf.size();
     }
     Status why = Status::ok;
@@ -373,8 +418,21 @@ int cmd_produce(const ProduceArgs& a) {
   options.priority = a.priority;
   options.delay = std::chrono::milliseconds(
       static_cast<std::int64_t>(std::min<std::uint64_t>(a.delay_ms, INT64_MAX / 1'000'000)));
-  if (a.count) return produce_generated(q, p.value(), *a.count, a.size.value_or(64), options);
-  return produce_stdin(q, p.value(), options);
+  if (a.id && a.tab_ids) fail(kExitUsage, "--id and --tab-ids exclude each other");
+  if (a.id && (*a.id == 0 || *a.id >= shmq::kSessionIdBit))
+    fail(kExitUsage, "--id must be from 1 to 2^62-1 (0 asks for a generated id: leave --id out)");
+  if (a.tab_ids && a.count) fail(kExitUsage, "--tab-ids reads ids from standard input: not with --count");
+  g_ids.on = a.id.has_value() || a.tab_ids;
+  g_ids.next = a.id.value_or(0);
+  g_ids.from_input = a.tab_ids;
+  const int rc = a.count ? produce_generated(q, p.value(), *a.count, a.size.value_or(64), options)
+                         : produce_stdin(q, p.value(), options);
+  if (g_ids.duplicates != 0)
+    std::fprintf(stderr,
+                 "shmqctl: %llu duplicate(s) not enqueued again: their ids were already sent "
+                 "within queue '%s''s dedup window\n",
+                 static_cast<unsigned long long>(g_ids.duplicates), a.queue.c_str());
+  return rc;
 }
 
 // --- consume -------------------------------------------------------------------------------
@@ -556,6 +614,9 @@ int cmd_dlq_replay(const DlqArgs& a) {
   shmq::Queue q = open_queue(a.queue);
   auto p = q.producer();
   if (!p.ok()) fail(p.error());
+  // A replayed dead letter keeps its id, which is in the queue's dedup window: it must go
+  // back all the same.
+  shmq::detail::ProducerAccess::bypass_dedup(p.value());
   auto c = d->consumer();
   if (!c.ok()) fail(c.error());
   install_stop_handlers();

@@ -111,6 +111,8 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
       {"claim_timeout_ms", ms(o.claim_timeout)},
       {"checksum", o.checksum},
       {"max_priority", o.max_priority},
+      {"dedup_window", o.dedup_window.count},
+      {"dedup_window_s", o.dedup_window.time.count()},
   };
   const bool durable = o.durability != shmq::Durability::none;
   j["durability"] = std::string(shmq::to_string(o.durability));
@@ -152,6 +154,9 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
       {"holes_repaired", s.holes_repaired},
       {"members_reclaimed", s.members_reclaimed},
       {"corrupt", s.corrupt},
+      {"dedup_admitted", s.dedup_admitted},
+      {"duplicates", s.dedup_duplicates},
+      {"dedup_evicted_early", s.dedup_evicted_early},
   };
   if (rates) {
     j["rates"] = {
@@ -225,6 +230,13 @@ std::string stat_text(const shmq::Queue& q, const shmq::QueueStats& s,
         out << " " << l.priority << ": " << l.ready + l.delayed << " (+" << l.in_flight
             << " in flight)";
     out << "\n";
+  }
+  if (o.dedup_window.count != 0) {
+    out << "dedup        window " << o.dedup_window.count << " ids";
+    if (o.dedup_window.time.count() != 0) out << " / " << o.dedup_window.time.count() << " s";
+    if (o.max_priority != 0) out << " (per priority level)";
+    out << "; admitted " << s.dedup_admitted << ", duplicates refused " << s.dedup_duplicates
+        << ", evicted early " << s.dedup_evicted_early << "\n";
   }
   out << "positions    tail " << s.tail << ", dispatch " << s.dispatch << "\n";
   out << "counters     sent " << s.sent << ", received " << s.received << ", acked " << s.acked

@@ -255,6 +255,9 @@ class Producer {
   // opened on first use; atomic because interrupt() may read them from any thread.
   std::unique_ptr<std::atomic<Producer*>[]> levels_;
   std::uint64_t last_position_ = 0;
+  // Sends are not looked up in the dedup window (dlq replay: a dead letter goes back under
+  // its original id, which is in the window). Set by detail::ProducerAccess.
+  bool bypass_dedup_ = false;
   // An idempotent session (Queue::idempotent_producer).
   bool session_ = false;
   std::uint32_t session_producer_ = 0;

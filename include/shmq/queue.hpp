@@ -210,6 +210,13 @@ struct QueueStats {
   std::uint64_t expired = 0;
   std::uint64_t dead_letter_failed = 0;
   std::uint64_t corrupt = 0;       // checksum failures: dead-lettered (reason corrupt) or dropped
+  // Deduplication (QueueOptions::dedup_window; summed over priority levels): ids admitted
+  // into the window so far, sends refused as duplicates, ids that left the window early
+  // (their bucket of the table was full: rare), and ways of dead senders' holes voided.
+  std::uint64_t dedup_admitted = 0;
+  std::uint64_t dedup_duplicates = 0;
+  std::uint64_t dedup_evicted_early = 0;
+  std::uint64_t dedup_voided = 0;
   bool watchdog_active = false;    // some watchdog is elected
   std::uint64_t persisted = 0;     // durable queues: positions below are on disk
 

@@ -111,6 +111,7 @@ Producer::Producer(Producer&& o) noexcept
       reserved_(std::move(o.reserved_)),
       levels_(std::move(o.levels_)),
       last_position_(o.last_position_),
+      bypass_dedup_(o.bypass_dedup_),
       session_(o.session_),
       session_producer_(o.session_producer_),
       session_next_(o.session_next_) {}
@@ -126,6 +127,7 @@ Producer& Producer::operator=(Producer&& o) noexcept {
     reserved_ = std::move(o.reserved_);
     levels_ = std::move(o.levels_);
     last_position_ = o.last_position_;
+    bypass_dedup_ = o.bypass_dedup_;
     session_ = o.session_;
     session_producer_ = o.session_producer_;
     session_next_ = o.session_next_;
@@ -216,6 +218,7 @@ Status Producer::level(std::uint32_t priority, Producer*& out) {
     auto made = q.value().producer();
     if (!made.ok()) return made.error().code() == Errc::no_space ? Status::full : Status::closed;
     p = new Producer(std::move(made.value()));
+    p->bypass_dedup_ = bypass_dedup_;
     slot.store(p, std::memory_order_release);
     // An interrupt() that ran before the store did not see it: pass it on.
     if (interrupted_->load(std::memory_order_seq_cst)) p->interrupt();
@@ -565,7 +568,8 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
   // Deduplication (issue 14; docs/design_notes.md, "Deduplication"): an id of the
   // application's (or an idempotent session's) is looked up first, without a claim, so a
   // duplicate costs no hole; admit() below decides, while we hold the claim.
-  const bool dedup = seg_->dedup() && id != 0 && (id & kGeneratedIdBit) == 0 && origin == 0;
+  const bool dedup = seg_->dedup() && id != 0 && (id & kGeneratedIdBit) == 0 && origin == 0 &&
+                     !bypass_dedup_;
   if (dedup) {
     for (;;) {
       std::uint64_t original = 0;
@@ -835,7 +839,7 @@ Status Producer::commit_impl(Reservation& r, std::uint64_t id, std::uint64_t due
   hdr.enqueued_ns.store(detail::monotonic_coarse_ns(), std::memory_order_relaxed);
   if (seg_->checksummed())
     detail::seal_message(*seg_, r.position_, message_id, 0, Bytes(r.data_, r.size_));
-  const bool dedup = seg_->dedup() && id != 0 && (id & kGeneratedIdBit) == 0;
+  const bool dedup = seg_->dedup() && id != 0 && (id & kGeneratedIdBit) == 0 && !bypass_dedup_;
   while (dedup) {
     std::uint64_t original = 0;
     const detail::Admission a = seg_->dedup().admit(id, r.position_, owner_, &original);

@@ -445,6 +445,10 @@ QueueStats Queue::stats() const {
     s.expired += l.expired;
     s.dead_letter_failed += l.dead_letter_failed;
     s.corrupt += l.corrupt;
+    s.dedup_admitted += l.dedup_admitted;
+    s.dedup_duplicates += l.dedup_duplicates;
+    s.dedup_evicted_early += l.dedup_evicted_early;
+    s.dedup_voided += l.dedup_voided;
   }
   levels.push_back(own);
   s.levels = std::move(levels);
@@ -461,6 +465,12 @@ QueueStats Queue::stats_one() const {
   s.max_members = seg.max_members();
   s.tail = h.tail.value.load(std::memory_order_acquire);
   s.dispatch = h.dispatch.value.load(std::memory_order_acquire);
+  if (const detail::DedupTable& d = seg.dedup()) {
+    s.dedup_admitted = d.header().inserts.load(std::memory_order_relaxed);
+    s.dedup_duplicates = d.header().duplicates.load(std::memory_order_relaxed);
+    s.dedup_evicted_early = d.header().evicted_early.load(std::memory_order_relaxed);
+    s.dedup_voided = d.header().voided.load(std::memory_order_relaxed);
+  }
   const std::uint32_t shift = seg.slot_shift();
   const std::uint64_t t = s.tail;
   const std::uint64_t n = seg.slot_count();

@@ -158,6 +158,52 @@ TEST(Shmqd, DelayedMessageOfADurableQueueIsRelocatedAndSurvivesAReboot) {
 // Issue 13: a durable queue with priorities is persisted level by level (a log each) and
 // after a kill -9 of shmqd and a reboot every unacked message comes back at its priority,
 // highest first; acked ones do not; a delayed one comes at (not before) its due time.
+// Issue 14: the dedup window survives a reboot. Ids of the last `count` positions are
+// rebuilt from the log (kept there for it, though acked and checkpointed away otherwise):
+// resent, they are duplicates; older ones are accepted again.
+TEST(Shmqd, DedupWindowSurvivesAReboot) {
+  TempDir dir;
+  const std::string name = unique_name("dedup");
+  constexpr std::uint64_t kSent = 80, kWindow = 50;
+  {
+    QueueOptions o = durable(dir.path(), Durability::sync, 64);
+    o.dedup_window.count = kWindow;
+    auto q = Queue::create(name, o).value();
+    // Small log segments: the checkpoint at shutdown would delete the acked ones.
+    Daemon d(dir.path(), name, dir.path() + "/shmqd.log", "", "", {"--segment-bytes", "4096"});
+    ASSERT_TRUE(d.wait_for("persisting")) << d.log_text();
+    auto p = q.producer().value();
+    auto c = q.consumer().value();
+    Message m;
+    for (std::uint64_t id = 1; id <= kSent; ++id) {
+      ASSERT_EQ(p.send_for(as_bytes(std::string(60, char(0x40 + id % 26))), 10s, id), Status::ok);
+      ASSERT_EQ(c.receive_for(m, 5s), Status::ok);
+      ASSERT_EQ(c.ack(m), Status::ok);
+    }
+    ASSERT_EQ(p.send_for(as_bytes("again"), 10s, 80), Status::duplicate);  // confirmed dup
+    // One more message after the acks, so that they reach the log; then a clean stop (its
+    // final checkpoint deletes every segment that holds nothing needed).
+    ASSERT_EQ(p.send_for(as_bytes("last"), 10s, kSent + 1), Status::ok);
+    ASSERT_EQ(c.receive_for(m, 5s), Status::ok);
+    ASSERT_EQ(c.ack(m), Status::ok);
+    ASSERT_EQ(p.send_for(as_bytes("flush"), 10s), Status::ok);
+    EXPECT_EQ(d.terminate(), 0);
+  }
+  ASSERT_TRUE(Queue::remove(name).ok());  // the reboot
+  Daemon d(dir.path(), name, dir.path() + "/shmqd2.log");
+  ASSERT_TRUE(d.wait_for("persisting")) << d.log_text();
+  EXPECT_TRUE(d.wait_for("dedup window rebuilt from the log")) << d.log_text();
+  auto q = Queue::open(name).value();
+  EXPECT_EQ(q.options().dedup_window.count, kWindow);
+  auto p = q.producer().value();
+  // Positions 0 .. 82 were used (80 + "last" + "flush"): the window holds the ids of
+  // positions 33 .. 82, i.e. ids 34 .. 81 (and the generated one).
+  for (std::uint64_t id = 34; id <= kSent + 1; ++id)
+    EXPECT_EQ(p.send_for(as_bytes("resend"), 10s, id), Status::duplicate) << id;
+  for (std::uint64_t id = 1; id <= 33; ++id)
+    EXPECT_EQ(p.send_for(as_bytes("resend"), 10s, id), Status::ok) << id;
+}
+
 TEST(Shmqd, PrioritiesSurviveAReboot) {
   TempDir dir;
   const std::string name = unique_name("prio");

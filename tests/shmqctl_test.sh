@@ -291,6 +291,39 @@ check "... at priority 2" test "$(stat_field "$qp" "[l['depth'] for l in d['prio
 expect_ok "delete the queue with priorities" "$ctl" delete "$qp"
 check "... its levels are gone too" test ! -e /dev/shm/shmq."$qp".p1 -a ! -e /dev/shm/shmq."$qp".p3
 
+# --- deduplication (issue 14) -----------------------------------------------------------------
+qd="$p-dedup"
+expect_error "create --dedup-window 0 is a usage error" 2 "dedup-window" "$ctl" create "$qd" --dedup-window 0
+expect_error "create --dedup-window 5/x is a usage error" 2 "dedup-window" "$ctl" create "$qd" --dedup-window 5/x
+expect_error "create --dedup-window above the maximum" 2 "dedup-window" "$ctl" create "$qd" --dedup-window 1048577
+expect_ok "create --dedup-window 100/3600" "$ctl" create "$qd" --dedup-window 100/3600 --slots 16
+check "... says so" grep -q "dedup window 100 ids / 3600 s" "$work/out"
+printf 'one\ntwo\n' >"$work/two"
+expect_ok "produce --id 10 (ids 10, 11)" "$ctl" produce "$qd" --id 10 <"$work/two"
+printf 'one again\ntwo again\nthree\n' >"$work/three"
+expect_ok "produce --id 10 again: the first two are duplicates, exit 0" "$ctl" produce "$qd" --id 10 <"$work/three"
+check "... counted on stderr" grep -q "2 duplicate(s) not enqueued" "$work/err"
+printf '7\tseven\n7\tseven again\n11\televen again\n' >"$work/tabbed"
+expect_ok "produce --tab-ids" "$ctl" produce "$qd" --tab-ids <"$work/tabbed"
+check "... two duplicates" grep -q "2 duplicate(s) not enqueued" "$work/err"
+printf 'no tab here\n' >"$work/untabbed"
+expect_error "produce --tab-ids without a tab is a usage error" 2 "ID<TAB>payload" "$ctl" produce "$qd" --tab-ids <"$work/untabbed"
+expect_error "produce --id 0 is a usage error" 2 "id must be" "$ctl" produce "$qd" --id 0 <"$work/two"
+expect_error "produce --id with --tab-ids is a usage error" 2 "exclude" "$ctl" produce "$qd" --id 5 --tab-ids <"$work/two"
+expect_ok "stat --json with a dedup window" "$ctl" stat "$qd" --json
+check "... window and counters" \
+  test "$(json "(d['policy']['dedup_window'], d['policy']['dedup_window_s'], d['counters']['duplicates'], d['depth'])")" = "(100, 3600, 4, 4)"
+expect_ok "stat (text) with a dedup window" "$ctl" stat "$qd"
+check "... shows it" grep -qE "dedup +window 100 ids / 3600 s; admitted 4, duplicates refused 4" "$work/out"
+expect_ok "consume: each id once" "$ctl" consume "$qd" --count 10 --timeout-ms 500
+check "... in order" test "$(printf '%s' "$out" | tr '\n' ' ')" = "one two three seven"
+"$ctl" produce "$qd" --id 20 <<<"poison" >/dev/null 2>&1
+"$ctl" consume "$qd" --count 1 --reject --timeout-ms 2000 >/dev/null
+expect_ok "dlq replay of a message whose id is in the window" "$ctl" dlq replay "$qd"
+expect_ok "... it is back" "$ctl" consume "$qd" --count 1 --timeout-ms 2000
+check "... the payload" test "$out" = poison
+expect_ok "delete the dedup queue" "$ctl" delete "$qd"
+
 # --- dead letters ------------------------------------------------------------------------
 expect_ok "create a queue with --max-deliveries 1" "$ctl" create "$q3" --max-deliveries 1
 printf 'poison\n' | "$ctl" produce "$q3"

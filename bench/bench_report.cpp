@@ -29,6 +29,7 @@ int section_of(const Scenario& sc) {
   switch (sc.kind) {
     case Kind::throughput:
     case Kind::checksum_cost:
+    case Kind::dedup_cost:
     case Kind::priority_cost: return 0;
     case Kind::roundtrip: return 1;
     case Kind::priority_latency: return 4;
@@ -122,6 +123,7 @@ std::string json_line(const Outcome& o, const Machine& m) {
   s += ",\"size\":" + std::to_string(sc.size);
   if (sc.transport == Transport::shmq && (sc.kind == Kind::throughput ||
                                           sc.kind == Kind::checksum_cost ||
+                                          sc.kind == Kind::dedup_cost ||
                                           sc.kind == Kind::priority_cost))
     str("mode", sc.batch ? "batch" : "ack");
   else if (sc.kind == Kind::persist) str("mode", sc.batch ? "batch" : "send");
@@ -176,9 +178,12 @@ std::string json_line(const Outcome& o, const Machine& m) {
       s += (i ? "," : "") + fixed(static_cast<double>(v[i]), decimals);
     s += "]";
   };
-  if (sc.kind == Kind::checksum_cost || sc.kind == Kind::priority_cost) {
+  if (sc.kind == Kind::checksum_cost || sc.kind == Kind::priority_cost ||
+      sc.kind == Kind::dedup_cost) {
     if (sc.kind == Kind::checksum_cost) {
       s += ",\"checksum\":true";
+    } else if (sc.kind == Kind::dedup_cost) {
+      s += ",\"dedup_window\":" + std::to_string(sc.dedup_window);
     } else {
       s += ",\"max_priority\":" + std::to_string(sc.max_priority);
       s += ",\"priority_levels\":" + std::to_string(sc.priority_levels);
@@ -247,17 +252,22 @@ void print_targets(std::FILE* out, const std::vector<Outcome>& all, const std::s
   for (const Outcome& o : all)
     if (o.sc->transport == Transport::shmq && o.sc->durability == shmq::Durability::none &&
         o.sc->kind != Kind::checksum_cost && o.sc->kind != Kind::priority_cost &&
+        o.sc->kind != Kind::dedup_cost &&
         o.sc->kind != Kind::priority_latency)
       any_none = true;
   if (any_none) print_ratios(out, all);
   print_durability(out, all, data_fs);
   // What QueueOptions::checksum costs: each repetition against its own run without.
-  bool header = false;
+  // The same for a dedup window (issue 14).
+  Kind last = Kind::throughput;
   for (const Outcome& o : all) {
-    if (o.sc->kind != Kind::checksum_cost) continue;
-    if (!header)
-      std::fprintf(out, "\nCHECKSUM (QueueOptions::checksum; 1x1, ack per message, durability none)\n");
-    header = true;
+    if (o.sc->kind != Kind::checksum_cost && o.sc->kind != Kind::dedup_cost) continue;
+    if (o.sc->kind != last)
+      std::fprintf(out, o.sc->kind == Kind::checksum_cost
+                            ? "\nCHECKSUM (QueueOptions::checksum; 1x1, ack per message, durability none)\n"
+                            : "\nDEDUP (QueueOptions::dedup_window 100,000 ids, an id per message; 1x1, "
+                              "ack per message, durability none)\n");
+    last = o.sc->kind;
     const std::string what = o.sc->name + ": with / without";
     if (o.state != Outcome::State::ok) {
       std::fprintf(out, "  %-48s %s\n", what.c_str(),

@@ -27,6 +27,7 @@ const char* to_string(Kind k) {
     case Kind::persist: return "persist";
     case Kind::sync_senders: return "sync_senders";
     case Kind::checksum_cost: return "checksum_cost";
+    case Kind::dedup_cost: return "dedup_cost";
     case Kind::priority_cost: return "priority_cost";
     case Kind::priority_latency: return "priority_latency";
   }
@@ -51,7 +52,8 @@ const char* to_string(Transport t) {
 namespace {
 
 constexpr std::size_t kSizes[] = {64, 1024, 4096, 65536};
-constexpr std::uint32_t kPriorityMax = 15;  // priority scenarios: 16 levels
+constexpr std::uint32_t kPriorityMax = 15;
+constexpr std::uint32_t kDedupWindow = 100'000;  // dedup_cost  // priority scenarios: 16 levels
 
 std::string durability_name(shmq::Durability d) { return std::string(shmq::to_string(d)); }
 
@@ -169,6 +171,15 @@ std::vector<Scenario> all_scenarios() {
     c.kind = Kind::checksum_cost;
     c.checksum = true;
     c.name = "shmq/checksum/1x1/" + human_bytes(size) + "/ack";
+    v.push_back(c);
+  }
+  // What a dedup window of 100,000 ids costs (issue 14): 1x1 64 B, ack per message, each
+  // message with an id of its own, against plain sends to a queue without.
+  {
+    Scenario c = tp(T::shmq, 1, 1, 64);
+    c.kind = Kind::dedup_cost;
+    c.dedup_window = kDedupWindow;
+    c.name = "shmq/dedup/1x1/64B/ack/window-100k";
     v.push_back(c);
   }
   // What priorities cost (issue 13): 1x1 64 B, ack per message, a queue with 16 levels
@@ -704,6 +715,7 @@ ChannelSpec spec_for(const Scenario& sc, const DurableSide& side, std::size_t ca
   spec.durability = sc.durability;
   spec.data_dir = side.data_dir;
   spec.checksum = sc.checksum;
+  spec.dedup_window = sc.dedup_window;
   spec.zero_copy = sc.zero_copy;
   spec.max_priority = sc.max_priority;
   spec.priority_levels = sc.priority_levels;
@@ -1066,6 +1078,14 @@ Outcome checksum_cost_scenario(const Scenario& sc, const Options& o) {
   return out;
 }
 
+Outcome dedup_cost_scenario(const Scenario& sc, const Options& o) {
+  Scenario plain_sc = sc;
+  plain_sc.dedup_window = 0;
+  Outcome out = cost_scenario(sc, plain_sc, o);
+  out.detail = cost_detail(out, "with a 100k-id window, an id per message", "without");
+  return out;
+}
+
 // The queue with 16 levels, the producer sending round-robin over `priority_levels` of them,
 // against a queue without priorities (plain send) of the same geometry.
 Outcome priority_cost_scenario(const Scenario& sc, const Options& o) {
@@ -1371,6 +1391,8 @@ Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
       out = sync_senders_scenario(sc, o, env);
     } else if (sc.kind == Kind::checksum_cost) {
       out = checksum_cost_scenario(sc, o);
+    } else if (sc.kind == Kind::dedup_cost) {
+      out = dedup_cost_scenario(sc, o);
     } else if (sc.kind == Kind::priority_cost) {
       out = priority_cost_scenario(sc, o);
     } else if (sc.kind == Kind::priority_latency) {

@@ -32,6 +32,8 @@ struct Options {
 // checksum_cost: 1x1 throughput, ack per message, on a queue without and one with
 // QueueOptions::checksum, both in every repetition (alternating which runs first): the
 // figures are the checksummed queue's, and the ratio with/without is kept per repetition.
+// dedup_cost: the same shape for a dedup window (issue 14): every message sent with an id
+// of its own to a queue with a window of 100,000 ids, against plain sends to a queue without.
 // priority_cost: the same shape for priorities (issue 13): 1x1 throughput, ack per message,
 // on a queue with max_priority 15 whose producer sends round-robin over `priority_levels`
 // levels, against a queue without priorities (plain send), both in every repetition.
@@ -46,6 +48,7 @@ enum class Kind {
   persist,
   sync_senders,
   checksum_cost,
+  dedup_cost,
   priority_cost,
   priority_latency
 };
@@ -65,6 +68,9 @@ struct Scenario {
   shmq::Durability durability = shmq::Durability::none;
   bool threads = false;  // moodycamel: two threads of one process
   bool checksum = false;  // shmq: QueueOptions::checksum
+  // shmq: QueueOptions::dedup_window.count; senders then give every message an id of its
+  // own (never a duplicate): dedup_cost.
+  std::uint32_t dedup_window = 0;
   bool zero_copy = false;  // shmq: consumers receive zero-copy (ConsumerOptions::zero_copy)
   // shmq: QueueOptions::max_priority (0: no priorities), and how many levels the producers
   // use, round-robin (0: plain sends). See priority_of().

@@ -62,6 +62,7 @@ struct ChannelSpec {
   shmq::Durability durability = shmq::Durability::none;
   std::string data_dir;  // durable shmq queues
   bool checksum = false;  // shmq: QueueOptions::checksum
+  std::uint32_t dedup_window = 0;  // shmq: QueueOptions::dedup_window.count; ids per message
   bool zero_copy = false;  // shmq: ConsumerOptions::zero_copy (default: copied and checked)
   // shmq: QueueOptions::max_priority, and the levels a sender uses round-robin (0: plain
   // send, no SendOptions): the k-th message of a sender goes at priority_of(k, ...), and
@@ -119,6 +120,7 @@ class ShmqChannel {
     o.data_dir = spec.data_dir;
     o.checksum = spec.checksum;
     o.max_priority = spec.max_priority;
+    o.dedup_window.count = spec.dedup_window;
     // The handle is dropped at once: children open the queue by name.
     created_ = true;  // before create: a half-made queue is removed too
     (void)take(shmq::Queue::create(name_, o), "create shmq queue " + name_);
@@ -152,10 +154,17 @@ class ShmqChannel {
     Tx(const std::string& name, const ChannelSpec& spec)
         : p_(take(take(shmq::Queue::open(name), "open " + name).producer(), "producer")),
           levels_(spec.priority_levels),
-          max_priority_(spec.max_priority) {}
+          max_priority_(spec.max_priority),
+          // Ids of this sender: a random 30-bit prefix (fresh per process and repetition)
+          // and a count, never a duplicate of another sender's within the window.
+          id_base_(spec.dedup_window == 0
+                       ? 0
+                       : ((((now_ns() ^ (std::uint64_t(::getpid()) << 20)) * 0x9e3779b97f4a7c15ull >> 34) | 1)
+                          << 32)) {}
     void send(const std::byte* p, std::size_t n) {
       const shmq::Status s =
-          levels_ == 0 ? p_.send(shmq::Bytes(p, n))
+          id_base_ != 0 ? p_.send(shmq::Bytes(p, n), ++id_base_)
+          : levels_ == 0 ? p_.send(shmq::Bytes(p, n))
                        : p_.send(shmq::Bytes(p, n),
                                  shmq::SendOptions{.priority = priority_of(k_++, levels_, max_priority_)});
       if (s != shmq::Status::ok) fail("shmq send: " + status_text(s));
@@ -171,7 +180,8 @@ class ShmqChannel {
       for (std::uint32_t j = 0; j < n; ++j) {
         put_tag(buf.data(), size, make_tag(kWarmSender, j));
         const shmq::Status s =
-            levels_ == 0 ? p_.send(shmq::Bytes(buf.data(), size))
+            id_base_ != 0 ? p_.send(shmq::Bytes(buf.data(), size), ++id_base_)
+            : levels_ == 0 ? p_.send(shmq::Bytes(buf.data(), size))
                          : p_.send(shmq::Bytes(buf.data(), size),
                                    shmq::SendOptions{.priority = priority_of(j, levels_, max_priority_)});
         if (s != shmq::Status::ok) fail("shmq send (warm-up): " + status_text(s));
@@ -196,6 +206,7 @@ class ShmqChannel {
     shmq::Producer p_;
     std::uint32_t levels_;
     std::uint32_t max_priority_;
+    std::uint64_t id_base_;  // dedup_window: the last id sent (0: sends without ids)
     std::uint64_t k_ = 0;  // messages sent
   };
 

@@ -53,9 +53,10 @@ std::string unique_queue_name() {
 class QueueFixture {
  public:
   QueueFixture(benchmark::State& state, std::size_t max_payload, bool checksum = false,
-               bool zero_copy = false)
+               bool zero_copy = false, std::uint32_t dedup_window = 0)
       : name_(unique_queue_name()) {
     shmq::QueueOptions options;
+    options.dedup_window.count = dedup_window;
     options.slot_count = kSlotCount;
     options.slot_size = slot_size_for(max_payload + (checksum ? 8 : 0));  // + the checksum word
     options.checksum = checksum;
@@ -138,6 +139,25 @@ void try_send_receive_ack(benchmark::State& state, bool checksum, bool zero_copy
 
 // Arg: message size in bytes.
 void BM_TrySendReceiveAck(benchmark::State& state) { try_send_receive_ack(state, false); }
+
+// The same with a dedup window (issue 14) of Arg ids, each message with an id of its own
+// (the table's inserts and lookups, never a duplicate). Against BM_TrySendReceiveAck/64.
+void BM_TrySendReceiveAckDedup(benchmark::State& state) {
+  QueueFixture f(state, 64, false, false, static_cast<std::uint32_t>(state.range(0)));
+  if (!f.ok()) return;
+  const std::vector<std::byte> payload(64, std::byte{0x5a});
+  shmq::Message m;
+  std::uint64_t id = 0;
+  for (auto _ : state) {
+    if (const auto s = f.producer().try_send(payload, ++id); s != shmq::Status::ok) {
+      fail(state, "try_send", s);
+      break;
+    }
+    if (!receive_and_ack(state, f, m)) break;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_TrySendReceiveAckDedup)->Arg(1000)->Arg(100'000);
 BENCHMARK(BM_TrySendReceiveAck)->Arg(8)->Arg(64)->Arg(512)->Arg(4096);
 
 // What the default copied and checked receive costs (issue 11): compare with

@@ -283,7 +283,9 @@ TEST(Dedup, AStoppedSendersRetryGoesThroughOnceAndTheSenderYieldsOnResume) {
 
 // 8 processes send the same 10,000 ids at once: 10,000 messages, each id once.
 TEST(Dedup, EightProcessesRacingWithTheSameIdsDeliverEachOnce) {
-  ScopedQueue q("dd-race", dedup_options(20000, 1024));
+  // A window of 100,000 positions: every send of the 80,000 (and each hole a collision
+  // makes) takes at most one.
+  ScopedQueue q("dd-race", dedup_options(100000, 1024));
   constexpr int kProcs = 8;
   constexpr std::uint64_t kIds = 10000;
   std::vector<pid_t> kids;

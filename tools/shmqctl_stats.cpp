@@ -154,7 +154,6 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
       {"holes_repaired", s.holes_repaired},
       {"members_reclaimed", s.members_reclaimed},
       {"corrupt", s.corrupt},
-      {"dedup_admitted", s.dedup_admitted},
       {"duplicates", s.dedup_duplicates},
       {"dedup_evicted_early", s.dedup_evicted_early},
   };
@@ -235,7 +234,7 @@ std::string stat_text(const shmq::Queue& q, const shmq::QueueStats& s,
     out << "dedup        window " << o.dedup_window.count << " ids";
     if (o.dedup_window.time.count() != 0) out << " / " << o.dedup_window.time.count() << " s";
     if (o.max_priority != 0) out << " (per priority level)";
-    out << "; admitted " << s.dedup_admitted << ", duplicates refused " << s.dedup_duplicates
+    out << "; duplicates refused " << s.dedup_duplicates
         << ", evicted early " << s.dedup_evicted_early << "\n";
   }
   out << "positions    tail " << s.tail << ", dispatch " << s.dispatch << "\n";

@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "shmq/consumer.hpp"
@@ -116,12 +117,13 @@ struct QueueOptions {
   // --- deduplication (issue 14) ---------------------------------------------------------------
   // A send whose id (SendOptions::id, or an idempotent producer's) was already sent to
   // this queue within the window enqueues nothing and returns Status::duplicate. The window
-  // is the last `count` ids admitted (1 .. kMaxDedupWindow; 0 = no deduplication, the
-  // default), and, if `time` is not 0, only those sent less than `time` ago. Generated ids
-  // (id 0) are never looked up: they are unique by construction. A queue with priorities
-  // keeps one window per priority level (resend at the same priority). The exact guarantee,
-  // through crashes and reboots, is in docs/design_notes.md ("Deduplication") and the
-  // README. Costs 256 bytes of shared memory per id of `count`.
+  // is the messages at the queue's last `count` positions (1 .. kMaxDedupWindow; 0 = no
+  // deduplication, the default): the last `count` messages sent, holes included; and, if
+  // `time` is not 0, only those sent less than `time` ago. Generated ids (id 0) are never
+  // looked up: they are unique by construction. A queue with priorities keeps one window
+  // per priority level (resend at the same priority). The exact guarantee, through crashes
+  // and reboots, is in docs/design_notes.md ("Deduplication") and the README. Costs 192
+  // bytes of shared memory per id of `count`.
   struct DedupWindow {
     std::uint32_t count = 0;
     std::chrono::seconds time{0};
@@ -210,10 +212,9 @@ struct QueueStats {
   std::uint64_t expired = 0;
   std::uint64_t dead_letter_failed = 0;
   std::uint64_t corrupt = 0;       // checksum failures: dead-lettered (reason corrupt) or dropped
-  // Deduplication (QueueOptions::dedup_window; summed over priority levels): ids admitted
-  // into the window so far, sends refused as duplicates, ids that left the window early
-  // (their bucket of the table was full: rare), and ways of dead senders' holes voided.
-  std::uint64_t dedup_admitted = 0;
+  // Deduplication (QueueOptions::dedup_window; summed over priority levels): sends refused
+  // as duplicates, ids that left the window early (their bucket of the table was full:
+  // rare), and ways of dead senders' holes voided.
   std::uint64_t dedup_duplicates = 0;
   std::uint64_t dedup_evicted_early = 0;
   std::uint64_t dedup_voided = 0;
@@ -238,10 +239,11 @@ class Queue {
   static Result<Queue> create(std::string_view name, const QueueOptions& options = {});
   // Creates the segment of a queue whose positions start at `first_position` (shmqd, when
   // it rebuilds a durable queue from its log after a reboot). Writes nothing to data_dir.
-  // `recovered_ids` (oldest first) enter the dedup window before the segment can be opened.
-  static Result<Queue> recreate(std::string_view name, const QueueOptions& options,
-                                std::uint64_t first_position,
-                                std::span<const std::uint64_t> recovered_ids = {});
+  // `recovered_ids` ((position, id) as logged, oldest first) enter the dedup window before
+  // the segment can be opened.
+  static Result<Queue> recreate(
+      std::string_view name, const QueueOptions& options, std::uint64_t first_position,
+      std::span<const std::pair<std::uint64_t, std::uint64_t>> recovered_ids = {});
   // Opens an existing queue; its geometry comes from the segment.
   static Result<Queue> open(std::string_view name);
   // The dead-letter queue's name for queue `name`: "<name>.dlq".

@@ -49,21 +49,17 @@ DedupTable::DedupTable(Segment& seg, std::byte* base, std::uint32_t count,
       count_(count),
       seconds_(seconds) {}
 
+// Ids that differ only in their low 6 bits go to 64 neighbouring buckets (the low bits
+// added to a hashed base, in order): consecutive ids (a counter, an idempotent session) walk a 24 KiB
+// stretch of the table instead of jumping at random, which the prefetcher and the TLB
+// follow. The high bits are mixed, so ids spread over the table whatever their structure,
+// and 64 ids of one block never share a bucket.
 DedupBucket& DedupTable::bucket_of(std::uint64_t id) const noexcept {
-  return buckets_[mix(id) & mask_];
+  return buckets_[(mix(id >> 6) + (id & 63)) & mask_];
 }
 
-bool DedupTable::live_way(const DedupBucket& b, std::uint32_t w, std::uint64_t inserts,
-                          std::uint64_t now) const noexcept {
-  // The last `count` ids admitted: seq in [inserts - count, inserts). A seq at or past
-  // `inserts` (a scribbled way) is not live.
-  const std::uint64_t seq = b.seqs[w].load(std::memory_order_relaxed);
-  if (seq >= inserts || inserts - seq > count_) return false;
-  if (seconds_ != 0) {
-    const std::uint64_t t = b.times[w].load(std::memory_order_relaxed);
-    if (now > t && now - t >= std::uint64_t(seconds_) * 1'000'000'000ull) return false;
-  }
-  return true;
+std::uint64_t DedupTable::tail() const noexcept {
+  return seg_->header().tail.value.load(std::memory_order_relaxed);
 }
 
 // What the slot of position pos says about a committed way of `id` naming it. The
@@ -102,7 +98,9 @@ WayVerdict DedupTable::classify(std::uint64_t id, std::uint64_t word) const noex
 }
 
 void DedupTable::lock(DedupBucket& b, std::uint32_t owner) const noexcept {
-  const std::uint64_t mine = (std::uint64_t(owner) + 1) | (std::uint64_t(::getpid()) << 32);
+  // No pid in the word: getpid() is a system call (about 1 us on this VM), and the owner id
+  // (row + generation) already names the holder's incarnation.
+  const std::uint64_t mine = std::uint64_t(owner) + 1;
   for (std::uint32_t spins = 0;; ++spins) {
     std::uint64_t cur = b.lock.load(std::memory_order_relaxed);
     if (cur == 0) {
@@ -137,13 +135,11 @@ void DedupTable::lock(DedupBucket& b, std::uint32_t owner) const noexcept {
 
 Admission DedupTable::peek(std::uint64_t id, std::uint64_t* original) const noexcept {
   const DedupBucket& b = bucket_of(id);
-  const std::uint64_t inserts = header_->inserts.load(std::memory_order_relaxed);
-  const std::uint64_t now = seconds_ != 0 ? now_unix_coarse() : 0;
   for (std::uint32_t w = 0; w < kDedupWays; ++w) {
+    if (b.ids[w].load(std::memory_order_relaxed) != id) continue;
     const std::uint64_t word = b.words[w].load(std::memory_order_acquire);
-    if (word == kWayVoid || b.ids[w].load(std::memory_order_relaxed) != id) continue;
-    if (b.words[w].load(std::memory_order_acquire) != word) continue;  // changed meanwhile
-    if (!live_way(b, w, inserts, now)) continue;
+    if (b.ids[w].load(std::memory_order_relaxed) != id) continue;  // changed meanwhile
+    if (!live_way(b, w, word, tail(), seconds_ != 0 ? now_unix_coarse() : 0)) continue;
     switch (classify(id, word)) {
       case WayVerdict::stands:
         if (original != nullptr)
@@ -162,51 +158,54 @@ Admission DedupTable::admit(std::uint64_t id, std::uint64_t pos, std::uint32_t o
                             std::uint64_t* original) noexcept {
   DedupBucket& b = bucket_of(id);
   lock(b, owner);
-  const std::uint64_t inserts = header_->inserts.load(std::memory_order_relaxed);
-  const std::uint64_t now = now_unix_coarse();
-  int free_way = -1, oldest = -1;
-  std::uint64_t oldest_seq = UINT64_MAX;
+  // Our claim is the newest position we know of: the window ends there.
+  const std::uint64_t now_pos = std::max(pos, tail());
+  const std::uint64_t now = seconds_ != 0 ? now_unix_coarse() : 0;
+  int way = -1;
+  // The id's way, if it has a live one (one at most: inserts are serialised here).
   for (std::uint32_t w = 0; w < kDedupWays; ++w) {
+    if (b.ids[w].load(std::memory_order_relaxed) != id) continue;
     const std::uint64_t word = b.words[w].load(std::memory_order_relaxed);
-    if (word == kWayVoid || !live_way(b, w, inserts, now)) {
-      if (free_way < 0) free_way = int(w);
-      continue;
+    if (!live_way(b, w, word, now_pos, now)) continue;
+    const WayVerdict v = classify(id, word);
+    if (v == WayVerdict::stands) {
+      unlock(b);
+      if (original != nullptr)
+        *original = (word & kWayStateMask) == kWayCommitted ? (word & kWayPositionMask) : 0;
+      return Admission::duplicate;
     }
-    if (b.ids[w].load(std::memory_order_relaxed) == id) {
-      const WayVerdict v = classify(id, word);
-      if (v == WayVerdict::stands) {
-        unlock(b);
-        if (original != nullptr)
-          *original = (word & kWayStateMask) == kWayCommitted ? (word & kWayPositionMask) : 0;
-        return Admission::duplicate;
-      }
-      if (v == WayVerdict::in_flight) {
-        unlock(b);
-        return Admission::in_flight;
-      }
-      b.words[w].store(kWayVoid, std::memory_order_relaxed);  // a hole: the id is free again
-      header_->voided.fetch_add(1, std::memory_order_relaxed);
-      if (free_way < 0) free_way = int(w);
-      continue;
+    if (v == WayVerdict::in_flight) {
+      unlock(b);
+      return Admission::in_flight;
     }
-    const std::uint64_t seq = b.seqs[w].load(std::memory_order_relaxed);
-    if (seq < oldest_seq) {
-      oldest_seq = seq;
+    // A hole: the id is free again, and so is its way.
+    b.words[w].store(kWayVoid, std::memory_order_relaxed);
+    header_->voided.fetch_add(1, std::memory_order_relaxed);
+    way = int(w);
+    break;
+  }
+  // Else a free way: void, or out of the window; failing that, the oldest.
+  std::uint64_t oldest_pos = UINT64_MAX;
+  int oldest = 0;
+  for (std::uint32_t w = 0; way < 0 && w < kDedupWays; ++w) {
+    const std::uint64_t word = b.words[w].load(std::memory_order_relaxed);
+    if (!live_way(b, w, word, now_pos, now)) {
+      way = int(w);
+    } else if ((word & kWayPositionMask) < oldest_pos) {
+      oldest_pos = word & kWayPositionMask;
       oldest = int(w);
     }
   }
-  if (free_way < 0) {
+  if (way < 0) {
     // Fifteen live ids in one bucket (~1e-8 per bucket at the table's load): the oldest
     // leaves the window early. Counted, and said in the docs.
-    free_way = oldest;
+    way = oldest;
     header_->evicted_early.fetch_add(1, std::memory_order_relaxed);
   }
-  const auto w = std::uint32_t(free_way);
+  const auto w = std::uint32_t(way);
   b.words[w].store(kWayVoid, std::memory_order_relaxed);
   b.ids[w].store(id, std::memory_order_relaxed);
-  b.seqs[w].store(header_->inserts.fetch_add(1, std::memory_order_relaxed),
-                  std::memory_order_relaxed);
-  b.times[w].store(now, std::memory_order_relaxed);
+  if (seconds_ != 0) b.times[w].store(now, std::memory_order_relaxed);
   b.words[w].store(kWayCommitted | (pos & kWayPositionMask), std::memory_order_release);
   unlock(b);
   return Admission::admitted;
@@ -244,43 +243,30 @@ std::uint64_t DedupTable::forget_position(std::uint64_t pos, std::uint32_t owner
   return n;
 }
 
-void DedupTable::restore(std::uint64_t id) noexcept {
+void DedupTable::restore(std::uint64_t id, std::uint64_t pos) noexcept {
   DedupBucket& b = bucket_of(id);
-  const std::uint64_t inserts = header_->inserts.load(std::memory_order_relaxed);
   const std::uint64_t now = now_unix_coarse();
   int way = -1, oldest = -1;
-  std::uint64_t oldest_seq = UINT64_MAX;
+  std::uint64_t oldest_pos = UINT64_MAX;
   for (std::uint32_t w = 0; w < kDedupWays; ++w) {
     const std::uint64_t word = b.words[w].load(std::memory_order_relaxed);
-    if (word == kWayVoid || !live_way(b, w, inserts, now) ||
-        b.ids[w].load(std::memory_order_relaxed) == id) {
+    if (word == kWayVoid || b.ids[w].load(std::memory_order_relaxed) == id) {
       way = int(w);
       break;
     }
-    if (b.seqs[w].load(std::memory_order_relaxed) < oldest_seq) {
-      oldest_seq = b.seqs[w].load(std::memory_order_relaxed);
+    if ((word & kWayPositionMask) < oldest_pos) {
+      oldest_pos = word & kWayPositionMask;
       oldest = int(w);
     }
   }
-  if (way < 0) way = oldest;
+  if (way < 0) {
+    way = oldest;
+    header_->evicted_early.fetch_add(1, std::memory_order_relaxed);
+  }
   const auto w = std::uint32_t(way);
   b.ids[w].store(id, std::memory_order_relaxed);
-  b.seqs[w].store(header_->inserts.fetch_add(1, std::memory_order_relaxed),
-                  std::memory_order_relaxed);
   b.times[w].store(now, std::memory_order_relaxed);
-  b.words[w].store(kWayRecovered, std::memory_order_relaxed);
-}
-
-std::uint64_t DedupTable::live() const noexcept {
-  const std::uint64_t inserts = header_->inserts.load(std::memory_order_relaxed);
-  const std::uint64_t now = now_unix_coarse();
-  std::uint64_t n = 0;
-  for (std::uint64_t i = 0; i <= mask_; ++i)
-    for (std::uint32_t w = 0; w < kDedupWays; ++w)
-      if (buckets_[i].words[w].load(std::memory_order_relaxed) != kWayVoid &&
-          live_way(buckets_[i], w, inserts, now))
-        ++n;
-  return n;
+  b.words[w].store(kWayRecovered | (pos & kWayPositionMask), std::memory_order_relaxed);
 }
 
 }  // namespace shmq::detail

@@ -10,8 +10,11 @@
 //                              out to be a hole; inserted by the sender while it holds its
 //                              claim of pos, before it publishes the message
 //   recovered                  "the id was sent" (rebuilt from the log after a reboot)
-// and is live while it is within the window (the last `count` inserts of the table, and
-// the last `seconds`). Whether a committed way still stands is read from the slot of pos
+// and is live while it is within the window: its position is among the last `count`
+// positions of the ring (tail - pos <= count; a recovered way keeps the position it was
+// logged at, which the rebuilt ring continues from), and, with `seconds`, it was admitted
+// less than `seconds` ago. Counting positions, not inserts, keeps the table free of any
+// shared counter and makes the window exactly what the log retains for a reboot. Whether a committed way still stands is read from the slot of pos
 // (verify): the slot says published, in flight, or a hole — see classify().
 //
 // Inserts and voids of a bucket are serialised by its lock word (owner id + 1 of the
@@ -33,24 +36,24 @@ class Segment;
 inline constexpr std::uint32_t kDedupWays = 15;
 
 struct alignas(kFalseSharingRange) DedupHeader {
-  std::atomic<std::uint64_t> inserts;        // the count window's clock: ids admitted so far
   std::atomic<std::uint64_t> sessions;       // idempotent producer ids handed out
   std::atomic<std::uint64_t> duplicates;     // sends refused as duplicates
   std::atomic<std::uint64_t> evicted_early;  // live ids evicted from a full bucket
   std::atomic<std::uint64_t> voided;         // ways of holes voided (sender died, repaired)
-  std::uint8_t pad[256 - 40];
+  std::uint8_t pad[256 - 32];
 };
 static_assert(sizeof(DedupHeader) == 256);
 
+// A lookup reads the first two lines (lock and ids) and, on a match, one word; an insert
+// the words too; the times only with a time window.
 struct alignas(kFalseSharingRange) DedupBucket {
-  std::atomic<std::uint64_t> lock;  // 0 = free; else owner id + 1 | pid << 32
+  std::atomic<std::uint64_t> lock;  // 0 = free; else the holder's owner id + 1
   std::atomic<std::uint64_t> ids[kDedupWays];
-  std::atomic<std::uint64_t> words[kDedupWays];  // DedupWay state | position
-  std::atomic<std::uint64_t> seqs[kDedupWays];   // DedupHeader::inserts when admitted
-  std::atomic<std::uint64_t> times[kDedupWays];  // CLOCK_REALTIME ns when admitted
-  std::uint8_t pad[512 - 8 - 4 * 8 * kDedupWays];
+  std::atomic<std::uint64_t> words[kDedupWays];  // state | position
+  std::atomic<std::uint64_t> times[kDedupWays];  // CLOCK_REALTIME_COARSE ns when admitted
+  std::uint8_t pad[384 - 8 - 3 * 8 * kDedupWays];
 };
-static_assert(sizeof(DedupBucket) == 512);
+static_assert(sizeof(DedupBucket) == 384);
 
 // A way's word: state in the top 2 bits, a position below.
 inline constexpr std::uint64_t kWayVoid = 0;
@@ -97,18 +100,26 @@ class DedupTable {
   // The watchdog, before it frees the hole of a dead sender's claim at pos: voids every
   // committed way naming pos (a scan of the table; holes are rare).
   std::uint64_t forget_position(std::uint64_t pos, std::uint32_t owner) noexcept;
-  // Segment creation, before the segment is published (no lock): ids recovered from the
-  // log after a reboot, oldest first.
-  void restore(std::uint64_t id) noexcept;
-  // Ways live now (a scan), for stats.
-  std::uint64_t live() const noexcept;
+  // Segment creation, before the segment is published (no lock): an id recovered from the
+  // log after a reboot, logged at `pos` (oldest first).
+  void restore(std::uint64_t id, std::uint64_t pos) noexcept;
 
   WayVerdict classify(std::uint64_t id, std::uint64_t word) const noexcept;
 
  private:
   DedupBucket& bucket_of(std::uint64_t id) const noexcept;
-  bool live_way(const DedupBucket& b, std::uint32_t w, std::uint64_t inserts,
-                std::uint64_t now) const noexcept;
+  // Live: in the last `count` positions ([tail - count, tail]; a way past the tail, a
+  // scribbled one, is not), and with a time window admitted less than `seconds` ago.
+  bool live_way(const DedupBucket& b, std::uint32_t w, std::uint64_t word, std::uint64_t tail,
+                std::uint64_t now) const noexcept {
+    if (word == kWayVoid) return false;
+    const std::uint64_t pos = word & kWayPositionMask;
+    if (pos > tail || tail - pos > count_) return false;
+    if (seconds_ == 0) return true;
+    const std::uint64_t t = b.times[w].load(std::memory_order_relaxed);
+    return now <= t || now - t < std::uint64_t(seconds_) * 1'000'000'000ull;
+  }
+  std::uint64_t tail() const noexcept;
   void lock(DedupBucket& b, std::uint32_t owner) const noexcept;
   static void unlock(DedupBucket& b) noexcept {
     b.lock.store(0, std::memory_order_release);

@@ -174,7 +174,7 @@ Result<Queue> Queue::create_one(std::string_view name, const QueueOptions& optio
 
 Result<Queue> Queue::recreate(std::string_view name, const QueueOptions& options,
                               std::uint64_t first_position,
-                              std::span<const std::uint64_t> recovered_ids) {
+                              std::span<const std::pair<std::uint64_t, std::uint64_t>> recovered_ids) {
   auto seg = detail::Segment::create(name, options, first_position, recovered_ids);
   if (!seg.ok()) return seg.error();
   return Queue(std::move(seg.value()));
@@ -325,6 +325,7 @@ QueueOptions Queue::options() const { return segment_->options(); }
 Result<Producer> Queue::producer() {
   auto m = detail::register_member_repairing(segment_, detail::Role::producer);
   if (!m.ok()) return m.error();
+  segment_->prefault_dedup();
   detail::healer_acquire(segment_, m.value());  // released by the producer's close
   return Producer(segment_, m.value());
 }
@@ -445,7 +446,6 @@ QueueStats Queue::stats() const {
     s.expired += l.expired;
     s.dead_letter_failed += l.dead_letter_failed;
     s.corrupt += l.corrupt;
-    s.dedup_admitted += l.dedup_admitted;
     s.dedup_duplicates += l.dedup_duplicates;
     s.dedup_evicted_early += l.dedup_evicted_early;
     s.dedup_voided += l.dedup_voided;
@@ -466,7 +466,6 @@ QueueStats Queue::stats_one() const {
   s.tail = h.tail.value.load(std::memory_order_acquire);
   s.dispatch = h.dispatch.value.load(std::memory_order_acquire);
   if (const detail::DedupTable& d = seg.dedup()) {
-    s.dedup_admitted = d.header().inserts.load(std::memory_order_relaxed);
     s.dedup_duplicates = d.header().duplicates.load(std::memory_order_relaxed);
     s.dedup_evicted_early = d.header().evicted_early.load(std::memory_order_relaxed);
     s.dedup_voided = d.header().voided.load(std::memory_order_relaxed);

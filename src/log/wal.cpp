@@ -334,7 +334,7 @@ Result<std::unique_ptr<Wal>> Wal::open(const WalOptions& options, FileSystem& fs
                                     ? report.next_position - options.retain_positions
                                     : 0;
     for (auto it = recent.lower_bound(floor); it != recent.end(); ++it)
-      report.recent_ids.push_back(it->second);
+      report.recent_ids.emplace_back(it->first, it->second);
     for (const auto& [pos, where] : accounting.live_records())
       wal->live_[pos] = Live{where.first, where.second};
     const Accounting::Counts c = accounting.counts();

@@ -62,7 +62,7 @@ struct RecoveryReport {
   std::vector<RecoveredMessage> unacked;
   // WalOptions::retain_positions != 0: the ids of the message and copy records at positions
   // >= next_position - retain_positions, acked or not, in position order.
-  std::vector<std::uint64_t> recent_ids;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> recent_ids;  // (position, id)
   std::uint64_t records = 0, acks = 0;  // valid records read (records counts acks too)
   std::uint64_t segments = 0;           // segment files read
   std::uint64_t truncated_bytes = 0;    // torn tail removed from the last segment

@@ -163,7 +163,7 @@ std::string Segment::validate_options(const QueueOptions& o) {
 Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
                                                  const QueueOptions& options,
                                                  std::uint64_t base_position,
-                                                 std::span<const std::uint64_t> recovered_ids) {
+                                                 std::span<const std::pair<std::uint64_t, std::uint64_t>> recovered_ids) {
   if (auto e = Queue::validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
   if (auto e = validate_options(options); !e.empty())
     return Error(Errc::invalid_argument, "cannot create " + quoted(name) + ": " + e);
@@ -265,7 +265,8 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
   // Ids recovered from the log (a rebuild after a reboot) enter the window before anybody
   // can open the segment: a crash before the publish below leaves a half-created segment,
   // which is removed and rebuilt.
-  for (const std::uint64_t id : recovered_ids) seg.value()->dedup_.restore(id);
+  if (seg.value()->dedup_)
+    for (const auto& [pos, id] : recovered_ids) seg.value()->dedup_.restore(id, pos);
   h.magic.store(kMagic, std::memory_order_relaxed);
   // Publishes every field above; pairs with the acquire load of `version` in attach().
   h.version.store(kLayoutVersion, std::memory_order_release);
@@ -471,6 +472,17 @@ void Segment::adopt(const QueueOptions& o, std::uint32_t flags) noexcept {
                ? DedupTable()
                : DedupTable(*this, base + g.dedup_offset, o.dedup_window.count,
                             static_cast<std::uint32_t>(o.dedup_window.time.count()));
+}
+
+void Segment::prefault_dedup() noexcept {
+  if (!dedup_) return;
+  const auto g = compute_geometry(slot_count_, slot_size_, max_members_, dedup_.count());
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14
+#endif
+  // Best effort: an older kernel says EINVAL, and the pages fault in as they are touched.
+  (void)::madvise(static_cast<std::byte*>(map_) + g.dedup_offset, g.total_size - g.dedup_offset,
+                  MADV_POPULATE_WRITE);
 }
 
 void Segment::mark_removed() noexcept {

@@ -14,7 +14,10 @@
 //   shmqctl stat QUEUE [--json] [--rate [--rate-ms MS]]
 //   shmqctl watch QUEUE [--interval-ms MS] [--count N]
 //   shmqctl produce QUEUE [--count N [--size BYTES]] [--priority P] [--delay-ms D]
+//                         [--header K=V]... [--content-type T] [--correlation-id C]
+//                         [--reply-to Q]
 //   shmqctl consume QUEUE [--count N] [--timeout-ms MS | --follow] [--reject]
+//                         [--show-properties]
 //   shmqctl peek QUEUE [--count N] [--max-bytes N] [--json]
 //   shmqctl dlq list|replay|purge QUEUE [--count N]
 //   shmqctl log verify|dump DIR
@@ -311,6 +314,16 @@ int main(int argc, char** argv) {
   produce->add_option("--delay-ms", pa.delay_ms,
                       "Delayed delivery: no message is delivered before D ms after its send")
       ->check(whole_number());
+  produce->add_option("--header", pa.headers,
+                      "Message property: an application header K=V (repeatable; K not empty, K "
+                      "and V at most 255 bytes each, all properties at most 4096 bytes)")
+      ->allow_extra_args(false);
+  produce->add_option("--content-type", pa.content_type,
+                      "Message property: content type (at most 255 bytes)");
+  produce->add_option("--correlation-id", pa.correlation_id,
+                      "Message property: correlation id (at most 255 bytes)");
+  produce->add_option("--reply-to", pa.reply_to,
+                      "Message property: reply-to queue name (at most 255 bytes)");
   produce->callback([&] { run = [&] { return cmd_produce(pa); }; });
 
   // consume
@@ -329,6 +342,9 @@ int main(int argc, char** argv) {
   consume->add_flag("--reject", coa.reject,
                     "Reject instead of ack: each message goes to the dead-letter queue with "
                     "reason 'rejected' (after it was written)");
+  consume->add_flag("--show-properties", coa.show_properties,
+                    "Before each payload line, a line '#' + the message's properties as "
+                    "key=value words (docs/shmqctl.md)");
   consume->callback([&] { run = [&] { return cmd_consume(coa); }; });
 
   // peek

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/checksum.hpp"
+#include "core/properties_block.hpp"
 #include "core/slot_ops.hpp"
 #include "persist/republish.hpp"
 #include "platform/crash_point.hpp"
@@ -37,10 +38,18 @@ std::optional<DeadLetter> parse_dead_letter(std::span<const std::byte> m) noexce
   std::memcpy(&priority, m.data() + 12, 4);
   std::memcpy(&pos, m.data() + 16, 8);
   std::memcpy(&id, m.data() + 24, 8);
-  if (magic != kDeadLetterMagic || version != 1 || reason < 1 || reason > 4) return std::nullopt;
+  if (magic != kDeadLetterMagic || (version != 1 && version != 2) || reason < 1 || reason > 4)
+    return std::nullopt;
   if (priority > kMaxPriority) priority = 0;  // not ours to interpret
-  return DeadLetter{static_cast<DeadLetterReason>(reason), dc, pos, id,
-                    m.subspan(kDeadLetterEnvelopeSize), priority};
+  std::span<const std::byte> rest = m.subspan(kDeadLetterEnvelopeSize);
+  std::span<const std::byte> block;
+  if (version == 2) {
+    const std::size_t ps = detail::checked_properties_size(rest);
+    if (ps == 0) return std::nullopt;  // a version 2 envelope must carry a valid block
+    block = rest.first(ps);
+    rest = rest.subspan(ps);
+  }
+  return DeadLetter{static_cast<DeadLetterReason>(reason), dc, pos, id, rest, priority, block};
 }
 
 }  // namespace shmq
@@ -126,7 +135,11 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
   const std::size_t len = bounded_length(seg, pos, k);
   buf_.resize(kDeadLetterEnvelopeSize + len);
   const std::uint32_t magic = kDeadLetterMagic;
-  const std::uint16_t version = 1;
+  // Version 2: the bytes copied below start with the original's properties block. Read
+  // before the copy like the id; a scribbled flag makes a version 2 envelope whose block
+  // does not parse, which parse_dead_letter refuses (and a checksummed queue calls corrupt).
+  const std::uint16_t version =
+      (hdr.length.load(std::memory_order_relaxed) & kLengthHasProperties) != 0 ? 2 : 1;
   const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
   const std::uint32_t priority = seg.priority_level();
   const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);

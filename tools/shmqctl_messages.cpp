@@ -159,9 +159,9 @@ bool read_message(const shmq::detail::Segment& seg, std::uint64_t pos, std::uint
     if (const std::size_t ps = shmq::detail::checked_properties_size(out.payload); ps != 0) {
       out.properties_block.assign(out.payload.begin(), out.payload.begin() + std::ptrdiff_t(ps));
       out.payload.erase(out.payload.begin(), out.payload.begin() + std::ptrdiff_t(ps));
-      if (out.payload.size() > shown) out.payload.resize(shown);
       out.size -= ps;
     }
+    if (out.payload.size() > shown) out.payload.resize(shown);
   }
   return true;
 }

@@ -59,9 +59,9 @@ bool copy_out(const detail::Segment& seg, std::uint64_t pos, std::uint64_t w,
     if (ps != 0) {
       out.properties_block.assign(out.data.begin(), out.data.begin() + std::ptrdiff_t(ps));
       out.data.erase(out.data.begin(), out.data.begin() + std::ptrdiff_t(ps));
-      if (out.data.size() > max_bytes) out.data.resize(max_bytes);
       out.size -= ps;
     }
+    if (out.data.size() > max_bytes) out.data.resize(max_bytes);
   }
   return true;
 }

@@ -193,6 +193,9 @@ TEST(LogFormat, TheWorkedExampleInTheDocIsExact) {
       0x65, 0x72};
   // clang-format on
   FileHeader h;
+  // A version 2 file, as the doc shows it: version 3 (issue 14) adds only the properties
+  // flag, which these records do not carry.
+  h.version = 2;
   h.first_position = 0;
   h.created_ns = 1700000000000000000ull;
   h.salt = 0x0123456789abcdefull;

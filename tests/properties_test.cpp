@@ -398,6 +398,16 @@ TEST(Properties, ScribbledBlockIsNotDelivered) {
   ASSERT_EQ(c.receive_for(m, 5s), Status::ok);
   EXPECT_EQ(text(m), "two");
   ASSERT_EQ(c.ack(m), Status::ok);
+  // Its dead letter still parses: a version 1 envelope of the bytes as they were, corrupt.
+  auto dlq = Queue::open(Queue::dead_letter_name(q.name())).value();
+  auto dc = dlq.consumer().value();
+  Message d;
+  ASSERT_EQ(dc.receive_for(d, 5s), Status::ok);
+  const auto dl = parse_dead_letter(d.data());
+  ASSERT_TRUE(dl.has_value());
+  EXPECT_EQ(dl->reason, DeadLetterReason::corrupt);
+  EXPECT_FALSE(dl->properties().present());
+  ASSERT_EQ(dc.ack(d), Status::ok);
 }
 
 TEST(Properties, LogRecordCarriesTheFlag) {

@@ -135,18 +135,17 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
   const std::size_t len = bounded_length(seg, pos, k);
   buf_.resize(kDeadLetterEnvelopeSize + len);
   const std::uint32_t magic = kDeadLetterMagic;
-  // Version 2: the bytes copied below start with the original's properties block. Read
-  // before the copy like the id; a scribbled flag makes a version 2 envelope whose block
-  // does not parse, which parse_dead_letter refuses (and a checksummed queue calls corrupt).
-  const std::uint16_t version =
-      (hdr.length.load(std::memory_order_relaxed) & kLengthHasProperties) != 0 ? 2 : 1;
+  // The bytes copied below start with the original's properties block: envelope version 2
+  // (decided after the copy). Read before the copy like the id.
+  const bool has_properties =
+      (hdr.length.load(std::memory_order_relaxed) & kLengthHasProperties) != 0;
+  std::uint16_t version = 1;
   const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
   const std::uint32_t priority = seg.priority_level();
   const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
   // Read before the copy, like the id: the check of the slot word after it covers them.
   const Seal seal = seg.checksummed() ? read_seal(seg, pos) : Seal{};
   std::memcpy(buf_.data(), &magic, 4);
-  std::memcpy(buf_.data() + 4, &version, 2);
   std::memcpy(buf_.data() + 8, &dc, 4);
   std::memcpy(buf_.data() + 12, &priority, 4);
   std::memcpy(buf_.data() + 16, &pos, 8);
@@ -167,6 +166,16 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
   if (reason != DeadLetterReason::corrupt && seg.checksummed() &&
       !seal_matches(seal, pos, id, Bytes(buf_).subspan(kDeadLetterEnvelopeSize)))
     reason = DeadLetterReason::corrupt;
+  // A dead letter always parses: a flag whose block does not parse in the copy (a scribble
+  // of the length or the block) makes a version 1 envelope of the bytes as they are, with
+  // reason corrupt (what a consumer would have found too).
+  if (has_properties) {
+    if (checked_properties_size(Bytes(buf_).subspan(kDeadLetterEnvelopeSize)) != 0)
+      version = 2;
+    else
+      reason = DeadLetterReason::corrupt;
+  }
+  std::memcpy(buf_.data() + 4, &version, 2);
   const auto r = static_cast<std::uint16_t>(reason);
   std::memcpy(buf_.data() + 6, &r, 2);
   // The dead letter keeps the message's id (never 0: ids are generated at send).

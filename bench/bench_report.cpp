@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "bench_proc.hpp"
+#include "bench_transports.hpp"
 
 namespace shmq_bench {
 
@@ -30,7 +31,8 @@ int section_of(const Scenario& sc) {
     case Kind::throughput:
     case Kind::checksum_cost:
     case Kind::dedup_cost:
-    case Kind::priority_cost: return 0;
+    case Kind::priority_cost:
+    case Kind::properties_cost: return 0;
     case Kind::roundtrip: return 1;
     case Kind::priority_latency: return 4;
     case Kind::persist:
@@ -124,7 +126,8 @@ std::string json_line(const Outcome& o, const Machine& m) {
   if (sc.transport == Transport::shmq && (sc.kind == Kind::throughput ||
                                           sc.kind == Kind::checksum_cost ||
                                           sc.kind == Kind::dedup_cost ||
-                                          sc.kind == Kind::priority_cost))
+                                          sc.kind == Kind::priority_cost ||
+                                          sc.kind == Kind::properties_cost))
     str("mode", sc.batch ? "batch" : "ack");
   else if (sc.kind == Kind::persist) str("mode", sc.batch ? "batch" : "send");
   else if (sc.kind == Kind::sync_senders) str("mode", "send");
@@ -179,11 +182,13 @@ std::string json_line(const Outcome& o, const Machine& m) {
     s += "]";
   };
   if (sc.kind == Kind::checksum_cost || sc.kind == Kind::priority_cost ||
-      sc.kind == Kind::dedup_cost) {
+      sc.kind == Kind::dedup_cost || sc.kind == Kind::properties_cost) {
     if (sc.kind == Kind::checksum_cost) {
       s += ",\"checksum\":true";
     } else if (sc.kind == Kind::dedup_cost) {
       s += ",\"dedup_window\":" + std::to_string(sc.dedup_window);
+    } else if (sc.kind == Kind::properties_cost) {
+      s += ",\"properties_block_bytes\":" + std::to_string(bench_properties_size(sc.properties));
     } else {
       s += ",\"max_priority\":" + std::to_string(sc.max_priority);
       s += ",\"priority_levels\":" + std::to_string(sc.priority_levels);
@@ -252,11 +257,31 @@ void print_targets(std::FILE* out, const std::vector<Outcome>& all, const std::s
   for (const Outcome& o : all)
     if (o.sc->transport == Transport::shmq && o.sc->durability == shmq::Durability::none &&
         o.sc->kind != Kind::checksum_cost && o.sc->kind != Kind::priority_cost &&
-        o.sc->kind != Kind::dedup_cost &&
+        o.sc->kind != Kind::dedup_cost && o.sc->kind != Kind::properties_cost &&
         o.sc->kind != Kind::priority_latency)
       any_none = true;
   if (any_none) print_ratios(out, all);
   print_durability(out, all, data_fs);
+  // What message properties cost: each repetition against its own run without.
+  bool props_header = false;
+  for (const Outcome& o : all) {
+    if (o.sc->kind != Kind::properties_cost) continue;
+    if (!props_header)
+      std::fprintf(out, "\nPROPERTIES (every message with properties; 1x1, 64 B, ack per message, "
+                        "durability none)\n");
+    props_header = true;
+    const std::string what = o.sc->name + ": with / without";
+    if (o.state != Outcome::State::ok) {
+      std::fprintf(out, "  %-48s %s\n", what.c_str(),
+                   o.state == Outcome::State::skipped ? "skipped" : "FAILED");
+      continue;
+    }
+    std::string reps;
+    for (const double v : o.rep_vs_baseline) reps += " " + fixed(v, 3) + "x";
+    std::fprintf(out, "  %-48s %7.3fx (median; per repetition:%s); %s vs %s msgs/s\n",
+                 what.c_str(), o.vs_baseline.median, reps.c_str(), si(o.msgs_per_s.median).c_str(),
+                 si(o.baseline_msgs_per_s.median).c_str());
+  }
   // What QueueOptions::checksum costs: each repetition against its own run without.
   // The same for a dedup window (issue 14).
   Kind last = Kind::throughput;

@@ -30,6 +30,7 @@ const char* to_string(Kind k) {
     case Kind::dedup_cost: return "dedup_cost";
     case Kind::priority_cost: return "priority_cost";
     case Kind::priority_latency: return "priority_latency";
+    case Kind::properties_cost: return "properties_cost";
   }
   return "?";
 }
@@ -190,6 +191,14 @@ std::vector<Scenario> all_scenarios() {
     c.max_priority = kPriorityMax;
     c.priority_levels = levels;
     c.name = "shmq/priority/1x1/64B/ack/levels-" + std::to_string(levels);
+    v.push_back(c);
+  }
+  // What message properties cost (issue 14): 1x1 64 B, ack per message, a few and many.
+  for (const std::uint32_t kind : {1u, 2u}) {
+    Scenario c = tp(T::shmq, 1, 1, 64);
+    c.kind = Kind::properties_cost;
+    c.properties = kind;
+    c.name = std::string("shmq/properties/1x1/64B/ack/") + (kind == 1 ? "few" : "many");
     v.push_back(c);
   }
   // A top-priority probe behind a backlog of 100,000 priority-0 messages.
@@ -719,6 +728,7 @@ ChannelSpec spec_for(const Scenario& sc, const DurableSide& side, std::size_t ca
   spec.zero_copy = sc.zero_copy;
   spec.max_priority = sc.max_priority;
   spec.priority_levels = sc.priority_levels;
+  spec.properties = sc.properties;
   return spec;
 }
 
@@ -1086,6 +1096,40 @@ Outcome dedup_cost_scenario(const Scenario& sc, const Options& o) {
   return out;
 }
 
+// Every message with properties against none, on queues of the same geometry (slots big
+// enough for a message and its block, on both sides: the figure is the properties' own cost,
+// not a bigger slot's).
+Outcome properties_cost_scenario(const Scenario& sc, const Options& o) {
+  Scenario plain_sc = sc;
+  plain_sc.properties = 0;
+  plain_sc.name = sc.name + " (no properties)";
+  DurableSide side;
+  ChannelSpec with_spec = spec_for(sc, side, capacity_for(sc.size));
+  ChannelSpec plain_spec = spec_for(plain_sc, side, capacity_for(sc.size));
+  with_spec.slot_extra = plain_spec.slot_extra = bench_properties_size(sc.properties);
+  ShmqChannel with(with_spec);
+  ShmqChannel without(plain_spec);
+  const auto check = side.checker();
+  const auto log_bytes = side.log_bytes();
+  int rep = 0;
+  Outcome out = measure(sc, o, [&](std::uint64_t n, bool calibrated) {
+    if (!calibrated && !o.quick) return throughput_rep(sc, with, n, false, o, check, log_bytes);
+    const bool plain_first = rep++ % 2 == 0;
+    RepResult plain, r;
+    if (plain_first) plain = throughput_rep(plain_sc, without, n, calibrated, o, check, log_bytes);
+    r = throughput_rep(sc, with, n, calibrated, o, check, log_bytes);
+    if (!plain_first) plain = throughput_rep(plain_sc, without, n, calibrated, o, check, log_bytes);
+    r.baseline_msgs_per_s = plain.msgs_per_s;
+    return r;
+  });
+  out.detail = cost_detail(out,
+                           std::string("with ") + (sc.properties == 1 ? "a few" : "many") +
+                               " properties (" + std::to_string(bench_properties_size(sc.properties)) +
+                               "-byte block)",
+                           "without");
+  return out;
+}
+
 // The queue with 16 levels, the producer sending round-robin over `priority_levels` of them,
 // against a queue without priorities (plain send) of the same geometry.
 Outcome priority_cost_scenario(const Scenario& sc, const Options& o) {
@@ -1397,6 +1441,8 @@ Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
       out = priority_cost_scenario(sc, o);
     } else if (sc.kind == Kind::priority_latency) {
       out = priority_latency_scenario(sc, o);
+    } else if (sc.kind == Kind::properties_cost) {
+      out = properties_cost_scenario(sc, o);
     } else {
       out = disk_scenario(sc, o);
     }

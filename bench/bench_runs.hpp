@@ -37,6 +37,10 @@ struct Options {
 // priority_cost: the same shape for priorities (issue 13): 1x1 throughput, ack per message,
 // on a queue with max_priority 15 whose producer sends round-robin over `priority_levels`
 // levels, against a queue without priorities (plain send), both in every repetition.
+// properties_cost: the same shape for message properties (issue 14): 1x1 throughput, ack
+// per message, every message sent with `properties` (1: a few, 2: many; see
+// bench_properties()) and read by the consumer (its correlation id and a header looked up),
+// against the same queue geometry without properties, both in every repetition.
 // priority_latency: one-way latency of a top-priority probe sent behind a backlog of
 // 100,000 priority-0 messages that the producer keeps topped up while a consumer drains
 // it; each repetition also measures the same probes on the queue with no backlog.
@@ -50,7 +54,8 @@ enum class Kind {
   checksum_cost,
   dedup_cost,
   priority_cost,
-  priority_latency
+  priority_latency,
+  properties_cost
 };
 enum class Transport { shmq, bare, boost, pipe, unix_socket, moodycamel, disk };
 
@@ -76,6 +81,8 @@ struct Scenario {
   // use, round-robin (0: plain sends). See priority_of().
   std::uint32_t max_priority = 0;
   std::uint32_t priority_levels = 0;
+  // shmq: message properties on every message: 0 none, 1 a few, 2 many (properties_cost).
+  std::uint32_t properties = 0;
 };
 
 

@@ -69,7 +69,31 @@ struct ChannelSpec {
   // the receiver checks each message's Message::priority() against its sequence number.
   std::uint32_t max_priority = 0;
   std::uint32_t priority_levels = 0;
+  // shmq: properties on every message (bench_properties(kind)); 0: none. slot_extra: bytes
+  // added to each slot so that a message and its properties block fit one slot.
+  std::uint32_t properties = 0;
+  std::uint32_t slot_extra = 0;
 };
+
+// The properties of properties_cost: 1, "a few" (content type, correlation id, two
+// headers: a 92-byte block); 2, "many" (those, a reply-to and 16 more headers: 613 bytes).
+inline shmq::Properties bench_properties(std::uint32_t kind) {
+  shmq::Properties p;
+  if (kind == 0) return p;
+  p.content_type = "application/octet-stream";
+  p.correlation_id = "req-0000000123";
+  p.headers = {{"tenant", "acme"}, {"trace", "4bf92f3577b34da6"}};
+  if (kind >= 2) {
+    p.reply_to = "bench.replies.client-0001";
+    for (int i = 0; i < 16; ++i)
+      p.headers.emplace_back("x-header-" + std::to_string(10 + i),
+                             "value-of-header-" + std::to_string(10 + i));
+  }
+  return p;
+}
+inline std::uint32_t bench_properties_size(std::uint32_t kind) {
+  return kind == 0 ? 0 : static_cast<std::uint32_t>(*shmq::encoded_properties_size(bench_properties(kind)));
+}
 
 // Spin, then yield: the busy-spinning baselines must not starve the process they wait for
 // when there are more runnable processes than cores.
@@ -114,7 +138,7 @@ class ShmqChannel {
   explicit ShmqChannel(const ChannelSpec& spec) : spec_(spec), name_(fresh_name()) {
     shmq::QueueOptions o;
     o.slot_count = spec.capacity;
-    o.slot_size = slot_size(spec.size, spec.checksum);
+    o.slot_size = slot_size(spec.size + spec.slot_extra, spec.checksum);
     o.mode = 0600;
     o.durability = spec.durability;
     o.data_dir = spec.data_dir;
@@ -160,10 +184,13 @@ class ShmqChannel {
           id_base_(spec.dedup_window == 0
                        ? 0
                        : ((((now_ns() ^ (std::uint64_t(::getpid()) << 20)) * 0x9e3779b97f4a7c15ull >> 34) | 1)
-                          << 32)) {}
+                          << 32)),
+          props_(bench_properties(spec.properties)),
+          with_props_(spec.properties != 0) {}
     void send(const std::byte* p, std::size_t n) {
       const shmq::Status s =
           id_base_ != 0 ? p_.send(shmq::Bytes(p, n), ++id_base_)
+          : with_props_ ? p_.send(shmq::Bytes(p, n), shmq::SendOptions{.properties = &props_})
           : levels_ == 0 ? p_.send(shmq::Bytes(p, n))
                        : p_.send(shmq::Bytes(p, n),
                                  shmq::SendOptions{.priority = priority_of(k_++, levels_, max_priority_)});
@@ -207,6 +234,8 @@ class ShmqChannel {
     std::uint32_t levels_;
     std::uint32_t max_priority_;
     std::uint64_t id_base_;  // dedup_window: the last id sent (0: sends without ids)
+    shmq::Properties props_;
+    bool with_props_;
     std::uint64_t k_ = 0;  // messages sent
   };
 
@@ -218,6 +247,7 @@ class ShmqChannel {
           batch_(spec.batch),
           levels_(spec.batch ? 0 : spec.priority_levels),  // batches: not checked
           max_priority_(spec.max_priority),
+          with_props_(spec.properties != 0),
           buf_(spec.size),
           msgs_(spec.batch ? kBatch : 1) {}
 
@@ -252,6 +282,10 @@ class ShmqChannel {
       const std::size_t n = m.size();
       if (n > buf_.size()) fail("shmq: message of " + std::to_string(n) + " bytes");
       if (m.redelivered()) fail("shmq: unexpected redelivery at position " + std::to_string(m.position()));
+      // properties_cost: the consumer reads them (and checks they came).
+      if (with_props_ && (m.properties().correlation_id().size() != 14 ||
+                          !m.properties().header("trace").has_value()))
+        fail("shmq: message without its properties at position " + std::to_string(m.position()));
       std::memcpy(buf_.data(), m.data().data(), n);
       if (levels_ != 0 && n >= sizeof(std::uint64_t)) {
         const std::uint64_t seq = get_tag(buf_.data()) & ((std::uint64_t{1} << 48) - 1);
@@ -268,6 +302,7 @@ class ShmqChannel {
     bool batch_;
     std::uint32_t levels_;
     std::uint32_t max_priority_;
+    bool with_props_;
     std::vector<std::byte> buf_;
     std::vector<shmq::Message> msgs_;
   };

@@ -160,6 +160,53 @@ void BM_TrySendReceiveAckDedup(benchmark::State& state) {
 BENCHMARK(BM_TrySendReceiveAckDedup)->Arg(1000)->Arg(100'000);
 BENCHMARK(BM_TrySendReceiveAck)->Arg(8)->Arg(64)->Arg(512)->Arg(4096);
 
+// What message properties cost (issue 14) on the path itself: 64 B payloads sent with
+// try_send(bytes, SendOptions), with none (properties = nullptr: the options path of a
+// message without), a few (content type, correlation id, 2 headers: a 92-byte block) or
+// many (those, a reply-to and 16 more headers: 613 bytes); the consumer reads the
+// correlation id and looks a header up. Arg: 0 none, 1 a few, 2 many.
+void BM_TrySendReceiveAckProperties(benchmark::State& state) {
+  constexpr std::size_t kSize = 64;
+  const auto kind = static_cast<int>(state.range(0));
+  shmq::Properties props;
+  if (kind >= 1) {
+    props.content_type = "application/octet-stream";
+    props.correlation_id = "req-0000000123";
+    props.headers = {{"tenant", "acme"}, {"trace", "4bf92f3577b34da6"}};
+  }
+  if (kind >= 2) {
+    props.reply_to = "bench.replies.client-0001";
+    for (int i = 0; i < 16; ++i)
+      props.headers.emplace_back("x-header-" + std::to_string(10 + i),
+                                 "value-of-header-" + std::to_string(10 + i));
+  }
+  // Slots big enough for the largest block on every arm: the same geometry throughout.
+  QueueFixture f(state, kSize + 640);
+  if (!f.ok()) return;
+  const std::vector<std::byte> payload(kSize, std::byte{0x5a});
+  const shmq::SendOptions options{.properties = kind == 0 ? nullptr : &props};
+  shmq::Message m;
+  for (auto _ : state) {
+    if (const auto s = f.producer().try_send(payload, options); s != shmq::Status::ok) {
+      fail(state, "try_send", s);
+      break;
+    }
+    if (const auto s = f.consumer().try_receive(m); s != shmq::Status::ok) {
+      fail(state, "try_receive", s);
+      break;
+    }
+    benchmark::DoNotOptimize(m.data().data());
+    benchmark::DoNotOptimize(m.properties().correlation_id().data());
+    benchmark::DoNotOptimize(m.properties().header("trace"));
+    if (const auto s = f.consumer().ack(m); s != shmq::Status::ok) {
+      fail(state, "ack", s);
+      break;
+    }
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_TrySendReceiveAckProperties)->Arg(0)->Arg(1)->Arg(2);
+
 // What the default copied and checked receive costs (issue 11): compare with
 // BM_TrySendReceiveAck of the same size, whose consumer copies. Arg: message size.
 void BM_TrySendReceiveAckZeroCopy(benchmark::State& state) {

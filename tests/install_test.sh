@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs shmq from BUILD_DIR into a temporary prefix, extracts the example program from
-# README.md (between the "example:begin" and "example:end" markers), builds it as an outside
-# project with find_package(shmq), and runs it.
+# Installs shmq from BUILD_DIR into a temporary prefix, extracts the example programs from
+# README.md (between the "example:begin" and "example:end" markers, and the request/reply one
+# between "example-rpc:begin" and "example-rpc:end"), builds them as an outside project with
+# find_package(shmq), and runs them.
 # Usage: install_test.sh SOURCE_DIR BUILD_DIR
 set -euo pipefail
 src=$1
@@ -13,18 +14,25 @@ cmake --install "$build" --prefix "$work/prefix" >/dev/null
 mkdir -p "$work/example"
 awk '/<!-- example:begin -->/{on=1; next} /<!-- example:end -->/{on=0} on' "$src/README.md" \
   | sed '/^```/d' > "$work/example/main.cpp"
-if [ ! -s "$work/example/main.cpp" ]; then
-  echo "install_test: no example found in README.md" >&2
-  exit 1
-fi
+awk '/<!-- example-rpc:begin -->/{on=1; next} /<!-- example-rpc:end -->/{on=0} on' "$src/README.md" \
+  | sed '/^```/d' > "$work/example/rpc.cpp"
+for f in main.cpp rpc.cpp; do
+  if [ ! -s "$work/example/$f" ]; then
+    echo "install_test: no example for $f found in README.md" >&2
+    exit 1
+  fi
+done
 cat > "$work/example/CMakeLists.txt" <<'CMAKE'
 cmake_minimum_required(VERSION 3.20)
 project(shmq_readme_example LANGUAGES CXX)
 find_package(shmq REQUIRED)
 add_executable(example main.cpp)
 target_link_libraries(example PRIVATE shmq::shmq)
+add_executable(example_rpc rpc.cpp)
+target_link_libraries(example_rpc PRIVATE shmq::shmq)
 CMAKE
 cmake -S "$work/example" -B "$work/example/build" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" \
   -DCMAKE_CXX_FLAGS="-Wall -Wextra -Werror" >/dev/null
 ninja -C "$work/example/build" >/dev/null
 "$work/example/build/example"
+"$work/example/build/example_rpc"

@@ -193,6 +193,9 @@ TEST(LogFormat, TheWorkedExampleInTheDocIsExact) {
       0x65, 0x72};
   // clang-format on
   FileHeader h;
+  // A version 2 file, as the doc shows it: version 3 (issue 14) adds only the properties
+  // flag, which these records do not carry.
+  h.version = 2;
   h.first_position = 0;
   h.created_ns = 1700000000000000000ull;
   h.salt = 0x0123456789abcdefull;
@@ -477,6 +480,36 @@ TEST(Wal, RoundTripOnTheRealFileSystem) {
   EXPECT_TRUE(v.ok) << all_notes(v.notes);
   w.reset();
   std::filesystem::remove_all(root);
+}
+
+// A message with properties that compaction copies forward keeps its flag (issue 14).
+TEST(WalCompaction, CopiedForwardMessageKeepsItsPropertiesFlag) {
+  FaultFs fs;
+  constexpr std::uint64_t kSegment = 16 << 10;
+  const Bytes payload(64, std::byte{'x'});
+  std::uint64_t compacted = 0;
+  {
+    RecoveryReport r;
+    auto w = open_ok(options_for(kDir, kSegment), fs, r);
+    ASSERT_TRUE(w->append_message(0, 4242, bytes_of("block+held"), std::nullopt, true).ok());
+    ASSERT_TRUE(w->append_message(1, 4243, bytes_of("plain held")).ok());
+    for (std::uint64_t p = 2; p <= 20'000; ++p) {
+      ASSERT_TRUE(w->append_message(p, p, payload).ok());
+      ASSERT_TRUE(w->append_ack(p).ok());
+      if (p % 1'000 == 0) {
+        ASSERT_TRUE(w->sync().ok());
+        ASSERT_TRUE(w->checkpoint(0, p + 1).ok());
+      }
+    }
+    compacted = w->compacted_records();
+  }
+  EXPECT_GE(compacted, 2u);
+  RecoveryReport r;
+  auto w = open_ok(options_for(kDir, kSegment), fs, r);
+  ASSERT_EQ(positions(r), (std::vector<std::uint64_t>{0, 1}));
+  EXPECT_TRUE(r.unacked[0].properties);
+  EXPECT_EQ(r.unacked[0].payload, bytes_of("block+held"));
+  EXPECT_FALSE(r.unacked[1].properties);
 }
 
 TEST(WalCompaction, OneLongUnackedMessageDoesNotPinTheLog) {
@@ -1213,6 +1246,43 @@ TEST(WalGarbage, AVersion1LogIsReadAndContinuedInANewSegment) {
   EXPECT_EQ(r.corrupt_bytes, 0u);
   EXPECT_EQ(r.unacked[1].due_unix_ns, 1234u);
   EXPECT_FALSE(r.unacked[0].due_unix_ns);
+}
+
+// Issue 14 bumped the format to version 3 (the properties flag in the type byte). A version
+// 2 log (delayed records, no flags) still reads; appends go to a new version 3 segment, and
+// a message record with properties keeps its flag through recovery and compaction's copies.
+TEST(WalGarbage, AVersion2LogIsReadAndContinuedWithPropertiesRecords) {
+  FaultFs fs;
+  FileHeader h;
+  h.version = 2;
+  h.salt = 77;
+  const auto hb = encode_file_header(h);
+  Bytes file(hb.begin(), hb.end());
+  encode_record(file, RecordType::message, 0, 10, bytes_of("zero"), h.salt);
+  encode_delayed_record(file, 1, 11, 4321, bytes_of("one"), h.salt);
+  fs.write(kDir, segment_file_name(0), file);
+  {
+    RecoveryReport r;
+    auto w = open_ok(options_for(kDir), fs, r);
+    EXPECT_EQ(positions(r), (std::vector<std::uint64_t>{0, 1}));
+    EXPECT_EQ(w->current_segment(), segment_file_name(2));
+    ASSERT_TRUE(w->append_message(2, 12, bytes_of("block+two"), std::nullopt, true).ok());
+    ASSERT_TRUE(w->append_copy(3, 0, 10, bytes_of("block+zero"), std::nullopt, true).ok());
+    ASSERT_TRUE(w->sync().ok());
+  }
+  const Bytes next = fs.read(kDir, segment_file_name(2));
+  ASSERT_GE(next.size(), kFileHeaderSize + kRecordHeaderSize);
+  EXPECT_EQ(load_u32(next.data() + file_header::kVersion), 3u);
+  EXPECT_EQ(std::to_integer<int>(next[kFileHeaderSize + record_header::kType]),
+            0x80 | int(RecordType::message));
+  RecoveryReport r;
+  auto w = open_ok(options_for(kDir), fs, r);
+  EXPECT_EQ(positions(r), (std::vector<std::uint64_t>{1, 2, 3}));
+  EXPECT_EQ(r.corrupt_bytes, 0u);
+  EXPECT_FALSE(r.unacked[0].properties);
+  EXPECT_EQ(r.unacked[0].due_unix_ns, 4321u);
+  EXPECT_TRUE(r.unacked[1].properties);
+  EXPECT_TRUE(r.unacked[2].properties);
 }
 
 TEST(WalGarbage, StaleTempFilesAreRemovedAndOtherFilesIgnored) {

@@ -497,11 +497,19 @@ TEST(Ring, GarbageSlotWordIsNeverDeliveredAndDoesNotWedge) {
   // Another process scribbles a ready word with an impossible fragment count on slot 0.
   q->segment()->slot(0).word.store(
       detail::make_word(0, detail::SlotState::ready, detail::kNoOwner, 4095));
-  q->segment()->slot(1).length.store(0xffffffffu);  // and a huge length on slot 1
+  q->segment()->slot(1).length.store(0x7fffffffu);  // and a huge length on slot 1
   Message m;
   ASSERT_EQ(c.try_receive(m), Status::ok);
   EXPECT_EQ(m.position(), 1u);
   EXPECT_LE(m.size(), q->max_message_size());  // clamped, never read out of bounds
+  // A length with its top bit set claims a properties block (issue 14) that is not there:
+  // never delivered (dead-lettered as corrupt), and nothing outside the message is read.
+  ASSERT_EQ(p.send("c"), Status::ok);
+  q->segment()->slot(2).length.store(0xffffffffu);
+  ASSERT_EQ(p.send("d"), Status::ok);
+  Message next;
+  ASSERT_EQ(c.try_receive(next), Status::ok);
+  EXPECT_EQ(text(next), "d");
 }
 
 TEST(Ring, StaleHandleCannotAckOrNackALaterDelivery) {

@@ -324,6 +324,43 @@ expect_ok "... it is back" "$ctl" consume "$qd" --count 1 --timeout-ms 2000
 check "... the payload" test "$out" = poison
 expect_ok "delete the dedup queue" "$ctl" delete "$qd"
 
+# --- message properties (issue 14) ---------------------------------------------------------
+qm="$p-props"
+expect_ok "create a queue for properties" "$ctl" create "$qm" --slots 16
+printf 'hello props\n' >"$work/props"
+expect_ok "produce --header --content-type --correlation-id --reply-to" \
+  "$ctl" produce "$qm" --header tenant=acme --header 'note=two words' --header empty= \
+  --content-type text/plain --correlation-id c-42 --reply-to "$qm.replies" <"$work/props"
+printf 'plain\n' | "$ctl" produce "$qm"
+expect_ok "peek --json shows the properties" "$ctl" peek "$qm" --json
+check "... content type, correlation id, reply-to, headers in order; null without" \
+  test "$(json "[(m['payload'], m['properties'] and (m['properties']['content_type'], m['properties']['correlation_id'], m['properties']['reply_to'], m['properties']['headers'], m['properties']['timestamp_ns'] > 0)) for m in d['messages']]")" = "[('hello props', ('text/plain', 'c-42', '$qm.replies', [['tenant', 'acme'], ['note', 'two words'], ['empty', '']], True)), ('plain', None)]"
+expect_ok "peek (text) shows them under the message" "$ctl" peek "$qm"
+check "... one '#' line, words escaped" grep -qE '^  # timestamp_ns=[0-9]+ priority=0 content_type=text/plain correlation_id=c-42 reply_to=[^ ]+ h\.tenant=acme h\.note=two\\x20words h\.empty=$' "$work/out"
+check "... none under the message without" test "$(grep -c '^  # ' "$work/out")" = 1
+expect_ok "consume --show-properties" "$ctl" consume "$qm" --count 2 --show-properties --timeout-ms 2000
+check "... a '#' line before each payload line" \
+  test "$(printf '%s\n' "$out" | sed -E 's/timestamp_ns=[0-9]+/timestamp_ns=T/; s/reply_to=[^ ]+/reply_to=Q/')" = "$(printf '# timestamp_ns=T priority=0 content_type=text/plain correlation_id=c-42 reply_to=Q h.tenant=acme h.note=two\\x20words h.empty=\nhello props\n# priority=0\nplain')"
+expect_ok "a rejected message with properties" "$ctl" produce "$qm" --header k=v --correlation-id dead <"$work/props"
+"$ctl" consume "$qm" --count 1 --reject --timeout-ms 2000 >/dev/null
+expect_ok "dlq list shows its properties" "$ctl" dlq list "$qm"
+check "... under the dead letter" grep -qE '^  # timestamp_ns=[0-9]+ priority=0 correlation_id=dead h\.k=v$' "$work/out"
+stamp=$("$ctl" dlq list "$qm" | sed -nE 's/.*timestamp_ns=([0-9]+).*/\1/p')
+expect_ok "dlq replay restores them" "$ctl" dlq replay "$qm"
+expect_ok "consume the replayed message" "$ctl" consume "$qm" --count 1 --show-properties --timeout-ms 2000
+check "... same properties and send time" test "$out" = "$(printf '# timestamp_ns=%s priority=0 correlation_id=dead h.k=v\nhello props' "$stamp")"
+expect_error "--header without '=' is a usage error" 2 "header" "$ctl" produce "$qm" --header novalue <"$work/props"
+expect_error "--header with an empty key is a usage error" 2 "header" "$ctl" produce "$qm" --header =v <"$work/props"
+expect_error "a 256-byte --correlation-id is a usage error" 2 "255" "$ctl" produce "$qm" --correlation-id "$(head -c 256 /dev/zero | tr '\0' c)" <"$work/props"
+expect_error "a 256-byte header value is a usage error" 2 "255" "$ctl" produce "$qm" --header "k=$(head -c 256 /dev/zero | tr '\0' v)" <"$work/props"
+many=()
+for i in $(seq 1 200); do many+=(--header "key-$i=0123456789abcdef"); done
+expect_error "properties over 4096 bytes are a usage error" 2 "4096" "$ctl" produce "$qm" "${many[@]}" <"$work/props"
+check "... and nothing was sent" test "$(stat_field "$qm" "d['depth']")" = 0
+expect_ok "produce --help lists the property flags" "$ctl" produce --help
+check "... all four" test "$(grep -cE -- '--(header|content-type|correlation-id|reply-to)' "$work/out")" -ge 4
+expect_ok "delete the properties queue" "$ctl" delete "$qm"
+
 # --- dead letters ------------------------------------------------------------------------
 expect_ok "create a queue with --max-deliveries 1" "$ctl" create "$q3" --max-deliveries 1
 printf 'poison\n' | "$ctl" produce "$q3"

@@ -14,8 +14,10 @@
 //   shmqctl stat QUEUE [--json] [--rate [--rate-ms MS]]
 //   shmqctl watch QUEUE [--interval-ms MS] [--count N]
 //   shmqctl produce QUEUE [--count N [--size BYTES]] [--priority P] [--delay-ms D]
-//                         [--id ID | --tab-ids]
+//                         [--id ID | --tab-ids] [--header K=V]... [--content-type T]
+//                         [--correlation-id C] [--reply-to Q]
 //   shmqctl consume QUEUE [--count N] [--timeout-ms MS | --follow] [--reject]
+//                         [--show-properties]
 //   shmqctl peek QUEUE [--count N] [--max-bytes N] [--json]
 //   shmqctl dlq list|replay|purge QUEUE [--count N]
 //   shmqctl log verify|dump DIR
@@ -322,6 +324,16 @@ int main(int argc, char** argv) {
                       "it is not enqueued again (counted on stderr; exit 0)");
   produce->add_flag("--tab-ids", pa.tab_ids,
                     "Each line is ID<TAB>payload: the message is the payload, with id ID");
+  produce->add_option("--header", pa.headers,
+                      "Message property: an application header K=V (repeatable; K not empty, K "
+                      "and V at most 255 bytes each, all properties at most 4096 bytes)")
+      ->allow_extra_args(false);
+  produce->add_option("--content-type", pa.content_type,
+                      "Message property: content type (at most 255 bytes)");
+  produce->add_option("--correlation-id", pa.correlation_id,
+                      "Message property: correlation id (at most 255 bytes)");
+  produce->add_option("--reply-to", pa.reply_to,
+                      "Message property: reply-to queue name (at most 255 bytes)");
   produce->callback([&] { run = [&] { return cmd_produce(pa); }; });
 
   // consume
@@ -340,6 +352,9 @@ int main(int argc, char** argv) {
   consume->add_flag("--reject", coa.reject,
                     "Reject instead of ack: each message goes to the dead-letter queue with "
                     "reason 'rejected' (after it was written)");
+  consume->add_flag("--show-properties", coa.show_properties,
+                    "Before each payload line, a line '#' + the message's properties as "
+                    "key=value words (docs/shmqctl.md)");
   consume->callback([&] { run = [&] { return cmd_consume(coa); }; });
 
   // peek

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace shmqctl {
 
@@ -86,6 +87,11 @@ struct ProduceArgs {
   std::uint64_t delay_ms = 0;  // each message not delivered before this much time from its send
   std::optional<std::uint64_t> id;  // the first message's id; the next ones count up
   bool tab_ids = false;             // each line is ID<TAB>payload
+  // Message properties (issue 14): every message gets them. Headers as given, "k=v".
+  std::vector<std::string> headers;
+  std::string content_type;
+  std::string correlation_id;
+  std::string reply_to;
 };
 int cmd_produce(const ProduceArgs& a);
 
@@ -95,6 +101,7 @@ struct ConsumeArgs {
   std::uint32_t timeout_ms = 1000;
   bool follow = false;  // wait forever
   bool reject = false;  // reject (dead-letter) instead of ack
+  bool show_properties = false;  // a "#" line of properties before each payload line
 };
 int cmd_consume(const ConsumeArgs& a);
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <system_error>
 
+#include "core/properties_block.hpp"
 #include "log/file.hpp"
 #include "log/wal.hpp"
 #include "persist/meta.hpp"
@@ -116,12 +117,20 @@ int cmd_log_dump(const LogArgs& a) {
                                                                  : "ack";
         // A delayed record: its due time, unix ms.
         if (v.due_unix_ns) type += "@" + std::to_string(*v.due_unix_ns / 1'000'000);
+        // A message with properties: "+p", and SIZE and PAYLOAD are its payload's (after the
+        // properties block, which is skipped).
+        std::span<const std::byte> shown = v.payload;
+        if (v.properties) {
+          type += "+p";
+          const std::size_t ps = shmq::detail::checked_properties_size(v.payload);
+          shown = v.payload.subspan(ps);
+        }
         std::printf("%-28.*s %-10llu %-8s %-12llu %-20llu %-8zu %s\n",
                     static_cast<int>(v.file.size()), v.file.data(),
                     static_cast<unsigned long long>(v.offset), type.c_str(),
                     static_cast<unsigned long long>(v.position),
-                    static_cast<unsigned long long>(v.id), v.payload.size(),
-                    msg ? render_payload(v.payload, a.max_bytes).c_str() : "-");
+                    static_cast<unsigned long long>(v.id), shown.size(),
+                    msg ? render_payload(shown, a.max_bytes).c_str() : "-");
       });
   if (!r.ok) {
     std::fflush(stdout);

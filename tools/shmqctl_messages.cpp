@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "core/properties_block.hpp"
+#include "persist/republish.hpp"
 #include "platform/process.hpp"
 #include "ring/slot_word.hpp"
 #include "segment/segment.hpp"
@@ -32,6 +34,63 @@ using shmq::detail::SlotState;
 
 std::string status_text(Status s) { return std::string(shmq::to_string(s)); }
 
+// --- properties in text and JSON (docs/shmqctl.md, "Message properties") -------------------
+
+// A property's text as one word: printable ASCII but space and backslash as is, the rest
+// escaped (\xNN, \\); in a key, '=' too (the first '=' of a word ends its key).
+std::string escape_word(std::string_view s, bool key) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c > 0x20 && c < 0x7f && !(key && c == '=')) {
+      out.push_back(ch);
+    } else {
+      out += "\\x";
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xf]);
+    }
+  }
+  return out;
+}
+
+// "timestamp_ns=N priority=P [content_type=T] [correlation_id=C] [reply_to=Q] [h.K=V]...":
+// the set fields only; timestamp_ns only for a message with properties.
+std::string properties_words(const shmq::PropertiesView& v) {
+  std::string out;
+  if (v.present()) out += "timestamp_ns=" + std::to_string(v.timestamp_ns()) + " ";
+  out += "priority=" + std::to_string(v.priority());
+  const auto add = [&out](const char* name, std::string_view value) {
+    if (!value.empty()) out += std::string(" ") + name + "=" + escape_word(value, false);
+  };
+  add("content_type", v.content_type());
+  add("correlation_id", v.correlation_id());
+  add("reply_to", v.reply_to());
+  for (const auto& [k, val] : v.headers())
+    out += " h." + escape_word(k, true) + "=" + escape_word(val, false);
+  return out;
+}
+
+// null without properties; else {"content_type", "correlation_id", "reply_to" (null when
+// not set), "timestamp_ns", "headers": [[key, value], ...]}.
+nlohmann::ordered_json properties_json(const shmq::PropertiesView& v) {
+  if (!v.present()) return nullptr;
+  const auto str = [](std::string_view s) {
+    return s.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(std::string(s));
+  };
+  nlohmann::ordered_json j;
+  j["content_type"] = str(v.content_type());
+  j["correlation_id"] = str(v.correlation_id());
+  j["reply_to"] = str(v.reply_to());
+  j["timestamp_ns"] = v.timestamp_ns();
+  j["headers"] = nlohmann::ordered_json::array();
+  for (const auto& [k, val] : v.headers())
+    j["headers"].push_back(nlohmann::ordered_json::array({std::string(k), std::string(val)}));
+  return j;
+}
+
 // --- peek: reading the ring without taking anything -----------------------------------------
 
 struct Peeked {
@@ -45,6 +104,8 @@ struct Peeked {
   std::optional<std::uint64_t> due_in_ms;  // delayed: due in this many ms (0: due now)
   std::uint32_t priority = 0;  // its level on a queue with priorities
   std::vector<std::byte> payload;  // its first bytes (at most the copy limit)
+  std::vector<std::byte> properties_block;  // its properties (empty: none)
+  shmq::PropertiesView properties() const noexcept { return {properties_block, priority}; }
 };
 
 bool live_state(SlotState s) {
@@ -61,7 +122,12 @@ bool read_message(const shmq::detail::Segment& seg, std::uint64_t pos, std::uint
   // Nothing read from the segment is trusted: fragments and length are bounded by the
   // geometry before they are used.
   if (k == 0 || k > seg.max_fragments() || k > seg.slot_count()) return false;
-  const std::uint64_t len = h.length.load(std::memory_order_relaxed);
+  const std::uint32_t length = h.length.load(std::memory_order_relaxed);
+  const std::uint64_t len = length & shmq::detail::kLengthMask;
+  const bool has_properties = (length & shmq::detail::kLengthHasProperties) != 0;
+  // With properties the block comes first: copy it too (at most kMaxPropertiesSize).
+  const std::size_t shown = copy_limit;
+  if (has_properties) copy_limit = shown + std::min(shmq::kMaxPropertiesSize, SIZE_MAX - shown);
   const std::uint64_t bound = std::min<std::uint64_t>(seg.max_message_size(), k * payload);
   out.position = pos;
   out.id = h.id.load(std::memory_order_relaxed);
@@ -88,7 +154,18 @@ bool read_message(const shmq::detail::Segment& seg, std::uint64_t pos, std::uint
     off += m;
   }
   std::atomic_thread_fence(std::memory_order_acquire);
-  return h.word.load(std::memory_order_relaxed) == w;
+  if (h.word.load(std::memory_order_relaxed) != w) return false;
+  out.properties_block.clear();
+  if (has_properties) {
+    // A block that does not parse (a scribble) is shown as none, the bytes as they are.
+    if (const std::size_t ps = shmq::detail::checked_properties_size(out.payload); ps != 0) {
+      out.properties_block.assign(out.payload.begin(), out.payload.begin() + std::ptrdiff_t(ps));
+      out.payload.erase(out.payload.begin(), out.payload.begin() + std::ptrdiff_t(ps));
+      out.size -= ps;
+    }
+    if (out.payload.size() > shown) out.payload.resize(shown);
+  }
+  return true;
 }
 
 // The oldest `count` (0 = all) messages in the ring: ready, held (in flight) or delayed.
@@ -416,6 +493,34 @@ int cmd_produce(const ProduceArgs& a) {
          a.queue + ")");
   shmq::SendOptions options;
   options.priority = a.priority;
+  // Properties: checked here, before anything is sent (usage errors, exit 2).
+  shmq::Properties props;
+  props.content_type = a.content_type;
+  props.correlation_id = a.correlation_id;
+  props.reply_to = a.reply_to;
+  for (const std::string& h : a.headers) {
+    const std::size_t eq = h.find('=');
+    if (eq == std::string::npos || eq == 0)
+      fail(kExitUsage, "--header '" + h + "' is not K=V with a non-empty K");
+    props.headers.emplace_back(h.substr(0, eq), h.substr(eq + 1));
+  }
+  const bool with_properties = !a.headers.empty() || !a.content_type.empty() ||
+                               !a.correlation_id.empty() || !a.reply_to.empty();
+  if (with_properties) {
+    for (const auto& [what, s] : {std::pair<const char*, const std::string*>{"--content-type", &a.content_type},
+                                  {"--correlation-id", &a.correlation_id},
+                                  {"--reply-to", &a.reply_to}})
+      if (s->size() > shmq::kMaxPropertyString)
+        fail(kExitUsage, std::string(what) + " is " + std::to_string(s->size()) +
+                             " bytes, over the 255-byte limit of a property");
+    for (const auto& [k, v] : props.headers)
+      if (k.size() > shmq::kMaxPropertyString || v.size() > shmq::kMaxPropertyString)
+        fail(kExitUsage, "--header '" + k.substr(0, 40) + (k.size() > 40 ? "..." : "") +
+                             "': key and value are at most 255 bytes each");
+    if (!shmq::encoded_properties_size(props))
+      fail(kExitUsage, "the properties are over the 4096-byte limit of a message's properties");
+    options.properties = &props;
+  }
   options.delay = std::chrono::milliseconds(
       static_cast<std::int64_t>(std::min<std::uint64_t>(a.delay_ms, INT64_MAX / 1'000'000)));
   if (a.id && a.tab_ids) fail(kExitUsage, "--id and --tab-ids exclude each other");
@@ -477,6 +582,11 @@ int cmd_consume(const ConsumeArgs& a) {
     for (std::size_t i = 0; i < n && err == 0; ++i) {
       const auto d = batch[i].data();
       errno = 0;
+      if (a.show_properties &&
+          std::fprintf(stdout, "# %s\n", properties_words(batch[i].properties()).c_str()) < 0) {
+        err = errno != 0 ? errno : EIO;
+        break;
+      }
       if ((!d.empty() && std::fwrite(d.data(), 1, d.size(), stdout) != d.size()) ||
           std::fputc('\n', stdout) == EOF)
         err = errno != 0 ? errno : EIO;
@@ -545,6 +655,7 @@ int cmd_peek(const PeekArgs& a) {
       e["due_in_ms"] =
           m.due_in_ms ? nlohmann::ordered_json(*m.due_in_ms) : nlohmann::ordered_json(nullptr);
       e["payload"] = render_payload(m.payload, a.max_bytes, m.size);
+      e["properties"] = properties_json(m.properties());
       j["messages"].push_back(std::move(e));
     }
     std::printf("%s\n", dump_json(j).c_str());
@@ -566,6 +677,9 @@ int cmd_peek(const PeekArgs& a) {
                 state.c_str(), prio, m.delivery_count, static_cast<unsigned long long>(m.size),
                 human_ms(m.age_ms).c_str(), due.c_str(),
                 render_payload(m.payload, a.max_bytes, m.size).c_str());
+    // A message with properties: one more line, indented, in consume --show-properties' words.
+    if (m.properties().present())
+      std::printf("  # %s\n", properties_words(m.properties()).c_str());
   }
   if (msgs.empty()) std::printf("(no messages)\n");
   return kExitOk;
@@ -579,7 +693,9 @@ int cmd_dlq_list(const DlqArgs& a) {
     no_dead_letters(a.queue);
     return kExitOk;
   }
-  const auto msgs = peek_messages(*d, a.count, shmq::kDeadLetterEnvelopeSize + a.max_bytes);
+  // The envelope, the original's properties block if any (version 2), the payload shown.
+  const auto msgs = peek_messages(
+      *d, a.count, shmq::kDeadLetterEnvelopeSize + shmq::kMaxPropertiesSize + a.max_bytes);
   std::printf("%-12s %-15s %-10s %-12s %-20s %-8s %-8s %s\n", "DLQ-POS", "REASON", "DELIVERIES",
               "ORIG-POS", "ORIG-ID", "SIZE", "AGE", "PAYLOAD");
   for (const auto& m : msgs) {
@@ -591,8 +707,8 @@ int cmd_dlq_list(const DlqArgs& a) {
                   render_payload(m.payload, a.max_bytes, m.size).c_str());
       continue;
     }
-    const std::uint64_t size =
-        m.size >= shmq::kDeadLetterEnvelopeSize ? m.size - shmq::kDeadLetterEnvelopeSize : 0;
+    const std::uint64_t envelope = shmq::kDeadLetterEnvelopeSize + dl->properties_block.size();
+    const std::uint64_t size = m.size >= envelope ? m.size - envelope : 0;
     const std::string shown = render_payload(dl->payload, a.max_bytes, size);
     std::printf("%-12llu %-15s %-10u %-12llu %-20llu %-8llu %-8s %s\n",
                 static_cast<unsigned long long>(m.position),
@@ -600,6 +716,8 @@ int cmd_dlq_list(const DlqArgs& a) {
                 static_cast<unsigned long long>(dl->original_position),
                 static_cast<unsigned long long>(dl->original_id),
                 static_cast<unsigned long long>(size), human_ms(m.age_ms).c_str(), shown.c_str());
+    if (dl->properties().present())
+      std::printf("  # %s\n", properties_words(dl->properties()).c_str());
   }
   if (msgs.empty()) std::printf("(no dead letters)\n");
   return kExitOk;
@@ -637,7 +755,13 @@ int cmd_dlq_replay(const DlqArgs& a) {
     }
     // Back at its priority (on a queue that has it; else at the top level it has).
     const std::uint32_t level = std::min(dl->priority, q.options().max_priority);
-    const Status sent = p->send(dl->payload, shmq::SendOptions{.id = dl->original_id, .priority = level});
+    // With its properties as they were sent (send time included).
+    const shmq::Properties props = dl->properties().to_properties();
+    const shmq::SendOptions options{.id = dl->original_id,
+                                    .priority = level,
+                                    .properties = dl->properties().present() ? &props : nullptr};
+    const Status sent = shmq::detail::ProducerAccess::send_replayed(
+        p.value(), dl->payload, options, dl->properties().timestamp_ns());
     if (sent == Status::too_large) {
       ++too_large;
       return Visit::kept;

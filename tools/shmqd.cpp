@@ -360,7 +360,8 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
         const std::uint64_t due_ns =
             m->due_unix_ns ? shmq::detail::unix_to_monotonic_ns(*m->due_unix_ns) : 0;
         const shmq::Status s = shmq::detail::ProducerAccess::send_recovered(
-            *producer, shmq::Bytes(m->payload), m->id, m->position, &end, due_ns);
+            *producer, shmq::Bytes(m->payload), m->id, m->position, &end, due_ns,
+            m->properties);
         if (s == shmq::Status::interrupted) return;
         if (s != shmq::Status::ok) return fatal(queue, "cannot republish a recovered message");
         SHMQ_CRASH_POINT("shmqd.mid_republish");

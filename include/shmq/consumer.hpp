@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "shmq/error.hpp"
+#include "shmq/properties.hpp"
 
 namespace shmq {
 
@@ -58,9 +59,10 @@ class Message {
       fragments_ = o.fragments_;
       priority_ = o.priority_;
       size_ = o.size_;
+      props_size_ = o.props_size_;
       copied_ = o.copied_;
       copy_ = std::move(o.copy_);
-      data_ = copied_ ? copy_.data() : o.data_;
+      data_ = copied_ ? copy_.data() + props_size_ : o.data_;
       seg_ = o.seg_;
       owner_ = o.owner_;
       held_ = o.held_;
@@ -68,6 +70,7 @@ class Message {
       o.word_ = 0;  // it handed its delivery over: it never held one (ack says invalid)
       o.data_ = nullptr;
       o.size_ = 0;
+      o.props_size_ = 0;
     }
     return *this;
   }
@@ -81,10 +84,16 @@ class Message {
   bool redelivered() const noexcept { return delivery_count_ > 1; }
   // Its priority (SendOptions::priority); 0 on a queue without priorities.
   std::uint32_t priority() const noexcept { return priority_; }
+  // The payload: without the properties block of a message sent with properties.
   std::span<const std::byte> data() const noexcept { return {data_, size_}; }
   std::size_t size() const noexcept { return size_; }
   std::string_view view() const noexcept {
     return {reinterpret_cast<const char*>(data_), size_};
+  }
+  // Its properties (SendOptions::properties): a view into the message's bytes, empty
+  // (present() false) for a message sent without. Valid as long as data() is.
+  PropertiesView properties() const noexcept {
+    return PropertiesView({data_ - props_size_, props_size_}, priority_);
   }
   // True while this handle holds its delivery: received, not acked or nacked through it,
   // and not taken back (lease expired, consumer evicted). Reads the slot: it never says
@@ -107,6 +116,7 @@ class Message {
   std::uint32_t priority_ = 0;
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
+  std::size_t props_size_ = 0;   // the properties block in front of data_ (0: none)
   std::vector<std::byte> copy_;  // backing store of a copied message
   bool copied_ = false;
   bool held_ = false;

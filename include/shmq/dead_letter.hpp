@@ -12,6 +12,10 @@
 //       16     8  original position in the source queue
 //       24     8  original message id
 //       32     -  original payload
+//
+// Envelope version 2 (issue 14): the same 32 bytes, then the original's properties block
+// (properties.hpp) and then its payload: the dead letter of a message sent with properties.
+// A dead letter of a message without properties is still version 1, byte for byte.
 #pragma once
 
 #include <cstddef>
@@ -19,6 +23,8 @@
 #include <optional>
 #include <span>
 #include <string_view>
+
+#include "shmq/properties.hpp"
 
 namespace shmq {
 
@@ -41,6 +47,9 @@ struct DeadLetter {
   std::uint64_t original_id;
   std::span<const std::byte> payload;  // the original message's bytes
   std::uint32_t priority = 0;          // the original message's priority
+  std::span<const std::byte> properties_block;  // version 2: the original's block; else empty
+  // The original's properties (empty without).
+  PropertiesView properties() const noexcept { return {properties_block, priority}; }
 };
 
 // Reads the envelope of a message from a dead-letter queue; nullopt if it is not one.

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "shmq/error.hpp"
+#include "shmq/properties.hpp"
 
 namespace shmq {
 
@@ -105,6 +106,13 @@ struct SendOptions {
   std::chrono::milliseconds delay{0};
   // Not delivered before this wall-clock time (if later than now + delay).
   std::chrono::system_clock::time_point not_before{};
+  // Message properties (properties.hpp), or none. Only read during the call. The library
+  // sets their send time. Status::invalid if they break a limit (kMaxPropertyString,
+  // kMaxPropertiesSize); the encoded block counts against max_message_size (too_large).
+  // Honoured by send, try_send, send_for and send_batch (every message of the batch gets
+  // them); commit of a reservation returns Status::invalid with properties (a reserved slot
+  // holds the payload only).
+  const Properties* properties = nullptr;
 };
 
 class Producer {
@@ -236,6 +244,15 @@ class Producer {
   void write_and_publish_prepare(std::uint64_t pos, Bytes message, std::uint64_t id);
   bool publish(std::uint64_t pos, std::uint32_t k, std::uint64_t due_ns = 0);
   Status commit_impl(Reservation& r, std::uint64_t id, std::uint64_t due_ns);
+  // The properties layer (issue 14): builds [block][message] in a reused buffer and sends it
+  // through send_confirmed with length_flags_ set, so send_impl stores the flag with the
+  // length (and seals it). Messages without properties never come here.
+  Status send_with_properties(Bytes message, const SendOptions& options,
+                              std::chrono::steady_clock::time_point space_deadline,
+                              std::chrono::steady_clock::time_point confirm_deadline,
+                              Confirm confirm);
+  // Builds the properties block of `options` + `message` into the thread's reused buffer.
+  Status build_with_properties(Bytes message, const SendOptions& options, Bytes& out);
   void remember_reservation(std::uint64_t pos);
   void wake_consumers() noexcept;
   void release_member() noexcept;
@@ -245,6 +262,12 @@ class Producer {
   std::uint32_t owner_ = 0;       // our owner id in slot words (row + generation)
   std::uint64_t row_word_ = 0;    // our row's state word while it is ours
   std::uint64_t now_ns_ = 0;  // CLOCK_MONOTONIC_COARSE read once per send
+  // Or'd into the slot header's length by the send in progress: kLengthHasProperties while
+  // send_with_properties (or a recovered / replayed message with properties) sends, else 0.
+  std::uint32_t length_flags_ = 0;
+  // != 0: the send time to put in the properties block instead of now (dlq replay keeps the
+  // original's; set through ProducerAccess).
+  std::uint64_t properties_timestamp_ns_ = 0;
   std::unique_ptr<std::atomic<bool>> interrupted_;
   // Positions of reservations handed out and not committed through us: the only claims a
   // producer can still hold between calls, given back as holes when it closes. Entries of

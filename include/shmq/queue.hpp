@@ -23,6 +23,7 @@
 #include "shmq/consumer.hpp"
 #include "shmq/error.hpp"
 #include "shmq/producer.hpp"
+#include "shmq/properties.hpp"
 
 namespace shmq {
 
@@ -159,7 +160,9 @@ struct BrowsedMessage {
   // A delayed message: when it becomes due, CLOCK_MONOTONIC ns (0: not delayed).
   std::uint64_t due_ns = 0;
   std::vector<std::byte> data;  // the payload, or its first max_bytes
-  std::size_t size = 0;         // the message's whole length
+  std::size_t size = 0;         // the payload's whole length
+  std::vector<std::byte> properties_block;  // its properties block (empty: none)
+  PropertiesView properties() const noexcept { return {properties_block, priority}; }
 };
 
 // What a queue looks like now. Counts are approximate while producers and consumers run.

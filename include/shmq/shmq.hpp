@@ -6,5 +6,7 @@
 #include "shmq/dead_letter.hpp"
 #include "shmq/error.hpp"
 #include "shmq/producer.hpp"
+#include "shmq/properties.hpp"
 #include "shmq/queue.hpp"
+#include "shmq/rpc.hpp"
 #include "shmq/watchdog.hpp"

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "core/properties_block.hpp"
 #include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
 #include "segment/segment.hpp"
@@ -24,7 +25,9 @@ bool copy_out(const detail::Segment& seg, std::uint64_t pos, std::uint64_t w,
   // Nothing read from the segment is trusted: bound fragments and length by the geometry.
   if (k == 0 || k > seg.max_fragments() || k > seg.slot_count()) return false;
   const std::uint64_t payload = seg.payload_size();
-  const std::uint64_t len = h.length.load(std::memory_order_relaxed);
+  const std::uint32_t length = h.length.load(std::memory_order_relaxed);
+  const std::uint64_t len = length & detail::kLengthMask;
+  const bool has_properties = (length & detail::kLengthHasProperties) != 0;
   out.position = pos;
   out.priority = seg.priority_level();
   out.id = h.id.load(std::memory_order_relaxed);
@@ -35,7 +38,12 @@ bool copy_out(const detail::Segment& seg, std::uint64_t pos, std::uint64_t w,
                    : 0;
   out.size = static_cast<std::size_t>(
       std::min<std::uint64_t>(len, std::min<std::uint64_t>(seg.max_message_size(), k * payload)));
-  const std::size_t n = std::min(out.size, max_bytes);
+  // With properties, the block comes first: copy it too (it is at most kMaxPropertiesSize).
+  const std::size_t want =
+      !has_properties ? max_bytes
+      : max_bytes > SIZE_MAX - kMaxPropertiesSize ? SIZE_MAX
+                                                  : max_bytes + kMaxPropertiesSize;
+  const std::size_t n = std::min(out.size, want);
   out.data.resize(n);
   for (std::size_t off = 0, q = 0; off < n; ++q) {
     const std::size_t m = static_cast<std::size_t>(std::min<std::uint64_t>(payload, n - off));
@@ -43,7 +51,19 @@ bool copy_out(const detail::Segment& seg, std::uint64_t pos, std::uint64_t w,
     off += m;
   }
   detail::acquire_fence_after_copy();
-  return h.word.load(std::memory_order_relaxed) == w;
+  if (h.word.load(std::memory_order_relaxed) != w) return false;
+  out.properties_block.clear();
+  if (has_properties) {
+    // A block that does not parse (a scribble) is shown as none, the bytes as they are.
+    const std::size_t ps = detail::checked_properties_size(out.data);
+    if (ps != 0) {
+      out.properties_block.assign(out.data.begin(), out.data.begin() + std::ptrdiff_t(ps));
+      out.data.erase(out.data.begin(), out.data.begin() + std::ptrdiff_t(ps));
+      out.size -= ps;
+    }
+    if (out.data.size() > max_bytes) out.data.resize(max_bytes);
+  }
+  return true;
 }
 
 }  // namespace

@@ -17,12 +17,13 @@ void put_u64(unsigned char* p, std::uint64_t v) noexcept {
 }  // namespace
 
 std::uint64_t message_checksum(std::uint64_t position, std::uint64_t id, std::uint64_t origin,
-                               std::span<const std::byte> payload) noexcept {
+                               std::span<const std::byte> payload,
+                               std::uint32_t length_flags) noexcept {
   unsigned char meta[32];
   put_u64(meta, position);
   put_u64(meta + 8, id);
   put_u64(meta + 16, origin);
-  put_u64(meta + 24, payload.size());
+  put_u64(meta + 24, payload.size() | length_flags);  // the length field, flags and all
   return XXH3_64bits_withSeed(payload.data(), payload.size(), XXH3_64bits(meta, sizeof meta));
 }
 

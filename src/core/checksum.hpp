@@ -25,15 +25,19 @@
 
 namespace shmq::detail {
 
+// `length_flags`: the flag bits of the slot header's length (kLengthHasProperties), hashed
+// with the length so that a flipped flag is caught like a changed length.
 std::uint64_t message_checksum(std::uint64_t position, std::uint64_t id, std::uint64_t origin,
-                               std::span<const std::byte> payload) noexcept;
+                               std::span<const std::byte> payload,
+                               std::uint32_t length_flags = 0) noexcept;
 
 // Producer: stores the checksum of the message it wrote at `position`. `id`, `origin` and
 // `payload` are the producer's own values (what it wrote), not read back. Relaxed: published
 // by the producer's release CAS of the slot word (ready).
 inline void seal_message(const Segment& seg, std::uint64_t position, std::uint64_t id,
-                         std::uint64_t origin, std::span<const std::byte> payload) noexcept {
-  seg.checksum_word(position).store(message_checksum(position, id, origin, payload),
+                         std::uint64_t origin, std::span<const std::byte> payload,
+                         std::uint32_t length_flags = 0) noexcept {
+  seg.checksum_word(position).store(message_checksum(position, id, origin, payload, length_flags),
                                     std::memory_order_relaxed);
 }
 
@@ -42,16 +46,18 @@ inline void seal_message(const Segment& seg, std::uint64_t position, std::uint64
 struct Seal {
   std::uint64_t origin = 0;
   std::uint64_t checksum = 0;
+  std::uint32_t length_flags = 0;  // the length field's flags (kLengthHasProperties)
 };
 inline Seal read_seal(const Segment& seg, std::uint64_t position) noexcept {
   return {seg.slot(position).origin.load(std::memory_order_relaxed),
-          seg.checksum_word(position).load(std::memory_order_relaxed)};
+          seg.checksum_word(position).load(std::memory_order_relaxed),
+          seg.slot(position).length.load(std::memory_order_relaxed) & kLengthHasProperties};
 }
 // True if the message at `position` with this `id`, `seal` and `payload` (the bytes the reader
 // will deliver; their size its length) is what its producer sealed.
 inline bool seal_matches(const Seal& seal, std::uint64_t position, std::uint64_t id,
                          std::span<const std::byte> payload) noexcept {
-  return message_checksum(position, id, seal.origin, payload) == seal.checksum;
+  return message_checksum(position, id, seal.origin, payload, seal.length_flags) == seal.checksum;
 }
 
 // Reader of a slot that cannot change under it (the persister: nothing reuses a slot before

@@ -6,6 +6,7 @@
 
 #include "core/dead_letter.hpp"
 #include "core/healer.hpp"
+#include "core/properties_block.hpp"
 #include "core/call_util.hpp"
 #include "core/checksum.hpp"
 #include "core/slot_ops.hpp"
@@ -174,10 +175,16 @@ Consumer::Fill Consumer::fill(std::uint64_t pos, std::uint64_t held,
   const std::uint32_t k = word_aux(held);
   const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
   const bool checked = seg.checksummed();
-  const detail::Seal seal = checked ? detail::read_seal(seg, pos) : detail::Seal{};
+  detail::Seal seal = checked ? detail::read_seal(seg, pos) : detail::Seal{};
+  // Read once, before the copy like the id: its flag says whether the bytes start with a
+  // properties block (layout.hpp kLengthHasProperties).
+  const std::uint32_t length = hdr.length.load(std::memory_order_relaxed);
+  seal.length_flags = length & detail::kLengthHasProperties;
   if (k == 1 && zero_copy_) {
     out.copy_.clear();
-    out.size_ = detail::bounded_length(seg, pos, 1);
+    out.size_ = std::min<std::size_t>(length & detail::kLengthMask,
+                                      std::min<std::size_t>(seg.max_message_size(),
+                                                            seg.payload_size()));
     out.data_ = seg.payload(pos);
     out.copied_ = false;
   } else {
@@ -185,7 +192,7 @@ Consumer::Fill Consumer::fill(std::uint64_t pos, std::uint64_t held,
       // The hot case, inline: one bounded memcpy into the reused buffer (it only grows; the
       // message's length is size_).
       const std::size_t len = std::min<std::size_t>(
-          hdr.length.load(std::memory_order_relaxed),
+          length & detail::kLengthMask,
           std::min<std::size_t>(seg.max_message_size(), seg.payload_size()));
       if (out.copy_.size() < len) out.copy_.resize(len);
       if (len != 0) std::memcpy(out.copy_.data(), seg.payload(pos), len);
@@ -197,6 +204,7 @@ Consumer::Fill Consumer::fill(std::uint64_t pos, std::uint64_t held,
     if (hdr.word.load(std::memory_order_relaxed) != held) {
       out.data_ = nullptr;
       out.size_ = 0;
+      out.props_size_ = 0;
       return Fill::lost;
     }
     out.data_ = out.copy_.data();
@@ -205,7 +213,22 @@ Consumer::Fill Consumer::fill(std::uint64_t pos, std::uint64_t held,
   if (checked && !detail::seal_matches(seal, pos, id, out.data())) {
     out.data_ = nullptr;
     out.size_ = 0;
+    out.props_size_ = 0;
     return Fill::corrupt;
+  }
+  out.props_size_ = 0;
+  if ((length & detail::kLengthHasProperties) != 0) [[unlikely]] {
+    // [block][payload]: data() is the payload. A block that does not parse inside the
+    // message (a scribble; a checksummed queue caught it above) is treated as corrupt.
+    const std::size_t ps = detail::checked_properties_size(out.data());
+    if (ps == 0) {
+      out.data_ = nullptr;
+      out.size_ = 0;
+      return Fill::corrupt;
+    }
+    out.props_size_ = ps;
+    out.data_ += ps;
+    out.size_ -= ps;
   }
   out.position_ = pos;
   out.id_ = id;
@@ -725,6 +748,7 @@ void Consumer::drop(Message& m) noexcept {
   m.held_ = false;
   m.data_ = nullptr;
   m.size_ = 0;
+  m.props_size_ = 0;
 }
 
 // True if `m` is this consumer's current delivery of its slot. The word alone cannot tell

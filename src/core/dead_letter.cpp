@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/checksum.hpp"
+#include "core/properties_block.hpp"
 #include "core/slot_ops.hpp"
 #include "persist/republish.hpp"
 #include "platform/crash_point.hpp"
@@ -37,10 +38,18 @@ std::optional<DeadLetter> parse_dead_letter(std::span<const std::byte> m) noexce
   std::memcpy(&priority, m.data() + 12, 4);
   std::memcpy(&pos, m.data() + 16, 8);
   std::memcpy(&id, m.data() + 24, 8);
-  if (magic != kDeadLetterMagic || version != 1 || reason < 1 || reason > 4) return std::nullopt;
+  if (magic != kDeadLetterMagic || (version != 1 && version != 2) || reason < 1 || reason > 4)
+    return std::nullopt;
   if (priority > kMaxPriority) priority = 0;  // not ours to interpret
-  return DeadLetter{static_cast<DeadLetterReason>(reason), dc, pos, id,
-                    m.subspan(kDeadLetterEnvelopeSize), priority};
+  std::span<const std::byte> rest = m.subspan(kDeadLetterEnvelopeSize);
+  std::span<const std::byte> block;
+  if (version == 2) {
+    const std::size_t ps = detail::checked_properties_size(rest);
+    if (ps == 0) return std::nullopt;  // a version 2 envelope must carry a valid block
+    block = rest.first(ps);
+    rest = rest.subspan(ps);
+  }
+  return DeadLetter{static_cast<DeadLetterReason>(reason), dc, pos, id, rest, priority, block};
 }
 
 }  // namespace shmq
@@ -129,14 +138,17 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
   const std::size_t len = bounded_length(seg, pos, k);
   buf_.resize(kDeadLetterEnvelopeSize + len);
   const std::uint32_t magic = kDeadLetterMagic;
-  const std::uint16_t version = 1;
+  // The bytes copied below start with the original's properties block: envelope version 2
+  // (decided after the copy). Read before the copy like the id.
+  const bool has_properties =
+      (hdr.length.load(std::memory_order_relaxed) & kLengthHasProperties) != 0;
+  std::uint16_t version = 1;
   const std::uint32_t dc = hdr.delivery_count.load(std::memory_order_relaxed);
   const std::uint32_t priority = seg.priority_level();
   const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
   // Read before the copy, like the id: the check of the slot word after it covers them.
   const Seal seal = seg.checksummed() ? read_seal(seg, pos) : Seal{};
   std::memcpy(buf_.data(), &magic, 4);
-  std::memcpy(buf_.data() + 4, &version, 2);
   std::memcpy(buf_.data() + 8, &dc, 4);
   std::memcpy(buf_.data() + 12, &priority, 4);
   std::memcpy(buf_.data() + 16, &pos, 8);
@@ -157,6 +169,16 @@ DeadLetterSink::Outcome DeadLetterSink::move(std::uint64_t pos, std::uint64_t he
   if (reason != DeadLetterReason::corrupt && seg.checksummed() &&
       !seal_matches(seal, pos, id, Bytes(buf_).subspan(kDeadLetterEnvelopeSize)))
     reason = DeadLetterReason::corrupt;
+  // A dead letter always parses: a flag whose block does not parse in the copy (a scribble
+  // of the length or the block) makes a version 1 envelope of the bytes as they are, with
+  // reason corrupt (what a consumer would have found too).
+  if (has_properties) {
+    if (checked_properties_size(Bytes(buf_).subspan(kDeadLetterEnvelopeSize)) != 0)
+      version = 2;
+    else
+      reason = DeadLetterReason::corrupt;
+  }
+  std::memcpy(buf_.data() + 4, &version, 2);
   const auto r = static_cast<std::uint16_t>(reason);
   std::memcpy(buf_.data() + 6, &r, 2);
   // The dead letter keeps the message's id (never 0: ids are generated at send).

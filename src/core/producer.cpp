@@ -11,6 +11,7 @@
 #include "core/call_util.hpp"
 #include "core/checksum.hpp"
 #include "core/healer.hpp"
+#include "core/properties_block.hpp"
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
@@ -479,7 +480,8 @@ void Producer::write_and_publish_prepare(std::uint64_t pos, Bytes message, std::
   detail::SlotHeader& hdr = seg.slot(pos);
   hdr.position.store(pos, std::memory_order_relaxed);
   hdr.id.store(id, std::memory_order_relaxed);
-  hdr.length.store(static_cast<std::uint32_t>(message.size()), std::memory_order_relaxed);
+  hdr.length.store(static_cast<std::uint32_t>(message.size()) | length_flags_,
+                   std::memory_order_relaxed);
   hdr.delivery_count.store(0, std::memory_order_relaxed);
   hdr.deadline_ns.store(0, std::memory_order_relaxed);
   hdr.enqueued_ns.store(now_ns_, std::memory_order_relaxed);
@@ -593,7 +595,7 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
       hdr.origin.store(origin, std::memory_order_relaxed);
     }
     if (seg_->checksummed())
-      detail::seal_message(*seg_, pos, message_id, origin, message);
+      detail::seal_message(*seg_, pos, message_id, origin, message, length_flags_);
     if (dedup) {
       SHMQ_CRASH_POINT("producer.before_admit");
       std::uint64_t original = 0;
@@ -689,14 +691,52 @@ Status Producer::send_entry(Bytes message, const SendOptions& o, Clock::time_poi
     if (const Status s = level(o.priority, p); s != Status::ok) return s;
   const bool session = session_ && o.id == 0;
   const std::uint64_t id = session ? session_message_id(session_producer_, session_next_) : o.id;
-  const Status s = p->send_confirmed(message, id, space_deadline, confirm_deadline, confirm,
-                                     o.delay.count() == 0 && o.not_before == decltype(o.not_before){}
-                                         ? 0
-                                         : detail::due_time_ns(o));
+  Status s;
+  if (o.properties != nullptr) {
+    SendOptions with_id = o;
+    with_id.id = id;
+    s = p->send_with_properties(message, with_id, space_deadline, confirm_deadline, confirm);
+  } else {
+    s = p->send_confirmed(message, id, space_deadline, confirm_deadline, confirm,
+                          o.delay.count() == 0 && o.not_before == decltype(o.not_before){}
+                              ? 0
+                              : detail::due_time_ns(o));
+  }
   if (p != this) last_position_ = p->last_position_;
   // The sequence moves on once the message is known to be in the queue; after any other
   // status the next send is taken as this one's retry (same id).
   if (session && (s == Status::ok || s == Status::duplicate)) ++session_next_;
+  return s;
+}
+
+// --- Properties (issue 14, design note 22) ------------------------------------------------
+
+Status Producer::build_with_properties(Bytes message, const SendOptions& o, Bytes& out) {
+  // One buffer per thread, reused: a send with properties makes one copy of the payload
+  // (behind its block) and, in steady state, no allocation.
+  thread_local std::vector<std::byte> buf;
+  const std::uint64_t ts =
+      properties_timestamp_ns_ != 0 ? properties_timestamp_ns_ : detail::realtime_ns();
+  if (const Status s = detail::encode_properties(*o.properties, ts, buf); s != Status::ok)
+    return s;
+  const std::size_t block = buf.size();
+  if (message.size() > seg_->max_message_size()) return Status::too_large;
+  buf.resize(block + message.size());
+  if (!message.empty()) std::memcpy(buf.data() + block, message.data(), message.size());
+  out = Bytes(buf);
+  return Status::ok;
+}
+
+Status Producer::send_with_properties(Bytes message, const SendOptions& o,
+                                      Clock::time_point space_deadline,
+                                      Clock::time_point confirm_deadline, Confirm confirm) {
+  if (!seg_) return Status::invalid;
+  Bytes with;
+  if (const Status s = build_with_properties(message, o, with); s != Status::ok) return s;
+  length_flags_ = detail::kLengthHasProperties;
+  const Status s = send_confirmed(with, o.id, space_deadline, confirm_deadline, confirm,
+                                  detail::due_time_ns(o));
+  length_flags_ = 0;
   return s;
 }
 
@@ -750,7 +790,17 @@ std::size_t Producer::send_batch(std::span<const Bytes> messages, std::chrono::n
   Status s = Status::ok;
   std::uint64_t end = 0;
   for (const Bytes& m : messages) {
-    s = send_impl(m, 0, deadline, false, 0, &end, due_ns);
+    if (o.properties == nullptr) {
+      s = send_impl(m, 0, deadline, false, 0, &end, due_ns);
+    } else {
+      Bytes with = m;
+      s = build_with_properties(m, o, with);
+      if (s == Status::ok) {
+        length_flags_ = detail::kLengthHasProperties;
+        s = send_impl(with, 0, deadline, false, 0, &end, due_ns);
+        length_flags_ = 0;
+      }
+    }
     if (s != Status::ok) break;
     ++sent;
   }
@@ -820,6 +870,8 @@ Status Producer::commit(Reservation& r, const SendOptions& o) {
   if (o.priority != 0)
     if (const Status s = level(o.priority, p); s != Status::ok) return s;
   if (r.seg_ != p->seg_) return Status::invalid;
+  // A reservation holds the payload only: no room was reserved for a properties block.
+  if (o.properties != nullptr) return Status::invalid;
   return p->commit_impl(r, o.id, detail::due_time_ns(o));
 }
 

@@ -167,16 +167,17 @@ bool finish_relocation(Segment& seg, std::uint64_t pos, std::uint64_t w) {
     std::uint64_t seal = sw.load(std::memory_order_seq_cst);
     const std::uint64_t id = hdr.id.load(std::memory_order_relaxed);
     const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
+    const std::uint32_t flags = hdr.length.load(std::memory_order_relaxed) & kLengthHasProperties;
     std::vector<std::byte> bytes;
     copy_message(seg, pos, k, bytes);
     acquire_fence_after_copy();
     if (hdr.word.load(std::memory_order_relaxed) != w) return false;
-    const std::uint64_t at_new = message_checksum(pos, id, origin, bytes);
+    const std::uint64_t at_new = message_checksum(pos, id, origin, bytes, flags);
     if (seal != at_new && seal != (at_new ^ 1)) {
       // Intact at the old position: sealed for the new one. Not intact (scribbled while
       // it waited): stays not intact, so relocation never launders a corrupt message.
       const std::uint64_t to =
-          seal == message_checksum(old, id, origin, bytes) ? at_new : (at_new ^ 1);
+          seal == message_checksum(old, id, origin, bytes, flags) ? at_new : (at_new ^ 1);
       sw.compare_exchange_strong(seal, to, std::memory_order_seq_cst);
     }
   }
@@ -204,7 +205,8 @@ bool finish_relocation(Segment& seg, std::uint64_t pos, std::uint64_t w) {
 std::size_t bounded_length(const Segment& seg, std::uint64_t pos, std::uint32_t k) {
   const std::size_t cap = std::min<std::size_t>(seg.max_message_size(),
                                                 std::size_t(k) * seg.payload_size());
-  return std::min<std::size_t>(seg.slot(pos).length.load(std::memory_order_relaxed), cap);
+  return std::min<std::size_t>(seg.slot(pos).length.load(std::memory_order_relaxed) & kLengthMask,
+                               cap);
 }
 
 bool repair_tail(Segment& seg, std::uint64_t t) {

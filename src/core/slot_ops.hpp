@@ -81,7 +81,8 @@ inline std::uint64_t max_span(const Segment& seg) {
 std::size_t copy_message(const Segment& seg, std::uint64_t pos, std::uint32_t k,
                          std::vector<std::byte>& out);
 
-// Length of the message at `pos` spanning `k` slots, bounded as above.
+// Length of the message at `pos` spanning `k` slots, bounded as above: the length field
+// without its flag bits (kLengthMask), i.e. all its bytes, a properties block included.
 std::size_t bounded_length(const Segment& seg, std::uint64_t pos, std::uint32_t k);
 
 // Moves a tail cursor found out of range, `t`, to where the ring says the tail is (issue

@@ -56,7 +56,7 @@ inline std::uint64_t load_u64(const std::byte* p) noexcept {
 // --- Segment file header: 64 bytes at offset 0 of every wal-*.log -----------------------
 //
 //    0  magic "SHMQWAL1"          8 bytes
-//    8  format version            u32 (2; version 1 files are still read)
+//    8  format version            u32 (3; versions 1 and 2 files are still read)
 //   12  header size               u32 (64)
 //   16  first position            u64: greater than every position in earlier segments;
 //                                      equals the position in the file name
@@ -71,7 +71,10 @@ inline constexpr std::array<char, 8> kFileMagic = {'S', 'H', 'M', 'Q', 'W', 'A',
 // (incompatible_version) instead of taking the new records for corruption (or, at the end
 // of the last file, for a torn tail it would truncate). New records are only ever appended
 // to a version 2 file: Wal::open starts a new segment after a version 1 one.
-inline constexpr std::uint32_t kFormatVersion = 2;
+// Version 3 (issue 14) added the properties flag (kTypeHasProperties) to the type byte of
+// message records; version 1 and 2 files never have it and are read as before, and a
+// version 2 reader refuses a version 3 file.
+inline constexpr std::uint32_t kFormatVersion = 3;
 inline constexpr std::uint32_t kOldestReadableVersion = 1;
 
 namespace file_header {
@@ -98,7 +101,9 @@ static_assert(kChecksum + 8 == kFileHeaderSize);
 //    0  checksum       u64: XXH3_64bits_withSeed(bytes 8..31 of this header + payload, salt)
 //    8  length         u32: payload bytes (0 for an ack)
 //   12  type           u8:  1 = message, 2 = ack, 3 = copy, 4 = delayed message,
-//                           5 = delayed copy (0 and 6..255 are invalid)
+//                           5 = delayed copy; | 0x80 (kTypeHasProperties, version 3) on a
+//                           message type: the message bytes start with a properties block
+//                           (include/shmq/properties.hpp). Every other value is invalid.
 //   13  header check   3 bytes, u24: low 24 bits of XXH3_64bits_withSeed(bytes 8..31 with
 //                      bytes 13..15 zeroed, salt). Lets recovery reject a garbage header in
 //                      a few nanoseconds without hashing a payload it claims to have.
@@ -118,6 +123,7 @@ inline constexpr std::size_t kRecordHeaderSize = 32;
 inline constexpr std::size_t kOriginSize = 8;  // the origin prefix of a copy's payload
 inline constexpr std::size_t kDueSize = 8;     // the due-time prefix of a delayed record
 inline constexpr std::uint64_t kMaxPayload = UINT32_MAX;
+inline constexpr std::uint8_t kTypeHasProperties = 0x80;
 
 enum class RecordType : std::uint8_t {
   message = 1,
@@ -292,13 +298,14 @@ inline std::uint32_t record_header_check(const std::byte* header, std::uint64_t 
 // and an ack has an empty payload and id 0.
 inline void encode_record(std::vector<std::byte>& out, RecordType type, std::uint64_t position,
                           std::uint64_t id, std::span<const std::byte> payload,
-                          std::uint64_t salt) {
+                          std::uint64_t salt, bool properties = false) {
   namespace r = record_header;
   const std::size_t at = out.size();
   out.resize(at + kRecordHeaderSize + payload.size());
   std::byte* h = out.data() + at;
   store_u32(h + r::kLength, static_cast<std::uint32_t>(payload.size()));
-  h[r::kType] = static_cast<std::byte>(type);
+  h[r::kType] = static_cast<std::byte>(static_cast<std::uint8_t>(type) |
+                                       (properties ? kTypeHasProperties : 0));
   store_u64(h + r::kPosition, position);
   store_u64(h + r::kId, id);
   const std::uint32_t check = record_header_check(h, salt);
@@ -315,25 +322,27 @@ inline void encode_record(std::vector<std::byte>& out, RecordType type, std::uin
 inline void encode_copy_record(std::vector<std::byte>& out, std::uint64_t position,
                                std::uint64_t origin, std::uint64_t id,
                                std::span<const std::byte> payload, std::uint64_t salt,
-                               std::optional<std::uint64_t> due_unix_ns = std::nullopt) {
+                               std::optional<std::uint64_t> due_unix_ns = std::nullopt,
+                               bool properties = false) {
   const RecordType type = due_unix_ns ? RecordType::delayed_copy : RecordType::copy;
   std::vector<std::byte> body(prefix_size(type) + payload.size());
   store_u64(body.data(), origin);
   if (due_unix_ns) store_u64(body.data() + kOriginSize, *due_unix_ns);
   if (!payload.empty())
     std::memcpy(body.data() + prefix_size(type), payload.data(), payload.size());
-  encode_record(out, type, position, id, body, salt);
+  encode_record(out, type, position, id, body, salt, properties);
 }
 
 // Appends a delayed message record: `payload` at `position`, not to be delivered before
 // unix time `due_unix_ns`.
 inline void encode_delayed_record(std::vector<std::byte>& out, std::uint64_t position,
                                   std::uint64_t id, std::uint64_t due_unix_ns,
-                                  std::span<const std::byte> payload, std::uint64_t salt) {
+                                  std::span<const std::byte> payload, std::uint64_t salt,
+                                  bool properties = false) {
   std::vector<std::byte> body(kDueSize + payload.size());
   store_u64(body.data(), due_unix_ns);
   if (!payload.empty()) std::memcpy(body.data() + kDueSize, payload.data(), payload.size());
-  encode_record(out, RecordType::delayed, position, id, body, salt);
+  encode_record(out, RecordType::delayed, position, id, body, salt, properties);
 }
 
 struct DecodedRecord {
@@ -346,6 +355,7 @@ struct DecodedRecord {
   std::span<const std::byte> payload;  // the message bytes (without a copy's origin or a
                                        // delayed record's due time); points into the
                                        // buffer that was checked
+  bool properties = false;  // the message bytes are [properties block][payload]
 };
 
 enum class RecordCheck : std::uint8_t {
@@ -363,7 +373,11 @@ inline RecordCheck check_record(std::span<const std::byte> data, std::size_t off
   if (offset > data.size() || data.size() - offset < kRecordHeaderSize)
     return RecordCheck::short_header;
   const std::byte* h = data.data() + offset;
-  const auto type = std::to_integer<std::uint8_t>(h[r::kType]);
+  const auto type_byte = std::to_integer<std::uint8_t>(h[r::kType]);
+  const bool properties = (type_byte & kTypeHasProperties) != 0;
+  const auto type = static_cast<std::uint8_t>(type_byte & ~kTypeHasProperties);
+  if (properties && type == static_cast<std::uint8_t>(RecordType::ack))
+    return RecordCheck::bad_header;
   const std::uint32_t length = load_u32(h + r::kLength);
   const std::uint64_t id = load_u64(h + r::kId);
   if (type == static_cast<std::uint8_t>(RecordType::message)) {
@@ -389,6 +403,7 @@ inline RecordCheck check_record(std::span<const std::byte> data, std::size_t off
   out.id = id;
   out.origin = 0;
   out.due_unix_ns.reset();
+  out.properties = properties;
   out.size = kRecordHeaderSize + length;
   out.payload = data.subspan(offset + kRecordHeaderSize, length);
   if (is_copy_record(out.type)) {

@@ -70,7 +70,7 @@ std::vector<SegmentName> segment_names(const std::vector<std::string>& names) {
 std::size_t find_record(std::span<const std::byte> data, std::size_t from, std::uint64_t salt) {
   for (std::size_t q = from; q + kRecordHeaderSize <= data.size(); ++q) {
     const auto t = std::to_integer<std::uint8_t>(data[q + record_header::kType]);
-    if (!is_record_type(t)) continue;
+    if (!is_record_type(static_cast<std::uint8_t>(t & ~kTypeHasProperties))) continue;
     DecodedRecord rec;
     if (check_record(data, q, salt, rec) == RecordCheck::ok) return q;
   }
@@ -251,7 +251,7 @@ class Accounting {
       messages_.emplace(rec.position,
                         RecoveredMessage{rec.position, rec.id,
                                          {rec.payload.begin(), rec.payload.end()},
-                                         rec.due_unix_ns});
+                                         rec.due_unix_ns, rec.properties});
     }
   }
 
@@ -518,7 +518,7 @@ void Wal::begin_record() {
 
 VoidResult Wal::append_message(std::uint64_t position, std::uint64_t id,
                                std::span<const std::byte> payload,
-                               std::optional<std::uint64_t> due_unix_ns) {
+                               std::optional<std::uint64_t> due_unix_ns, bool properties) {
   if (auto r = check_appendable(position); !r) return r;
   if (payload.size() > kMaxPayload - (due_unix_ns ? kDueSize : 0))
     return Error(Errc::invalid_argument, "log: message of " + std::to_string(payload.size()) +
@@ -527,9 +527,9 @@ VoidResult Wal::append_message(std::uint64_t position, std::uint64_t id,
   begin_record();
   const std::size_t at = buffer_.size();
   if (due_unix_ns)
-    encode_delayed_record(buffer_, position, id, *due_unix_ns, payload, buffer_salt_);
+    encode_delayed_record(buffer_, position, id, *due_unix_ns, payload, buffer_salt_, properties);
   else
-    encode_record(buffer_, RecordType::message, position, id, payload, buffer_salt_);
+    encode_record(buffer_, RecordType::message, position, id, payload, buffer_salt_, properties);
   note_live(position, buffer_.size() - at);
   buffer_next_ = std::max(buffer_next_, position + 1);
   if (buffer_.size() >= kFlushBytes) return write_buffer();
@@ -548,14 +548,15 @@ VoidResult Wal::append_ack(std::uint64_t position) {
 
 VoidResult Wal::append_copy(std::uint64_t position, std::uint64_t origin, std::uint64_t id,
                             std::span<const std::byte> payload,
-                            std::optional<std::uint64_t> due_unix_ns) {
+                            std::optional<std::uint64_t> due_unix_ns, bool properties) {
   if (auto r = check_appendable(position); !r) return r;
   if (payload.size() > kMaxPayload - kOriginSize - (due_unix_ns ? kDueSize : 0))
     return Error(Errc::invalid_argument, "log: message of " + std::to_string(payload.size()) +
                                              " bytes is over the record limit");
   begin_record();
   const std::size_t at = buffer_.size();
-  encode_copy_record(buffer_, position, origin, id, payload, buffer_salt_, due_unix_ns);
+  encode_copy_record(buffer_, position, origin, id, payload, buffer_salt_, due_unix_ns,
+                     properties);
   live_.erase(origin);
   note_live(position, buffer_.size() - at);
   buffer_next_ = std::max(buffer_next_, position + 1);
@@ -715,8 +716,10 @@ VoidResult Wal::compact_closed_segments() {
       if (it == live_.end() || it->second.segment != seg.first_position) continue;
       VoidResult r =
           is_copy_record(rec.type)
-              ? append_copy(rec.position, rec.origin, rec.id, rec.payload, rec.due_unix_ns)
-              : append_message(rec.position, rec.id, rec.payload, rec.due_unix_ns);
+              ? append_copy(rec.position, rec.origin, rec.id, rec.payload, rec.due_unix_ns,
+                            rec.properties)
+              : append_message(rec.position, rec.id, rec.payload, rec.due_unix_ns,
+                               rec.properties);
       if (!r) return r;
       ++found;
     }
@@ -804,7 +807,7 @@ VerifyReport verify(const std::string& dir_path, FileSystem& fs,
     accounting.add(rec);
     if (!on_record) return;
     on_record(RecordView{rec.type, rec.position, rec.id, rec.origin, rec.due_unix_ns, rec.payload,
-                         file, offset});
+                         file, offset, rec.properties});
   });
   const std::vector<SegmentName> segs = segment_names(names);
   for (std::size_t i = 0; i < segs.size(); ++i) {

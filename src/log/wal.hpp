@@ -51,6 +51,9 @@ struct RecoveredMessage {
   std::vector<std::byte> payload;
   // A delayed message: not to be delivered before this unix time (ns, CLOCK_REALTIME).
   std::optional<std::uint64_t> due_unix_ns;
+  // The payload is [properties block][message payload] (a record with kTypeHasProperties):
+  // republish it with the slot length's properties flag.
+  bool properties = false;
 };
 
 struct RecoveryReport {
@@ -82,6 +85,7 @@ struct RecordView {
   std::span<const std::byte> payload;  // valid during the callback only
   std::string_view file;               // segment file name
   std::uint64_t offset = 0;            // of the record header in that file
+  bool properties = false;             // payload = [properties block][message payload]
 };
 
 class Wal {
@@ -109,16 +113,20 @@ class Wal {
   // written, not synced). Positions must be below UINT64_MAX; an ack carries the acked
   // position. Errc::invalid_argument for a payload over 4 GiB - 1 (the Wal stays usable).
   // `due_unix_ns`: a delayed message, due at that unix time (ns): a delayed record.
+  // `properties`: `payload` is [properties block][payload] (the slot's length had
+  // kLengthHasProperties): the record's type byte carries kTypeHasProperties.
   VoidResult append_message(std::uint64_t position, std::uint64_t id,
                             std::span<const std::byte> payload,
-                            std::optional<std::uint64_t> due_unix_ns = std::nullopt);
+                            std::optional<std::uint64_t> due_unix_ns = std::nullopt,
+                            bool properties = false);
   VoidResult append_ack(std::uint64_t position);
   // A message republished at `position` from `origin` (a position of an earlier rebuild
   // epoch, below the rebuilt segment's base). Once durable it supersedes `origin`.
   // `due_unix_ns`: as for append_message (a delayed copy record).
   VoidResult append_copy(std::uint64_t position, std::uint64_t origin, std::uint64_t id,
                          std::span<const std::byte> payload,
-                         std::optional<std::uint64_t> due_unix_ns = std::nullopt);
+                         std::optional<std::uint64_t> due_unix_ns = std::nullopt,
+                         bool properties = false);
 
   // Writes everything buffered and fdatasyncs it (group commit). Only after ok may the
   // caller confirm what it appended. When the current segment has grown past

@@ -207,6 +207,9 @@ Result<std::size_t> Persister::round() {
       // Relaxed: written by the producer before its publish (release), which our seq_cst load
       // of the word saw.
       const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
+      // The bytes start with a properties block: the record says so (kTypeHasProperties).
+      const bool properties =
+          (hdr.length.load(std::memory_order_relaxed) & kLengthHasProperties) != 0;
       if (s.checksummed() && !message_intact(s, pos, id, buf_)) {
         // Scribbled after it was sent: no consumer will deliver it (it is dead-lettered or
         // dropped as corrupt), and a record of it would come back from a rebuild as a valid
@@ -223,10 +226,12 @@ Result<std::size_t> Persister::round() {
       const std::optional<std::uint64_t> due = due_unix_ns(hdr, w, origin);
       if (origin != 0 && pending_origins_.contains(origin - 1)) {
         // Republished after a rebuild: the copy record supersedes the origin once synced.
-        if (auto r = wal_.append_copy(pos, origin - 1, id, buf_, due); !r.ok()) return r.error();
+        if (auto r = wal_.append_copy(pos, origin - 1, id, buf_, due, properties); !r.ok())
+          return r.error();
         pending_origins_.erase(origin - 1);
       } else {
-        if (auto r = wal_.append_message(pos, id, buf_, due); !r.ok()) return r.error();
+        if (auto r = wal_.append_message(pos, id, buf_, due, properties); !r.ok())
+          return r.error();
       }
       ++records;
       ++found;

@@ -273,6 +273,14 @@ struct alignas(kCacheLine) SlotHeader {
   std::atomic<std::uint64_t> map_word;
 };
 static_assert(sizeof(SlotHeader) == 64);
+
+// SlotHeader::length: the low 31 bits are the message's length in bytes (max_message_size
+// is below 2^31, Segment::validate_options); the top bit says that the message's bytes
+// start with a properties block (include/shmq/properties.hpp, design note 22):
+// [properties block][payload], the block's first u32 its own size. A message without
+// properties has the bit clear and is byte for byte what it was before properties existed.
+inline constexpr std::uint32_t kLengthHasProperties = std::uint32_t{1} << 31;
+inline constexpr std::uint32_t kLengthMask = kLengthHasProperties - 1;
 static_assert(offsetof(SlotHeader, word) == 0);
 static_assert(offsetof(SlotHeader, length) == 24);
 

@@ -126,6 +126,10 @@ std::string Segment::validate_options(const QueueOptions& o) {
            " bytes does not fit the ring: at most " + std::to_string(limit) + " bytes (" +
            std::to_string(std::min<std::uint64_t>(o.slot_count, kMaxFragments)) + " slots of " +
            std::to_string(payload) + " payload bytes); raise slot count or slot size";
+  // The length field's top bit marks a properties block (kLengthHasProperties).
+  if (o.max_message_size > kLengthMask)
+    return "max message size " + std::to_string(o.max_message_size) + " bytes is over " +
+           std::to_string(kLengthMask) + " (2^31 - 1)";
   constexpr auto kMaxMs = std::chrono::milliseconds(UINT32_MAX);
   for (const auto& [what, v] :
        {std::pair<const char*, std::chrono::milliseconds>{"lease", o.lease}, {"ttl", o.ttl},

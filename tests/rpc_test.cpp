@@ -127,6 +127,47 @@ TEST(Rpc, ServerKilledMidRequestTimesOutAndARetryIsAnswered) {
   (void)Queue::remove(reply_queue);
 }
 
+// The same with a dedup window on the request queue (issue 14): the retry is a duplicate
+// (the first attempt is still in the queue, redelivered once the watchdog sees the first
+// server dead), so the request is answered exactly once: no second reply is ever queued.
+TEST(Rpc, WithADedupWindowARetryAfterAKilledServerIsAnsweredOnce) {
+  QueueOptions o;
+  o.dedup_window.count = 1000;
+  ScopedQueue requests("rpc-once", o);
+  const std::string reply_queue = test::unique_name("rpc-once-reply");
+  int got[2], go[2];
+  ASSERT_EQ(::pipe(got), 0);
+  ASSERT_EQ(::pipe(go), 0);
+  const pid_t doomed = spawn([&] { return serve(requests.name(), true, got[1], -1); });
+  const pid_t second = spawn([&] { return serve(requests.name(), false, -1, go[0]); });
+  ASSERT_GT(doomed, 0);
+  ASSERT_GT(second, 0);
+  {
+    auto client = RpcClient::open(requests.name(), reply_queue).value();
+    Message reply;
+    EXPECT_EQ(client.request("important", 300ms, reply, 77), Status::timeout);
+    char g = 0;
+    ASSERT_EQ(::read(got[0], &g, 1), 1);
+    EXPECT_EQ(wait_bounded(doomed, 10s), 128 + SIGKILL);
+    ASSERT_EQ(::write(go[1], "g", 1), 1);
+    // The retry is not enqueued again (Status::duplicate inside): its answer is the
+    // redelivered first attempt's.
+    ASSERT_EQ(client.request("important", 20s, reply, 77), Status::ok);
+    EXPECT_EQ(text(reply), "echo:important:redelivered");
+    ASSERT_EQ(client.ack(reply), Status::ok);
+    EXPECT_EQ(requests->stats().dedup_duplicates, 1u);
+    auto p = requests->producer().value();
+    ASSERT_EQ(p.send("quit"), Status::ok);
+    EXPECT_EQ(wait_bounded(second, 20s), 0);
+    // The server has answered everything before "quit": one reply in all, taken above.
+    const QueueStats rs = Queue::open(reply_queue).value().stats();
+    EXPECT_EQ(rs.ready + rs.in_flight, 0u);
+    EXPECT_EQ(rs.sent, 1u);
+  }
+  for (int fd : {got[0], got[1], go[0], go[1]}) ::close(fd);
+  (void)Queue::remove(reply_queue);
+}
+
 TEST(Rpc, ReplyWithoutReplyToIsInvalidAndToAMissingQueueClosed) {
   ScopedQueue q("rpc-bad");
   auto p = q->producer().value();

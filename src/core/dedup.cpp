@@ -197,7 +197,7 @@ Admission DedupTable::admit(std::uint64_t id, std::uint64_t pos, std::uint32_t o
     }
   }
   if (way < 0) {
-    // Fifteen live ids in one bucket (~1e-8 per bucket at the table's load): the oldest
+    // Fifteen live ids in one bucket (below 1e-9 per bucket at the table's load): the oldest
     // leaves the window early. Counted, and said in the docs.
     way = oldest;
     header_->evicted_early.fetch_add(1, std::memory_order_relaxed);

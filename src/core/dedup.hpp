@@ -63,7 +63,7 @@ inline constexpr std::uint64_t kWayStateMask = std::uint64_t{3} << 62;
 inline constexpr std::uint64_t kWayPositionMask = ~kWayStateMask;
 
 // Buckets for a window of `count` ids: a power of two >= count / 2 (at most 2 live ids per
-// bucket on average; a bucket overflows its 15 ways with probability ~1e-8).
+// bucket on average; a bucket overflows its 15 ways with probability below 1e-9).
 std::uint64_t dedup_buckets(std::uint32_t count) noexcept;
 std::uint64_t dedup_table_bytes(std::uint32_t count) noexcept;
 

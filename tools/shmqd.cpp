@@ -468,6 +468,7 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
   series("members_reclaimed_total", "counter", "Dead members whose rows the watchdog freed.", [](const S& s) { return s.members_reclaimed; });
   series("holes_repaired_total", "counter", "Claims of dead or stalled producers repaired.", [](const S& s) { return s.holes_repaired; });
   series("corrupt_total", "counter", "Checksummed queues: messages that failed their checksum, dead-lettered or dropped, never delivered.", [](const S& s) { return s.corrupt; });
+  series("duplicates_total", "counter", "Queues with a dedup window: sends refused as duplicates (their id was in the window).", [](const S& s) { return s.dedup_duplicates; });
   metric("priority_depth", "gauge", "Queues with priorities: messages ready or delayed, by priority.");
   for (const auto& r : rows)
     for (const auto& l : r.s.levels)

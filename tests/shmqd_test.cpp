@@ -158,7 +158,7 @@ TEST(Shmqd, DelayedMessageOfADurableQueueIsRelocatedAndSurvivesAReboot) {
 // Issue 13: a durable queue with priorities is persisted level by level (a log each) and
 // after a kill -9 of shmqd and a reboot every unacked message comes back at its priority,
 // highest first; acked ones do not; a delayed one comes at (not before) its due time.
-// Issue 14: the dedup window survives a reboot. Ids of the last `count` positions are
+// Issue 14: the dedup window survives shmqd's restart and a reboot. Ids of the last `count` positions are
 // rebuilt from the log (kept there for it, though acked and checkpointed away otherwise):
 // resent, they are duplicates; older ones are accepted again.
 TEST(Shmqd, DedupWindowSurvivesAReboot) {
@@ -181,13 +181,19 @@ TEST(Shmqd, DedupWindowSurvivesAReboot) {
       ASSERT_EQ(c.ack(m), Status::ok);
     }
     ASSERT_EQ(p.send_for(as_bytes("again"), 10s, 80), Status::duplicate);  // confirmed dup
+    // shmqd killed and restarted (no reboot): the window is in the segment, untouched.
+    d.kill9();
+    Daemon d2(dir.path(), name, dir.path() + "/shmqd-restart.log", "", "",
+              {"--segment-bytes", "4096"});
+    ASSERT_TRUE(d2.wait_for("persisting")) << d2.log_text();
+    ASSERT_EQ(p.send_for(as_bytes("again"), 10s, 80), Status::duplicate);
     // One more message after the acks, so that they reach the log; then a clean stop (its
     // final checkpoint deletes every segment that holds nothing needed).
     ASSERT_EQ(p.send_for(as_bytes("last"), 10s, kSent + 1), Status::ok);
     ASSERT_EQ(c.receive_for(m, 5s), Status::ok);
     ASSERT_EQ(c.ack(m), Status::ok);
     ASSERT_EQ(p.send_for(as_bytes("flush"), 10s), Status::ok);
-    EXPECT_EQ(d.terminate(), 0);
+    EXPECT_EQ(d2.terminate(), 0);
   }
   ASSERT_TRUE(Queue::remove(name).ok());  // the reboot
   Daemon d(dir.path(), name, dir.path() + "/shmqd2.log");

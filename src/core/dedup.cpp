@@ -184,29 +184,8 @@ Admission DedupTable::admit(std::uint64_t id, std::uint64_t pos, std::uint32_t o
     way = int(w);
     break;
   }
-  // Else a free way: void, or out of the window; failing that, the oldest.
-  std::uint64_t oldest_pos = UINT64_MAX;
-  int oldest = 0;
-  for (std::uint32_t w = 0; way < 0 && w < kDedupWays; ++w) {
-    const std::uint64_t word = b.words[w].load(std::memory_order_relaxed);
-    if (!live_way(b, w, word, now_pos, now)) {
-      way = int(w);
-    } else if ((word & kWayPositionMask) < oldest_pos) {
-      oldest_pos = word & kWayPositionMask;
-      oldest = int(w);
-    }
-  }
-  if (way < 0) {
-    // Fifteen live ids in one bucket (below 1e-9 per bucket at the table's load): the oldest
-    // leaves the window early. Counted, and said in the docs.
-    way = oldest;
-    header_->evicted_early.fetch_add(1, std::memory_order_relaxed);
-  }
-  const auto w = std::uint32_t(way);
-  b.words[w].store(kWayVoid, std::memory_order_relaxed);
-  b.ids[w].store(id, std::memory_order_relaxed);
-  if (seconds_ != 0) b.times[w].store(now, std::memory_order_relaxed);
-  b.words[w].store(kWayCommitted | (pos & kWayPositionMask), std::memory_order_release);
+  if (way < 0) way = int(pick_way(b, now_pos, now));
+  write_way(b, std::uint32_t(way), id, kWayCommitted | (pos & kWayPositionMask), now);
   unlock(b);
   return Admission::admitted;
 }
@@ -243,30 +222,44 @@ std::uint64_t DedupTable::forget_position(std::uint64_t pos, std::uint32_t owner
   return n;
 }
 
-void DedupTable::restore(std::uint64_t id, std::uint64_t pos) noexcept {
-  DedupBucket& b = bucket_of(id);
-  const std::uint64_t now = now_unix_coarse();
-  int way = -1, oldest = -1;
+std::uint32_t DedupTable::pick_way(const DedupBucket& b, std::uint64_t now_pos,
+                                   std::uint64_t now) noexcept {
+  // A void way, or one out of the window; failing that, the oldest.
   std::uint64_t oldest_pos = UINT64_MAX;
+  std::uint32_t oldest = 0;
   for (std::uint32_t w = 0; w < kDedupWays; ++w) {
     const std::uint64_t word = b.words[w].load(std::memory_order_relaxed);
-    if (word == kWayVoid || b.ids[w].load(std::memory_order_relaxed) == id) {
-      way = int(w);
-      break;
-    }
+    if (!live_way(b, w, word, now_pos, now)) return w;
     if ((word & kWayPositionMask) < oldest_pos) {
       oldest_pos = word & kWayPositionMask;
-      oldest = int(w);
+      oldest = w;
     }
   }
-  if (way < 0) {
-    way = oldest;
-    header_->evicted_early.fetch_add(1, std::memory_order_relaxed);
-  }
-  const auto w = std::uint32_t(way);
+  // Fifteen live ids in one bucket (below 1e-9 per bucket at the table's load): the oldest
+  // leaves the window early. Counted, and said in the docs.
+  header_->evicted_early.fetch_add(1, std::memory_order_relaxed);
+  return oldest;
+}
+
+// Valid at every instruction: the word is voided first and written last.
+void DedupTable::write_way(DedupBucket& b, std::uint32_t w, std::uint64_t id, std::uint64_t word,
+                           std::uint64_t now) const noexcept {
+  b.words[w].store(kWayVoid, std::memory_order_relaxed);
   b.ids[w].store(id, std::memory_order_relaxed);
-  b.times[w].store(now, std::memory_order_relaxed);
-  b.words[w].store(kWayRecovered | (pos & kWayPositionMask), std::memory_order_relaxed);
+  // The time matters only to a time window (times are read nowhere else).
+  if (seconds_ != 0) b.times[w].store(now != 0 ? now : now_unix_coarse(), std::memory_order_relaxed);
+  b.words[w].store(word, std::memory_order_release);
+}
+
+void DedupTable::restore(std::uint64_t id, std::uint64_t pos) noexcept {
+  DedupBucket& b = bucket_of(id);
+  std::uint32_t way = kDedupWays;
+  for (std::uint32_t w = 0; w < kDedupWays && way == kDedupWays; ++w)
+    if (b.words[w].load(std::memory_order_relaxed) != kWayVoid &&
+        b.ids[w].load(std::memory_order_relaxed) == id)
+      way = w;  // logged twice (a copy after a rebuild): the later position
+  if (way == kDedupWays) way = pick_way(b, pos, 0);
+  write_way(b, way, id, kWayRecovered | (pos & kWayPositionMask), 0);
 }
 
 }  // namespace shmq::detail

@@ -120,6 +120,9 @@ class DedupTable {
     return now <= t || now - t < std::uint64_t(seconds_) * 1'000'000'000ull;
   }
   std::uint64_t tail() const noexcept;
+  std::uint32_t pick_way(const DedupBucket& b, std::uint64_t now_pos, std::uint64_t now) noexcept;
+  void write_way(DedupBucket& b, std::uint32_t w, std::uint64_t id, std::uint64_t word,
+                 std::uint64_t now) const noexcept;
   void lock(DedupBucket& b, std::uint32_t owner) const noexcept;
   static void unlock(DedupBucket& b) noexcept {
     b.lock.store(0, std::memory_order_release);

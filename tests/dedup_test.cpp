@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cstring>
 #include <map>
 #include <random>
@@ -345,6 +346,110 @@ TEST(Dedup, WaysOfHolesAndScribbledWaysDoNotStand) {
   // forget_position voids it: the id may be sent again.
   EXPECT_EQ(t.forget_position(pos, detail::kNoOwner), 1u);
   EXPECT_EQ(p.send("a", 5), Status::ok);
+}
+
+
+// Review findings (issue 14's red-team pass), each failed before its fix.
+
+// A new session after a rebuild from the log must not get the producer id of a session
+// whose ids were restored into the window (its first sends would be refused as duplicates).
+TEST(Dedup, ANewSessionAfterARebuildDoesNotReuseARecoveredProducerId) {
+  const std::string name = test::unique_name("dd-rebuilt");
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> recovered;
+  for (std::uint32_t s = 0; s < 10; ++s) recovered.emplace_back(100 + s, session_message_id(1, s));
+  auto q = Queue::recreate(name, dedup_options(1000), 110, recovered);
+  ASSERT_TRUE(q.ok()) << q.error().message();
+  auto fresh = q.value().idempotent_producer().value();
+  EXPECT_GT(fresh.session()->producer_id, 1u);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(fresh.send("new event"), Status::ok) << i;
+  // The recovered ids themselves are still duplicates, with no known position.
+  auto old = q.value().idempotent_producer({1, 3}).value();
+  EXPECT_EQ(old.send("old"), Status::duplicate);
+  EXPECT_EQ(old.last_position(), Producer::kNoPosition);
+  EXPECT_EQ(drain(q.value()).size(), 10u);
+  (void)Queue::remove(name);
+}
+
+// classify() reads the slot word, then the id: a slot that moves on (acked, reused) in
+// between must not make a published message look like a hole (a retry would be a second
+// copy). Checkers race a producer and a consumer on a 4-slot ring for a while.
+TEST(Dedup, ClassifyNeverCallsAPublishedMessageAHoleWhileTheRingLaps) {
+  QueueOptions o = dedup_options(64, 4);
+  o.max_message_size = 100;
+  ScopedQueue q("dd-toctou", o);
+  detail::DedupTable& t = q->segment()->dedup();
+  struct Sent {
+    std::atomic<std::uint64_t> pos{0}, id{0};
+  };
+  static Sent sent[1 << 12];
+  std::atomic<std::uint64_t> latest{0}, holes{0}, checks{0};
+  std::atomic<bool> stop{false};
+  std::thread producer([&] {
+    auto p = q->producer().value();
+    for (std::uint64_t i = 1; !stop.load(); ++i) {
+      if (p.send_for(as_bytes("x"), 100ms, i) != Status::ok) continue;
+      Sent& r = sent[i & 0xfff];
+      r.pos.store(p.last_position(), std::memory_order_relaxed);
+      r.id.store(i, std::memory_order_release);
+      latest.store(i, std::memory_order_release);
+    }
+  });
+  std::thread consumer([&] {
+    auto c = q->consumer().value();
+    Message m;
+    while (!stop.load())
+      if (c.try_receive(m) == Status::ok) (void)c.ack(m);
+  });
+  std::thread checker([&] {
+    while (!stop.load()) {
+      const std::uint64_t i = latest.load(std::memory_order_acquire);
+      const Sent& r = sent[i & 0xfff];
+      if (i == 0 || r.id.load(std::memory_order_acquire) != i) continue;
+      checks.fetch_add(1, std::memory_order_relaxed);
+      if (t.classify(i, detail::kWayCommitted | r.pos.load(std::memory_order_relaxed)) ==
+          detail::WayVerdict::hole)
+        holes.fetch_add(1, std::memory_order_relaxed);
+    }
+  });
+  // The race needs time, not an event: let it run for two seconds.
+  std::this_thread::sleep_for(2s);
+  stop = true;
+  producer.join();
+  consumer.join();
+  checker.join();
+  EXPECT_GT(checks.load(), 0u);
+  EXPECT_EQ(holes.load(), 0u) << "of " << checks.load();
+}
+
+// On a sync queue a duplicate waits for its original to be on disk, position 0 included.
+TEST(Dedup, ASyncDuplicateOfTheFirstPositionWaitsForItsOriginal) {
+  char tmpl[] = "/tmp/dd-sync0-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  QueueOptions o = dedup_options(64);
+  o.durability = Durability::sync;
+  o.data_dir = dir;
+  ScopedQueue q("dd-sync0", o);
+  auto p = q->producer().value();
+  // No shmqd: nothing is ever on disk, so neither the send nor its resend is confirmed.
+  EXPECT_EQ(p.try_send(as_bytes("a"), 100), Status::no_persister);
+  EXPECT_EQ(p.last_position(), 0u);
+  EXPECT_EQ(p.try_send(as_bytes("a"), 100), Status::no_persister);
+  EXPECT_EQ(p.try_send(as_bytes("b"), 101), Status::no_persister);
+  EXPECT_EQ(p.try_send(as_bytes("b"), 101), Status::no_persister);
+  std::filesystem::remove_all(dir);
+}
+
+// Ids with the top bit (the generated ids' space) would escape deduplication: refused.
+TEST(Dedup, IdsWithTheTopBitAreRefusedOnAQueueWithAWindow) {
+  ScopedQueue q("dd-topbit", dedup_options(64));
+  auto p = q->producer().value();
+  const std::uint64_t id = (std::uint64_t{1} << 63) | 12345;
+  EXPECT_EQ(p.send(as_bytes("x"), id), Status::invalid);
+  Reservation r;
+  ASSERT_EQ(p.try_reserve(1, r), Status::ok);
+  EXPECT_EQ(p.commit(r, id), Status::invalid);
+  EXPECT_EQ(p.commit(r, 12345), Status::ok);  // the reservation was still open
+  EXPECT_EQ(drain(*q).size(), 1u);
 }
 
 }  // namespace

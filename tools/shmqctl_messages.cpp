@@ -256,6 +256,9 @@ bool send_all(shmq::Producer& p, std::span<const shmq::Bytes> batch, std::uint64
     // queue's dedup window) is accepted, not enqueued again, and counted.
     for (std::size_t i = 0; i < batch.size(); ++i) {
       shmq::SendOptions o = options;
+      if (!g_ids.from_input && g_ids.next >= shmq::kSessionIdBit)
+        fail(kExitUsage, "--id: message ids would pass 2^62-1 after " + std::to_string(sent) +
+                             " message(s)");
       o.id = g_ids.from_input ? g_ids.ids[i] : g_ids.next++;
       const Status s = p.send(batch[i], o);
       if (s == Status::duplicate) {

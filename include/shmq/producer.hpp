@@ -192,7 +192,9 @@ class Producer {
   void clear_interrupt() noexcept;
 
   // The position of the last message sent (or, after Status::duplicate, of the original
-  // it duplicates; 0 when that is not known: an id recovered from the log after a reboot).
+  // it duplicates; kNoPosition when that is not known: an id recovered from the log after
+  // a reboot).
+  static constexpr std::uint64_t kNoPosition = UINT64_MAX;
   std::uint64_t last_position() const noexcept { return last_position_; }
   // An idempotent producer's session (Queue::idempotent_producer): next_sequence is the
   // sequence number its next send with id 0 gets. Moves on after a send that returned ok

@@ -120,8 +120,10 @@ struct QueueOptions {
   // this queue within the window enqueues nothing and returns Status::duplicate. The window
   // is the messages at the queue's last `count` positions (1 .. kMaxDedupWindow; 0 = no
   // deduplication, the default): the last `count` messages sent, holes included; and, if
-  // `time` is not 0, only those sent less than `time` ago. Generated ids (id 0) are never
-  // looked up: they are unique by construction. A queue with priorities keeps one window
+  // `time` is not 0, only those sent less than `time` ago (CLOCK_MONOTONIC: no clock step
+  // moves it). Generated ids (id 0) are never looked up: they are unique by construction;
+  // an explicit id with the top bit set (the generated ids' space) is refused with
+  // Status::invalid on a queue with a window. A queue with priorities keeps one window
   // per priority level (resend at the same priority). The exact guarantee, through crashes
   // and reboots, is in docs/design_notes.md ("Deduplication") and the README. Costs 192
   // bytes of shared memory per id of `count`.

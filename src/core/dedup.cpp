@@ -13,9 +13,11 @@
 namespace shmq::detail {
 namespace {
 
+// The time window's clock: CLOCK_MONOTONIC_COARSE, which no clock step moves (a rebuild
+// after a reboot stamps recovered ids with its own now).
 std::uint64_t now_unix_coarse() noexcept {
   timespec ts{};
-  ::clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return std::uint64_t(ts.tv_sec) * 1'000'000'000ull + std::uint64_t(ts.tv_nsec);
 }
 
@@ -69,7 +71,18 @@ WayVerdict DedupTable::classify(std::uint64_t id, std::uint64_t word) const noex
   if ((word & kWayStateMask) != kWayCommitted) return WayVerdict::stands;  // recovered
   const std::uint64_t pos = word & kWayPositionMask;
   const SlotHeader& slot = seg_->slot(pos);
-  const std::uint64_t w = slot.word.load(std::memory_order_acquire);
+  for (;;) {
+    const std::uint64_t w = slot.word.load(std::memory_order_acquire);
+    const WayVerdict v = classify_word(slot, id, pos, w);
+    // A published message at pos is judged by its id, read after the word: if the slot
+    // moved on meanwhile (acked, reused), the id read may be the next message's. Judge the
+    // word seen after the id instead (it says "moved on": stands).
+    if (v != WayVerdict::hole || slot.word.load(std::memory_order_acquire) == w) return v;
+  }
+}
+
+WayVerdict DedupTable::classify_word(const SlotHeader& slot, std::uint64_t id, std::uint64_t pos,
+                                     std::uint64_t w) const noexcept {
   const std::int64_t d = lap_diff(word_lap(w), lap_of(pos, seg_->slot_shift()));
   const SlotState st = word_state(w);
   if (d < 0) return WayVerdict::hole;  // never claimed: a way from nowhere
@@ -85,7 +98,8 @@ WayVerdict DedupTable::classify(std::uint64_t id, std::uint64_t word) const noex
       case SlotState::releasing:
         // Published. The id check turns a scribbled way into a hole (a resend goes
         // through: a duplicate at worst, never a loss).
-        return slot.id.load(std::memory_order_relaxed) == id ? WayVerdict::stands
+        // (acquire: the word's re-read in classify() stays after it)
+        return slot.id.load(std::memory_order_acquire) == id ? WayVerdict::stands
                                                              : WayVerdict::hole;
       default:  // skipped, releasing_skipped; free: never claimed
         return WayVerdict::hole;
@@ -97,7 +111,7 @@ WayVerdict DedupTable::classify(std::uint64_t id, std::uint64_t word) const noex
   return WayVerdict::stands;
 }
 
-void DedupTable::lock(DedupBucket& b, std::uint32_t owner) const noexcept {
+std::uint64_t DedupTable::lock(DedupBucket& b, std::uint32_t owner) const noexcept {
   // No pid in the word: getpid() is a system call (about 1 us on this VM), and the owner id
   // (row + generation) already names the holder's incarnation.
   const std::uint64_t mine = std::uint64_t(owner) + 1;
@@ -106,7 +120,7 @@ void DedupTable::lock(DedupBucket& b, std::uint32_t owner) const noexcept {
     if (cur == 0) {
       if (b.lock.compare_exchange_weak(cur, mine, std::memory_order_acquire,
                                        std::memory_order_relaxed))
-        return;
+        return mine;
       continue;
     }
     if ((spins & 1023) != 1023) {
@@ -136,14 +150,14 @@ void DedupTable::lock(DedupBucket& b, std::uint32_t owner) const noexcept {
 Admission DedupTable::peek(std::uint64_t id, std::uint64_t* original) const noexcept {
   const DedupBucket& b = bucket_of(id);
   for (std::uint32_t w = 0; w < kDedupWays; ++w) {
-    if (b.ids[w].load(std::memory_order_relaxed) != id) continue;
+    if (b.ids[w].load(std::memory_order_acquire) != id) continue;
     const std::uint64_t word = b.words[w].load(std::memory_order_acquire);
     if (b.ids[w].load(std::memory_order_relaxed) != id) continue;  // changed meanwhile
     if (!live_way(b, w, word, tail(), seconds_ != 0 ? now_unix_coarse() : 0)) continue;
     switch (classify(id, word)) {
       case WayVerdict::stands:
         if (original != nullptr)
-          *original = (word & kWayStateMask) == kWayCommitted ? (word & kWayPositionMask) : 0;
+          *original = (word & kWayStateMask) == kWayCommitted ? (word & kWayPositionMask) : UINT64_MAX;
         return Admission::duplicate;
       case WayVerdict::in_flight:
         return Admission::in_flight;
@@ -156,8 +170,16 @@ Admission DedupTable::peek(std::uint64_t id, std::uint64_t* original) const noex
 
 Admission DedupTable::admit(std::uint64_t id, std::uint64_t pos, std::uint32_t owner,
                             std::uint64_t* original) noexcept {
+  // Only while we hold our claim of pos: a sender evicted while stopped (heartbeat
+  // liveness), whose hole was released and maybe reused, must not insert a way naming it.
+  {
+    const std::uint64_t w = seg_->slot(pos).word.load(std::memory_order_acquire);
+    if (word_state(w) != SlotState::claimed || word_owner(w) != owner ||
+        word_lap(w) != lap_of(pos, seg_->slot_shift()))
+      return Admission::lost;
+  }
   DedupBucket& b = bucket_of(id);
-  lock(b, owner);
+  const std::uint64_t mine = lock(b, owner);
   // Our claim is the newest position we know of: the window ends there.
   const std::uint64_t now_pos = std::max(pos, tail());
   const std::uint64_t now = seconds_ != 0 ? now_unix_coarse() : 0;
@@ -169,13 +191,13 @@ Admission DedupTable::admit(std::uint64_t id, std::uint64_t pos, std::uint32_t o
     if (!live_way(b, w, word, now_pos, now)) continue;
     const WayVerdict v = classify(id, word);
     if (v == WayVerdict::stands) {
-      unlock(b);
+      unlock(b, mine);
       if (original != nullptr)
-        *original = (word & kWayStateMask) == kWayCommitted ? (word & kWayPositionMask) : 0;
+        *original = (word & kWayStateMask) == kWayCommitted ? (word & kWayPositionMask) : UINT64_MAX;
       return Admission::duplicate;
     }
     if (v == WayVerdict::in_flight) {
-      unlock(b);
+      unlock(b, mine);
       return Admission::in_flight;
     }
     // A hole: the id is free again, and so is its way.
@@ -186,38 +208,41 @@ Admission DedupTable::admit(std::uint64_t id, std::uint64_t pos, std::uint32_t o
   }
   if (way < 0) way = int(pick_way(b, now_pos, now));
   write_way(b, std::uint32_t(way), id, kWayCommitted | (pos & kWayPositionMask), now);
-  unlock(b);
+  unlock(b, mine);
   return Admission::admitted;
 }
 
 void DedupTable::withdraw(std::uint64_t id, std::uint64_t pos, std::uint32_t owner) noexcept {
   DedupBucket& b = bucket_of(id);
-  lock(b, owner);
-  const std::uint64_t mine = kWayCommitted | (pos & kWayPositionMask);
+  const std::uint64_t mine = lock(b, owner);
+  const std::uint64_t ours = kWayCommitted | (pos & kWayPositionMask);
   for (std::uint32_t w = 0; w < kDedupWays; ++w)
-    if (b.words[w].load(std::memory_order_relaxed) == mine &&
+    if (b.words[w].load(std::memory_order_relaxed) == ours &&
         b.ids[w].load(std::memory_order_relaxed) == id)
       b.words[w].store(kWayVoid, std::memory_order_relaxed);
-  unlock(b);
+  unlock(b, mine);
 }
 
 std::uint64_t DedupTable::forget_position(std::uint64_t pos, std::uint32_t owner) noexcept {
+  // A sender writes its message's header (position, id) before it admits the id, so a way
+  // naming pos can exist only if the header says pos, and then it is in the bucket of the
+  // header's id. A header of another position: the sender died before admit, no way.
+  const SlotHeader& slot = seg_->slot(pos);
+  if (slot.position.load(std::memory_order_acquire) != pos) return 0;
+  DedupBucket& b = bucket_of(slot.id.load(std::memory_order_acquire));
   const std::uint64_t word = kWayCommitted | (pos & kWayPositionMask);
+  bool hit = false;
+  for (std::uint32_t w = 0; w < kDedupWays && !hit; ++w)
+    hit = b.words[w].load(std::memory_order_relaxed) == word;
+  if (!hit) return 0;
   std::uint64_t n = 0;
-  for (std::uint64_t i = 0; i <= mask_; ++i) {
-    DedupBucket& b = buckets_[i];
-    bool hit = false;
-    for (std::uint32_t w = 0; w < kDedupWays && !hit; ++w)
-      hit = b.words[w].load(std::memory_order_relaxed) == word;
-    if (!hit) continue;
-    lock(b, owner);
-    for (std::uint32_t w = 0; w < kDedupWays; ++w)
-      if (b.words[w].load(std::memory_order_relaxed) == word) {
-        b.words[w].store(kWayVoid, std::memory_order_relaxed);
-        ++n;
-      }
-    unlock(b);
-  }
+  const std::uint64_t mine = lock(b, owner);
+  for (std::uint32_t w = 0; w < kDedupWays; ++w)
+    if (b.words[w].load(std::memory_order_relaxed) == word) {
+      b.words[w].store(kWayVoid, std::memory_order_relaxed);
+      ++n;
+    }
+  unlock(b, mine);
   if (n != 0) header_->voided.fetch_add(n, std::memory_order_relaxed);
   return n;
 }
@@ -245,6 +270,9 @@ std::uint32_t DedupTable::pick_way(const DedupBucket& b, std::uint64_t now_pos,
 void DedupTable::write_way(DedupBucket& b, std::uint32_t w, std::uint64_t id, std::uint64_t word,
                            std::uint64_t now) const noexcept {
   b.words[w].store(kWayVoid, std::memory_order_relaxed);
+  // A lock-free reader (peek) that sees the new id must not see the old word with it: it
+  // reads the id with acquire, so the void above is ordered before the id.
+  std::atomic_thread_fence(std::memory_order_release);
   b.ids[w].store(id, std::memory_order_relaxed);
   // The time matters only to a time window (times are read nowhere else).
   if (seconds_ != 0) b.times[w].store(now != 0 ? now : now_unix_coarse(), std::memory_order_relaxed);
@@ -260,6 +288,13 @@ void DedupTable::restore(std::uint64_t id, std::uint64_t pos) noexcept {
       way = w;  // logged twice (a copy after a rebuild): the later position
   if (way == kDedupWays) way = pick_way(b, pos, 0);
   write_way(b, way, id, kWayRecovered | (pos & kWayPositionMask), 0);
+  // An idempotent session's id: new sessions of the rebuilt queue must not get its producer
+  // id again (their first sequences would be refused as its duplicates).
+  if ((id & (std::uint64_t{3} << 62)) == (std::uint64_t{1} << 62)) {
+    const std::uint64_t producer = (id >> 32) & 0x3fffffff;
+    if (header_->sessions.load(std::memory_order_relaxed) < producer)
+      header_->sessions.store(producer, std::memory_order_relaxed);
+  }
 }
 
 }  // namespace shmq::detail

@@ -72,6 +72,7 @@ enum class Admission : std::uint8_t {
   admitted,   // inserted as committed(pos): publish now (or withdraw)
   duplicate,  // sent before within the window: *original = its position (0: not known)
   in_flight,  // another send of the id holds its claim and has not published yet
+  lost,       // admit: our claim of pos is no longer ours (repaired, we were evicted)
 };
 
 // What the slot of a committed way says about it (under no lock: a pure read).
@@ -105,6 +106,8 @@ class DedupTable {
   void restore(std::uint64_t id, std::uint64_t pos) noexcept;
 
   WayVerdict classify(std::uint64_t id, std::uint64_t word) const noexcept;
+  WayVerdict classify_word(const SlotHeader& slot, std::uint64_t id, std::uint64_t pos,
+                           std::uint64_t w) const noexcept;
 
  private:
   DedupBucket& bucket_of(std::uint64_t id) const noexcept;
@@ -123,9 +126,11 @@ class DedupTable {
   std::uint32_t pick_way(const DedupBucket& b, std::uint64_t now_pos, std::uint64_t now) noexcept;
   void write_way(DedupBucket& b, std::uint32_t w, std::uint64_t id, std::uint64_t word,
                  std::uint64_t now) const noexcept;
-  void lock(DedupBucket& b, std::uint32_t owner) const noexcept;
-  static void unlock(DedupBucket& b) noexcept {
-    b.lock.store(0, std::memory_order_release);
+  // Returns the lock word written, for unlock: a CAS from it, so a holder whose lock was
+  // broken never releases the next holder's.
+  std::uint64_t lock(DedupBucket& b, std::uint32_t owner) const noexcept;
+  static void unlock(DedupBucket& b, std::uint64_t mine) noexcept {
+    b.lock.compare_exchange_strong(mine, 0, std::memory_order_release, std::memory_order_relaxed);
   }
 
   Segment* seg_ = nullptr;

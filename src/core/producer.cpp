@@ -572,6 +572,10 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
   // duplicate costs no hole; admit() below decides, while we hold the claim.
   const bool dedup = seg_->dedup() && id != 0 && (id & kGeneratedIdBit) == 0 && origin == 0 &&
                      !bypass_dedup_;
+  // An id of the generated ids' space (top bit set) is never looked up: on a queue with a
+  // window that would be a send that silently escapes deduplication. Refused.
+  if (seg_->dedup() && (id & kGeneratedIdBit) != 0 && origin == 0 && !bypass_dedup_)
+    return Status::invalid;
   if (dedup) {
     for (;;) {
       std::uint64_t original = 0;
@@ -604,6 +608,11 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
         // Nothing of ours is in the window: our claim becomes a hole (we never published).
         detail::release_claim(*seg_, pos, owner_, k);
         if (a == detail::Admission::duplicate) return duplicate(original);
+        if (a == detail::Admission::lost) {
+          // Our claim was repaired while we wrote (stalled, or evicted): as a failed publish.
+          if (evicted()) return Status::evicted;
+          continue;
+        }
         if (const Status s = wait_in_flight(id, deadline); s != Status::ok) return s;
         continue;
       }
@@ -654,7 +663,8 @@ Status Producer::send_confirmed(Bytes message, std::uint64_t id, Clock::time_poi
   if (s == Status::duplicate) {
     // A duplicate on a sync queue is confirmed like a send: once the original is on disk
     // (a retry after a crash must not be dropped for an original a reboot would lose).
-    if (seg_->durability() != Durability::sync || last_position_ == 0) return s;
+    // An original recovered from the log (position not known) is on disk already.
+    if (seg_->durability() != Durability::sync || last_position_ == kNoPosition) return s;
     end = last_position_ + 1;
   }
   if ((s != Status::ok && s != Status::duplicate) || seg_->durability() != Durability::sync)
@@ -892,10 +902,21 @@ Status Producer::commit_impl(Reservation& r, std::uint64_t id, std::uint64_t due
   if (seg_->checksummed())
     detail::seal_message(*seg_, r.position_, message_id, 0, Bytes(r.data_, r.size_));
   const bool dedup = seg_->dedup() && id != 0 && (id & kGeneratedIdBit) == 0 && !bypass_dedup_;
+  if (seg_->dedup() && (id & kGeneratedIdBit) != 0 && !bypass_dedup_) {
+    // As in send_impl: refused (the reservation stays open: commit it with another id).
+    return Status::invalid;
+  }
   while (dedup) {
     std::uint64_t original = 0;
     const detail::Admission a = seg_->dedup().admit(id, r.position_, owner_, &original);
     if (a == detail::Admission::admitted) break;
+    if (a == detail::Admission::lost) {
+      detail::release_claim(*seg_, r.position_, owner_, 1);
+      std::erase(reserved_, r.position_);
+      r.seg_.reset();
+      r.data_ = nullptr;
+      return evicted() ? Status::evicted : Status::lease_lost;
+    }
     if (a == detail::Admission::duplicate) {
       detail::release_claim(*seg_, r.position_, owner_, 1);
       std::erase(reserved_, r.position_);

@@ -378,17 +378,20 @@ TEST(Dedup, ClassifyNeverCallsAPublishedMessageAHoleWhileTheRingLaps) {
   o.max_message_size = 100;
   ScopedQueue q("dd-toctou", o);
   detail::DedupTable& t = q->segment()->dedup();
+  // One record per message, never reused (a reused record could pair one message's id
+  // with the next one's position): the producer stops when they run out.
   struct Sent {
     std::atomic<std::uint64_t> pos{0}, id{0};
   };
-  static Sent sent[1 << 12];
+  constexpr std::uint64_t kRecords = 1 << 22;
+  std::vector<Sent> sent(kRecords);
   std::atomic<std::uint64_t> latest{0}, holes{0}, checks{0};
   std::atomic<bool> stop{false};
   std::thread producer([&] {
     auto p = q->producer().value();
-    for (std::uint64_t i = 1; !stop.load(); ++i) {
+    for (std::uint64_t i = 1; !stop.load() && i < kRecords; ++i) {
       if (p.send_for(as_bytes("x"), 100ms, i) != Status::ok) continue;
-      Sent& r = sent[i & 0xfff];
+      Sent& r = sent[i];
       r.pos.store(p.last_position(), std::memory_order_relaxed);
       r.id.store(i, std::memory_order_release);
       latest.store(i, std::memory_order_release);
@@ -403,7 +406,7 @@ TEST(Dedup, ClassifyNeverCallsAPublishedMessageAHoleWhileTheRingLaps) {
   std::thread checker([&] {
     while (!stop.load()) {
       const std::uint64_t i = latest.load(std::memory_order_acquire);
-      const Sent& r = sent[i & 0xfff];
+      const Sent& r = sent[i];
       if (i == 0 || r.id.load(std::memory_order_acquire) != i) continue;
       checks.fetch_add(1, std::memory_order_relaxed);
       if (t.classify(i, detail::kWayCommitted | r.pos.load(std::memory_order_relaxed)) ==

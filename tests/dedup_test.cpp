@@ -344,7 +344,8 @@ TEST(Dedup, WaysOfHolesAndScribbledWaysDoNotStand) {
   EXPECT_EQ(t.classify(6, detail::kWayCommitted | pos), detail::WayVerdict::hole);
   EXPECT_EQ(t.classify(6, detail::kWayRecovered), detail::WayVerdict::stands);
   // forget_position voids it: the id may be sent again.
-  EXPECT_EQ(t.forget_position(pos, detail::kNoOwner), 1u);
+  EXPECT_TRUE(t.forget_position(pos, detail::kNoOwner));
+  EXPECT_EQ(t.header().voided.load(), 1u);
   EXPECT_EQ(p.send("a", 5), Status::ok);
 }
 
@@ -452,6 +453,38 @@ TEST(Dedup, IdsWithTheTopBitAreRefusedOnAQueueWithAWindow) {
   ASSERT_EQ(p.try_reserve(1, r), Status::ok);
   EXPECT_EQ(p.commit(r, id), Status::invalid);
   EXPECT_EQ(p.commit(r, 12345), Status::ok);  // the reservation was still open
+  EXPECT_EQ(drain(*q).size(), 1u);
+}
+
+
+// A bucket whose lock a live process holds (stopped inside it) must not stop the watchdog:
+// the dead sender's hole in that bucket waits for a later tick, everything else goes on.
+TEST(Dedup, TheWatchdogDoesNotHangBehindABucketLockedByALiveProcess) {
+  ScopedQueue q("dd-wdlock", dedup_options(64));
+  const pid_t child = spawn([&] {
+    auto p = Queue::open(q.name())->producer().value();
+    detail::arm_crash_point("producer.before_publish", 1);  // dies with its way inserted
+    (void)p.send("x", 77);
+    return 2;
+  });
+  ASSERT_EQ(wait_exit(child), 128 + SIGKILL);
+  set_embedded_watchdog(false);  // only `w` below repairs, when told
+  auto w = Watchdog::attach(*q).value();
+  auto p = q->producer().value();  // a live member, to hold the lock "stopped"
+  const std::uint64_t st = q->segment()->member(p.member_index()).state.load();
+  const std::uint32_t owner = detail::owner_id(p.member_index(), detail::member_generation(st));
+  detail::DedupBucket& b = q->segment()->dedup().bucket_of(77);
+  b.lock.store(std::uint64_t(owner) + 1);
+  const WatchdogReport held = w.tick();  // returns
+  EXPECT_EQ(held.holes_repaired, 0u);
+  // The id is still in flight (its dead sender's claim is kept for a later tick).
+  EXPECT_EQ(p.try_send("x", 77), Status::timeout);
+  b.lock.store(0);  // "resumed"
+  const WatchdogReport freed = w.tick();
+  EXPECT_EQ(freed.holes_repaired, 1u);
+  EXPECT_GE(freed.members_reclaimed, 1u);  // the dead producer's row (its watchdog's too)
+  EXPECT_EQ(p.send("x", 77), Status::ok);  // its way was voided: the id is free
+  set_embedded_watchdog(true);
   EXPECT_EQ(drain(*q).size(), 1u);
 }
 

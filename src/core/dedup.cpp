@@ -111,10 +111,12 @@ WayVerdict DedupTable::classify_word(const SlotHeader& slot, std::uint64_t id, s
   return WayVerdict::stands;
 }
 
-std::uint64_t DedupTable::lock(DedupBucket& b, std::uint32_t owner) const noexcept {
+std::uint64_t DedupTable::lock(DedupBucket& b, std::uint32_t owner,
+                               std::uint32_t max_yields) const noexcept {
   // No pid in the word: getpid() is a system call (about 1 us on this VM), and the owner id
   // (row + generation) already names the holder's incarnation.
   const std::uint64_t mine = std::uint64_t(owner) + 1;
+  std::uint32_t yields = 0;
   for (std::uint32_t spins = 0;; ++spins) {
     std::uint64_t cur = b.lock.load(std::memory_order_relaxed);
     if (cur == 0) {
@@ -143,6 +145,7 @@ std::uint64_t DedupTable::lock(DedupBucket& b, std::uint32_t owner) const noexce
       b.lock.compare_exchange_strong(cur, 0, std::memory_order_relaxed);
       continue;
     }
+    if (++yields > max_yields) return 0;  // a live holder, stopped or slow: give up
     ::sched_yield();
   }
 }
@@ -223,20 +226,23 @@ void DedupTable::withdraw(std::uint64_t id, std::uint64_t pos, std::uint32_t own
   unlock(b, mine);
 }
 
-std::uint64_t DedupTable::forget_position(std::uint64_t pos, std::uint32_t owner) noexcept {
+bool DedupTable::forget_position(std::uint64_t pos, std::uint32_t owner) noexcept {
   // A sender writes its message's header (position, id) before it admits the id, so a way
   // naming pos can exist only if the header says pos, and then it is in the bucket of the
   // header's id. A header of another position: the sender died before admit, no way.
   const SlotHeader& slot = seg_->slot(pos);
-  if (slot.position.load(std::memory_order_acquire) != pos) return 0;
+  if (slot.position.load(std::memory_order_acquire) != pos) return true;
   DedupBucket& b = bucket_of(slot.id.load(std::memory_order_acquire));
   const std::uint64_t word = kWayCommitted | (pos & kWayPositionMask);
   bool hit = false;
   for (std::uint32_t w = 0; w < kDedupWays && !hit; ++w)
     hit = b.words[w].load(std::memory_order_relaxed) == word;
-  if (!hit) return 0;
+  if (!hit) return true;
   std::uint64_t n = 0;
-  const std::uint64_t mine = lock(b, owner);
+  // The watchdog must not hang behind a bucket whose lock a stopped process holds: it
+  // tries for a while and, failing, leaves the hole for a later tick.
+  const std::uint64_t mine = lock(b, owner, kForgetYields);
+  if (mine == 0) return false;
   for (std::uint32_t w = 0; w < kDedupWays; ++w)
     if (b.words[w].load(std::memory_order_relaxed) == word) {
       b.words[w].store(kWayVoid, std::memory_order_relaxed);
@@ -244,7 +250,7 @@ std::uint64_t DedupTable::forget_position(std::uint64_t pos, std::uint32_t owner
     }
   unlock(b, mine);
   if (n != 0) header_->voided.fetch_add(n, std::memory_order_relaxed);
-  return n;
+  return true;
 }
 
 std::uint32_t DedupTable::pick_way(const DedupBucket& b, std::uint64_t now_pos,
@@ -270,10 +276,9 @@ std::uint32_t DedupTable::pick_way(const DedupBucket& b, std::uint64_t now_pos,
 void DedupTable::write_way(DedupBucket& b, std::uint32_t w, std::uint64_t id, std::uint64_t word,
                            std::uint64_t now) const noexcept {
   b.words[w].store(kWayVoid, std::memory_order_relaxed);
-  // A lock-free reader (peek) that sees the new id must not see the old word with it: it
-  // reads the id with acquire, so the void above is ordered before the id.
-  std::atomic_thread_fence(std::memory_order_release);
-  b.ids[w].store(id, std::memory_order_relaxed);
+  // A lock-free reader (peek) that sees the new id must not see the old word with it: the
+  // id is stored with release (after the void above) and read with acquire.
+  b.ids[w].store(id, std::memory_order_release);
   // The time matters only to a time window (times are read nowhere else).
   if (seconds_ != 0) b.times[w].store(now != 0 ? now : now_unix_coarse(), std::memory_order_relaxed);
   b.words[w].store(word, std::memory_order_release);

@@ -98,19 +98,21 @@ class DedupTable {
                   std::uint64_t* original) noexcept;
   // The sender gives its way back (its publish failed: the claim was repaired).
   void withdraw(std::uint64_t id, std::uint64_t pos, std::uint32_t owner) noexcept;
-  // The watchdog, before it frees the hole of a dead sender's claim at pos: voids every
-  // committed way naming pos (a scan of the table; holes are rare).
-  std::uint64_t forget_position(std::uint64_t pos, std::uint32_t owner) noexcept;
+  // The watchdog, before it frees the hole of a dead sender's claim at pos: voids the
+  // committed way naming pos (in the bucket of the slot header's id). false: that bucket's
+  // lock is held by a live process (stopped?) for now; free the hole at a later tick.
+  bool forget_position(std::uint64_t pos, std::uint32_t owner) noexcept;
+  static constexpr std::uint32_t kForgetYields = 64;
   // Segment creation, before the segment is published (no lock): an id recovered from the
   // log after a reboot, logged at `pos` (oldest first).
   void restore(std::uint64_t id, std::uint64_t pos) noexcept;
 
   WayVerdict classify(std::uint64_t id, std::uint64_t word) const noexcept;
+  DedupBucket& bucket_of(std::uint64_t id) const noexcept;
   WayVerdict classify_word(const SlotHeader& slot, std::uint64_t id, std::uint64_t pos,
                            std::uint64_t w) const noexcept;
 
  private:
-  DedupBucket& bucket_of(std::uint64_t id) const noexcept;
   // Live: in the last `count` positions ([tail - count, tail]; a way past the tail, a
   // scribbled one, is not), and with a time window admitted less than `seconds` ago.
   bool live_way(const DedupBucket& b, std::uint32_t w, std::uint64_t word, std::uint64_t tail,
@@ -128,7 +130,9 @@ class DedupTable {
                  std::uint64_t now) const noexcept;
   // Returns the lock word written, for unlock: a CAS from it, so a holder whose lock was
   // broken never releases the next holder's.
-  std::uint64_t lock(DedupBucket& b, std::uint32_t owner) const noexcept;
+  // max_yields: give up (return 0) after that many yields to a live holder.
+  std::uint64_t lock(DedupBucket& b, std::uint32_t owner,
+                     std::uint32_t max_yields = UINT32_MAX) const noexcept;
   static void unlock(DedupBucket& b, std::uint64_t mine) noexcept {
     b.lock.compare_exchange_strong(mine, 0, std::memory_order_release, std::memory_order_relaxed);
   }

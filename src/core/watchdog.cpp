@@ -273,7 +273,7 @@ bool Watchdog::Impl::take_back(std::uint64_t i, std::uint64_t pos, std::uint64_t
       if (!heartbeat_mode) {
         // A dedup way naming this claim goes first: once the hole is free a producer may
         // reuse the slot, and the way could no longer tell a hole from a delivered message.
-        if (s.dedup()) s.dedup().forget_position(pos, me.owner);
+        if (s.dedup() && !s.dedup().forget_position(pos, me.owner)) return true;
         if (detail::release_claim(s, pos, owner, k)) {
           ++r.holes_repaired;
           counters.holes_repaired.fetch_add(1, std::memory_order_relaxed);
@@ -295,7 +295,7 @@ bool Watchdog::Impl::take_back(std::uint64_t i, std::uint64_t pos, std::uint64_t
       if (heartbeat_mode &&
           since(next, i, w, now) < std::uint64_t(s.heartbeat_timeout_ms()) * kMs)
         return true;
-      if (s.dedup()) s.dedup().forget_position(pos, me.owner);
+      if (s.dedup() && !s.dedup().forget_position(pos, me.owner)) return true;
       detail::release_claim(s, pos, owner, k);
       return false;
     case SlotState::releasing:

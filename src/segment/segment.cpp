@@ -610,6 +610,13 @@ void Segment::link_base() noexcept {
         b.value()->max_priority() == max_priority_ && b.value()->priority_level() == 0) {
       base_ = std::move(b.value());
       base_ptr_.store(base_.get(), std::memory_order_release);
+      // Messages may have been made deliverable here while no process had linked this level
+      // to its base (a level rebuilt by shmqd before the base existed signals nobody): set
+      // the level's bit now. A consumer that finds the level empty clears it again.
+      WaitLine& line = base_->header().consumers_wait;
+      const std::uint32_t bit = std::uint32_t{1} << (priority_level_ & 31);
+      if ((line.levels.load(std::memory_order_seq_cst) & bit) == 0)
+        line.levels.fetch_or(bit, std::memory_order_seq_cst);
     }
   } catch (...) {
     // Out of memory: not linked now; a later call tries again.

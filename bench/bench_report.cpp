@@ -262,48 +262,33 @@ void print_targets(std::FILE* out, const std::vector<Outcome>& all, const std::s
       any_none = true;
   if (any_none) print_ratios(out, all);
   print_durability(out, all, data_fs);
-  // What message properties cost: each repetition against its own run without.
-  bool props_header = false;
-  for (const Outcome& o : all) {
-    if (o.sc->kind != Kind::properties_cost) continue;
-    if (!props_header)
-      std::fprintf(out, "\nPROPERTIES (every message with properties; 1x1, 64 B, ack per message, "
-                        "durability none)\n");
-    props_header = true;
-    const std::string what = o.sc->name + ": with / without";
-    if (o.state != Outcome::State::ok) {
-      std::fprintf(out, "  %-48s %s\n", what.c_str(),
-                   o.state == Outcome::State::skipped ? "skipped" : "FAILED");
-      continue;
+  // What an option costs (checksum, dedup window, properties): each repetition against its
+  // own run without, one table per kind.
+  const std::pair<Kind, const char*> cost_tables[] = {
+      {Kind::properties_cost,
+       "PROPERTIES (every message with properties; 1x1, 64 B, ack per message, durability none)"},
+      {Kind::checksum_cost, "CHECKSUM (QueueOptions::checksum; 1x1, ack per message, durability none)"},
+      {Kind::dedup_cost, "DEDUP (QueueOptions::dedup_window 100,000 ids, an id per message; 1x1, "
+                         "ack per message, durability none)"},
+  };
+  for (const auto& [kind, title] : cost_tables) {
+    bool header = false;
+    for (const Outcome& o : all) {
+      if (o.sc->kind != kind) continue;
+      if (!header) std::fprintf(out, "\n%s\n", title);
+      header = true;
+      const std::string what = o.sc->name + ": with / without";
+      if (o.state != Outcome::State::ok) {
+        std::fprintf(out, "  %-48s %s\n", what.c_str(),
+                     o.state == Outcome::State::skipped ? "skipped" : "FAILED");
+        continue;
+      }
+      std::string reps;
+      for (const double v : o.rep_vs_baseline) reps += " " + fixed(v, 3) + "x";
+      std::fprintf(out, "  %-48s %7.3fx (median; per repetition:%s); %s vs %s msgs/s\n",
+                   what.c_str(), o.vs_baseline.median, reps.c_str(),
+                   si(o.msgs_per_s.median).c_str(), si(o.baseline_msgs_per_s.median).c_str());
     }
-    std::string reps;
-    for (const double v : o.rep_vs_baseline) reps += " " + fixed(v, 3) + "x";
-    std::fprintf(out, "  %-48s %7.3fx (median; per repetition:%s); %s vs %s msgs/s\n",
-                 what.c_str(), o.vs_baseline.median, reps.c_str(), si(o.msgs_per_s.median).c_str(),
-                 si(o.baseline_msgs_per_s.median).c_str());
-  }
-  // What QueueOptions::checksum costs: each repetition against its own run without.
-  // The same for a dedup window (issue 14).
-  Kind last = Kind::throughput;
-  for (const Outcome& o : all) {
-    if (o.sc->kind != Kind::checksum_cost && o.sc->kind != Kind::dedup_cost) continue;
-    if (o.sc->kind != last)
-      std::fprintf(out, o.sc->kind == Kind::checksum_cost
-                            ? "\nCHECKSUM (QueueOptions::checksum; 1x1, ack per message, durability none)\n"
-                            : "\nDEDUP (QueueOptions::dedup_window 100,000 ids, an id per message; 1x1, "
-                              "ack per message, durability none)\n");
-    last = o.sc->kind;
-    const std::string what = o.sc->name + ": with / without";
-    if (o.state != Outcome::State::ok) {
-      std::fprintf(out, "  %-48s %s\n", what.c_str(),
-                   o.state == Outcome::State::skipped ? "skipped" : "FAILED");
-      continue;
-    }
-    std::string reps;
-    for (const double v : o.rep_vs_baseline) reps += " " + fixed(v, 3) + "x";
-    std::fprintf(out, "  %-48s %7.3fx (median; per repetition:%s); %s vs %s msgs/s\n", what.c_str(),
-                 o.vs_baseline.median, reps.c_str(), si(o.msgs_per_s.median).c_str(),
-                 si(o.baseline_msgs_per_s.median).c_str());
   }
   print_priorities(out, all);
 }

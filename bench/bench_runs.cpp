@@ -1049,11 +1049,17 @@ Outcome sync_senders_scenario(const Scenario& sc, const Options& o, DurableEnv& 
 // What a queue option costs: `sc` on its queue against `plain_sc` (the same without the
 // option) on another. Both queues live across the scenario; each repetition (pilots: `sc`
 // only) runs the same count through each, the order alternating, so that drift on a shared
-// machine falls on both sides alike. checksum_cost and priority_cost.
-Outcome cost_scenario(const Scenario& sc, const Scenario& plain_sc, const Options& o) {
+// machine falls on both sides alike. checksum_cost, dedup_cost, priority_cost and
+// properties_cost. `slot_extra`: bytes added to both queues' slots (the same geometry on
+// both sides).
+Outcome cost_scenario(const Scenario& sc, const Scenario& plain_sc, const Options& o,
+                      std::size_t slot_extra = 0) {
   DurableSide side;
-  ShmqChannel with(spec_for(sc, side, capacity_for(sc.size)));
-  ShmqChannel without(spec_for(plain_sc, side, capacity_for(sc.size)));
+  ChannelSpec with_spec = spec_for(sc, side, capacity_for(sc.size));
+  ChannelSpec plain_spec = spec_for(plain_sc, side, capacity_for(sc.size));
+  with_spec.slot_extra = plain_spec.slot_extra = slot_extra;
+  ShmqChannel with(with_spec);
+  ShmqChannel without(plain_spec);
   const auto check = side.checker();
   const auto log_bytes = side.log_bytes();
   int rep = 0;
@@ -1103,25 +1109,7 @@ Outcome properties_cost_scenario(const Scenario& sc, const Options& o) {
   Scenario plain_sc = sc;
   plain_sc.properties = 0;
   plain_sc.name = sc.name + " (no properties)";
-  DurableSide side;
-  ChannelSpec with_spec = spec_for(sc, side, capacity_for(sc.size));
-  ChannelSpec plain_spec = spec_for(plain_sc, side, capacity_for(sc.size));
-  with_spec.slot_extra = plain_spec.slot_extra = bench_properties_size(sc.properties);
-  ShmqChannel with(with_spec);
-  ShmqChannel without(plain_spec);
-  const auto check = side.checker();
-  const auto log_bytes = side.log_bytes();
-  int rep = 0;
-  Outcome out = measure(sc, o, [&](std::uint64_t n, bool calibrated) {
-    if (!calibrated && !o.quick) return throughput_rep(sc, with, n, false, o, check, log_bytes);
-    const bool plain_first = rep++ % 2 == 0;
-    RepResult plain, r;
-    if (plain_first) plain = throughput_rep(plain_sc, without, n, calibrated, o, check, log_bytes);
-    r = throughput_rep(sc, with, n, calibrated, o, check, log_bytes);
-    if (!plain_first) plain = throughput_rep(plain_sc, without, n, calibrated, o, check, log_bytes);
-    r.baseline_msgs_per_s = plain.msgs_per_s;
-    return r;
-  });
+  Outcome out = cost_scenario(sc, plain_sc, o, bench_properties_size(sc.properties));
   out.detail = cost_detail(out,
                            std::string("with ") + (sc.properties == 1 ? "a few" : "many") +
                                " properties (" + std::to_string(bench_properties_size(sc.properties)) +

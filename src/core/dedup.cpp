@@ -71,13 +71,16 @@ WayVerdict DedupTable::classify(std::uint64_t id, std::uint64_t word) const noex
   if ((word & kWayStateMask) != kWayCommitted) return WayVerdict::stands;  // recovered
   const std::uint64_t pos = word & kWayPositionMask;
   const SlotHeader& slot = seg_->slot(pos);
-  for (;;) {
+  for (int round = 0;; ++round) {
     const std::uint64_t w = slot.word.load(std::memory_order_acquire);
     const WayVerdict v = classify_word(slot, id, pos, w);
     // A published message at pos is judged by its id, read after the word: if the slot
     // moved on meanwhile (acked, reused), the id read may be the next message's. Judge the
-    // word seen after the id instead (it says "moved on": stands).
-    if (v != WayVerdict::hole || slot.word.load(std::memory_order_acquire) == w) return v;
+    // word seen after the id instead (it says "moved on": stands). Bounded: a word that a
+    // hostile writer keeps changing ends as a hole (a resend goes through: a duplicate at
+    // worst), not as an endless loop.
+    if (v != WayVerdict::hole || round == 7 || slot.word.load(std::memory_order_acquire) == w)
+      return v;
   }
 }
 
@@ -175,7 +178,9 @@ Admission DedupTable::admit(std::uint64_t id, std::uint64_t pos, std::uint32_t o
                             std::uint64_t* original) noexcept {
   // Only while we hold our claim of pos: a sender evicted while stopped (heartbeat
   // liveness), whose hole was released and maybe reused, must not insert a way naming it.
-  {
+  // By pid a live sender is never evicted: a stalled claim stays its own (skipped) until it
+  // withdraws, and a way naming a skipped slot is a hole anyway; no check on that path.
+  if (seg_->heartbeat_liveness()) {
     const std::uint64_t w = seg_->slot(pos).word.load(std::memory_order_acquire);
     if (word_state(w) != SlotState::claimed || word_owner(w) != owner ||
         word_lap(w) != lap_of(pos, seg_->slot_shift()))

@@ -18,6 +18,9 @@
 #include "platform/crash_point.hpp"
 #include "shmq/topic.hpp"
 #include "test_util.hpp"
+#ifdef SHMQD_PATH
+#include "daemon_util.hpp"
+#endif
 
 namespace shmq::test {
 namespace {
@@ -537,6 +540,58 @@ TEST(Topic, RandomKillsLoseNothingInReliableGroups) {
   for (const char* g : groups) (void)Queue::remove(name + "." + g + ".dlq");
 }
 
+#ifdef SHMQD_PATH
+// Nobody of the topic waits or publishes: shmqd alone gives a dead subscriber's messages back
+// to its group, and exports the group's figures.
+TEST(Topic, ShmqdHealsATopicOnItsOwn) {
+  ScopedTopic t("topic-shmqd", {.slot_count = 16});
+  ASSERT_TRUE(t->create_group("g").ok());
+  ASSERT_TRUE(t->create_group("l", {.policy = GroupPolicy::lossy}).ok());
+  {
+    auto pub = t->publisher().value();
+    for (std::uint64_t i = 0; i < 3; ++i) ASSERT_EQ(pub.send(seq_bytes(i)), Status::ok);
+  }
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const std::string name = t.name();
+  const pid_t child = spawn([&] {
+    auto tt = Topic::open(name).value();
+    auto s = tt.subscriber("g").value();
+    std::vector<Delivery> held(3);
+    for (auto& d : held)
+      if (s.try_receive(d) != Status::ok) return 1;
+    char c = 'x';
+    if (::write(fds[1], &c, 1) != 1) return 2;
+    for (;;) ::pause();
+  });
+  char c;
+  ASSERT_EQ(::read(fds[0], &c, 1), 1);
+  ::kill(child, SIGKILL);
+  EXPECT_EQ(wait_exit(child), 128 + SIGKILL);
+  ::close(fds[0]);
+  ::close(fds[1]);
+  EXPECT_EQ(group_of(*t, "g").requeued, 0u);
+  test::TempDir dir;
+  test::Daemon d(dir.path(), name, dir.path() + "/shmqd.log", dir.path() + "/metrics.prom");
+  ASSERT_TRUE(d.wait_for("topic '" + name + "': healed"));
+  EXPECT_EQ(group_of(*t, "g").requeued, 3u);
+  EXPECT_EQ(group_of(*t, "g").in_flight, 0u);
+  EXPECT_EQ(t->stats().subscribers, 0u) << "the dead row was freed";
+  // The metrics file names the groups.
+  bool seen = false;
+  for (int i = 0; i < 400 && !seen; ++i) {
+    std::ifstream in(dir.path() + "/metrics.prom");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    seen = ss.str().find("shmq_group_lag{topic=\"" + name + "\",group=\"g\",policy=\"reliable\"} 3") !=
+           std::string::npos;
+    if (!seen) std::this_thread::sleep_for(10ms);  // polling a file shmqd rewrites every second
+  }
+  EXPECT_TRUE(seen);
+  EXPECT_EQ(d.terminate(), 0);
+}
+#endif
+
 TEST(Topic, QueueAndTopicNamesAreOneSpace) {
   ScopedTopic t("topic-kind");
   auto q = Queue::open(t.name());
@@ -547,6 +602,24 @@ TEST(Topic, QueueAndTopicNamesAreOneSpace) {
   EXPECT_FALSE(Topic::is_topic(real.name()));
   EXPECT_EQ(Topic::open(real.name()).error().code(), Errc::mismatch);
   EXPECT_EQ(Topic::create(t.name()).error().code(), Errc::already_exists);
+}
+
+TEST(Topic, BadOptionsAreRefusedWithAReason) {
+  const std::string n = unique_name("topic-bad");
+  auto durable = Topic::create(n, {.durability = Durability::async, .data_dir = "/tmp"});
+  ASSERT_FALSE(durable.ok());
+  EXPECT_EQ(durable.error().code(), Errc::invalid_argument);
+  EXPECT_NE(durable.error().message().find("not available yet"), std::string::npos);
+  EXPECT_EQ(Topic::create(n, {.max_groups = 0}).error().code(), Errc::invalid_argument);
+  EXPECT_EQ(Topic::create(n, {.max_groups = kMaxGroups + 1}).error().code(), Errc::invalid_argument);
+  EXPECT_EQ(Topic::create(n, {.slot_count = 8, .history = 9}).error().code(), Errc::invalid_argument);
+  EXPECT_EQ(Topic::create(n, {.slot_count = 3}).error().code(), Errc::invalid_argument);
+  EXPECT_FALSE(Topic::is_topic(n));
+  ScopedTopic t("topic-big", {.slot_size = 128});
+  ASSERT_TRUE(t->create_group("g").ok());
+  auto pub = t->publisher().value();
+  EXPECT_EQ(pub.send(std::string(65, 'x')), Status::too_large);
+  EXPECT_EQ(pub.send(std::string(64, 'x')), Status::ok);
 }
 
 TEST(Topic, DeletedGroupClosesItsSubscribers) {

@@ -222,7 +222,29 @@ void serve_memory(const std::string& queue, shmq::Queue& q) {
   logf("queue '%s': stopped cleanly", queue.c_str());
 }
 
+// A topic (issue 15; in memory only): shmqd heals it every tick, so that a topic whose
+// subscribers and publishers all died, or that nobody waits on, is repaired without them:
+// dead subscribers' holds go back to their groups, dead publishers' claims become holes,
+// stall policies apply. Metrics per group.
+void serve_topic(const std::string& name, shmq::Topic& t) {
+  logf("topic '%s': serving (heals groups, metrics; %u group rows)", name.c_str(),
+       t.options().max_groups);
+  g_ready_queues.fetch_add(1);
+  while (!g_stop.load()) {
+    if (t.segment()->removed()) {
+      logf("topic '%s': removed; stopped serving it", name.c_str());
+      return;
+    }
+    if (const std::uint64_t n = t.heal(); n != 0)
+      logf("topic '%s': healed %llu (redelivered holds, holes, dead rows)", name.c_str(),
+           static_cast<unsigned long long>(n));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the healer's tick
+  }
+  logf("topic '%s': stopped cleanly", name.c_str());
+}
+
 void serve(const std::string& root, const std::string& queue, int poll_ms) {
+  if (auto t = shmq::Topic::open(queue); t.ok()) return serve_topic(queue, t.value());
   {
     // No queue.meta in the data dir and a queue in memory only: serve that.
     struct stat st {};
@@ -442,6 +464,7 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
   };
   std::vector<Row> rows;
   for (const auto& q : queues) {
+    if (shmq::Topic::is_topic(q)) continue;  // below
     auto queue = shmq::Queue::open(q);
     // A level of a queue with priorities is counted in its queue's row (and by level below).
     if (queue.ok() && queue->segment()->priority_level() == 0) rows.push_back({q, queue->stats()});
@@ -474,6 +497,32 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
     for (const auto& l : r.s.levels)
       out += fmt::format("shmq_priority_depth{{queue=\"{}\",priority=\"{}\"}} {}\n", r.queue,
                          l.priority, l.ready + l.delayed);
+  // Topics (issue 15): one row per topic, one per group.
+  std::vector<std::pair<std::string, shmq::TopicStats>> topics;
+  for (const auto& q : queues)
+    if (auto t = shmq::Topic::open(q); t.ok()) topics.emplace_back(q, t->stats());
+  metric("topic_up", "gauge", "1 while shmqd serves the topic.");
+  for (const auto& [n, t] : topics) out += fmt::format("shmq_topic_up{{topic=\"{}\"}} 1\n", n);
+  metric("topic_published_total", "counter", "Messages published to the topic.");
+  for (const auto& [n, t] : topics)
+    out += fmt::format("shmq_topic_published_total{{topic=\"{}\"}} {}\n", n, t.published);
+  auto group_series = [&](const char* name, const char* type, const char* help, auto value) {
+    metric(name, type, help);
+    for (const auto& [n, t] : topics)
+      for (const auto& g : t.groups)
+        out += fmt::format("shmq_{}{{topic=\"{}\",group=\"{}\",policy=\"{}\"}} {}\n", name, n, g.name,
+                           shmq::to_string(g.policy), value(g));
+  };
+  using G = shmq::GroupStats;
+  group_series("group_lag", "gauge", "Messages published and not yet acked by the group.", [](const G& g) { return g.lag; });
+  group_series("group_in_flight", "gauge", "Messages delivered to the group's subscribers, not acked.", [](const G& g) { return g.in_flight; });
+  group_series("group_members", "gauge", "Live subscribers of the group.", [](const G& g) { return g.members; });
+  group_series("group_stalled", "gauge", "1 if the group is stalled or detached.", [](const G& g) { return g.state == "active" ? 0 : 1; });
+  group_series("group_delivered_total", "counter", "Deliveries to the group (redeliveries included).", [](const G& g) { return g.delivered; });
+  group_series("group_acked_total", "counter", "Acks by the group's subscribers.", [](const G& g) { return g.acks; });
+  group_series("group_redelivered_total", "counter", "Messages given back to the group (nack, lease, dead subscriber).", [](const G& g) { return g.redelivered; });
+  group_series("group_missed_total", "counter", "Lossy groups: messages skipped because the group fell a ring behind.", [](const G& g) { return g.missed; });
+  group_series("group_dead_lettered_total", "counter", "Messages moved to the group's dead-letter queue.", [](const G& g) { return g.dead_lettered; });
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "we");
   if (f == nullptr) return;

@@ -103,7 +103,9 @@ struct TopicOptions {
   // A publisher that holds a claimed slot longer than this (stopped) has it turned into a
   // hole that every group passes; its late commit fails and it publishes again.
   std::chrono::milliseconds claim_timeout{5'000};
-  // Durable topics (needs shmqd on data_dir): every message is appended to a retained log
+  // NOT AVAILABLE YET: Topic::create refuses durability other than none (invalid_argument).
+  // The plan (issue 15, open): durable topics (needs shmqd on data_dir): every message is
+  // appended to a retained log
   // in <data_dir>/<name>/ (async: within flush_interval; sync: send returns once it is on
   // disk), groups' acked positions are saved, and after a reboot shmqd rebuilds the topic:
   // every group resumes where it acked, and replays from the log what the ring no longer

@@ -400,8 +400,12 @@ Result<Topic> Topic::create(std::string_view name, const TopicOptions& o) {
     return topic_error(Errc::invalid_argument, "history must be from 0 to the slot count (" +
                                                    std::to_string(o.slot_count) + "), got " +
                                                    std::to_string(o.history));
-  if (o.durability != Durability::none && o.data_dir.empty())
-    return topic_error(Errc::invalid_argument, "a durable topic needs a data dir");
+  // The retained log, saved group positions and rebuild after a reboot are not built yet:
+  // refuse a durable topic rather than accept one that nothing would persist.
+  if (o.durability != Durability::none)
+    return topic_error(Errc::invalid_argument,
+                       "durable topics (durability async or sync) are not available yet: "
+                       "create the topic with durability none");
   if (o.lease.count() < 0 || o.lease.count() > UINT32_MAX || o.claim_timeout.count() <= 0 ||
       o.claim_timeout.count() > UINT32_MAX || o.retain_age.count() < 0 ||
       o.flush_interval.count() < 0 || o.flush_interval.count() > UINT32_MAX)

@@ -103,9 +103,7 @@ struct TopicOptions {
   // A publisher that holds a claimed slot longer than this (stopped) has it turned into a
   // hole that every group passes; its late commit fails and it publishes again.
   std::chrono::milliseconds claim_timeout{5'000};
-  // NOT AVAILABLE YET: Topic::create refuses durability other than none (invalid_argument).
-  // The plan (issue 15, open): durable topics (needs shmqd on data_dir): every message is
-  // appended to a retained log
+  // Durable topics (needs shmqd on data_dir): every message is appended to a retained log
   // in <data_dir>/<name>/ (async: within flush_interval; sync: send returns once it is on
   // disk), groups' acked positions are saved, and after a reboot shmqd rebuilds the topic:
   // every group resumes where it acked, and replays from the log what the ring no longer
@@ -274,9 +272,9 @@ class Subscriber {
   Status take(Delivery& out, std::chrono::steady_clock::time_point deadline, bool wait);
   Status take_requeued(Delivery& out, bool lossy, bool& pending);
   bool dead_letter(std::uint64_t pos, std::uint64_t held, bool lossy);
-  static bool fill(detail::Segment& s, std::shared_ptr<detail::Segment> keep, std::uint32_t g,
-                   bool lossy, std::uint64_t pos, std::uint64_t held, Delivery& out,
-                   std::uint64_t missed_before);
+  bool fill(bool lossy, std::uint64_t pos, std::uint64_t held, Delivery& out,
+            std::uint64_t missed_before);
+  int from_log(std::uint64_t pos, Delivery& out);
   std::shared_ptr<detail::Segment> seg_;
   std::uint32_t row_ = 0;
   std::uint32_t owner_ = 0;

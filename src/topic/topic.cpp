@@ -42,6 +42,9 @@
 #include "segment/segment.hpp"
 #include "topic/topic_internal.hpp"
 #include "topic/topic_layout.hpp"
+#include "topic/topic_log.hpp"
+#include "persist/meta.hpp"
+#include "log/file.hpp"
 
 namespace shmq {
 
@@ -400,12 +403,11 @@ Result<Topic> Topic::create(std::string_view name, const TopicOptions& o) {
     return topic_error(Errc::invalid_argument, "history must be from 0 to the slot count (" +
                                                    std::to_string(o.slot_count) + "), got " +
                                                    std::to_string(o.history));
-  // The retained log, saved group positions and rebuild after a reboot are not built yet:
-  // refuse a durable topic rather than accept one that nothing would persist.
-  if (o.durability != Durability::none)
-    return topic_error(Errc::invalid_argument,
-                       "durable topics (durability async or sync) are not available yet: "
-                       "create the topic with durability none");
+  if (o.durability != Durability::none && o.data_dir.empty())
+    return topic_error(Errc::invalid_argument, "a durable topic needs a data dir");
+  if (o.durability != Durability::none && o.data_dir.size() > kMaxDataDirLength)
+    return topic_error(Errc::invalid_argument, "data dir path longer than " +
+                                                   std::to_string(kMaxDataDirLength) + " bytes");
   if (o.lease.count() < 0 || o.lease.count() > UINT32_MAX || o.claim_timeout.count() <= 0 ||
       o.claim_timeout.count() > UINT32_MAX || o.retain_age.count() < 0 ||
       o.flush_interval.count() < 0 || o.flush_interval.count() > UINT32_MAX)
@@ -416,7 +418,31 @@ Result<Topic> Topic::create(std::string_view name, const TopicOptions& o) {
                            std::to_string(kMaxNameLength - 4 - 2 - kMaxGroupNameLength) +
                            " characters (room is kept for its groups' dead-letter queues "
                            "'<topic>.<group>.dlq')");
+  if (auto e = Queue::validate_name(name); !e.empty()) return topic_error(Errc::invalid_argument, e);
   QueueOptions q = segment_options(o);
+  if (auto e = Segment::validate_options(q); !e.empty())
+    return topic_error(Errc::invalid_argument, "cannot create '" + std::string(name) + "': " + e);
+  if (o.durability != Durability::none) {
+    // The topic's files: DIR/NAME/topic.meta first (so that shmqd can rebuild the topic from
+    // its data dir alone). A dir that already holds a topic's log is never reused silently.
+    auto dir = prepare_data_dir(queue_dir(o.data_dir, name));
+    if (!dir.ok()) return dir.error();
+    auto d = log::posix_file_system().open_dir(dir.value(), {.create = false, .require_private = true});
+    if (!d.ok()) return d.error();
+    auto names = d.value()->list();
+    if (!names.ok()) return names.error();
+    for (const auto& n : names.value())
+      if (n == kTopicMetaFile || n.starts_with("t-"))
+        return topic_error(Errc::already_exists,
+                           dir.value() + " already holds topic '" + std::string(name) +
+                               "' (its log): start shmqd --data-dir " + o.data_dir + " " +
+                               std::string(name) + " to rebuild it, or remove that directory");
+    const std::string meta = format_topic_meta(std::string(name), o);
+    if (auto w = d.value()->write_new_file(kTopicMetaFile, std::as_bytes(std::span(meta)), false); !w.ok())
+      return w.error();
+    auto r = log::posix_file_system().open_dir(o.data_dir, {.create = false, .require_private = false});
+    if (r.ok()) q.data_dir = r.value()->path();
+  }
   auto seg = Segment::create(name, q, 0, {}, o.max_groups, [&](Segment& s) {
     TopicHeader& th = topic_header(s);
     th.history = o.history == 0 ? o.slot_count : o.history;
@@ -542,7 +568,13 @@ std::uint64_t earliest_position(const Segment& s) {
   const std::uint64_t base = s.header().base_position;
   const std::uint64_t hist = std::min<std::uint64_t>(topic_header(s).history, s.slot_count());
   std::uint64_t e = head > hist ? head - hist : 0;
-  return std::max(e, base);
+  e = std::max(e, base);
+  if (s.durable()) {
+    // What the retained log still holds (replayed from disk).
+    const std::uint64_t lf = topic_header(s).log_first.load(std::memory_order_acquire);
+    if (lf < e) e = lf;
+  }
+  return e;
 }
 
 }  // namespace
@@ -640,6 +672,21 @@ Result<GroupStats> Topic::create_group(std::string_view name, const GroupOptions
     r.counters.redelivered.store(0, std::memory_order_relaxed);
     r.counters.missed.store(0, std::memory_order_relaxed);
     r.counters.dead_lettered.store(0, std::memory_order_relaxed);
+    if (s.durable()) {
+      // DIR/TOPIC/group-<name>.meta: the group survives a reboot from the moment it exists.
+      GroupMeta gm{std::string(name), o, start};
+      const std::string text = format_group_meta(gm);
+      VoidResult w = Error(Errc::system_error, "no data dir");
+      auto d = log::posix_file_system().open_dir(queue_dir(s.data_dir(), s.name()),
+                                                 {.create = false, .require_private = false});
+      if (d.ok()) w = d.value()->write_new_file(group_meta_file(name), std::as_bytes(std::span(text)), true);
+      else w = d.error();
+      if (!w.ok()) {
+        r.state.store(group_state(GroupStatus::free, 0, 0, gen), std::memory_order_release);
+        return topic_error(w.error().code(), "cannot save group '" + std::string(name) + "': " +
+                                                 w.error().message());
+      }
+    }
     const std::uint64_t active =
         group_state(GroupStatus::active, o.policy == GroupPolicy::lossy ? 1 : 0,
                     o.on_stall == StallAction::detach ? 1 : 0, gen);
@@ -665,6 +712,11 @@ VoidResult Topic::delete_group(std::string_view name) {
   topic_header(s).groups_epoch.fetch_add(1, std::memory_order_seq_cst);
   wake_all(s.header().consumers_wait);
   wake_all(s.header().producers_wait);
+  if (s.durable()) {
+    auto d = log::posix_file_system().open_dir(queue_dir(s.data_dir(), s.name()),
+                                               {.create = false, .require_private = false});
+    if (d.ok() && d.value()->unlink(group_meta_file(name)).ok()) (void)d.value()->sync();
+  }
   // Its dead-letter queue goes with it (ours only: another user's is not this group's).
   const std::string dlq = dlq_name(s.name(), name);
   if (const auto o = Segment::owner_of(dlq); o.ok() && o.value().uid == s.owner_uid())
@@ -921,6 +973,7 @@ struct detail::TopicState {
   std::optional<Producer> producer;
   std::vector<std::byte> buf;
   std::uint64_t last_heal_ns = 0;
+  std::unique_ptr<TopicLogReader> reader;  // durable topics: replays from the log
 };
 
 Subscriber::Subscriber(std::shared_ptr<Segment> seg, std::uint32_t row, std::uint32_t owner,
@@ -1021,7 +1074,7 @@ Status Subscriber::take(Delivery& out, std::chrono::steady_clock::time_point dea
         SHMQ_CRASH_POINT("topic.receive.after_claim");
         std::uint64_t e = d;
         r.dispatch.value.compare_exchange_strong(e, d + 1, std::memory_order_acq_rel);
-        if (!fill(s, seg_, group_, lossy, d, held, out, missed_now)) {
+        if (!fill(lossy, d, held, out, missed_now)) {
           // Overwritten while we copied it (lossy): missed.
           std::uint64_t hv = held;
           gw.compare_exchange_strong(hv, gword(lap, GroupSlot::done, kNoOwner, 1));
@@ -1046,10 +1099,43 @@ Status Subscriber::take(Delivery& out, std::chrono::steady_clock::time_point dea
         continue;
       }
       if (dl > 0) {
+        if (s.durable()) {
+          // The ring no longer holds d (or never did: a topic rebuilt after a reboot starts
+          // its ring after the log): the retained log does.
+          Delivery tmp;
+          const int got = from_log(d, tmp);
+          if (got == 2) {  // a hole
+            if (gw.compare_exchange_strong(gv, gword(lap, GroupSlot::done, kNoOwner, 0))) {
+              std::uint64_t e = d;
+              r.dispatch.value.compare_exchange_strong(e, d + 1, std::memory_order_acq_rel);
+              advance_floor(s, group_);
+            }
+            continue;
+          }
+          if (got == 1) {
+            const std::uint64_t held = gword(lap, GroupSlot::held, owner_, 1);
+            if (!gw.compare_exchange_strong(gv, held, std::memory_order_acq_rel)) continue;
+            std::uint64_t e = d;
+            r.dispatch.value.compare_exchange_strong(e, d + 1, std::memory_order_acq_rel);
+            if (!fill(lossy, d, held, out, missed_now)) {
+              std::uint64_t hv = held;
+              gw.compare_exchange_strong(hv, gword(lap, GroupSlot::done, kNoOwner, 1));
+              advance_floor(s, group_);
+              continue;
+            }
+            r.counters.delivered.fetch_add(1, std::memory_order_relaxed);
+            return Status::ok;
+          }
+        }
         // Overwritten: the group fell a ring behind (lossy), or the message was gone before
-        // the group was created. Skip to the oldest position still in the ring.
+        // the group was created. Skip to the oldest position still in the ring (durable:
+        // in the log).
         const std::uint64_t h = s.header().tail.value.load(std::memory_order_acquire);
-        const std::uint64_t to = std::max(d + 1, h >= n ? h - n + 1 : d + 1);
+        std::uint64_t to = std::max(d + 1, h >= n ? h - n + 1 : d + 1);
+        if (s.durable()) {
+          const std::uint64_t lf = topic_header(s).log_first.load(std::memory_order_acquire);
+          if (lf > d && lf < to) to = lf;
+        }
         std::uint64_t e = d;
         if (r.dispatch.value.compare_exchange_strong(e, to, std::memory_order_acq_rel)) {
           const std::uint64_t k = to - d;
@@ -1111,41 +1197,67 @@ Status Subscriber::take(Delivery& out, std::chrono::steady_clock::time_point dea
   }
 }
 
-// Fills `out` from position `pos`, which our group word `held` says we hold. For a lossy
-// group the bytes are copied and the slot checked afterwards: false if the publisher
-// overwrote it meanwhile (the caller marks it missed).
-bool Subscriber::fill(Segment& s, std::shared_ptr<Segment> keep, std::uint32_t g, bool lossy,
-                      std::uint64_t pos, std::uint64_t held, Delivery& out,
+// What the retained log holds at `pos` (durable topics), into `out`'s copy: 1 a message, 2 a
+// hole, 0 not retained (deleted by retention, not yet written, or the log unreadable).
+int Subscriber::from_log(std::uint64_t pos, Delivery& out) {
+  Segment& s = *seg_;
+  if (!s.durable()) return 0;
+  if (!state_->reader)
+    state_->reader = std::make_unique<TopicLogReader>(queue_dir(s.data_dir(), s.name()));
+  auto r = state_->reader->read(pos);
+  if (!r.ok() || !r.value().has_value()) return 0;
+  TopicRecord& rec = *r.value();
+  if (rec.hole) return 2;
+  out.id_ = rec.id;
+  out.size_ = rec.payload.size();
+  out.copy_ = std::move(rec.payload);
+  if (out.copy_.empty()) out.copy_.resize(1);
+  out.data_ = out.copy_.data();
+  return 1;
+}
+
+// Fills `out` from position `pos`, which our group word `held` says we hold: from the ring
+// (a reliable group's bytes in place; a lossy group's copied and the slot checked afterwards,
+// seqlock-style), else, on a durable topic, from the retained log. False if neither has it
+// (a lossy group that fell behind: the caller counts it missed).
+bool Subscriber::fill(bool lossy, std::uint64_t pos, std::uint64_t held, Delivery& out,
                       std::uint64_t missed_before) {
-  (void)g;
+  Segment& s = *seg_;
+  const std::uint32_t g = group_;
   const std::uint32_t shift = s.slot_shift();
   const std::uint64_t ready = make_word(lap_of(pos, shift), SlotState::ready, 0, 1);
-  SlotHeader& sh = s.slot(pos);
-  const std::uint64_t id = sh.id.load(std::memory_order_relaxed);
-  std::uint32_t len = sh.length.load(std::memory_order_relaxed);
-  if (len > s.max_message_size()) len = s.max_message_size();  // a scribbled length
-  out.seg_ = std::move(keep);
   out.position_ = pos;
-  out.id_ = id;
   out.word_ = held;
   out.group_ = g;
   out.delivery_count_ = gword_deliveries(held);
   out.missed_before_ = missed_before;
-  out.size_ = len;
-  if (lossy) {
-    out.copy_.resize(std::max<std::size_t>(len, 1));
-    racy_copy(out.copy_.data(), s.payload(pos), len);
-    acquire_fence_after_copy();
-    if (s.slot(pos).word.load(std::memory_order_relaxed) != ready) {
-      out.seg_.reset();
-      out.size_ = 0;
-      return false;
+  bool ok = false;
+  if (s.slot(pos).word.load(std::memory_order_acquire) == ready) {
+    SlotHeader& sh = s.slot(pos);
+    out.id_ = sh.id.load(std::memory_order_relaxed);
+    std::uint32_t len = sh.length.load(std::memory_order_relaxed);
+    if (len > s.max_message_size()) len = s.max_message_size();  // a scribbled length
+    out.size_ = len;
+    if (lossy) {
+      out.copy_.resize(std::max<std::size_t>(len, 1));
+      racy_copy(out.copy_.data(), s.payload(pos), len);
+      acquire_fence_after_copy();
+      ok = s.slot(pos).word.load(std::memory_order_relaxed) == ready;
+      out.data_ = out.copy_.data();
+    } else {
+      // The slot is not reused before our group's floor passes pos (publish_limit).
+      out.copy_.clear();
+      out.data_ = s.payload(pos);
+      ok = true;
     }
-    out.data_ = out.copy_.data();
-  } else {
-    out.copy_.clear();
-    out.data_ = s.payload(pos);
   }
+  if (!ok && from_log(pos, out) == 1) ok = true;
+  if (!ok) {
+    out.size_ = 0;
+    out.data_ = nullptr;
+    return false;
+  }
+  out.seg_ = seg_;
   out.held_ = true;
   // The lease: written after the claim, tagged with the lap (a timer of another lap is
   // never taken for this delivery's).
@@ -1186,7 +1298,7 @@ Status Subscriber::take_requeued(Delivery& out, bool lossy, bool& pending) {
       if (!dead_letter(p, held, lossy)) pending = true;
       continue;
     }
-    if (!fill(s, seg_, group_, lossy, p, held, out, 0)) {
+    if (!fill(lossy, p, held, out, 0)) {
       std::uint64_t hv = held;
       gw.compare_exchange_strong(hv, gword(lap, GroupSlot::done, kNoOwner, dc));
       r.counters.missed.fetch_add(1, std::memory_order_relaxed);

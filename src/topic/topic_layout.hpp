@@ -66,7 +66,10 @@ struct alignas(kFalseSharingRange) TopicHeader {
   std::uint8_t pad1[kFalseSharingRange - 8];
   std::atomic<std::uint64_t> holes;           // claims turned into holes (dead/stalled publishers)
   std::atomic<std::uint64_t> retired_published;
-  std::uint8_t pad2[1024 - 3 * kFalseSharingRange + kFalseSharingRange - 16];
+  // Durable topics: the oldest position the retained log holds (written by the persister;
+  // a hint for start positions: a reader finds out from the log itself).
+  std::atomic<std::uint64_t> log_first;
+  std::uint8_t pad2[1024 - 3 * kFalseSharingRange + kFalseSharingRange - 24];
 };
 static_assert(sizeof(TopicHeader) == 1024);
 

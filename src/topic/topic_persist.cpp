@@ -18,6 +18,7 @@
 
 #include "log/file.hpp"
 #include "persist/meta.hpp"
+#include "platform/crash_point.hpp"
 #include "platform/process.hpp"
 #include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
@@ -116,6 +117,7 @@ Result<std::uint64_t> persist_topic(Segment& s, TopicLogWriter& log, std::string
   }
   if (p != first) {
     if (auto r = log.sync(); !r.ok()) return r.error();
+    SHMQ_CRASH_POINT("topic.persist.after_sync");
     s.header().persisted.value.store(p, std::memory_order_seq_cst);
     wake_waiters(s.header().persist_wait, s.max_members());
     wake_waiters(s.header().producers_wait, s.max_members());

@@ -267,13 +267,20 @@ void serve_topic_durable(const std::string& root, const std::string& name, int p
   shmq::TopicOptions options = meta.value();
   options.data_dir = root;
   // Groups and their saved positions.
-  std::vector<std::pair<d::GroupMeta, std::uint64_t>> groups;
-  std::map<std::string, std::uint64_t> saved_floor;
+  std::vector<d::RecoveredGroup> groups;
+  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> saved;  // floor, dispatch
   if (auto pos = opened.value()->read_all(d::kTopicPositionsFile); pos.ok()) {
     std::istringstream in(std::string(reinterpret_cast<const char*>(pos.value().data()), pos.value().size()));
-    std::string g;
-    std::uint64_t f = 0;
-    while (in >> g >> f) saved_floor[g] = f;
+    std::string line;
+    while (std::getline(in, line)) {
+      std::istringstream ls(line);
+      std::string g;
+      std::uint64_t f = 0, dsp = 0;
+      if (ls >> g >> f) {
+        if (!(ls >> dsp)) dsp = f;
+        saved[g] = {f, dsp};
+      }
+    }
   }
   auto names = opened.value()->list();
   if (!names.ok()) return fatal(name, names.error().message());
@@ -283,21 +290,30 @@ void serve_topic_durable(const std::string& root, const std::string& name, int p
     if (!b.ok()) return fatal(name, b.error().message());
     auto gm = d::parse_group_meta(b.value());
     if (!gm.ok()) return fatal(name, dir + "/" + n + ": " + gm.error().message());
-    const auto it = saved_floor.find(gm.value().name);
-    groups.emplace_back(gm.value(), it != saved_floor.end() ? it->second : gm.value().start);
+    const auto it = saved.find(gm.value().name);
+    d::RecoveredGroup rg{gm.value().name, gm.value().options, gm.value().start, gm.value().start};
+    if (it != saved.end()) std::tie(rg.floor, rg.dispatch) = it->second;
+    groups.push_back(rg);
   }
   auto writer = d::TopicLogWriter::open(std::move(opened.value()), g_segment_bytes);
   if (!writer.ok()) return fatal(name, "topic log recovery failed: " + writer.error().message());
   d::TopicLogWriter& log = *writer.value();
   std::shared_ptr<d::Segment> seg;
-  if (auto t = shmq::Topic::open(name); t.ok()) {
+  auto existing = shmq::Topic::open(name);
+  if (!existing.ok() && existing.error().code() == shmq::Errc::not_initialized) {
+    // A rebuild that died half-way (ours, before a crash): remove it and rebuild again.
+    logf("topic '%s': removing a segment whose creation never finished", name.c_str());
+    (void)d::Segment::remove(name);
+    existing = shmq::Topic::open(name);
+  }
+  if (auto& t = existing; t.ok()) {
     seg = t->segment();
     if (!seg->durable()) return fatal(name, "the topic exists with durability none");
     logf("topic '%s': attached (log positions %llu to %llu)", name.c_str(),
          static_cast<unsigned long long>(log.first()), static_cast<unsigned long long>(log.next()));
   } else if (t.error().code() == shmq::Errc::not_found) {
-    std::uint64_t head = log.next();
-    for (const auto& [g, f] : groups) head = std::max(head, f);
+    // The ring starts where the log ends (floors were saved no further than that).
+    const std::uint64_t head = log.next();
     auto made = d::recreate_topic(name, options, head, log.first() == log.next() ? head : log.first(), groups);
     if (!made.ok()) return fatal(name, "rebuild: " + made.error().message());
     seg = made.value();
@@ -312,13 +328,19 @@ void serve_topic_durable(const std::string& root, const std::string& name, int p
   if (!row.ok()) return fatal(name, "no member row for the persister: " + row.error().message());
   shmq::Topic topic = shmq::Topic::open(name).value();
   g_ready_queues.fetch_add(1);
-  std::string saved;
+  d::TopicPersistState pstate;
+  pstate.retain_bytes = options.retain_bytes;
+  pstate.retain_age_s = static_cast<std::uint64_t>(options.retain_age.count());
+  if (log.torn_bytes() != 0)
+    logf("topic '%s': recovery cut %llu bytes of a torn tail at position %llu", name.c_str(),
+         static_cast<unsigned long long>(log.torn_bytes()), static_cast<unsigned long long>(log.next()));
   const auto tick = std::chrono::milliseconds(std::max<std::int64_t>(1, options.flush_interval.count()));
   auto last_heal = std::chrono::steady_clock::now();
   for (;;) {
     const bool stopping = g_stop.load();
     seg->member(row.value().row).heartbeat_ns.store(d::monotonic_coarse_ns(), std::memory_order_relaxed);
-    auto n = d::persist_topic(*seg, log, saved);
+    pstate.final_pass = stopping || seg->removed();
+    auto n = d::persist_topic(*seg, log, pstate);
     if (!n.ok()) return fatal(name, "persisting: " + n.error().message());
     if (stopping || seg->removed()) break;
     if (std::chrono::steady_clock::now() - last_heal >= std::chrono::milliseconds(50)) {

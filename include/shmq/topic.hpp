@@ -142,6 +142,7 @@ struct GroupStats {
   std::uint64_t redelivered = 0; // given back by nack, lease expiry or a dead subscriber
   std::uint64_t missed = 0;      // lossy: skipped because the group fell a ring behind
   std::uint64_t dead_lettered = 0;
+  std::uint64_t dropped = 0;     // past max_deliveries, but no dead-letter queue could be had
 };
 
 struct TopicStats {
@@ -194,6 +195,7 @@ class Delivery {
   std::uint64_t id_ = 0;
   std::uint64_t word_ = 0;  // the group word that marks this delivery as ours
   std::uint32_t group_ = 0;
+  std::uint64_t group_gen_ = 0;
   std::uint32_t delivery_count_ = 0;
   std::uint64_t missed_before_ = 0;
   const std::byte* data_ = nullptr;
@@ -275,6 +277,8 @@ class Subscriber {
   bool fill(bool lossy, std::uint64_t pos, std::uint64_t held, Delivery& out,
             std::uint64_t missed_before);
   int from_log(std::uint64_t pos, Delivery& out);
+  void deliver_copied(std::uint64_t pos, std::uint64_t held, Delivery& out,
+                      std::uint64_t missed_before);
   std::shared_ptr<detail::Segment> seg_;
   std::uint32_t row_ = 0;
   std::uint32_t owner_ = 0;

@@ -32,6 +32,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "core/call_util.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/futex.hpp"
 #include "shmq/dead_letter.hpp"
@@ -128,14 +129,16 @@ void advance_floor(Segment& s, std::uint32_t g) noexcept {
   const std::uint32_t shift = s.slot_shift();
   std::uint64_t f = r.floor.value.load(std::memory_order_acquire);
   bool moved = false;
-  for (;;) {
+  // Bounded: a process that keeps rewriting words cannot keep us here.
+  for (std::uint64_t steps = 0; steps < 2 * std::uint64_t(s.slot_count()); ++steps) {
     const std::uint64_t d = r.dispatch.value.load(std::memory_order_acquire);
     if (f >= d) break;
     const std::uint64_t w = group_word(s, g, f).load(std::memory_order_acquire);
     if (gword_lap(w) != lap_of(f, shift) || gword_state(w) != GroupSlot::done) break;
     // Release: our reads of the slot's bytes (an ack) happen-before a publisher's acquire
     // of the floor and its overwrite.
-    if (r.floor.value.compare_exchange_weak(f, f + 1, std::memory_order_acq_rel)) {
+    // seq_cst: pairs with a sleeping publisher's bit and re-check (wait_on).
+    if (r.floor.value.compare_exchange_weak(f, f + 1, std::memory_order_seq_cst)) {
       ++f;
       moved = true;
     }
@@ -169,6 +172,7 @@ bool repair_claim(Segment& s, std::uint64_t pos, std::uint64_t w) noexcept {
           expected, make_word(word_lap(w), SlotState::skipped, owner, 1), std::memory_order_seq_cst)) {
     topic_header(s).holes.fetch_add(1, std::memory_order_relaxed);
     wake_waiters(s.header().consumers_wait, s.max_members());
+    wake_waiters(s.header().producers_wait, s.max_members());
     return true;
   }
   return false;
@@ -197,13 +201,23 @@ std::uint64_t heal_group(Segment& s, std::uint32_t g) noexcept {
       (dead ? last_dead : last_alive) = owner;
     }
     bool expired = false;
+    std::atomic<std::uint64_t>& timer = group_timer(s, g, p);
+    std::uint64_t t = timer.load(std::memory_order_acquire);
+    const bool lease_here = timer_lap(t) == (lap_of(p, shift) & 0xffffff) && timer_kind(t) == kTimerLease;
     if (!dead) {
-      const std::uint64_t t = group_timer(s, g, p).load(std::memory_order_acquire);
-      expired = timer_lap(t) == (lap_of(p, shift) & 0xffffff) && timer_kind(t) == kTimerLease &&
-                timer_ms(t) != 0 && timer_ms(t) <= now;
+      if (!lease_here) {
+        // Held, but its holder has not written its lease (stopped right after its claim,
+        // or its timer was overwritten): give it one, so that it expires one lease later.
+        const std::uint32_t lease = s.lease_ms();
+        if (lease != 0)
+          timer.compare_exchange_strong(t, timer_word(lap_of(p, shift), kTimerLease, now + lease));
+        continue;
+      }
+      expired = timer_ms(t) != 0 && timer_ms(t) <= now;
     }
     if (!dead && !expired) continue;
-    group_timer(s, g, p).store(timer_word(lap_of(p, shift), kTimerDue, 0), std::memory_order_relaxed);
+    // The timer by CAS from the value judged: a new holder's lease is never overwritten.
+    if (!timer.compare_exchange_strong(t, timer_word(lap_of(p, shift), kTimerDue, 0))) continue;
     if (group_word(s, g, p).compare_exchange_strong(
             w, gword(lap_of(p, shift), GroupSlot::requeued, kNoOwner, gword_deliveries(w)),
             std::memory_order_seq_cst)) {
@@ -217,7 +231,7 @@ std::uint64_t heal_group(Segment& s, std::uint32_t g) noexcept {
   }
   // A dead or stalled publisher's claim where the group waits: a hole it passes (here, so
   // that a group without a waiting subscriber does not hold publishers behind a hole).
-  for (std::uint64_t p = d;; ++p) {
+  for (std::uint64_t p = d; p < d + s.slot_count(); ++p) {
     const std::uint64_t w = s.slot(p).word.load(std::memory_order_acquire);
     const std::uint64_t lap = lap_of(p, shift);
     if (word_lap(w) == lap && repair_claim(s, p, w)) ++changed;
@@ -227,7 +241,9 @@ std::uint64_t heal_group(Segment& s, std::uint32_t g) noexcept {
     if (!hole) break;
     std::atomic<std::uint64_t>& gw = group_word(s, g, p);
     std::uint64_t gv = gw.load(std::memory_order_acquire);
-    if (!(gword_lap(gv) == lap && gword_state(gv) != GroupSlot::none) &&
+    const std::int64_t gl = lap_diff(gword_lap(gv), lap);
+    if (gl > 0) break;  // stale: the group is past p
+    if (!(gl == 0 && gword_state(gv) != GroupSlot::none) &&
         !gw.compare_exchange_strong(gv, gword(lap, GroupSlot::done, kNoOwner, 0)))
       break;
     std::uint64_t e = p;
@@ -270,7 +286,8 @@ std::uint64_t publish_limit(const Segment& s, int* blocking) noexcept {
     const GroupRow& r = group_row(s, g);
     const std::uint64_t st = r.state.load(std::memory_order_acquire);
     if (!group_live(st) || group_policy(st) != 0) continue;
-    const std::uint64_t f = r.floor.value.load(std::memory_order_acquire) + s.slot_count();
+    // seq_cst: a sleeping publisher's re-check pairs with the floor's seq_cst CAS.
+    const std::uint64_t f = r.floor.value.load(std::memory_order_seq_cst) + s.slot_count();
     if (f < limit) {
       limit = f;
       if (blocking) *blocking = static_cast<int>(g);
@@ -302,6 +319,15 @@ std::uint64_t topic_heal(Segment& s) noexcept {
     }
     if (!group_live(st)) continue;
     changed += heal_group(s, g);
+    // Stall policy: a reliable group that holds the ring full is blocking publishers (or
+    // would block the next one); one that does not is not blocked (the clock restarts).
+    if (group_policy(st) == 0) {
+      const std::uint64_t tail = s.header().tail.value.load(std::memory_order_acquire);
+      if (tail >= r.floor.value.load(std::memory_order_acquire) + s.slot_count())
+        check_stall(s, g, monotonic_coarse_ns());
+      else if (r.blocked_since_ns.load(std::memory_order_relaxed) != 0)
+        r.blocked_since_ns.store(0, std::memory_order_relaxed);
+    }
   }
   // The oldest claim in the ring, which a publisher waiting for reuse may be stuck behind.
   const std::uint64_t t = s.header().tail.value.load(std::memory_order_acquire);
@@ -313,17 +339,21 @@ std::uint64_t topic_heal(Segment& s) noexcept {
   // Rows of dead members: their holds were requeued and their claims repaired above (a
   // word names a row with its generation, so a row freed and taken again is never
   // mistaken for its former self).
-  const std::uint64_t now = monotonic_coarse_ns();
+  // A row left `joining` or `leaving` by a process that died while it registered or
+  // unregistered is freed the same way (pid only: a start time may not be written yet).
   for (std::uint32_t i = 0; i < s.max_members(); ++i) {
     std::uint64_t st = s.member(i).state.load(std::memory_order_acquire);
-    if (member_status(st) != MemberStatus::active) continue;
-    if (member_role(st) != Role::publisher && member_role(st) != Role::subscriber) continue;
-    if (process_alive(static_cast<pid_t>(member_pid(st)),
-                      s.member(i).start_time.load(std::memory_order_relaxed)))
+    const MemberStatus status = member_status(st);
+    if (status == MemberStatus::free) continue;
+    if (member_role(st) != Role::publisher && member_role(st) != Role::subscriber &&
+        status == MemberStatus::active)
       continue;
-    (void)now;
+    const std::uint64_t start = status == MemberStatus::active
+                                    ? s.member(i).start_time.load(std::memory_order_relaxed)
+                                    : 0;
+    if (process_alive(static_cast<pid_t>(member_pid(st)), start)) continue;
     const std::uint64_t leaving = with_status(st, MemberStatus::leaving);
-    if (s.member(i).state.compare_exchange_strong(st, leaving)) {
+    if (status == MemberStatus::leaving || s.member(i).state.compare_exchange_strong(st, leaving)) {
       // Publish the holds of this row as requeued before the row can be reused.
       for (std::uint32_t g = 0; g < s.max_groups(); ++g)
         if (group_live(group_row(s, g).state.load(std::memory_order_acquire)))
@@ -373,6 +403,19 @@ QueueOptions segment_options(const TopicOptions& o) {
   return q;
 }
 
+// A group's dead-letter queue: the topic's slots, room for the 32-byte envelope.
+QueueOptions dlq_options(const Segment& s) {
+  QueueOptions dq;
+  dq.slot_count = s.slot_count();
+  dq.slot_size = std::min<std::uint32_t>(s.slot_size() + 64, 1u << 20);
+  dq.max_members = s.max_members();
+  dq.mode = s.options().mode;
+  dq.max_deliveries = 0;
+  dq.dead_letter = false;
+  dq.lease = std::chrono::milliseconds(30'000);
+  return dq;
+}
+
 std::string dlq_name(std::string_view topic, std::string_view group) {
   std::string n(topic);
   n.append(".").append(group).append(".dlq");
@@ -403,6 +446,9 @@ Result<Topic> Topic::create(std::string_view name, const TopicOptions& o) {
     return topic_error(Errc::invalid_argument, "history must be from 0 to the slot count (" +
                                                    std::to_string(o.slot_count) + "), got " +
                                                    std::to_string(o.history));
+  if (o.max_deliveries > 4095)
+    return topic_error(Errc::invalid_argument, "max deliveries must be from 0 to 4095 on a topic, got " +
+                                                   std::to_string(o.max_deliveries));
   if (o.durability != Durability::none && o.data_dir.empty())
     return topic_error(Errc::invalid_argument, "a durable topic needs a data dir");
   if (o.durability != Durability::none && o.data_dir.size() > kMaxDataDirLength)
@@ -546,6 +592,7 @@ GroupStats group_stats(const Segment& s, std::uint32_t g, std::uint64_t st) {
   gs.redelivered = r.counters.redelivered.load(std::memory_order_relaxed);
   gs.missed = r.counters.missed.load(std::memory_order_relaxed);
   gs.dead_lettered = r.counters.dead_lettered.load(std::memory_order_relaxed);
+  gs.dropped = r.counters.dropped.load(std::memory_order_relaxed);
   return gs;
 }
 
@@ -566,7 +613,8 @@ int find_group(const Segment& s, std::string_view name, std::uint64_t* state = n
 std::uint64_t earliest_position(const Segment& s) {
   const std::uint64_t head = s.header().tail.value.load(std::memory_order_acquire);
   const std::uint64_t base = s.header().base_position;
-  const std::uint64_t hist = std::min<std::uint64_t>(topic_header(s).history, s.slot_count());
+  // At most N - 1 back: the slot of head - N is the next one a publisher overwrites.
+  const std::uint64_t hist = std::min<std::uint64_t>(topic_header(s).history, s.slot_count() - 1);
   std::uint64_t e = head > hist ? head - hist : 0;
   e = std::max(e, base);
   if (s.durable()) {
@@ -599,7 +647,15 @@ Result<GroupStats> Topic::create_group(std::string_view name, const GroupOptions
   if (find_group(s, name) >= 0)
     return topic_error(Errc::already_exists, "group '" + std::string(name) + "' of topic '" +
                                                   s.name() + "' already exists");
-  // Where it starts, checked before anything is claimed.
+  // The group's dead-letter queue, made before the group can deliver anything.
+  if (s.dead_letter()) {
+    auto d = Queue::create(dlq_name(s.name(), name), dlq_options(s));
+    if (!d.ok() && d.error().code() != Errc::already_exists)
+      return topic_error(d.error().code(), "cannot create the dead-letter queue of group '" +
+                                               std::string(name) + "': " + d.error().message());
+  }
+  // Where it starts, checked before anything is claimed (and as late as can be: the
+  // publishers run on meanwhile).
   const std::uint64_t head = s.header().tail.value.load(std::memory_order_acquire);
   std::uint64_t start = head;
   if (o.start.kind == StartAt::Kind::earliest) {
@@ -612,21 +668,6 @@ Result<GroupStats> Topic::create_group(std::string_view name, const GroupOptions
                              " is not retained: topic '" + s.name() + "' keeps positions " +
                              std::to_string(e) + " to " + std::to_string(head));
     start = o.start.position;
-  }
-  // The group's dead-letter queue, made before the group can deliver anything.
-  if (s.dead_letter()) {
-    QueueOptions dq;
-    dq.slot_count = s.slot_count();
-    dq.slot_size = std::min<std::uint32_t>(s.slot_size() + 64, 1u << 20);
-    dq.max_members = s.max_members();
-    dq.mode = s.options().mode;
-    dq.max_deliveries = 0;
-    dq.dead_letter = false;
-    dq.lease = std::chrono::milliseconds(30'000);
-    auto d = Queue::create(dlq_name(s.name(), name), dq);
-    if (!d.ok() && d.error().code() != Errc::already_exists)
-      return topic_error(d.error().code(), "cannot create the dead-letter queue of group '" +
-                                               std::string(name) + "': " + d.error().message());
   }
   const std::uint32_t pid = static_cast<std::uint32_t>(::getpid());
   for (std::uint32_t g = 0; g < s.max_groups(); ++g) {
@@ -672,6 +713,7 @@ Result<GroupStats> Topic::create_group(std::string_view name, const GroupOptions
     r.counters.redelivered.store(0, std::memory_order_relaxed);
     r.counters.missed.store(0, std::memory_order_relaxed);
     r.counters.dead_lettered.store(0, std::memory_order_relaxed);
+    r.counters.dropped.store(0, std::memory_order_relaxed);
     if (s.durable()) {
       // DIR/TOPIC/group-<name>.meta: the group survives a reboot from the moment it exists.
       GroupMeta gm{std::string(name), o, start};
@@ -693,6 +735,21 @@ Result<GroupStats> Topic::create_group(std::string_view name, const GroupOptions
     // seq_cst: a publisher that computes its limit after this sees the group (and its floor).
     r.state.store(active, std::memory_order_seq_cst);
     topic_header(s).groups_epoch.fetch_add(1, std::memory_order_seq_cst);
+    if (!s.durable()) {
+      // Publishers that ran on while we created the group may have lapped its start: move
+      // it to the oldest position they cannot overwrite any more (unless a subscriber
+      // already took from it). A publisher's claim is bounded by the tail it read, which
+      // was at most this tail; its limit now includes this group.
+      const std::uint64_t t = s.header().tail.value.load(std::memory_order_seq_cst);
+      if (t > start + s.slot_count() - 1) {
+        const std::uint64_t to = t - (s.slot_count() - 1);
+        std::uint64_t e = start;
+        if (r.dispatch.value.compare_exchange_strong(e, to, std::memory_order_seq_cst)) {
+          std::uint64_t f = start;
+          r.floor.value.compare_exchange_strong(f, to, std::memory_order_seq_cst);
+        }
+      }
+    }
     return group_stats(s, g, active);
   }
   return topic_error(Errc::no_space, "topic '" + s.name() + "' has no free group row (max " +
@@ -706,17 +763,19 @@ VoidResult Topic::delete_group(std::string_view name) {
   if (g < 0)
     return topic_error(Errc::not_found, "topic '" + s.name() + "' has no group '" + std::string(name) + "'");
   GroupRow& r = group_row(s, static_cast<std::uint32_t>(g));
+  // Durable: the group's .meta goes first, so that a crash between the two never brings
+  // a deleted group back after a reboot (a crash leaves it live in memory, gone on disk).
+  if (s.durable()) {
+    auto d = log::posix_file_system().open_dir(queue_dir(s.data_dir(), s.name()),
+                                               {.create = false, .require_private = false});
+    if (d.ok() && d.value()->unlink(group_meta_file(name)).ok()) (void)d.value()->sync();
+  }
   if (!r.state.compare_exchange_strong(st, group_state(GroupStatus::free, 0, 0, group_generation(st)),
                                        std::memory_order_seq_cst))
     return topic_error(Errc::system_error, "group '" + std::string(name) + "' changed meanwhile; try again");
   topic_header(s).groups_epoch.fetch_add(1, std::memory_order_seq_cst);
   wake_all(s.header().consumers_wait);
   wake_all(s.header().producers_wait);
-  if (s.durable()) {
-    auto d = log::posix_file_system().open_dir(queue_dir(s.data_dir(), s.name()),
-                                               {.create = false, .require_private = false});
-    if (d.ok() && d.value()->unlink(group_meta_file(name)).ok()) (void)d.value()->sync();
-  }
   // Its dead-letter queue goes with it (ours only: another user's is not this group's).
   const std::string dlq = dlq_name(s.name(), name);
   if (const auto o = Segment::owner_of(dlq); o.ok() && o.value().uid == s.owner_uid())
@@ -817,7 +876,7 @@ Status Publisher::try_send(Bytes m, std::uint64_t id) {
   return publish(m, id, std::chrono::steady_clock::now(), false);
 }
 Status Publisher::send_for(Bytes m, std::chrono::nanoseconds timeout, std::uint64_t id) {
-  return publish(m, id, std::chrono::steady_clock::now() + timeout, true);
+  return publish(m, id, deadline_after(timeout), true);
 }
 
 Status Publisher::publish(Bytes msg, std::uint64_t id, std::chrono::steady_clock::time_point deadline,
@@ -855,13 +914,28 @@ Status Publisher::publish(Bytes msg, std::uint64_t id, std::chrono::steady_clock
       }
       if (h >= limit_) may_claim = false;
     }
-    if (dl < 0) {
+    bool stuck_claim = false;
+    if (dl < 0 && may_claim) {
       const SlotState ps = word_state(w);
-      if (may_claim && ps == SlotState::claimed) {
-        may_claim = false;  // the previous lap's claim never committed: a stuck publisher
-        repair_claim(s, h - n, w);
-      } else if (may_claim && ps == SlotState::skipped && owner_alive(s, word_owner(w))) {
-        may_claim = false;  // its writer may still be writing into it
+      if (ps == SlotState::claimed) {
+        // The previous lap's claim never committed: a dead or stopped publisher. Repaired
+        // into a hole after the claim timeout (or at once if it is dead); wait meanwhile.
+        may_claim = false;
+        stuck_claim = !repair_claim(s, h - n, w);
+        if (!stuck_claim) continue;
+      } else if (ps == SlotState::skipped && owner_alive(s, word_owner(w))) {
+        // A hole whose writer may still be writing into it (stopped past its claim
+        // timeout): the slot cannot be reused, but the position need not wait for it.
+        // Carry the hole to this lap (h is a hole for every group too) and go on at h + 1;
+        // the writer, once it runs again, frees the slot at whatever lap it finds it.
+        if (word.compare_exchange_strong(w, make_word(lap, SlotState::skipped, word_owner(w), 1),
+                                         std::memory_order_seq_cst)) {
+          topic_header(s).holes.fetch_add(1, std::memory_order_relaxed);
+          std::uint64_t e = h;
+          s.header().tail.value.compare_exchange_strong(e, h + 1, std::memory_order_acq_rel);
+          wake_waiters(s.header().consumers_wait, s.max_members());
+        }
+        continue;
       }
     }
     if (may_claim) {
@@ -883,28 +957,36 @@ Status Publisher::publish(Bytes msg, std::uint64_t id, std::chrono::steady_clock
       // seq_cst: pairs with a sleeping subscriber's bit (wait_on), as on queues.
       if (!word.compare_exchange_strong(c, make_word(lap, SlotState::ready, 0, 1),
                                         std::memory_order_seq_cst)) {
-        // Repaired into a hole while we wrote (we were stopped past the claim timeout): we
-        // are done writing, so the hole may be reused; publish again at a new position.
-        std::uint64_t sk = make_word(lap, SlotState::skipped, owner_, 1);
-        word.compare_exchange_strong(sk, make_word(lap + 1, SlotState::free_skipped, 0, 1),
-                                     std::memory_order_seq_cst);
+        // Repaired into a hole while we wrote (we were stopped past the claim timeout), and
+        // perhaps carried to later laps by other publishers: we are done writing, so the
+        // hole may be reused at whatever lap it is now; publish again at a new position.
+        for (int i = 0; i < 4; ++i) {
+          std::uint64_t sk = word.load(std::memory_order_acquire);
+          if (word_state(sk) != SlotState::skipped || word_owner(sk) != owner_) break;
+          if (word.compare_exchange_strong(sk, make_word(word_lap(sk) + 1, SlotState::free_skipped, 0, 1),
+                                           std::memory_order_seq_cst)) {
+            wake_waiters(s.header().producers_wait, s.max_members());
+            break;
+          }
+        }
         continue;
       }
       last_position_ = h;
       me.sent.store(me.sent.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       wake_waiters(s.header().consumers_wait, s.max_members());
       if (s.durability() == Durability::sync) {
-        // Publisher confirm: wait until the persister has the message on disk.
-        const bool ok = wait_on(s.header().persist_wait, row_, deadline, [&] {
-          return s.header().persisted.value.load(std::memory_order_acquire) > h || s.removed();
-        });
-        while (!ok && s.header().persisted.value.load(std::memory_order_acquire) <= h) {
+        // Publisher confirm: wait until the persister has the message on disk. try_send
+        // waits at most 20 ms (as on queues), and not at all without a live persister.
+        const auto confirm_by =
+            wait ? deadline : std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+        for (;;) {
+          if (s.header().persisted.value.load(std::memory_order_seq_cst) > h) break;
           if (s.removed()) return Status::closed;
-          if (!wait) return Status::unconfirmed;
-          if (std::chrono::steady_clock::now() >= deadline) return Status::timeout;
-          if (!s.persister_alive() && !wait) return Status::no_persister;
-          wait_on(s.header().persist_wait, row_, deadline, [&] {
-            return s.header().persisted.value.load(std::memory_order_acquire) > h || s.removed();
+          if (!wait && !s.persister_alive()) return Status::no_persister;
+          if (std::chrono::steady_clock::now() >= confirm_by)
+            return wait ? Status::timeout : Status::unconfirmed;
+          wait_on(s.header().persist_wait, row_, confirm_by, [&] {
+            return s.header().persisted.value.load(std::memory_order_seq_cst) > h || s.removed();
           });
         }
       }
@@ -925,8 +1007,8 @@ Status Publisher::publish(Bytes msg, std::uint64_t id, std::chrono::steady_clock
     if (std::chrono::steady_clock::now() >= deadline) return Status::timeout;
     int blocking = -1;
     limit_ = publish_limit(s, &blocking);
-    if (h < limit_) continue;
-    if (blocking >= 0) {
+    if (h < limit_ && !stuck_claim) continue;
+    if (blocking >= 0 && !stuck_claim) {
       const auto g = static_cast<std::uint32_t>(blocking);
       heal_group(s, g);
       check_stall(s, g, monotonic_coarse_ns());
@@ -935,6 +1017,7 @@ Status Publisher::publish(Bytes msg, std::uint64_t id, std::chrono::steady_clock
     }
     const auto cap = std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
     wait_on(s.header().producers_wait, row_, cap, [&] {
+      if (stuck_claim) return word.load(std::memory_order_seq_cst) != w || s.removed();
       return publish_limit(s) > h || s.removed() || interrupted_->load(std::memory_order_relaxed);
     });
   }
@@ -951,6 +1034,7 @@ Delivery& Delivery::operator=(Delivery&& o) noexcept {
   id_ = o.id_;
   word_ = o.word_;
   group_ = o.group_;
+  group_gen_ = o.group_gen_;
   delivery_count_ = o.delivery_count_;
   missed_before_ = o.missed_before_;
   size_ = o.size_;
@@ -1006,7 +1090,7 @@ Status Subscriber::try_receive(Delivery& out) {
   return take(out, std::chrono::steady_clock::now(), false);
 }
 Status Subscriber::receive_for(Delivery& out, std::chrono::nanoseconds timeout) {
-  return take(out, std::chrono::steady_clock::now() + timeout, true);
+  return take(out, deadline_after(timeout), true);
 }
 
 namespace {
@@ -1062,7 +1146,9 @@ Status Subscriber::take(Delivery& out, std::chrono::steady_clock::time_point dea
       const SlotState ws = word_state(w);
       std::atomic<std::uint64_t>& gw = group_word(s, group_, d);
       std::uint64_t gv = gw.load(std::memory_order_acquire);
-      if (gword_lap(gv) == lap && gword_state(gv) != GroupSlot::none) {
+      const std::int64_t gl = lap_diff(gword_lap(gv), lap);
+      if (gl > 0) continue;  // a later lap's word: our d is stale (we were preempted)
+      if (gl == 0 && gword_state(gv) != GroupSlot::none) {
         // Taken already (by another subscriber of the group): help the cursor on.
         std::uint64_t e = d;
         r.dispatch.value.compare_exchange_strong(e, d + 1, std::memory_order_acq_rel);
@@ -1099,11 +1185,12 @@ Status Subscriber::take(Delivery& out, std::chrono::steady_clock::time_point dea
         continue;
       }
       if (dl > 0) {
+        bool wait_for_log = false;
         if (s.durable()) {
           // The ring no longer holds d (or never did: a topic rebuilt after a reboot starts
-          // its ring after the log): the retained log does.
-          Delivery tmp;
-          const int got = from_log(d, tmp);
+          // its ring after the log): the retained log does. The record read here is the
+          // one delivered (no second read).
+          const int got = from_log(d, out);
           if (got == 2) {  // a hole
             if (gw.compare_exchange_strong(gv, gword(lap, GroupSlot::done, kNoOwner, 0))) {
               std::uint64_t e = d;
@@ -1117,37 +1204,51 @@ Status Subscriber::take(Delivery& out, std::chrono::steady_clock::time_point dea
             if (!gw.compare_exchange_strong(gv, held, std::memory_order_acq_rel)) continue;
             std::uint64_t e = d;
             r.dispatch.value.compare_exchange_strong(e, d + 1, std::memory_order_acq_rel);
-            if (!fill(lossy, d, held, out, missed_now)) {
-              std::uint64_t hv = held;
-              gw.compare_exchange_strong(hv, gword(lap, GroupSlot::done, kNoOwner, 1));
-              advance_floor(s, group_);
-              continue;
-            }
+            deliver_copied(d, held, out, missed_now);
             r.counters.delivered.fetch_add(1, std::memory_order_relaxed);
             return Status::ok;
           }
-        }
-        // Overwritten: the group fell a ring behind (lossy), or the message was gone before
-        // the group was created. Skip to the oldest position still in the ring (durable:
-        // in the log).
-        const std::uint64_t h = s.header().tail.value.load(std::memory_order_acquire);
-        std::uint64_t to = std::max(d + 1, h >= n ? h - n + 1 : d + 1);
-        if (s.durable()) {
+          // Not in the log: deleted by retention (below its first position), or the log
+          // could not be read now (an I/O error: wait and try again, never skip).
           const std::uint64_t lf = topic_header(s).log_first.load(std::memory_order_acquire);
-          if (lf > d && lf < to) to = lf;
+          wait_for_log = got == 3 || d >= lf;
         }
-        std::uint64_t e = d;
-        if (r.dispatch.value.compare_exchange_strong(e, to, std::memory_order_acq_rel)) {
-          const std::uint64_t k = to - d;
-          r.counters.missed.fetch_add(k, std::memory_order_relaxed);
-          missed_ += k;
-          missed_now += k;
-          std::uint64_t fl = r.floor.value.load(std::memory_order_acquire);
-          while (fl < to && !r.floor.value.compare_exchange_weak(fl, to, std::memory_order_acq_rel)) {
+        if (wait_for_log) {
+          nothing = true;
+        } else if (!lossy) {
+          // A reliable group never jumps: this one position is gone (retention, or it was
+          // overwritten while the group was being created); it is done, and counted.
+          if (gw.compare_exchange_strong(gv, gword(lap, GroupSlot::done, kNoOwner, 0))) {
+            std::uint64_t e = d;
+            r.dispatch.value.compare_exchange_strong(e, d + 1, std::memory_order_acq_rel);
+            r.counters.missed.fetch_add(1, std::memory_order_relaxed);
+            ++missed_;
+            ++missed_now;
+            advance_floor(s, group_);
           }
-          wake_waiters(s.header().producers_wait, s.max_members());
+          continue;
+        } else {
+          // A lossy group a ring behind: skip to the oldest position still in the ring
+          // (durable: in the log), and count what it skipped.
+          const std::uint64_t h = s.header().tail.value.load(std::memory_order_acquire);
+          std::uint64_t to = std::max(d + 1, h >= n ? h - n + 1 : d + 1);
+          if (s.durable()) {
+            const std::uint64_t lf = topic_header(s).log_first.load(std::memory_order_acquire);
+            if (lf > d && lf < to) to = lf;
+          }
+          std::uint64_t e = d;
+          if (r.dispatch.value.compare_exchange_strong(e, to, std::memory_order_acq_rel)) {
+            const std::uint64_t k = to - d;
+            r.counters.missed.fetch_add(k, std::memory_order_relaxed);
+            missed_ += k;
+            missed_now += k;
+            std::uint64_t fl = r.floor.value.load(std::memory_order_acquire);
+            while (fl < to && !r.floor.value.compare_exchange_weak(fl, to, std::memory_order_acq_rel)) {
+            }
+            wake_waiters(s.header().producers_wait, s.max_members());
+          }
+          continue;
         }
-        continue;
       }
       if (dl == 0 && ws == SlotState::claimed) {
         // A publisher is writing it: short wait; a dead or stalled one's claim is repaired.
@@ -1187,7 +1288,7 @@ Status Subscriber::take(Delivery& out, std::chrono::steady_clock::time_point dea
     const auto cap = std::min(deadline, now + std::chrono::milliseconds(50));
     wait_on(s.header().consumers_wait, row_, cap, [&] {
       if (r.dispatch.value.load(std::memory_order_acquire) != d0) return true;
-      if (r.requeue_epoch.value.load(std::memory_order_acquire) != e0) return true;
+      if (r.requeue_epoch.value.load(std::memory_order_seq_cst) != e0) return true;
       const std::uint64_t w = s.slot(d0).word.load(std::memory_order_seq_cst);
       const std::int64_t dl = lap_diff(word_lap(w), lap_of(d0, shift));
       return dl > 0 || (dl == 0 && word_state(w) != SlotState::claimed && !is_free(word_state(w))) ||
@@ -1198,14 +1299,19 @@ Status Subscriber::take(Delivery& out, std::chrono::steady_clock::time_point dea
 }
 
 // What the retained log holds at `pos` (durable topics), into `out`'s copy: 1 a message, 2 a
-// hole, 0 not retained (deleted by retention, not yet written, or the log unreadable).
+// hole, 0 not retained (deleted by retention, or not yet written), 3 the log could not be
+// read (an I/O error, too many open files, ...: try again later).
 int Subscriber::from_log(std::uint64_t pos, Delivery& out) {
   Segment& s = *seg_;
   if (!s.durable()) return 0;
   if (!state_->reader)
     state_->reader = std::make_unique<TopicLogReader>(queue_dir(s.data_dir(), s.name()));
   auto r = state_->reader->read(pos);
-  if (!r.ok() || !r.value().has_value()) return 0;
+  if (!r.ok()) {
+    state_->reader.reset();  // reopened next time
+    return 3;
+  }
+  if (!r.value().has_value()) return 0;
   TopicRecord& rec = *r.value();
   if (rec.hole) return 2;
   out.id_ = rec.id;
@@ -1257,15 +1363,31 @@ bool Subscriber::fill(bool lossy, std::uint64_t pos, std::uint64_t held, Deliver
     out.data_ = nullptr;
     return false;
   }
+  deliver_copied(pos, held, out, missed_before);
+  return true;
+}
+
+// Completes a delivery whose bytes are in place (`out`'s id, size and data set): marks it
+// held by us and writes its lease.
+void Subscriber::deliver_copied(std::uint64_t pos, std::uint64_t held, Delivery& out,
+                                std::uint64_t missed_before) {
+  Segment& s = *seg_;
+  out.position_ = pos;
+  out.word_ = held;
+  out.group_ = group_;
+  out.group_gen_ = group_gen_;
+  out.delivery_count_ = gword_deliveries(held);
+  out.missed_before_ = missed_before;
   out.seg_ = seg_;
   out.held_ = true;
-  // The lease: written after the claim, tagged with the lap (a timer of another lap is
-  // never taken for this delivery's).
+  // The lease: written after the claim, by CAS from what is there, tagged with the lap (a
+  // timer of another lap is never taken for this delivery's).
   const std::uint32_t lease = s.lease_ms();
-  group_timer(s, g, pos).store(
-      timer_word(lap_of(pos, shift), kTimerLease, lease == 0 ? 0 : now_ms() + lease),
-      std::memory_order_release);
-  return true;
+  std::atomic<std::uint64_t>& timer = group_timer(s, group_, pos);
+  std::uint64_t t = timer.load(std::memory_order_acquire);
+  timer.compare_exchange_strong(
+      t, timer_word(lap_of(pos, s.slot_shift()), kTimerLease, lease == 0 ? 0 : now_ms() + lease),
+      std::memory_order_acq_rel);
 }
 
 Status Subscriber::take_requeued(Delivery& out, bool lossy, bool& pending) {
@@ -1321,10 +1443,23 @@ bool Subscriber::dead_letter(std::uint64_t pos, std::uint64_t held, bool lossy) 
   const std::uint64_t lap = lap_of(pos, shift);
   std::atomic<std::uint64_t>& gw = group_word(s, group_, pos);
   bool moved = true;
-  if (s.dead_letter()) {
+  // The message's bytes: from the ring, or (a position the ring no longer holds) the log.
+  Delivery copy;
+  if (!fill(lossy, pos, held, copy, 0)) {
+    r.counters.missed.fetch_add(1, std::memory_order_relaxed);  // gone (lossy): nothing to move
+  } else if (!s.dead_letter()) {
+    r.counters.dead_lettered.fetch_add(1, std::memory_order_relaxed);  // dropped by policy
+  } else {
     TopicState& ts = *state_;
     if (!ts.producer) {
-      auto q = Queue::open(dlq_name(s.name(), group_name_));
+      // The group's DLQ, made with the group; made again if it is gone (a reboot, a
+      // Topic::remove while we ran). Another user's is never used.
+      const std::string name = dlq_name(s.name(), group_name_);
+      auto q = Queue::open(name);
+      if (!q.ok() && q.error().code() == Errc::not_found) {
+        q = Queue::create(name, dlq_options(s));
+        if (!q.ok() && q.error().code() == Errc::already_exists) q = Queue::open(name);
+      }
       if (q.ok() && q.value().segment()->owner_uid() == s.owner_uid()) {
         auto p = q.value().producer();
         if (p.ok()) {
@@ -1333,12 +1468,11 @@ bool Subscriber::dead_letter(std::uint64_t pos, std::uint64_t held, bool lossy) 
         }
       }
     }
-    moved = false;
-    if (ts.producer) {
-      SlotHeader& sh = s.slot(pos);
-      std::uint32_t len = std::min(sh.length.load(std::memory_order_relaxed), s.max_message_size());
-      const std::uint64_t id = sh.id.load(std::memory_order_relaxed);
-      ts.buf.assign(kDeadLetterEnvelopeSize + len, std::byte{0});
+    if (!ts.producer) {
+      // No DLQ can be had: drop it (counted), rather than hold the group for ever.
+      r.counters.dropped.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      ts.buf.assign(kDeadLetterEnvelopeSize + copy.size(), std::byte{0});
       auto put = [&](std::size_t off, auto v) { std::memcpy(ts.buf.data() + off, &v, sizeof v); };
       put(0, kDeadLetterMagic);
       put(4, std::uint16_t{1});
@@ -1346,21 +1480,18 @@ bool Subscriber::dead_letter(std::uint64_t pos, std::uint64_t held, bool lossy) 
       put(8, std::uint32_t{gword_deliveries(held)} - 1);
       put(12, std::uint32_t{0});
       put(16, pos);
-      put(24, id);
-      racy_copy(ts.buf.data() + kDeadLetterEnvelopeSize, s.payload(pos), len);
-      acquire_fence_after_copy();
-      const bool intact = s.slot(pos).word.load(std::memory_order_relaxed) ==
-                          make_word(lap, SlotState::ready, 0, 1);
-      if (!intact && lossy) {
-        moved = true;  // overwritten: nothing left to dead-letter (missed)
-        r.counters.missed.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        moved = ts.producer->try_send(ts.buf, id) == Status::ok;
-        if (moved) r.counters.dead_lettered.fetch_add(1, std::memory_order_relaxed);
+      put(24, copy.id());
+      if (copy.size() != 0)
+        std::memcpy(ts.buf.data() + kDeadLetterEnvelopeSize, copy.data().data(), copy.size());
+      const Status st = ts.producer->try_send(ts.buf, copy.id());
+      moved = st == Status::ok;
+      if (moved) {
+        r.counters.dead_lettered.fetch_add(1, std::memory_order_relaxed);
+      } else if (st != Status::full) {
+        ts.producer.reset();  // closed, evicted: open it again next time
+        ts.dlq.reset();
       }
     }
-  } else {
-    r.counters.dead_lettered.fetch_add(1, std::memory_order_relaxed);
   }
   std::uint64_t e = held;
   if (moved) {
@@ -1369,14 +1500,18 @@ bool Subscriber::dead_letter(std::uint64_t pos, std::uint64_t held, bool lossy) 
     advance_floor(s, group_);
     return true;
   }
-  group_timer(s, group_, pos).store(timer_word(lap, kTimerDue, now_ms() + 1000), std::memory_order_relaxed);
+  // The DLQ is full now: back to the group, due again in 1 s (its count not raised).
+  std::atomic<std::uint64_t>& timer = group_timer(s, group_, pos);
+  std::uint64_t t = timer.load(std::memory_order_acquire);
+  timer.compare_exchange_strong(t, timer_word(lap, kTimerDue, now_ms() + 1000));
   gw.compare_exchange_strong(e, gword(lap, GroupSlot::requeued, kNoOwner, gword_deliveries(held) - 1),
                              std::memory_order_acq_rel);
   return false;
 }
 
 Status Subscriber::ack(Delivery& d) {
-  if (!seg_ || !d.held_ || d.seg_ != seg_ || d.group_ != group_) return Status::invalid;
+  if (!seg_ || !d.held_ || d.seg_ != seg_ || d.group_ != group_ || d.group_gen_ != group_gen_)
+    return Status::invalid;
   Segment& s = *seg_;
   const std::uint32_t shift = s.slot_shift();
   std::uint64_t e = d.word_;
@@ -1394,7 +1529,8 @@ Status Subscriber::ack(Delivery& d) {
 }
 
 Status Subscriber::nack(Delivery& d, std::chrono::milliseconds delay) {
-  if (!seg_ || !d.held_ || d.seg_ != seg_ || d.group_ != group_) return Status::invalid;
+  if (!seg_ || !d.held_ || d.seg_ != seg_ || d.group_ != group_ || d.group_gen_ != group_gen_)
+    return Status::invalid;
   if (delay.count() < 0) return Status::invalid;
   Segment& s = *seg_;
   GroupRow& r = group_row(s, group_);
@@ -1404,9 +1540,15 @@ Status Subscriber::nack(Delivery& d, std::chrono::milliseconds delay) {
     d.held_ = false;
     return Status::lease_lost;
   }
-  group_timer(s, group_, d.position_)
-      .store(timer_word(lap, kTimerDue, delay.count() == 0 ? 0 : now_ms() + std::uint64_t(delay.count())),
-             std::memory_order_relaxed);
+  // The due time, by CAS from our own lease (a failure means the message is no longer ours:
+  // its new holder's lease stays).
+  std::atomic<std::uint64_t>& timer = group_timer(s, group_, d.position_);
+  std::uint64_t t = timer.load(std::memory_order_acquire);
+  const std::uint64_t ms = std::min<std::uint64_t>(static_cast<std::uint64_t>(delay.count()), 1ull << 36);
+  if (!timer.compare_exchange_strong(t, timer_word(lap, kTimerDue, ms == 0 ? 0 : now_ms() + ms))) {
+    d.held_ = false;
+    return Status::lease_lost;
+  }
   std::uint64_t e = d.word_;
   const bool ok = gw.compare_exchange_strong(
       e, gword(lap, GroupSlot::requeued, kNoOwner, d.delivery_count_), std::memory_order_seq_cst);
@@ -1419,7 +1561,8 @@ Status Subscriber::nack(Delivery& d, std::chrono::milliseconds delay) {
 }
 
 Status Subscriber::extend_lease(Delivery& d, std::chrono::milliseconds extension) {
-  if (!seg_ || !d.held_ || d.seg_ != seg_ || d.group_ != group_) return Status::invalid;
+  if (!seg_ || !d.held_ || d.seg_ != seg_ || d.group_ != group_ || d.group_gen_ != group_gen_)
+    return Status::invalid;
   if (extension.count() <= 0) return Status::invalid;
   Segment& s = *seg_;
   const std::uint64_t lap = lap_of(d.position_, s.slot_shift());
@@ -1450,7 +1593,9 @@ std::size_t Subscriber::release_all() {
     if (gword_lap(w) != lap_of(p, shift) || gword_state(w) != GroupSlot::held ||
         gword_owner(w) != owner_)
       continue;
-    group_timer(s, group_, p).store(timer_word(lap_of(p, shift), kTimerDue, 0), std::memory_order_relaxed);
+    std::atomic<std::uint64_t>& timer = group_timer(s, group_, p);
+    std::uint64_t t = timer.load(std::memory_order_acquire);
+    if (!timer.compare_exchange_strong(t, timer_word(lap_of(p, shift), kTimerDue, 0))) continue;
     if (gw.compare_exchange_strong(w, gword(lap_of(p, shift), GroupSlot::requeued, kNoOwner,
                                             gword_deliveries(w)),
                                    std::memory_order_seq_cst))

@@ -42,15 +42,31 @@ struct GroupMeta;
 // ring starts at `head` (the log's end, or past every group's saved position), every group
 // in `groups` at its saved position (floor; clamped to the log's first position), so that
 // subscribers replay from the log what the ring does not hold.
+// `dispatch`: where the group had delivered up to; positions in [floor, dispatch) come
+// back marked redelivered (delivery count 1 before their next delivery).
+struct RecoveredGroup {
+  std::string name;
+  GroupOptions options;
+  std::uint64_t floor = 0;
+  std::uint64_t dispatch = 0;
+};
 Result<std::shared_ptr<Segment>> recreate_topic(const std::string& name, const TopicOptions& options,
                                                 std::uint64_t head, std::uint64_t log_first,
-                                                const std::vector<std::pair<GroupMeta, std::uint64_t>>& groups);
+                                                const std::vector<RecoveredGroup>& groups);
 
 // One persister pass over a durable topic: appends every committed position from
 // `persisted` on to the log (holes as hole records), fdatasyncs, then moves `persisted` and
-// wakes sync publishers; applies retention; rewrites the positions file when a group's floor
-// moved (`saved` holds what was last written). Returns positions persisted, or an error
+// wakes sync publishers; applies retention; rewrites the positions file (each group's floor
+// and dispatch) when one moved, at most every 100 ms. Returns positions persisted, or an error
 // (fail-stop: the caller stops persisting the topic).
-Result<std::uint64_t> persist_topic(Segment& s, TopicLogWriter& log, std::string& saved);
+struct TopicPersistState {
+  bool started = false;         // the first pass checked the log against `persisted`
+  bool final_pass = false;      // write the positions file whatever its age
+  std::string saved;            // the positions file as last written
+  std::uint64_t positions_written_ns = 0;
+  std::uint64_t retain_bytes = 0;  // from topic.meta
+  std::uint64_t retain_age_s = 0;
+};
+Result<std::uint64_t> persist_topic(Segment& s, TopicLogWriter& log, TopicPersistState& state);
 
 }  // namespace shmq::detail

@@ -94,7 +94,8 @@ struct alignas(kFalseSharingRange) GroupRow {
     std::atomic<std::uint64_t> redelivered;
     std::atomic<std::uint64_t> missed;
     std::atomic<std::uint64_t> dead_lettered;
-    std::uint8_t pad[kFalseSharingRange - 40];
+    std::atomic<std::uint64_t> dropped;  // could not be dead-lettered (no DLQ could be had)
+    std::uint8_t pad[kFalseSharingRange - 48];
   } counters;
   std::uint8_t pad1[1024 - 5 * kFalseSharingRange];
 };

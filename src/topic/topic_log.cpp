@@ -235,7 +235,8 @@ Result<std::unique_ptr<TopicLogWriter>> TopicLogWriter::open(std::unique_ptr<log
                                         std::to_string(sc.value().valid) +
                                         " in a file that is not the last");
       // A torn tail: what a crash mid-append leaves. Never acknowledged (sync had not
-      // returned), so it is cut.
+      // returned), so it is cut (and said: torn_bytes()).
+      w->torn_bytes_ += sc.value().size - sc.value().valid;
       if (auto t = dir->truncate(name, sc.value().valid); !t.ok()) return t.error();
       auto a = dir->open_append(name);
       if (!a.ok()) return a.error();
@@ -250,8 +251,12 @@ Result<std::unique_ptr<TopicLogWriter>> TopicLogWriter::open(std::unique_ptr<log
   return w;
 }
 
-void TopicLogWriter::append(std::uint64_t id, std::uint64_t unix_ns, bool hole,
-                            std::span<const std::byte> payload) {
+VoidResult TopicLogWriter::append(std::uint64_t pos, std::uint64_t id, std::uint64_t unix_ns,
+                                  bool hole, std::span<const std::byte> payload) {
+  if (pos != next_)
+    return Error(Errc::corrupt, dir_->path() + ": the log ends at position " +
+                                    std::to_string(next_) + ", position " + std::to_string(pos) +
+                                    " cannot follow it");
   const std::size_t off = buf_.size();
   buf_.resize(off + kTopicRecordHeader + payload.size());
   put(buf_, off + 0, kTopicRecordMagic);
@@ -265,9 +270,45 @@ void TopicLogWriter::append(std::uint64_t id, std::uint64_t unix_ns, bool hole,
   put(buf_, off + 40,
       record_checksum(std::span<const std::byte>(buf_).subspan(off, 40),
                       std::span<const std::byte>(buf_).subspan(off + kTopicRecordHeader, payload.size())));
-  if (files_.empty() && first_ == next_) first_ = next_;
   ++next_;
   buffered_last_ns_ = unix_ns;
+  return {};
+}
+
+VoidResult TopicLogWriter::truncate_to(std::uint64_t pos) {
+  if (pos >= next_) return {};
+  if (!buf_.empty()) return Error(Errc::invalid_argument, "truncate_to with buffered records");
+  current_.reset();
+  // Whole files at or after pos go; the file holding pos is cut at its record.
+  while (!files_.empty() && files_.rbegin()->first >= pos && files_.size() > 1) {
+    if (auto u = dir_->unlink(topic_log_file_name(files_.rbegin()->first)); !u.ok()) return u.error();
+    files_.erase(std::prev(files_.end()));
+  }
+  if (!files_.empty()) {
+    File& f = files_.rbegin()->second;
+    const std::string name = topic_log_file_name(f.first);
+    std::uint64_t cut = 0;
+    if (pos > f.first) {
+      auto rf = dir_->open_read(name);
+      if (!rf.ok()) return rf.error();
+      std::vector<std::byte> head(kTopicRecordHeader);
+      for (std::uint64_t p = f.first; p < pos; ++p) {
+        auto r = rf.value()->read_at(cut, head);
+        if (!r.ok()) return r.error();
+        if (r.value() != kTopicRecordHeader) return Error(Errc::corrupt, dir_->path_of(name) + ": short");
+        cut += kTopicRecordHeader + get<std::uint32_t>(head, 4);
+      }
+    }
+    if (auto t = dir_->truncate(name, cut); !t.ok()) return t.error();
+    auto a = dir_->open_append(name);
+    if (!a.ok()) return a.error();
+    if (auto sy = a.value()->sync(); !sy.ok()) return sy.error();
+    f.bytes = cut;
+    if (cut == 0 && pos == f.first && files_.size() == 1) first_ = pos;
+  }
+  if (auto sy = dir_->sync(); !sy.ok()) return sy.error();
+  next_ = pos;
+  return {};
 }
 
 VoidResult TopicLogWriter::sync() {
@@ -338,7 +379,13 @@ Result<std::optional<TopicRecord>> TopicLogReader::read(std::uint64_t pos) {
     if (!d.ok()) return d.error();
     dir_ = std::move(d.value());
   }
-  if (!file_ || pos < next_ || pos < file_first_) {
+  if (file_ && pos >= file_first_ && pos < next_ && !index_.empty()) {
+    // Behind us in this file: from the nearest indexed record at or before pos.
+    auto it = std::upper_bound(index_.begin(), index_.end(), std::make_pair(pos, UINT64_MAX));
+    --it;
+    next_ = it->first;
+    offset_ = it->second;
+  } else if (!file_ || pos < file_first_) {
     // Find the file holding pos: the one with the largest first position <= pos.
     auto names = dir_->list();
     if (!names.ok()) return names.error();
@@ -361,6 +408,7 @@ Result<std::optional<TopicRecord>> TopicLogReader::read(std::uint64_t pos) {
     file_first_ = best;
     offset_ = 0;
     next_ = best;
+    index_.assign(1, {best, 0});
   }
   std::vector<std::byte> head(kTopicRecordHeader);
   for (;;) {
@@ -373,6 +421,7 @@ Result<std::optional<TopicRecord>> TopicLogReader::read(std::uint64_t pos) {
       file_ = std::move(f.value());
       file_first_ = next_;
       offset_ = 0;
+      index_.assign(1, {next_, 0});
       continue;
     }
     const std::uint32_t len = get<std::uint32_t>(head, 4);
@@ -387,6 +436,7 @@ Result<std::optional<TopicRecord>> TopicLogReader::read(std::uint64_t pos) {
     if (!parsed || parsed->position != next_) return std::optional<TopicRecord>{};
     offset_ += used;
     ++next_;
+    if (next_ % 64 == 0 && (index_.empty() || index_.back().first < next_)) index_.emplace_back(next_, offset_);
     if (parsed->position == pos) return parsed;
   }
 }

@@ -70,8 +70,16 @@ class TopicLogWriter {
   void start_at(std::uint64_t pos) noexcept {
     if (first_ == next_) first_ = next_ = pos;
   }
-  // Buffers the record of position next() (positions are contiguous).
-  void append(std::uint64_t id, std::uint64_t unix_ns, bool hole, std::span<const std::byte> payload);
+  // Buffers the record of position `pos`, which must be next() (positions are contiguous;
+  // a gap is refused: Errc::corrupt, nothing written).
+  VoidResult append(std::uint64_t pos, std::uint64_t id, std::uint64_t unix_ns, bool hole,
+                    std::span<const std::byte> payload);
+  // Cuts the log back to [first, pos) (synced): what a shmqd that died or failed its
+  // fdatasync left beyond what it published as persisted is never trusted; the ring still
+  // holds it and it is appended again.
+  VoidResult truncate_to(std::uint64_t pos);
+  // Bytes cut from a torn tail at open, and the position it started at.
+  std::uint64_t torn_bytes() const noexcept { return torn_bytes_; }
   // Writes what is buffered and fdatasyncs it (rolling to a new file past segment_bytes).
   VoidResult sync();
   // Deletes the oldest files while the log is larger than `max_bytes` (0: no limit) or
@@ -92,6 +100,7 @@ class TopicLogWriter {
   std::unique_ptr<log::WritableFile> current_;
   std::uint64_t first_ = 0, next_ = 0;
   std::uint64_t buffered_last_ns_ = 0;
+  std::uint64_t torn_bytes_ = 0;
   std::vector<std::byte> buf_;
 };
 
@@ -110,6 +119,9 @@ class TopicLogReader {
   std::uint64_t file_first_ = 0;
   std::uint64_t offset_ = 0;    // of the record of position next_
   std::uint64_t next_ = 0;
+  // (position, offset) of every 64th record of the current file seen so far: a read
+  // behind next_ (a redelivery) seeks from the nearest one instead of from the start.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> index_;
 };
 
 // Parses the record at `offset` of `data`; nullopt if it is torn or garbled.

@@ -72,6 +72,24 @@ GroupStats group_of(Topic& t, const std::string& g) {
   return {};
 }
 
+std::vector<std::uint64_t> drain_seqs(Topic& t, const char* group, std::size_t want,
+                                      std::chrono::milliseconds wait = 5000ms) {
+  auto s = t.subscriber(group).value();
+  std::vector<std::uint64_t> got;
+  Delivery d;
+  while (got.size() < want && s.receive_for(d, wait) == Status::ok) {
+    got.push_back(body_seq(d));
+    EXPECT_EQ(s.ack(d), Status::ok);
+  }
+  return got;
+}
+
+std::vector<std::uint64_t> iota_vec(std::uint64_t from, std::uint64_t to) {
+  std::vector<std::uint64_t> v;
+  for (std::uint64_t i = from; i < to; ++i) v.push_back(i);
+  return v;
+}
+
 TEST(Topic, EveryGroupGetsEveryMessageOnce) {
   ScopedTopic t("topic-basic", {.slot_count = 8});
   ASSERT_TRUE(t->create_group("a").ok());
@@ -542,6 +560,74 @@ TEST(Topic, RandomKillsLoseNothingInReliableGroups) {
   for (const char* g : groups) (void)Queue::remove(name + "." + g + ".dlq");
 }
 
+// Waits (bounded) until `pid` has stopped itself (SIGSTOP at a stop point).
+bool wait_stopped(pid_t pid) {
+  int status = 0;
+  return ::waitpid(pid, &status, WUNTRACED) == pid && WIFSTOPPED(status);
+}
+
+// A subscriber stopped right after it claimed a message, before it wrote its lease: the
+// message comes back to its group one lease later, not never.
+TEST(Topic, SubscriberStoppedRightAfterItsClaimLosesItsLease) {
+  ScopedTopic t("topic-stopsub", {.slot_count = 8, .lease = 200ms});
+  ASSERT_TRUE(t->create_group("g").ok());
+  auto pub = t->publisher().value();
+  ASSERT_EQ(pub.send("m"), Status::ok);
+  const std::string name = t.name();
+  const pid_t child = spawn([&] {
+    auto tt = Topic::open(name).value();
+    auto s = tt.subscriber("g").value();
+    detail::arm_stop_point("topic.receive.after_claim", 1);
+    Delivery d;
+    (void)s.try_receive(d);
+    return 0;
+  });
+  ASSERT_TRUE(wait_stopped(child));
+  auto s = t->subscriber("g").value();
+  Delivery d;
+  ASSERT_EQ(s.receive_for(d, 10s), Status::ok);
+  EXPECT_EQ(d.view(), "m");
+  EXPECT_TRUE(d.redelivered());
+  EXPECT_EQ(s.ack(d), Status::ok);
+  ::kill(child, SIGKILL);
+  EXPECT_EQ(wait_exit(child), 128 + SIGKILL);
+}
+
+// A publisher stopped between its claim and its commit: after the claim timeout its
+// position is a hole, other publishers go on round the ring (the hole carried from lap to
+// lap), and once it runs again its message is published at a new position, once.
+TEST(Topic, StoppedPublisherDoesNotStopTheOthers) {
+  ScopedTopic t("topic-stoppub", {.slot_count = 8, .claim_timeout = 200ms});
+  ASSERT_TRUE(t->create_group("g").ok());
+  const std::string name = t.name();
+  const pid_t child = spawn([&] {
+    auto tt = Topic::open(name).value();
+    auto p = tt.publisher().value();
+    detail::arm_stop_point("topic.publish.after_claim", 1);
+    return p.send(seq_bytes(1000)) == Status::ok ? 0 : 1;
+  });
+  ASSERT_TRUE(wait_stopped(child));
+  // The group's subscriber runs beside the publisher (a thread; the child was forked first).
+  std::vector<std::uint64_t> got;
+  std::thread sub([&] {
+    auto s = t->subscriber("g").value();
+    Delivery d;
+    while (got.size() < 41 && s.receive_for(d, 20s) == Status::ok) {
+      got.push_back(body_seq(d));
+      if (s.ack(d) != Status::ok) break;
+    }
+  });
+  auto pub = t->publisher().value();
+  for (std::uint64_t i = 0; i < 40; ++i) ASSERT_EQ(pub.send_for(seq_bytes(i), 10s), Status::ok) << i;
+  EXPECT_GE(t->stats().holes, 1u);
+  ::kill(child, SIGCONT);
+  EXPECT_EQ(wait_bounded(child, 30s), 0);
+  sub.join();
+  std::vector<std::uint64_t> want = iota_vec(0, 40);
+  want.push_back(1000);  // the stopped one's message, published again when it ran
+  EXPECT_EQ(got, want);
+}
+
 #ifdef SHMQD_PATH
 // Nobody of the topic waits or publishes: shmqd alone gives a dead subscriber's messages back
 // to its group, and exports the group's figures.
@@ -591,24 +677,6 @@ TEST(Topic, ShmqdHealsATopicOnItsOwn) {
   }
   EXPECT_TRUE(seen);
   EXPECT_EQ(d.terminate(), 0);
-}
-
-std::vector<std::uint64_t> drain_seqs(Topic& t, const char* group, std::size_t want,
-                                      std::chrono::milliseconds wait = 5000ms) {
-  auto s = t.subscriber(group).value();
-  std::vector<std::uint64_t> got;
-  Delivery d;
-  while (got.size() < want && s.receive_for(d, wait) == Status::ok) {
-    got.push_back(body_seq(d));
-    EXPECT_EQ(s.ack(d), Status::ok);
-  }
-  return got;
-}
-
-std::vector<std::uint64_t> iota_vec(std::uint64_t from, std::uint64_t to) {
-  std::vector<std::uint64_t> v;
-  for (std::uint64_t i = from; i < to; ++i) v.push_back(i);
-  return v;
 }
 
 // A durable topic across a kill -9 of shmqd and a reboot (the segment gone): every group
@@ -765,6 +833,96 @@ TEST(Topic, ShmqdKilledWhilePersistingLosesNothing) {
   while (t->stats().persisted < head && std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(5ms);  // polling shmqd's progress
   EXPECT_EQ(t->stats().persisted, head);
+  EXPECT_EQ(d.terminate(), 0);
+  (void)Topic::remove(name);
+}
+
+// After a reboot, what a group had received but not acked comes back marked redelivered;
+// its dead-letter queue (gone with the reboot) is made again when a message needs it; and a
+// large backlog replays from the log in order.
+TEST(Topic, RebootRedeliversInFlightAndReplaysABacklog) {
+  test::TempDir dir;
+  const std::string name = unique_name("topic-inflight");
+  constexpr std::uint64_t kBacklog = 20'000;
+  {
+    auto t = Topic::create(name, {.slot_count = 64, .max_deliveries = 2,
+                                  .durability = Durability::async, .data_dir = dir.path(),
+                                  .flush_interval = 1ms});
+    ASSERT_TRUE(t.ok()) << t.error().message();
+    ASSERT_TRUE(t->create_group("r").ok());
+    ASSERT_TRUE(t->create_group("l", {.policy = GroupPolicy::lossy}).ok());
+    test::Daemon d(dir.path(), name, dir.path() + "/shmqd.log");
+    auto pub = t->publisher().value();
+    auto r = t->subscriber("r").value();
+    std::vector<Delivery> held(10);
+    for (std::uint64_t i = 0; i < 10; ++i) ASSERT_EQ(pub.send(seq_bytes(i)), Status::ok);
+    for (auto& h : held) ASSERT_EQ(r.try_receive(h), Status::ok);
+    // The lossy group never holds the publisher: a backlog far larger than the ring, all
+    // of it in the log. ("r" holds 10 of 64 slots: the publisher is held by it after 64.)
+    ASSERT_TRUE(t->delete_group("r").ok());
+    for (std::uint64_t i = 10; i < kBacklog; ++i) ASSERT_EQ(pub.send(seq_bytes(i)), Status::ok);
+    const auto until = std::chrono::steady_clock::now() + 30s;
+    while (t->stats().persisted < kBacklog && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(5ms);  // polling shmqd's progress
+    ASSERT_EQ(t->stats().persisted, kBacklog);
+    d.kill9();
+  }
+  ASSERT_TRUE(Topic::remove(name).ok());
+  test::Daemon d(dir.path(), name, dir.path() + "/shmqd2.log");
+  ASSERT_TRUE(d.wait_for("rebuilt")) << d.log_text();
+  auto t = Topic::open(name).value();
+  EXPECT_EQ(drain_seqs(t, "l", kBacklog, 10s), iota_vec(0, kBacklog));
+  EXPECT_EQ(d.terminate(), 0);
+  (void)Topic::remove(name);
+}
+
+TEST(Topic, InFlightAtARebootComesBackRedelivered) {
+  test::TempDir dir;
+  const std::string name = unique_name("topic-inflight2");
+  {
+    auto t = Topic::create(name, {.slot_count = 64, .max_deliveries = 2,
+                                  .durability = Durability::sync, .data_dir = dir.path(),
+                                  .flush_interval = 1ms});
+    ASSERT_TRUE(t.ok()) << t.error().message();
+    ASSERT_TRUE(t->create_group("r").ok());
+    test::Daemon d(dir.path(), name, dir.path() + "/shmqd.log");
+    auto pub = t->publisher().value();
+    auto r = t->subscriber("r").value();
+    std::vector<Delivery> held(10);
+    for (std::uint64_t i = 0; i < 10; ++i) ASSERT_EQ(pub.send(seq_bytes(i)), Status::ok);
+    for (auto& h : held) ASSERT_EQ(r.try_receive(h), Status::ok);
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    std::string text;
+    while (std::chrono::steady_clock::now() < until) {
+      std::ifstream in(dir.path() + "/" + name + "/positions");
+      std::stringstream ss;
+      ss << in.rdbuf();
+      text = ss.str();
+      if (text.find("r 0 10") != std::string::npos) break;
+      std::this_thread::sleep_for(5ms);  // polling a file shmqd rewrites
+    }
+    ASSERT_NE(text.find("r 0 10"), std::string::npos) << text;
+    d.kill9();
+  }
+  ASSERT_TRUE(Topic::remove(name).ok());  // the group's DLQ goes too
+  test::Daemon d(dir.path(), name, dir.path() + "/shmqd2.log");
+  ASSERT_TRUE(d.wait_for("rebuilt")) << d.log_text();
+  auto t = Topic::open(name).value();
+  auto r = t.subscriber("r").value();
+  Delivery m;
+  for (std::uint64_t i = 0; i < 10; ++i) {
+    ASSERT_EQ(r.receive_for(m, 5s), Status::ok);
+    EXPECT_EQ(body_seq(m), i);
+    EXPECT_TRUE(m.redelivered());
+    EXPECT_EQ(m.delivery_count(), 2u);
+    // max_deliveries = 2: given back once more, it is dead-lettered, to a DLQ made again.
+    ASSERT_EQ(r.nack(m), Status::ok);
+  }
+  EXPECT_EQ(r.try_receive(m), Status::empty);
+  auto dlq = Queue::open(name + ".r.dlq");
+  ASSERT_TRUE(dlq.ok()) << dlq.error().message();
+  EXPECT_EQ(dlq->stats().ready, 10u);
+  EXPECT_EQ(t.groups()[0].dead_lettered, 10u);
   EXPECT_EQ(d.terminate(), 0);
   (void)Topic::remove(name);
 }

@@ -1,4 +1,5 @@
-// shmqctl create, delete, list, stat, watch.
+// shmqctl create, delete, list, stat, watch (delete, list, stat and repair also of topics:
+// shmqctl_topic.cpp).
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -34,19 +35,6 @@ constexpr const char* kShmDir = "/dev/shm";
 
 std::string shm_path(const std::string& queue) {
   return std::string(kShmDir) + "/" + shmq::detail::Segment::object_name(queue);
-}
-
-shmq::Durability parse_durability(const std::string& w) {
-  if (w == "none") return shmq::Durability::none;
-  if (w == "async") return shmq::Durability::async;
-  if (w == "sync") return shmq::Durability::sync;
-  fail(kExitUsage, "--durability must be none, async or sync, not '" + w + "'");
-}
-
-std::uint32_t parse_mode(const std::string& m) {
-  if (m == "0600" || m == "600") return 0600;
-  if (m == "0660" || m == "660") return 0660;
-  fail(kExitUsage, "--mode must be 0600 or 0660, not '" + m + "'");
 }
 
 // One queue dir to purge, <root>/<name>, held open from its checks to its removal: every
@@ -327,7 +315,7 @@ int cmd_set(const SetArgs& a) {
 // --- repair -------------------------------------------------------------------------------
 
 int cmd_repair(const RepairArgs& a) {
-  check_name(a.queue);
+  if (is_topic(a.queue)) return topic_repair(a);
   auto q = open_queue(a.queue);
   const shmq::RepairReport r = q.repair();
   if (r.watchdog_running) {
@@ -349,6 +337,12 @@ int cmd_delete(const DeleteArgs& a) {
   check_name(a.queue);
   if (!a.data_dir.empty() && !a.purge_data)
     fail(kExitUsage, "--data-dir says where to purge from: use it with --purge-data");
+  if (is_topic(a.queue)) {
+    if (a.purge_data)
+      fail(kExitUsage, "--purge-data is for queues; '" + a.queue +
+                           "' is a topic: delete it, then remove its data dir by hand");
+    return cmd_topic_delete(TopicDeleteArgs{.topic = a.queue, .keep_dlq = a.keep_dlq});
+  }
 
   auto q = shmq::Queue::open(a.queue);
   bool have_segment = q.ok();
@@ -513,17 +507,46 @@ int cmd_list(const ListArgs& a) {
 
   nlohmann::ordered_json rows = nlohmann::ordered_json::array();
   if (!a.json)
-    std::printf("%-32s %9s %9s %9s %-10s %7s  %s\n", "QUEUE", "SLOTS", "DEPTH", "IN-FLIGHT",
-                "DURABILITY", "MEMBERS", "STATE");
+    std::printf("%-32s %9s %9s %9s %-10s %7s %-5s  %s\n", "NAME", "SLOTS", "DEPTH", "IN-FLIGHT",
+                "DURABILITY", "MEMBERS", "KIND", "STATE");
   for (const auto& name : names) {
+    if (shmq::Topic::is_topic(name)) {
+      // A topic: depth is its slowest group's lag, in flight summed over its groups,
+      // members its publishers and subscribers.
+      auto t = shmq::Topic::open(name);
+      if (t.ok()) {
+        const shmq::TopicStats s = t->stats();
+        std::uint64_t in_flight = 0;
+        for (const auto& g : s.groups) in_flight += g.in_flight;
+        const std::string state = topic_state(s);
+        const std::string dur(shmq::to_string(s.durability));
+        if (a.json)
+          rows.push_back({{"queue", name},
+                          {"kind", "topic"},
+                          {"slot_count", s.slot_count},
+                          {"depth", topic_depth(s)},
+                          {"in_flight", in_flight},
+                          {"durability", dur},
+                          {"members", s.publishers + s.subscribers},
+                          {"groups", s.groups.size()},
+                          {"state", state}});
+        else
+          std::printf("%-32s %9u %9llu %9llu %-10s %7u %-5s  %s\n", name.c_str(), s.slot_count,
+                      static_cast<unsigned long long>(topic_depth(s)),
+                      static_cast<unsigned long long>(in_flight), dur.c_str(),
+                      s.publishers + s.subscribers, "topic", state.c_str());
+        continue;
+      }
+      // Unreadable: reported below like any segment that cannot be opened.
+    }
     auto q = shmq::Queue::open(name);
     if (!q.ok()) {
       const std::string err = one_line(q.error().message());
       if (a.json)
         rows.push_back({{"queue", name}, {"error", err}});
       else
-        std::printf("%-32s %9s %9s %9s %-10s %7s  error: %s\n", name.c_str(), "-", "-", "-", "-",
-                    "-", err.c_str());
+        std::printf("%-32s %9s %9s %9s %-10s %7s %-5s  error: %s\n", name.c_str(), "-", "-", "-",
+                    "-", "-", "-", err.c_str());
       continue;
     }
     const shmq::QueueStats s = q->stats();
@@ -531,6 +554,7 @@ int cmd_list(const ListArgs& a) {
     const std::string state = queue_state(o, s);
     if (a.json) {
       rows.push_back({{"queue", name},
+                      {"kind", "queue"},
                       {"slot_count", s.slot_count},
                       {"depth", depth(s)},
                       {"in_flight", s.in_flight},
@@ -538,10 +562,10 @@ int cmd_list(const ListArgs& a) {
                       {"members", s.members.size()},
                       {"state", state}});
     } else {
-      std::printf("%-32s %9u %9llu %9llu %-10s %7zu  %s\n", name.c_str(), s.slot_count,
+      std::printf("%-32s %9u %9llu %9llu %-10s %7zu %-5s  %s\n", name.c_str(), s.slot_count,
                   static_cast<unsigned long long>(depth(s)),
                   static_cast<unsigned long long>(s.in_flight),
-                  std::string(shmq::to_string(o.durability)).c_str(), s.members.size(),
+                  std::string(shmq::to_string(o.durability)).c_str(), s.members.size(), "queue",
                   state.c_str());
     }
   }
@@ -557,6 +581,7 @@ int cmd_list(const ListArgs& a) {
 // --- stat, watch --------------------------------------------------------------------------
 
 int cmd_stat(const StatArgs& a) {
+  if (is_topic(a.queue)) return topic_stat(a);
   shmq::Queue q = open_queue(a.queue);
   std::optional<Rates> rates;
   shmq::QueueStats s = q.stats();

@@ -28,7 +28,7 @@
 //                              [--claim-timeout-ms MS] [--durability none|async|sync]
 //                              [--data-dir DIR] [--flush-interval-ms MS]
 //                              [--retain-bytes N] [--retain-age-s S]
-//   shmqctl topic delete TOPIC [--keep-dlq]
+//   shmqctl topic delete TOPIC
 //   shmqctl group create TOPIC GROUP [--policy reliable|lossy]
 //                                    [--start latest|earliest|POSITION]
 //                                    [--stall-timeout-ms MS] [--on-stall hold|detach]
@@ -473,7 +473,6 @@ int main(int argc, char** argv) {
       "delete", "Delete a topic's segment with its groups (and their dead-letter queues); a "
                 "durable topic's data dir is kept");
   tdelete->add_option("TOPIC", tda.topic, "Topic name")->required();
-  tdelete->add_flag("--keep-dlq", tda.keep_dlq, "Keep the groups' dead-letter queues TOPIC.GROUP.dlq");
   tdelete->callback([&] { run = [&] { return cmd_topic_delete(tda); }; });
 
   // group

@@ -341,7 +341,10 @@ int cmd_delete(const DeleteArgs& a) {
     if (a.purge_data)
       fail(kExitUsage, "--purge-data is for queues; '" + a.queue +
                            "' is a topic: delete it, then remove its data dir by hand");
-    return cmd_topic_delete(TopicDeleteArgs{.topic = a.queue, .keep_dlq = a.keep_dlq});
+    if (a.keep_dlq)
+      fail(kExitUsage, "--keep-dlq is for queues; '" + a.queue +
+                           "' is a topic: its groups' dead-letter queues go with it");
+    return cmd_topic_delete(TopicDeleteArgs{.topic = a.queue});
   }
 
   auto q = shmq::Queue::open(a.queue);

@@ -153,11 +153,10 @@ struct TopicCreateArgs {
 };
 int cmd_topic_create(const TopicCreateArgs& a);
 
-// shmqctl topic delete (and shmqctl delete on a topic): Topic::remove, and the groups'
-// dead-letter queues unless kept.
+// shmqctl topic delete (and shmqctl delete on a topic): Topic::remove, which also removes
+// the groups' dead-letter queues.
 struct TopicDeleteArgs {
   std::string topic;
-  bool keep_dlq = false;
 };
 int cmd_topic_delete(const TopicDeleteArgs& a);
 

@@ -128,39 +128,26 @@ int cmd_topic_delete(const TopicDeleteArgs& a) {
   shmq::Topic t = open_topic_only(a.topic);
   const shmq::TopicOptions o = t.options();
   const shmq::TopicStats s = t.stats();
-  const uid_t owner = t.segment()->owner_uid();
   if (s.publishers + s.subscribers != 0)
     warn(std::to_string(s.publishers) + " publisher(s) and " + std::to_string(s.subscribers) +
          " subscriber(s) still attached keep using the removed segment until they close it "
          "(their blocking calls return closed)");
-
-  // The groups' dead-letter queues ("<topic>.<group>.dlq"), this topic's owner's only.
+  // Topic::remove also removes the groups' dead-letter queues ("<topic>.<group>.dlq"), ours
+  // only: see which went, and name those it left.
   std::vector<std::string> dlqs;
-  if (!a.keep_dlq) {
-    for (const auto& g : s.groups) {
-      const std::string dlq = group_dead_letter_name(a.topic, g.name);
-      if (!shmq::Queue::validate_name(dlq).empty()) continue;
-      auto f = shmq::detail::Segment::owner_of(dlq);
-      if (!f.ok()) continue;  // none
-      if (f.value().uid != owner) {
-        warn("not removing " + shm_path(dlq) + ": it is owned by uid " +
-             std::to_string(f.value().uid) + ", not by the topic's owner (uid " +
-             std::to_string(owner) + ")");
-        continue;
-      }
+  for (const auto& g : s.groups) {
+    const std::string dlq = group_dead_letter_name(a.topic, g.name);
+    if (shmq::Queue::validate_name(dlq).empty() && shmq::detail::Segment::owner_of(dlq).ok())
       dlqs.push_back(dlq);
-    }
   }
-
   if (auto r = shmq::Topic::remove(a.topic); !r.ok()) fail_topic(r.error());
   std::string what = shm_path(a.topic);
   for (const auto& d : dlqs) {
-    auto r = shmq::detail::Segment::remove(d);
-    if (!r.ok()) {
-      if (r.error().code() == shmq::Errc::not_found) continue;  // removed with the topic
-      fail(r.error());
-    }
-    what += ", " + shm_path(d);
+    if (auto f = shmq::detail::Segment::owner_of(d); f.ok())
+      warn("not removing " + shm_path(d) + ": it is owned by uid " +
+           std::to_string(f.value().uid) + ", not by you");
+    else
+      what += ", " + shm_path(d);
   }
   std::printf("deleted topic '%s' (%s)", a.topic.c_str(), what.c_str());
   if (o.durability != shmq::Durability::none)

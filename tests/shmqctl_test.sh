@@ -84,6 +84,16 @@ consumers_are() { test "$(stat_field "$1" "d['consumers']")" = "$2"; }
 # file_is FILE TEXT: FILE holds TEXT (and a newline).
 file_is() { test "$(cat "$1")" = "$2"; }
 
+# expect_stream_error DESC: $rc and $work/err of the command just run: exit 1, one line that
+# names standard output, no crash.
+expect_stream_error() {
+  err=$(cat "$work/err")
+  if [ "$rc" -ne 1 ]; then bad "$1" "exit $rc, want 1; stderr: $err"
+  elif [ "$(wc -l <"$work/err")" -ne 1 ] || crashed; then bad "$1" "stderr: $err"
+  elif ! grep -q "writing to standard output" "$work/err"; then bad "$1" "stderr: $err"
+  else ok "$1"; fi
+}
+
 # wait_until CMD...: polls CMD for up to 10 s.
 wait_until() {
   local i
@@ -444,6 +454,18 @@ check "... some messages missed, reported on stderr ($missed)" test "$missed" -g
 check "... received ($got) + missed ($missed) = 40 published" test $((got + missed)) -eq 40
 check "... the last one received is the last one sent" test "$(printf '%s\n' "$out" | tail -n 1 | cut -d' ' -f1)" = msg-39
 check "... stat counts the same missed" test "$(stat_field "$qt2" "[g['missed'] for g in d['groups']]")" = "[$missed]"
+expect_ok "group create --start POSITION (retained)" "$ctl" group create "$qt2" from30 --start 30
+expect_ok "... consume --group from30" "$ctl" consume "$qt2" --group from30 --count 20 --timeout-ms 200
+check "... gets positions 30 to 39" \
+  test "$(printf '%s\n' "$out" | cut -d' ' -f1 | tr '\n' ' ')" = "msg-30 msg-31 msg-32 msg-33 msg-34 msg-35 msg-36 msg-37 msg-38 msg-39 "
+expect_error "group create --start POSITION (no longer retained) is a usage error" 2 "not retained" \
+  "$ctl" group create "$qt2" from5 --start 5
+printf 'x1\nx2\nx3\n' | "$ctl" produce "$qt2"
+"$ctl" consume "$qt2" --group from30 --timeout-ms 100 >/dev/full 2>"$work/err"
+rc=$?
+expect_stream_error "consume --group >/dev/full: exit 1, one line"
+check "... nothing was acked: the group still lags 3" \
+  test "$(stat_field "$qt2" "[(g['lag'], g['in_flight']) for g in d['groups'] if g['name'] == 'from30']")" = "[(3, 0)]"
 
 # Usage errors (exit 2) and runtime errors (exit 1) of the topic commands.
 expect_error "group create with a bad policy" 2 "policy" "$ctl" group create "$qt" g2 --policy sometimes
@@ -565,15 +587,6 @@ fi
 q6="$p-stdio"
 expect_ok "create a queue for the standard stream checks" "$ctl" create "$q6" --slots 64 --slot-size 128
 printf 'one\ntwo\nthree\n' | "$ctl" produce "$q6"
-# expect_stream_error DESC: $rc and $work/err of the command just run: exit 1, one line that
-# names standard output, no crash.
-expect_stream_error() {
-  err=$(cat "$work/err")
-  if [ "$rc" -ne 1 ]; then bad "$1" "exit $rc, want 1; stderr: $err"
-  elif [ "$(wc -l <"$work/err")" -ne 1 ] || crashed; then bad "$1" "stderr: $err"
-  elif ! grep -q "writing to standard output" "$work/err"; then bad "$1" "stderr: $err"
-  else ok "$1"; fi
-}
 "$ctl" consume "$q6" --timeout-ms 100 >&- 2>"$work/err"
 rc=$?
 expect_stream_error "consume with stdout closed: exit 1, one line"

@@ -190,7 +190,7 @@ check "stat --json: counters" \
 check "stat --json: every documented field is there" python3 -c '
 import json, sys
 d = json.loads(sys.argv[1])
-top = ["schema", "queue", "time_unix_ms", "state", "geometry", "policy", "durability", "data_dir",
+top = ["schema", "kind", "queue", "time_unix_ms", "state", "geometry", "policy", "durability", "data_dir",
        "flush_interval_ms", "depth", "ready", "delayed", "in_flight", "claimed", "free_slots",
        "tail", "dispatch", "persisted", "persisted_lag", "counters", "rates", "watchdog_active",
        "producers", "consumers", "members"]

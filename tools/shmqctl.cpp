@@ -49,6 +49,8 @@
 //
 //   {
 //     "schema": 1,                    // this layout; bumped only for incompatible changes
+//     "kind": "queue",                // "topic" for a topic: docs/shmqctl.md, "stat --json
+//                                     //   of a topic" (its figures and a "groups" array)
 //     "queue": "orders",
 //     "time_unix_ms": 1700000000000,  // when the sample was taken (wall clock)
 //     "state": "ok",                  // "ok", or ','-joined: "full", "no-shmqd" (durable,
@@ -94,8 +96,9 @@
 //     ]
 //   }
 //
-// `shmqctl list --json`: {"schema": 1, "queues": [{"queue", "slot_count", "depth",
-// "in_flight", "durability", "members", "state"} or {"queue", "error"}]}.
+// `shmqctl list --json`: {"schema": 1, "queues": [{"queue", "kind", "slot_count", "depth",
+// "in_flight", "durability", "members", "state"} (a topic: also "groups") or {"queue",
+// "error"}]}.
 // ---------------------------------------------------------------------------------------
 #include <cerrno>
 #include <cstdio>

@@ -24,6 +24,7 @@
 #include "platform/safe_dir.hpp"
 #include "segment/segment.hpp"
 #include "shmqctl_commands.hpp"
+#include "topic/topic_log.hpp"
 #include "shmqctl_common.hpp"
 #include "shmqctl_stats.hpp"
 
@@ -129,9 +130,11 @@ class PurgeTarget {
 };
 
 // Does queue dir `fd` hold a queue.meta (a regular file, not a symlink) naming `queue`?
-bool meta_names(int fd, const std::string& queue) {
+// A topic's dir (`topic`): a topic.meta naming it ("name TOPIC").
+bool meta_names(int fd, const std::string& queue, bool topic) {
   const int m = shmq::detail::fd_above_stdio(
-      ::openat(fd, shmq::detail::kMetaFile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      ::openat(fd, topic ? shmq::detail::kTopicMetaFile : shmq::detail::kMetaFile,
+               O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (m < 0) return false;
   struct stat st {};
   std::string text;
@@ -146,8 +149,9 @@ bool meta_names(int fd, const std::string& queue) {
     }
   }
   ::close(m);
-  return text.starts_with("name=" + queue + "\n") ||
-         text.find("\nname=" + queue + "\n") != std::string::npos;
+  const std::string key = topic ? "name " : "name=";
+  return text.starts_with(key + queue + "\n") ||
+         text.find("\n" + key + queue + "\n") != std::string::npos;
 }
 
 // The queue dir <root>/<name>, checked for purging; null if it does not exist. Refused
@@ -156,7 +160,8 @@ bool meta_names(int fd, const std::string& queue) {
 // group member of a 0660 queue can rewrite), the dir must also hold a queue.meta naming
 // `name`: shmqctl never removes a directory because shared memory pointed at it.
 std::unique_ptr<PurgeTarget> check_purge_target(const std::string& root, const std::string& name,
-                                                uid_t owner, bool root_from_header) {
+                                                uid_t owner, bool root_from_header,
+                                                bool topic = false) {
   const std::string path = shmq::detail::queue_dir(root, name);
   auto r = shmq::detail::open_dir_safely(root, shmq::detail::SafeDirOptions{.strict = false});
   if (!r.ok()) {
@@ -187,9 +192,10 @@ std::unique_ptr<PurgeTarget> check_purge_target(const std::string& root, const s
     fail(kExitRuntime, "refusing to purge " + path + ": owned by uid " +
                            std::to_string(st.st_uid) + ", not by the queue's owner (uid " +
                            std::to_string(owner) + ") or you (uid " + std::to_string(me) + ")");
-  if (root_from_header && !meta_names(fd, name))
+  if (root_from_header && !meta_names(fd, name, topic))
     fail(kExitRuntime, "refusing to purge " + path + ": it has no " +
-                           shmq::detail::kMetaFile + " naming queue '" + name +
+                           (topic ? shmq::detail::kTopicMetaFile : shmq::detail::kMetaFile) +
+                           " naming " + (topic ? "topic" : "queue") + " '" + name +
                            "' (the segment's data dir is not trusted alone; name the dir with "
                            "--data-dir DIR)");
   return target;
@@ -338,13 +344,41 @@ int cmd_delete(const DeleteArgs& a) {
   if (!a.data_dir.empty() && !a.purge_data)
     fail(kExitUsage, "--data-dir says where to purge from: use it with --purge-data");
   if (is_topic(a.queue)) {
-    if (a.purge_data)
-      fail(kExitUsage, "--purge-data is for queues; '" + a.queue +
-                           "' is a topic: delete it, then remove its data dir by hand");
     if (a.keep_dlq)
       fail(kExitUsage, "--keep-dlq is for queues; '" + a.queue +
                            "' is a topic: its groups' dead-letter queues go with it");
-    return cmd_topic_delete(TopicDeleteArgs{.topic = a.queue});
+    TopicDeleteArgs ta;
+    ta.topic = a.queue;
+    if (!a.purge_data) return cmd_topic_delete(ta);
+    // --purge-data: DIR/TOPIC/ checked as a queue's is (its topic.meta must name it when
+    // DIR comes from the segment) and locked against a starting shmqd, before anything is
+    // removed. The groups' dead-letter queues are in memory only.
+    std::unique_ptr<PurgeTarget> dir;
+    std::string root;
+    {
+      const shmq::Topic t = open_topic(a.queue);
+      const shmq::TopicOptions o = t.options();
+      if (o.durability != shmq::Durability::none) root = o.data_dir;
+      if (!a.data_dir.empty()) {
+        if (!root.empty() && !same_dir(root, a.data_dir))
+          fail(kExitUsage, "topic '" + a.queue + "' was created with data dir " + root +
+                               ", not " + a.data_dir);
+        root = a.data_dir;
+      }
+      if (root.empty())
+        fail(kExitUsage, "topic '" + a.queue +
+                             "' is not durable: it has no data dir to purge (drop --purge-data)");
+      dir = check_purge_target(root, a.queue, t.segment()->owner_uid(),
+                               /*root_from_header=*/a.data_dir.empty(), /*topic=*/true);
+      if (dir) dir->lock();
+    }
+    ta.after_remove = [&]() -> std::string {
+      if (!dir) return "; purged no data (none found in " +
+                       shmq::detail::queue_dir(root, a.queue) + ")";
+      dir->remove();
+      return "; purged " + dir->path();
+    };
+    return cmd_topic_delete(ta);
   }
 
   auto q = shmq::Queue::open(a.queue);
@@ -473,12 +507,17 @@ int cmd_delete(const DeleteArgs& a) {
     }
     removed.push_back(n);
   }
+  // The segment gone, a topic's data dir says it was one (a topic.meta; purged below).
+  struct stat tmeta {};
+  const bool was_topic = !have_segment && !root.empty() &&
+                         ::lstat((shmq::detail::queue_dir(root, a.queue) + "/" +
+                                  shmq::detail::kTopicMetaFile).c_str(), &tmeta) == 0;
   for (const auto& d : dirs) d->remove();
 
   std::string what;
   for (const auto& n : removed) what += (what.empty() ? "" : ", ") + shm_path(n);
   if (!removed.empty()) std::printf("deleted queue '%s' (%s)", a.queue.c_str(), what.c_str());
-  else std::printf("queue '%s' had no segment", a.queue.c_str());
+  else std::printf("%s '%s' had no segment", was_topic ? "topic" : "queue", a.queue.c_str());
   if (a.purge_data) {
     std::string gone;
     for (const auto& d : dirs) gone += (gone.empty() ? "" : ", ") + d->path();

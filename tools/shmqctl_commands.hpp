@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -157,6 +158,9 @@ int cmd_topic_create(const TopicCreateArgs& a);
 // the groups' dead-letter queues.
 struct TopicDeleteArgs {
   std::string topic;
+  // delete --purge-data: called once the segment is removed; returns what it did, for the
+  // output line (else a durable topic's data dir is said to be kept).
+  std::function<std::string()> after_remove;
 };
 int cmd_topic_delete(const TopicDeleteArgs& a);
 

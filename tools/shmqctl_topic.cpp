@@ -150,8 +150,12 @@ int cmd_topic_delete(const TopicDeleteArgs& a) {
       what += ", " + shm_path(d);
   }
   std::printf("deleted topic '%s' (%s)", a.topic.c_str(), what.c_str());
-  if (o.durability != shmq::Durability::none)
-    std::printf("; data kept in %s", shmq::detail::queue_dir(o.data_dir, a.topic).c_str());
+  if (a.after_remove)
+    std::printf("%s", a.after_remove().c_str());
+  else if (o.durability != shmq::Durability::none)
+    std::printf("; data kept in %s (shmqd --data-dir %s %s rebuilds it)",
+                shmq::detail::queue_dir(o.data_dir, a.topic).c_str(), o.data_dir.c_str(),
+                a.topic.c_str());
   std::printf("\n");
   return kExitOk;
 }

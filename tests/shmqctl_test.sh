@@ -467,6 +467,22 @@ expect_stream_error "consume --group >/dev/full: exit 1, one line"
 check "... nothing was acked: the group still lags 3" \
   test "$(stat_field "$qt2" "[(g['lag'], g['in_flight']) for g in d['groups'] if g['name'] == 'from30']")" = "[(3, 0)]"
 
+# A durable topic's data dir: made by topic create, kept by delete, removed by --purge-data.
+qt3="$p-tdur"
+tdata="$work/tdata"
+expect_error "topic create --retain-bytes without durability" 2 "durable" "$ctl" topic create "$qt3" --retain-bytes 100
+expect_ok "topic create --durability async --data-dir --retain-bytes --retain-age-s" \
+  "$ctl" topic create "$qt3" --durability async --data-dir "$tdata" --retain-bytes 1000000 --retain-age-s 60
+check "... its dir holds topic.meta" test -f "$tdata/$qt3/topic.meta"
+expect_ok "... stat --json" "$ctl" stat "$qt3" --json
+check "... durability, data dir and retention" \
+  test "$(json "(d['durability'], d['data_dir'], d['retain_bytes'], d['retain_age_s'], d['persisted_lag'])")" = "('async', '$tdata', 1000000, 60, 0)"
+expect_error "delete --keep-dlq of a topic" 2 "keep-dlq" "$ctl" delete "$qt3" --keep-dlq
+expect_error "delete --purge-data --data-dir of another dir" 2 "created with data dir" \
+  "$ctl" delete "$qt3" --purge-data --data-dir "$work/elsewhere"
+expect_ok "delete --purge-data of a durable topic" "$ctl" delete "$qt3" --purge-data
+check "... segment and data are gone" test ! -e /dev/shm/shmq."$qt3" -a ! -e "$tdata/$qt3" -a -d "$tdata"
+
 # Usage errors (exit 2) and runtime errors (exit 1) of the topic commands.
 expect_error "group create with a bad policy" 2 "policy" "$ctl" group create "$qt" g2 --policy sometimes
 expect_error "group create with a bad start" 2 "start" "$ctl" group create "$qt" g2 --start soon

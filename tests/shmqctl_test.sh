@@ -467,6 +467,28 @@ expect_stream_error "consume --group >/dev/full: exit 1, one line"
 check "... nothing was acked: the group still lags 3" \
   test "$(stat_field "$qt2" "[(g['lag'], g['in_flight']) for g in d['groups'] if g['name'] == 'from30']")" = "[(3, 0)]"
 
+# repair: a subscriber killed while it holds messages (its stdout a pipe nobody reads, so
+# it blocks writing a batch it has received); repair redelivers them to the group.
+qt4="$p-theal"
+expect_ok "topic create (2 KiB slots)" "$ctl" topic create "$qt4" --slots 128 --slot-size 2048
+expect_ok "... group create" "$ctl" group create "$qt4" g
+expect_ok "... produce --count 64 --size 1900 (more than a pipe holds)" "$ctl" produce "$qt4" --count 64 --size 1900
+mkfifo "$work/stuck"
+exec 3<>"$work/stuck"          # held open, never read
+"$ctl" consume "$qt4" --group g --count 64 >"$work/stuck" 2>/dev/null &
+cpid=$!
+in_flight_is() { test "$(stat_field "$qt4" "[g['in_flight'] for g in d['groups']]")" = "[$1]"; }
+check "a subscriber holds all 64 (blocked writing them)" wait_until in_flight_is 64
+{ kill -KILL "$cpid"; wait "$cpid"; } 2>/dev/null   # no "Killed" line from the shell
+exec 3>&-
+expect_ok "repair of the topic after the subscriber was killed" "$ctl" repair "$qt4"
+check "... says it redelivered the 64" grep -qE "^topic '$qt4': [1-9][0-9]* change\(s\): 64 message\(s\) redelivered" "$work/out"
+check "... none in flight, the group still 64 behind" \
+  test "$(stat_field "$qt4" "[(g['in_flight'], g['lag'], g['redelivered']) for g in d['groups']]")" = "[(0, 64, 64)]"
+expect_ok "... consume gets all 64 again" "$ctl" consume "$qt4" --group g --count 64 --timeout-ms 10000
+check "... 64 lines" test "$(printf '%s\n' "$out" | wc -l)" = 64
+expect_ok "... topic delete" "$ctl" topic delete "$qt4"
+
 # A durable topic's data dir: made by topic create, kept by delete, removed by --purge-data.
 qt3="$p-tdur"
 tdata="$work/tdata"

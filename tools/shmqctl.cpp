@@ -172,7 +172,8 @@ int main(int argc, char** argv) {
   // First of all: fds 0-2 must be open, else the queue's segment could be opened as fd 1
   // and `consume` would print the messages over it (issue 12). A closed one stays unusable.
   shmq::detail::make_stdio_valid();
-  CLI::App app{"Create, inspect and operate shmq queues (shared-memory message queues).",
+  CLI::App app{"Create, inspect and operate shmq queues (shared-memory message queues) and "
+               "topics (publish/subscribe with subscriber groups).",
                "shmqctl"};
   app.require_subcommand(1);
   app.failure_message(failure_line);
@@ -182,6 +183,8 @@ int main(int argc, char** argv) {
       "QUEUE: 1-200 characters of [A-Za-z0-9._-], not starting with '.' or '-', no '..';\n"
       "1-196 for a queue with dead letters (QUEUE.dlq must fit 200).\n"
       "Queues live in /dev/shm/shmq.<QUEUE>; durable ones also in <data dir>/<QUEUE>/.\n"
+      "TOPIC: a name in the same name space, 1-130 characters with dead letters (every\n"
+      "TOPIC.GROUP.dlq must fit); GROUP: 1-64 characters of [A-Za-z0-9_-].\n"
       "Run 'shmqctl COMMAND --help' for a command's options; manual: docs/shmqctl.md.");
   app.option_defaults()->always_capture_default();
 
@@ -272,7 +275,10 @@ int main(int argc, char** argv) {
       "repair",
       "Reclaim the member rows of dead processes and redeliver what they held (the way out of "
       "a member table full of dead rows); does nothing while a live watchdog runs");
-  repair->add_option("QUEUE", ra.queue, "Queue name")->required();
+  repair->add_option("QUEUE", ra.queue,
+                     "Queue name; of a topic: Topic::heal() (redeliver dead subscribers' "
+                     "messages, holes for dead publishers' claims, stall policies)")
+      ->required();
   repair->callback([&] { run = [&] { return cmd_repair(ra); }; });
 
   // delete
@@ -281,7 +287,7 @@ int main(int argc, char** argv) {
       "delete",
       "Delete a queue's shared segment (and its dead-letter queue's). Without --purge-data the "
       "data dir is kept, so that 'shmqd --data-dir DIR QUEUE' rebuilds the queue from it");
-  del->add_option("QUEUE", da.queue, "Queue name")->required();
+  del->add_option("QUEUE", da.queue, "Queue (or topic: as 'topic delete') name")->required();
   auto* purge_flag =
       del->add_flag("--purge-data", da.purge_data, "Also remove the queue's files in its data dir");
   del->add_option("--data-dir", da.data_dir,
@@ -293,7 +299,8 @@ int main(int argc, char** argv) {
 
   // list
   ListArgs la;
-  auto* list = app.add_subcommand("list", "List the queues on this host with depth and state");
+  auto* list = app.add_subcommand(
+      "list", "List the queues and topics on this host with depth and state");
   list->add_flag("--json", la.json, "Machine-readable output (schema in docs/shmqctl.md)");
   list->callback([&] { run = [&] { return cmd_list(la); }; });
 
@@ -301,7 +308,7 @@ int main(int argc, char** argv) {
   StatArgs sa;
   auto* stat = app.add_subcommand(
       "stat", "Geometry, durability, depth, in flight, persisted lag, counters and members");
-  stat->add_option("QUEUE", sa.queue, "Queue name")->required();
+  stat->add_option("QUEUE", sa.queue, "Queue (or topic: its figures and groups) name")->required();
   stat->add_flag("--json", sa.json, "Machine-readable output, schema 1 (docs/shmqctl.md)");
   stat->add_flag("--rate", sa.rate, "Also measure rates per second over --rate-ms");
   stat->add_option("--rate-ms", sa.rate_ms, "Sampling interval of --rate in ms")
@@ -324,7 +331,9 @@ int main(int argc, char** argv) {
       "produce",
       "Send one message per line of standard input (newline stripped); exit 0 once every line "
       "is accepted (on a sync queue: on disk). Blocks while the queue is full");
-  produce->add_option("QUEUE", pa.queue, "Queue name")->required();
+  produce->add_option("QUEUE", pa.queue,
+                      "Queue (or topic: each message is published once, for every group) name")
+      ->required();
   auto* count_opt =
       produce->add_option("--count", pa.count, "Send N generated messages instead (load)")
       ->check(whole_number());

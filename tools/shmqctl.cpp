@@ -18,9 +18,24 @@
 //                         [--correlation-id C] [--reply-to Q]
 //   shmqctl consume QUEUE [--count N] [--timeout-ms MS | --follow] [--reject]
 //                         [--show-properties]
+//   shmqctl consume TOPIC --group GROUP [--count N] [--timeout-ms MS | --follow]
 //   shmqctl peek QUEUE [--count N] [--max-bytes N] [--json]
 //   shmqctl dlq list|replay|purge QUEUE [--count N]
 //   shmqctl log verify|dump DIR
+//   shmqctl topic create TOPIC [--slots N] [--slot-size BYTES] [--max-groups N]
+//                              [--max-members N] [--mode 0600|0660] [--history N]
+//                              [--lease-ms MS] [--max-deliveries N] [--no-dead-letter]
+//                              [--claim-timeout-ms MS] [--durability none|async|sync]
+//                              [--data-dir DIR] [--flush-interval-ms MS]
+//                              [--retain-bytes N] [--retain-age-s S]
+//   shmqctl topic delete TOPIC
+//   shmqctl group create TOPIC GROUP [--policy reliable|lossy]
+//                                    [--start latest|earliest|POSITION]
+//                                    [--stall-timeout-ms MS] [--on-stall hold|detach]
+//   shmqctl group list TOPIC [--json]
+//   shmqctl group delete TOPIC GROUP
+// A topic (issue 15) shares the queues' name space: produce, consume --group, stat, list,
+// delete and repair take a topic's name too.
 //
 // Exit codes: 0 success; 1 runtime failure (queue not found, permission denied, I/O, a
 // failed send); 2 usage error (unknown command or flag, bad value, bad queue name). Every
@@ -34,6 +49,8 @@
 //
 //   {
 //     "schema": 1,                    // this layout; bumped only for incompatible changes
+//     "kind": "queue",                // "topic" for a topic: docs/shmqctl.md, "stat --json
+//                                     //   of a topic" (its figures and a "groups" array)
 //     "queue": "orders",
 //     "time_unix_ms": 1700000000000,  // when the sample was taken (wall clock)
 //     "state": "ok",                  // "ok", or ','-joined: "full", "no-shmqd" (durable,
@@ -79,8 +96,9 @@
 //     ]
 //   }
 //
-// `shmqctl list --json`: {"schema": 1, "queues": [{"queue", "slot_count", "depth",
-// "in_flight", "durability", "members", "state"} or {"queue", "error"}]}.
+// `shmqctl list --json`: {"schema": 1, "queues": [{"queue", "kind", "slot_count", "depth",
+// "in_flight", "durability", "members", "state"} (a topic: also "groups") or {"queue",
+// "error"}]}.
 // ---------------------------------------------------------------------------------------
 #include <cerrno>
 #include <cstdio>
@@ -154,7 +172,8 @@ int main(int argc, char** argv) {
   // First of all: fds 0-2 must be open, else the queue's segment could be opened as fd 1
   // and `consume` would print the messages over it (issue 12). A closed one stays unusable.
   shmq::detail::make_stdio_valid();
-  CLI::App app{"Create, inspect and operate shmq queues (shared-memory message queues).",
+  CLI::App app{"Create, inspect and operate shmq queues (shared-memory message queues) and "
+               "topics (publish/subscribe with subscriber groups).",
                "shmqctl"};
   app.require_subcommand(1);
   app.failure_message(failure_line);
@@ -164,6 +183,8 @@ int main(int argc, char** argv) {
       "QUEUE: 1-200 characters of [A-Za-z0-9._-], not starting with '.' or '-', no '..';\n"
       "1-196 for a queue with dead letters (QUEUE.dlq must fit 200).\n"
       "Queues live in /dev/shm/shmq.<QUEUE>; durable ones also in <data dir>/<QUEUE>/.\n"
+      "TOPIC: a name in the same name space, 1-130 characters with dead letters (every\n"
+      "TOPIC.GROUP.dlq must fit); GROUP: 1-64 characters of [A-Za-z0-9_-].\n"
       "Run 'shmqctl COMMAND --help' for a command's options; manual: docs/shmqctl.md.");
   app.option_defaults()->always_capture_default();
 
@@ -254,7 +275,10 @@ int main(int argc, char** argv) {
       "repair",
       "Reclaim the member rows of dead processes and redeliver what they held (the way out of "
       "a member table full of dead rows); does nothing while a live watchdog runs");
-  repair->add_option("QUEUE", ra.queue, "Queue name")->required();
+  repair->add_option("QUEUE", ra.queue,
+                     "Queue name; of a topic: Topic::heal() (redeliver dead subscribers' "
+                     "messages, holes for dead publishers' claims, stall policies)")
+      ->required();
   repair->callback([&] { run = [&] { return cmd_repair(ra); }; });
 
   // delete
@@ -263,7 +287,7 @@ int main(int argc, char** argv) {
       "delete",
       "Delete a queue's shared segment (and its dead-letter queue's). Without --purge-data the "
       "data dir is kept, so that 'shmqd --data-dir DIR QUEUE' rebuilds the queue from it");
-  del->add_option("QUEUE", da.queue, "Queue name")->required();
+  del->add_option("QUEUE", da.queue, "Queue (or topic: as 'topic delete') name")->required();
   auto* purge_flag =
       del->add_flag("--purge-data", da.purge_data, "Also remove the queue's files in its data dir");
   del->add_option("--data-dir", da.data_dir,
@@ -275,7 +299,8 @@ int main(int argc, char** argv) {
 
   // list
   ListArgs la;
-  auto* list = app.add_subcommand("list", "List the queues on this host with depth and state");
+  auto* list = app.add_subcommand(
+      "list", "List the queues and topics on this host with depth and state");
   list->add_flag("--json", la.json, "Machine-readable output (schema in docs/shmqctl.md)");
   list->callback([&] { run = [&] { return cmd_list(la); }; });
 
@@ -283,7 +308,7 @@ int main(int argc, char** argv) {
   StatArgs sa;
   auto* stat = app.add_subcommand(
       "stat", "Geometry, durability, depth, in flight, persisted lag, counters and members");
-  stat->add_option("QUEUE", sa.queue, "Queue name")->required();
+  stat->add_option("QUEUE", sa.queue, "Queue (or topic: its figures and groups) name")->required();
   stat->add_flag("--json", sa.json, "Machine-readable output, schema 1 (docs/shmqctl.md)");
   stat->add_flag("--rate", sa.rate, "Also measure rates per second over --rate-ms");
   stat->add_option("--rate-ms", sa.rate_ms, "Sampling interval of --rate in ms")
@@ -306,7 +331,9 @@ int main(int argc, char** argv) {
       "produce",
       "Send one message per line of standard input (newline stripped); exit 0 once every line "
       "is accepted (on a sync queue: on disk). Blocks while the queue is full");
-  produce->add_option("QUEUE", pa.queue, "Queue name")->required();
+  produce->add_option("QUEUE", pa.queue,
+                      "Queue (or topic: each message is published once, for every group) name")
+      ->required();
   auto* count_opt =
       produce->add_option("--count", pa.count, "Send N generated messages instead (load)")
       ->check(whole_number());
@@ -342,7 +369,10 @@ int main(int argc, char** argv) {
       "consume",
       "Write each message and a newline to standard output, flush, then ack it. Ctrl-C stops "
       "cleanly and returns unacked messages to the queue");
-  consume->add_option("QUEUE", coa.queue, "Queue name")->required();
+  consume->add_option("QUEUE", coa.queue, "Queue (or topic) name")->required();
+  consume->add_option("-g,--group", coa.group,
+                      "Topics (required there): the subscriber group to consume as; each "
+                      "message is acked in that group only");
   consume->add_option("--count", coa.count, "Stop after N messages; 0 = no limit")
       ->check(whole_number());
   auto* timeout_opt = consume->add_option(
@@ -399,6 +429,101 @@ int main(int argc, char** argv) {
   dump->add_option("DIR", lga.dir, "The queue's dir: <data dir>/<QUEUE>")->required();
   dump->add_option("--max-bytes", lga.max_bytes, "Show at most this many payload bytes each");
   dump->callback([&] { run = [&] { return cmd_log_dump(lga); }; });
+
+  // topic
+  auto* topic = app.add_subcommand(
+      "topic", "Publish/subscribe topics: every group gets every message (docs/shmqctl.md)");
+  topic->require_subcommand(1);
+  TopicCreateArgs tca;
+  auto* tcreate = topic->add_subcommand("create", "Create a topic (add groups with 'group create')");
+  tcreate->add_option("TOPIC", tca.topic,
+                      "Topic name: as a queue's (1-200 characters of [A-Za-z0-9._-], not "
+                      "starting with '.' or '-', no '..'), in the same name space")
+      ->required();
+  tcreate->add_option("--slots", tca.slots, "Slots in the ring: a power of two, 2..16777216");
+  tcreate->add_option("--slot-size", tca.slot_size,
+                      "Bytes per slot incl. its 64-byte header: a multiple of 64, 128..1048576; "
+                      "a message takes one slot");
+  tcreate->add_option("--max-groups", tca.max_groups,
+                      "Group rows, 1..64 (each costs 16 bytes of shared memory per slot)");
+  tcreate->add_option("--max-members", tca.max_members, "Publisher/subscriber rows, 1..255");
+  tcreate->add_option("--mode", tca.mode, "Segment file mode: 0600 (owner) or 0660 (owner and group)")
+      ->check(one_of({"0600", "600", "0660", "660"}));
+  tcreate->add_option("--history", tca.history,
+                      "Messages a group created with --start earliest gets first; 0 = the whole "
+                      "ring (at most --slots)");
+  tcreate->add_option("--lease-ms", tca.lease_ms,
+                      "Per group: a delivery not acked within this is redelivered; 0 = none");
+  tcreate->add_option("--max-deliveries", tca.max_deliveries,
+                      "Per group: dead-letter a message given back after this many deliveries "
+                      "(to TOPIC.GROUP.dlq); 0 = never");
+  tcreate->add_flag("--no-dead-letter", tca.no_dead_letter,
+                    "Drop messages over --max-deliveries instead of dead-lettering them");
+  tcreate->add_option("--claim-timeout-ms", tca.claim_timeout_ms,
+                      "A publisher holding a claimed slot this long is stalled: its claim "
+                      "becomes a hole every group passes");
+  tcreate->add_option("--durability", tca.durability,
+                      "none (memory only), async (logged by shmqd soon after), sync (a publish "
+                      "returns once on disk)")
+      ->check(one_of({"none", "async", "sync"}));
+  tcreate->add_option("--data-dir", tca.data_dir,
+                      "Durable topics: the data dir (as for shmqd --data-dir); the topic's "
+                      "files go to DIR/TOPIC/");
+  tcreate->add_option("--flush-interval-ms", tca.flush_interval_ms,
+                      "async: the longest a message waits before shmqd writes it");
+  tcreate->add_option("--retain-bytes", tca.retain_bytes,
+                      "Durable topics: delete the oldest log files once the log is larger; 0 = "
+                      "no size limit")
+      ->check(whole_number());
+  tcreate->add_option("--retain-age-s", tca.retain_age_s,
+                      "Durable topics: delete log files whose newest message is older; 0 = no "
+                      "age limit")
+      ->check(whole_number());
+  tcreate->callback([&] { run = [&] { return cmd_topic_create(tca); }; });
+  TopicDeleteArgs tda;
+  auto* tdelete = topic->add_subcommand(
+      "delete", "Delete a topic's segment with its groups (and their dead-letter queues); a "
+                "durable topic's data dir is kept");
+  tdelete->add_option("TOPIC", tda.topic, "Topic name")->required();
+  tdelete->callback([&] { run = [&] { return cmd_topic_delete(tda); }; });
+
+  // group
+  auto* group = app.add_subcommand("group", "A topic's subscriber groups");
+  group->require_subcommand(1);
+  GroupCreateArgs gca;
+  auto* gcreate = group->add_subcommand(
+      "create", "Create a subscriber group: it sees every message from its start on, and keeps "
+                "its position without subscribers");
+  gcreate->add_option("TOPIC", gca.topic, "Topic name")->required();
+  gcreate->add_option("GROUP", gca.group, "Group name: 1-64 characters of [A-Za-z0-9_-]")
+      ->required();
+  gcreate->add_option("--policy", gca.policy,
+                      "reliable (publishers wait for the group: it misses nothing) or lossy "
+                      "(publishers never wait: a group a ring behind skips ahead and is told "
+                      "how many it missed)")
+      ->check(one_of({"reliable", "lossy"}));
+  gcreate->add_option("--start", gca.start,
+                      "latest (the next message published), earliest (the oldest the topic "
+                      "keeps: its history or retained log) or a position");
+  gcreate->add_option("--stall-timeout-ms", gca.stall_timeout_ms,
+                      "Reliable groups: once the group held publishers back this long with no "
+                      "live subscriber, it is stalled; 0 = never");
+  gcreate->add_option("--on-stall", gca.on_stall,
+                      "Reliable groups, once stalled: hold (keep holding publishers back) or "
+                      "detach (stop holding them; its receives fail with closed)")
+      ->check(one_of({"hold", "detach"}));
+  gcreate->callback([&] { run = [&] { return cmd_group_create(gca); }; });
+  GroupArgs ga;
+  auto* glist = group->add_subcommand(
+      "list", "A topic's groups: policy, state, position, lag, in flight, members, counters");
+  glist->add_option("TOPIC", ga.topic, "Topic name")->required();
+  glist->add_flag("--json", ga.json, "Machine-readable output (docs/shmqctl.md)");
+  glist->callback([&] { run = [&] { return cmd_group_list(ga); }; });
+  auto* gdelete = group->add_subcommand(
+      "delete", "Delete a group: its subscribers' calls return closed, what it held is dropped");
+  gdelete->add_option("TOPIC", ga.topic, "Topic name")->required();
+  gdelete->add_option("GROUP", ga.group, "Group name")->required();
+  gdelete->callback([&] { run = [&] { return cmd_group_delete(ga); }; });
 
   try {
     app.parse(argc, argv);

@@ -1,4 +1,5 @@
-// shmqctl create, delete, list, stat, watch.
+// shmqctl create, delete, list, stat, watch (delete, list, stat and repair also of topics:
+// shmqctl_topic.cpp).
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -23,6 +24,7 @@
 #include "platform/safe_dir.hpp"
 #include "segment/segment.hpp"
 #include "shmqctl_commands.hpp"
+#include "topic/topic_log.hpp"
 #include "shmqctl_common.hpp"
 #include "shmqctl_stats.hpp"
 
@@ -34,19 +36,6 @@ constexpr const char* kShmDir = "/dev/shm";
 
 std::string shm_path(const std::string& queue) {
   return std::string(kShmDir) + "/" + shmq::detail::Segment::object_name(queue);
-}
-
-shmq::Durability parse_durability(const std::string& w) {
-  if (w == "none") return shmq::Durability::none;
-  if (w == "async") return shmq::Durability::async;
-  if (w == "sync") return shmq::Durability::sync;
-  fail(kExitUsage, "--durability must be none, async or sync, not '" + w + "'");
-}
-
-std::uint32_t parse_mode(const std::string& m) {
-  if (m == "0600" || m == "600") return 0600;
-  if (m == "0660" || m == "660") return 0660;
-  fail(kExitUsage, "--mode must be 0600 or 0660, not '" + m + "'");
 }
 
 // One queue dir to purge, <root>/<name>, held open from its checks to its removal: every
@@ -141,9 +130,11 @@ class PurgeTarget {
 };
 
 // Does queue dir `fd` hold a queue.meta (a regular file, not a symlink) naming `queue`?
-bool meta_names(int fd, const std::string& queue) {
+// A topic's dir (`topic`): a topic.meta naming it ("name TOPIC").
+bool meta_names(int fd, const std::string& queue, bool topic) {
   const int m = shmq::detail::fd_above_stdio(
-      ::openat(fd, shmq::detail::kMetaFile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      ::openat(fd, topic ? shmq::detail::kTopicMetaFile : shmq::detail::kMetaFile,
+               O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (m < 0) return false;
   struct stat st {};
   std::string text;
@@ -158,8 +149,9 @@ bool meta_names(int fd, const std::string& queue) {
     }
   }
   ::close(m);
-  return text.starts_with("name=" + queue + "\n") ||
-         text.find("\nname=" + queue + "\n") != std::string::npos;
+  const std::string key = topic ? "name " : "name=";
+  return text.starts_with(key + queue + "\n") ||
+         text.find("\n" + key + queue + "\n") != std::string::npos;
 }
 
 // The queue dir <root>/<name>, checked for purging; null if it does not exist. Refused
@@ -168,7 +160,8 @@ bool meta_names(int fd, const std::string& queue) {
 // group member of a 0660 queue can rewrite), the dir must also hold a queue.meta naming
 // `name`: shmqctl never removes a directory because shared memory pointed at it.
 std::unique_ptr<PurgeTarget> check_purge_target(const std::string& root, const std::string& name,
-                                                uid_t owner, bool root_from_header) {
+                                                uid_t owner, bool root_from_header,
+                                                bool topic = false) {
   const std::string path = shmq::detail::queue_dir(root, name);
   auto r = shmq::detail::open_dir_safely(root, shmq::detail::SafeDirOptions{.strict = false});
   if (!r.ok()) {
@@ -199,9 +192,10 @@ std::unique_ptr<PurgeTarget> check_purge_target(const std::string& root, const s
     fail(kExitRuntime, "refusing to purge " + path + ": owned by uid " +
                            std::to_string(st.st_uid) + ", not by the queue's owner (uid " +
                            std::to_string(owner) + ") or you (uid " + std::to_string(me) + ")");
-  if (root_from_header && !meta_names(fd, name))
+  if (root_from_header && !meta_names(fd, name, topic))
     fail(kExitRuntime, "refusing to purge " + path + ": it has no " +
-                           shmq::detail::kMetaFile + " naming queue '" + name +
+                           (topic ? shmq::detail::kTopicMetaFile : shmq::detail::kMetaFile) +
+                           " naming " + (topic ? "topic" : "queue") + " '" + name +
                            "' (the segment's data dir is not trusted alone; name the dir with "
                            "--data-dir DIR)");
   return target;
@@ -327,7 +321,7 @@ int cmd_set(const SetArgs& a) {
 // --- repair -------------------------------------------------------------------------------
 
 int cmd_repair(const RepairArgs& a) {
-  check_name(a.queue);
+  if (is_topic(a.queue)) return topic_repair(a);
   auto q = open_queue(a.queue);
   const shmq::RepairReport r = q.repair();
   if (r.watchdog_running) {
@@ -349,6 +343,43 @@ int cmd_delete(const DeleteArgs& a) {
   check_name(a.queue);
   if (!a.data_dir.empty() && !a.purge_data)
     fail(kExitUsage, "--data-dir says where to purge from: use it with --purge-data");
+  if (is_topic(a.queue)) {
+    if (a.keep_dlq)
+      fail(kExitUsage, "--keep-dlq is for queues; '" + a.queue +
+                           "' is a topic: its groups' dead-letter queues go with it");
+    TopicDeleteArgs ta;
+    ta.topic = a.queue;
+    if (!a.purge_data) return cmd_topic_delete(ta);
+    // --purge-data: DIR/TOPIC/ checked as a queue's is (its topic.meta must name it when
+    // DIR comes from the segment) and locked against a starting shmqd, before anything is
+    // removed. The groups' dead-letter queues are in memory only.
+    std::unique_ptr<PurgeTarget> dir;
+    std::string root;
+    {
+      const shmq::Topic t = open_topic(a.queue);
+      const shmq::TopicOptions o = t.options();
+      if (o.durability != shmq::Durability::none) root = o.data_dir;
+      if (!a.data_dir.empty()) {
+        if (!root.empty() && !same_dir(root, a.data_dir))
+          fail(kExitUsage, "topic '" + a.queue + "' was created with data dir " + root +
+                               ", not " + a.data_dir);
+        root = a.data_dir;
+      }
+      if (root.empty())
+        fail(kExitUsage, "topic '" + a.queue +
+                             "' is not durable: it has no data dir to purge (drop --purge-data)");
+      dir = check_purge_target(root, a.queue, t.segment()->owner_uid(),
+                               /*root_from_header=*/a.data_dir.empty(), /*topic=*/true);
+      if (dir) dir->lock();
+    }
+    ta.after_remove = [&]() -> std::string {
+      if (!dir) return "; purged no data (none found in " +
+                       shmq::detail::queue_dir(root, a.queue) + ")";
+      dir->remove();
+      return "; purged " + dir->path();
+    };
+    return cmd_topic_delete(ta);
+  }
 
   auto q = shmq::Queue::open(a.queue);
   bool have_segment = q.ok();
@@ -476,12 +507,17 @@ int cmd_delete(const DeleteArgs& a) {
     }
     removed.push_back(n);
   }
+  // The segment gone, a topic's data dir says it was one (a topic.meta; purged below).
+  struct stat tmeta {};
+  const bool was_topic = !have_segment && !root.empty() &&
+                         ::lstat((shmq::detail::queue_dir(root, a.queue) + "/" +
+                                  shmq::detail::kTopicMetaFile).c_str(), &tmeta) == 0;
   for (const auto& d : dirs) d->remove();
 
   std::string what;
   for (const auto& n : removed) what += (what.empty() ? "" : ", ") + shm_path(n);
   if (!removed.empty()) std::printf("deleted queue '%s' (%s)", a.queue.c_str(), what.c_str());
-  else std::printf("queue '%s' had no segment", a.queue.c_str());
+  else std::printf("%s '%s' had no segment", was_topic ? "topic" : "queue", a.queue.c_str());
   if (a.purge_data) {
     std::string gone;
     for (const auto& d : dirs) gone += (gone.empty() ? "" : ", ") + d->path();
@@ -513,17 +549,46 @@ int cmd_list(const ListArgs& a) {
 
   nlohmann::ordered_json rows = nlohmann::ordered_json::array();
   if (!a.json)
-    std::printf("%-32s %9s %9s %9s %-10s %7s  %s\n", "QUEUE", "SLOTS", "DEPTH", "IN-FLIGHT",
-                "DURABILITY", "MEMBERS", "STATE");
+    std::printf("%-32s %9s %9s %9s %-10s %7s %-5s  %s\n", "NAME", "SLOTS", "DEPTH", "IN-FLIGHT",
+                "DURABILITY", "MEMBERS", "KIND", "STATE");
   for (const auto& name : names) {
+    if (shmq::Topic::is_topic(name)) {
+      // A topic: depth is its slowest group's lag, in flight summed over its groups,
+      // members its publishers and subscribers.
+      auto t = shmq::Topic::open(name);
+      if (t.ok()) {
+        const shmq::TopicStats s = t->stats();
+        std::uint64_t in_flight = 0;
+        for (const auto& g : s.groups) in_flight += g.in_flight;
+        const std::string state = topic_state(s);
+        const std::string dur(shmq::to_string(s.durability));
+        if (a.json)
+          rows.push_back({{"queue", name},
+                          {"kind", "topic"},
+                          {"slot_count", s.slot_count},
+                          {"depth", topic_depth(s)},
+                          {"in_flight", in_flight},
+                          {"durability", dur},
+                          {"members", s.publishers + s.subscribers},
+                          {"groups", s.groups.size()},
+                          {"state", state}});
+        else
+          std::printf("%-32s %9u %9llu %9llu %-10s %7u %-5s  %s\n", name.c_str(), s.slot_count,
+                      static_cast<unsigned long long>(topic_depth(s)),
+                      static_cast<unsigned long long>(in_flight), dur.c_str(),
+                      s.publishers + s.subscribers, "topic", state.c_str());
+        continue;
+      }
+      // Unreadable: reported below like any segment that cannot be opened.
+    }
     auto q = shmq::Queue::open(name);
     if (!q.ok()) {
       const std::string err = one_line(q.error().message());
       if (a.json)
         rows.push_back({{"queue", name}, {"error", err}});
       else
-        std::printf("%-32s %9s %9s %9s %-10s %7s  error: %s\n", name.c_str(), "-", "-", "-", "-",
-                    "-", err.c_str());
+        std::printf("%-32s %9s %9s %9s %-10s %7s %-5s  error: %s\n", name.c_str(), "-", "-", "-",
+                    "-", "-", "-", err.c_str());
       continue;
     }
     const shmq::QueueStats s = q->stats();
@@ -531,6 +596,7 @@ int cmd_list(const ListArgs& a) {
     const std::string state = queue_state(o, s);
     if (a.json) {
       rows.push_back({{"queue", name},
+                      {"kind", "queue"},
                       {"slot_count", s.slot_count},
                       {"depth", depth(s)},
                       {"in_flight", s.in_flight},
@@ -538,10 +604,10 @@ int cmd_list(const ListArgs& a) {
                       {"members", s.members.size()},
                       {"state", state}});
     } else {
-      std::printf("%-32s %9u %9llu %9llu %-10s %7zu  %s\n", name.c_str(), s.slot_count,
+      std::printf("%-32s %9u %9llu %9llu %-10s %7zu %-5s  %s\n", name.c_str(), s.slot_count,
                   static_cast<unsigned long long>(depth(s)),
                   static_cast<unsigned long long>(s.in_flight),
-                  std::string(shmq::to_string(o.durability)).c_str(), s.members.size(),
+                  std::string(shmq::to_string(o.durability)).c_str(), s.members.size(), "queue",
                   state.c_str());
     }
   }
@@ -557,6 +623,7 @@ int cmd_list(const ListArgs& a) {
 // --- stat, watch --------------------------------------------------------------------------
 
 int cmd_stat(const StatArgs& a) {
+  if (is_topic(a.queue)) return topic_stat(a);
   shmq::Queue q = open_queue(a.queue);
   std::optional<Rates> rates;
   shmq::QueueStats s = q.stats();

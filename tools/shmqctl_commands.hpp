@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -97,6 +98,7 @@ int cmd_produce(const ProduceArgs& a);
 
 struct ConsumeArgs {
   std::string queue;
+  std::optional<std::string> group;  // topics: the subscriber group (required there)
   std::uint64_t count = 0;  // 0 = unlimited
   std::uint32_t timeout_ms = 1000;
   bool follow = false;  // wait forever
@@ -129,5 +131,59 @@ struct LogArgs {
 };
 int cmd_log_verify(const LogArgs& a);
 int cmd_log_dump(const LogArgs& a);
+
+// --- topics (issue 15) ----------------------------------------------------------------------
+// shmqctl topic create: Topic::create. Defaults are TopicOptions'.
+struct TopicCreateArgs {
+  std::string topic;
+  std::uint32_t slots = 1024;
+  std::uint32_t slot_size = 256;
+  std::uint32_t max_groups = 16;
+  std::uint32_t max_members = 64;
+  std::string mode = "0600";
+  std::uint32_t history = 0;
+  std::uint32_t lease_ms = 30'000;
+  std::uint32_t max_deliveries = 20;
+  bool no_dead_letter = false;
+  std::uint32_t claim_timeout_ms = 5'000;
+  std::string durability = "none";
+  std::string data_dir;
+  std::uint32_t flush_interval_ms = 5;
+  std::uint64_t retain_bytes = 0;
+  std::uint64_t retain_age_s = 0;
+};
+int cmd_topic_create(const TopicCreateArgs& a);
+
+// shmqctl topic delete (and shmqctl delete on a topic): Topic::remove, which also removes
+// the groups' dead-letter queues.
+struct TopicDeleteArgs {
+  std::string topic;
+  // delete --purge-data: called once the segment is removed; returns what it did, for the
+  // output line (else a durable topic's data dir is said to be kept).
+  std::function<std::string()> after_remove;
+};
+int cmd_topic_delete(const TopicDeleteArgs& a);
+
+struct GroupCreateArgs {
+  std::string topic;
+  std::string group;
+  std::string policy = "reliable";
+  std::string start = "latest";  // latest | earliest | a position
+  std::uint32_t stall_timeout_ms = 0;
+  std::string on_stall = "hold";
+};
+int cmd_group_create(const GroupCreateArgs& a);
+
+struct GroupArgs {
+  std::string topic;
+  std::string group;  // delete
+  bool json = false;  // list
+};
+int cmd_group_list(const GroupArgs& a);
+int cmd_group_delete(const GroupArgs& a);
+
+// The topic side of the commands that take either (their QUEUE is a topic).
+int topic_stat(const StatArgs& a);
+int topic_repair(const RepairArgs& a);
 
 }  // namespace shmqctl

@@ -15,6 +15,8 @@ namespace {
 std::atomic<bool> g_stop{false};
 std::atomic<shmq::Producer*> g_producer{nullptr};
 std::atomic<shmq::Consumer*> g_consumer{nullptr};
+std::atomic<shmq::Publisher*> g_publisher{nullptr};
+std::atomic<shmq::Subscriber*> g_subscriber{nullptr};
 
 static_assert(std::atomic<shmq::Producer*>::is_always_lock_free);
 static_assert(std::atomic<bool>::is_always_lock_free);
@@ -25,6 +27,8 @@ extern "C" void on_stop_signal(int) {
   g_stop.store(true);
   if (shmq::Producer* p = g_producer.load()) p->interrupt();
   if (shmq::Consumer* c = g_consumer.load()) c->interrupt();
+  if (shmq::Publisher* p = g_publisher.load()) p->interrupt();
+  if (shmq::Subscriber* s = g_subscriber.load()) s->interrupt();
 }
 
 }  // namespace
@@ -66,6 +70,43 @@ shmq::Queue open_queue(const std::string& name) {
   return std::move(q.value());
 }
 
+shmq::Durability parse_durability(const std::string& w) {
+  if (w == "none") return shmq::Durability::none;
+  if (w == "async") return shmq::Durability::async;
+  if (w == "sync") return shmq::Durability::sync;
+  fail(kExitUsage, "--durability must be none, async or sync, not '" + w + "'");
+}
+
+std::uint32_t parse_mode(const std::string& m) {
+  if (m == "0600" || m == "600") return 0600;
+  if (m == "0660" || m == "660") return 0660;
+  fail(kExitUsage, "--mode must be 0600 or 0660, not '" + m + "'");
+}
+
+bool is_topic(const std::string& name) {
+  check_name(name);
+  return shmq::Topic::is_topic(name);
+}
+
+void fail_topic(const shmq::Error& error) {
+  std::string m = error.message();
+  // "'t' not found (no /dev/shm/shmq.t)": name the thing.
+  if (error.code() == shmq::Errc::not_found && !m.empty() && m.front() == '\'')
+    m.insert(0, "topic ");
+  fail(kExitRuntime, std::move(m));
+}
+
+shmq::Topic open_topic(const std::string& name) {
+  check_name(name);
+  auto t = shmq::Topic::open(name);
+  if (!t.ok()) fail_topic(t.error());
+  return std::move(t.value());
+}
+
+void check_group_name(std::string_view group) {
+  if (auto e = shmq::Topic::validate_group_name(group); !e.empty()) fail(kExitUsage, e);
+}
+
 void install_stop_handlers() {
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
@@ -79,19 +120,29 @@ void install_stop_handlers() {
 
 bool stop_requested() noexcept { return g_stop.load(); }
 
-InterruptScope::InterruptScope(shmq::Producer* p) noexcept : producer_(true) {
+InterruptScope::InterruptScope(shmq::Producer* p) noexcept : kind_(Kind::producer) {
   g_producer.store(p);
   if (g_stop.load()) p->interrupt();
 }
-InterruptScope::InterruptScope(shmq::Consumer* c) noexcept : producer_(false) {
+InterruptScope::InterruptScope(shmq::Consumer* c) noexcept : kind_(Kind::consumer) {
   g_consumer.store(c);
   if (g_stop.load()) c->interrupt();
 }
+InterruptScope::InterruptScope(shmq::Publisher* p) noexcept : kind_(Kind::publisher) {
+  g_publisher.store(p);
+  if (g_stop.load()) p->interrupt();
+}
+InterruptScope::InterruptScope(shmq::Subscriber* s) noexcept : kind_(Kind::subscriber) {
+  g_subscriber.store(s);
+  if (g_stop.load()) s->interrupt();
+}
 InterruptScope::~InterruptScope() {
-  if (producer_)
-    g_producer.store(nullptr);
-  else
-    g_consumer.store(nullptr);
+  switch (kind_) {
+    case Kind::producer: g_producer.store(nullptr); break;
+    case Kind::consumer: g_consumer.store(nullptr); break;
+    case Kind::publisher: g_publisher.store(nullptr); break;
+    case Kind::subscriber: g_subscriber.store(nullptr); break;
+  }
 }
 
 bool sleep_unless_stopped(std::chrono::milliseconds d) {

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "shmq/shmq.hpp"
+#include "shmq/topic.hpp"
 
 namespace shmqctl {
 
@@ -42,24 +43,40 @@ void check_name(std::string_view name);
 // Opens an existing queue (name checked first); exit 1 if it cannot be opened.
 shmq::Queue open_queue(const std::string& name);
 
+// --durability and --mode words; anything else is a usage error (exit 2).
+shmq::Durability parse_durability(const std::string& w);
+std::uint32_t parse_mode(const std::string& m);
+
+// Topics (issue 15) share the queues' name space: is `name` (checked first) a topic?
+bool is_topic(const std::string& name);
+// A library error about a topic: as fail(error), naming a topic instead of a queue.
+[[noreturn]] void fail_topic(const shmq::Error& error);
+// Opens an existing topic (name checked first); exit 1 if it cannot be opened.
+shmq::Topic open_topic(const std::string& name);
+// Checks a group name; a bad name is a usage error (exit 2).
+void check_group_name(std::string_view group);
+
 // --- Signals -------------------------------------------------------------------------------
-// SIGINT and SIGTERM set stop_requested() and interrupt the registered producer and consumer
-// (their blocking calls return Status::interrupted). A second signal kills the process the
+// SIGINT and SIGTERM set stop_requested() and interrupt the registered producer, consumer,
+// publisher and subscriber (their blocking calls return Status::interrupted). A second signal kills the process the
 // default way. Blocking system calls are not restarted (read() returns EINTR).
 void install_stop_handlers();
 bool stop_requested() noexcept;
 
-// Registers a producer/consumer for interruption while it is in scope.
+// Registers a producer/consumer/publisher/subscriber for interruption while it is in scope.
 class InterruptScope {
  public:
   explicit InterruptScope(shmq::Producer* p) noexcept;
   explicit InterruptScope(shmq::Consumer* c) noexcept;
+  explicit InterruptScope(shmq::Publisher* p) noexcept;
+  explicit InterruptScope(shmq::Subscriber* s) noexcept;
   ~InterruptScope();
   InterruptScope(const InterruptScope&) = delete;
   InterruptScope& operator=(const InterruptScope&) = delete;
 
  private:
-  bool producer_;
+  enum class Kind { producer, consumer, publisher, subscriber };
+  Kind kind_;
 };
 
 // Sleeps up to `d`, returning early (false) once a stop was requested.

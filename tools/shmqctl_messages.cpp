@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -301,13 +302,21 @@ bool send_all(shmq::Producer& p, std::span<const shmq::Bytes> batch, std::uint64
   fail(kExitRuntime, m);
 }
 
-int produce_generated(shmq::Queue& q, shmq::Producer& p, std::uint64_t count, std::uint32_t size,
-                      const shmq::SendOptions& options) {
-  if (size > q.max_message_size())
-    fail(kExitRuntime, "--size " + std::to_string(size) + " is larger than queue '" + q.name() +
-                           "' accepts (max message size " +
-                           std::to_string(q.max_message_size()) + " bytes)");
-  const bool sync = q.options().durability == shmq::Durability::sync;
+// Where produce sends: a queue's producer or a topic's publisher, behind one batch call.
+struct SendTarget {
+  std::string what;  // "queue 'q'" or "topic 't'"
+  std::size_t max_message_size = 0;
+  bool sync = false;
+  // Sends `batch` in full; false (and `why`) if it stopped early; `sent` as send_all's.
+  std::function<bool(std::span<const shmq::Bytes>, std::uint64_t&, Status&)> send_all;
+};
+
+int produce_generated(const SendTarget& t, std::uint64_t count, std::uint32_t size) {
+  if (size > t.max_message_size)
+    fail(kExitRuntime, "--size " + std::to_string(size) + " is larger than " + t.what +
+                           " accepts (max message size " + std::to_string(t.max_message_size) +
+                           " bytes)");
+  const bool sync = t.sync;
   constexpr std::size_t kBatch = 64;
   std::vector<std::string> bodies(kBatch);
   std::vector<shmq::Bytes> batch;
@@ -325,7 +334,7 @@ int produce_generated(shmq::Queue& q, shmq::Producer& p, std::uint64_t count, st
       batch.push_back(shmq::as_bytes(b));
     }
     Status why = Status::ok;
-    if (!send_all(p, batch, sent, why, options)) {
+    if (!t.send_all(batch, sent, why)) {
       progress.finish();
       produce_stopped(why, sent, sync);
     }
@@ -356,17 +365,17 @@ shmq::Bytes line_message(std::string_view line, std::uint64_t line_no) {
   return shmq::as_bytes(line.substr(tab + 1));
 }
 
-int produce_stdin(shmq::Queue& q, shmq::Producer& p, const shmq::SendOptions& options) {
-  const std::size_t max = q.max_message_size();
-  const bool sync = q.options().durability == shmq::Durability::sync;
+int produce_stdin(const SendTarget& t) {
+  const std::size_t max = t.max_message_size;
+  const bool sync = t.sync;
   std::vector<char> buf;  // what was read and not sent yet: at most an unfinished line
   std::uint64_t line_no = 0;
   std::uint64_t sent = 0;
   std::vector<shmq::Bytes> batch;
   auto too_long = [&](std::uint64_t line, std::size_t len, bool at_least) {
     fail(kExitRuntime, "line " + std::to_string(line) + " is " + (at_least ? "at least " : "") +
-                           std::to_string(len) + " bytes, longer than queue '" + q.name() +
-                           "' accepts (max message size " + std::to_string(max) + " bytes); " +
+                           std::to_string(len) + " bytes, longer than " + t.what +
+                           " accepts (max message size " + std::to_string(max) + " bytes); " +
                            std::to_string(sent) + " line(s) before it were sent");
   };
   for (bool eof = false; !eof;) {
@@ -396,7 +405,7 @@ int produce_stdin(shmq::Queue& q, shmq::Producer& p, const shmq::SendOptions& op
       ++line_no;
       if (e - s > max) {
         Status why = Status::ok;
-        if (!send_all(p, batch, sent, why, options)) produce_stopped(why, sent, sync);
+        if (!t.send_all(batch, sent, why)) produce_stopped(why, sent, sync);
         too_long(line_no, e - s, false);
       }
       batch.push_back(line_message(std::string_view(buf.data() + s, e - s), line_no));
@@ -405,7 +414,7 @@ int produce_stdin(shmq::Queue& q, shmq::Producer& p, const shmq::SendOptions& op
     const std::size_t rest = buf.size() - s;
     if (rest > max) {  // an unfinished line already too long: no need to read the rest
       Status why = Status::ok;
-      if (!send_all(p, batch, sent, why, options)) produce_stopped(why, sent, sync);
+      if (!t.send_all(batch, sent, why)) produce_stopped(why, sent, sync);
       too_long(line_no + 1, rest, !eof);
     }
     if (eof && rest > 0) {
@@ -414,7 +423,7 @@ int produce_stdin(shmq::Queue& q, shmq::Producer& p, const shmq::SendOptions& op
       s = buf.size();
     }
     Status why = Status::ok;
-    if (!send_all(p, batch, sent, why, options)) produce_stopped(why, sent, sync);
+    if (!t.send_all(batch, sent, why)) produce_stopped(why, sent, sync);
     // Keep only the unfinished line.
     buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(s));
   }
@@ -472,12 +481,166 @@ WalkResult walk_dead_letters(shmq::Queue& dlq, shmq::Consumer& c, std::uint64_t 
   return r;
 }
 
+// --id / --tab-ids: checked (usage errors) and set up in g_ids.
+void setup_ids(const ProduceArgs& a) {
+  if (a.id && a.tab_ids) fail(kExitUsage, "--id and --tab-ids exclude each other");
+  if (a.id && (*a.id == 0 || *a.id >= shmq::kSessionIdBit))
+    fail(kExitUsage, "--id must be from 1 to 2^62-1 (0 asks for a generated id: leave --id out)");
+  if (a.tab_ids && a.count) fail(kExitUsage, "--tab-ids reads ids from standard input: not with --count");
+  g_ids.on = a.id.has_value() || a.tab_ids;
+  g_ids.next = a.id.value_or(0);
+  g_ids.from_input = a.tab_ids;
+}
+
+// produce on a topic: one publish per message (every group gets it), ids as for a queue.
+int produce_topic(const ProduceArgs& a) {
+  // A topic message is its payload: no priority, no delay, no properties (usage errors
+  // before anything is opened or sent).
+  std::string unsupported;
+  const auto add = [&](bool given, const char* flag) {
+    if (given) unsupported += (unsupported.empty() ? "" : ", ") + std::string(flag);
+  };
+  add(a.priority != 0, "--priority");
+  add(a.delay_ms != 0, "--delay-ms");
+  add(!a.headers.empty(), "--header");
+  add(!a.content_type.empty(), "--content-type");
+  add(!a.correlation_id.empty(), "--correlation-id");
+  add(!a.reply_to.empty(), "--reply-to");
+  if (!unsupported.empty())
+    fail(kExitUsage, "'" + a.queue + "' is a topic: topics do not support priorities, delays or "
+                     "message properties (" + unsupported + ")");
+  setup_ids(a);
+  shmq::Topic t = open_topic(a.queue);
+  auto p = t.publisher();
+  if (!p.ok()) fail_topic(p.error());
+  install_stop_handlers();
+  InterruptScope scope(&p.value());
+  const shmq::TopicStats st = t.stats();
+  SendTarget target{
+      .what = "topic '" + a.queue + "'",
+      .max_message_size = st.max_message_size,
+      .sync = st.durability == shmq::Durability::sync,
+      .send_all = [&](std::span<const shmq::Bytes> batch, std::uint64_t& sent, Status& why) {
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+          std::uint64_t id = 0;  // generated
+          if (g_ids.on && g_ids.from_input) {
+            id = g_ids.ids[i];
+          } else if (g_ids.on) {
+            if (g_ids.next >= shmq::kSessionIdBit)
+              fail(kExitUsage, "--id: message ids would pass 2^62-1 after " +
+                                   std::to_string(sent) + " message(s)");
+            id = g_ids.next++;
+          }
+          // Blocks while a reliable group holds the ring (as a full queue does).
+          const Status s = p->send(batch[i], id);
+          if (s != Status::ok) {
+            why = s;
+            return false;
+          }
+          ++sent;
+        }
+        g_ids.ids.clear();
+        return true;
+      }};
+  return a.count ? produce_generated(target, *a.count, a.size.value_or(64)) : produce_stdin(target);
+}
+
+// consume on a topic, as a subscriber of `group`: as for a queue, each message is written
+// and flushed before it is acked. Lossy groups: skipped messages are reported on stderr.
+int consume_topic(const ConsumeArgs& a, const std::string& group) {
+  if (a.show_properties)
+    fail(kExitUsage, "'" + a.queue + "' is a topic: topic messages have no properties "
+                     "(drop --show-properties)");
+  if (a.reject)
+    fail(kExitUsage, "'" + a.queue + "' is a topic: --reject is not supported on topics yet "
+                     "(a subscriber cannot dead-letter a message at once)");
+  shmq::Topic t = open_topic(a.queue);
+  auto sub = t.subscriber(group);
+  if (!sub.ok()) fail_topic(sub.error());
+  install_stop_handlers();
+  InterruptScope scope(&sub.value());
+  // As for a queue: a closed stdout is an error we see (EPIPE), not a silent death.
+  ::signal(SIGPIPE, SIG_IGN);
+  static char out_buf[1 << 16];
+  std::setvbuf(stdout, out_buf, _IOFBF, sizeof out_buf);
+
+  constexpr std::size_t kBatch = 64;
+  std::array<shmq::Delivery, kBatch> batch;
+  const auto timeout = std::chrono::nanoseconds(std::chrono::milliseconds(a.timeout_ms));
+  std::uint64_t got = 0;
+  bool warned = false;
+  const auto stopped = [&](const std::string& why) {
+    fail(kExitRuntime, why + "; stopped after " + std::to_string(got) + " message(s)");
+  };
+  while ((a.count == 0 || got < a.count) && !stop_requested()) {
+    const std::size_t want =
+        a.count == 0 ? kBatch : static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, a.count - got));
+    // Wait for one, then take what else is ready (up to the batch) without waiting.
+    const Status first = a.follow ? sub->receive(batch[0]) : sub->receive_for(batch[0], timeout);
+    if (first == Status::timeout || first == Status::empty || first == Status::interrupted) break;
+    if (first == Status::closed)
+      stopped("group '" + group + "' of topic '" + a.queue +
+              "' is closed (the group was deleted or detached, or the topic removed)");
+    if (first == Status::evicted)
+      stopped("this subscriber was evicted (judged dead); what it held is delivered again");
+    if (first != Status::ok) stopped("receive failed: " + status_text(first));
+    std::size_t n = 1;
+    while (n < want && sub->try_receive(batch[n]) == Status::ok) ++n;
+
+    // Write and flush the batch, then ack: see cmd_consume.
+    int err = 0;
+    for (std::size_t i = 0; i < n && err == 0; ++i) {
+      if (const std::uint64_t missed = batch[i].missed_before(); missed != 0) {
+        // On stderr, after what came before it on stdout.
+        errno = 0;
+        if (std::fflush(stdout) != 0) {
+          err = errno != 0 ? errno : EIO;
+          break;
+        }
+        std::fprintf(stderr,
+                     "shmqctl: group '%s' missed %llu message(s) before position %llu (lossy: it "
+                     "fell a ring behind)\n",
+                     group.c_str(), static_cast<unsigned long long>(missed),
+                     static_cast<unsigned long long>(batch[i].position()));
+      }
+      const auto d = batch[i].data();
+      errno = 0;
+      if ((!d.empty() && std::fwrite(d.data(), 1, d.size(), stdout) != d.size()) ||
+          std::fputc('\n', stdout) == EOF)
+        err = errno != 0 ? errno : EIO;
+    }
+    if (err == 0) {
+      errno = 0;
+      if (std::fflush(stdout) != 0 || std::ferror(stdout)) err = errno != 0 ? errno : EIO;
+    }
+    if (err != 0) {
+      const std::size_t returned = sub->release_all();
+      fail(kExitRuntime, std::string("writing to standard output: ") + std::strerror(err) +
+                             "; stopped after " + std::to_string(got) + " message(s), " +
+                             std::to_string(returned) + " unacked returned to the group");
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      const Status s = sub->ack(batch[i]);
+      if (s == Status::lease_lost && !warned) {
+        warn("message at position " + std::to_string(batch[i].position()) +
+             " was taken back (lease expired) before it was acked: it will be delivered again");
+        warned = true;
+      } else if (s != Status::ok && s != Status::lease_lost) {
+        fail(kExitRuntime, "ack failed: " + status_text(s));
+      }
+    }
+    got += n;
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int cmd_produce(const ProduceArgs& a) {
   if (a.size && !a.count)
     fail(kExitUsage, "--size needs --count N (generated messages); without --count, produce "
                      "sends the lines of standard input");
+  if (is_topic(a.queue)) return produce_topic(a);
   shmq::Queue q = open_queue(a.queue);
   auto p = q.producer();
   if (!p.ok()) fail(p.error());
@@ -526,15 +689,16 @@ int cmd_produce(const ProduceArgs& a) {
   }
   options.delay = std::chrono::milliseconds(
       static_cast<std::int64_t>(std::min<std::uint64_t>(a.delay_ms, INT64_MAX / 1'000'000)));
-  if (a.id && a.tab_ids) fail(kExitUsage, "--id and --tab-ids exclude each other");
-  if (a.id && (*a.id == 0 || *a.id >= shmq::kSessionIdBit))
-    fail(kExitUsage, "--id must be from 1 to 2^62-1 (0 asks for a generated id: leave --id out)");
-  if (a.tab_ids && a.count) fail(kExitUsage, "--tab-ids reads ids from standard input: not with --count");
-  g_ids.on = a.id.has_value() || a.tab_ids;
-  g_ids.next = a.id.value_or(0);
-  g_ids.from_input = a.tab_ids;
-  const int rc = a.count ? produce_generated(q, p.value(), *a.count, a.size.value_or(64), options)
-                         : produce_stdin(q, p.value(), options);
+  setup_ids(a);
+  SendTarget target{.what = "queue '" + a.queue + "'",
+                    .max_message_size = q.max_message_size(),
+                    .sync = o.durability == shmq::Durability::sync,
+                    .send_all = [&](std::span<const shmq::Bytes> batch, std::uint64_t& sent,
+                                    Status& why) {
+                      return send_all(p.value(), batch, sent, why, options);
+                    }};
+  const int rc = a.count ? produce_generated(target, *a.count, a.size.value_or(64))
+                         : produce_stdin(target);
   if (g_ids.duplicates != 0)
     std::fprintf(stderr,
                  "shmqctl: %llu duplicate(s) not enqueued again: their ids were already sent "
@@ -546,6 +710,19 @@ int cmd_produce(const ProduceArgs& a) {
 // --- consume -------------------------------------------------------------------------------
 
 int cmd_consume(const ConsumeArgs& a) {
+  // A topic needs --group, a queue takes none.
+  if (a.group) check_group_name(*a.group);
+  if (is_topic(a.queue)) {
+    if (!a.group)
+      fail(kExitUsage, "'" + a.queue + "' is a topic: consume from it with --group GROUP (its "
+                       "groups: shmqctl group list " + a.queue + ")");
+    return consume_topic(a, *a.group);
+  }
+  if (a.group) {
+    if (auto q = shmq::Queue::open(a.queue); q.ok())
+      fail(kExitUsage, "--group is for topics; '" + a.queue + "' is a queue");
+    (void)open_topic(a.queue);  // exit 1: "topic '...' not found", or why it cannot be opened
+  }
   shmq::Queue q = open_queue(a.queue);
   auto c = q.consumer();
   if (!c.ok()) fail(c.error());

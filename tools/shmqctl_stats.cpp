@@ -1,6 +1,8 @@
 #include "shmqctl_stats.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <utility>
 #include <cstdio>
 #include <sstream>
 
@@ -86,6 +88,7 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
                           .count();
   ordered_json j;
   j["schema"] = 1;
+  j["kind"] = "queue";
   j["queue"] = q.name();
   j["time_unix_ms"] = now_ms;
   j["state"] = queue_state(o, s);
@@ -273,6 +276,161 @@ std::optional<std::uint64_t> next_due_in_ms(const shmq::QueueStats& s) {
   if (s.delayed == 0 || s.next_due_ns == 0) return std::nullopt;
   const std::uint64_t now = shmq::detail::monotonic_ns();
   return s.next_due_ns > now ? (s.next_due_ns - now + 999'999) / 1'000'000 : 0;
+}
+
+// --- topics -------------------------------------------------------------------------------
+
+std::string topic_state(const shmq::TopicStats& s) {
+  bool full = false, stalled = false, detached = false;
+  for (const auto& g : s.groups) {
+    if (g.policy == shmq::GroupPolicy::reliable && g.state != "detached" && s.slot_count != 0 &&
+        g.lag >= s.slot_count)
+      full = true;
+    if (g.state == "stalled") stalled = true;
+    if (g.state == "detached") detached = true;
+  }
+  std::string out;
+  for (const auto& [on, word] : {std::pair{full, "full"}, {stalled, "stalled"}, {detached, "detached"}})
+    if (on) out += (out.empty() ? "" : ",") + std::string(word);
+  return out.empty() ? "ok" : out;
+}
+
+std::uint64_t topic_depth(const shmq::TopicStats& s) {
+  std::uint64_t d = 0;
+  for (const auto& g : s.groups) d = std::max(d, g.lag);
+  return d;
+}
+
+std::string group_dead_letter_name(std::string_view topic, std::string_view group) {
+  return std::string(topic) + "." + std::string(group) + ".dlq";
+}
+
+nlohmann::ordered_json group_json(const shmq::Topic& t, const shmq::GroupStats& g) {
+  using nlohmann::ordered_json;
+  const bool dlq = t.options().dead_letter;
+  return {
+      {"name", g.name},
+      {"policy", std::string(shmq::to_string(g.policy))},
+      {"state", g.state},
+      {"on_stall", std::string(shmq::to_string(g.on_stall))},
+      {"stall_timeout_ms", g.stall_timeout_ms},
+      {"position", g.position},
+      {"acked", g.acked},
+      {"lag", g.lag},
+      {"in_flight", g.in_flight},
+      {"requeued", g.requeued},
+      {"members", g.members},
+      {"delivered", g.delivered},
+      {"acks", g.acks},
+      {"redelivered", g.redelivered},
+      {"missed", g.missed},
+      {"dead_lettered", g.dead_lettered},
+      {"dead_letter_queue",
+       dlq ? ordered_json(group_dead_letter_name(t.name(), g.name)) : ordered_json(nullptr)},
+  };
+}
+
+std::string group_table(const std::vector<shmq::GroupStats>& groups) {
+  std::string out;
+  char line[512];
+  std::snprintf(line, sizeof line, "%-16s %-8s %-8s %10s %10s %8s %9s %8s %7s %10s %10s %11s %8s %13s\n",
+                "GROUP", "POLICY", "STATE", "POSITION", "ACKED", "LAG", "IN-FLIGHT", "REQUEUED",
+                "MEMBERS", "DELIVERED", "ACKS", "REDELIVERED", "MISSED", "DEAD-LETTERED");
+  out += line;
+  const auto u = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
+  for (const auto& g : groups) {
+    std::snprintf(line, sizeof line,
+                  "%-16s %-8s %-8s %10llu %10llu %8llu %9llu %8llu %7u %10llu %10llu %11llu %8llu %13llu\n",
+                  g.name.c_str(), std::string(shmq::to_string(g.policy)).c_str(), g.state.c_str(),
+                  u(g.position), u(g.acked), u(g.lag), u(g.in_flight), u(g.requeued), g.members,
+                  u(g.delivered), u(g.acks), u(g.redelivered), u(g.missed), u(g.dead_lettered));
+    out += line;
+  }
+  return out;
+}
+
+nlohmann::ordered_json topic_stat_json(const shmq::Topic& t, const shmq::TopicStats& s) {
+  using nlohmann::ordered_json;
+  const shmq::TopicOptions o = t.options();
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  const bool durable = s.durability != shmq::Durability::none;
+  ordered_json j;
+  j["schema"] = 1;
+  j["kind"] = "topic";
+  j["topic"] = t.name();
+  j["time_unix_ms"] = now_ms;
+  j["state"] = topic_state(s);
+  j["geometry"] = {
+      {"slot_count", s.slot_count},
+      {"slot_size", s.slot_size},
+      {"max_message_size", s.max_message_size},
+      {"max_members", o.max_members},
+      {"max_groups", s.max_groups},
+      {"segment_bytes", t.segment()->mapped_size()},
+      {"mode", mode_string(o.mode)},
+  };
+  j["policy"] = {
+      {"lease_ms", ms(o.lease)},
+      {"max_deliveries", o.max_deliveries},
+      {"dead_letter", o.dead_letter},
+      {"claim_timeout_ms", ms(o.claim_timeout)},
+      {"history", s.history},
+  };
+  j["durability"] = std::string(shmq::to_string(s.durability));
+  j["data_dir"] = durable ? ordered_json(o.data_dir) : ordered_json(nullptr);
+  j["flush_interval_ms"] = ms(o.flush_interval);
+  j["retain_bytes"] = o.retain_bytes;
+  j["retain_age_s"] = o.retain_age.count() < 0 ? 0 : static_cast<std::uint64_t>(o.retain_age.count());
+  j["head"] = s.head;
+  j["earliest"] = s.earliest;
+  j["persisted"] = durable ? ordered_json(s.persisted) : ordered_json(nullptr);
+  j["persisted_lag"] =
+      durable ? ordered_json(s.head > s.persisted ? s.head - s.persisted : 0) : ordered_json(nullptr);
+  j["counters"] = {{"published", s.published}, {"holes", s.holes}};
+  j["publishers"] = s.publishers;
+  j["subscribers"] = s.subscribers;
+  ordered_json groups = ordered_json::array();
+  for (const auto& g : s.groups) groups.push_back(group_json(t, g));
+  j["groups"] = std::move(groups);
+  return j;
+}
+
+std::string topic_stat_text(const shmq::Topic& t, const shmq::TopicStats& s) {
+  const shmq::TopicOptions o = t.options();
+  std::ostringstream out;
+  out << "topic        " << t.name() << "  [" << topic_state(s) << "]\n";
+  out << "geometry     " << s.slot_count << " slots x " << s.slot_size << " B, max message "
+      << s.max_message_size << " B, " << o.max_members << " member rows, " << s.max_groups
+      << " group rows, segment " << human_bytes(t.segment()->mapped_size()) << ", mode "
+      << mode_string(o.mode) << "\n";
+  out << "policy       lease " << (o.lease.count() ? human_ms(ms(o.lease)) : "none")
+      << ", max deliveries "
+      << (o.max_deliveries ? std::to_string(o.max_deliveries) : std::string("unlimited"))
+      << ", dead letters "
+      << (o.dead_letter ? "-> " + group_dead_letter_name(t.name(), "GROUP")
+                        : std::string("dropped"))
+      << ", claim timeout " << human_ms(ms(o.claim_timeout)) << ", history " << s.history
+      << " messages\n";
+  out << "durability   " << shmq::to_string(s.durability);
+  if (s.durability != shmq::Durability::none) {
+    out << ", data dir " << o.data_dir << ", persisted below " << s.persisted << ", lag "
+        << (s.head > s.persisted ? s.head - s.persisted : 0) << ", retain "
+        << (o.retain_bytes ? human_bytes(o.retain_bytes) : std::string("any size")) << " / "
+        << (o.retain_age.count() ? std::to_string(o.retain_age.count()) + " s"
+                                 : std::string("any age"));
+  }
+  out << "\n";
+  out << "positions    head " << s.head << ", earliest " << s.earliest << "\n";
+  out << "counters     published " << s.published << ", holes " << s.holes << "\n";
+  out << "members      " << s.publishers << " publishers, " << s.subscribers << " subscribers\n";
+  out << "groups       " << s.groups.size() << " of " << s.max_groups << "\n";
+  if (!s.groups.empty()) {
+    std::istringstream table(group_table(s.groups));
+    for (std::string line; std::getline(table, line);) out << "  " << line << "\n";
+  }
+  return out.str();
 }
 
 std::string dump_json(const nlohmann::ordered_json& j) {

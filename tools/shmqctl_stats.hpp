@@ -4,10 +4,13 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "shmq/shmq.hpp"
+#include "shmq/topic.hpp"
 
 namespace shmqctl {
 
@@ -39,6 +42,25 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
 // The human-readable form of the same.
 std::string stat_text(const shmq::Queue& q, const shmq::QueueStats& s,
                       const std::optional<Rates>& rates);
+
+// --- topics (issue 15) ----------------------------------------------------------------------
+
+// "ok", or ','-joined: "full" (a reliable group is a whole ring behind: publishers wait),
+// "stalled" / "detached" (a group is).
+std::string topic_state(const shmq::TopicStats& s);
+// What `list` shows as a topic's depth: the largest lag of its groups (0 without groups).
+std::uint64_t topic_depth(const shmq::TopicStats& s);
+// The dead-letter queue of a group: "<topic>.<group>.dlq".
+std::string group_dead_letter_name(std::string_view topic, std::string_view group);
+
+// One group as JSON (stat --json's "groups", group list --json).
+nlohmann::ordered_json group_json(const shmq::Topic& t, const shmq::GroupStats& g);
+// The group table: a header line and one line per group.
+std::string group_table(const std::vector<shmq::GroupStats>& groups);
+
+// `stat --json` of a topic: schema 1 with "kind": "topic" (docs/shmqctl.md).
+nlohmann::ordered_json topic_stat_json(const shmq::Topic& t, const shmq::TopicStats& s);
+std::string topic_stat_text(const shmq::Topic& t, const shmq::TopicStats& s);
 
 // JSON text on one line per document is not friendly; always pretty with 2 spaces, invalid
 // UTF-8 replaced.

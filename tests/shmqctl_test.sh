@@ -400,7 +400,7 @@ check "... every documented group field is there" python3 -c '
 import json, sys
 d = json.loads(sys.argv[1])
 keys = ["name", "policy", "state", "position", "acked", "lag", "in_flight", "requeued", "members",
-        "delivered", "acks", "redelivered", "missed", "dead_lettered"]
+        "delivered", "acks", "redelivered", "missed", "dead_lettered", "dropped"]
 sys.exit(1 if [k for g in d["groups"] for k in keys if k not in g] else 0)' "$out"
 expect_ok "consume --group audit (reliable)" "$ctl" consume "$qt" --group audit --count 10 --timeout-ms 10000
 check "... the 10 bodies in order" test "$(printf '%s' "$out" | tr '\n' ' ')" = "t1 t2 t3 t4 t5 t6 t7 t8 t9 t10"

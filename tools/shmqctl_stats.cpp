@@ -325,6 +325,7 @@ nlohmann::ordered_json group_json(const shmq::Topic& t, const shmq::GroupStats& 
       {"redelivered", g.redelivered},
       {"missed", g.missed},
       {"dead_lettered", g.dead_lettered},
+      {"dropped", g.dropped},
       {"dead_letter_queue",
        dlq ? ordered_json(group_dead_letter_name(t.name(), g.name)) : ordered_json(nullptr)},
   };

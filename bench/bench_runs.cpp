@@ -218,11 +218,12 @@ std::vector<Scenario> all_scenarios() {
 
 namespace {
 
-constexpr auto kSetupTimeout = std::chrono::milliseconds(30'000);
 // persist scenarios: a ring that holds a whole run (256 MiB of 4 KiB messages, like dd's file).
 constexpr std::uint32_t kPersistSlots = 65536;
 
 bool durable(const Scenario& sc) { return sc.durability != shmq::Durability::none; }
+
+}  // namespace
 
 // Where calibration starts, and the whole count in --quick.
 std::uint64_t initial_count(const Scenario& sc) {
@@ -240,6 +241,8 @@ std::uint64_t initial_count(const Scenario& sc) {
   return n;
 }
 
+namespace {
+
 std::uint64_t min_count(const Scenario& sc) {
   if (sc.kind == Kind::persist) return 8192;
   if (sc.kind == Kind::sync_senders) return 64 * static_cast<std::uint64_t>(sc.producers);
@@ -256,6 +259,8 @@ std::uint64_t max_count(const Scenario& sc) {
   if (sc.kind == Kind::priority_latency) return 100'000;
   return 400'000'000;
 }
+
+}  // namespace
 
 std::chrono::milliseconds run_timeout(const Options& o, bool calibrated) {
   if (!calibrated) return std::chrono::milliseconds(120'000);
@@ -345,18 +350,9 @@ Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t 
   return out;
 }
 
-// Calibrates the count so that one repetition takes about o.seconds (a few pilot runs, which
-// also warm up), then runs o.reps repetitions. --quick: one run of the initial count.
-Outcome measure(const Scenario& sc, const Options& o,
-                const std::function<RepResult(std::uint64_t, bool)>& rep) {
-  std::vector<RepResult> rs;
+std::uint64_t calibrate(const Scenario& sc, double target,
+                        const std::function<RepResult(std::uint64_t, bool)>& rep) {
   std::uint64_t n = initial_count(sc);
-  if (o.quick) {
-    rs.push_back(rep(n, false));
-    return aggregate(sc, rs, n);
-  }
-  // The disk bandwidth figure gets twice the time: it is compared with dd's 256 MiB.
-  const double target = sc.kind == Kind::persist ? 2 * o.seconds : o.seconds;
   const double pilot_min = std::max(0.05, target / 8);
   RepResult r = rep(n, false);
   for (int tries = 0; r.elapsed_s < pilot_min && tries < 6; ++tries) {
@@ -365,12 +361,29 @@ Outcome measure(const Scenario& sc, const Options& o,
     r = rep(n, false);
   }
   const double rate = static_cast<double>(n) / std::max(r.elapsed_s, 1e-9);
-  n = std::clamp(static_cast<std::uint64_t>(rate * target), min_count(sc), max_count(sc));
+  return std::clamp(static_cast<std::uint64_t>(rate * target), min_count(sc), max_count(sc));
+}
+
+// Calibrates the count so that one repetition takes about o.seconds (a few pilot runs, which
+// also warm up), then runs o.reps repetitions. --quick: one run of the initial count.
+Outcome measure(const Scenario& sc, const Options& o,
+                const std::function<RepResult(std::uint64_t, bool)>& rep) {
+  std::vector<RepResult> rs;
+  if (o.quick) {
+    const std::uint64_t n = initial_count(sc);
+    rs.push_back(rep(n, false));
+    return aggregate(sc, rs, n);
+  }
+  // The disk bandwidth figure gets twice the time: it is compared with dd's 256 MiB.
+  const double target = sc.kind == Kind::persist ? 2 * o.seconds : o.seconds;
+  const std::uint64_t n = calibrate(sc, target, rep);
   for (int i = 0; i < o.reps; ++i) rs.push_back(rep(n, true));
   return aggregate(sc, rs, n);
 }
 
-}  // namespace
+std::uint64_t warmup_for(std::uint64_t samples) {
+  return std::clamp<std::uint64_t>(samples / 10, 5, 20'000);
+}
 
 std::vector<std::uint64_t> shares_of(std::uint64_t count, int producers) {
   std::vector<std::uint64_t> s(static_cast<std::size_t>(producers));
@@ -602,10 +615,6 @@ RepResult finish_roundtrip(std::vector<std::uint64_t> lat, std::uint64_t switche
   r.switches_per_msg = lat.empty() ? 0 : static_cast<double>(switches) / static_cast<double>(lat.size());
   r.lat = std::move(lat);
   return r;
-}
-
-std::uint64_t warmup_for(std::uint64_t samples) {
-  return std::clamp<std::uint64_t>(samples / 10, 5, 20'000);
 }
 
 // A sends on `ping`; B receives (and acks) and sends the payload back on `pong`; A receives

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -151,6 +152,25 @@ struct DurableEnv {
 };
 
 Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env);
+
+// --- calibration, shared by the runners ------------------------------------------------------
+
+inline constexpr auto kSetupTimeout = std::chrono::milliseconds(30'000);
+// How long the children of one run may take (pilots get longer: their count is a guess).
+std::chrono::milliseconds run_timeout(const Options& o, bool calibrated);
+// Where calibration starts, and the whole count in --quick.
+std::uint64_t initial_count(const Scenario& sc);
+// Pilot runs of `rep` from initial_count(sc), growing until one lasts target / 8; returns
+// the count that takes about `target` seconds at the last pilot's rate (clamped).
+std::uint64_t calibrate(const Scenario& sc, double target,
+                        const std::function<RepResult(std::uint64_t, bool)>& rep);
+// The medians and spreads of a scenario's repetitions.
+Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t count);
+// calibrate() to o.seconds, then o.reps repetitions, aggregated (--quick: one run).
+Outcome measure(const Scenario& sc, const Options& o,
+                const std::function<RepResult(std::uint64_t, bool)>& rep);
+// Round trips not timed at the start of a round-trip run.
+std::uint64_t warmup_for(std::uint64_t samples);
 
 // --- shared between the runners and the in-process (moodycamel) baseline --------------------
 

@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "bench_proc.hpp"
+#include "bench_topic.hpp"
 #include "bench_transports.hpp"
 
 namespace shmq_bench {
@@ -31,6 +32,8 @@ const char* to_string(Kind k) {
     case Kind::priority_cost: return "priority_cost";
     case Kind::priority_latency: return "priority_latency";
     case Kind::properties_cost: return "properties_cost";
+    case Kind::topic_fanout: return "topic_fanout";
+    case Kind::topic_roundtrip: return "topic_roundtrip";
   }
   return "?";
 }
@@ -211,6 +214,28 @@ std::vector<Scenario> all_scenarios() {
     l.name = "shmq/priority/latency/64B";
     v.push_back(l);
   }
+  // Topics (issue 15): 1 publisher -> 1, 2, 4, 8 reliable groups of one subscriber each,
+  // against one queue per subscriber and a bare ring per subscriber; round trip through
+  // topics against queues.
+  for (const int g : {1, 2, 4, 8}) {
+    Scenario f;
+    f.kind = Kind::topic_fanout;
+    f.transport = T::shmq;
+    f.producers = 1;
+    f.consumers = g;
+    f.groups = g;
+    f.size = 64;
+    f.name = "shmq/topic/fanout/1x" + std::to_string(g) + "/64B";
+    v.push_back(f);
+  }
+  {
+    Scenario r;
+    r.kind = Kind::topic_roundtrip;
+    r.transport = T::shmq;
+    r.size = 64;
+    r.name = "shmq/topic/rt/64B";
+    v.push_back(r);
+  }
   return v;
 }
 
@@ -231,7 +256,7 @@ std::uint64_t initial_count(const Scenario& sc) {
   if (sc.kind == Kind::persist) return 4096;  // 16 MiB of 4 KiB messages
   if (sc.kind == Kind::sync_senders) return 32 * p;
   if (sc.kind == Kind::priority_latency) return 200;  // probes
-  if (sc.kind == Kind::roundtrip) {
+  if (sc.kind == Kind::roundtrip || sc.kind == Kind::topic_roundtrip) {
     if (sc.durability == shmq::Durability::sync) return 20;
     return sc.size > 4096 ? 500 : 2000;
   }
@@ -247,14 +272,16 @@ std::uint64_t min_count(const Scenario& sc) {
   if (sc.kind == Kind::persist) return 8192;
   if (sc.kind == Kind::sync_senders) return 64 * static_cast<std::uint64_t>(sc.producers);
   if (sc.kind == Kind::priority_latency) return 2000;
-  if (sc.kind == Kind::roundtrip) return sc.durability == shmq::Durability::sync ? 50 : 200;
+  if (sc.kind == Kind::roundtrip || sc.kind == Kind::topic_roundtrip)
+    return sc.durability == shmq::Durability::sync ? 50 : 200;
   return static_cast<std::uint64_t>(std::max(64, static_cast<int>(kBatch)) * sc.producers);
 }
 
 std::uint64_t max_count(const Scenario& sc) {
   if (sc.kind == Kind::persist) return kPersistSlots;  // the ring holds the whole run
   if (sc.kind == Kind::sync_senders) return kPersistSlots - 1024;  // never fills the ring
-  if (sc.kind == Kind::roundtrip) return 2'000'000;  // 16 MB of samples
+  if (sc.kind == Kind::roundtrip || sc.kind == Kind::topic_roundtrip)
+    return 2'000'000;  // 16 MB of samples
   // The baseline (no backlog) runs the same count, 3-10x slower (its consumer sleeps).
   if (sc.kind == Kind::priority_latency) return 100'000;
   return 400'000'000;
@@ -297,7 +324,9 @@ Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t 
       mx.push_back(static_cast<double>(r.lat.back()));
     }
   }
-  if (sc.kind != Kind::roundtrip && sc.kind != Kind::priority_latency) {
+  const bool latency_kind = sc.kind == Kind::roundtrip || sc.kind == Kind::priority_latency ||
+                            sc.kind == Kind::topic_roundtrip;
+  if (!latency_kind) {
     out.msgs_per_s = spread_of(msgs);
     out.mb_per_s = spread_of(mb);
     out.switches_per_msg = spread_of(sw);
@@ -313,7 +342,7 @@ Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t 
     out.p999 = spread_of(p999);
     out.max = spread_of(mx);
     out.switches_per_msg = spread_of(sw);
-    if (sc.kind == Kind::priority_latency) {
+    if (sc.kind == Kind::priority_latency || sc.kind == Kind::topic_roundtrip) {
       std::vector<double> b50, b99, b999, bmx;
       for (const RepResult& r : rs) {
         if (r.baseline_lat.empty() || r.lat.empty()) continue;
@@ -1396,6 +1425,16 @@ Outcome disk_scenario(const Scenario& sc, const Options& o) {
 
 }  // namespace
 
+RepResult roundtrip_over(const Scenario& sc, ShmqChannel& ping, ShmqChannel& pong,
+                         std::uint64_t samples, bool calibrated, const Options& o) {
+  return roundtrip_rep(sc, ping, pong, samples, calibrated, o, {});
+}
+
+RepResult roundtrip_over(const Scenario& sc, TopicChannel& ping, TopicChannel& pong,
+                         std::uint64_t samples, bool calibrated, const Options& o) {
+  return roundtrip_rep(sc, ping, pong, samples, calibrated, o, {});
+}
+
 Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
   Outcome out;
   try {
@@ -1440,6 +1479,10 @@ Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
       out = priority_latency_scenario(sc, o);
     } else if (sc.kind == Kind::properties_cost) {
       out = properties_cost_scenario(sc, o);
+    } else if (sc.kind == Kind::topic_fanout) {
+      out = topic_fanout_scenario(sc, o);
+    } else if (sc.kind == Kind::topic_roundtrip) {
+      out = topic_roundtrip_scenario(sc, o);
     } else {
       out = disk_scenario(sc, o);
     }

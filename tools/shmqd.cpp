@@ -28,6 +28,8 @@
 #include <optional>
 #include <set>
 #include <stdexcept>
+#include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -46,6 +48,8 @@
 #include "platform/fd.hpp"
 #include "segment/segment.hpp"
 #include "shmq/shmq.hpp"
+#include "topic/topic_internal.hpp"
+#include "topic/topic_log.hpp"
 
 namespace {
 
@@ -222,7 +226,125 @@ void serve_memory(const std::string& queue, shmq::Queue& q) {
   logf("queue '%s': stopped cleanly", queue.c_str());
 }
 
+// A topic (issue 15; in memory only): shmqd heals it every tick, so that a topic whose
+// subscribers and publishers all died, or that nobody waits on, is repaired without them:
+// dead subscribers' holds go back to their groups, dead publishers' claims become holes,
+// stall policies apply. Metrics per group.
+void serve_topic(const std::string& name, shmq::Topic& t) {
+  logf("topic '%s': serving (heals groups, metrics; %u group rows)", name.c_str(),
+       t.options().max_groups);
+  g_ready_queues.fetch_add(1);
+  while (!g_stop.load()) {
+    if (t.segment()->removed()) {
+      logf("topic '%s': removed; stopped serving it", name.c_str());
+      return;
+    }
+    if (const std::uint64_t n = t.heal(); n != 0)
+      logf("topic '%s': healed %llu (redelivered holds, holes, dead rows)", name.c_str(),
+           static_cast<unsigned long long>(n));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the healer's tick
+  }
+  logf("topic '%s': stopped cleanly", name.c_str());
+}
+
+// A durable topic (issue 15): its retained log in DIR/TOPIC/ (topic/topic_log.hpp). After a
+// reboot (no segment) the topic is rebuilt from DIR/TOPIC/topic.meta, its groups' .meta
+// files and their saved positions; the ring starts at the log's end and subscribers replay
+// the rest from the log.
+void serve_topic_durable(const std::string& root, const std::string& name, int poll_ms) {
+  namespace d = shmq::detail;
+  auto qdir = d::prepare_data_dir(d::queue_dir(root, name));
+  if (!qdir.ok()) return fatal(name, qdir.error().message());
+  const std::string dir = qdir.value();
+  const int lock = take_lock(dir, name, poll_ms);
+  if (lock < 0) return;
+  auto opened = shmq::log::posix_file_system().open_dir(dir, {.create = false, .require_private = true});
+  if (!opened.ok()) return fatal(name, opened.error().message());
+  auto meta_bytes = opened.value()->read_all(d::kTopicMetaFile);
+  if (!meta_bytes.ok()) return fatal(name, "topic: " + meta_bytes.error().message());
+  auto meta = d::parse_topic_meta(meta_bytes.value(), name);
+  if (!meta.ok()) return fatal(name, meta.error().message());
+  shmq::TopicOptions options = meta.value();
+  options.data_dir = root;
+  // Groups and their saved positions.
+  std::vector<std::pair<d::GroupMeta, std::uint64_t>> groups;
+  std::map<std::string, std::uint64_t> saved_floor;
+  if (auto pos = opened.value()->read_all(d::kTopicPositionsFile); pos.ok()) {
+    std::istringstream in(std::string(reinterpret_cast<const char*>(pos.value().data()), pos.value().size()));
+    std::string g;
+    std::uint64_t f = 0;
+    while (in >> g >> f) saved_floor[g] = f;
+  }
+  auto names = opened.value()->list();
+  if (!names.ok()) return fatal(name, names.error().message());
+  for (const auto& n : names.value()) {
+    if (!n.starts_with("group-") || !n.ends_with(".meta")) continue;
+    auto b = opened.value()->read_all(n);
+    if (!b.ok()) return fatal(name, b.error().message());
+    auto gm = d::parse_group_meta(b.value());
+    if (!gm.ok()) return fatal(name, dir + "/" + n + ": " + gm.error().message());
+    const auto it = saved_floor.find(gm.value().name);
+    groups.emplace_back(gm.value(), it != saved_floor.end() ? it->second : gm.value().start);
+  }
+  auto writer = d::TopicLogWriter::open(std::move(opened.value()), g_segment_bytes);
+  if (!writer.ok()) return fatal(name, "topic log recovery failed: " + writer.error().message());
+  d::TopicLogWriter& log = *writer.value();
+  std::shared_ptr<d::Segment> seg;
+  if (auto t = shmq::Topic::open(name); t.ok()) {
+    seg = t->segment();
+    if (!seg->durable()) return fatal(name, "the topic exists with durability none");
+    logf("topic '%s': attached (log positions %llu to %llu)", name.c_str(),
+         static_cast<unsigned long long>(log.first()), static_cast<unsigned long long>(log.next()));
+  } else if (t.error().code() == shmq::Errc::not_found) {
+    std::uint64_t head = log.next();
+    for (const auto& [g, f] : groups) head = std::max(head, f);
+    auto made = d::recreate_topic(name, options, head, log.first() == log.next() ? head : log.first(), groups);
+    if (!made.ok()) return fatal(name, "rebuild: " + made.error().message());
+    seg = made.value();
+    log.start_at(head);
+    logf("topic '%s': rebuilt from %s: log positions %llu to %llu, %zu group(s), ring starts at %llu",
+         name.c_str(), dir.c_str(), static_cast<unsigned long long>(log.first()),
+         static_cast<unsigned long long>(log.next()), groups.size(), static_cast<unsigned long long>(head));
+  } else {
+    return fatal(name, t.error().message());
+  }
+  auto row = seg->register_member(d::Role::persister);
+  if (!row.ok()) return fatal(name, "no member row for the persister: " + row.error().message());
+  shmq::Topic topic = shmq::Topic::open(name).value();
+  g_ready_queues.fetch_add(1);
+  std::string saved;
+  const auto tick = std::chrono::milliseconds(std::max<std::int64_t>(1, options.flush_interval.count()));
+  auto last_heal = std::chrono::steady_clock::now();
+  for (;;) {
+    const bool stopping = g_stop.load();
+    seg->member(row.value().row).heartbeat_ns.store(d::monotonic_coarse_ns(), std::memory_order_relaxed);
+    auto n = d::persist_topic(*seg, log, saved);
+    if (!n.ok()) return fatal(name, "persisting: " + n.error().message());
+    if (stopping || seg->removed()) break;
+    if (std::chrono::steady_clock::now() - last_heal >= std::chrono::milliseconds(50)) {
+      if (const std::uint64_t h = topic.heal(); h != 0)
+        logf("topic '%s': healed %llu (redelivered holds, holes, dead rows)", name.c_str(),
+             static_cast<unsigned long long>(h));
+      last_heal = std::chrono::steady_clock::now();
+    }
+    if (n.value() == 0) std::this_thread::sleep_for(tick);  // the group-commit interval
+  }
+  seg->unregister_member(row.value());
+  ::close(lock);
+  logf("topic '%s': stopped cleanly (persisted up to %llu)", name.c_str(),
+       static_cast<unsigned long long>(log.next()));
+}
+
 void serve(const std::string& root, const std::string& queue, int poll_ms) {
+  {
+    // A topic: durable if its segment says so, or if the data dir holds one (a reboot).
+    struct stat st {};
+    const std::string tmeta = shmq::detail::queue_dir(root, queue) + "/" + shmq::detail::kTopicMetaFile;
+    auto t = shmq::Topic::open(queue);
+    if (t.ok() && !t->segment()->durable()) return serve_topic(queue, t.value());
+    if (t.ok() || (::lstat(tmeta.c_str(), &st) == 0 && S_ISREG(st.st_mode)))
+      return serve_topic_durable(root, queue, poll_ms);
+  }
   {
     // No queue.meta in the data dir and a queue in memory only: serve that.
     struct stat st {};
@@ -442,6 +564,7 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
   };
   std::vector<Row> rows;
   for (const auto& q : queues) {
+    if (shmq::Topic::is_topic(q)) continue;  // below
     auto queue = shmq::Queue::open(q);
     // A level of a queue with priorities is counted in its queue's row (and by level below).
     if (queue.ok() && queue->segment()->priority_level() == 0) rows.push_back({q, queue->stats()});
@@ -474,6 +597,32 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
     for (const auto& l : r.s.levels)
       out += fmt::format("shmq_priority_depth{{queue=\"{}\",priority=\"{}\"}} {}\n", r.queue,
                          l.priority, l.ready + l.delayed);
+  // Topics (issue 15): one row per topic, one per group.
+  std::vector<std::pair<std::string, shmq::TopicStats>> topics;
+  for (const auto& q : queues)
+    if (auto t = shmq::Topic::open(q); t.ok()) topics.emplace_back(q, t->stats());
+  metric("topic_up", "gauge", "1 while shmqd serves the topic.");
+  for (const auto& [n, t] : topics) out += fmt::format("shmq_topic_up{{topic=\"{}\"}} 1\n", n);
+  metric("topic_published_total", "counter", "Messages published to the topic.");
+  for (const auto& [n, t] : topics)
+    out += fmt::format("shmq_topic_published_total{{topic=\"{}\"}} {}\n", n, t.published);
+  auto group_series = [&](const char* name, const char* type, const char* help, auto value) {
+    metric(name, type, help);
+    for (const auto& [n, t] : topics)
+      for (const auto& g : t.groups)
+        out += fmt::format("shmq_{}{{topic=\"{}\",group=\"{}\",policy=\"{}\"}} {}\n", name, n, g.name,
+                           shmq::to_string(g.policy), value(g));
+  };
+  using G = shmq::GroupStats;
+  group_series("group_lag", "gauge", "Messages published and not yet acked by the group.", [](const G& g) { return g.lag; });
+  group_series("group_in_flight", "gauge", "Messages delivered to the group's subscribers, not acked.", [](const G& g) { return g.in_flight; });
+  group_series("group_members", "gauge", "Live subscribers of the group.", [](const G& g) { return g.members; });
+  group_series("group_stalled", "gauge", "1 if the group is stalled or detached.", [](const G& g) { return g.state == "active" ? 0 : 1; });
+  group_series("group_delivered_total", "counter", "Deliveries to the group (redeliveries included).", [](const G& g) { return g.delivered; });
+  group_series("group_acked_total", "counter", "Acks by the group's subscribers.", [](const G& g) { return g.acks; });
+  group_series("group_redelivered_total", "counter", "Messages given back to the group (nack, lease, dead subscriber).", [](const G& g) { return g.redelivered; });
+  group_series("group_missed_total", "counter", "Lossy groups: messages skipped because the group fell a ring behind.", [](const G& g) { return g.missed; });
+  group_series("group_dead_lettered_total", "counter", "Messages moved to the group's dead-letter queue.", [](const G& g) { return g.dead_lettered; });
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "we");
   if (f == nullptr) return;

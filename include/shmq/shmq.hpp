@@ -9,4 +9,5 @@
 #include "shmq/properties.hpp"
 #include "shmq/queue.hpp"
 #include "shmq/rpc.hpp"
+#include "shmq/topic.hpp"
 #include "shmq/watchdog.hpp"

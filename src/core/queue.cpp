@@ -183,6 +183,8 @@ Result<Queue> Queue::recreate(std::string_view name, const QueueOptions& options
 Result<Queue> Queue::open(std::string_view name) {
   auto seg = detail::Segment::open(name);
   if (!seg.ok()) return seg.error();
+  if (seg.value()->is_topic())
+    return Error(Errc::mismatch, "'" + std::string(name) + "' is a topic, not a queue (shmq::Topic)");
   return Queue(std::move(seg.value()));
 }
 

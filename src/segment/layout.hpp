@@ -24,10 +24,11 @@ inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::size_t kFalseSharingRange = 128;
 
 inline constexpr std::uint64_t kMagic = 0x31'4f'45'55'51'4d'48'53ull;  // "SHMQUEO1" LE
-inline constexpr std::uint32_t kLayoutVersion = 5;  // 2: member generations, 32-bit laps;
+inline constexpr std::uint32_t kLayoutVersion = 6;  // 2: member generations, 32-bit laps;
                                                     // 3: relocating states (issue 11);
                                                     // 4: priority levels (issue 13);
-                                                    // 5: dedup table (issue 14)
+                                                    // 5: dedup table (issue 14);
+                                                    // 6: topics (issue 15)
 
 inline constexpr std::uint32_t kMinSlots = 2;
 inline constexpr std::uint32_t kMaxSlots = 1u << 24;
@@ -40,6 +41,10 @@ inline constexpr std::size_t kMaxDataDirLength = 480;
 
 // Segment state (header.state).
 enum class SegmentState : std::uint32_t { active = 1, removed = 2 };
+
+// What a segment holds (header.kind).
+enum class SegmentKind : std::uint32_t { queue = 0, topic = 1 };
+inline constexpr std::uint32_t kMaxTopicGroups = 64;
 
 struct alignas(kFalseSharingRange) CursorLine {
   std::atomic<std::uint64_t> value;
@@ -147,7 +152,10 @@ struct SegmentHeader {
   // (seconds, 0 = count only). The table follows the ring (core/dedup.hpp).
   std::uint32_t dedup_count;
   std::uint32_t dedup_seconds;
-  std::uint8_t pad0[384 - 88 - (kMaxNameLength + 8) - 32 - 32 - 16];
+  // Topics (issue 15): kind 0 = a queue, 1 = a topic, whose group table (topic/layout.hpp)
+  // follows the ring; max_groups its rows (0 for a queue).
+  std::uint32_t kind;
+  std::uint32_t max_groups;
 
   // --- cursors: hints advanced by CAS; the slot words are the truth --------------------
   CursorLine tail;           // producers: next head position to claim
@@ -191,6 +199,7 @@ static_assert(offsetof(SegmentHeader, backoff_max_ms) == 344);
 static_assert(offsetof(SegmentHeader, flags) == 356);
 static_assert(offsetof(SegmentHeader, max_priority) == 360);
 static_assert(offsetof(SegmentHeader, dedup_count) == 368);
+static_assert(offsetof(SegmentHeader, kind) == 376);
 static_assert(offsetof(SegmentHeader, watchdog) == 1024);
 static_assert(offsetof(SegmentHeader, tail) == 384);
 static_assert(offsetof(SegmentHeader, dispatch) == 512);
@@ -211,7 +220,8 @@ static_assert(std::is_standard_layout_v<SegmentHeader>);
 // the row's whole word with the one it registered before it acts: any difference means
 // its row was taken from it (Status::evicted).
 enum class MemberStatus : std::uint8_t { free = 0, active = 1, leaving = 2, joining = 3 };
-enum class Role : std::uint8_t { none = 0, producer = 1, consumer = 2, watchdog = 3, persister = 4 };
+enum class Role : std::uint8_t { none = 0, producer = 1, consumer = 2, watchdog = 3, persister = 4,
+                                   publisher = 5, subscriber = 6 };
 
 // One producer or consumer. `state` packs status, role and pid into one word so that a
 // claim (CAS free -> active) and a release are single atomic stores a crash cannot tear.

@@ -1,4 +1,5 @@
 #include "segment/segment.hpp"
+#include "topic/topic_layout.hpp"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -93,7 +94,8 @@ class UniqueFd {
 std::string Segment::object_name(std::string_view name) { return "shmq." + std::string(name); }
 
 SegmentGeometry compute_geometry(std::uint32_t slot_count, std::uint32_t slot_size,
-                                 std::uint32_t max_members, std::uint32_t dedup_count) noexcept {
+                                 std::uint32_t max_members, std::uint32_t dedup_count,
+                                 std::uint32_t topic_groups) noexcept {
   SegmentGeometry g{};
   g.members_offset = sizeof(SegmentHeader);
   g.ring_offset = align_up(g.members_offset + std::uint64_t(max_members) * sizeof(MemberRow),
@@ -103,6 +105,11 @@ SegmentGeometry compute_geometry(std::uint32_t slot_count, std::uint32_t slot_si
   if (dedup_count != 0) {
     g.dedup_offset = align_up(g.total_size, 4096);
     g.total_size = g.dedup_offset + dedup_table_bytes(dedup_count);
+  }
+  g.topic_offset = 0;
+  if (topic_groups != 0) {
+    g.topic_offset = align_up(g.total_size, 4096);
+    g.total_size = g.topic_offset + topic_region_bytes(slot_count, topic_groups);
   }
   return g;
 }
@@ -167,7 +174,9 @@ std::string Segment::validate_options(const QueueOptions& o) {
 Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
                                                  const QueueOptions& options,
                                                  std::uint64_t base_position,
-                                                 std::span<const std::pair<std::uint64_t, std::uint64_t>> recovered_ids) {
+                                                 std::span<const std::pair<std::uint64_t, std::uint64_t>> recovered_ids,
+                                                 std::uint32_t topic_groups,
+                                                 const std::function<void(Segment&)>& before_publish) {
   if (auto e = Queue::validate_name(name); !e.empty()) return Error(Errc::invalid_argument, e);
   if (auto e = validate_options(options); !e.empty())
     return Error(Errc::invalid_argument, "cannot create " + quoted(name) + ": " + e);
@@ -175,8 +184,13 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
     return Error(Errc::invalid_argument,
                  "invalid queue name: longer than " + std::to_string(kMaxNameLength - 4) +
                      " characters (room is kept for its dead-letter queue '<name>.dlq')");
+  if (topic_groups > kMaxTopicGroups ||
+      (topic_groups != 0 && (options.dedup_window.count != 0 || options.max_priority != 0)))
+    return Error(Errc::invalid_argument, "cannot create " + quoted(name) +
+                                             ": a topic has 1 to " + std::to_string(kMaxTopicGroups) +
+                                             " groups, no priorities and no dedup window");
   const auto g = compute_geometry(options.slot_count, options.slot_size, options.max_members,
-                                  options.dedup_window.count);
+                                  options.dedup_window.count, topic_groups);
   const std::string obj = object_name(name);
 
   // O_CREAT | O_EXCL: never adopt a segment somebody else prepared. glibc's shm_open adds
@@ -242,6 +256,8 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
   h.priority_level = level_of(name, options.max_priority);
   h.dedup_count = options.dedup_window.count;
   h.dedup_seconds = static_cast<std::uint32_t>(options.dedup_window.time.count());
+  h.kind = static_cast<std::uint32_t>(topic_groups != 0 ? SegmentKind::topic : SegmentKind::queue);
+  h.max_groups = topic_groups;
   h.durability = static_cast<std::uint32_t>(options.durability);
   h.flush_interval_ms = static_cast<std::uint32_t>(options.flush_interval.count());
   std::memcpy(h.data_dir, options.data_dir.data(), options.data_dir.size());
@@ -265,7 +281,8 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
   std::memcpy(h.name, name.data(), name.size());
   QueueOptions adopted = options;
   adopted.max_message_size = h.max_message_size;
-  seg.value()->adopt(adopted, h.flags);
+  seg.value()->adopt(adopted, h.flags, topic_groups);
+  if (before_publish) before_publish(*seg.value());
   // Ids recovered from the log (a rebuild after a reboot) enter the window before anybody
   // can open the segment: a crash before the publish below leaves a half-created segment,
   // which is removed and rebuilt.
@@ -421,6 +438,8 @@ std::string Segment::load_geometry() {
   o.dedup_window.count = h.dedup_count;
   o.dedup_window.time = std::chrono::seconds(h.dedup_seconds);
   const std::uint32_t level = h.priority_level;
+  const std::uint32_t kind = h.kind;
+  const std::uint32_t max_groups = h.max_groups;
   char dir[kMaxDataDirLength + 8];
   std::memcpy(dir, h.data_dir, sizeof dir);
   dir[kMaxDataDirLength] = '\0';
@@ -436,7 +455,18 @@ std::string Segment::load_geometry() {
            std::to_string(o.slot_count);
   if (max_fragments != std::min(o.slot_count, kMaxFragments))
     return "max fragments " + std::to_string(max_fragments) + " does not match slot count";
-  const auto g = compute_geometry(o.slot_count, o.slot_size, o.max_members, o.dedup_window.count);
+  if (kind == static_cast<std::uint32_t>(SegmentKind::queue)) {
+    if (max_groups != 0) return "a queue with " + std::to_string(max_groups) + " groups";
+  } else if (kind == static_cast<std::uint32_t>(SegmentKind::topic)) {
+    if (max_groups < 1 || max_groups > kMaxTopicGroups)
+      return "a topic with " + std::to_string(max_groups) + " groups";
+    if (o.dedup_window.count != 0 || o.max_priority != 0)
+      return "a topic with a dedup window or priorities";
+  } else {
+    return "unknown segment kind " + std::to_string(kind);
+  }
+  const auto g = compute_geometry(o.slot_count, o.slot_size, o.max_members, o.dedup_window.count,
+                                  max_groups);
   if (members_offset != g.members_offset || ring_offset != g.ring_offset)
     return "member table or ring offset does not match the geometry";
   if (g.total_size > size_)
@@ -447,12 +477,13 @@ std::string Segment::load_geometry() {
   if (level != level_of(name_, o.max_priority))
     return "priority level " + std::to_string(level) + " does not match the name and max priority " +
            std::to_string(o.max_priority);
-  adopt(o, flags);
+  adopt(o, flags, max_groups);
   priority_level_ = level;
   return {};
 }
 
-void Segment::adopt(const QueueOptions& o, std::uint32_t flags) noexcept {
+void Segment::adopt(const QueueOptions& o, std::uint32_t flags, std::uint32_t max_groups) noexcept {
+  max_groups_ = max_groups;
   slot_count_ = o.slot_count;
   slot_shift_ = static_cast<std::uint32_t>(std::countr_zero(o.slot_count));
   mask_ = slot_count_ - 1;
@@ -469,8 +500,10 @@ void Segment::adopt(const QueueOptions& o, std::uint32_t flags) noexcept {
   max_priority_ = o.max_priority;
   data_dir_ = o.data_dir;
   auto* base = static_cast<std::byte*>(map_);
-  const auto g = compute_geometry(slot_count_, slot_size_, max_members_, o.dedup_window.count);
+  const auto g = compute_geometry(slot_count_, slot_size_, max_members_, o.dedup_window.count,
+                                  max_groups_);
   members_ = reinterpret_cast<MemberRow*>(base + g.members_offset);
+  topic_ = max_groups_ != 0 ? base + g.topic_offset : nullptr;
   ring_ = base + g.ring_offset;
   dedup_ = o.dedup_window.count == 0
                ? DedupTable()

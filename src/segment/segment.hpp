@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -36,7 +37,9 @@ class Segment {
   static Result<std::shared_ptr<Segment>> create(std::string_view name,
                                                  const QueueOptions& options,
                                                  std::uint64_t base_position = 0,
-                                                 std::span<const std::pair<std::uint64_t, std::uint64_t>> recovered_ids = {});
+                                                 std::span<const std::pair<std::uint64_t, std::uint64_t>> recovered_ids = {},
+                                                 std::uint32_t topic_groups = 0,
+                                                 const std::function<void(Segment&)>& before_publish = {});
   static Result<std::shared_ptr<Segment>> open(std::string_view name);
   static VoidResult remove(std::string_view name);
 
@@ -146,6 +149,11 @@ class Segment {
   // 100,000-id window, several microseconds each here).
   void prefault_dedup() noexcept;
   const DedupTable& dedup() const noexcept { return dedup_; }
+  // Topics (issue 15): true for a topic's segment; its group table (topic/topic_layout.hpp)
+  // and its number of group rows. Queue::open refuses a topic, Topic::open a queue.
+  bool is_topic() const noexcept { return max_groups_ != 0; }
+  std::uint32_t max_groups() const noexcept { return max_groups_; }
+  std::byte* topic_region() const noexcept { return topic_; }
 
   std::uint32_t max_priority() const noexcept { return max_priority_; }
   std::uint32_t priority_level() const noexcept { return priority_level_; }
@@ -197,7 +205,7 @@ class Segment {
   // adopts them; empty on success, else what is wrong.
   std::string load_geometry();
   // Takes geometry and policy from validated values (never from shared memory).
-  void adopt(const QueueOptions& o, std::uint32_t flags) noexcept;
+  void adopt(const QueueOptions& o, std::uint32_t flags, std::uint32_t max_groups = 0) noexcept;
   // A level > 0: maps its base segment (base_), if it exists and is this queue's.
   void link_base() noexcept;
 
@@ -209,6 +217,8 @@ class Segment {
   MemberRow* members_ = nullptr;
   std::byte* ring_ = nullptr;
   DedupTable dedup_;
+  std::byte* topic_ = nullptr;
+  std::uint32_t max_groups_ = 0;
   std::uint32_t slot_count_ = 0;
   std::uint32_t slot_shift_ = 0;
   std::uint64_t mask_ = 0;
@@ -242,9 +252,11 @@ struct SegmentGeometry {
   std::uint64_t members_offset;
   std::uint64_t ring_offset;
   std::uint64_t dedup_offset;  // the dedup table (0: none)
+  std::uint64_t topic_offset;  // a topic's group table (0: a queue)
   std::uint64_t total_size;
 };
 SegmentGeometry compute_geometry(std::uint32_t slot_count, std::uint32_t slot_size,
-                                 std::uint32_t max_members, std::uint32_t dedup_count = 0) noexcept;
+                                 std::uint32_t max_members, std::uint32_t dedup_count = 0,
+                                 std::uint32_t topic_groups = 0) noexcept;
 
 }  // namespace shmq::detail

@@ -1,0 +1,56 @@
+// Internal entry points of the topic implementation (src/topic/topic.cpp) for shmqd, the
+// topic persister and tests.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "shmq/topic.hpp"
+
+#include "segment/segment.hpp"
+#include "topic/topic_layout.hpp"
+
+namespace shmq::detail {
+
+TopicHeader& topic_header(const Segment& s) noexcept;
+GroupRow& group_row(const Segment& s, std::uint32_t g) noexcept;
+std::atomic<std::uint64_t>& group_word(const Segment& s, std::uint32_t g, std::uint64_t pos) noexcept;
+std::atomic<std::uint64_t>& group_timer(const Segment& s, std::uint32_t g, std::uint64_t pos) noexcept;
+std::string group_name_of(const GroupRow& r);
+// Redelivers dead subscribers' holds and expired leases of group g; returns how many.
+std::uint64_t heal_group(Segment& s, std::uint32_t g) noexcept;
+// Everything Topic::heal does.
+std::uint64_t topic_heal(Segment& s) noexcept;
+// First position publishers may not claim now.
+std::uint64_t publish_limit(const Segment& s, int* blocking = nullptr) noexcept;
+
+}  // namespace shmq::detail
+
+namespace shmq::log {
+class Directory;
+}
+
+namespace shmq::detail {
+
+class TopicLogWriter;
+struct GroupMeta;
+
+// shmqd, after a reboot: creates the segment of durable topic `name` from its data dir: the
+// ring starts at `head` (the log's end, or past every group's saved position), every group
+// in `groups` at its saved position (floor; clamped to the log's first position), so that
+// subscribers replay from the log what the ring does not hold.
+Result<std::shared_ptr<Segment>> recreate_topic(const std::string& name, const TopicOptions& options,
+                                                std::uint64_t head, std::uint64_t log_first,
+                                                const std::vector<std::pair<GroupMeta, std::uint64_t>>& groups);
+
+// One persister pass over a durable topic: appends every committed position from
+// `persisted` on to the log (holes as hole records), fdatasyncs, then moves `persisted` and
+// wakes sync publishers; applies retention; rewrites the positions file when a group's floor
+// moved (`saved` holds what was last written). Returns positions persisted, or an error
+// (fail-stop: the caller stops persisting the topic).
+Result<std::uint64_t> persist_topic(Segment& s, TopicLogWriter& log, std::string& saved);
+
+}  // namespace shmq::detail

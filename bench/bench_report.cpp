@@ -231,6 +231,11 @@ std::string json_line(const Outcome& o, const Machine& m) {
     list("vs_one_group_reps", o.rep_vs_one_group, 3);
     list("vs_queue_per_subscriber_reps", o.rep_vs_queues, 3);
     list("vs_bare_per_subscriber_reps", o.rep_vs_bare, 3);
+    num("publisher_cpu_ns_per_msg", ok && o.pub_cpu_ns.valid, o.pub_cpu_ns.median, 1);
+    num("one_group_publisher_cpu_ns_per_msg", ok && o.one_group_pub_cpu_ns.valid, o.one_group_pub_cpu_ns.median, 1);
+    num("queue_per_subscriber_publisher_cpu_ns_per_msg", ok && o.queues_pub_cpu_ns.valid,
+        o.queues_pub_cpu_ns.median, 1);
+    num("bare_per_subscriber_publisher_cpu_ns_per_msg", ok && o.bare_pub_cpu_ns.valid, o.bare_pub_cpu_ns.median, 1);
     if (!o.detail.empty()) str("detail", o.detail);
   } else if (sc.kind == Kind::topic_roundtrip) {
     num("queue_p50_ns", ok && o.base_p50.valid, o.base_p50.median, 0);
@@ -524,6 +529,14 @@ void print_topics(std::FILE* out, const std::vector<Outcome>& all) {
       const std::string b = fixed(o->vs_bare.median, 2) + "x (" + reps_text(o->rep_vs_bare).substr(1) + ")";
       std::fprintf(out, "  %-28s %-26s %-26s %s\n", o->sc->name.c_str(), one.c_str(), q.c_str(), b.c_str());
     }
+    // What publishing costs the publisher itself, whoever it waits for.
+    std::fprintf(out, "  publisher CPU time per message published (user + system, spinning waits included; medians)\n");
+    std::fprintf(out, "  %-28s %9s %9s %9s %9s\n", "scenario", "topic", "1 group", "queue/sub", "bare/sub");
+    auto ns_or_dash = [](const Spread& v) { return v.valid ? human_ns(v.median) : std::string("-"); };
+    for (const Outcome* o : fanouts)
+      std::fprintf(out, "  %-28s %9s %9s %9s %9s\n", o->sc->name.c_str(), ns_or_dash(o->pub_cpu_ns).c_str(),
+                   ns_or_dash(o->one_group_pub_cpu_ns).c_str(), ns_or_dash(o->queues_pub_cpu_ns).c_str(),
+                   ns_or_dash(o->bare_pub_cpu_ns).c_str());
   }
   for (const Outcome* o : fanouts) {
     if (o->sc->groups != 4) continue;

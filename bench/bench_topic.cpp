@@ -17,6 +17,8 @@
 //
 // shmq/topic/rt/64B: ping-pong through two topics of one group each against two queues (the
 // runner of <transport>/rt), both in every repetition, the order alternating.
+#include <time.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -34,10 +36,18 @@ namespace shmq_bench {
 
 namespace {
 
+// CPU time (user + system) of the calling process so far.
+std::uint64_t process_cpu_ns() {
+  timespec ts{};
+  if (::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) fail("clock_gettime(CLOCK_PROCESS_CPUTIME_ID) failed");
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
 // Results of one fan-out run, in a MAP_SHARED mapping written by the children.
 struct FanShared {
   alignas(64) std::atomic<std::uint64_t> start_ns{0};    // publisher, after the start signal
   alignas(64) std::atomic<std::uint64_t> pub_end_ns{0};  // publisher, its last send returned
+  std::atomic<std::uint64_t> pub_cpu_ns{0};  // publisher: CPU time (user + system) meanwhile
   alignas(64) std::atomic<std::uint64_t> end_ns[kMaxFanout] = {};  // subscriber j: last ack
   std::atomic<std::uint64_t> received[kMaxFanout] = {};
 };
@@ -46,6 +56,7 @@ struct FanRun {
   double elapsed_s = 0;       // publisher's start to the last subscriber's last receive
   double pub_msgs_per_s = 0;  // messages published per second (start to last send's return)
   std::vector<double> sub_msgs_per_s;  // per subscriber: start to its last receive
+  double pub_cpu_ns_per_msg = 0;       // the publisher's CPU time per message published
   std::uint64_t switches = 0;
 };
 
@@ -83,12 +94,14 @@ FanRun fan_run(const std::string& what, const Fan& fan, int subs, std::size_t si
     std::vector<std::byte> buf(size, std::byte{0x5a});
     io.ready();
     io.wait_go();
+    const std::uint64_t cpu0 = process_cpu_ns();
     sh->start_ns.store(now_ns());
     for (std::uint64_t seq = 0; seq < count; ++seq) {
       put_tag(buf.data(), size, make_tag(0, seq));
       tx.send(buf.data(), size);
     }
     sh->pub_end_ns.store(now_ns());
+    sh->pub_cpu_ns.store(process_cpu_ns() - cpu0);
   });
   FanRun r;
   r.switches = g.run(kSetupTimeout, run_timeout(o, calibrated));
@@ -96,6 +109,7 @@ FanRun fan_run(const std::string& what, const Fan& fan, int subs, std::size_t si
   const std::uint64_t pub_end = sh->pub_end_ns.load();
   if (start == 0 || pub_end <= start) fail(what + ": no valid publisher start/end time");
   r.pub_msgs_per_s = static_cast<double>(count) / (static_cast<double>(pub_end - start) / 1e9);
+  r.pub_cpu_ns_per_msg = static_cast<double>(sh->pub_cpu_ns.load()) / static_cast<double>(count);
   std::uint64_t last = pub_end;
   for (int j = 0; j < subs; ++j) {
     if (sh->received[j].load() != count)
@@ -220,7 +234,13 @@ Outcome topic_fanout_scenario(const Scenario& sc, const Options& o) {
     r.switches_per_msg =
         static_cast<double>(res[kTopic].switches) / static_cast<double>(counts[kTopic]);
     r.group_msgs_per_s = res[kTopic].sub_msgs_per_s;
-    if (G > 1) r.one_group_msgs_per_s = res[kOneGroup].pub_msgs_per_s;
+    r.pub_cpu_ns_per_msg = res[kTopic].pub_cpu_ns_per_msg;
+    if (G > 1) {
+      r.one_group_msgs_per_s = res[kOneGroup].pub_msgs_per_s;
+      r.one_group_pub_cpu_ns_per_msg = res[kOneGroup].pub_cpu_ns_per_msg;
+    }
+    r.queues_pub_cpu_ns_per_msg = res[kQueues].pub_cpu_ns_per_msg;
+    r.bare_pub_cpu_ns_per_msg = res[kBare].pub_cpu_ns_per_msg;
     r.queues_msgs_per_s = res[kQueues].pub_msgs_per_s;
     r.queues_slowest_msgs_per_s = slowest(res[kQueues].sub_msgs_per_s);
     r.bare_msgs_per_s = res[kBare].pub_msgs_per_s;
@@ -230,13 +250,17 @@ Outcome topic_fanout_scenario(const Scenario& sc, const Options& o) {
   Outcome out = aggregate(sc, rs, counts[kTopic]);
   out.baseline_count = counts[kQueues];
   out.bare_count = counts[kBare];
-  std::vector<double> one_group, q, qs, b, bs, slow;
+  std::vector<double> one_group, q, qs, b, bs, cpu, cpu1, cpuq, cpub;
   std::vector<std::vector<double>> per_group(static_cast<std::size_t>(G));
   for (const RepResult& r : rs) {
     if (r.one_group_msgs_per_s > 0) {
       one_group.push_back(r.one_group_msgs_per_s);
       out.rep_vs_one_group.push_back(r.msgs_per_s / r.one_group_msgs_per_s);
     }
+    cpu.push_back(r.pub_cpu_ns_per_msg);
+    if (r.one_group_pub_cpu_ns_per_msg >= 0) cpu1.push_back(r.one_group_pub_cpu_ns_per_msg);
+    cpuq.push_back(r.queues_pub_cpu_ns_per_msg);
+    cpub.push_back(r.bare_pub_cpu_ns_per_msg);
     q.push_back(r.queues_msgs_per_s);
     qs.push_back(r.queues_slowest_msgs_per_s);
     b.push_back(r.bare_msgs_per_s);
@@ -257,6 +281,10 @@ Outcome topic_fanout_scenario(const Scenario& sc, const Options& o) {
   out.bare_msgs_per_s = spread_of(b);
   out.bare_slowest_msgs_per_s = spread_of(bs);
   out.slowest_group = spread_of(out.rep_slowest_group);
+  out.pub_cpu_ns = spread_of(cpu);
+  out.one_group_pub_cpu_ns = spread_of(cpu1);
+  out.queues_pub_cpu_ns = spread_of(cpuq);
+  out.bare_pub_cpu_ns = spread_of(cpub);
   for (const auto& v : per_group) out.group_msgs_per_s.push_back(spread_of(v).median);
 
   std::string d = "per group msgs/s (median):";
@@ -271,6 +299,10 @@ Outcome topic_fanout_scenario(const Scenario& sc, const Options& o) {
   if (G > 1) d += " / 1 group" + ratios_text(out.rep_vs_one_group) + ",";
   d += " / queue per subscriber" + ratios_text(out.rep_vs_queues) + ", / bare ring per subscriber" +
        ratios_text(out.rep_vs_bare);
+  d += "; publisher CPU per message (median): " + fixed(out.pub_cpu_ns.median, 0) + " ns";
+  if (G > 1) d += ", 1 group " + fixed(out.one_group_pub_cpu_ns.median, 0) + " ns";
+  d += ", queue per subscriber " + fixed(out.queues_pub_cpu_ns.median, 0) + " ns, bare ring per subscriber " +
+       fixed(out.bare_pub_cpu_ns.median, 0) + " ns";
   out.detail = d;
   return out;
 }

@@ -232,6 +232,7 @@ std::string json_line(const Outcome& o, const Machine& m) {
     list("vs_queue_per_subscriber_reps", o.rep_vs_queues, 3);
     list("vs_bare_per_subscriber_reps", o.rep_vs_bare, 3);
     num("publisher_cpu_ns_per_msg", ok && o.pub_cpu_ns.valid, o.pub_cpu_ns.median, 1);
+    num("subscribers_cpu_ns_per_msg", ok && o.subs_cpu_ns.valid, o.subs_cpu_ns.median, 1);
     num("one_group_publisher_cpu_ns_per_msg", ok && o.one_group_pub_cpu_ns.valid, o.one_group_pub_cpu_ns.median, 1);
     num("queue_per_subscriber_publisher_cpu_ns_per_msg", ok && o.queues_pub_cpu_ns.valid,
         o.queues_pub_cpu_ns.median, 1);
@@ -530,13 +531,25 @@ void print_topics(std::FILE* out, const std::vector<Outcome>& all) {
       std::fprintf(out, "  %-28s %-26s %-26s %s\n", o->sc->name.c_str(), one.c_str(), q.c_str(), b.c_str());
     }
     // What publishing costs the publisher itself, whoever it waits for.
-    std::fprintf(out, "  publisher CPU time per message published (user + system, spinning waits included; medians)\n");
-    std::fprintf(out, "  %-28s %9s %9s %9s %9s\n", "scenario", "topic", "1 group", "queue/sub", "bare/sub");
+    // And the topic's subscribers together: with more processes than cores, publisher +
+    // subscribers' CPU per message bounds the rate (cores / CPU per message).
+    std::fprintf(out,
+                 "  CPU time per message published (user + system, spinning waits included; medians):\n"
+                 "  the publisher's, in each variant; the topic's subscribers together; and the bound\n"
+                 "  that %ld cores put on the topic's rate: cores / (publisher + subscribers)\n",
+                 ::sysconf(_SC_NPROCESSORS_ONLN));
+    std::fprintf(out, "  %-28s %9s %9s %9s %9s %11s %11s\n", "scenario", "topic", "1 group", "queue/sub",
+                 "bare/sub", "topic subs", "CPU bound");
     auto ns_or_dash = [](const Spread& v) { return v.valid ? human_ns(v.median) : std::string("-"); };
-    for (const Outcome* o : fanouts)
-      std::fprintf(out, "  %-28s %9s %9s %9s %9s\n", o->sc->name.c_str(), ns_or_dash(o->pub_cpu_ns).c_str(),
-                   ns_or_dash(o->one_group_pub_cpu_ns).c_str(), ns_or_dash(o->queues_pub_cpu_ns).c_str(),
-                   ns_or_dash(o->bare_pub_cpu_ns).c_str());
+    const double cores = static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN));
+    for (const Outcome* o : fanouts) {
+      const double per_msg = o->pub_cpu_ns.median + o->subs_cpu_ns.median;
+      const std::string bound = per_msg > 0 ? si(cores * 1e9 / per_msg) + "/s" : std::string("-");
+      std::fprintf(out, "  %-28s %9s %9s %9s %9s %11s %11s\n", o->sc->name.c_str(),
+                   ns_or_dash(o->pub_cpu_ns).c_str(), ns_or_dash(o->one_group_pub_cpu_ns).c_str(),
+                   ns_or_dash(o->queues_pub_cpu_ns).c_str(), ns_or_dash(o->bare_pub_cpu_ns).c_str(),
+                   ns_or_dash(o->subs_cpu_ns).c_str(), bound.c_str());
+    }
   }
   for (const Outcome* o : fanouts) {
     if (o->sc->groups != 4) continue;

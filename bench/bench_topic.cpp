@@ -50,6 +50,7 @@ struct FanShared {
   std::atomic<std::uint64_t> pub_cpu_ns{0};  // publisher: CPU time (user + system) meanwhile
   alignas(64) std::atomic<std::uint64_t> end_ns[kMaxFanout] = {};  // subscriber j: last ack
   std::atomic<std::uint64_t> received[kMaxFanout] = {};
+  std::atomic<std::uint64_t> cpu_ns[kMaxFanout] = {};  // subscriber j: CPU time from go to end
 };
 
 struct FanRun {
@@ -57,6 +58,7 @@ struct FanRun {
   double pub_msgs_per_s = 0;  // messages published per second (start to last send's return)
   std::vector<double> sub_msgs_per_s;  // per subscriber: start to its last receive
   double pub_cpu_ns_per_msg = 0;       // the publisher's CPU time per message published
+  double subs_cpu_ns_per_msg = 0;      // all subscribers' CPU time per message published
   std::uint64_t switches = 0;
 };
 
@@ -84,8 +86,10 @@ FanRun fan_run(const std::string& what, const Fan& fan, int subs, std::size_t si
       };
       io.ready();
       io.wait_go();
+      const std::uint64_t cpu0 = process_cpu_ns();
       while (next < count) rx.receive(check, std::chrono::milliseconds(20));
       sh->end_ns[j].store(now_ns());
+      sh->cpu_ns[j].store(process_cpu_ns() - cpu0);
       sh->received[j].store(next);
     });
   }
@@ -117,6 +121,7 @@ FanRun fan_run(const std::string& what, const Fan& fan, int subs, std::size_t si
            std::to_string(sh->received[j].load()) + " of " + std::to_string(count));
     const std::uint64_t end = sh->end_ns[j].load();
     if (end <= start) fail(what + ": no valid end time for subscriber " + std::to_string(j));
+    r.subs_cpu_ns_per_msg += static_cast<double>(sh->cpu_ns[j].load()) / static_cast<double>(count);
     r.sub_msgs_per_s.push_back(static_cast<double>(count) / (static_cast<double>(end - start) / 1e9));
     last = std::max(last, end);
   }
@@ -235,6 +240,7 @@ Outcome topic_fanout_scenario(const Scenario& sc, const Options& o) {
         static_cast<double>(res[kTopic].switches) / static_cast<double>(counts[kTopic]);
     r.group_msgs_per_s = res[kTopic].sub_msgs_per_s;
     r.pub_cpu_ns_per_msg = res[kTopic].pub_cpu_ns_per_msg;
+    r.subs_cpu_ns_per_msg = res[kTopic].subs_cpu_ns_per_msg;
     if (G > 1) {
       r.one_group_msgs_per_s = res[kOneGroup].pub_msgs_per_s;
       r.one_group_pub_cpu_ns_per_msg = res[kOneGroup].pub_cpu_ns_per_msg;
@@ -250,7 +256,7 @@ Outcome topic_fanout_scenario(const Scenario& sc, const Options& o) {
   Outcome out = aggregate(sc, rs, counts[kTopic]);
   out.baseline_count = counts[kQueues];
   out.bare_count = counts[kBare];
-  std::vector<double> one_group, q, qs, b, bs, cpu, cpu1, cpuq, cpub;
+  std::vector<double> one_group, q, qs, b, bs, cpu, subs_cpu, cpu1, cpuq, cpub;
   std::vector<std::vector<double>> per_group(static_cast<std::size_t>(G));
   for (const RepResult& r : rs) {
     if (r.one_group_msgs_per_s > 0) {
@@ -258,6 +264,7 @@ Outcome topic_fanout_scenario(const Scenario& sc, const Options& o) {
       out.rep_vs_one_group.push_back(r.msgs_per_s / r.one_group_msgs_per_s);
     }
     cpu.push_back(r.pub_cpu_ns_per_msg);
+    subs_cpu.push_back(r.subs_cpu_ns_per_msg);
     if (r.one_group_pub_cpu_ns_per_msg >= 0) cpu1.push_back(r.one_group_pub_cpu_ns_per_msg);
     cpuq.push_back(r.queues_pub_cpu_ns_per_msg);
     cpub.push_back(r.bare_pub_cpu_ns_per_msg);
@@ -282,6 +289,7 @@ Outcome topic_fanout_scenario(const Scenario& sc, const Options& o) {
   out.bare_slowest_msgs_per_s = spread_of(bs);
   out.slowest_group = spread_of(out.rep_slowest_group);
   out.pub_cpu_ns = spread_of(cpu);
+  out.subs_cpu_ns = spread_of(subs_cpu);
   out.one_group_pub_cpu_ns = spread_of(cpu1);
   out.queues_pub_cpu_ns = spread_of(cpuq);
   out.bare_pub_cpu_ns = spread_of(cpub);
@@ -299,7 +307,8 @@ Outcome topic_fanout_scenario(const Scenario& sc, const Options& o) {
   if (G > 1) d += " / 1 group" + ratios_text(out.rep_vs_one_group) + ",";
   d += " / queue per subscriber" + ratios_text(out.rep_vs_queues) + ", / bare ring per subscriber" +
        ratios_text(out.rep_vs_bare);
-  d += "; publisher CPU per message (median): " + fixed(out.pub_cpu_ns.median, 0) + " ns";
+  d += "; CPU per message (median): subscribers together " + fixed(out.subs_cpu_ns.median, 0) +
+       " ns, publisher " + fixed(out.pub_cpu_ns.median, 0) + " ns";
   if (G > 1) d += ", 1 group " + fixed(out.one_group_pub_cpu_ns.median, 0) + " ns";
   d += ", queue per subscriber " + fixed(out.queues_pub_cpu_ns.median, 0) + " ns, bare ring per subscriber " +
        fixed(out.bare_pub_cpu_ns.median, 0) + " ns";

@@ -236,6 +236,8 @@ std::string json_line(const Outcome& o, const Machine& m) {
     num("one_group_publisher_cpu_ns_per_msg", ok && o.one_group_pub_cpu_ns.valid, o.one_group_pub_cpu_ns.median, 1);
     num("queue_per_subscriber_publisher_cpu_ns_per_msg", ok && o.queues_pub_cpu_ns.valid,
         o.queues_pub_cpu_ns.median, 1);
+    num("queue_per_subscriber_consumers_cpu_ns_per_msg", ok && o.queues_subs_cpu_ns.valid,
+        o.queues_subs_cpu_ns.median, 1);
     num("bare_per_subscriber_publisher_cpu_ns_per_msg", ok && o.bare_pub_cpu_ns.valid, o.bare_pub_cpu_ns.median, 1);
     if (!o.detail.empty()) str("detail", o.detail);
   } else if (sc.kind == Kind::topic_roundtrip) {
@@ -535,20 +537,22 @@ void print_topics(std::FILE* out, const std::vector<Outcome>& all) {
     // subscribers' CPU per message bounds the rate (cores / CPU per message).
     std::fprintf(out,
                  "  CPU time per message published (user + system, spinning waits included; medians):\n"
-                 "  the publisher's, in each variant; the topic's subscribers together; and the bound\n"
-                 "  that %ld cores put on the topic's rate: cores / (publisher + subscribers)\n",
+                 "  the publisher's, in each variant; the topic's subscribers together and the queues'\n"
+                 "  consumers together; and the bound that %ld cores put on the topic's rate:\n"
+                 "  cores / (publisher + subscribers)\n",
                  ::sysconf(_SC_NPROCESSORS_ONLN));
-    std::fprintf(out, "  %-28s %9s %9s %9s %9s %11s %11s\n", "scenario", "topic", "1 group", "queue/sub",
-                 "bare/sub", "topic subs", "CPU bound");
+    std::fprintf(out, "  %-28s %9s %9s %9s %9s %10s %10s %10s\n", "scenario", "topic", "1 group",
+                 "queue/sub", "bare/sub", "topic subs", "queue cons", "CPU bound");
     auto ns_or_dash = [](const Spread& v) { return v.valid ? human_ns(v.median) : std::string("-"); };
     const double cores = static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN));
     for (const Outcome* o : fanouts) {
       const double per_msg = o->pub_cpu_ns.median + o->subs_cpu_ns.median;
       const std::string bound = per_msg > 0 ? si(cores * 1e9 / per_msg) + "/s" : std::string("-");
-      std::fprintf(out, "  %-28s %9s %9s %9s %9s %11s %11s\n", o->sc->name.c_str(),
+      std::fprintf(out, "  %-28s %9s %9s %9s %9s %10s %10s %10s\n", o->sc->name.c_str(),
                    ns_or_dash(o->pub_cpu_ns).c_str(), ns_or_dash(o->one_group_pub_cpu_ns).c_str(),
                    ns_or_dash(o->queues_pub_cpu_ns).c_str(), ns_or_dash(o->bare_pub_cpu_ns).c_str(),
-                   ns_or_dash(o->subs_cpu_ns).c_str(), bound.c_str());
+                   ns_or_dash(o->subs_cpu_ns).c_str(), ns_or_dash(o->queues_subs_cpu_ns).c_str(),
+                   bound.c_str());
     }
   }
   for (const Outcome* o : fanouts) {

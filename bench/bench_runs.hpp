@@ -141,6 +141,7 @@ struct RepResult {
   double subs_cpu_ns_per_msg = -1;  // the topic's subscribers together, per message
   double one_group_pub_cpu_ns_per_msg = -1;
   double queues_pub_cpu_ns_per_msg = -1;
+  double queues_subs_cpu_ns_per_msg = -1;  // one queue per subscriber: its consumers together
   double bare_pub_cpu_ns_per_msg = -1;
 };
 
@@ -179,7 +180,8 @@ struct Outcome {
   Spread vs_one_group, vs_queues, vs_bare, one_group_msgs_per_s, queues_msgs_per_s,
       queues_slowest_msgs_per_s, bare_msgs_per_s, bare_slowest_msgs_per_s, slowest_group;
   // topic_fanout: the publisher's CPU time per message, topic and baselines (medians).
-  Spread pub_cpu_ns, subs_cpu_ns, one_group_pub_cpu_ns, queues_pub_cpu_ns, bare_pub_cpu_ns;
+  Spread pub_cpu_ns, subs_cpu_ns, one_group_pub_cpu_ns, queues_pub_cpu_ns, queues_subs_cpu_ns,
+      bare_pub_cpu_ns;
   std::vector<double> group_msgs_per_s;  // median per group
   std::uint64_t baseline_count = 0;      // topic_fanout: messages per baseline run (queues)
   std::uint64_t bare_count = 0;          // ... and per bare-ring run

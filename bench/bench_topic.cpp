@@ -246,6 +246,7 @@ Outcome topic_fanout_scenario(const Scenario& sc, const Options& o) {
       r.one_group_pub_cpu_ns_per_msg = res[kOneGroup].pub_cpu_ns_per_msg;
     }
     r.queues_pub_cpu_ns_per_msg = res[kQueues].pub_cpu_ns_per_msg;
+    r.queues_subs_cpu_ns_per_msg = res[kQueues].subs_cpu_ns_per_msg;
     r.bare_pub_cpu_ns_per_msg = res[kBare].pub_cpu_ns_per_msg;
     r.queues_msgs_per_s = res[kQueues].pub_msgs_per_s;
     r.queues_slowest_msgs_per_s = slowest(res[kQueues].sub_msgs_per_s);
@@ -256,7 +257,7 @@ Outcome topic_fanout_scenario(const Scenario& sc, const Options& o) {
   Outcome out = aggregate(sc, rs, counts[kTopic]);
   out.baseline_count = counts[kQueues];
   out.bare_count = counts[kBare];
-  std::vector<double> one_group, q, qs, b, bs, cpu, subs_cpu, cpu1, cpuq, cpub;
+  std::vector<double> one_group, q, qs, b, bs, cpu, subs_cpu, cpu1, cpuq, subs_cpuq, cpub;
   std::vector<std::vector<double>> per_group(static_cast<std::size_t>(G));
   for (const RepResult& r : rs) {
     if (r.one_group_msgs_per_s > 0) {
@@ -267,6 +268,7 @@ Outcome topic_fanout_scenario(const Scenario& sc, const Options& o) {
     subs_cpu.push_back(r.subs_cpu_ns_per_msg);
     if (r.one_group_pub_cpu_ns_per_msg >= 0) cpu1.push_back(r.one_group_pub_cpu_ns_per_msg);
     cpuq.push_back(r.queues_pub_cpu_ns_per_msg);
+    subs_cpuq.push_back(r.queues_subs_cpu_ns_per_msg);
     cpub.push_back(r.bare_pub_cpu_ns_per_msg);
     q.push_back(r.queues_msgs_per_s);
     qs.push_back(r.queues_slowest_msgs_per_s);
@@ -292,6 +294,7 @@ Outcome topic_fanout_scenario(const Scenario& sc, const Options& o) {
   out.subs_cpu_ns = spread_of(subs_cpu);
   out.one_group_pub_cpu_ns = spread_of(cpu1);
   out.queues_pub_cpu_ns = spread_of(cpuq);
+  out.queues_subs_cpu_ns = spread_of(subs_cpuq);
   out.bare_pub_cpu_ns = spread_of(cpub);
   for (const auto& v : per_group) out.group_msgs_per_s.push_back(spread_of(v).median);
 
@@ -310,7 +313,8 @@ Outcome topic_fanout_scenario(const Scenario& sc, const Options& o) {
   d += "; CPU per message (median): subscribers together " + fixed(out.subs_cpu_ns.median, 0) +
        " ns, publisher " + fixed(out.pub_cpu_ns.median, 0) + " ns";
   if (G > 1) d += ", 1 group " + fixed(out.one_group_pub_cpu_ns.median, 0) + " ns";
-  d += ", queue per subscriber " + fixed(out.queues_pub_cpu_ns.median, 0) + " ns, bare ring per subscriber " +
+  d += ", queue per subscriber " + fixed(out.queues_pub_cpu_ns.median, 0) + " ns (its consumers together " +
+       fixed(out.queues_subs_cpu_ns.median, 0) + " ns), bare ring per subscriber " +
        fixed(out.bare_pub_cpu_ns.median, 0) + " ns";
   out.detail = d;
   return out;

@@ -32,8 +32,10 @@ int section_of(const Scenario& sc) {
     case Kind::checksum_cost:
     case Kind::dedup_cost:
     case Kind::priority_cost:
-    case Kind::properties_cost: return 0;
-    case Kind::roundtrip: return 1;
+    case Kind::properties_cost:
+    case Kind::topic_fanout: return 0;
+    case Kind::roundtrip:
+    case Kind::topic_roundtrip: return 1;
     case Kind::priority_latency: return 4;
     case Kind::persist:
     case Kind::sync_senders: return 3;
@@ -127,13 +129,15 @@ std::string json_line(const Outcome& o, const Machine& m) {
                                           sc.kind == Kind::checksum_cost ||
                                           sc.kind == Kind::dedup_cost ||
                                           sc.kind == Kind::priority_cost ||
-                                          sc.kind == Kind::properties_cost))
+                                          sc.kind == Kind::properties_cost ||
+                                          sc.kind == Kind::topic_fanout))
     str("mode", sc.batch ? "batch" : "ack");
   else if (sc.kind == Kind::persist) str("mode", sc.batch ? "batch" : "send");
   else if (sc.kind == Kind::sync_senders) str("mode", "send");
   else s += ",\"mode\":null";
   str("durability", disk ? std::string("n/a") : std::string(shmq::to_string(sc.durability)));
-  const bool lat_kind = sc.kind == Kind::roundtrip || sc.kind == Kind::priority_latency;
+  const bool lat_kind = sc.kind == Kind::roundtrip || sc.kind == Kind::priority_latency ||
+                        sc.kind == Kind::topic_roundtrip;
   const bool tp = ok && !lat_kind;
   const bool rt = ok && lat_kind;
   num("msgs_per_s", tp && sc.kind != Kind::disk_dd, o.msgs_per_s.median, 0);
@@ -210,6 +214,40 @@ std::string json_line(const Outcome& o, const Machine& m) {
     list("queued_p1_reps", o.rep_queued_p1, 0);
     list("queued_p50_reps", o.rep_queued_p50, 0);
     if (!o.detail.empty()) str("detail", o.detail);
+  } else if (sc.kind == Kind::topic_fanout) {
+    // Publisher rates (messages published per second); ratios per repetition against the
+    // same repetition's baselines.
+    s += ",\"groups\":" + std::to_string(sc.groups);
+    num("slowest_group_msgs_per_s", ok && o.slowest_group.valid, o.slowest_group.median, 0);
+    list("group_msgs_per_s", o.group_msgs_per_s, 0);
+    num("one_group_msgs_per_s", ok && o.one_group_msgs_per_s.valid, o.one_group_msgs_per_s.median, 0);
+    num("queue_per_subscriber_msgs_per_s", ok && o.queues_msgs_per_s.valid, o.queues_msgs_per_s.median, 0);
+    num("queue_per_subscriber_slowest_msgs_per_s", ok && o.queues_slowest_msgs_per_s.valid,
+        o.queues_slowest_msgs_per_s.median, 0);
+    num("bare_per_subscriber_msgs_per_s", ok && o.bare_msgs_per_s.valid, o.bare_msgs_per_s.median, 0);
+    num("vs_one_group", ok && o.vs_one_group.valid, o.vs_one_group.median, 3);
+    num("vs_queue_per_subscriber", ok && o.vs_queues.valid, o.vs_queues.median, 3);
+    num("vs_bare_per_subscriber", ok && o.vs_bare.valid, o.vs_bare.median, 3);
+    list("vs_one_group_reps", o.rep_vs_one_group, 3);
+    list("vs_queue_per_subscriber_reps", o.rep_vs_queues, 3);
+    list("vs_bare_per_subscriber_reps", o.rep_vs_bare, 3);
+    num("publisher_cpu_ns_per_msg", ok && o.pub_cpu_ns.valid, o.pub_cpu_ns.median, 1);
+    num("subscribers_cpu_ns_per_msg", ok && o.subs_cpu_ns.valid, o.subs_cpu_ns.median, 1);
+    num("one_group_publisher_cpu_ns_per_msg", ok && o.one_group_pub_cpu_ns.valid, o.one_group_pub_cpu_ns.median, 1);
+    num("queue_per_subscriber_publisher_cpu_ns_per_msg", ok && o.queues_pub_cpu_ns.valid,
+        o.queues_pub_cpu_ns.median, 1);
+    num("queue_per_subscriber_consumers_cpu_ns_per_msg", ok && o.queues_subs_cpu_ns.valid,
+        o.queues_subs_cpu_ns.median, 1);
+    num("bare_per_subscriber_publisher_cpu_ns_per_msg", ok && o.bare_pub_cpu_ns.valid, o.bare_pub_cpu_ns.median, 1);
+    if (!o.detail.empty()) str("detail", o.detail);
+  } else if (sc.kind == Kind::topic_roundtrip) {
+    num("queue_p50_ns", ok && o.base_p50.valid, o.base_p50.median, 0);
+    num("queue_p99_ns", ok && o.base_p99.valid, o.base_p99.median, 0);
+    num("queue_p999_ns", ok && o.base_p999.valid, o.base_p999.median, 0);
+    num("queue_max_ns", ok && o.base_max.valid, o.base_max.median, 0);
+    list("p50_vs_queue_reps", o.rep_p50_vs_baseline, 3);
+    list("p99_vs_queue_reps", o.rep_p99_vs_baseline, 3);
+    if (!o.detail.empty()) str("detail", o.detail);
   } else if (!o.detail.empty()) {
     str("shmqd", o.detail);
   }
@@ -225,6 +263,7 @@ namespace {
 
 void print_ratios(std::FILE* out, const std::vector<Outcome>& all);
 void print_priorities(std::FILE* out, const std::vector<Outcome>& all);
+void print_topics(std::FILE* out, const std::vector<Outcome>& all);
 void print_durability(std::FILE* out, const std::vector<Outcome>& all, const std::string& data_fs);
 
 // value vs goal: cmp > 0 means "at least", cmp < 0 "at most".
@@ -258,7 +297,8 @@ void print_targets(std::FILE* out, const std::vector<Outcome>& all, const std::s
     if (o.sc->transport == Transport::shmq && o.sc->durability == shmq::Durability::none &&
         o.sc->kind != Kind::checksum_cost && o.sc->kind != Kind::priority_cost &&
         o.sc->kind != Kind::dedup_cost && o.sc->kind != Kind::properties_cost &&
-        o.sc->kind != Kind::priority_latency)
+        o.sc->kind != Kind::priority_latency && o.sc->kind != Kind::topic_fanout &&
+        o.sc->kind != Kind::topic_roundtrip)
       any_none = true;
   if (any_none) print_ratios(out, all);
   print_durability(out, all, data_fs);
@@ -291,6 +331,7 @@ void print_targets(std::FILE* out, const std::vector<Outcome>& all, const std::s
     }
   }
   print_priorities(out, all);
+  print_topics(out, all);
 }
 
 namespace {
@@ -437,6 +478,114 @@ void print_priorities(std::FILE* out, const std::vector<Outcome>& all) {
                  human_ns(o.base_max.median).c_str(), "with / without backlog, per repetition",
                  r50.c_str(), r99.c_str(), "priority-0 taken after a probe was sent",
                  over.c_str(), "priority-0 still queued at a probe's receipt", queued.c_str());
+  }
+}
+
+// Topics (issue 15): per fan-out scenario the publisher's rate and its slowest group's, the
+// same repetitions' baselines, the ratios per repetition, and the two targets at 4 groups
+// (publisher with 4 groups >= 0.8x with 1 group; >= 3x one queue per subscriber); then the
+// round trip through topics against queues.
+void print_topics(std::FILE* out, const std::vector<Outcome>& all) {
+  bool header = false;
+  auto head = [&] {
+    if (!header)
+      std::fprintf(out,
+                   "\nTOPICS (1 publisher -> G reliable groups of one subscriber process each, 64 B,\n"
+                   "        receive + ack per message; publisher = messages published per second;\n"
+                   "        baselines and ratios from the same repetition)\n"
+                   "  %-28s %9s %-21s %9s %9s %9s %9s\n",
+                   "scenario", "publisher", "[min..max]", "slowest g", "1 group", "queue/sub",
+                   "bare/sub");
+    header = true;
+  };
+  auto med = [](const Spread& v) { return v.valid ? si(v.median) : std::string("-"); };
+  std::vector<const Outcome*> fanouts;
+  for (const Outcome& o : all) {
+    if (o.sc->kind != Kind::topic_fanout) continue;
+    head();
+    if (o.state != Outcome::State::ok) {
+      std::fprintf(out, "  %-28s %s\n", o.sc->name.c_str(),
+                   o.state == Outcome::State::skipped ? "skipped" : "FAILED");
+      continue;
+    }
+    fanouts.push_back(&o);
+    std::fprintf(out, "  %-28s %9s %-21s %9s %9s %9s %9s\n", o.sc->name.c_str(),
+                 si(o.msgs_per_s.median).c_str(), range(o.msgs_per_s, si).c_str(),
+                 med(o.slowest_group).c_str(), med(o.one_group_msgs_per_s).c_str(),
+                 med(o.queues_msgs_per_s).c_str(), med(o.bare_msgs_per_s).c_str());
+  }
+  auto reps_text = [](const std::vector<double>& v) {
+    std::string r;
+    for (const double x : v) r += " " + fixed(x, 2) + "x";
+    return r;
+  };
+  if (!fanouts.empty()) {
+    std::fprintf(out, "  publisher msgs/s ratios: median (per repetition)\n");
+    std::fprintf(out, "  %-28s %-26s %-26s %s\n", "scenario", "/ 1 group", "/ queue per subscriber",
+                 "/ bare ring per subscriber");
+    for (const Outcome* o : fanouts) {
+      const std::string one = o->vs_one_group.valid
+                                  ? fixed(o->vs_one_group.median, 2) + "x (" +
+                                        reps_text(o->rep_vs_one_group).substr(1) + ")"
+                                  : std::string("-");
+      const std::string q = fixed(o->vs_queues.median, 2) + "x (" + reps_text(o->rep_vs_queues).substr(1) + ")";
+      const std::string b = fixed(o->vs_bare.median, 2) + "x (" + reps_text(o->rep_vs_bare).substr(1) + ")";
+      std::fprintf(out, "  %-28s %-26s %-26s %s\n", o->sc->name.c_str(), one.c_str(), q.c_str(), b.c_str());
+    }
+    // What publishing costs the publisher itself, whoever it waits for.
+    // And the topic's subscribers together: with more processes than cores, publisher +
+    // subscribers' CPU per message bounds the rate (cores / CPU per message).
+    std::fprintf(out,
+                 "  CPU time per message published (user + system, spinning waits included; medians):\n"
+                 "  the publisher's, in each variant; the topic's subscribers together and the queues'\n"
+                 "  consumers together; and the bound that %ld cores put on the topic's rate:\n"
+                 "  cores / (publisher + subscribers)\n",
+                 ::sysconf(_SC_NPROCESSORS_ONLN));
+    std::fprintf(out, "  %-28s %9s %9s %9s %9s %10s %10s %10s\n", "scenario", "topic", "1 group",
+                 "queue/sub", "bare/sub", "topic subs", "queue cons", "CPU bound");
+    auto ns_or_dash = [](const Spread& v) { return v.valid ? human_ns(v.median) : std::string("-"); };
+    const double cores = static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN));
+    for (const Outcome* o : fanouts) {
+      const double per_msg = o->pub_cpu_ns.median + o->subs_cpu_ns.median;
+      const std::string bound = per_msg > 0 ? si(cores * 1e9 / per_msg) + "/s" : std::string("-");
+      std::fprintf(out, "  %-28s %9s %9s %9s %9s %10s %10s %10s\n", o->sc->name.c_str(),
+                   ns_or_dash(o->pub_cpu_ns).c_str(), ns_or_dash(o->one_group_pub_cpu_ns).c_str(),
+                   ns_or_dash(o->queues_pub_cpu_ns).c_str(), ns_or_dash(o->bare_pub_cpu_ns).c_str(),
+                   ns_or_dash(o->subs_cpu_ns).c_str(), ns_or_dash(o->queues_subs_cpu_ns).c_str(),
+                   bound.c_str());
+    }
+  }
+  for (const Outcome* o : fanouts) {
+    if (o->sc->groups != 4) continue;
+    auto target = [&](const char* what, const Spread& v, const std::vector<double>& reps, double goal) {
+      int met = 0;
+      for (const double x : reps)
+        if (x >= goal) ++met;
+      std::fprintf(out, "  %-48s %7.2fx   target >= %.1fx: %s (%d of %zu repetitions at or above)\n",
+                   what, v.median, goal, verdict(v.median, 1, goal).c_str(), met, reps.size());
+    };
+    target("4 groups: publisher / its 1-group rate", o->vs_one_group, o->rep_vs_one_group, 0.8);
+    target("4 groups: topic / one queue per subscriber", o->vs_queues, o->rep_vs_queues, 3.0);
+  }
+  for (const Outcome& o : all) {
+    if (o.sc->kind != Kind::topic_roundtrip) continue;
+    head();
+    const std::string what = "round trip " + o.sc->name;
+    if (o.state != Outcome::State::ok) {
+      std::fprintf(out, "  %-48s %s\n", what.c_str(),
+                   o.state == Outcome::State::skipped ? "skipped" : "FAILED");
+      continue;
+    }
+    std::fprintf(out,
+                 "  %-48s p50 %s p99 %s p99.9 %s (medians of repetitions)\n"
+                 "  %-48s p50 %s p99 %s p99.9 %s\n"
+                 "  %-48s p50%s; p99%s (no target)\n",
+                 ("round trip through topics (" + o.sc->name + ")").c_str(),
+                 human_ns(o.p50.median).c_str(), human_ns(o.p99.median).c_str(),
+                 human_ns(o.p999.median).c_str(), "round trip through queues, same run",
+                 human_ns(o.base_p50.median).c_str(), human_ns(o.base_p99.median).c_str(),
+                 human_ns(o.base_p999.median).c_str(), "topic / queue, per repetition",
+                 reps_text(o.rep_p50_vs_baseline).c_str(), reps_text(o.rep_p99_vs_baseline).c_str());
   }
 }
 

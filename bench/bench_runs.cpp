@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "bench_proc.hpp"
+#include "bench_topic.hpp"
 #include "bench_transports.hpp"
 
 namespace shmq_bench {
@@ -31,6 +32,8 @@ const char* to_string(Kind k) {
     case Kind::priority_cost: return "priority_cost";
     case Kind::priority_latency: return "priority_latency";
     case Kind::properties_cost: return "properties_cost";
+    case Kind::topic_fanout: return "topic_fanout";
+    case Kind::topic_roundtrip: return "topic_roundtrip";
   }
   return "?";
 }
@@ -211,6 +214,28 @@ std::vector<Scenario> all_scenarios() {
     l.name = "shmq/priority/latency/64B";
     v.push_back(l);
   }
+  // Topics (issue 15): 1 publisher -> 1, 2, 4, 8 reliable groups of one subscriber each,
+  // against one queue per subscriber and a bare ring per subscriber; round trip through
+  // topics against queues.
+  for (const int g : {1, 2, 4, 8}) {
+    Scenario f;
+    f.kind = Kind::topic_fanout;
+    f.transport = T::shmq;
+    f.producers = 1;
+    f.consumers = g;
+    f.groups = g;
+    f.size = 64;
+    f.name = "shmq/topic/fanout/1x" + std::to_string(g) + "/64B";
+    v.push_back(f);
+  }
+  {
+    Scenario r;
+    r.kind = Kind::topic_roundtrip;
+    r.transport = T::shmq;
+    r.size = 64;
+    r.name = "shmq/topic/rt/64B";
+    v.push_back(r);
+  }
   return v;
 }
 
@@ -218,11 +243,12 @@ std::vector<Scenario> all_scenarios() {
 
 namespace {
 
-constexpr auto kSetupTimeout = std::chrono::milliseconds(30'000);
 // persist scenarios: a ring that holds a whole run (256 MiB of 4 KiB messages, like dd's file).
 constexpr std::uint32_t kPersistSlots = 65536;
 
 bool durable(const Scenario& sc) { return sc.durability != shmq::Durability::none; }
+
+}  // namespace
 
 // Where calibration starts, and the whole count in --quick.
 std::uint64_t initial_count(const Scenario& sc) {
@@ -230,7 +256,7 @@ std::uint64_t initial_count(const Scenario& sc) {
   if (sc.kind == Kind::persist) return 4096;  // 16 MiB of 4 KiB messages
   if (sc.kind == Kind::sync_senders) return 32 * p;
   if (sc.kind == Kind::priority_latency) return 200;  // probes
-  if (sc.kind == Kind::roundtrip) {
+  if (sc.kind == Kind::roundtrip || sc.kind == Kind::topic_roundtrip) {
     if (sc.durability == shmq::Durability::sync) return 20;
     return sc.size > 4096 ? 500 : 2000;
   }
@@ -240,22 +266,28 @@ std::uint64_t initial_count(const Scenario& sc) {
   return n;
 }
 
+namespace {
+
 std::uint64_t min_count(const Scenario& sc) {
   if (sc.kind == Kind::persist) return 8192;
   if (sc.kind == Kind::sync_senders) return 64 * static_cast<std::uint64_t>(sc.producers);
   if (sc.kind == Kind::priority_latency) return 2000;
-  if (sc.kind == Kind::roundtrip) return sc.durability == shmq::Durability::sync ? 50 : 200;
+  if (sc.kind == Kind::roundtrip || sc.kind == Kind::topic_roundtrip)
+    return sc.durability == shmq::Durability::sync ? 50 : 200;
   return static_cast<std::uint64_t>(std::max(64, static_cast<int>(kBatch)) * sc.producers);
 }
 
 std::uint64_t max_count(const Scenario& sc) {
   if (sc.kind == Kind::persist) return kPersistSlots;  // the ring holds the whole run
   if (sc.kind == Kind::sync_senders) return kPersistSlots - 1024;  // never fills the ring
-  if (sc.kind == Kind::roundtrip) return 2'000'000;  // 16 MB of samples
+  if (sc.kind == Kind::roundtrip || sc.kind == Kind::topic_roundtrip)
+    return 2'000'000;  // 16 MB of samples
   // The baseline (no backlog) runs the same count, 3-10x slower (its consumer sleeps).
   if (sc.kind == Kind::priority_latency) return 100'000;
   return 400'000'000;
 }
+
+}  // namespace
 
 std::chrono::milliseconds run_timeout(const Options& o, bool calibrated) {
   if (!calibrated) return std::chrono::milliseconds(120'000);
@@ -292,7 +324,9 @@ Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t 
       mx.push_back(static_cast<double>(r.lat.back()));
     }
   }
-  if (sc.kind != Kind::roundtrip && sc.kind != Kind::priority_latency) {
+  const bool latency_kind = sc.kind == Kind::roundtrip || sc.kind == Kind::priority_latency ||
+                            sc.kind == Kind::topic_roundtrip;
+  if (!latency_kind) {
     out.msgs_per_s = spread_of(msgs);
     out.mb_per_s = spread_of(mb);
     out.switches_per_msg = spread_of(sw);
@@ -308,7 +342,7 @@ Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t 
     out.p999 = spread_of(p999);
     out.max = spread_of(mx);
     out.switches_per_msg = spread_of(sw);
-    if (sc.kind == Kind::priority_latency) {
+    if (sc.kind == Kind::priority_latency || sc.kind == Kind::topic_roundtrip) {
       std::vector<double> b50, b99, b999, bmx;
       for (const RepResult& r : rs) {
         if (r.baseline_lat.empty() || r.lat.empty()) continue;
@@ -345,18 +379,9 @@ Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t 
   return out;
 }
 
-// Calibrates the count so that one repetition takes about o.seconds (a few pilot runs, which
-// also warm up), then runs o.reps repetitions. --quick: one run of the initial count.
-Outcome measure(const Scenario& sc, const Options& o,
-                const std::function<RepResult(std::uint64_t, bool)>& rep) {
-  std::vector<RepResult> rs;
+std::uint64_t calibrate(const Scenario& sc, double target,
+                        const std::function<RepResult(std::uint64_t, bool)>& rep) {
   std::uint64_t n = initial_count(sc);
-  if (o.quick) {
-    rs.push_back(rep(n, false));
-    return aggregate(sc, rs, n);
-  }
-  // The disk bandwidth figure gets twice the time: it is compared with dd's 256 MiB.
-  const double target = sc.kind == Kind::persist ? 2 * o.seconds : o.seconds;
   const double pilot_min = std::max(0.05, target / 8);
   RepResult r = rep(n, false);
   for (int tries = 0; r.elapsed_s < pilot_min && tries < 6; ++tries) {
@@ -365,12 +390,29 @@ Outcome measure(const Scenario& sc, const Options& o,
     r = rep(n, false);
   }
   const double rate = static_cast<double>(n) / std::max(r.elapsed_s, 1e-9);
-  n = std::clamp(static_cast<std::uint64_t>(rate * target), min_count(sc), max_count(sc));
+  return std::clamp(static_cast<std::uint64_t>(rate * target), min_count(sc), max_count(sc));
+}
+
+// Calibrates the count so that one repetition takes about o.seconds (a few pilot runs, which
+// also warm up), then runs o.reps repetitions. --quick: one run of the initial count.
+Outcome measure(const Scenario& sc, const Options& o,
+                const std::function<RepResult(std::uint64_t, bool)>& rep) {
+  std::vector<RepResult> rs;
+  if (o.quick) {
+    const std::uint64_t n = initial_count(sc);
+    rs.push_back(rep(n, false));
+    return aggregate(sc, rs, n);
+  }
+  // The disk bandwidth figure gets twice the time: it is compared with dd's 256 MiB.
+  const double target = sc.kind == Kind::persist ? 2 * o.seconds : o.seconds;
+  const std::uint64_t n = calibrate(sc, target, rep);
   for (int i = 0; i < o.reps; ++i) rs.push_back(rep(n, true));
   return aggregate(sc, rs, n);
 }
 
-}  // namespace
+std::uint64_t warmup_for(std::uint64_t samples) {
+  return std::clamp<std::uint64_t>(samples / 10, 5, 20'000);
+}
 
 std::vector<std::uint64_t> shares_of(std::uint64_t count, int producers) {
   std::vector<std::uint64_t> s(static_cast<std::size_t>(producers));
@@ -602,10 +644,6 @@ RepResult finish_roundtrip(std::vector<std::uint64_t> lat, std::uint64_t switche
   r.switches_per_msg = lat.empty() ? 0 : static_cast<double>(switches) / static_cast<double>(lat.size());
   r.lat = std::move(lat);
   return r;
-}
-
-std::uint64_t warmup_for(std::uint64_t samples) {
-  return std::clamp<std::uint64_t>(samples / 10, 5, 20'000);
 }
 
 // A sends on `ping`; B receives (and acks) and sends the payload back on `pong`; A receives
@@ -1387,6 +1425,16 @@ Outcome disk_scenario(const Scenario& sc, const Options& o) {
 
 }  // namespace
 
+RepResult roundtrip_over(const Scenario& sc, ShmqChannel& ping, ShmqChannel& pong,
+                         std::uint64_t samples, bool calibrated, const Options& o) {
+  return roundtrip_rep(sc, ping, pong, samples, calibrated, o, {});
+}
+
+RepResult roundtrip_over(const Scenario& sc, TopicChannel& ping, TopicChannel& pong,
+                         std::uint64_t samples, bool calibrated, const Options& o) {
+  return roundtrip_rep(sc, ping, pong, samples, calibrated, o, {});
+}
+
 Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
   Outcome out;
   try {
@@ -1431,6 +1479,10 @@ Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
       out = priority_latency_scenario(sc, o);
     } else if (sc.kind == Kind::properties_cost) {
       out = properties_cost_scenario(sc, o);
+    } else if (sc.kind == Kind::topic_fanout) {
+      out = topic_fanout_scenario(sc, o);
+    } else if (sc.kind == Kind::topic_roundtrip) {
+      out = topic_roundtrip_scenario(sc, o);
     } else {
       out = disk_scenario(sc, o);
     }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -44,6 +45,12 @@ struct Options {
 // priority_latency: one-way latency of a top-priority probe sent behind a backlog of
 // 100,000 priority-0 messages that the producer keeps topped up while a consumer drains
 // it; each repetition also measures the same probes on the queue with no backlog.
+// topic_fanout (issue 15): one publisher process, `groups` reliable subscriber groups of one
+// subscriber process each (receive + ack per message); each repetition also runs, the order
+// rotating, the same topic shape with 1 group, one shmq queue per subscriber (the publisher
+// sends every message to each), and one bare SPSC ring per subscriber (bench_topic.cpp).
+// topic_roundtrip: ping-pong through two topics of one group each, against the same through
+// two queues, both in every repetition.
 enum class Kind {
   throughput,
   roundtrip,
@@ -55,7 +62,9 @@ enum class Kind {
   dedup_cost,
   priority_cost,
   priority_latency,
-  properties_cost
+  properties_cost,
+  topic_fanout,
+  topic_roundtrip
 };
 enum class Transport { shmq, bare, boost, pipe, unix_socket, moodycamel, disk };
 
@@ -83,6 +92,8 @@ struct Scenario {
   std::uint32_t priority_levels = 0;
   // shmq: message properties on every message: 0 none, 1 a few, 2 many (properties_cost).
   std::uint32_t properties = 0;
+  // topic_fanout: subscriber groups (one subscriber process each), 1..kMaxFanout.
+  int groups = 0;
 };
 
 
@@ -112,6 +123,26 @@ struct RepResult {
   std::vector<std::uint64_t> baseline_lat;
   std::vector<std::uint64_t> overtaken;   // sorted
   std::vector<std::uint64_t> queued;      // sorted
+  // topic_fanout: msgs_per_s is the topic publisher's rate (messages published per second,
+  // start to its last send's return). Per group (in group order): messages per second from
+  // the publisher's start to the group's last receive+ack. The same repetition's baselines,
+  // each a publisher rate: the topic with 1 group (-1 when groups == 1: msgs_per_s is it),
+  // one shmq queue per subscriber, one bare ring per subscriber; and their slowest
+  // subscriber's rate.
+  std::vector<double> group_msgs_per_s;
+  double one_group_msgs_per_s = -1;
+  double queues_msgs_per_s = -1;
+  double queues_slowest_msgs_per_s = -1;
+  double bare_msgs_per_s = -1;
+  double bare_slowest_msgs_per_s = -1;
+  // The publisher process's CPU time (user + system, waits that spin included) per message
+  // published: the topic's, and each baseline's (-1: not run).
+  double pub_cpu_ns_per_msg = -1;
+  double subs_cpu_ns_per_msg = -1;  // the topic's subscribers together, per message
+  double one_group_pub_cpu_ns_per_msg = -1;
+  double queues_pub_cpu_ns_per_msg = -1;
+  double queues_subs_cpu_ns_per_msg = -1;  // one queue per subscriber: its consumers together
+  double bare_pub_cpu_ns_per_msg = -1;
 };
 
 // A scenario's figures: the median of its repetitions, with min..max.
@@ -140,6 +171,20 @@ struct Outcome {
   std::vector<std::uint64_t> rep_overtaken_max, rep_queued_min, rep_queued_p1, rep_queued_p50;
   Spread p50, p99, p999, max;
   std::vector<std::uint64_t> distribution;  // sorted round trips of the median repetition
+  // topic_fanout, per repetition in order: the publisher's rate over the 1-group topic's, over
+  // one-queue-per-subscriber's and over the bare rings' (each of the same repetition); the
+  // slowest and fastest group's rate. Medians over repetitions: the baselines' publisher
+  // rates, the slowest group's rate, and each group's rate.
+  std::vector<double> rep_vs_one_group, rep_vs_queues, rep_vs_bare, rep_slowest_group,
+      rep_fastest_group;
+  Spread vs_one_group, vs_queues, vs_bare, one_group_msgs_per_s, queues_msgs_per_s,
+      queues_slowest_msgs_per_s, bare_msgs_per_s, bare_slowest_msgs_per_s, slowest_group;
+  // topic_fanout: the publisher's CPU time per message, topic and baselines (medians).
+  Spread pub_cpu_ns, subs_cpu_ns, one_group_pub_cpu_ns, queues_pub_cpu_ns, queues_subs_cpu_ns,
+      bare_pub_cpu_ns;
+  std::vector<double> group_msgs_per_s;  // median per group
+  std::uint64_t baseline_count = 0;      // topic_fanout: messages per baseline run (queues)
+  std::uint64_t bare_count = 0;          // ... and per bare-ring run
 };
 
 // What the durable scenarios need, and why they are skipped if they are.
@@ -151,6 +196,39 @@ struct DurableEnv {
 };
 
 Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env);
+
+// --- calibration, shared by the runners (bench_runs.cpp, bench_topic.cpp) --------------------
+
+inline constexpr auto kSetupTimeout = std::chrono::milliseconds(30'000);
+// How long the children of one run may take (pilots get longer: their count is a guess).
+std::chrono::milliseconds run_timeout(const Options& o, bool calibrated);
+// Where calibration starts, and the whole count in --quick.
+std::uint64_t initial_count(const Scenario& sc);
+// Pilot runs of `rep` from initial_count(sc), growing until one lasts target / 8; returns
+// the count that takes about `target` seconds at the last pilot's rate (clamped).
+std::uint64_t calibrate(const Scenario& sc, double target,
+                        const std::function<RepResult(std::uint64_t, bool)>& rep);
+// The medians and spreads of a scenario's repetitions.
+Outcome aggregate(const Scenario& sc, std::vector<RepResult>& rs, std::uint64_t count);
+// calibrate() to o.seconds, then o.reps repetitions, aggregated (--quick: one run).
+Outcome measure(const Scenario& sc, const Options& o,
+                const std::function<RepResult(std::uint64_t, bool)>& rep);
+// Round trips not timed at the start of a round-trip run.
+std::uint64_t warmup_for(std::uint64_t samples);
+
+// Ping-pong between two processes over `ping` and `pong`, `samples` timed round trips after
+// warmup_for(samples) untimed ones (the runner of the <transport>/rt scenarios).
+class ShmqChannel;
+class TopicChannel;
+RepResult roundtrip_over(const Scenario& sc, ShmqChannel& ping, ShmqChannel& pong,
+                         std::uint64_t samples, bool calibrated, const Options& o);
+RepResult roundtrip_over(const Scenario& sc, TopicChannel& ping, TopicChannel& pong,
+                         std::uint64_t samples, bool calibrated, const Options& o);
+
+// The topic family (bench_topic.cpp).
+inline constexpr int kMaxFanout = 8;  // topic_fanout: groups at most
+Outcome topic_fanout_scenario(const Scenario& sc, const Options& o);
+Outcome topic_roundtrip_scenario(const Scenario& sc, const Options& o);
 
 // --- shared between the runners and the in-process (moodycamel) baseline --------------------
 

@@ -77,7 +77,9 @@ void print_help() {
       "(QueueOptions::checksum on vs off, ratio per repetition), shmq/priority/1x1/64B/ack/levels-L\n"
       "(a 16-level queue, L levels used round-robin, vs no priorities, ratio per repetition),\n"
       "shmq/priority/latency/64B (a top-priority probe behind 100,000 priority-0 messages, vs no\n"
-      "backlog), disk/dd, disk/fsync-per-msg.\n"
+      "backlog), shmq/topic/fanout/1x<G>/64B (one publisher, G = 1, 2, 4, 8 reliable groups of one\n"
+      "subscriber each, vs 1 group, one queue per subscriber and a bare ring per subscriber),\n"
+      "shmq/topic/rt/64B (round trip through topics vs queues), disk/dd, disk/fsync-per-msg.\n"
       "Exit status: 0 ok (skipped durable scenarios included), 1 a scenario failed or the run\n"
       "was interrupted, 2 bad command line.\n",
       kProg);
@@ -226,7 +228,9 @@ int run(int argc, char** argv) {
 
   bool need_disk = false;
   bool need_durable = false;
+  bool need_topic = false;
   for (const Scenario* sc : selected) {
+    if (sc->kind == Kind::topic_fanout || sc->kind == Kind::topic_roundtrip) need_topic = true;
     if (sc->transport == Transport::disk) need_disk = true;
     if (sc->durability != shmq::Durability::none) need_durable = true;
   }
@@ -285,6 +289,18 @@ int run(int argc, char** argv) {
                "round trip: ping-pong between two processes, each round trip timed by the sender after\n"
                "            a warm-up; nearest-rank percentiles; samples per repetition\n",
                kBatch);
+  if (need_topic)
+    std::fprintf(out,
+                 "topics:     1024 slots (one per message), TopicOptions defaults otherwise (16 group\n"
+                 "            rows); reliable groups g0..g<G-1>, one subscriber process each, receive +\n"
+                 "            ack per message, each message copied out and checked (in order, exactly\n"
+                 "            once). Fan-out: every repetition runs the topic with G groups, with 1\n"
+                 "            group, one shmq queue per subscriber (the publisher sends each message to\n"
+                 "            every queue) and one bare ring per subscriber, the order rotating, each\n"
+                 "            calibrated to ~%.2f s; publisher = messages published per second (start\n"
+                 "            to its last send's return), group = start to its last receive+ack.\n"
+                 "            Round trip: two topics of one group vs two queues, every repetition\n",
+                 o.seconds / 2);
   if (need_durable || need_disk)
     std::fprintf(out,
                  "persist:    one producer fills a 64 Ki-slot ring while no consumer runs, timed until\n"

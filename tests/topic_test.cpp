@@ -72,7 +72,7 @@ GroupStats group_of(Topic& t, const std::string& g) {
   return {};
 }
 
-std::vector<std::uint64_t> drain_seqs(Topic& t, const char* group, std::size_t want,
+[[maybe_unused]] std::vector<std::uint64_t> drain_seqs(Topic& t, const char* group, std::size_t want,
                                       std::chrono::milliseconds wait = 5000ms) {
   auto s = t.subscriber(group).value();
   std::vector<std::uint64_t> got;

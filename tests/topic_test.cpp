@@ -958,6 +958,33 @@ TEST(Topic, BadOptionsAreRefusedWithAReason) {
   EXPECT_EQ(pub.send(std::string(64, 'x')), Status::ok);
 }
 
+// Processes creating the same group at once: exactly one succeeds, every round.
+TEST(Topic, ConcurrentCreatesOfOneGroupMakeOne) {
+  ScopedTopic t("topic-race", {.slot_count = 8, .max_groups = 8, .dead_letter = false});
+  const std::string name = t.name();
+  auto* ok = shared_array<std::atomic<std::uint32_t>>(1);
+  auto* go = shared_array<std::atomic<std::uint32_t>>(1);
+  for (int round = 0; round < 20; ++round) {
+    ok[0] = 0;
+    go[0] = 0;
+    const std::string g = "g" + std::to_string(round % 3);
+    std::vector<pid_t> kids;
+    for (int i = 0; i < 4; ++i)
+      kids.push_back(spawn([&] {
+        auto tt = Topic::open(name).value();
+        while (go[0].load() == 0) {
+        }
+        if (tt.create_group(g).ok()) ok[0].fetch_add(1);
+        return 0;
+      }));
+    go[0] = 1;
+    for (pid_t k : kids) EXPECT_EQ(wait_bounded(k, 30s), 0);
+    EXPECT_EQ(ok[0].load(), 1u) << "round " << round;
+    ASSERT_EQ(t->groups().size(), 1u);
+    ASSERT_TRUE(t->delete_group(g).ok());
+  }
+}
+
 TEST(Topic, DeletedGroupClosesItsSubscribers) {
   ScopedTopic t("topic-delete");
   ASSERT_TRUE(t->create_group("g").ok());

@@ -679,15 +679,28 @@ Result<GroupStats> Topic::create_group(std::string_view name, const GroupOptions
     if (!r.state.compare_exchange_strong(st, creating, std::memory_order_acq_rel)) continue;
     std::memset(r.name, 0, sizeof r.name);
     std::memcpy(r.name, name.data(), name.size());
-    // Another creator of the same name: the lower row wins, so exactly one survives.
+    // Another creator of the same name. Each writes its name, then (seq_cst) scans: of two
+    // concurrent creators at least one sees the other's name. A live row of that name, or
+    // a lower row creating it, wins over us; a higher row creating it is waited for (it
+    // either sees us and gives up, or became live: then we give up). Exactly one survives.
+    r.created_ns.fetch_add(0, std::memory_order_seq_cst);  // a full barrier after the name
     bool lost = false;
     for (std::uint32_t o2 = 0; o2 < s.max_groups() && !lost; ++o2) {
       if (o2 == g) continue;
-      const std::uint64_t w = group_row(s, o2).state.load(std::memory_order_acquire);
-      const auto status = group_status(w);
-      if (status == GroupStatus::free) continue;
-      if (status == GroupStatus::creating && o2 > g) continue;
-      if (group_name_of(group_row(s, o2)) == name) lost = true;
+      for (int waited = 0;; ++waited) {
+        const std::uint64_t w = group_row(s, o2).state.load(std::memory_order_seq_cst);
+        const auto status = group_status(w);
+        if (status == GroupStatus::free) break;
+        if (group_name_of(group_row(s, o2)) != name) break;
+        if (status != GroupStatus::creating || o2 < g) {
+          lost = true;
+          break;
+        }
+        // A higher row creating the same name: it resolves in microseconds (or its
+        // creator died: healing frees it). Bounded.
+        if (waited > 2000 || !process_alive(static_cast<pid_t>(group_creator(w)), 0)) break;
+        std::this_thread::sleep_for(std::chrono::microseconds(500));  // another creator's step
+      }
     }
     if (lost) {
       r.state.store(group_state(GroupStatus::free, 0, 0, gen), std::memory_order_release);

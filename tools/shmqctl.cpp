@@ -456,7 +456,7 @@ int main(int argc, char** argv) {
                       "Per group: a delivery not acked within this is redelivered; 0 = none");
   tcreate->add_option("--max-deliveries", tca.max_deliveries,
                       "Per group: dead-letter a message given back after this many deliveries "
-                      "(to TOPIC.GROUP.dlq); 0 = never");
+                      "(to TOPIC.GROUP.dlq); 0 = never; at most 4095");
   tcreate->add_flag("--no-dead-letter", tca.no_dead_letter,
                     "Drop messages over --max-deliveries instead of dead-lettering them");
   tcreate->add_option("--claim-timeout-ms", tca.claim_timeout_ms,

@@ -443,6 +443,20 @@ check "... Ctrl-C stops it with exit 0 and no error" test "$crc" -eq 0 -a ! -s "
 check "... nothing held, no subscriber left" \
   test "$(stat_field "$qt" "([g['in_flight'] for g in d['groups']], d['subscribers'])")" = "([0, 0, 0], 0)"
 
+# consume --reject on a topic: to the group's dead-letter queue, reason rejected.
+qtr="$p-topic-reject"
+expect_ok "topic create (reject)" "$ctl" topic create "$qtr" --slots 16 --slot-size 128
+expect_ok "... group create" "$ctl" group create "$qtr" g
+printf 'poison\n' | "$ctl" produce "$qtr"
+expect_ok "consume --group g --reject" "$ctl" consume "$qtr" --group g --count 1 --reject --timeout-ms 5000
+check "... writes the message" test "$out" = poison
+check "... the group counts it dead-lettered, nothing left" \
+  test "$(stat_field "$qtr" "[(g['lag'], g['dead_lettered']) for g in d['groups']]")" = "[(0, 1)]"
+expect_ok "peek the group's dead-letter queue" "$ctl" peek "$qtr.g.dlq"
+check "... holds it: a dead letter (magic SLDQ), reason 3 (rejected), the payload" \
+  test "$(printf '%s\n' "$out" | awk 'NR == 2 {print substr($NF, 1, 20), substr($NF, length($NF) - 5)}')" = 'SLDQ\x01\x00\x03\x00 poison'
+expect_ok "topic delete (reject)" "$ctl" topic delete "$qtr"
+
 # A lossy group a ring behind skips ahead and says how many it missed.
 expect_ok "topic create (16 slots, one lossy group)" "$ctl" topic create "$qt2" --slots 16 --slot-size 128
 expect_ok "... group create --policy lossy" "$ctl" group create "$qt2" fast --policy lossy

@@ -203,6 +203,20 @@ TEST(Topic, NackRedeliversToTheGroupAndDeadLettersAfterMaxDeliveries) {
   auto o = t->subscriber("other").value();
   ASSERT_EQ(o.try_receive(f), Status::ok);
   EXPECT_EQ(f.delivery_count(), 1u);
+  // reject: to "other"'s DLQ at once, reason rejected, its delivery count as delivered.
+  ASSERT_EQ(o.reject(f), Status::ok);
+  EXPECT_EQ(o.ack(f), Status::invalid);
+  auto odlq = Queue::open(t.name() + ".other.dlq").value();
+  auto oc = odlq.consumer().value();
+  Message om;
+  ASSERT_EQ(oc.try_receive(om), Status::ok);
+  auto odl = parse_dead_letter(om.data());
+  ASSERT_TRUE(odl.has_value());
+  EXPECT_EQ(odl->reason, DeadLetterReason::rejected);
+  EXPECT_EQ(odl->delivery_count, 1u);
+  (void)oc.ack(om);
+  EXPECT_EQ(group_of(*t, "other").dead_lettered, 1u);
+  EXPECT_EQ(group_of(*t, "other").lag, 0u);
   (void)Queue::remove(t.name() + ".g.dlq");
   (void)Queue::remove(t.name() + ".other.dlq");
 }

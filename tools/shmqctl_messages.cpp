@@ -551,9 +551,6 @@ int consume_topic(const ConsumeArgs& a, const std::string& group) {
   if (a.show_properties)
     fail(kExitUsage, "'" + a.queue + "' is a topic: topic messages have no properties "
                      "(drop --show-properties)");
-  if (a.reject)
-    fail(kExitUsage, "'" + a.queue + "' is a topic: --reject is not supported on topics yet "
-                     "(a subscriber cannot dead-letter a message at once)");
   shmq::Topic t = open_topic(a.queue);
   auto sub = t.subscriber(group);
   if (!sub.ok()) fail_topic(sub.error());
@@ -620,13 +617,17 @@ int consume_topic(const ConsumeArgs& a, const std::string& group) {
                              std::to_string(returned) + " unacked returned to the group");
     }
     for (std::size_t i = 0; i < n; ++i) {
-      const Status s = sub->ack(batch[i]);
+      // --reject: to the group's dead-letter queue (reason rejected) instead of an ack.
+      const Status s = a.reject ? sub->reject(batch[i]) : sub->ack(batch[i]);
+      if (s == Status::full)
+        fail(kExitRuntime, "reject failed: the dead-letter queue of group '" + group +
+                               "' is full; the message stays in the group");
       if (s == Status::lease_lost && !warned) {
         warn("message at position " + std::to_string(batch[i].position()) +
              " was taken back (lease expired) before it was acked: it will be delivered again");
         warned = true;
       } else if (s != Status::ok && s != Status::lease_lost) {
-        fail(kExitRuntime, "ack failed: " + status_text(s));
+        fail(kExitRuntime, std::string(a.reject ? "reject" : "ack") + " failed: " + status_text(s));
       }
     }
     got += n;

@@ -34,6 +34,7 @@
 #include <string_view>
 #include <vector>
 
+#include "shmq/dead_letter.hpp"
 #include "shmq/error.hpp"
 #include "shmq/producer.hpp"  // Bytes, as_bytes
 #include "shmq/queue.hpp"     // Durability
@@ -259,6 +260,10 @@ class Subscriber {
   // or after `delay`. A message given back max_deliveries times is dead-lettered.
   Status nack(Delivery& d, std::chrono::milliseconds delay = std::chrono::milliseconds(0));
   Status extend_lease(Delivery& d, std::chrono::milliseconds extension);
+  // Rejects the message: to the group's dead-letter queue at once, with reason `rejected`
+  // (dropped, counted as dead-lettered, on a topic without dead-lettering). Never blocks:
+  // Status::full if the DLQ cannot take it now (the message then stays held by you).
+  Status reject(Delivery& d);
   // Gives back every message this subscriber holds; returns how many.
   std::size_t release_all();
   void interrupt() noexcept;
@@ -273,7 +278,7 @@ class Subscriber {
              std::string group_name);
   Status take(Delivery& out, std::chrono::steady_clock::time_point deadline, bool wait);
   Status take_requeued(Delivery& out, bool lossy, bool& pending);
-  bool dead_letter(std::uint64_t pos, std::uint64_t held, bool lossy);
+  bool dead_letter(std::uint64_t pos, std::uint64_t held, bool lossy, DeadLetterReason reason);
   bool fill(bool lossy, std::uint64_t pos, std::uint64_t held, Delivery& out,
             std::uint64_t missed_before);
   int from_log(std::uint64_t pos, Delivery& out);
@@ -290,6 +295,7 @@ class Subscriber {
   std::uint64_t seen_requeue_ = 0;
   std::shared_ptr<std::atomic<bool>> interrupted_;
   std::shared_ptr<detail::TopicState> state_;  // dead-letter producer, heal pacing
+  Status last_dlq_status_ = Status::ok;
 };
 
 class Topic {

@@ -647,13 +647,27 @@ Result<GroupStats> Topic::create_group(std::string_view name, const GroupOptions
   if (find_group(s, name) >= 0)
     return topic_error(Errc::already_exists, "group '" + std::string(name) + "' of topic '" +
                                                   s.name() + "' already exists");
-  // The group's dead-letter queue, made before the group can deliver anything.
+  auto no_row = [&] {
+    return topic_error(Errc::no_space, "topic '" + s.name() + "' has no free group row (max " +
+                                           std::to_string(s.max_groups()) + ")");
+  };
+  bool any_free = false;
+  for (std::uint32_t g = 0; g < s.max_groups() && !any_free; ++g)
+    any_free = group_status(group_row(s, g).state.load(std::memory_order_acquire)) == GroupStatus::free;
+  if (!any_free) return no_row();
+  // The group's dead-letter queue, made before the group can deliver anything (and
+  // removed again if the group cannot be made after all).
+  bool made_dlq = false;
   if (s.dead_letter()) {
     auto d = Queue::create(dlq_name(s.name(), name), dlq_options(s));
     if (!d.ok() && d.error().code() != Errc::already_exists)
       return topic_error(d.error().code(), "cannot create the dead-letter queue of group '" +
                                                std::string(name) + "': " + d.error().message());
+    made_dlq = d.ok();
   }
+  auto undo_dlq = [&] {
+    if (made_dlq) (void)Queue::remove(dlq_name(s.name(), name));
+  };
   // Where it starts, checked before anything is claimed (and as late as can be: the
   // publishers run on meanwhile).
   const std::uint64_t head = s.header().tail.value.load(std::memory_order_acquire);
@@ -662,11 +676,13 @@ Result<GroupStats> Topic::create_group(std::string_view name, const GroupOptions
     start = earliest_position(s);
   } else if (o.start.kind == StartAt::Kind::position) {
     const std::uint64_t e = earliest_position(s);
-    if (o.start.position < e || o.start.position > head)
+    if (o.start.position < e || o.start.position > head) {
+      undo_dlq();
       return topic_error(Errc::invalid_argument,
                          "start position " + std::to_string(o.start.position) +
                              " is not retained: topic '" + s.name() + "' keeps positions " +
                              std::to_string(e) + " to " + std::to_string(head));
+    }
     start = o.start.position;
   }
   const std::uint32_t pid = static_cast<std::uint32_t>(::getpid());
@@ -738,6 +754,7 @@ Result<GroupStats> Topic::create_group(std::string_view name, const GroupOptions
       else w = d.error();
       if (!w.ok()) {
         r.state.store(group_state(GroupStatus::free, 0, 0, gen), std::memory_order_release);
+        undo_dlq();
         return topic_error(w.error().code(), "cannot save group '" + std::string(name) + "': " +
                                                  w.error().message());
       }
@@ -765,8 +782,8 @@ Result<GroupStats> Topic::create_group(std::string_view name, const GroupOptions
     }
     return group_stats(s, g, active);
   }
-  return topic_error(Errc::no_space, "topic '" + s.name() + "' has no free group row (max " +
-                                         std::to_string(s.max_groups()) + ")");
+  undo_dlq();
+  return no_row();
 }
 
 VoidResult Topic::delete_group(std::string_view name) {
@@ -1430,7 +1447,7 @@ Status Subscriber::take_requeued(Delivery& out, bool lossy, bool& pending) {
     }
     if (max_del != 0 && dc > max_del) {
       // Delivered max_deliveries times and given back again: dead-letter it.
-      if (!dead_letter(p, held, lossy)) pending = true;
+      if (!dead_letter(p, held, lossy, DeadLetterReason::max_deliveries)) pending = true;
       continue;
     }
     if (!fill(lossy, p, held, out, 0)) {
@@ -1449,7 +1466,8 @@ Status Subscriber::take_requeued(Delivery& out, bool lossy, bool& pending) {
 
 // Moves the message at `pos` (held by us with `held`) to the group's dead-letter queue, then
 // marks it done. If the DLQ cannot take it now, gives it back due in 1 s (false).
-bool Subscriber::dead_letter(std::uint64_t pos, std::uint64_t held, bool lossy) {
+bool Subscriber::dead_letter(std::uint64_t pos, std::uint64_t held, bool lossy,
+                             DeadLetterReason reason) {
   Segment& s = *seg_;
   GroupRow& r = group_row(s, group_);
   const std::uint32_t shift = s.slot_shift();
@@ -1489,8 +1507,11 @@ bool Subscriber::dead_letter(std::uint64_t pos, std::uint64_t held, bool lossy) 
       auto put = [&](std::size_t off, auto v) { std::memcpy(ts.buf.data() + off, &v, sizeof v); };
       put(0, kDeadLetterMagic);
       put(4, std::uint16_t{1});
-      put(6, static_cast<std::uint16_t>(DeadLetterReason::max_deliveries));
-      put(8, std::uint32_t{gword_deliveries(held)} - 1);
+      put(6, static_cast<std::uint16_t>(reason));
+      // Deliveries so far: a message past max_deliveries was claimed for the dead letter
+      // (one more than it was delivered); a rejected one is held by its last delivery.
+      put(8, std::uint32_t{gword_deliveries(held)} -
+                 (reason == DeadLetterReason::max_deliveries ? 1u : 0u));
       put(12, std::uint32_t{0});
       put(16, pos);
       put(24, copy.id());
@@ -1498,6 +1519,7 @@ bool Subscriber::dead_letter(std::uint64_t pos, std::uint64_t held, bool lossy) 
         std::memcpy(ts.buf.data() + kDeadLetterEnvelopeSize, copy.data().data(), copy.size());
       const Status st = ts.producer->try_send(ts.buf, copy.id());
       moved = st == Status::ok;
+      last_dlq_status_ = st;
       if (moved) {
         r.counters.dead_lettered.fetch_add(1, std::memory_order_relaxed);
       } else if (st != Status::full) {
@@ -1513,6 +1535,7 @@ bool Subscriber::dead_letter(std::uint64_t pos, std::uint64_t held, bool lossy) 
     advance_floor(s, group_);
     return true;
   }
+  if (reason == DeadLetterReason::rejected) return false;  // still held by the rejecter
   // The DLQ is full now: back to the group, due again in 1 s (its count not raised).
   std::atomic<std::uint64_t>& timer = group_timer(s, group_, pos);
   std::uint64_t t = timer.load(std::memory_order_acquire);
@@ -1571,6 +1594,23 @@ Status Subscriber::nack(Delivery& d, std::chrono::milliseconds delay) {
   r.requeue_epoch.value.fetch_add(1, std::memory_order_seq_cst);
   wake_waiters(s.header().consumers_wait, s.max_members());
   return Status::ok;
+}
+
+Status Subscriber::reject(Delivery& d) {
+  if (!seg_ || !d.held_ || d.seg_ != seg_ || d.group_ != group_ || d.group_gen_ != group_gen_)
+    return Status::invalid;
+  Segment& s = *seg_;
+  if (group_word(s, group_, d.position_).load(std::memory_order_acquire) != d.word_) {
+    d.held_ = false;
+    return Status::lease_lost;
+  }
+  const bool lossy = group_policy(group_row(s, group_).state.load(std::memory_order_acquire)) == 1;
+  last_dlq_status_ = Status::ok;
+  if (dead_letter(d.position_, d.word_, lossy, DeadLetterReason::rejected)) {
+    d.held_ = false;
+    return Status::ok;
+  }
+  return Status::full;  // the DLQ cannot take it now: still held by us
 }
 
 Status Subscriber::extend_lease(Delivery& d, std::chrono::milliseconds extension) {

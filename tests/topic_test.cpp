@@ -90,6 +90,30 @@ std::vector<std::uint64_t> iota_vec(std::uint64_t from, std::uint64_t to) {
   return v;
 }
 
+// Forks a subscriber of `group` that takes `count` messages, holds them unacked, and is
+// SIGKILLed by this function once it holds them all (reaped). False if it could not.
+bool kill_subscriber_holding(const std::string& topic, const char* group, std::size_t count) {
+  int fds[2];
+  if (::pipe(fds) != 0) return false;
+  const pid_t child = spawn([&] {
+    auto tt = Topic::open(topic).value();
+    auto s = tt.subscriber(group).value();
+    std::vector<Delivery> held(count);
+    for (auto& d : held)
+      if (s.try_receive(d) != Status::ok) return 1;
+    char c = 'x';
+    if (::write(fds[1], &c, 1) != 1) return 2;
+    for (;;) ::pause();
+  });
+  char c;
+  const bool holding = ::read(fds[0], &c, 1) == 1;
+  ::kill(child, SIGKILL);
+  const int rc = wait_exit(child);
+  ::close(fds[0]);
+  ::close(fds[1]);
+  return holding && rc == 128 + SIGKILL;
+}
+
 TEST(Topic, EveryGroupGetsEveryMessageOnce) {
   ScopedTopic t("topic-basic", {.slot_count = 8});
   ASSERT_TRUE(t->create_group("a").ok());
@@ -251,26 +275,9 @@ TEST(Topic, DeadSubscribersMessagesAreRedeliveredToItsGroup) {
   ASSERT_TRUE(t->create_group("h").ok());
   auto pub = t->publisher().value();
   for (std::uint64_t i = 0; i < 5; ++i) ASSERT_EQ(pub.send(seq_bytes(i)), Status::ok);
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
   const std::string name = t.name();
-  const pid_t child = spawn([&] {
-    auto tt = Topic::open(name).value();
-    auto s = tt.subscriber("g").value();
-    std::vector<Delivery> held(5);
-    for (auto& d : held)
-      if (s.try_receive(d) != Status::ok) return 1;
-    char c = 'x';
-    if (::write(fds[1], &c, 1) != 1) return 2;
-    for (;;) ::pause();
-  });
-  char c;
-  ASSERT_EQ(::read(fds[0], &c, 1), 1);
+  ASSERT_TRUE(kill_subscriber_holding(name, "g", 5));
   EXPECT_EQ(group_of(*t, "g").in_flight, 5u);
-  ::kill(child, SIGKILL);
-  EXPECT_EQ(wait_exit(child), 128 + SIGKILL);
-  ::close(fds[0]);
-  ::close(fds[1]);
   auto s = t->subscriber("g").value();
   std::set<std::uint64_t> got;
   Delivery d;
@@ -653,25 +660,8 @@ TEST(Topic, ShmqdHealsATopicOnItsOwn) {
     auto pub = t->publisher().value();
     for (std::uint64_t i = 0; i < 3; ++i) ASSERT_EQ(pub.send(seq_bytes(i)), Status::ok);
   }
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
   const std::string name = t.name();
-  const pid_t child = spawn([&] {
-    auto tt = Topic::open(name).value();
-    auto s = tt.subscriber("g").value();
-    std::vector<Delivery> held(3);
-    for (auto& d : held)
-      if (s.try_receive(d) != Status::ok) return 1;
-    char c = 'x';
-    if (::write(fds[1], &c, 1) != 1) return 2;
-    for (;;) ::pause();
-  });
-  char c;
-  ASSERT_EQ(::read(fds[0], &c, 1), 1);
-  ::kill(child, SIGKILL);
-  EXPECT_EQ(wait_exit(child), 128 + SIGKILL);
-  ::close(fds[0]);
-  ::close(fds[1]);
+  ASSERT_TRUE(kill_subscriber_holding(name, "g", 3));
   EXPECT_EQ(group_of(*t, "g").requeued, 0u);
   test::TempDir dir;
   test::Daemon d(dir.path(), name, dir.path() + "/shmqd.log", dir.path() + "/metrics.prom");

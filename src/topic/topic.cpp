@@ -83,6 +83,24 @@ std::atomic<std::uint64_t>& group_timer(const Segment& s, std::uint32_t g, std::
 
 std::uint64_t now_ms() noexcept { return monotonic_coarse_ns() / 1'000'000; }
 
+// The queue options a topic's segment is made with (geometry, policy, durability).
+QueueOptions topic_segment_options(const TopicOptions& o) {
+  QueueOptions q;
+  q.slot_count = o.slot_count;
+  q.slot_size = o.slot_size;
+  q.max_members = o.max_members;
+  q.mode = o.mode;
+  q.lease = o.lease;
+  q.max_deliveries = o.max_deliveries;
+  q.dead_letter = o.dead_letter;
+  q.claim_timeout = o.claim_timeout;
+  q.durability = o.durability;
+  q.data_dir = o.data_dir;
+  q.flush_interval = o.flush_interval;
+  return q;
+}
+
+
 std::string group_name_of(const GroupRow& r) {
   char n[kGroupNameField];
   std::memcpy(n, r.name, sizeof n);
@@ -387,21 +405,6 @@ void racy_copy(std::byte* dst, const std::byte* src, std::size_t n) noexcept {
   for (; i < n; ++i) dst[i] = static_cast<std::byte>(__atomic_load_n(reinterpret_cast<const unsigned char*>(src + i), __ATOMIC_RELAXED));
 }
 
-QueueOptions segment_options(const TopicOptions& o) {
-  QueueOptions q;
-  q.slot_count = o.slot_count;
-  q.slot_size = o.slot_size;
-  q.max_members = o.max_members;
-  q.mode = o.mode;
-  q.lease = o.lease;
-  q.max_deliveries = o.max_deliveries;
-  q.dead_letter = o.dead_letter;
-  q.claim_timeout = o.claim_timeout;
-  q.durability = o.durability;
-  q.data_dir = o.data_dir;
-  q.flush_interval = o.flush_interval;
-  return q;
-}
 
 // A group's dead-letter queue: the topic's slots, room for the 32-byte envelope.
 QueueOptions dlq_options(const Segment& s) {
@@ -465,7 +468,7 @@ Result<Topic> Topic::create(std::string_view name, const TopicOptions& o) {
                            " characters (room is kept for its groups' dead-letter queues "
                            "'<topic>.<group>.dlq')");
   if (auto e = Queue::validate_name(name); !e.empty()) return topic_error(Errc::invalid_argument, e);
-  QueueOptions q = segment_options(o);
+  QueueOptions q = topic_segment_options(o);
   if (auto e = Segment::validate_options(q); !e.empty())
     return topic_error(Errc::invalid_argument, "cannot create '" + std::string(name) + "': " + e);
   if (o.durability != Durability::none) {

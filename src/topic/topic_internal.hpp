@@ -20,6 +20,8 @@ GroupRow& group_row(const Segment& s, std::uint32_t g) noexcept;
 std::atomic<std::uint64_t>& group_word(const Segment& s, std::uint32_t g, std::uint64_t pos) noexcept;
 std::atomic<std::uint64_t>& group_timer(const Segment& s, std::uint32_t g, std::uint64_t pos) noexcept;
 std::string group_name_of(const GroupRow& r);
+// The queue options a topic's segment is made with (geometry, policy, durability).
+QueueOptions topic_segment_options(const TopicOptions& o);
 // Redelivers dead subscribers' holds and expired leases of group g; returns how many.
 std::uint64_t heal_group(Segment& s, std::uint32_t g) noexcept;
 // Everything Topic::heal does.

@@ -30,23 +30,6 @@ namespace shmq::detail {
 
 bool repair_claim(Segment& s, std::uint64_t pos, std::uint64_t w) noexcept;
 
-namespace {
-QueueOptions segment_options_of(const TopicOptions& o) {
-  QueueOptions q;
-  q.slot_count = o.slot_count;
-  q.slot_size = o.slot_size;
-  q.max_members = o.max_members;
-  q.mode = o.mode;
-  q.lease = o.lease;
-  q.max_deliveries = o.max_deliveries;
-  q.dead_letter = o.dead_letter;
-  q.claim_timeout = o.claim_timeout;
-  q.durability = o.durability;
-  q.data_dir = o.data_dir;
-  q.flush_interval = o.flush_interval;
-  return q;
-}
-}  // namespace
 
 Result<std::shared_ptr<Segment>> recreate_topic(
     const std::string& name, const TopicOptions& o, std::uint64_t head, std::uint64_t log_first,
@@ -54,7 +37,7 @@ Result<std::shared_ptr<Segment>> recreate_topic(
   if (groups.size() > o.max_groups)
     return Error(Errc::corrupt, "topic '" + name + "' has " + std::to_string(groups.size()) +
                                     " groups in its data dir, more than its max groups");
-  return Segment::create(name, segment_options_of(o), head, {}, o.max_groups, [&](Segment& s) {
+  return Segment::create(name, topic_segment_options(o), head, {}, o.max_groups, [&](Segment& s) {
     TopicHeader& th = topic_header(s);
     th.history = o.history == 0 ? o.slot_count : o.history;
     th.max_groups = o.max_groups;

@@ -389,7 +389,6 @@ using namespace detail;
 
 namespace {
 
-constexpr std::uint64_t kNoLimit = UINT64_MAX;
 
 Error topic_error(Errc c, std::string m) { return Error(c, std::move(m)); }
 

@@ -683,6 +683,24 @@ TEST(Topic, ShmqdHealsATopicOnItsOwn) {
   EXPECT_EQ(d.terminate(), 0);
 }
 
+// Waits (bounded: 10 s) until the positions file shmqd rewrites in `topic_dir` holds every
+// one of `needles`; returns its last contents.
+std::string wait_for_positions(const std::string& topic_dir, std::vector<std::string> needles) {
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  std::string text;
+  while (std::chrono::steady_clock::now() < until) {
+    std::ifstream in(topic_dir + "/positions");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+    bool all = true;
+    for (const auto& n : needles) all = all && text.find(n) != std::string::npos;
+    if (all) break;
+    std::this_thread::sleep_for(5ms);  // polling a file shmqd rewrites
+  }
+  return text;
+}
+
 // A durable topic across a kill -9 of shmqd and a reboot (the segment gone): every group
 // resumes where it acked; a group created afterwards replays exactly the retained messages.
 TEST(Topic, DurableTopicGroupsResumeAfterAReboot) {
@@ -707,17 +725,8 @@ TEST(Topic, DurableTopicGroupsResumeAfterAReboot) {
     }
     EXPECT_EQ(drain_seqs(*t, "l", 70), iota_vec(0, 70));
     // Wait (bounded) until shmqd saved the positions, then kill it without warning.
-    const auto until = std::chrono::steady_clock::now() + 10s;
-    std::string text;
-    while (std::chrono::steady_clock::now() < until) {
-      std::ifstream in(dir.path() + "/" + name + "/positions");
-      std::stringstream ss;
-      ss << in.rdbuf();
-      text = ss.str();
-      if (text.find("r 40") != std::string::npos && text.find("l 70") != std::string::npos) break;
-      std::this_thread::sleep_for(5ms);  // polling a file shmqd rewrites
-    }
-    EXPECT_NE(text.find("r 40"), std::string::npos) << text;
+    const std::string text = wait_for_positions(dir.path() + "/" + name, {"r 40 ", "l 70 "});
+    EXPECT_NE(text.find("r 40 "), std::string::npos) << text;
     d.kill9();
   }
   // The reboot: shared memory is gone.
@@ -895,16 +904,7 @@ TEST(Topic, InFlightAtARebootComesBackRedelivered) {
     std::vector<Delivery> held(10);
     for (std::uint64_t i = 0; i < 10; ++i) ASSERT_EQ(pub.send(seq_bytes(i)), Status::ok);
     for (auto& h : held) ASSERT_EQ(r.try_receive(h), Status::ok);
-    const auto until = std::chrono::steady_clock::now() + 10s;
-    std::string text;
-    while (std::chrono::steady_clock::now() < until) {
-      std::ifstream in(dir.path() + "/" + name + "/positions");
-      std::stringstream ss;
-      ss << in.rdbuf();
-      text = ss.str();
-      if (text.find("r 0 10") != std::string::npos) break;
-      std::this_thread::sleep_for(5ms);  // polling a file shmqd rewrites
-    }
+    const std::string text = wait_for_positions(dir.path() + "/" + name, {"r 0 10"});
     ASSERT_NE(text.find("r 0 10"), std::string::npos) << text;
     d.kill9();
   }

@@ -1361,14 +1361,8 @@ int Subscriber::from_log(std::uint64_t pos, Delivery& out) {
 bool Subscriber::fill(bool lossy, std::uint64_t pos, std::uint64_t held, Delivery& out,
                       std::uint64_t missed_before) {
   Segment& s = *seg_;
-  const std::uint32_t g = group_;
   const std::uint32_t shift = s.slot_shift();
   const std::uint64_t ready = make_word(lap_of(pos, shift), SlotState::ready, 0, 1);
-  out.position_ = pos;
-  out.word_ = held;
-  out.group_ = g;
-  out.delivery_count_ = gword_deliveries(held);
-  out.missed_before_ = missed_before;
   bool ok = false;
   if (s.slot(pos).word.load(std::memory_order_acquire) == ready) {
     SlotHeader& sh = s.slot(pos);

@@ -271,6 +271,7 @@ VoidResult TopicLogWriter::append(std::uint64_t pos, std::uint64_t id, std::uint
       record_checksum(std::span<const std::byte>(buf_).subspan(off, 40),
                       std::span<const std::byte>(buf_).subspan(off + kTopicRecordHeader, payload.size())));
   ++next_;
+  ++buffered_;
   buffered_last_ns_ = unix_ns;
   return {};
 }
@@ -313,16 +314,7 @@ VoidResult TopicLogWriter::truncate_to(std::uint64_t pos) {
 
 VoidResult TopicLogWriter::sync() {
   if (buf_.empty()) return {};
-  const std::uint64_t count_before = [&] {
-    std::uint64_t n = 0;
-    std::size_t off = 0;
-    while (off < buf_.size()) {
-      off += kTopicRecordHeader + get<std::uint32_t>(buf_, off + 4);
-      ++n;
-    }
-    return n;
-  }();
-  const std::uint64_t buf_first = next_ - count_before;
+  const std::uint64_t buf_first = next_ - buffered_;
   // The file to append to: the newest, unless it is full (then a new one from buf_first).
   if (files_.empty() || files_.rbegin()->second.bytes >= segment_bytes_) {
     current_.reset();
@@ -343,6 +335,7 @@ VoidResult TopicLogWriter::sync() {
   last.bytes += buf_.size();
   last.last_unix_ns = buffered_last_ns_;
   buf_.clear();
+  buffered_ = 0;
   return {};
 }
 

@@ -99,6 +99,7 @@ class TopicLogWriter {
   std::map<std::uint64_t, File> files_;  // by first position
   std::unique_ptr<log::WritableFile> current_;
   std::uint64_t first_ = 0, next_ = 0;
+  std::uint64_t buffered_ = 0;  // records in buf_
   std::uint64_t buffered_last_ns_ = 0;
   std::uint64_t torn_bytes_ = 0;
   std::vector<std::byte> buf_;

@@ -20,6 +20,7 @@
 
 #include "shmq/error.hpp"
 #include "shmq/properties.hpp"
+#include "shmq/wait.hpp"
 
 namespace shmq {
 
@@ -40,6 +41,9 @@ struct ConsumerOptions {
   // whether they were (a seqlock check); once the lease expired they may change under the
   // reader. Messages spanning several slots are always copied.
   bool zero_copy = false;
+  // How receive() and receive_for() wait while there is nothing to take (shmq/wait.hpp):
+  // the futex sleep by default; busy_spin for a consumer with a core of its own.
+  WaitOptions wait{};
 };
 
 // A received message. It knows the consumer that received it (only that consumer can ack,
@@ -226,6 +230,7 @@ class Consumer {
   std::uint32_t owner_ = 0;       // our owner id in slot words (row + generation)
   std::uint64_t row_word_ = 0;    // our row's state word while it is ours
   bool zero_copy_ = false;
+  WaitOptions wait_{};
   std::uint64_t seen_requeue_epoch_ = 0;
   std::uint64_t next_due_ns_ = UINT64_MAX;  // earliest delayed message seen by a scan
   std::uint64_t now_ns_ = 0;                // CLOCK_MONOTONIC_COARSE read once per call

@@ -17,6 +17,7 @@
 
 #include "shmq/error.hpp"
 #include "shmq/properties.hpp"
+#include "shmq/wait.hpp"
 
 namespace shmq {
 
@@ -88,6 +89,13 @@ struct ProducerSession {
   std::uint32_t producer_id = 0;    // 0 = a new session (Queue::idempotent_producer)
   std::uint32_t next_sequence = 0;  // the sequence number of the next send
   bool operator==(const ProducerSession&) const = default;
+};
+
+// Options of a producer handle (Queue::producer).
+struct ProducerOptions {
+  // How send() and send_for() wait while the ring is full (shmq/wait.hpp): the futex sleep
+  // by default. Waiting for a durable send's confirmation always sleeps on the futex.
+  WaitOptions wait{};
 };
 
 // Per-message options of a send (issue 13). A designated initializer reads best:
@@ -280,6 +288,7 @@ class Producer {
   // opened on first use; atomic because interrupt() may read them from any thread.
   std::unique_ptr<std::atomic<Producer*>[]> levels_;
   std::uint64_t last_position_ = 0;
+  WaitOptions wait_{};
   // Sends are not looked up in the dedup window (dlq replay: a dead letter goes back under
   // its original id, which is in the window). Set by detail::ProducerAccess.
   bool bypass_dedup_ = false;

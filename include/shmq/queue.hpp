@@ -286,8 +286,9 @@ class Queue {
   // Producer::session() resumes it: after a crash, resume at the first sequence number not
   // known to be confirmed and resend from there, in order. Errc::invalid_argument on a
   // queue without a dedup window.
-  Result<Producer> idempotent_producer(ProducerSession resume = {});
-  Result<Producer> producer();
+  Result<Producer> idempotent_producer(ProducerSession resume = {},
+                                       const ProducerOptions& options = {});
+  Result<Producer> producer(const ProducerOptions& options = {});
   Result<Consumer> consumer(const ConsumerOptions& options = {});
 
   // Reclaims the member rows of dead processes (and redelivers what they held) without a

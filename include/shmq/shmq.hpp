@@ -10,4 +10,5 @@
 #include "shmq/queue.hpp"
 #include "shmq/rpc.hpp"
 #include "shmq/topic.hpp"
+#include "shmq/wait.hpp"
 #include "shmq/watchdog.hpp"

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <optional>
 
 #include "core/dead_letter.hpp"
 #include "core/healer.hpp"
@@ -12,6 +13,7 @@
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/process.hpp"
+#include "platform/idle.hpp"
 #include "ring/requeue_map.hpp"
 #include "ring/ring.hpp"
 #include "ring/slot_word.hpp"
@@ -64,6 +66,7 @@ Consumer::Consumer(std::shared_ptr<detail::Segment> segment, const detail::Membe
       owner_(member.owner),
       row_word_(member.word),
       zero_copy_(options.zero_copy),
+      wait_(options.wait),
       interrupted_(std::make_unique<std::atomic<bool>>(false)) {
   // Start one behind the current epoch so that the first receive scans for messages
   // requeued before we came.
@@ -76,6 +79,7 @@ Consumer::Consumer(Consumer&& o) noexcept
       owner_(o.owner_),
       row_word_(o.row_word_),
       zero_copy_(o.zero_copy_),
+      wait_(o.wait_),
       seen_requeue_epoch_(o.seen_requeue_epoch_),
       next_due_ns_(o.next_due_ns_),
       held_lo_(o.held_lo_),
@@ -94,6 +98,7 @@ Consumer& Consumer::operator=(Consumer&& o) noexcept {
     owner_ = o.owner_;
     row_word_ = o.row_word_;
     zero_copy_ = o.zero_copy_;
+    wait_ = o.wait_;
     seen_requeue_epoch_ = o.seen_requeue_epoch_;
     next_due_ns_ = o.next_due_ns_;
     held_lo_ = o.held_lo_;
@@ -676,7 +681,7 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
   const Clock::time_point deadline = deadline_after(timeout);
   detail::SegmentHeader& h = seg_->header();
   heartbeat();
-  int spins = 0;
+  std::optional<detail::Idle> idle;  // made at the first look that finds nothing
   for (;;) {
     const Poll p = poll_any(out);
     if (p == Poll::got) return Status::ok;
@@ -687,11 +692,8 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
       if (Clock::now() >= deadline) return Status::timeout;
       continue;
     }
-    if (++spins < detail::kSpinBeforeSleep) {
-      detail::cpu_relax();
-      continue;
-    }
-    spins = 0;
+    if (!idle) idle.emplace(wait_);
+    if (idle->next() == detail::Idle::Step::again) continue;
     if (Clock::now() >= deadline) return Status::timeout;
     // Slow path only: nothing left to take and the queue was removed: nothing will come.
     if (seg_->removed()) return Status::closed;
@@ -702,6 +704,16 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
       if (levels_->evicted) return Status::evicted;
     }
     heartbeat();
+    if (idle->strategy() != WaitStrategy::futex) {
+      // Spinning, yielding or sleeping between looks: nobody wakes us, so a delayed
+      // message and a requeue are found by looking, as in the futex re-check below.
+      seen_requeue_epoch_ = h.requeue_epoch.value.load(std::memory_order_seq_cst) - 1;
+      if (levels_) {
+        if (poll_levels(out, true) == Poll::got) return Status::ok;
+      }
+      idle->rest(deadline, [] {});
+      continue;
+    }
     // Sleep until the deadline, but wake for the earliest delayed message, and often
     // enough to keep the heartbeat fresh where liveness is judged by it.
     Clock::time_point wake = deadline;

@@ -14,6 +14,7 @@
 #include "core/properties_block.hpp"
 #include "core/slot_ops.hpp"
 #include "platform/crash_point.hpp"
+#include "platform/idle.hpp"
 #include "platform/process.hpp"
 #include "ring/requeue_map.hpp"
 #include "ring/ring.hpp"
@@ -112,6 +113,7 @@ Producer::Producer(Producer&& o) noexcept
       reserved_(std::move(o.reserved_)),
       levels_(std::move(o.levels_)),
       last_position_(o.last_position_),
+      wait_(o.wait_),
       bypass_dedup_(o.bypass_dedup_),
       session_(o.session_),
       session_producer_(o.session_producer_),
@@ -128,6 +130,7 @@ Producer& Producer::operator=(Producer&& o) noexcept {
     reserved_ = std::move(o.reserved_);
     levels_ = std::move(o.levels_);
     last_position_ = o.last_position_;
+    wait_ = o.wait_;
     bypass_dedup_ = o.bypass_dedup_;
     session_ = o.session_;
     session_producer_ = o.session_producer_;
@@ -220,6 +223,7 @@ Status Producer::level(std::uint32_t priority, Producer*& out) {
     if (!made.ok()) return made.error().code() == Errc::no_space ? Status::full : Status::closed;
     p = new Producer(std::move(made.value()));
     p->bypass_dedup_ = bypass_dedup_;
+    p->wait_ = wait_;
     slot.store(p, std::memory_order_release);
     // An interrupt() that ran before the store did not see it: pass it on.
     if (interrupted_->load(std::memory_order_seq_cst)) p->interrupt();
@@ -238,7 +242,7 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
   detail::SegmentHeader& h = seg.header();
   const std::uint32_t shift = seg.slot_shift();
   const std::uint64_t n = seg.slot_count();
-  int spins = 0;
+  std::optional<detail::Idle> idle;  // made at the first look that finds the ring full
   // Every `continue` below follows progress (a CAS of ours, or one we lost to a peer that
   // made it): an honest tail reaches a free slot within N + 64 of them. A scribbled tail
   // or slot word may not, so past that many the loop takes the "full" way out below,
@@ -393,17 +397,11 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
     // Full. Wait for a consumer to free a slot.
     if (deadline == Clock::time_point::min()) return Status::full;
     if (interrupted_->load(std::memory_order_relaxed)) return Status::interrupted;
-    if (exhausted) {
-      // N + 64 steps without a slot (a peer keeps moving the tail or the slot words): no
-      // more spinning before the deadline is checked.
-      exhausted = false;
-      spins = detail::kSpinBeforeSleep;
-    }
-    if (++spins < detail::kSpinBeforeSleep) {
-      detail::cpu_relax();
-      continue;
-    }
-    spins = 0;
+    if (!idle) idle.emplace(wait_);
+    // After N + 64 steps without a slot (a peer keeps moving the tail or the slot words), the
+    // deadline is checked before any more spinning.
+    if (!exhausted && idle->next() == detail::Idle::Step::again) continue;
+    exhausted = false;
     // The clock only once per spin round, and not at all for an unbounded wait.
     if (deadline != Clock::time_point::max() && Clock::now() >= deadline) return Status::timeout;
     // Slow path only: a removed queue never frees a slot for us.
@@ -418,6 +416,11 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
     // The bound on moves is per wait, not per call: a slot freed elsewhere in a ring of
     // delayed messages is reached by moving them round again after the wait.
     relocations = 0;
+    if (idle->strategy() != WaitStrategy::futex) {
+      // Spinning, yielding or sleeping between looks: nobody wakes us, we look again.
+      idle->rest(deadline, [] {});
+      continue;
+    }
     detail::wait_on(h.producers_wait, member_, deadline, [&] {
       if (interrupted_->load(std::memory_order_seq_cst) || seg.removed()) return true;
       if (h.persisted.value.load(std::memory_order_seq_cst) != persisted_seen) return true;

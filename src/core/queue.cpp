@@ -324,15 +324,18 @@ std::string Queue::dead_letter_name(std::string_view name) {
 
 QueueOptions Queue::options() const { return segment_->options(); }
 
-Result<Producer> Queue::producer() {
+Result<Producer> Queue::producer(const ProducerOptions& options) {
   auto m = detail::register_member_repairing(segment_, detail::Role::producer);
   if (!m.ok()) return m.error();
   segment_->prefault_dedup();
   detail::healer_acquire(segment_, m.value());  // released by the producer's close
-  return Producer(segment_, m.value());
+  Producer p(segment_, m.value());
+  p.wait_ = options.wait;
+  return p;
 }
 
-Result<Producer> Queue::idempotent_producer(ProducerSession resume) {
+Result<Producer> Queue::idempotent_producer(ProducerSession resume,
+                                            const ProducerOptions& options) {
   if (!segment_->dedup())
     return Error(Errc::invalid_argument,
                  "queue '" + segment_->name() +
@@ -341,7 +344,7 @@ Result<Producer> Queue::idempotent_producer(ProducerSession resume) {
   if (resume.producer_id > 0x3fffffff)
     return Error(Errc::invalid_argument, "producer id " + std::to_string(resume.producer_id) +
                                              " out of range (1 .. 2^30 - 1)");
-  auto p = producer();
+  auto p = producer(options);
   if (!p.ok()) return p;
   if (resume.producer_id == 0) {
     // A new producer id: the table's counter, never handed out twice while the segment

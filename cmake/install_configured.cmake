@@ -8,8 +8,9 @@
 # (write "\${SHMQ_UNITDIR}"). At install time the template and DESTINATION see SHMQ_PREFIX, SHMQ_BINDIR, SHMQ_LIBDIR, SHMQ_INCLUDEDIR, all absolute;
 # SHMQ_SYSCONFDIR (/etc for the prefix /usr, as GNUInstallDirs has it, else PREFIX/etc);
 # SHMQ_UNITDIR (/lib/systemd/system for the prefix /usr, where Debian 12 installs units,
-# else PREFIX/lib/systemd/system, which systemd also reads for /usr/local); PROJECT_VERSION
-# and PROJECT_DESCRIPTION.
+# else PREFIX/lib/systemd/system, which systemd also reads for /usr/local); PROJECT_VERSION,
+# PROJECT_DESCRIPTION, and CMAKE_INSTALL_LIBDIR and CMAKE_INSTALL_INCLUDEDIR as configured
+# (relative to the prefix).
 function(shmq_install_configured template destination component)
   get_filename_component(name "${template}" NAME)
   string(REGEX REPLACE "\\.in$" "" name "${name}")
@@ -26,6 +27,8 @@ function(shmq_install_configured template destination component)
     set(SHMQ_BINDIR \"\${SHMQ_PREFIX}/${CMAKE_INSTALL_BINDIR}\")
     set(SHMQ_LIBDIR \"\${SHMQ_PREFIX}/${CMAKE_INSTALL_LIBDIR}\")
     set(SHMQ_INCLUDEDIR \"\${SHMQ_PREFIX}/${CMAKE_INSTALL_INCLUDEDIR}\")
+    set(CMAKE_INSTALL_LIBDIR \"${CMAKE_INSTALL_LIBDIR}\")
+    set(CMAKE_INSTALL_INCLUDEDIR \"${CMAKE_INSTALL_INCLUDEDIR}\")
     set(PROJECT_VERSION \"${PROJECT_VERSION}\")
     set(PROJECT_DESCRIPTION \"${PROJECT_DESCRIPTION}\")
     configure_file(\"${template}\" \"${out}\" @ONLY)

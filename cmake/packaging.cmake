@@ -73,13 +73,21 @@ set(CPACK_DEBIAN_TOOLS_PACKAGE_CONTROL_EXTRA
   "${shmq_tools_control}/conffiles;${shmq_tools_control}/postinst;${shmq_tools_control}/prerm;${shmq_tools_control}/postrm")
 
 # /usr/share/doc/PACKAGE/changelog.Debian.gz, which Debian requires of every package: one
-# entry for this version, dated when the build was configured.
-string(TIMESTAMP shmq_changelog_date "%a, %d %b %Y %H:%M:%S +0000" UTC)
-file(WRITE ${CMAKE_BINARY_DIR}/debian/changelog.Debian
+# entry for this version, dated with the source's last commit (the same source gives the
+# same packages), or when the build was configured outside a git checkout.
+execute_process(COMMAND git -C ${PROJECT_SOURCE_DIR} log -1 --format=%cD
+  OUTPUT_VARIABLE shmq_changelog_date OUTPUT_STRIP_TRAILING_WHITESPACE
+  RESULT_VARIABLE shmq_git_rc ERROR_QUIET)
+if(NOT shmq_git_rc EQUAL 0 OR shmq_changelog_date STREQUAL "")
+  string(TIMESTAMP shmq_changelog_date "%a, %d %b %Y %H:%M:%S +0000" UTC)
+endif()
+string(CONCAT shmq_changelog
   "shmq (${shmq_deb_version}) unstable; urgency=medium\n\n"
   "  * Packages built by CPack from the shmq ${PROJECT_VERSION} source tree\n"
   "    (cmake/packaging.cmake).\n\n"
   " -- ${SHMQ_PACKAGE_CONTACT}  ${shmq_changelog_date}\n")
+# Written only when it changes, so that a reconfigure does not rebuild the .gz.
+file(CONFIGURE OUTPUT ${CMAKE_BINARY_DIR}/debian/changelog.Debian CONTENT "${shmq_changelog}" @ONLY)
 add_custom_command(OUTPUT ${CMAKE_BINARY_DIR}/debian/changelog.Debian.gz
   COMMAND gzip -9nc ${CMAKE_BINARY_DIR}/debian/changelog.Debian > ${CMAKE_BINARY_DIR}/debian/changelog.Debian.gz
   DEPENDS ${CMAKE_BINARY_DIR}/debian/changelog.Debian

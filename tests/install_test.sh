@@ -91,6 +91,15 @@ c++ -std=c++20 -Wall -Wextra -Werror -o "$work/example/pc_example" "$work/exampl
 links_libshmq "$work/example/pc_example" \
   || fail "pkg-config example does not link libshmq.so.0.1"
 "$work/example/pc_example" >/dev/null || fail "pkg-config example failed"
+# pkg-config --static: libshmq.a (-l:libshmq.a, since -lshmq picks the shared one) with the
+# Libs.private it needs.
+static_libs=$(pkg-config --static --libs shmq)
+static_libs=${static_libs/-lshmq /-l:libshmq.a }
+# shellcheck disable=SC2086  # the flags are words
+c++ -std=c++20 -Wall -Wextra -Werror -o "$work/example/pc_static" "$work/example/main.cpp" \
+  $(pkg-config --cflags shmq) $static_libs
+if links_libshmq "$work/example/pc_static"; then fail "the pkg-config --static example links libshmq.so"; fi
+"$work/example/pc_static" >/dev/null || fail "pkg-config --static example failed"
 
 # --version on every installed tool.
 for tool in shmqd shmqctl shmq-demo; do

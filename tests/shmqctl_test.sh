@@ -753,10 +753,11 @@ expect_error "create --data-dir refuses a dir under a group/world-writable, non-
 check "... and created nothing in it" test ! -e "$work/gw/data"
 if [ -n "$shmqd" ]; then
   run timeout 20 "$shmqd" --data-dir "$work/link" "$p-sl1"
-  check "shmqd --data-dir refuses a symlinked data dir (exit $rc)" test "$rc" -eq 1
+  # A data dir shmqd may not use is a configuration error: exit 2, not restarted by systemd.
+  check "shmqd --data-dir refuses a symlinked data dir (exit $rc)" test "$rc" -eq 2
   check "... and says so" grep -q "symbolic link" "$work/err"
   run timeout 20 "$shmqd" --data-dir "$work/link/sub" "$p-sl1"
-  check "shmqd --data-dir refuses a symlinked intermediate component (exit $rc)" test "$rc" -eq 1
+  check "shmqd --data-dir refuses a symlinked intermediate component (exit $rc)" test "$rc" -eq 2
   check "... and says so" grep -q "symbolic link" "$work/err"
   check "... nothing was created through the links" test -z "$(ls -A "$work/target")"
 fi
@@ -770,7 +771,7 @@ if [ "$(id -u)" -eq 0 ]; then
   check "... and created nothing in it" test -z "$(ls -A "$work/theirs")"
   if [ -n "$shmqd" ]; then
     run timeout 20 "$shmqd" --data-dir "$work/theirs" "$p-own"
-    check "shmqd refuses a data dir owned by another user (exit $rc)" test "$rc" -eq 1
+    check "shmqd refuses a data dir owned by another user (exit $rc)" test "$rc" -eq 2
     check "... and says so" grep -q "owned by uid $nobody_uid" "$work/err"
   fi
 

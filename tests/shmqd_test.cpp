@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -76,11 +77,90 @@ TEST(Shmqd, HelpAndBadUsage) {
   EXPECT_EQ(WEXITSTATUS(std::system((cmd + " --bogus 2> /dev/null").c_str())), 2);
   EXPECT_EQ(WEXITSTATUS(std::system((cmd + " --data-dir /tmp 2> /dev/null").c_str())), 2);
   EXPECT_EQ(WEXITSTATUS(std::system((cmd + " --data-dir /tmp a/b 2> /dev/null").c_str())), 2);
+  EXPECT_EQ(WEXITSTATUS(std::system((cmd + " --mark-down 2> /dev/null").c_str())), 2);
   TempDir dir;
-  // No queue.meta: a clear fatal error, exit 1.
+  // A queue never created (no queue.meta, no segment): a configuration error, exit 2, which
+  // the systemd unit does not restart (RestartPreventExitStatus=2).
   EXPECT_EQ(WEXITSTATUS(std::system(
                 (cmd + " --data-dir " + dir.path() + " nosuchqueue 2> /dev/null").c_str())),
-            1);
+            2);
+  // A data dir other users may write: a configuration error too.
+  const std::string open_dir = dir.path() + "/everyone";
+  ASSERT_EQ(::mkdir(open_dir.c_str(), 0777), 0);
+  ASSERT_EQ(::chmod(open_dir.c_str(), 0777), 0);  // past the umask
+  EXPECT_EQ(WEXITSTATUS(std::system(
+                (cmd + " --data-dir " + open_dir + " nosuchqueue 2> /dev/null").c_str())),
+            2);
+}
+
+TEST(Shmqd, VersionPrintsNameAndProjectVersion) {
+  std::FILE* p = ::popen((std::string(SHMQD_PATH) + " --version").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char line[128] = {};
+  const bool got = std::fgets(line, sizeof line, p) != nullptr;
+  EXPECT_EQ(WEXITSTATUS(::pclose(p)), 0);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(std::string(line), std::string("shmqd ") + SHMQ_VERSION + "\n");
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Issue 17: a stopped shmqd is not reported as up. SIGTERM rewrites the metrics file with
+// shmq_up 0; after a SIGKILL, `shmqd --mark-down` (the unit's ExecStopPost) does it.
+TEST(Shmqd, MetricsFileIsMarkedDownWhenShmqdStops) {
+  TempDir dir;
+  const std::string name = unique_name("down");
+  auto q = Queue::create(name, durable(dir.path(), Durability::async)).value();
+  const std::string prom = dir.path() + "/shmq.prom";
+  const std::string up = "shmq_up{queue=\"" + name + "\"} 1";
+  const std::string down = "shmq_up{queue=\"" + name + "\"} 0";
+  {
+    Daemon d(dir.path(), name, dir.path() + "/d.log", prom);
+    ASSERT_TRUE(d.wait_for("persisting")) << d.log_text();
+    ASSERT_EQ(q.producer().value().send("m"), Status::ok);
+    std::string text;
+    for (const auto give_up = std::chrono::steady_clock::now() + 10s;
+         text.find(up) == std::string::npos && std::chrono::steady_clock::now() < give_up;) {
+      std::this_thread::sleep_for(20ms);  // polling a file the daemon rewrites every second
+      text = read_text(prom);
+    }
+    ASSERT_NE(text.find(up), std::string::npos) << text;
+    EXPECT_EQ(d.terminate(), 0);
+    text = read_text(prom);
+    EXPECT_NE(text.find(down), std::string::npos) << text;
+    EXPECT_EQ(text.find(up), std::string::npos) << text;
+    // The figures are kept, as last seen.
+    EXPECT_NE(text.find("shmq_sent_total{queue=\"" + name + "\"} 1"), std::string::npos) << text;
+  }
+  {
+    Daemon d(dir.path(), name, dir.path() + "/d2.log", prom);
+    ASSERT_TRUE(d.wait_for("persisting")) << d.log_text();
+    std::string text;
+    for (const auto give_up = std::chrono::steady_clock::now() + 10s;
+         text.find(up) == std::string::npos && std::chrono::steady_clock::now() < give_up;) {
+      std::this_thread::sleep_for(20ms);  // polling a file the daemon rewrites every second
+      text = read_text(prom);
+    }
+    ASSERT_NE(text.find(up), std::string::npos) << text;
+    d.kill9();  // leaves "up" behind: nobody marked it down
+    ASSERT_NE(read_text(prom).find(up), std::string::npos);
+  }
+  const std::string cmd = std::string(SHMQD_PATH) + " --mark-down --metrics-file " + prom;
+  ASSERT_EQ(WEXITSTATUS(std::system(cmd.c_str())), 0);
+  const std::string text = read_text(prom);
+  EXPECT_NE(text.find(down), std::string::npos) << text;
+  EXPECT_EQ(text.find(up), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE shmq_up gauge"), std::string::npos) << text;
+  EXPECT_NE(text.find("shmq_sent_total{queue=\"" + name + "\"} 1"), std::string::npos) << text;
+  // No metrics file (shmqd never ran): nothing to mark, not an error.
+  const std::string none = std::string(SHMQD_PATH) + " --mark-down --metrics-file " + dir.path() + "/none.prom";
+  EXPECT_EQ(WEXITSTATUS(std::system(none.c_str())), 0);
+  (void)Queue::remove(name);
 }
 
 TEST(Shmqd, RebootRedeliversEveryConfirmedUnackedMessageAndNoAckedOne) {

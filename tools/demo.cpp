@@ -30,6 +30,7 @@ namespace {
 void usage(std::FILE* out) {
   std::fprintf(out,
                "usage: shmq-demo [--messages N] [--shmqd PATH]\n"
+               "       shmq-demo --version\n"
                "\n"
                "Starts shmqd on a fresh data dir and a durable queue, sends N messages\n"
                "(default 12) from a producer process, kills a consumer process with SIGKILL\n"
@@ -69,6 +70,10 @@ int main(int argc, char** argv) {
     const std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
       usage(stdout);
+      return 0;
+    }
+    if (arg == "--version") {
+      std::printf("shmq-demo %s\n", SHMQ_VERSION);
       return 0;
     }
     if (arg == "--shmqd" && i + 1 < argc) {

@@ -10,6 +10,9 @@ packages=(
   clang-14 libclang-rt-14-dev
   gnuplot-nox
   spin
+  # The Debian packages and their test: cpack -G DEB (dpkg-shlibdeps, file), lintian,
+  # man --warnings, systemd-analyze verify (systemd is not started by installing it).
+  dpkg-dev file lintian man-db groff-base systemd
 )
 
 missing=()

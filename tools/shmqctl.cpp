@@ -176,6 +176,8 @@ int main(int argc, char** argv) {
                "topics (publish/subscribe with subscriber groups).",
                "shmqctl"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("shmqctl ") + SHMQ_VERSION,
+                       "Print \"shmqctl VERSION\" and exit");
   app.failure_message(failure_line);
   app.footer(
       "Exit codes: 0 ok, 1 runtime failure (queue not found, permission denied, I/O),\n"

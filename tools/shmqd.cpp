@@ -8,7 +8,9 @@
 // rebuilds it from the log (after a reboot), then persists with group commit and heals with
 // the watchdog until SIGTERM or SIGINT (flush, checkpoint, exit 0). A failed write or
 // fdatasync is fatal: the daemon stops confirming and exits 1; a restart recovers from the
-// log. Stays in the foreground, logging plain lines to stderr.
+// log. A configuration error (a bad option, a queue never created, a data dir that is not
+// ours) exits 2: a restart cannot fix it, and the systemd unit does not restart on 2
+// (RestartPreventExitStatus=2). Stays in the foreground, logging plain lines to stderr.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -56,6 +58,10 @@ namespace {
 std::atomic<bool> g_stop{false};
 std::atomic<std::size_t> g_ready_queues{0};
 std::atomic<int> g_exit_code{0};
+
+// Exit codes (shmqd --help, shmqd(8), tools/shmqd.service.in).
+constexpr int kExitRuntime = 1;  // a fatal runtime error: a restart recovers from the log
+constexpr int kExitConfig = 2;   // usage or configuration: a restart would fail the same way
 std::mutex g_log_mutex;
 
 // Log lines that could not be written (stderr closed, a full disk behind 2>/dev/full, a
@@ -91,16 +97,48 @@ void logf(const char* format, const Args&... args) noexcept {
   }
 }
 
+// The first fatal error's code is the exit code: a queue stopped by another queue's fatal
+// error must not turn a configuration error into a runtime failure.
+void stop_with(int code) {
+  int none = 0;
+  g_exit_code.compare_exchange_strong(none, code);
+  g_stop.store(true);
+}
+
 void fatal(const std::string& queue, const std::string& what) {
   logf("queue '%s': FATAL: %s; exiting (restart shmqd to recover from the log)", queue.c_str(),
        what.c_str());
-  g_exit_code.store(1);
-  g_stop.store(true);
+  stop_with(kExitRuntime);
+}
+
+// A queue shmqd cannot serve as configured (never created, not durable, named otherwise in
+// its queue.meta, a data dir another user owns or may write): exit 2, which systemd does not
+// restart, instead of 1, which it would restart every second to fail the same way.
+void config_error(const std::string& queue, const std::string& what) {
+  logf("queue '%s': FATAL: configuration: %s; exiting (exit code 2)", queue.c_str(), what.c_str());
+  stop_with(kExitConfig);
+}
+
+// A failed data dir or queue.meta: the administrator's to fix (missing, not ours, writable by
+// others, unreadable to us, malformed), or a runtime failure (EIO, ENOSPC and other errno).
+void fail_on(const std::string& queue, const shmq::Error& e, const std::string& context = "") {
+  const std::string what = context.empty() ? e.message() : context + ": " + e.message();
+  switch (e.code()) {
+    case shmq::Errc::invalid_argument:
+    case shmq::Errc::not_found:
+    case shmq::Errc::permission_denied:
+    case shmq::Errc::corrupt:
+      return config_error(queue, what);
+    default:
+      return fatal(queue, what);
+  }
 }
 
 void usage(std::FILE* out) {
   std::fprintf(out,
-               "usage: shmqd --data-dir DIR [--standby-poll-ms MS] QUEUE...\n"
+               "usage: shmqd --data-dir DIR [--metrics-file PATH] [OPTION...] QUEUE...\n"
+               "       shmqd --mark-down --metrics-file PATH\n"
+               "       shmqd --version\n"
                "\n"
                "Persists each durable QUEUE to DIR/QUEUE/ and runs its watchdog; for a QUEUE\n"
                "without durability (no DIR/QUEUE/queue.meta), runs its watchdog and metrics.\n"
@@ -117,9 +155,13 @@ void usage(std::FILE* out) {
                "                   most a quarter of the recent fdatasync time; 0 = never\n"
                "                   (default 500)\n"
                "  --stop-on-corruption  refuse to start when the log is corrupt in the middle\n"
-               "  --metrics-file PATH  write the queues' figures in Prometheus text format to\n"
-               "                   PATH every second (for node_exporter's textfile collector)\n"
                "                   (default: report the damage, skip past it, go on)\n"
+               "  --metrics-file PATH  write the queues' figures in Prometheus text format to\n"
+               "                   PATH every second (for node_exporter's textfile collector);\n"
+               "                   a clean stop writes it once more with shmq_up 0\n"
+               "  --mark-down      only set every shmq_up and shmq_topic_up in the metrics\n"
+               "                   file to 0 and exit (after a crash: systemd's ExecStopPost)\n"
+               "  --version        print \"shmqd VERSION\" and exit\n"
                "  -h, --help       this text\n"
                "QUEUE: 1-200 characters of [A-Za-z0-9._-], not starting with '.' or '-', no\n"
                "'..'; 1-196 for a queue with dead letters (QUEUE.dlq must fit 200).\n"
@@ -127,7 +169,8 @@ void usage(std::FILE* out) {
                "levels QUEUE.p1 .. QUEUE.pN, a ring and a log each (DIR/QUEUE.pN/), and a\n"
                "durable queue with its dead-letter queue QUEUE.dlq.\n"
                "Exit codes: 0 ok (SIGTERM or SIGINT: flush, checkpoint, exit 0), 1 runtime\n"
-               "failure (a fatal error, see the log), 2 usage error (bad flag, value or name).\n");
+               "failure (a fatal error, see the log), 2 usage or configuration error (bad flag,\n"
+               "value or name; a queue never created or not durable; a data dir not ours).\n");
 }
 
 int g_takeover_ms = 5000;
@@ -254,16 +297,16 @@ void serve_topic(const std::string& name, shmq::Topic& t) {
 void serve_topic_durable(const std::string& root, const std::string& name, int poll_ms) {
   namespace d = shmq::detail;
   auto qdir = d::prepare_data_dir(d::queue_dir(root, name));
-  if (!qdir.ok()) return fatal(name, qdir.error().message());
+  if (!qdir.ok()) return fail_on(name, qdir.error());
   const std::string dir = qdir.value();
   const int lock = take_lock(dir, name, poll_ms);
   if (lock < 0) return;
   auto opened = shmq::log::posix_file_system().open_dir(dir, {.create = false, .require_private = true});
-  if (!opened.ok()) return fatal(name, opened.error().message());
+  if (!opened.ok()) return fail_on(name, opened.error());
   auto meta_bytes = opened.value()->read_all(d::kTopicMetaFile);
-  if (!meta_bytes.ok()) return fatal(name, "topic: " + meta_bytes.error().message());
+  if (!meta_bytes.ok()) return fail_on(name, meta_bytes.error(), "topic");
   auto meta = d::parse_topic_meta(meta_bytes.value(), name);
-  if (!meta.ok()) return fatal(name, meta.error().message());
+  if (!meta.ok()) return fail_on(name, meta.error());
   shmq::TopicOptions options = meta.value();
   options.data_dir = root;
   // Groups and their saved positions.
@@ -289,7 +332,7 @@ void serve_topic_durable(const std::string& root, const std::string& name, int p
     auto b = opened.value()->read_all(n);
     if (!b.ok()) return fatal(name, b.error().message());
     auto gm = d::parse_group_meta(b.value());
-    if (!gm.ok()) return fatal(name, dir + "/" + n + ": " + gm.error().message());
+    if (!gm.ok()) return fail_on(name, gm.error(), dir + "/" + n);
     const auto it = saved.find(gm.value().name);
     d::RecoveredGroup rg{gm.value().name, gm.value().options, gm.value().start, gm.value().start};
     if (it != saved.end()) std::tie(rg.floor, rg.dispatch) = it->second;
@@ -308,7 +351,7 @@ void serve_topic_durable(const std::string& root, const std::string& name, int p
   }
   if (auto& t = existing; t.ok()) {
     seg = t->segment();
-    if (!seg->durable()) return fatal(name, "the topic exists with durability none");
+    if (!seg->durable()) return config_error(name, "the topic exists with durability none");
     logf("topic '%s': attached (log positions %llu to %llu)", name.c_str(),
          static_cast<unsigned long long>(log.first()), static_cast<unsigned long long>(log.next()));
   } else if (t.error().code() == shmq::Errc::not_found) {
@@ -378,7 +421,7 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
     }
   }
   auto qdir = shmq::detail::prepare_data_dir(shmq::detail::queue_dir(root, queue));
-  if (!qdir.ok()) return fatal(queue, qdir.error().message());
+  if (!qdir.ok()) return fail_on(queue, qdir.error());
   const std::string dir = qdir.value();
   const int lock = take_lock(dir, queue, poll_ms);
   if (lock < 0) return;
@@ -390,21 +433,24 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
     if (auto existing = shmq::Queue::open(queue); existing.ok()) {
       const shmq::detail::Segment& seg = *existing->segment();
       if (!seg.durable())
-        return fatal(queue, "the queue exists with durability none: nothing to persist (to "
-                            "make it durable, delete it and create it again with "
-                            "--durability async|sync --data-dir " + root + ")");
-      return fatal(queue, meta.error().message() + " (the queue exists; its segment names data "
-                                                   "dir " + seg.data_dir() + ")");
+        return config_error(queue, "the queue exists with durability none: nothing to persist (to "
+                                   "make it durable, delete it and create it again with "
+                                   "--durability async|sync --data-dir " + root + ")");
+      return fail_on(queue, shmq::Error(meta.error().code(),
+                                        meta.error().message() + " (the queue exists; its "
+                                        "segment names data dir " + seg.data_dir() + ")"));
     }
-    return fatal(queue, meta.error().message() + " (create the queue with shmqctl create " +
-                            queue + " --durability async|sync --data-dir " + root + ")");
+    return fail_on(queue, shmq::Error(meta.error().code(),
+                                      meta.error().message() + " (create the queue with shmqctl "
+                                      "create " + queue + " --durability async|sync --data-dir " +
+                                      root + ")"));
   }
   shmq::QueueOptions options = meta.value().second;
   options.data_dir = root;
   if (meta.value().first != queue)
-    return fatal(queue, dir + "/queue.meta names queue '" + meta.value().first + "'");
+    return config_error(queue, dir + "/queue.meta names queue '" + meta.value().first + "'");
   if (options.durability == shmq::Durability::none)
-    return fatal(queue, "queue.meta says durability none: nothing to persist");
+    return config_error(queue, "queue.meta says durability none: nothing to persist");
 
   shmq::log::PosixFileSystem fs;
   shmq::log::RecoveryReport report;
@@ -447,7 +493,8 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
       logf("queue '%s': dedup window rebuilt from the log: %zu ids of the last %u positions",
            queue.c_str(), report.recent_ids.size(), options.dedup_window.count);
   } else if (!q.ok()) {
-    return fatal(queue, q.error().message());
+    // A segment we may not open (created by another user), or not a queue's.
+    return fail_on(queue, q.error());
   } else {
     logf("queue '%s': reattached to the existing segment (tail %llu, persisted %llu)",
          queue.c_str(), static_cast<unsigned long long>(q->stats().tail),
@@ -455,7 +502,7 @@ void serve(const std::string& root, const std::string& queue, int poll_ms) {
   }
   const auto seg = q->segment();
   if (seg->durability() == shmq::Durability::none)
-    return fatal(queue, "the segment says durability none; recreate the queue");
+    return config_error(queue, "the segment says durability none; recreate the queue");
 
   auto member = seg->register_member(shmq::detail::Role::persister);
   if (!member.ok()) return fatal(queue, member.error().message());
@@ -575,7 +622,11 @@ void on_signal(int) { g_stop.store(true); }
 
 // Prometheus text exposition of what `shmqctl stat` shows, written atomically (temp file,
 // rename) so the textfile collector never reads half a file.
-void write_metrics(const std::string& path, const std::vector<std::string>& queues) {
+bool replace_file(const std::string& path, const std::string& text);
+
+// `up`: false for the last write of a clean stop, which leaves the figures as they were last
+// seen with shmq_up 0, so that a stopped shmqd is not reported as serving.
+void write_metrics(const std::string& path, const std::vector<std::string>& queues, bool up) {
   std::string out;
   auto metric = [&](const char* name, const char* type, const char* help) {
     out += fmt::format("# HELP shmq_{} {}\n# TYPE shmq_{} {}\n", name, help, name, type);
@@ -596,7 +647,7 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
     for (const auto& r : rows) out += fmt::format("shmq_{}{{queue=\"{}\"}} {}\n", name, r.queue, value(r.s));
   };
   using S = shmq::QueueStats;
-  series("up", "gauge", "1 while shmqd serves the queue.", [](const S&) { return 1; });
+  series("up", "gauge", "1 while shmqd serves the queue.", [up](const S&) { return up ? 1 : 0; });
   series("depth", "gauge", "Messages ready or delayed, not delivered.", [](const S& s) { return s.ready + s.delayed; });
   series("delayed", "gauge", "Messages delayed (sent with a delay, or nacked with one), not yet delivered.", [](const S& s) { return s.delayed; });
   series("in_flight", "gauge", "Messages delivered and not yet acked.", [](const S& s) { return s.in_flight; });
@@ -624,7 +675,8 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
   for (const auto& q : queues)
     if (auto t = shmq::Topic::open(q); t.ok()) topics.emplace_back(q, t->stats());
   metric("topic_up", "gauge", "1 while shmqd serves the topic.");
-  for (const auto& [n, t] : topics) out += fmt::format("shmq_topic_up{{topic=\"{}\"}} 1\n", n);
+  for (const auto& [n, t] : topics)
+    out += fmt::format("shmq_topic_up{{topic=\"{}\"}} {}\n", n, up ? 1 : 0);
   metric("topic_published_total", "counter", "Messages published to the topic.");
   for (const auto& [n, t] : topics)
     out += fmt::format("shmq_topic_published_total{{topic=\"{}\"}} {}\n", n, t.published);
@@ -645,11 +697,59 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
   group_series("group_redelivered_total", "counter", "Messages given back to the group (nack, lease, dead subscriber).", [](const G& g) { return g.redelivered; });
   group_series("group_missed_total", "counter", "Lossy groups: messages skipped because the group fell a ring behind.", [](const G& g) { return g.missed; });
   group_series("group_dead_lettered_total", "counter", "Messages moved to the group's dead-letter queue.", [](const G& g) { return g.dead_lettered; });
+  (void)replace_file(path, out);
+}
+
+// Writes `text` to `path` atomically (a temp file beside it, then rename). False on failure.
+bool replace_file(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "we");
-  if (f == nullptr) return;
-  const bool ok = std::fwrite(out.data(), 1, out.size(), f) == out.size();
-  if (std::fclose(f) == 0 && ok) std::rename(tmp.c_str(), path.c_str());
+  if (f == nullptr) return false;
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (std::fclose(f) != 0 || !ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    (void)std::remove(tmp.c_str());
+    return false;
+  }
+  return true;
+}
+
+// shmqd --mark-down --metrics-file PATH: for the systemd unit's ExecStopPost, which runs
+// however shmqd ended; a SIGKILLed or crashed shmqd cannot mark its own figures down. Every
+// sample of shmq_up and shmq_topic_up becomes 0, the rest is kept as last written (no
+// segment is opened: the queues may be gone). No file: nothing to mark, exit 0.
+int mark_down(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "re");
+  if (f == nullptr) {
+    if (errno == ENOENT) return 0;
+    std::fprintf(stderr, "shmqd: --mark-down: cannot read %s: %s\n", path.c_str(), std::strerror(errno));
+    return kExitRuntime;
+  }
+  std::string in;
+  char buf[65536];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) in.append(buf, n);
+  const bool read_ok = std::ferror(f) == 0;
+  std::fclose(f);
+  if (!read_ok) {
+    std::fprintf(stderr, "shmqd: --mark-down: cannot read %s\n", path.c_str());
+    return kExitRuntime;
+  }
+  std::string out;
+  std::istringstream lines(in);
+  for (std::string line; std::getline(lines, line);) {
+    // A sample line: NAME{labels} VALUE. The labels hold queue names ([A-Za-z0-9._-]) and
+    // group names, never a space, so the value is what follows the last space.
+    const auto space = line.rfind(' ');
+    if (space != std::string::npos &&
+        (line.starts_with("shmq_up{") || line.starts_with("shmq_topic_up{")))
+      line = line.substr(0, space) + " 0";
+    out += line;
+    out += '\n';
+  }
+  if (!replace_file(path, out)) {
+    std::fprintf(stderr, "shmqd: --mark-down: cannot write %s: %s\n", path.c_str(), std::strerror(errno));
+    return kExitRuntime;
+  }
+  return 0;
 }
 
 }  // namespace
@@ -662,17 +762,26 @@ int main(int argc, char** argv) {
   std::vector<std::string> queues;
   int poll_ms = 100;
   std::string metrics_file;
+  bool only_mark_down = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
       usage(stdout);
       return 0;
     }
+    if (arg == "--version") {
+      std::printf("shmqd %s\n", SHMQ_VERSION);
+      return std::fflush(stdout) == 0 ? 0 : kExitRuntime;
+    }
+    if (arg == "--mark-down") {
+      only_mark_down = true;
+      continue;
+    }
     if (arg == "--data-dir" || arg == "--standby-poll-ms" || arg == "--metrics-file" ||
         arg == "--segment-bytes" || arg == "--takeover-ms" || arg == "--group-wait-us") {
       if (i + 1 >= argc) {
         std::fprintf(stderr, "shmqd: %s needs a value (try --help)\n", arg.c_str());
-        return 2;
+        return kExitConfig;
       }
       const std::string v = argv[++i];
       // A whole number in [min, max], or a usage error naming the option and its range.
@@ -682,7 +791,7 @@ int main(int argc, char** argv) {
         const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
         if (v.empty() || v[0] == '-' || *end != '\0' || errno != 0 || n < min || n > max) {
           std::fprintf(stderr, "shmqd: %s takes %s, not '%s'\n", arg.c_str(), range, v.c_str());
-          std::exit(2);
+          std::exit(kExitConfig);
         }
         return static_cast<std::uint64_t>(n);
       };
@@ -707,24 +816,33 @@ int main(int argc, char** argv) {
     }
     if (!arg.empty() && arg[0] == '-') {
       std::fprintf(stderr, "shmqd: unknown option '%s' (try --help)\n", arg.c_str());
-      return 2;
+      return kExitConfig;
     }
     if (auto e = shmq::Queue::validate_name(arg); !e.empty()) {
       std::fprintf(stderr, "shmqd: %s\n", e.c_str());
-      return 2;
+      return kExitConfig;
     }
     queues.push_back(arg);
   }
+  if (only_mark_down) {
+    if (metrics_file.empty() || !root.empty() || !queues.empty()) {
+      std::fprintf(stderr, "shmqd: --mark-down takes --metrics-file PATH and nothing else (try --help)\n");
+      return kExitConfig;
+    }
+    return mark_down(metrics_file);
+  }
   if (root.empty() || queues.empty()) {
     std::fprintf(stderr, "shmqd: need --data-dir DIR and at least one QUEUE (try --help)\n");
-    return 2;
+    return kExitConfig;
   }
   // The data dir first, before anything is created in it: walked from "/" without
   // following symlinks, ours, and under no directory other users may write (root's shmqd
   // would otherwise create directories wherever a planted symlink points).
   if (auto d = shmq::detail::prepare_data_dir(root); !d.ok()) {
-    logf("FATAL: %s; exiting", d.error().message().c_str());
-    return 1;
+    const bool config = d.error().code() != shmq::Errc::system_error &&
+                        d.error().code() != shmq::Errc::no_space;
+    logf("FATAL: %s%s; exiting", config ? "configuration: " : "", d.error().message().c_str());
+    return config ? kExitConfig : kExitRuntime;
   }
   // A durable queue's dead-letter queue lives beside it (DIR/QUEUE.dlq, made with the queue)
   // and is served with it: its dead letters are as durable as the queue's messages.
@@ -783,13 +901,16 @@ int main(int argc, char** argv) {
       notified = true;
     }
     if (!metrics_file.empty() && std::chrono::steady_clock::now() - last_metrics >= std::chrono::seconds(1)) {
-      write_metrics(metrics_file, queues);
+      write_metrics(metrics_file, queues, true);
       last_metrics = std::chrono::steady_clock::now();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the supervisor's tick
   }
   ::sd_notify(0, "STOPPING=1");
   for (auto& w : workers) w.join();
+  // Figures as last seen, marked down: node_exporter must not report a stopped shmqd as up
+  // (after a crash, the unit's ExecStopPost runs shmqd --mark-down).
+  if (!metrics_file.empty()) write_metrics(metrics_file, queues, false);
   if (const std::uint64_t dropped = g_log_dropped.load(); dropped != 0)
     logf("%llu log lines could not be written to stderr", static_cast<unsigned long long>(dropped));
   logf("exiting with %d", g_exit_code.load());

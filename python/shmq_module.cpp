@@ -80,8 +80,10 @@ Exceptions& exceptions() {
 }
 
 [[noreturn]] void raise(const shmq::Error& e) {
-  const std::string_view name =
-      e.code() == shmq::Errc::invalid_argument ? "invalid" : shmq::to_string(e.code());
+  // Named as the C API names them (shmq_status_string): the Errc's to_string, but for two.
+  const std::string_view name = e.code() == shmq::Errc::invalid_argument ? "invalid"
+                                : e.code() == shmq::Errc::mismatch       ? "mismatch"
+                                                                         : shmq::to_string(e.code());
   raise(name, e.message());
 }
 

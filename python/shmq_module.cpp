@@ -104,6 +104,8 @@ milliseconds to_ms(py::handle seconds, const char* what) {
   const double s = py::cast<double>(seconds);
   if (!(s >= 0) || !std::isfinite(s))
     throw py::value_error(std::string(what) + " must be a finite number of seconds >= 0");
+  // At most 100 years: the library adds durations to clock readings in nanoseconds.
+  if (s > 100.0 * 365 * 86400) return std::chrono::duration_cast<milliseconds>(std::chrono::years(100));
   return milliseconds(static_cast<std::int64_t>(std::llround(s * 1000.0)));
 }
 
@@ -345,16 +347,15 @@ shmq::Status sliced(std::mutex& lock, std::optional<nanoseconds> timeout, Call&&
   }
 }
 
-// One call with the GIL released (a call that must not be sliced), then the signal check.
+// One call with the GIL released and the handle's lock held: a call that does not wait
+// (try_, ack, ...) or must not be sliced (a sync send). The lock is taken without the GIL, so
+// a thread waiting for the handle never stops the others. A signal that came meanwhile is
+// handled by the interpreter as soon as the call returns (its result is not lost).
 template <typename Call>
 auto unsliced(std::mutex& lock, Call&& call) {
-  auto result = [&] {
-    py::gil_scoped_release released;
-    std::lock_guard<std::mutex> guard(lock);
-    return call();
-  }();
-  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-  return result;
+  py::gil_scoped_release released;
+  std::lock_guard<std::mutex> guard(lock);
+  return call();
 }
 
 // --- messages and deliveries -----------------------------------------------------------
@@ -504,8 +505,7 @@ std::shared_ptr<PyMessage> consumer_receive(PyConsumer& c, std::optional<nanosec
   auto m = std::make_shared<PyMessage>();
   shmq::Status s;
   if (!wait) {
-    std::lock_guard<std::mutex> guard(c.lock);
-    s = c.consumer.try_receive(m->held->item);
+    s = unsliced(c.lock, [&] { return c.consumer.try_receive(m->held->item); });
   } else {
     s = sliced(c.lock, timeout, [&](nanoseconds slice) {
       return c.consumer.receive_for(m->held->item, slice);
@@ -521,13 +521,12 @@ std::shared_ptr<PyMessage> consumer_receive(PyConsumer& c, std::optional<nanosec
 // once the consumer no longer holds it.
 template <typename Op>
 void consumer_op(PyConsumer& c, PyMessage& m, const char* what, Op&& op) {
-  shmq::Status s;
-  bool still_held;
-  {
-    std::lock_guard<std::mutex> guard(c.lock);
-    s = op(c.consumer, m.held->item);
+  bool still_held = false;
+  const shmq::Status s = unsliced(c.lock, [&] {
+    const shmq::Status st = op(c.consumer, m.held->item);
     still_held = m.held->item.held();
-  }
+    return st;
+  });
   if (!still_held) m.release();
   if (s != shmq::Status::ok) raise(s, what);
 }
@@ -537,8 +536,7 @@ std::shared_ptr<PyDelivery> subscriber_receive(PySubscriber& sub,
   auto d = std::make_shared<PyDelivery>();
   shmq::Status s;
   if (!wait) {
-    std::lock_guard<std::mutex> guard(sub.lock);
-    s = sub.subscriber.try_receive(d->held->item);
+    s = unsliced(sub.lock, [&] { return sub.subscriber.try_receive(d->held->item); });
   } else {
     s = sliced(sub.lock, timeout, [&](nanoseconds slice) {
       return sub.subscriber.receive_for(d->held->item, slice);
@@ -552,13 +550,12 @@ std::shared_ptr<PyDelivery> subscriber_receive(PySubscriber& sub,
 
 template <typename Op>
 void subscriber_op(PySubscriber& sub, PyDelivery& d, const char* what, Op&& op) {
-  shmq::Status s;
-  bool still_held;
-  {
-    std::lock_guard<std::mutex> guard(sub.lock);
-    s = op(sub.subscriber, d.held->item);
+  bool still_held = false;
+  const shmq::Status s = unsliced(sub.lock, [&] {
+    const shmq::Status st = op(sub.subscriber, d.held->item);
     still_held = d.held->item.held();
-  }
+    return st;
+  });
   if (!still_held) d.release();
   if (s != shmq::Status::ok) raise(s, what);
 }
@@ -827,8 +824,10 @@ PYBIND11_MODULE(shmq, m) {
       .def(
           "nack",
           [](PyConsumer& c, PyMessage& msg, std::optional<double> delay) {
+            const std::optional<milliseconds> d =
+                delay ? std::optional(to_ms(py::float_(*delay), "delay")) : std::nullopt;
             consumer_op(c, msg, "nack", [&](shmq::Consumer& x, shmq::Message& y) {
-              return delay ? x.nack_after(y, to_ms(py::float_(*delay), "delay")) : x.nack(y);
+              return d ? x.nack_after(y, *d) : x.nack(y);
             });
           },
           "message"_a, "delay"_a = py::none(),
@@ -843,16 +842,13 @@ PYBIND11_MODULE(shmq, m) {
       .def(
           "extend",
           [](PyConsumer& c, PyMessage& msg, double seconds) {
-            consumer_op(c, msg, "extend", [&](shmq::Consumer& x, shmq::Message& y) {
-              return x.extend_lease(y, to_ms(py::float_(seconds), "extension"));
-            });
+            const milliseconds d = to_ms(py::float_(seconds), "extension");
+            consumer_op(c, msg, "extend",
+                        [&](shmq::Consumer& x, shmq::Message& y) { return x.extend_lease(y, d); });
           },
           "message"_a, "seconds"_a, "Pushes the message's lease to seconds from now.")
       .def("release_all",
-           [](PyConsumer& c) {
-             std::lock_guard<std::mutex> guard(c.lock);
-             return c.consumer.release_all();
-           })
+           [](PyConsumer& c) { return unsliced(c.lock, [&] { return c.consumer.release_all(); }); })
       .def("interrupt", [](PyConsumer& c) { c.consumer.interrupt(); })
       .def("clear_interrupt", [](PyConsumer& c) { c.consumer.clear_interrupt(); });
 
@@ -971,9 +967,9 @@ PYBIND11_MODULE(shmq, m) {
       .def(
           "nack",
           [](PySubscriber& s, PyDelivery& d, double delay) {
-            subscriber_op(s, d, "nack", [&](shmq::Subscriber& x, shmq::Delivery& y) {
-              return x.nack(y, to_ms(py::float_(delay), "delay"));
-            });
+            const milliseconds ms = to_ms(py::float_(delay), "delay");
+            subscriber_op(s, d, "nack",
+                          [&](shmq::Subscriber& x, shmq::Delivery& y) { return x.nack(y, ms); });
           },
           "delivery"_a, "delay"_a = 0.0)
       .def(
@@ -986,15 +982,15 @@ PYBIND11_MODULE(shmq, m) {
       .def(
           "extend",
           [](PySubscriber& s, PyDelivery& d, double seconds) {
+            const milliseconds ms = to_ms(py::float_(seconds), "extension");
             subscriber_op(s, d, "extend", [&](shmq::Subscriber& x, shmq::Delivery& y) {
-              return x.extend_lease(y, to_ms(py::float_(seconds), "extension"));
+              return x.extend_lease(y, ms);
             });
           },
           "delivery"_a, "seconds"_a)
       .def("release_all",
            [](PySubscriber& s) {
-             std::lock_guard<std::mutex> guard(s.lock);
-             return s.subscriber.release_all();
+             return unsliced(s.lock, [&] { return s.subscriber.release_all(); });
            })
       .def_property_readonly("group", [](const PySubscriber& s) { return s.subscriber.group(); })
       .def("interrupt", [](PySubscriber& s) { s.subscriber.interrupt(); });

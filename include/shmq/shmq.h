@@ -28,7 +28,8 @@
  *    called from any thread (and from a signal handler) while another thread uses the
  *    handle; shmq_status_string and shmq_last_error are always safe (the last error is per
  *    thread).
- *  - Time. Durations are milliseconds (`_ms`); SHMQ_FOREVER as a timeout waits forever.
+ *  - Time. Durations are milliseconds (`_ms`), at most 100 years (longer ones are taken as
+ *    100 years); SHMQ_FOREVER as a timeout waits forever.
  *  - Versioned structs. Every options and stats struct starts with `size_t struct_size`.
  *    Initialise it with its *_init function (which sets struct_size = sizeof and every
  *    default), then set the fields you want. The library reads (or, for stats, writes) only

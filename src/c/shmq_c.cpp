@@ -187,9 +187,11 @@ shmq_status_t write_versioned(const char* fn, const T& full, T* out) noexcept {
   return SHMQ_OK;
 }
 
+// A duration in ms, at most 100 years (the library adds durations to clock readings in
+// nanoseconds: no overflow).
 milliseconds ms(std::uint64_t v) noexcept {
-  return milliseconds(static_cast<milliseconds::rep>(
-      std::min<std::uint64_t>(v, static_cast<std::uint64_t>(INT64_MAX))));
+  constexpr std::uint64_t kMaxMs = 100ull * 365 * 86400 * 1000;
+  return milliseconds(static_cast<milliseconds::rep>(std::min(v, kMaxMs)));
 }
 
 std::uint64_t to_ms(milliseconds d) noexcept {

@@ -1,5 +1,4 @@
 #include <shmq/shmq.h>
-
 #include <stdio.h>
 
 int main(void) {

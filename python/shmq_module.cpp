@@ -83,7 +83,7 @@ Exceptions& exceptions() {
   // Named as the C API names them (shmq_status_string): the Errc's to_string, but for two.
   const std::string_view name = e.code() == shmq::Errc::invalid_argument ? "invalid"
                                 : e.code() == shmq::Errc::mismatch       ? "mismatch"
-                                                                         : shmq::to_string(e.code());
+                                                                   : shmq::to_string(e.code());
   raise(name, e.message());
 }
 
@@ -105,7 +105,8 @@ milliseconds to_ms(py::handle seconds, const char* what) {
   if (!(s >= 0) || !std::isfinite(s))
     throw py::value_error(std::string(what) + " must be a finite number of seconds >= 0");
   // At most 100 years: the library adds durations to clock readings in nanoseconds.
-  if (s > 100.0 * 365 * 86400) return std::chrono::duration_cast<milliseconds>(std::chrono::years(100));
+  if (s > 100.0 * 365 * 86400)
+    return std::chrono::duration_cast<milliseconds>(std::chrono::years(100));
   return milliseconds(static_cast<std::int64_t>(std::llround(s * 1000.0)));
 }
 
@@ -178,8 +179,9 @@ shmq::Properties to_properties(const py::dict& d) {
     } else if (key == "reply_to") {
       p.reply_to = to_string_arg(v, "reply_to");
     } else if (key == "headers") {
-      py::iterable items = py::isinstance<py::dict>(v) ? py::reinterpret_borrow<py::dict>(v).attr("items")()
-                                                       : py::reinterpret_borrow<py::iterable>(v);
+      py::iterable items = py::isinstance<py::dict>(v)
+                               ? py::reinterpret_borrow<py::dict>(v).attr("items")()
+                               : py::reinterpret_borrow<py::iterable>(v);
       for (py::handle item : items) {
         const auto pair = py::cast<py::tuple>(item);
         if (pair.size() != 2) throw py::value_error("a header is a (key, value) pair");
@@ -214,7 +216,8 @@ SendArgs send_args(std::uint64_t id, std::uint32_t priority, double delay,
 }
 
 py::str decode(std::string_view s) {
-  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "surrogateescape");
+  PyObject* o =
+      PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "surrogateescape");
   if (o == nullptr) throw py::error_already_set();
   return py::reinterpret_steal<py::str>(o);
 }
@@ -231,26 +234,46 @@ shmq::QueueOptions to_queue_options(const py::kwargs& kw) {
   shmq::QueueOptions o;
   for (const auto& [k, v] : kw) {
     const std::string key = py::cast<std::string>(k);
-    if (key == "slot_count") o.slot_count = py::cast<std::uint32_t>(v);
-    else if (key == "slot_size") o.slot_size = py::cast<std::uint32_t>(v);
-    else if (key == "max_message_size") o.max_message_size = py::cast<std::uint32_t>(v);
-    else if (key == "max_members") o.max_members = py::cast<std::uint32_t>(v);
-    else if (key == "mode") o.mode = py::cast<std::uint32_t>(v);
-    else if (key == "lease") o.lease = to_ms(v, "lease");
-    else if (key == "max_deliveries") o.max_deliveries = py::cast<std::uint32_t>(v);
-    else if (key == "ttl") o.ttl = to_ms(v, "ttl");
-    else if (key == "backoff_initial") o.backoff_initial = to_ms(v, "backoff_initial");
-    else if (key == "backoff_max") o.backoff_max = to_ms(v, "backoff_max");
-    else if (key == "dead_letter") o.dead_letter = py::cast<bool>(v);
-    else if (key == "heartbeat_liveness") o.heartbeat_liveness = py::cast<bool>(v);
-    else if (key == "heartbeat_timeout") o.heartbeat_timeout = to_ms(v, "heartbeat_timeout");
-    else if (key == "claim_timeout") o.claim_timeout = to_ms(v, "claim_timeout");
-    else if (key == "durability") o.durability = to_durability(v);
-    else if (key == "data_dir") o.data_dir = py::cast<std::string>(py::str(v));
-    else if (key == "flush_interval") o.flush_interval = to_ms(v, "flush_interval");
-    else if (key == "checksum") o.checksum = py::cast<bool>(v);
-    else if (key == "max_priority") o.max_priority = py::cast<std::uint32_t>(v);
-    else if (key == "dedup_count") o.dedup_window.count = py::cast<std::uint32_t>(v);
+    if (key == "slot_count")
+      o.slot_count = py::cast<std::uint32_t>(v);
+    else if (key == "slot_size")
+      o.slot_size = py::cast<std::uint32_t>(v);
+    else if (key == "max_message_size")
+      o.max_message_size = py::cast<std::uint32_t>(v);
+    else if (key == "max_members")
+      o.max_members = py::cast<std::uint32_t>(v);
+    else if (key == "mode")
+      o.mode = py::cast<std::uint32_t>(v);
+    else if (key == "lease")
+      o.lease = to_ms(v, "lease");
+    else if (key == "max_deliveries")
+      o.max_deliveries = py::cast<std::uint32_t>(v);
+    else if (key == "ttl")
+      o.ttl = to_ms(v, "ttl");
+    else if (key == "backoff_initial")
+      o.backoff_initial = to_ms(v, "backoff_initial");
+    else if (key == "backoff_max")
+      o.backoff_max = to_ms(v, "backoff_max");
+    else if (key == "dead_letter")
+      o.dead_letter = py::cast<bool>(v);
+    else if (key == "heartbeat_liveness")
+      o.heartbeat_liveness = py::cast<bool>(v);
+    else if (key == "heartbeat_timeout")
+      o.heartbeat_timeout = to_ms(v, "heartbeat_timeout");
+    else if (key == "claim_timeout")
+      o.claim_timeout = to_ms(v, "claim_timeout");
+    else if (key == "durability")
+      o.durability = to_durability(v);
+    else if (key == "data_dir")
+      o.data_dir = py::cast<std::string>(py::str(v));
+    else if (key == "flush_interval")
+      o.flush_interval = to_ms(v, "flush_interval");
+    else if (key == "checksum")
+      o.checksum = py::cast<bool>(v);
+    else if (key == "max_priority")
+      o.max_priority = py::cast<std::uint32_t>(v);
+    else if (key == "dedup_count")
+      o.dedup_window.count = py::cast<std::uint32_t>(v);
     else if (key == "dedup_time")
       o.dedup_window.time = std::chrono::seconds(py::cast<std::int64_t>(v));
     else
@@ -260,20 +283,19 @@ shmq::QueueOptions to_queue_options(const py::kwargs& kw) {
 }
 
 py::dict queue_options_dict(const shmq::QueueOptions& o) {
-  return py::dict("slot_count"_a = o.slot_count, "slot_size"_a = o.slot_size,
-                  "max_message_size"_a = o.max_message_size, "max_members"_a = o.max_members,
-                  "mode"_a = o.mode, "lease"_a = to_seconds(o.lease),
-                  "max_deliveries"_a = o.max_deliveries, "ttl"_a = to_seconds(o.ttl),
-                  "backoff_initial"_a = to_seconds(o.backoff_initial),
-                  "backoff_max"_a = to_seconds(o.backoff_max), "dead_letter"_a = o.dead_letter,
-                  "heartbeat_liveness"_a = o.heartbeat_liveness,
-                  "heartbeat_timeout"_a = to_seconds(o.heartbeat_timeout),
-                  "claim_timeout"_a = to_seconds(o.claim_timeout),
-                  "durability"_a = std::string(shmq::to_string(o.durability)),
-                  "data_dir"_a = o.data_dir, "flush_interval"_a = to_seconds(o.flush_interval),
-                  "checksum"_a = o.checksum, "max_priority"_a = o.max_priority,
-                  "dedup_count"_a = o.dedup_window.count,
-                  "dedup_time"_a = o.dedup_window.time.count());
+  return py::dict(
+      "slot_count"_a = o.slot_count, "slot_size"_a = o.slot_size,
+      "max_message_size"_a = o.max_message_size, "max_members"_a = o.max_members, "mode"_a = o.mode,
+      "lease"_a = to_seconds(o.lease), "max_deliveries"_a = o.max_deliveries,
+      "ttl"_a = to_seconds(o.ttl), "backoff_initial"_a = to_seconds(o.backoff_initial),
+      "backoff_max"_a = to_seconds(o.backoff_max), "dead_letter"_a = o.dead_letter,
+      "heartbeat_liveness"_a = o.heartbeat_liveness,
+      "heartbeat_timeout"_a = to_seconds(o.heartbeat_timeout),
+      "claim_timeout"_a = to_seconds(o.claim_timeout),
+      "durability"_a = std::string(shmq::to_string(o.durability)), "data_dir"_a = o.data_dir,
+      "flush_interval"_a = to_seconds(o.flush_interval), "checksum"_a = o.checksum,
+      "max_priority"_a = o.max_priority, "dedup_count"_a = o.dedup_window.count,
+      "dedup_time"_a = o.dedup_window.time.count());
 }
 
 py::dict queue_stats_dict(const shmq::QueueStats& s) {
@@ -284,8 +306,7 @@ py::dict queue_stats_dict(const shmq::QueueStats& s) {
              "producers"_a = s.producers, "consumers"_a = s.consumers, "sent"_a = s.sent,
              "received"_a = s.received, "acked"_a = s.acked, "requeued"_a = s.requeued,
              "delayed"_a = s.delayed, "next_due_ns"_a = s.next_due_ns,
-             "max_priority"_a = s.max_priority,
-             "oldest_unacked_age_ms"_a = s.oldest_unacked_age_ms,
+             "max_priority"_a = s.max_priority, "oldest_unacked_age_ms"_a = s.oldest_unacked_age_ms,
              "members_reclaimed"_a = s.members_reclaimed, "redelivered"_a = s.redelivered,
              "leases_expired"_a = s.leases_expired, "holes_repaired"_a = s.holes_repaired,
              "dead_lettered"_a = s.dead_lettered, "expired"_a = s.expired,
@@ -327,14 +348,13 @@ py::dict group_stats_dict(const shmq::GroupStats& g) {
 // held during each slice: a handle is used by one thread at a time.
 template <typename Call>
 shmq::Status sliced(std::mutex& lock, std::optional<nanoseconds> timeout, Call&& call) {
-  const Clock::time_point deadline =
-      timeout ? Clock::now() + *timeout : Clock::time_point::max();
+  const Clock::time_point deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
   for (;;) {
     const Clock::time_point now = Clock::now();
-    const nanoseconds left = deadline == Clock::time_point::max()
-                                 ? kSlice
-                                 : std::max(nanoseconds(0), std::chrono::duration_cast<nanoseconds>(
-                                                                deadline - now));
+    const nanoseconds left =
+        deadline == Clock::time_point::max()
+            ? kSlice
+            : std::max(nanoseconds(0), std::chrono::duration_cast<nanoseconds>(deadline - now));
     shmq::Status s;
     {
       py::gil_scoped_release released;
@@ -507,9 +527,8 @@ std::shared_ptr<PyMessage> consumer_receive(PyConsumer& c, std::optional<nanosec
   if (!wait) {
     s = unsliced(c.lock, [&] { return c.consumer.try_receive(m->held->item); });
   } else {
-    s = sliced(c.lock, timeout, [&](nanoseconds slice) {
-      return c.consumer.receive_for(m->held->item, slice);
-    });
+    s = sliced(c.lock, timeout,
+               [&](nanoseconds slice) { return c.consumer.receive_for(m->held->item, slice); });
   }
   if (s == shmq::Status::timeout || s == shmq::Status::empty) return nullptr;
   if (s != shmq::Status::ok) raise(s, "receive");
@@ -538,9 +557,8 @@ std::shared_ptr<PyDelivery> subscriber_receive(PySubscriber& sub,
   if (!wait) {
     s = unsliced(sub.lock, [&] { return sub.subscriber.try_receive(d->held->item); });
   } else {
-    s = sliced(sub.lock, timeout, [&](nanoseconds slice) {
-      return sub.subscriber.receive_for(d->held->item, slice);
-    });
+    s = sliced(sub.lock, timeout,
+               [&](nanoseconds slice) { return sub.subscriber.receive_for(d->held->item, slice); });
   }
   if (s == shmq::Status::timeout || s == shmq::Status::empty) return nullptr;
   if (s != shmq::Status::ok) raise(s, "receive");
@@ -563,21 +581,30 @@ void subscriber_op(PySubscriber& sub, PyDelivery& d, const char* what, Op&& op) 
 shmq::GroupOptions to_group_options(const std::string& policy, py::handle start,
                                     double stall_timeout, const std::string& on_stall) {
   shmq::GroupOptions g;
-  if (policy == "reliable") g.policy = shmq::GroupPolicy::reliable;
-  else if (policy == "lossy") g.policy = shmq::GroupPolicy::lossy;
-  else throw py::value_error("policy is 'reliable' or 'lossy', not '" + policy + "'");
+  if (policy == "reliable")
+    g.policy = shmq::GroupPolicy::reliable;
+  else if (policy == "lossy")
+    g.policy = shmq::GroupPolicy::lossy;
+  else
+    throw py::value_error("policy is 'reliable' or 'lossy', not '" + policy + "'");
   if (py::isinstance<py::str>(start)) {
     const std::string s = py::cast<std::string>(start);
-    if (s == "latest") g.start = shmq::StartAt::latest();
-    else if (s == "earliest") g.start = shmq::StartAt::earliest();
-    else throw py::value_error("start is 'latest', 'earliest' or a position, not '" + s + "'");
+    if (s == "latest")
+      g.start = shmq::StartAt::latest();
+    else if (s == "earliest")
+      g.start = shmq::StartAt::earliest();
+    else
+      throw py::value_error("start is 'latest', 'earliest' or a position, not '" + s + "'");
   } else {
     g.start = shmq::StartAt::at(py::cast<std::uint64_t>(start));
   }
   g.stall_timeout = to_ms(py::float_(stall_timeout), "stall_timeout");
-  if (on_stall == "hold") g.on_stall = shmq::StallAction::hold;
-  else if (on_stall == "detach") g.on_stall = shmq::StallAction::detach;
-  else throw py::value_error("on_stall is 'hold' or 'detach', not '" + on_stall + "'");
+  if (on_stall == "hold")
+    g.on_stall = shmq::StallAction::hold;
+  else if (on_stall == "detach")
+    g.on_stall = shmq::StallAction::detach;
+  else
+    throw py::value_error("on_stall is 'hold' or 'detach', not '" + on_stall + "'");
   return g;
 }
 
@@ -585,21 +612,36 @@ shmq::TopicOptions to_topic_options(const py::kwargs& kw) {
   shmq::TopicOptions o;
   for (const auto& [k, v] : kw) {
     const std::string key = py::cast<std::string>(k);
-    if (key == "slot_count") o.slot_count = py::cast<std::uint32_t>(v);
-    else if (key == "slot_size") o.slot_size = py::cast<std::uint32_t>(v);
-    else if (key == "max_members") o.max_members = py::cast<std::uint32_t>(v);
-    else if (key == "max_groups") o.max_groups = py::cast<std::uint32_t>(v);
-    else if (key == "mode") o.mode = py::cast<std::uint32_t>(v);
-    else if (key == "history") o.history = py::cast<std::uint32_t>(v);
-    else if (key == "lease") o.lease = to_ms(v, "lease");
-    else if (key == "max_deliveries") o.max_deliveries = py::cast<std::uint32_t>(v);
-    else if (key == "dead_letter") o.dead_letter = py::cast<bool>(v);
-    else if (key == "claim_timeout") o.claim_timeout = to_ms(v, "claim_timeout");
-    else if (key == "durability") o.durability = to_durability(v);
-    else if (key == "data_dir") o.data_dir = py::cast<std::string>(py::str(v));
-    else if (key == "flush_interval") o.flush_interval = to_ms(v, "flush_interval");
-    else if (key == "retain_bytes") o.retain_bytes = py::cast<std::uint64_t>(v);
-    else if (key == "retain_age") o.retain_age = std::chrono::seconds(py::cast<std::int64_t>(v));
+    if (key == "slot_count")
+      o.slot_count = py::cast<std::uint32_t>(v);
+    else if (key == "slot_size")
+      o.slot_size = py::cast<std::uint32_t>(v);
+    else if (key == "max_members")
+      o.max_members = py::cast<std::uint32_t>(v);
+    else if (key == "max_groups")
+      o.max_groups = py::cast<std::uint32_t>(v);
+    else if (key == "mode")
+      o.mode = py::cast<std::uint32_t>(v);
+    else if (key == "history")
+      o.history = py::cast<std::uint32_t>(v);
+    else if (key == "lease")
+      o.lease = to_ms(v, "lease");
+    else if (key == "max_deliveries")
+      o.max_deliveries = py::cast<std::uint32_t>(v);
+    else if (key == "dead_letter")
+      o.dead_letter = py::cast<bool>(v);
+    else if (key == "claim_timeout")
+      o.claim_timeout = to_ms(v, "claim_timeout");
+    else if (key == "durability")
+      o.durability = to_durability(v);
+    else if (key == "data_dir")
+      o.data_dir = py::cast<std::string>(py::str(v));
+    else if (key == "flush_interval")
+      o.flush_interval = to_ms(v, "flush_interval");
+    else if (key == "retain_bytes")
+      o.retain_bytes = py::cast<std::uint64_t>(v);
+    else if (key == "retain_age")
+      o.retain_age = std::chrono::seconds(py::cast<std::int64_t>(v));
     else
       throw py::type_error("unknown topic option '" + key + "'");
   }
@@ -614,8 +656,9 @@ void define_exporter(py::module_& m, const char* buffer_name) {
         const Held<T>& h = *e.held;
         const void* ptr = h.released ? &kEmpty : static_cast<const void*>(h.data);
         const auto size = static_cast<py::ssize_t>(h.released ? 0 : h.size);
-        return py::buffer_info(const_cast<void*>(ptr), 1, py::format_descriptor<std::uint8_t>::format(),
-                               1, {size}, {py::ssize_t(1)}, /*readonly=*/true);
+        return py::buffer_info(const_cast<void*>(ptr), 1,
+                               py::format_descriptor<std::uint8_t>::format(), 1, {size},
+                               {py::ssize_t(1)}, /*readonly=*/true);
       });
 }
 
@@ -699,8 +742,8 @@ PYBIND11_MODULE(shmq, m) {
   py::class_<PyProducer, std::shared_ptr<PyProducer>>(m, "Producer")
       .def(
           "send",
-          [](PyProducer& p, py::handle data, std::uint64_t id, std::uint32_t priority,
-             double delay, std::optional<py::dict> properties, std::optional<double> timeout) {
+          [](PyProducer& p, py::handle data, std::uint64_t id, std::uint32_t priority, double delay,
+             std::optional<py::dict> properties, std::optional<double> timeout) {
             return producer_send(p, data, to_timeout(timeout),
                                  send_args(id, priority, delay, properties));
           },
@@ -719,13 +762,12 @@ PYBIND11_MODULE(shmq, m) {
           "properties"_a = py::none(), "send with a timeout in seconds: shmq.TimeoutError.")
       .def(
           "try_send",
-          [](PyProducer& p, py::handle data, std::uint64_t id, std::uint32_t priority,
-             double delay, std::optional<py::dict> properties) {
+          [](PyProducer& p, py::handle data, std::uint64_t id, std::uint32_t priority, double delay,
+             std::optional<py::dict> properties) {
             const Payload payload(data);
             const SendArgs a = send_args(id, priority, delay, properties);
-            const shmq::Status s = unsliced(p.lock, [&] {
-              return p.producer.try_send(payload.bytes(), a.options);
-            });
+            const shmq::Status s =
+                unsliced(p.lock, [&] { return p.producer.try_send(payload.bytes(), a.options); });
             return sent(s, p.producer.last_position(), "try_send");
           },
           "data"_a, py::kw_only(), "id"_a = 0, "priority"_a = 0, "delay"_a = 0.0,
@@ -760,14 +802,15 @@ PYBIND11_MODULE(shmq, m) {
                   "send_batch (" + std::to_string(done) + " of " + std::to_string(batch.size()) +
                       " sent)");
           },
-          "messages"_a, "timeout"_a = py::none(), py::kw_only(), "priority"_a = 0,
-          "delay"_a = 0.0, "properties"_a = py::none(),
+          "messages"_a, "timeout"_a = py::none(), py::kw_only(), "priority"_a = 0, "delay"_a = 0.0,
+          "properties"_a = py::none(),
           "Sends messages in order; returns how many (all), or raises with how many were sent "
           "in the message.")
       .def_property_readonly("last_position",
                              [](const PyProducer& p) { return p.producer.last_position(); })
-      .def("interrupt", [](PyProducer& p) { p.producer.interrupt(); },
-           "Makes blocking calls raise shmq.InterruptedError (any thread).")
+      .def(
+          "interrupt", [](PyProducer& p) { p.producer.interrupt(); },
+          "Makes blocking calls raise shmq.InterruptedError (any thread).")
       .def("clear_interrupt", [](PyProducer& p) { p.producer.clear_interrupt(); });
 
   py::class_<PyConsumer, std::shared_ptr<PyConsumer>>(m, "Consumer")
@@ -785,8 +828,9 @@ PYBIND11_MODULE(shmq, m) {
             return consumer_receive(c, to_timeout(timeout), true);
           },
           "timeout"_a)
-      .def("try_receive", [](PyConsumer& c) { return consumer_receive(c, std::nullopt, false); },
-           "The next message if one is ready, else None.")
+      .def(
+          "try_receive", [](PyConsumer& c) { return consumer_receive(c, std::nullopt, false); },
+          "The next message if one is ready, else None.")
       .def(
           "receive_batch",
           [](PyConsumer& c, std::size_t max_count, std::optional<double> timeout) {
@@ -818,7 +862,8 @@ PYBIND11_MODULE(shmq, m) {
       .def(
           "ack",
           [](PyConsumer& c, PyMessage& msg) {
-            consumer_op(c, msg, "ack", [](shmq::Consumer& x, shmq::Message& y) { return x.ack(y); });
+            consumer_op(c, msg, "ack",
+                        [](shmq::Consumer& x, shmq::Message& y) { return x.ack(y); });
           },
           "message"_a)
       .def(
@@ -861,42 +906,46 @@ PYBIND11_MODULE(shmq, m) {
           "name"_a,
           "Creates a queue. Options as keyword arguments (QueueOptions; durations in "
           "seconds, durability 'none' | 'async' | 'sync').")
-      .def_static("open", [](const std::string& name) { return check(shmq::Queue::open(name)); },
-                  "name"_a)
+      .def_static(
+          "open", [](const std::string& name) { return check(shmq::Queue::open(name)); }, "name"_a)
       .def_static(
           "open_or_create",
           [](const std::string& name, const py::kwargs& kw) {
             return check(shmq::Queue::open_or_create(name, to_queue_options(kw)));
           },
           "name"_a)
-      .def_static("remove", [](const std::string& name) { check(shmq::Queue::remove(name)); },
-                  "name"_a)
+      .def_static(
+          "remove", [](const std::string& name) { check(shmq::Queue::remove(name)); }, "name"_a)
       .def_property_readonly("name", &shmq::Queue::name)
       .def("options", [](const shmq::Queue& q) { return queue_options_dict(q.options()); })
       .def("stats", [](const shmq::Queue& q) { return queue_stats_dict(q.stats()); })
-      .def(
-          "set_policy",
-          [](shmq::Queue& q, const py::kwargs& kw) {
-            shmq::PolicyUpdate u;
-            for (const auto& [k, v] : kw) {
-              const std::string key = py::cast<std::string>(k);
-              if (key == "lease") u.lease = to_ms(v, "lease");
-              else if (key == "max_deliveries") u.max_deliveries = py::cast<std::uint32_t>(v);
-              else if (key == "ttl") u.ttl = to_ms(v, "ttl");
-              else if (key == "backoff_initial") u.backoff_initial = to_ms(v, "backoff_initial");
-              else if (key == "backoff_max") u.backoff_max = to_ms(v, "backoff_max");
-              else throw py::type_error("unknown policy field '" + key + "'");
-            }
-            check(q.set_policy(u));
-          })
+      .def("set_policy",
+           [](shmq::Queue& q, const py::kwargs& kw) {
+             shmq::PolicyUpdate u;
+             for (const auto& [k, v] : kw) {
+               const std::string key = py::cast<std::string>(k);
+               if (key == "lease")
+                 u.lease = to_ms(v, "lease");
+               else if (key == "max_deliveries")
+                 u.max_deliveries = py::cast<std::uint32_t>(v);
+               else if (key == "ttl")
+                 u.ttl = to_ms(v, "ttl");
+               else if (key == "backoff_initial")
+                 u.backoff_initial = to_ms(v, "backoff_initial");
+               else if (key == "backoff_max")
+                 u.backoff_max = to_ms(v, "backoff_max");
+               else
+                 throw py::type_error("unknown policy field '" + key + "'");
+             }
+             check(q.set_policy(u));
+           })
       .def("producer",
            [](shmq::Queue& q) {
-             return std::make_shared<PyProducer>(
-                 check(q.producer()), q.options().durability == shmq::Durability::sync);
+             return std::make_shared<PyProducer>(check(q.producer()),
+                                                 q.options().durability == shmq::Durability::sync);
            })
-      .def(
-          "consumer",
-          [](shmq::Queue& q) { return std::make_shared<PyConsumer>(check(q.consumer())); });
+      .def("consumer",
+           [](shmq::Queue& q) { return std::make_shared<PyConsumer>(check(q.consumer())); });
 
   // --- topics ---------------------------------------------------------------------------
 
@@ -904,7 +953,8 @@ PYBIND11_MODULE(shmq, m) {
       m, "Delivery", "A message received through a Subscriber; .data as Message.data.")
       .def_property_readonly("data", &PyDelivery::data)
       .def("bytes", &PyDelivery::copy)
-      .def_property_readonly("position", [](const PyDelivery& x) { return x.held->item.position(); })
+      .def_property_readonly("position",
+                             [](const PyDelivery& x) { return x.held->item.position(); })
       .def_property_readonly("id", [](const PyDelivery& x) { return x.held->item.id(); })
       .def_property_readonly("delivery_count",
                              [](const PyDelivery& x) { return x.held->item.delivery_count(); })
@@ -961,7 +1011,8 @@ PYBIND11_MODULE(shmq, m) {
       .def(
           "ack",
           [](PySubscriber& s, PyDelivery& d) {
-            subscriber_op(s, d, "ack", [](shmq::Subscriber& x, shmq::Delivery& y) { return x.ack(y); });
+            subscriber_op(s, d, "ack",
+                          [](shmq::Subscriber& x, shmq::Delivery& y) { return x.ack(y); });
           },
           "delivery"_a)
       .def(
@@ -1002,26 +1053,25 @@ PYBIND11_MODULE(shmq, m) {
             return check(shmq::Topic::create(name, to_topic_options(kw)));
           },
           "name"_a)
-      .def_static("open", [](const std::string& name) { return check(shmq::Topic::open(name)); },
-                  "name"_a)
-      .def_static("remove", [](const std::string& name) { check(shmq::Topic::remove(name)); },
-                  "name"_a)
-      .def_static("is_topic", [](const std::string& name) { return shmq::Topic::is_topic(name); },
-                  "name"_a)
+      .def_static(
+          "open", [](const std::string& name) { return check(shmq::Topic::open(name)); }, "name"_a)
+      .def_static(
+          "remove", [](const std::string& name) { check(shmq::Topic::remove(name)); }, "name"_a)
+      .def_static(
+          "is_topic", [](const std::string& name) { return shmq::Topic::is_topic(name); }, "name"_a)
       .def_property_readonly("name", &shmq::Topic::name)
       .def(
           "create_group",
-          [](shmq::Topic& t, const std::string& group, const std::string& policy,
-             py::object start, double stall_timeout, const std::string& on_stall) {
-            return group_stats_dict(
-                check(t.create_group(group, to_group_options(policy, start, stall_timeout, on_stall))));
+          [](shmq::Topic& t, const std::string& group, const std::string& policy, py::object start,
+             double stall_timeout, const std::string& on_stall) {
+            return group_stats_dict(check(
+                t.create_group(group, to_group_options(policy, start, stall_timeout, on_stall))));
           },
           "group"_a, py::kw_only(), "policy"_a = "reliable", "start"_a = "latest",
           "stall_timeout"_a = 0.0, "on_stall"_a = "hold")
       .def(
           "delete_group",
-          [](shmq::Topic& t, const std::string& group) { check(t.delete_group(group)); },
-          "group"_a)
+          [](shmq::Topic& t, const std::string& group) { check(t.delete_group(group)); }, "group"_a)
       .def("groups",
            [](const shmq::Topic& t) {
              py::list out;
@@ -1044,8 +1094,8 @@ PYBIND11_MODULE(shmq, m) {
            })
       .def("publisher",
            [](shmq::Topic& t) {
-             return std::make_shared<PyPublisher>(
-                 check(t.publisher()), t.options().durability == shmq::Durability::sync);
+             return std::make_shared<PyPublisher>(check(t.publisher()),
+                                                  t.options().durability == shmq::Durability::sync);
            })
       .def(
           "subscriber",

@@ -7,7 +7,6 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <shmq/shmq.h>
-
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,13 +15,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define CHECK(cond)                                                                        \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
-      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: '%s')\n", __FILE__, __LINE__, \
-              #cond, shmq_last_error());                                                   \
-      exit(1);                                                                             \
-    }                                                                                      \
+#define CHECK(cond)                                                                              \
+  do {                                                                                           \
+    if (!(cond)) {                                                                               \
+      fprintf(stderr, "%s:%d: CHECK failed: %s (last error: '%s')\n", __FILE__, __LINE__, #cond, \
+              shmq_last_error());                                                                \
+      exit(1);                                                                                   \
+    }                                                                                            \
   } while (0)
 
 #define CHECK_STATUS(call, expected)                                                       \

@@ -59,33 +59,33 @@ extern "C" {
 typedef enum shmq_status {
   /* shmq::Status, same values. */
   SHMQ_OK = 0,
-  SHMQ_FULL = 1,          /* the ring is full (try_ / timed send); DLQ full on reject */
-  SHMQ_EMPTY = 2,         /* nothing to receive (try_receive) */
-  SHMQ_TIMEOUT = 3,       /* a timed call ran out of time */
-  SHMQ_INTERRUPTED = 4,   /* *_interrupt() was called on the handle */
-  SHMQ_TOO_LARGE = 5,     /* message larger than the queue's max message size */
-  SHMQ_LEASE_LOST = 6,    /* ack/nack/extend of a message no longer held by this consumer */
-  SHMQ_INVALID = 7,       /* bad argument: NULL, bad option, bad name, priority too high... */
-  SHMQ_CLOSED = 8,        /* the queue or topic was removed (or the group deleted) */
-  SHMQ_NO_PERSISTER = 9,  /* sync queue, try_send: sent, but no shmqd attached to confirm */
-  SHMQ_UNCONFIRMED = 10,  /* sync queue, try_send: sent, the confirmation did not come */
+  SHMQ_FULL = 1,            /* the ring is full (try_ / timed send); DLQ full on reject */
+  SHMQ_EMPTY = 2,           /* nothing to receive (try_receive) */
+  SHMQ_TIMEOUT = 3,         /* a timed call ran out of time */
+  SHMQ_INTERRUPTED = 4,     /* *_interrupt() was called on the handle */
+  SHMQ_TOO_LARGE = 5,       /* message larger than the queue's max message size */
+  SHMQ_LEASE_LOST = 6,      /* ack/nack/extend of a message no longer held by this consumer */
+  SHMQ_INVALID = 7,         /* bad argument: NULL, bad option, bad name, priority too high... */
+  SHMQ_CLOSED = 8,          /* the queue or topic was removed (or the group deleted) */
+  SHMQ_NO_PERSISTER = 9,    /* sync queue, try_send: sent, but no shmqd attached to confirm */
+  SHMQ_UNCONFIRMED = 10,    /* sync queue, try_send: sent, the confirmation did not come */
   SHMQ_WRONG_CONSUMER = 11, /* ack/nack/extend of a message another consumer received */
-  SHMQ_EVICTED = 12,      /* the handle's member row was taken from it: open a new one */
-  SHMQ_DUPLICATE = 13,    /* an id already sent within the queue's deduplication window */
+  SHMQ_EVICTED = 12,        /* the handle's member row was taken from it: open a new one */
+  SHMQ_DUPLICATE = 13,      /* an id already sent within the queue's deduplication window */
   /* Setup errors: shmq::Errc (invalid_argument is SHMQ_INVALID above). */
-  SHMQ_NOT_FOUND = 100,   /* the queue, topic or group does not exist */
+  SHMQ_NOT_FOUND = 100, /* the queue, topic or group does not exist */
   SHMQ_ALREADY_EXISTS = 101,
   SHMQ_PERMISSION_DENIED = 102,
-  SHMQ_BAD_MAGIC = 103,   /* not an shmq segment (or a queue opened as a topic and back) */
+  SHMQ_BAD_MAGIC = 103, /* not an shmq segment (or a queue opened as a topic and back) */
   SHMQ_INCOMPATIBLE_VERSION = 104,
   SHMQ_CORRUPT = 105,
   SHMQ_NOT_INITIALIZED = 106,
-  SHMQ_NO_SPACE = 107,    /* /dev/shm full, or no free member row / group row */
+  SHMQ_NO_SPACE = 107, /* /dev/shm full, or no free member row / group row */
   SHMQ_SYSTEM_ERROR = 108,
-  SHMQ_MISMATCH = 109,    /* open_or_create: the existing queue's options differ */
+  SHMQ_MISMATCH = 109, /* open_or_create: the existing queue's options differ */
   /* Failures of the C layer itself. */
-  SHMQ_NO_MEMORY = 200,   /* an allocation failed */
-  SHMQ_INTERNAL = 201     /* an unexpected C++ exception, caught: see shmq_last_error() */
+  SHMQ_NO_MEMORY = 200, /* an allocation failed */
+  SHMQ_INTERNAL = 201   /* an unexpected C++ exception, caught: see shmq_last_error() */
 } shmq_status_t;
 
 /* The status's name ("ok", "timeout", "not_found", ...), a static string; "unknown" for a
@@ -124,27 +124,27 @@ typedef enum shmq_durability {
 /* shmq::QueueOptions; fields and defaults as there. */
 typedef struct shmq_queue_options {
   size_t struct_size;
-  uint32_t slot_count;          /* power of two, 2 .. 2^24 (1024) */
-  uint32_t slot_size;           /* bytes per slot incl. a 64-byte header (256) */
-  uint32_t max_message_size;    /* 0 = one slot's payload (0) */
-  uint32_t max_members;         /* 1 .. 255 (64) */
-  uint32_t mode;                /* 0600 or 0660 (0600) */
-  uint64_t lease_ms;            /* visibility timeout, 0 = none (30000) */
-  uint32_t max_deliveries;      /* then dead-lettered, 0 = unlimited (20) */
-  uint64_t ttl_ms;              /* 0 = never expire (0) */
-  uint64_t backoff_initial_ms;  /* redelivery delay of a plain nack (0) */
-  uint64_t backoff_max_ms;      /* (60000) */
-  bool dead_letter;             /* to "<name>.dlq" instead of dropping (true) */
-  bool heartbeat_liveness;      /* liveness by heartbeat instead of pid (false) */
+  uint32_t slot_count;           /* power of two, 2 .. 2^24 (1024) */
+  uint32_t slot_size;            /* bytes per slot incl. a 64-byte header (256) */
+  uint32_t max_message_size;     /* 0 = one slot's payload (0) */
+  uint32_t max_members;          /* 1 .. 255 (64) */
+  uint32_t mode;                 /* 0600 or 0660 (0600) */
+  uint64_t lease_ms;             /* visibility timeout, 0 = none (30000) */
+  uint32_t max_deliveries;       /* then dead-lettered, 0 = unlimited (20) */
+  uint64_t ttl_ms;               /* 0 = never expire (0) */
+  uint64_t backoff_initial_ms;   /* redelivery delay of a plain nack (0) */
+  uint64_t backoff_max_ms;       /* (60000) */
+  bool dead_letter;              /* to "<name>.dlq" instead of dropping (true) */
+  bool heartbeat_liveness;       /* liveness by heartbeat instead of pid (false) */
   uint64_t heartbeat_timeout_ms; /* (5000) */
-  uint64_t claim_timeout_ms;    /* (5000) */
-  shmq_durability_t durability; /* (SHMQ_DURABILITY_NONE) */
-  const char* data_dir;         /* needed for async and sync; NULL = none (NULL) */
-  uint64_t flush_interval_ms;   /* async (5) */
-  bool checksum;                /* XXH3 over every message (false) */
-  uint32_t max_priority;        /* 0 = no priorities, up to 31 (0) */
-  uint32_t dedup_count;         /* deduplication window in messages, 0 = none (0) */
-  uint64_t dedup_time_s;        /* and in seconds, 0 = no time limit (0) */
+  uint64_t claim_timeout_ms;     /* (5000) */
+  shmq_durability_t durability;  /* (SHMQ_DURABILITY_NONE) */
+  const char* data_dir;          /* needed for async and sync; NULL = none (NULL) */
+  uint64_t flush_interval_ms;    /* async (5) */
+  bool checksum;                 /* XXH3 over every message (false) */
+  uint32_t max_priority;         /* 0 = no priorities, up to 31 (0) */
+  uint32_t dedup_count;          /* deduplication window in messages, 0 = none (0) */
+  uint64_t dedup_time_s;         /* and in seconds, 0 = no time limit (0) */
 } shmq_queue_options_t;
 
 /* Sets struct_size and every default. NULL: does nothing. */
@@ -202,10 +202,10 @@ typedef struct shmq_queue_stats {
   uint32_t max_priority;
   uint32_t producers;
   uint32_t consumers;
-  uint64_t tail;           /* next position producers will claim */
-  uint64_t dispatch;       /* next position consumers will look at */
-  uint64_t ready;          /* committed, not delivered (incl. requeued) */
-  uint64_t in_flight;      /* delivered, not acked */
+  uint64_t tail;      /* next position producers will claim */
+  uint64_t dispatch;  /* next position consumers will look at */
+  uint64_t ready;     /* committed, not delivered (incl. requeued) */
+  uint64_t in_flight; /* delivered, not acked */
   uint64_t claimed;
   uint64_t free_slots;
   uint64_t sent;
@@ -226,7 +226,7 @@ typedef struct shmq_queue_stats {
   uint64_t dedup_duplicates;
   uint64_t dedup_evicted_early;
   uint64_t dedup_voided;
-  uint64_t persisted;      /* durable queues: positions below are on disk */
+  uint64_t persisted; /* durable queues: positions below are on disk */
   bool watchdog_active;
 } shmq_queue_stats_t;
 /* Sets struct_size (and zeroes the rest). NULL: does nothing. */
@@ -273,10 +273,10 @@ void shmq_properties_init(shmq_properties_t* properties);
 /* shmq::SendOptions. */
 typedef struct shmq_send_options {
   size_t struct_size;
-  uint64_t id;          /* kept for deduplication; 0 = generated (2^63 + position) */
-  uint32_t priority;    /* 0 .. the queue's max_priority (SHMQ_INVALID above) */
-  uint64_t delay_ms;    /* not delivered before this from now (0: at once) */
-  int64_t not_before_unix_ms; /* nor before this wall-clock time, unix ms (0: none) */
+  uint64_t id;                         /* kept for deduplication; 0 = generated (2^63 + position) */
+  uint32_t priority;                   /* 0 .. the queue's max_priority (SHMQ_INVALID above) */
+  uint64_t delay_ms;                   /* not delivered before this from now (0: at once) */
+  int64_t not_before_unix_ms;          /* nor before this wall-clock time, unix ms (0: none) */
   const shmq_properties_t* properties; /* optional */
 } shmq_send_options_t;
 void shmq_send_options_init(shmq_send_options_t* options);
@@ -346,17 +346,17 @@ bool shmq_message_valid(const shmq_message_t* message);
 /* A received message's properties. Strings point into the message: valid as its data. */
 typedef struct shmq_message_properties {
   size_t struct_size;
-  bool present;               /* false: sent without properties (all below empty) */
+  bool present; /* false: sent without properties (all below empty) */
   shmq_string_t content_type;
   shmq_string_t correlation_id;
   shmq_string_t reply_to;
-  uint64_t timestamp_ns;      /* send time, unix ns */
+  uint64_t timestamp_ns; /* send time, unix ns */
   size_t header_count;
 } shmq_message_properties_t;
 void shmq_message_properties_init(shmq_message_properties_t* properties);
 /* Fills `out` (struct_size set) from the message (SHMQ_INVALID if it holds none). */
 shmq_status_t shmq_message_get_properties(const shmq_message_t* message,
-                                      shmq_message_properties_t* out);
+                                          shmq_message_properties_t* out);
 /* Header `index` (0 .. header_count - 1, in the order sent); SHMQ_INVALID past the end. */
 shmq_status_t shmq_message_header_at(const shmq_message_t* message, size_t index,
                                      shmq_string_t* key, shmq_string_t* value);
@@ -379,8 +379,9 @@ shmq_status_t shmq_consumer_receive_for(shmq_consumer_t* consumer, shmq_message_
 /* Waits up to timeout_ms for a first message, then takes what is ready, up to `count`, into
  * messages[0 ..]. *received (required) = how many; SHMQ_OK if at least one, else the reason
  * (SHMQ_TIMEOUT, SHMQ_CLOSED...). Every messages[i] must be a handle holding nothing. */
-shmq_status_t shmq_consumer_receive_batch(shmq_consumer_t* consumer, shmq_message_t* const* messages,
-                                          size_t count, uint64_t timeout_ms, size_t* received);
+shmq_status_t shmq_consumer_receive_batch(shmq_consumer_t* consumer,
+                                          shmq_message_t* const* messages, size_t count,
+                                          uint64_t timeout_ms, size_t* received);
 /* Releases the message's slot. SHMQ_LEASE_LOST if this consumer no longer holds it,
  * SHMQ_WRONG_CONSUMER if another consumer received it, SHMQ_INVALID if it holds nothing. */
 shmq_status_t shmq_consumer_ack(shmq_consumer_t* consumer, shmq_message_t* message);
@@ -415,16 +416,16 @@ typedef struct shmq_delivery shmq_delivery_t;
 /* shmq::TopicOptions; fields and defaults as there. */
 typedef struct shmq_topic_options {
   size_t struct_size;
-  uint32_t slot_count;        /* (1024) */
-  uint32_t slot_size;         /* a message takes one slot: at most slot_size - 64 (256) */
-  uint32_t max_members;       /* (64) */
-  uint32_t max_groups;        /* 1 .. 64 (16) */
-  uint32_t mode;              /* (0600) */
-  uint32_t history;           /* kept for groups that start at earliest, 0 = ring (0) */
-  uint64_t lease_ms;          /* (30000) */
-  uint32_t max_deliveries;    /* (20) */
-  bool dead_letter;           /* to "<topic>.<group>.dlq" (true) */
-  uint64_t claim_timeout_ms;  /* (5000) */
+  uint32_t slot_count;       /* (1024) */
+  uint32_t slot_size;        /* a message takes one slot: at most slot_size - 64 (256) */
+  uint32_t max_members;      /* (64) */
+  uint32_t max_groups;       /* 1 .. 64 (16) */
+  uint32_t mode;             /* (0600) */
+  uint32_t history;          /* kept for groups that start at earliest, 0 = ring (0) */
+  uint64_t lease_ms;         /* (30000) */
+  uint32_t max_deliveries;   /* (20) */
+  bool dead_letter;          /* to "<topic>.<group>.dlq" (true) */
+  uint64_t claim_timeout_ms; /* (5000) */
   shmq_durability_t durability;
   const char* data_dir;       /* (NULL) */
   uint64_t flush_interval_ms; /* (5) */
@@ -444,10 +445,7 @@ typedef enum shmq_start_at {
   SHMQ_START_POSITION = 2  /* exactly start_position */
 } shmq_start_at_t;
 
-typedef enum shmq_stall_action {
-  SHMQ_STALL_HOLD = 0,
-  SHMQ_STALL_DETACH = 1
-} shmq_stall_action_t;
+typedef enum shmq_stall_action { SHMQ_STALL_HOLD = 0, SHMQ_STALL_DETACH = 1 } shmq_stall_action_t;
 
 /* shmq::GroupOptions. */
 typedef struct shmq_group_options {
@@ -498,8 +496,8 @@ shmq_status_t shmq_topic_get_stats(const shmq_topic_t* topic, shmq_topic_stats_t
 
 typedef struct shmq_group_stats {
   size_t struct_size;
-  char name[65];              /* NUL-terminated */
-  char state[16];             /* "active", "stalled", "detached" */
+  char name[65];  /* NUL-terminated */
+  char state[16]; /* "active", "stalled", "detached" */
   shmq_group_policy_t policy;
   uint64_t position;
   uint64_t acked;
@@ -527,10 +525,10 @@ shmq_status_t shmq_topic_subscriber(shmq_topic_t* topic, const char* group,
  * send_for (a message larger than one slot's payload is SHMQ_TOO_LARGE). */
 shmq_status_t shmq_publisher_send(shmq_publisher_t* publisher, const void* data, size_t size,
                                   uint64_t id);
-shmq_status_t shmq_publisher_try_send(shmq_publisher_t* publisher, const void* data,
-                                      size_t size, uint64_t id);
-shmq_status_t shmq_publisher_send_for(shmq_publisher_t* publisher, const void* data,
-                                      size_t size, uint64_t timeout_ms, uint64_t id);
+shmq_status_t shmq_publisher_try_send(shmq_publisher_t* publisher, const void* data, size_t size,
+                                      uint64_t id);
+shmq_status_t shmq_publisher_send_for(shmq_publisher_t* publisher, const void* data, size_t size,
+                                      uint64_t timeout_ms, uint64_t id);
 uint64_t shmq_publisher_last_position(const shmq_publisher_t* publisher);
 void shmq_publisher_interrupt(shmq_publisher_t* publisher);
 void shmq_publisher_close(shmq_publisher_t* publisher);
@@ -551,17 +549,16 @@ bool shmq_delivery_held(const shmq_delivery_t* delivery);
 
 /* As the consumer's (SHMQ_INVALID if `delivery` still holds one). */
 shmq_status_t shmq_subscriber_receive(shmq_subscriber_t* subscriber, shmq_delivery_t* delivery);
-shmq_status_t shmq_subscriber_try_receive(shmq_subscriber_t* subscriber,
-                                          shmq_delivery_t* delivery);
-shmq_status_t shmq_subscriber_receive_for(shmq_subscriber_t* subscriber,
-                                          shmq_delivery_t* delivery, uint64_t timeout_ms);
+shmq_status_t shmq_subscriber_try_receive(shmq_subscriber_t* subscriber, shmq_delivery_t* delivery);
+shmq_status_t shmq_subscriber_receive_for(shmq_subscriber_t* subscriber, shmq_delivery_t* delivery,
+                                          uint64_t timeout_ms);
 shmq_status_t shmq_subscriber_ack(shmq_subscriber_t* subscriber, shmq_delivery_t* delivery);
 /* Back to the group, redelivered after delay_ms (0: at once). */
 shmq_status_t shmq_subscriber_nack(shmq_subscriber_t* subscriber, shmq_delivery_t* delivery,
                                    uint64_t delay_ms);
 shmq_status_t shmq_subscriber_reject(shmq_subscriber_t* subscriber, shmq_delivery_t* delivery);
-shmq_status_t shmq_subscriber_extend_lease(shmq_subscriber_t* subscriber,
-                                           shmq_delivery_t* delivery, uint64_t extension_ms);
+shmq_status_t shmq_subscriber_extend_lease(shmq_subscriber_t* subscriber, shmq_delivery_t* delivery,
+                                           uint64_t extension_ms);
 shmq_status_t shmq_subscriber_release_all(shmq_subscriber_t* subscriber, size_t* released);
 void shmq_subscriber_interrupt(shmq_subscriber_t* subscriber);
 /* The group's name; valid while the handle lives. */
@@ -572,7 +569,7 @@ const char* shmq_subscriber_group(const shmq_subscriber_t* subscriber);
 void shmq_subscriber_close(shmq_subscriber_t* subscriber);
 
 #ifdef __cplusplus
-}  /* extern "C" */
+} /* extern "C" */
 #endif
 
 #endif /* SHMQ_SHMQ_H */

@@ -432,6 +432,7 @@ typedef struct shmq_topic_options {
   uint64_t retain_bytes;      /* (0: no limit) */
   uint64_t retain_age_s;      /* (0: no limit) */
 } shmq_topic_options_t;
+/* Sets struct_size and every default. NULL: does nothing. */
 void shmq_topic_options_init(shmq_topic_options_t* options);
 
 typedef enum shmq_group_policy {
@@ -456,6 +457,7 @@ typedef struct shmq_group_options {
   uint64_t stall_timeout_ms;    /* (0: never stalled) */
   shmq_stall_action_t on_stall; /* (SHMQ_STALL_HOLD) */
 } shmq_group_options_t;
+/* Sets struct_size and every default. NULL: does nothing. */
 void shmq_group_options_init(shmq_group_options_t* options);
 
 /* Creates / opens / removes a topic (the queue name space); as the queue functions. */
@@ -465,7 +467,9 @@ shmq_status_t shmq_topic_open(const char* name, shmq_topic_t** out);
 shmq_status_t shmq_topic_remove(const char* name);
 /* True if `name` is a topic (false: a queue, nothing, or NULL). */
 bool shmq_topic_is_topic(const char* name);
+/* Releases the handle (not the topic). NULL: nothing. */
 void shmq_topic_close(shmq_topic_t* topic);
+/* The topic's name; valid while the handle lives. NULL for a NULL handle. */
 const char* shmq_topic_name(const shmq_topic_t* topic);
 
 /* Creates group `group` (1 .. 64 of [A-Za-z0-9_-]); `options` is optional. */
@@ -491,7 +495,9 @@ typedef struct shmq_topic_stats {
   uint64_t published;
   uint64_t holes;
 } shmq_topic_stats_t;
+/* Sets struct_size (and zeroes the rest). NULL: does nothing. */
 void shmq_topic_stats_init(shmq_topic_stats_t* stats);
+/* Fills `out` (its struct_size must be set); approximate while the topic is in use. */
 shmq_status_t shmq_topic_get_stats(const shmq_topic_t* topic, shmq_topic_stats_t* out);
 
 typedef struct shmq_group_stats {
@@ -512,11 +518,13 @@ typedef struct shmq_group_stats {
   uint64_t dead_lettered;
   uint64_t dropped;
 } shmq_group_stats_t;
+/* Sets struct_size (and zeroes the rest). NULL: does nothing. */
 void shmq_group_stats_init(shmq_group_stats_t* stats);
 /* The stats of group `group` (SHMQ_NOT_FOUND if there is none). */
 shmq_status_t shmq_topic_group_stats(const shmq_topic_t* topic, const char* group,
                                      shmq_group_stats_t* out);
 
+/* Registers a publisher / a subscriber of group `group` (a member row). *out: a new handle. */
 shmq_status_t shmq_topic_publisher(shmq_topic_t* topic, shmq_publisher_t** out);
 shmq_status_t shmq_topic_subscriber(shmq_topic_t* topic, const char* group,
                                     shmq_subscriber_t** out);
@@ -529,14 +537,22 @@ shmq_status_t shmq_publisher_try_send(shmq_publisher_t* publisher, const void* d
                                       uint64_t id);
 shmq_status_t shmq_publisher_send_for(shmq_publisher_t* publisher, const void* data, size_t size,
                                       uint64_t timeout_ms, uint64_t id);
+/* The position of the last message this publisher published (0 for a NULL handle). */
 uint64_t shmq_publisher_last_position(const shmq_publisher_t* publisher);
+/* Makes the blocking call in progress (or the next one that would wait) return
+ * SHMQ_INTERRUPTED, once: unlike a queue's, a topic handle's interrupt clears itself when it
+ * is reported. Any thread; async-signal-safe. NULL: nothing. */
 void shmq_publisher_interrupt(shmq_publisher_t* publisher);
+/* Unregisters and releases the publisher. NULL: nothing. */
 void shmq_publisher_close(shmq_publisher_t* publisher);
 
-/* A delivery handle, empty; subscriber receives fill it. */
+/* A delivery handle, empty; subscriber receives fill it. Reuse it for many receives. */
 shmq_status_t shmq_delivery_new(shmq_delivery_t** out);
+/* Releases the handle; a delivery it still holds is redelivered when its lease expires. */
 void shmq_delivery_free(shmq_delivery_t* delivery);
-/* Valid while held (until acked, nacked, rejected, or the handle freed). */
+/* The payload, its size and the delivery's fields, as the message accessors (0 / NULL for a
+ * NULL handle). The data is valid while held (until acked, nacked, rejected, or the handle
+ * freed): on a reliable group it is the slot itself (zero copy). */
 const void* shmq_delivery_data(const shmq_delivery_t* delivery);
 size_t shmq_delivery_size(const shmq_delivery_t* delivery);
 uint64_t shmq_delivery_position(const shmq_delivery_t* delivery);
@@ -547,7 +563,8 @@ bool shmq_delivery_redelivered(const shmq_delivery_t* delivery);
 uint64_t shmq_delivery_missed_before(const shmq_delivery_t* delivery);
 bool shmq_delivery_held(const shmq_delivery_t* delivery);
 
-/* As the consumer's (SHMQ_INVALID if `delivery` still holds one). */
+/* As the consumer's receive, try_receive, receive_for, ack, reject, extend_lease
+ * (SHMQ_INVALID from a receive into a `delivery` that still holds one). */
 shmq_status_t shmq_subscriber_receive(shmq_subscriber_t* subscriber, shmq_delivery_t* delivery);
 shmq_status_t shmq_subscriber_try_receive(shmq_subscriber_t* subscriber, shmq_delivery_t* delivery);
 shmq_status_t shmq_subscriber_receive_for(shmq_subscriber_t* subscriber, shmq_delivery_t* delivery,
@@ -559,7 +576,11 @@ shmq_status_t shmq_subscriber_nack(shmq_subscriber_t* subscriber, shmq_delivery_
 shmq_status_t shmq_subscriber_reject(shmq_subscriber_t* subscriber, shmq_delivery_t* delivery);
 shmq_status_t shmq_subscriber_extend_lease(shmq_subscriber_t* subscriber, shmq_delivery_t* delivery,
                                            uint64_t extension_ms);
+/* Gives back every delivery it holds; *released (optional) = how many. */
 shmq_status_t shmq_subscriber_release_all(shmq_subscriber_t* subscriber, size_t* released);
+/* Makes the blocking call in progress (or the next one that would wait) return
+ * SHMQ_INTERRUPTED, once: unlike a queue's, a topic handle's interrupt clears itself when it
+ * is reported. Any thread; async-signal-safe. NULL: nothing. */
 void shmq_subscriber_interrupt(shmq_subscriber_t* subscriber);
 /* The group's name; valid while the handle lives. */
 const char* shmq_subscriber_group(const shmq_subscriber_t* subscriber);

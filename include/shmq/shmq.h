@@ -93,7 +93,8 @@ typedef enum shmq_status {
 const char* shmq_status_string(shmq_status_t status);
 
 /* The message of this thread's last call that returns a shmq_status_t: "" if it returned
- * SHMQ_OK. Valid until this thread's next call into this API; never NULL. */
+ * SHMQ_OK (at most 1023 bytes: a longer message is cut). Valid until this thread's next call
+ * into this API; never NULL. */
 const char* shmq_last_error(void);
 
 /* Wait forever (as a timeout_ms). */

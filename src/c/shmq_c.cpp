@@ -8,10 +8,12 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
 #include <new>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "shmq/shmq.h"
@@ -64,23 +66,30 @@ static_assert(SHMQ_WRONG_CONSUMER == static_cast<int>(shmq::Status::wrong_consum
 static_assert(SHMQ_EVICTED == static_cast<int>(shmq::Status::evicted));
 static_assert(SHMQ_DUPLICATE == static_cast<int>(shmq::Status::duplicate));
 
-// The calling thread's last error message.
-std::string& last_error() {
-  thread_local std::string message;
+// The calling thread's last error message: a fixed buffer, not a std::string, so that it
+// never allocates and is never destroyed (a call from an atexit handler runs after the
+// thread's thread_local destructors).
+constexpr std::size_t kLastErrorSize = 1024;
+char* last_error() noexcept {
+  thread_local char message[kLastErrorSize] = {};
   return message;
 }
 
-// Sets the last error to "<fn>: <what>" and returns `s`. Never throws: if the message
-// cannot be built, the last error keeps the function's name only.
-shmq_status_t fail(const char* fn, shmq_status_t s, std::string_view what) noexcept {
-  std::string& e = last_error();
-  try {
-    e.assign(fn);
-    e.append(": ");
-    e.append(what);
-  } catch (...) {
-    e.clear();
+// Sets the last error to the concatenation of `parts`, cut at kLastErrorSize - 1 bytes.
+void set_error(std::initializer_list<std::string_view> parts) noexcept {
+  char* e = last_error();
+  std::size_t n = 0;
+  for (std::string_view part : parts) {
+    const std::size_t k = std::min(part.size(), kLastErrorSize - 1 - n);
+    std::memcpy(e + n, part.data(), k);
+    n += k;
   }
+  e[n] = '\0';
+}
+
+// Sets the last error to "<fn>: <what>" and returns `s`.
+shmq_status_t fail(const char* fn, shmq_status_t s, std::string_view what) noexcept {
+  set_error({fn, ": ", what});
   return s;
 }
 
@@ -125,15 +134,7 @@ shmq_status_t from_error(const char* fn, const shmq::Error& e) noexcept {
 }
 
 shmq_status_t null_argument(const char* fn, const char* name) noexcept {
-  std::string& e = last_error();
-  try {
-    e.assign(fn);
-    e.append(": ");
-    e.append(name);
-    e.append(" is NULL");
-  } catch (...) {
-    e.clear();
-  }
+  set_error({fn, ": ", name, " is NULL"});
   return SHMQ_INVALID;
 }
 
@@ -141,7 +142,7 @@ shmq_status_t null_argument(const char* fn, const char* name) noexcept {
 // clears the last error first, and maps an escaping exception to a status.
 template <typename F>
 shmq_status_t guarded(const char* fn, F&& body) noexcept {
-  last_error().clear();
+  last_error()[0] = '\0';
   try {
     return body();
   } catch (const std::bad_alloc&) {
@@ -264,8 +265,19 @@ shmq_queue_options_t from_cpp(const shmq::QueueOptions& q, const std::string& da
   return o;
 }
 
-bool valid_durability(shmq_durability_t d) noexcept {
-  return d == SHMQ_DURABILITY_NONE || d == SHMQ_DURABILITY_ASYNC || d == SHMQ_DURABILITY_SYNC;
+// The value a C caller stored in an enum field, read as its underlying integer: C lets any
+// int be stored there, and loading a value outside the enumerators through the enum type is
+// undefined in C++.
+template <typename E>
+std::underlying_type_t<E> raw(const E& field) noexcept {
+  std::underlying_type_t<E> v;
+  std::memcpy(&v, &field, sizeof v);
+  return v;
+}
+
+bool valid_durability(const shmq_durability_t& d) noexcept {
+  const auto v = raw(d);
+  return v == SHMQ_DURABILITY_NONE || v == SHMQ_DURABILITY_ASYNC || v == SHMQ_DURABILITY_SYNC;
 }
 
 // Reads options (NULL: defaults) into C++ queue options.
@@ -398,7 +410,7 @@ const char* shmq_status_string(shmq_status_t status) {
   return "unknown";
 }
 
-const char* shmq_last_error(void) { return last_error().c_str(); }
+const char* shmq_last_error(void) { return last_error(); }
 
 // --- queues ------------------------------------------------------------------------------
 
@@ -1062,7 +1074,7 @@ shmq_status_t shmq_topic_create_group(shmq_topic_t* topic, const char* group,
     shmq_status_t status = SHMQ_OK;
     if (!read_versioned(fn, options, o, status)) return status;
     shmq::GroupOptions g;
-    switch (o.policy) {
+    switch (raw(o.policy)) {
       case SHMQ_GROUP_RELIABLE:
         g.policy = shmq::GroupPolicy::reliable;
         break;
@@ -1072,7 +1084,7 @@ shmq_status_t shmq_topic_create_group(shmq_topic_t* topic, const char* group,
       default:
         return fail(fn, SHMQ_INVALID, "policy is not a shmq_group_policy_t");
     }
-    switch (o.start) {
+    switch (raw(o.start)) {
       case SHMQ_START_LATEST:
         g.start = shmq::StartAt::latest();
         break;
@@ -1085,7 +1097,7 @@ shmq_status_t shmq_topic_create_group(shmq_topic_t* topic, const char* group,
       default:
         return fail(fn, SHMQ_INVALID, "start is not a shmq_start_at_t");
     }
-    switch (o.on_stall) {
+    switch (raw(o.on_stall)) {
       case SHMQ_STALL_HOLD:
         g.on_stall = shmq::StallAction::hold;
         break;

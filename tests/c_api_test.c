@@ -87,6 +87,8 @@ static void status_strings_and_null_arguments(void) {
   CHECK_STATUS(shmq_consumer_ack(NULL, NULL), SHMQ_INVALID);
   CHECK_STATUS(shmq_message_get_properties(NULL, NULL), SHMQ_INVALID);
   CHECK_STATUS(shmq_queue_get_stats(NULL, NULL), SHMQ_INVALID);
+  CHECK_STATUS(shmq_queue_repair(NULL, NULL), SHMQ_INVALID);
+  CHECK_STATUS(shmq_queue_idempotent_producer(NULL, 0, 0, NULL), SHMQ_INVALID);
   CHECK_STATUS(shmq_topic_create_group(NULL, "g", NULL), SHMQ_INVALID);
   CHECK_STATUS(shmq_subscriber_ack(NULL, NULL), SHMQ_INVALID);
   CHECK_STATUS(shmq_message_new(NULL), SHMQ_INVALID);
@@ -400,6 +402,34 @@ static void batches_priorities_and_duplicates(void) {
   CHECK(shmq_message_id(ms[0]) == 99);
   CHECK_OK(shmq_consumer_ack(c, ms[0]));
   CHECK_STATUS(shmq_consumer_try_receive(c, ms[0]), SHMQ_EMPTY);
+
+  /* An idempotent producer's resend under the same sequence number is a duplicate. */
+  uint32_t producer_id = 0, next = 0;
+  CHECK_STATUS(shmq_producer_session(p, &producer_id, &next), SHMQ_INVALID);
+  shmq_producer_t* ip = NULL;
+  CHECK_OK(shmq_queue_idempotent_producer(q, 0, 0, &ip));
+  CHECK_OK(shmq_producer_session(ip, &producer_id, &next));
+  CHECK(producer_id != 0 && next == 0);
+  CHECK_OK(shmq_producer_send(ip, "seq0", 4, NULL));
+  CHECK_OK(shmq_producer_session(ip, &producer_id, &next));
+  CHECK(next == 1);
+  shmq_producer_t* resumed = NULL;
+  CHECK_OK(shmq_queue_idempotent_producer(q, producer_id, 0, &resumed));
+  CHECK_STATUS(shmq_producer_send(resumed, "seq0", 4, NULL), SHMQ_DUPLICATE);
+  CHECK_OK(shmq_producer_send(resumed, "seq1", 4, NULL));
+  CHECK_OK(shmq_consumer_receive_for(c, ms[0], 5000));
+  CHECK(data_is(ms[0], "seq0"));
+  CHECK_OK(shmq_consumer_ack(c, ms[0]));
+  CHECK_OK(shmq_consumer_receive_for(c, ms[0], 5000));
+  CHECK(data_is(ms[0], "seq1"));
+  CHECK_OK(shmq_consumer_ack(c, ms[0]));
+  shmq_producer_close(resumed);
+  shmq_producer_close(ip);
+  shmq_repair_report_t report;
+  shmq_repair_report_init(&report);
+  CHECK_OK(shmq_queue_repair(q, &report));
+  CHECK(report.members_reclaimed == 0 && report.redelivered == 0);
+  CHECK_OK(shmq_queue_repair(q, NULL));
 
   /* Delayed: not before its delay (try_receive sees nothing now). */
   shmq_send_options_init(&so);

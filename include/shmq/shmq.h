@@ -238,6 +238,28 @@ shmq_status_t shmq_queue_get_stats(const shmq_queue_t* queue, shmq_queue_stats_t
 /* Registers a producer (a member row). *out: a new producer handle. */
 shmq_status_t shmq_queue_producer(shmq_queue_t* queue, shmq_producer_t** out);
 
+/* An idempotent producer (Queue::idempotent_producer; the queue needs a deduplication
+ * window, else SHMQ_INVALID): its sends with id 0 carry session ids, so that a message sent
+ * again under the same sequence number is a duplicate. producer_id 0 starts a new session;
+ * a session saved from shmq_producer_session resumes it (after a crash: at the first
+ * sequence number not known to be confirmed, resending in order). *out: a new handle. */
+shmq_status_t shmq_queue_idempotent_producer(shmq_queue_t* queue, uint32_t producer_id,
+                                             uint32_t next_sequence, shmq_producer_t** out);
+
+/* What shmq_queue_repair did (shmq::RepairReport). */
+typedef struct shmq_repair_report {
+  size_t struct_size;
+  bool watchdog_running;      /* a live watchdog is elected: left to it, nothing done */
+  uint32_t members_reclaimed; /* rows of dead members freed */
+  uint64_t redelivered;       /* messages they held, back in the queue */
+  uint64_t holes_repaired;    /* their claims, given back */
+} shmq_repair_report_t;
+/* Sets struct_size (and zeroes the rest). NULL: does nothing. */
+void shmq_repair_report_init(shmq_repair_report_t* report);
+/* Reclaims the member rows of dead processes and redelivers what they held, without a row
+ * of its own (shmqctl repair); `out` (optional, struct_size set) says what it did. */
+shmq_status_t shmq_queue_repair(shmq_queue_t* queue, shmq_repair_report_t* out);
+
 /* shmq::ConsumerOptions. */
 typedef struct shmq_consumer_options {
   size_t struct_size;
@@ -310,6 +332,11 @@ shmq_status_t shmq_producer_send_batch(shmq_producer_t* producer, const shmq_buf
                                        size_t count, uint64_t timeout_ms,
                                        const shmq_send_options_t* options, size_t* sent);
 
+/* An idempotent producer's session: the producer id and the sequence number its next send
+ * with id 0 gets (it moves on after SHMQ_OK or SHMQ_DUPLICATE; after any other status the
+ * next send is the retry of the same message). SHMQ_INVALID for a plain producer. */
+shmq_status_t shmq_producer_session(const shmq_producer_t* producer, uint32_t* producer_id,
+                                    uint32_t* next_sequence);
 /* The position of the last message sent (after SHMQ_DUPLICATE: of the original; UINT64_MAX
  * if not known). 0 for a NULL handle. */
 uint64_t shmq_producer_last_position(const shmq_producer_t* producer);

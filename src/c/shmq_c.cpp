@@ -609,6 +609,43 @@ shmq_status_t shmq_queue_producer(shmq_queue_t* queue, shmq_producer_t** out) {
   });
 }
 
+shmq_status_t shmq_queue_idempotent_producer(shmq_queue_t* queue, uint32_t producer_id,
+                                             uint32_t next_sequence, shmq_producer_t** out) {
+  static constexpr const char* fn = "shmq_queue_idempotent_producer";
+  return guarded(fn, [&]() -> shmq_status_t {
+    if (out == nullptr) return null_argument(fn, "out");
+    *out = nullptr;
+    if (queue == nullptr) return null_argument(fn, "queue");
+    shmq::Result<shmq::Producer> p = queue->queue.idempotent_producer(
+        {.producer_id = producer_id, .next_sequence = next_sequence});
+    if (!p) return from_error(fn, p.error());
+    *out = new shmq_producer{std::move(p.value())};
+    return SHMQ_OK;
+  });
+}
+
+void shmq_repair_report_init(shmq_repair_report_t* r) {
+  if (r == nullptr) return;
+  std::memset(static_cast<void*>(r), 0, sizeof *r);
+  r->struct_size = sizeof *r;
+}
+
+shmq_status_t shmq_queue_repair(shmq_queue_t* queue, shmq_repair_report_t* out) {
+  static constexpr const char* fn = "shmq_queue_repair";
+  return guarded(fn, [&]() -> shmq_status_t {
+    if (queue == nullptr) return null_argument(fn, "queue");
+    const shmq::RepairReport r = queue->queue.repair();
+    if (out == nullptr) return SHMQ_OK;
+    shmq_repair_report_t c;
+    shmq_repair_report_init(&c);
+    c.watchdog_running = r.watchdog_running;
+    c.members_reclaimed = r.members_reclaimed;
+    c.redelivered = r.redelivered;
+    c.holes_repaired = r.holes_repaired;
+    return write_versioned(fn, c, out);
+  });
+}
+
 void shmq_consumer_options_init(shmq_consumer_options_t* o) {
   if (o == nullptr) return;
   std::memset(static_cast<void*>(o), 0, sizeof *o);
@@ -713,6 +750,21 @@ shmq_status_t shmq_producer_send_batch(shmq_producer_t* producer, const shmq_buf
     if (n == count && s == shmq::Status::ok) return SHMQ_OK;
     // send_batch leaves *status ok when it stops for no reason of its own (it should not).
     return from_status(fn, s == shmq::Status::ok ? shmq::Status::invalid : s);
+  });
+}
+
+shmq_status_t shmq_producer_session(const shmq_producer_t* producer, uint32_t* producer_id,
+                                    uint32_t* next_sequence) {
+  static constexpr const char* fn = "shmq_producer_session";
+  return guarded(fn, [&]() -> shmq_status_t {
+    if (producer == nullptr) return null_argument(fn, "producer");
+    if (producer_id == nullptr) return null_argument(fn, "producer_id");
+    if (next_sequence == nullptr) return null_argument(fn, "next_sequence");
+    const std::optional<shmq::ProducerSession> session = producer->producer.session();
+    if (!session) return fail(fn, SHMQ_INVALID, "not an idempotent producer");
+    *producer_id = session->producer_id;
+    *next_sequence = session->next_sequence;
+    return SHMQ_OK;
   });
 }
 

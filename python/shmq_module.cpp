@@ -808,6 +808,14 @@ PYBIND11_MODULE(shmq, m) {
           "in the message.")
       .def_property_readonly("last_position",
                              [](const PyProducer& p) { return p.producer.last_position(); })
+      .def_property_readonly(
+          "session",
+          [](const PyProducer& p) -> std::optional<std::pair<std::uint32_t, std::uint32_t>> {
+            const auto session = p.producer.session();
+            if (!session) return std::nullopt;
+            return std::pair(session->producer_id, session->next_sequence);
+          },
+          "An idempotent producer's (producer_id, next_sequence); None for a plain one.")
       .def(
           "interrupt", [](PyProducer& p) { p.producer.interrupt(); },
           "Makes blocking calls raise shmq.InterruptedError (any thread).")
@@ -939,6 +947,29 @@ PYBIND11_MODULE(shmq, m) {
              }
              check(q.set_policy(u));
            })
+      .def(
+          "idempotent_producer",
+          [](shmq::Queue& q, std::optional<std::pair<std::uint32_t, std::uint32_t>> session) {
+            shmq::ProducerSession resume;
+            if (session) resume = {.producer_id = session->first, .next_sequence = session->second};
+            return std::make_shared<PyProducer>(check(q.idempotent_producer(resume)),
+                                                q.options().durability == shmq::Durability::sync);
+          },
+          "session"_a = py::none(),
+          "A producer whose sends carry session ids (the queue needs dedup_count): session "
+          "None starts one, a saved (producer_id, next_sequence) resumes it.")
+      .def(
+          "repair",
+          [](shmq::Queue& q) {
+            const shmq::RepairReport r = [&] {
+              py::gil_scoped_release released;
+              return q.repair();
+            }();
+            return py::dict("watchdog_running"_a = r.watchdog_running,
+                            "members_reclaimed"_a = r.members_reclaimed,
+                            "redelivered"_a = r.redelivered, "holes_repaired"_a = r.holes_repaired);
+          },
+          "Reclaims dead members' rows and redelivers what they held (shmqctl repair).")
       .def("producer",
            [](shmq::Queue& q) {
              return std::make_shared<PyProducer>(check(q.producer()),

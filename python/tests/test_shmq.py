@@ -177,6 +177,31 @@ def test_batches(name):
     assert "8 of 9 sent" in str(e.value)
 
 
+def test_idempotent_producer_and_repair(name):
+    q = shmq.Queue.create(name, dedup_count=64)
+    assert q.producer().session is None
+    p = q.idempotent_producer()
+    producer_id, sequence = p.session
+    assert producer_id != 0 and sequence == 0
+    p.send(b"seq0")
+    assert p.session == (producer_id, 1)
+    resumed = q.idempotent_producer((producer_id, 0))  # after a crash: resend from 0
+    with pytest.raises(shmq.DuplicateError):
+        resumed.send(b"seq0")
+    resumed.send(b"seq1")
+    c = q.consumer()
+    got = [c.receive(timeout=5) for _ in range(2)]
+    assert [bytes(m.data) for m in got] == [b"seq0", b"seq1"]
+    for m in got:
+        c.ack(m)
+    assert c.try_receive() is None
+    report = q.repair()
+    assert report["members_reclaimed"] == 0 and report["redelivered"] == 0
+    with pytest.raises(shmq.InvalidError):
+        shmq.Queue.create(name + "-plain").idempotent_producer()
+    shmq.Queue.remove(name + "-plain")
+
+
 def test_errors(name):
     with pytest.raises(shmq.NotFoundError) as e:
         shmq.Queue.open(name)

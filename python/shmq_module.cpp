@@ -959,6 +959,26 @@ PYBIND11_MODULE(shmq, m) {
           "A producer whose sends carry session ids (the queue needs dedup_count): session "
           "None starts one, a saved (producer_id, next_sequence) resumes it.")
       .def(
+          "browse",
+          [](const shmq::Queue& q, std::size_t max_count, bool include_in_flight) {
+            const std::vector<shmq::BrowsedMessage> found = [&] {
+              py::gil_scoped_release released;
+              return q.browse(max_count, include_in_flight);
+            }();
+            static constexpr const char* kStates[] = {"ready", "in_flight", "delayed"};
+            py::list out;
+            for (const shmq::BrowsedMessage& b : found)
+              out.append(py::dict(
+                  "position"_a = b.position, "id"_a = b.id, "delivery_count"_a = b.delivery_count,
+                  "state"_a = kStates[static_cast<int>(b.state)], "priority"_a = b.priority,
+                  "due_ns"_a = b.due_ns,
+                  "data"_a = py::bytes(reinterpret_cast<const char*>(b.data.data()), b.data.size()),
+                  "size"_a = b.size));
+            return out;
+          },
+          "max_count"_a, "include_in_flight"_a = false,
+          "Copies of up to max_count messages, oldest first, without taking them (dicts).")
+      .def(
           "repair",
           [](shmq::Queue& q) {
             const shmq::RepairReport r = [&] {

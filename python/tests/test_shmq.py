@@ -264,6 +264,44 @@ def test_consumer_thread_blocked_in_receive_while_main_thread_sends(name):
     assert not t.is_alive() and got == [b"from main"]
 
 
+def test_threads_share_one_consumer(name):
+    """Calls on one handle from several threads take turns: every message is received once."""
+    q = shmq.Queue.create(name, slot_count=256)
+    c = q.consumer()
+    got = [[], []]
+
+    def consume(mine):
+        while (m := c.receive(timeout=5)) is not None:
+            mine.append(bytes(m.data))
+            c.ack(m)
+            if sum(map(len, got)) >= 200:
+                return
+
+    threads = [threading.Thread(target=consume, args=(g,)) for g in got]
+    for t in threads:
+        t.start()
+    p = q.producer()
+    for i in range(200):
+        p.send(b"%d" % i)
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert sorted(got[0] + got[1], key=int) == [b"%d" % i for i in range(200)]
+    assert q.stats()["acked"] == 200
+
+
+def test_browse(name):
+    q = shmq.Queue.create(name)
+    p, c = q.producer(), q.consumer()
+    p.send(b"first")
+    p.send(b"second")
+    m = c.receive(timeout=5)
+    assert [(b["position"], b["data"], b["state"]) for b in q.browse(10)] == \
+        [(1, b"second", "ready")]
+    assert [b["state"] for b in q.browse(10, include_in_flight=True)] == ["in_flight", "ready"]
+    c.ack(m)
+
+
 def test_interrupt_from_another_thread(name):
     q = shmq.Queue.create(name)
     c = q.consumer()

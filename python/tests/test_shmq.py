@@ -386,7 +386,6 @@ def test_ctrl_c_interrupts_a_blocking_call(name, call):
     if in_call:  # raised from the blocking call itself
         script = proc.args[2].splitlines()
         assert "BLOCKING" in script[int(line) - 1], (line, script)
-    assert q.stats()["consumers"] == 0  # the child closed its handles on the way out
 
 
 def test_sigkilled_consumer_message_is_redelivered(name):

@@ -8,6 +8,7 @@
 
 #include <shmq/shmq.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +174,36 @@ static void setup_errors(void) {
   CHECK_STATUS(shmq_queue_open(name, &again), SHMQ_NOT_FOUND);
   shmq_message_free(m);
   shmq_consumer_close(c);
+  shmq_queue_close(q);
+}
+
+/* A caller built against an older, shorter struct: the library reads (and writes) only its
+ * struct_size bytes; the fields after them keep their defaults (and are left alone). */
+static void versioned_structs(void) {
+  puts("versioned_structs");
+  const char* name = unique("versioned");
+  shmq_queue_options_t o;
+  memset(&o, 0xab, sizeof o); /* garbage after the prefix the "old" caller knows */
+  o.struct_size = offsetof(shmq_queue_options_t, max_message_size);
+  o.slot_count = 16;
+  o.slot_size = 128;
+  shmq_queue_t* q = NULL;
+  CHECK_OK(shmq_queue_create(name, &o, &q));
+  shmq_queue_options_t got;
+  shmq_queue_options_init(&got);
+  CHECK_OK(shmq_queue_get_options(q, &got));
+  CHECK(got.slot_count == 16 && got.slot_size == 128);
+  CHECK(got.lease_ms == 30000 && got.max_deliveries == 20 && got.max_members == 64);
+
+  shmq_queue_stats_t st;
+  memset(&st, 0xcd, sizeof st);
+  st.struct_size = offsetof(shmq_queue_stats_t, max_members);
+  CHECK_OK(shmq_queue_get_stats(q, &st));
+  CHECK(st.slot_count == 16 && st.slot_size == 128 && st.max_message_size == 64);
+  CHECK(st.max_members == 0xcdcdcdcdu); /* past struct_size: not written */
+
+  o.struct_size = sizeof o + 8; /* a newer caller than this library */
+  CHECK_STATUS(shmq_queue_get_options(q, (shmq_queue_options_t*)&o), SHMQ_INVALID);
   shmq_queue_close(q);
 }
 
@@ -620,6 +651,7 @@ int main(void) {
   atexit(cleanup);
   status_strings_and_null_arguments();
   setup_errors();
+  versioned_structs();
   round_trip_with_properties();
   nack_reject_extend_and_interrupt();
   batches_priorities_and_duplicates();

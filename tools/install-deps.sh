@@ -13,6 +13,7 @@ packages=(
   # The Debian packages and their test: cpack -G DEB (dpkg-shlibdeps, file), lintian,
   # man --warnings, systemd-analyze verify (systemd is not started by installing it).
   dpkg-dev file lintian man-db groff-base systemd
+  pybind11-dev python3-dev python3-pytest
 )
 
 missing=()

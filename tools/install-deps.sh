@@ -10,6 +10,7 @@ packages=(
   clang-14 libclang-rt-14-dev
   gnuplot-nox
   spin
+  rabbitmq-server librabbitmq-dev
 )
 
 missing=()

@@ -1,12 +1,14 @@
 // shmq_bridge_tool: the bridge test's and benchmark's helper (never installed). Each mode
 // does one thing and says what it found on stdout; exit 0 = as expected, 1 = not.
 //
-//   mkq NAME SLOTS SLOT_SIZE DEDUP          create a shmq queue (DEDUP 0: no window)
+//   mkq NAME SLOTS SLOT_SIZE DEDUP PRIO     create a shmq queue (DEDUP 0: no window; PRIO:
+//                                           max_priority; max_deliveries unlimited)
 //   fill NAME N SIZE                        send N messages, ids 1..N, payload "<id>:" padded
 //   drain NAME N IDLE_MS                    receive until N distinct ids and IDLE_MS of quiet;
 //                                           print total/distinct/missing/duplicates; 1 if any
 //                                           id is missing or a payload does not match its id
 //   depth NAME                              print ready + in flight + delayed
+//   refused NAME                            print the sends its dedup window refused
 //   amqp-setup URL EXCHANGE QUEUE KEY       declare a durable direct exchange and a durable
 //                                           queue, bind them, purge the queue
 //   amqp-depth URL QUEUE                    print the messages ready in QUEUE
@@ -102,8 +104,10 @@ int mkq(char** a) {
   o.slot_count = static_cast<std::uint32_t>(num(a[1]));
   o.slot_size = static_cast<std::uint32_t>(num(a[2]));
   o.dedup_window.count = static_cast<std::uint32_t>(num(a[3]));
-  o.max_priority = 5;
+  o.max_priority = static_cast<std::uint32_t>(num(a[4]));
   o.lease = 60s;
+  // The bridge gives a message back on every connection loss: each counts as a delivery.
+  o.max_deliveries = 0;
   auto q = shmq::Queue::create(a[0], o);
   if (!q) die(q.error().message());
   return 0;
@@ -162,6 +166,11 @@ int drain(char** a) {
 int depth(char** a) {
   const shmq::QueueStats s = open_queue(a[0]).stats();
   std::printf("%llu\n", static_cast<unsigned long long>(s.ready + s.in_flight + s.delayed));
+  return 0;
+}
+
+int refused(char** a) {
+  std::printf("%llu\n", static_cast<unsigned long long>(open_queue(a[0]).stats().dedup_duplicates));
   return 0;
 }
 
@@ -371,8 +380,8 @@ int props_check(char** a) {
 
 int main(int argc, char** argv) {
   const std::map<std::string, std::pair<int, int (*)(char**)>> modes = {
-      {"mkq", {4, mkq}},           {"fill", {3, fill}},
-      {"drain", {3, drain}},       {"depth", {1, depth}},
+      {"mkq", {5, mkq}},           {"fill", {3, fill}},
+      {"drain", {3, drain}},       {"depth", {1, depth}}, {"refused", {1, refused}},
       {"amqp-setup", {4, amqp_setup}}, {"amqp-depth", {2, amqp_depth}},
       {"amqp-publish", {6, amqp_publish}}, {"props-send", {1, props_send}},
       {"props-amqp", {2, props_amqp}}, {"props-check", {1, props_check}}};

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# shmq-bridge throughput against RabbitMQ, with a baseline measured in the same run on the
+# same broker: a plain librabbitmq publisher with publisher confirms and the same window
+# (256 unconfirmed), persistent messages to one durable queue, no shmq involved.
+#
+#   out:  N messages already in a shmq queue -> shmq-bridge out -> durable queue; timed from
+#         the bridge's start until the shmq queue is empty (every message confirmed, acked).
+#   in:   those N messages -> shmq-bridge in -> a shmq queue; timed until all N are in it.
+#   base: shmq_bridge_tool amqp-publish: N messages, confirms, window 256.
+# For 64 B and 1 KiB payloads. Starts its own broker (tests/bridge_broker.sh), stops it.
+# Usage: tools/bridge-bench.sh [BUILD_DIR (build/rel)] [N (50000)]
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${1:-$root/build/rel}" && pwd)
+N=${2:-50000}
+bridge=$build/tools/shmq-bridge
+tool=$build/tools/shmq_bridge_tool
+[ -x "$bridge" ] && [ -x "$tool" ] || { echo "build shmq-bridge and shmq_bridge_tool in $build first" >&2; exit 2; }
+. "$root/tests/bridge_broker.sh"
+broker_available || { echo "rabbitmq-server is not installed" >&2; exit 2; }
+
+work=$(mktemp -d)
+chmod 0755 "$work"
+tag=bb$$
+bridge_pid=""
+cleanup() {
+  [ -n "$bridge_pid" ] && kill -KILL "$bridge_pid" 2>/dev/null || true
+  broker_cleanup
+  rm -f /dev/shm/shmq."$tag".*
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
+# wait_until SECONDS COMMAND...: polls every 10 ms (the timing's resolution), bounded.
+wait_until() {
+  local deadline=$((SECONDS + $1)); shift
+  until "$@"; do
+    [ $SECONDS -lt "$deadline" ] || { echo "timed out: $*" >&2; exit 1; }
+    sleep 0.01
+  done
+}
+shmq_depth_is() { [ "$("$tool" depth "$1")" -eq "$2" ]; }
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
+echo "rabbitmq-server $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null), librabbitmq $(pkg-config --modversion librabbitmq 2>/dev/null)"
+echo "N=$N persistent messages per run, durable classic queue, window 256, prefetch 256"
+broker_start "$work/broker" >/dev/null
+echo
+printf '%-6s %14s %14s %14s %10s %10s\n' size base_msg/s out_msg/s in_msg/s out/base in/base
+
+for size in 64 1024; do
+  slot=$(( (size + 64 + 63) / 64 * 64 ))
+  # Baseline: a plain publisher with confirms.
+  "$tool" amqp-setup "$BROKER_URL" "x.$tag" "r.$tag" k
+  base=$("$tool" amqp-publish "$BROKER_URL" "x.$tag" k "$N" "$size" 256 | sed 's/.*: \([0-9]*\) msg\/s/\1/')
+  "$tool" amqp-setup "$BROKER_URL" "x.$tag" "r.$tag" k  # purge
+
+  # out: shmq -> RabbitMQ.
+  "$tool" mkq "$tag.a$size" 65536 "$slot" 0 0
+  "$tool" mkq "$tag.c$size" 65536 "$slot" 0 0
+  "$tool" fill "$tag.a$size" "$N" "$size" >/dev/null
+  t0=$(now)
+  "$bridge" out --queue "$tag.a$size" --amqp-url "$BROKER_URL" --exchange "x.$tag" --routing-key k \
+    >"$work/out.log" 2>&1 &
+  bridge_pid=$!
+  wait_until 300 shmq_depth_is "$tag.a$size" 0
+  t1=$(now)
+  kill -TERM "$bridge_pid"; wait "$bridge_pid"; bridge_pid=""
+  out=$(rate "$N" "$t0" "$t1")
+
+  # in: RabbitMQ -> shmq.
+  t0=$(now)
+  "$bridge" in --queue "$tag.c$size" --amqp-url "$BROKER_URL" --amqp-queue "r.$tag" \
+    >"$work/in.log" 2>&1 &
+  bridge_pid=$!
+  wait_until 300 shmq_depth_is "$tag.c$size" "$N"
+  t1=$(now)
+  kill -TERM "$bridge_pid"; wait "$bridge_pid"; bridge_pid=""
+  in=$(rate "$N" "$t0" "$t1")
+
+  printf '%-6s %14s %14s %14s %9.2fx %9.2fx\n' "$size" "$base" "$out" "$in" \
+    "$(awk -v a="$out" -v b="$base" 'BEGIN { print a / b }')" \
+    "$(awk -v a="$in" -v b="$base" 'BEGIN { print a / b }')"
+done

@@ -6,7 +6,7 @@
 #   1. usage: --help, --version, a bad URL, a missing argument, a missing queue: exit 0 / 2.
 #   2. out, N messages (64 B): shmq -> shmq-bridge out -> exchange -> durable queue R, the
 #      bridge SIGKILLed mid-stream and restarted, then the broker stopped and started
-#      mid-stream. Asserts: the shmq queue ends empty (every message confirmed), R holds at
+#      mid-stream, then the connection cut (rabbitmqctl close_all_connections). Asserts: the shmq queue ends empty (every message confirmed), R holds at
 #      least N; prints the duplicates (R - N).
 #   3. in, the same messages: R -> shmq-bridge in -> a shmq queue with a dedup window, the
 #      bridge SIGKILLed and the broker restarted mid-stream. Asserts: every id 1..N arrived
@@ -14,6 +14,8 @@
 #   4. properties: shmq -> out -> RabbitMQ (every field checked there) -> in -> shmq (every
 #      field checked again), plus a plain AMQP message with typed headers and a text
 #      message_id.
+#   5. a missing exchange: the out bridge takes nothing from shmq while it is missing, and
+#      forwards every message once it exists.
 # Usage: bridge_test.sh TOOLS_DIR   (the build's tools/: shmq-bridge, shmq_bridge_tool)
 # Exit 77 (ctest SKIP_RETURN_CODE) if rabbitmq-server is not installed.
 set -euo pipefail
@@ -142,6 +144,11 @@ wait_until 60 "restarted out bridge confirmed $((N / 4))" field_at_least "$work/
 t0=$SECONDS
 broker_restart || fail "broker did not restart"
 echo "broker restarted mid-stream in $((SECONDS - t0)) s"
+# The connection cut with the broker up (rabbitmqctl closes it, as a proxy or a network
+# failure would end it): the bridge reconnects and goes on.
+wait_until 60 "out bridge reconnected after the restart" field_at_least "$work/out2.json" reconnects 1
+broker_ctl close_all_connections "test: connection cut" >/dev/null || fail "rabbitmqctl close_all_connections"
+wait_until 60 "out bridge reconnected after the cut" field_at_least "$work/out2.json" reconnects 2
 wait_until 120 "shmq queue $tag.a drained (every message confirmed)" shmq_empty "$tag.a"
 stop_bridge "$bridge_pid"
 r_count=$("$tool" amqp-depth "$BROKER_URL" "r.$tag")
@@ -191,5 +198,18 @@ start_bridge pin in --queue "$tag.props2" --amqp-queue "rp.$tag"
 "$tool" props-check "$tag.props2" || fail "properties after the round trip"
 stop_bridge "$bridge_pid"
 [ "$(json_field "$work/pin.json" headers_dropped)" -eq 1 ] || fail "the over-long header was not counted as dropped"
+
+echo "== 5. a missing exchange: nothing taken from shmq, retried until it exists"
+"$tool" mkq "$tag.m" 64 256 0 0
+"$tool" fill "$tag.m" 10 64 >/dev/null
+start_bridge miss out --queue "$tag.m" --exchange "missing.$tag" --routing-key k
+has_error() { grep -q "$2" "$1" 2>/dev/null; }
+wait_until 30 "the bridge reporting the missing exchange" has_error "$work/miss.json" NOT_FOUND
+"$tool" amqp-setup "$BROKER_URL" "missing.$tag" "rm.$tag" k
+wait_until 30 "the 10 messages confirmed once the exchange exists" field_at_least "$work/miss.json" confirmed 10
+stop_bridge "$bridge_pid"
+[ "$(json_field "$work/miss.json" redelivered)" -eq 0 ] || fail "messages were taken and given back while the exchange was missing"
+[ "$("$tool" amqp-depth "$BROKER_URL" "rm.$tag")" -eq 10 ] || fail "want exactly 10 messages in rm.$tag"
+echo "missing exchange: retried with backoff, no message taken until it existed, then 10 of 10"
 
 echo "PASS: bridge test (N=$N)"

@@ -8,12 +8,16 @@
 #   in:   those N messages -> shmq-bridge in -> a shmq queue; timed until all N are in it.
 #   base: shmq_bridge_tool amqp-publish: N messages, confirms, window 256.
 # For 64 B and 1 KiB payloads. Starts its own broker (tests/bridge_broker.sh), stops it.
-# Usage: tools/bridge-bench.sh [BUILD_DIR (build/rel)] [N (50000)]
+# Each size: ROUNDS (3) interleaved rounds of baseline, out, in after one untimed warm-up
+# publish; the medians are printed, and every run beside them (the broker's disk makes the
+# runs vary).
+# Usage: [ROUNDS=3] tools/bridge-bench.sh [BUILD_DIR (build/rel)] [N (30000)]
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$root/build/rel}" && pwd)
-N=${2:-50000}
+N=${2:-30000}
+ROUNDS=${ROUNDS:-3}
 bridge=$build/tools/shmq-bridge
 tool=$build/tools/shmq_bridge_tool
 [ -x "$bridge" ] && [ -x "$tool" ] || { echo "build shmq-bridge and shmq_bridge_tool in $build first" >&2; exit 2; }
@@ -48,40 +52,56 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "rabbitmq-server $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null), librabbitmq $(pkg-config --modversion librabbitmq 2>/dev/null)"
 echo "N=$N persistent messages per run, durable classic queue, window 256, prefetch 256"
 broker_start "$work/broker" >/dev/null
+# Warm-up, untimed: a fresh broker's first runs are slower (its message store grows its files).
+"$tool" amqp-setup "$BROKER_URL" "x.$tag" "r.$tag" k
+"$tool" amqp-publish "$BROKER_URL" "x.$tag" k "$N" 64 256 >/dev/null
+echo "rounds: $ROUNDS, interleaved (baseline, out, in, baseline, out, in, ...); medians"
 echo
-printf '%-6s %14s %14s %14s %10s %10s\n' size base_msg/s out_msg/s in_msg/s out/base in/base
+printf '%-6s %12s %12s %12s %10s %10s\n' size base_msg/s out_msg/s in_msg/s out/base in/base
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 for size in 64 1024; do
   slot=$(( (size + 64 + 63) / 64 * 64 ))
-  # Baseline: a plain publisher with confirms.
-  "$tool" amqp-setup "$BROKER_URL" "x.$tag" "r.$tag" k
-  base=$("$tool" amqp-publish "$BROKER_URL" "x.$tag" k "$N" "$size" 256 | sed 's/.*: \([0-9]*\) msg\/s/\1/')
-  "$tool" amqp-setup "$BROKER_URL" "x.$tag" "r.$tag" k  # purge
+  bases=() outs=() ins=()
+  for round in $(seq 1 "$ROUNDS"); do
+    # Baseline: a plain librabbitmq publisher with confirms, window 256.
+    "$tool" amqp-setup "$BROKER_URL" "x.$tag" "r.$tag" k  # declare, purge
+    bases+=("$("$tool" amqp-publish "$BROKER_URL" "x.$tag" k "$N" "$size" 256 |
+      sed 's/.*: \([0-9]*\) msg\/s/\1/')")
+    "$tool" amqp-setup "$BROKER_URL" "x.$tag" "r.$tag" k  # purge
 
-  # out: shmq -> RabbitMQ.
-  "$tool" mkq "$tag.a$size" 65536 "$slot" 0 0
-  "$tool" mkq "$tag.c$size" 65536 "$slot" 0 0
-  "$tool" fill "$tag.a$size" "$N" "$size" >/dev/null
-  t0=$(now)
-  "$bridge" out --queue "$tag.a$size" --amqp-url "$BROKER_URL" --exchange "x.$tag" --routing-key k \
-    >"$work/out.log" 2>&1 &
-  bridge_pid=$!
-  wait_until 300 shmq_depth_is "$tag.a$size" 0
-  t1=$(now)
-  kill -TERM "$bridge_pid"; wait "$bridge_pid"; bridge_pid=""
-  out=$(rate "$N" "$t0" "$t1")
+    # out: shmq -> RabbitMQ, from the bridge's start (connect included) to the shmq queue
+    # empty (every message confirmed by the broker and acked in shmq).
+    q=$tag.s$size.r$round
+    "$tool" mkq "$q.a" 65536 "$slot" 0 0
+    "$tool" mkq "$q.c" 65536 "$slot" 0 0
+    "$tool" fill "$q.a" "$N" "$size" >/dev/null
+    t0=$(now)
+    "$bridge" out --queue "$q.a" --amqp-url "$BROKER_URL" --exchange "x.$tag" --routing-key k \
+      >"$work/out.log" 2>&1 &
+    bridge_pid=$!
+    wait_until 300 shmq_depth_is "$q.a" 0
+    t1=$(now)
+    kill -TERM "$bridge_pid"; wait "$bridge_pid"; bridge_pid=""
+    outs+=("$(rate "$N" "$t0" "$t1")")
 
-  # in: RabbitMQ -> shmq.
-  t0=$(now)
-  "$bridge" in --queue "$tag.c$size" --amqp-url "$BROKER_URL" --amqp-queue "r.$tag" \
-    >"$work/in.log" 2>&1 &
-  bridge_pid=$!
-  wait_until 300 shmq_depth_is "$tag.c$size" "$N"
-  t1=$(now)
-  kill -TERM "$bridge_pid"; wait "$bridge_pid"; bridge_pid=""
-  in=$(rate "$N" "$t0" "$t1")
-
-  printf '%-6s %14s %14s %14s %9.2fx %9.2fx\n' "$size" "$base" "$out" "$in" \
-    "$(awk -v a="$out" -v b="$base" 'BEGIN { print a / b }')" \
-    "$(awk -v a="$in" -v b="$base" 'BEGIN { print a / b }')"
+    # in: RabbitMQ -> shmq, until all N are in the shmq queue.
+    t0=$(now)
+    "$bridge" in --queue "$q.c" --amqp-url "$BROKER_URL" --amqp-queue "r.$tag" \
+      >"$work/in.log" 2>&1 &
+    bridge_pid=$!
+    wait_until 300 shmq_depth_is "$q.c" "$N"
+    t1=$(now)
+    kill -TERM "$bridge_pid"; wait "$bridge_pid"; bridge_pid=""
+    ins+=("$(rate "$N" "$t0" "$t1")")
+    rm -f /dev/shm/shmq."$q".*
+  done
+  base=$(printf '%s\n' "${bases[@]}" | median)
+  out=$(printf '%s\n' "${outs[@]}" | median)
+  in=$(printf '%s\n' "${ins[@]}" | median)
+  printf '%-6s %12s %12s %12s %9sx %9sx\n' "$size" "$base" "$out" "$in" "$(ratio "$out" "$base")" \
+    "$(ratio "$in" "$base")"
+  echo "       runs: base ${bases[*]}; out ${outs[*]}; in ${ins[*]}"
 done

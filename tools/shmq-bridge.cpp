@@ -250,6 +250,8 @@ class OutBridge {
     }
     drain();
     c_.in_flight = pending_.size();
+    const shmq::QueueStats s = q_.stats();
+    c_.lag = s.ready + s.delayed;
     stats_.maybe_write(c_, true);
     logf("stopped: forwarded %llu, confirmed %llu, released %llu",
          static_cast<unsigned long long>(c_.forwarded),
@@ -265,6 +267,17 @@ class OutBridge {
       fail_connection(conn_, c_, conn_.error());
       return false;
     }
+    // A missing exchange would close the channel at the first publish, after messages were
+    // taken from shmq: each such round would raise their delivery counts. Check first
+    // (passive declare; the default exchange "" always exists).
+    if (!o_.declare && !o_.exchange.empty()) {
+      amqp_exchange_declare(conn_.get(), 1, sb::bytes_of(o_.exchange), sb::bytes_of("direct"), 1, 0,
+                            0, 0, amqp_empty_table);
+      if (!conn_.rpc_ok("exchange '" + o_.exchange + "'")) {
+        fail_connection(conn_, c_, conn_.error());
+        return false;
+      }
+    }
     amqp_confirm_select(conn_.get(), 1);
     if (!conn_.rpc_ok("confirm.select")) {
       fail_connection(conn_, c_, conn_.error());
@@ -272,7 +285,9 @@ class OutBridge {
     }
     next_tag_ = 1;  // delivery tags count from 1 on every new channel
     c_.connected = true;
-    backoff_.reset();
+    // The backoff is reset by the first confirm, not by the connect: a broker that accepts
+    // connections and then fails every publish is retried at the capped pace.
+    confirmed_since_connect_ = false;
     return true;
   }
 
@@ -312,6 +327,9 @@ class OutBridge {
   // Handles what the broker sent: confirms, nacks, closes. Waits up to `first_wait` for the
   // first frame, then takes whatever else is already there.
   void read_frames(std::chrono::milliseconds first_wait) {
+    // Frames are decoded into the connection's pools; nothing from earlier calls is still
+    // referenced here, so let librabbitmq reuse them (else they grow with every confirm).
+    if (conn_.is_open()) amqp_maybe_release_buffers(conn_.get());
     auto wait = first_wait;
     while (conn_.is_open()) {
       amqp_frame_t frame;
@@ -365,6 +383,10 @@ class OutBridge {
 
   // A confirm (ok) or nack for `tag`, or for every tag up to it (`multiple`).
   void settle(std::uint64_t tag, bool multiple, bool ok) {
+    if (ok && !confirmed_since_connect_) {
+      confirmed_since_connect_ = true;
+      backoff_.reset();
+    }
     auto one = [&](shmq::Message& m) {
       if (ok) {
         const Status s = consumer_.ack(m);
@@ -420,6 +442,7 @@ class OutBridge {
   StatsWriter stats_;
   Backoff backoff_;
   bool ever_connected_ = false;
+  bool confirmed_since_connect_ = false;
   std::uint64_t next_tag_ = 1;
   std::map<std::uint64_t, shmq::Message> pending_;  // delivery tag -> unconfirmed message
   sb::OutProperties props_;
@@ -499,7 +522,8 @@ class InBridge {
     unacked_ = 0;
     last_tag_ = 0;
     c_.connected = true;
-    backoff_.reset();
+    // Reset by the first delivery sent into shmq, not by the connect (see OutBridge::setup).
+    sent_since_connect_ = false;
     return true;
   }
 
@@ -521,6 +545,10 @@ class InBridge {
     if (s == Status::ok || s == Status::duplicate) {
       ++c_.forwarded;
       if (s == Status::duplicate) ++c_.duplicates;
+      if (!sent_since_connect_) {
+        sent_since_connect_ = true;
+        backoff_.reset();
+      }
       last_tag_ = env.delivery_tag;
       // Acks go out in groups (multiple=true): one frame per 64 deliveries, or when the
       // stream pauses.
@@ -605,6 +633,7 @@ class InBridge {
   StatsWriter stats_;
   Backoff backoff_;
   bool ever_connected_ = false;
+  bool sent_since_connect_ = false;
   std::uint64_t unacked_ = 0;   // deliveries sent into shmq, ack not yet sent
   std::uint64_t last_tag_ = 0;  // the newest of them
   sb::InMessage in_;

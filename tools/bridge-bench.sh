@@ -8,6 +8,8 @@
 #   in:   those N messages -> shmq-bridge in -> a shmq queue; timed until all N are in it.
 #   base: shmq_bridge_tool amqp-publish: N messages, confirms, window 256.
 # For 64 B and 1 KiB payloads. Starts its own broker (tests/bridge_broker.sh), stops it.
+# The bridge is timed by `shmq_bridge_tool wait-depth`, started with it: from the bridge's
+# start (connect included) to the shmq queue empty (out) or full (in), polled in-process.
 # Each size: ROUNDS (3) interleaved rounds of baseline, out, in after one untimed warm-up
 # publish; the medians are printed, and every run beside them (the broker's disk makes the
 # runs vary).
@@ -36,17 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-now() { date +%s.%N; }
 rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
-# wait_until SECONDS COMMAND...: polls every 10 ms (the timing's resolution), bounded.
-wait_until() {
-  local deadline=$((SECONDS + $1)); shift
-  until "$@"; do
-    [ $SECONDS -lt "$deadline" ] || { echo "timed out: $*" >&2; exit 1; }
-    sleep 0.01
-  done
-}
-shmq_depth_is() { [ "$("$tool" depth "$1")" -eq "$2" ]; }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
 echo "rabbitmq-server $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null), librabbitmq $(pkg-config --modversion librabbitmq 2>/dev/null)"
@@ -78,24 +70,20 @@ for size in 64 1024; do
     "$tool" mkq "$q.a" 65536 "$slot" 0 0
     "$tool" mkq "$q.c" 65536 "$slot" 0 0
     "$tool" fill "$q.a" "$N" "$size" >/dev/null
-    t0=$(now)
     "$bridge" out --queue "$q.a" --amqp-url "$BROKER_URL" --exchange "x.$tag" --routing-key k \
       >"$work/out.log" 2>&1 &
     bridge_pid=$!
-    wait_until 300 shmq_depth_is "$q.a" 0
-    t1=$(now)
+    secs=$("$tool" wait-depth "$q.a" 0 300) || { echo "out: timed out" >&2; exit 1; }
     kill -TERM "$bridge_pid"; wait "$bridge_pid"; bridge_pid=""
-    outs+=("$(rate "$N" "$t0" "$t1")")
+    outs+=("$(rate "$N" 0 "$secs")")
 
     # in: RabbitMQ -> shmq, until all N are in the shmq queue.
-    t0=$(now)
     "$bridge" in --queue "$q.c" --amqp-url "$BROKER_URL" --amqp-queue "r.$tag" \
       >"$work/in.log" 2>&1 &
     bridge_pid=$!
-    wait_until 300 shmq_depth_is "$q.c" "$N"
-    t1=$(now)
+    secs=$("$tool" wait-depth "$q.c" "$N" 300) || { echo "in: timed out" >&2; exit 1; }
     kill -TERM "$bridge_pid"; wait "$bridge_pid"; bridge_pid=""
-    ins+=("$(rate "$N" "$t0" "$t1")")
+    ins+=("$(rate "$N" 0 "$secs")")
     rm -f /dev/shm/shmq."$q".*
   done
   base=$(printf '%s\n' "${bases[@]}" | median)

@@ -9,6 +9,10 @@
 //                                           id is missing or a payload does not match its id
 //   depth NAME                              print ready + in flight + delayed
 //   refused NAME                            print the sends its dedup window refused
+//   wait-depth NAME DEPTH TIMEOUT_S         wait until ready + in flight + delayed == DEPTH
+//                                           (polled in-process every 5 ms: no process spawned
+//                                           per poll to steal the broker's CPU); print the
+//                                           seconds waited; 1 on timeout
 //   amqp-setup URL EXCHANGE QUEUE KEY       declare a durable direct exchange and a durable
 //                                           queue, bind them, purge the queue
 //   amqp-depth URL QUEUE                    print the messages ready in QUEUE
@@ -30,6 +34,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "shmq/shmq.hpp"
@@ -166,6 +171,24 @@ int drain(char** a) {
 int depth(char** a) {
   const shmq::QueueStats s = open_queue(a[0]).stats();
   std::printf("%llu\n", static_cast<unsigned long long>(s.ready + s.in_flight + s.delayed));
+  return 0;
+}
+
+int wait_depth(char** a) {
+  auto q = open_queue(a[0]);
+  const std::uint64_t want = num(a[1]);
+  const auto t0 = Clock::now();
+  const auto deadline = t0 + std::chrono::seconds(num(a[2]));
+  for (;;) {
+    const shmq::QueueStats s = q.stats();
+    if (s.ready + s.in_flight + s.delayed == want) break;
+    if (Clock::now() >= deadline) {
+      std::printf("timeout\n");
+      return 1;
+    }
+    std::this_thread::sleep_for(5ms);  // the poll interval: the timing's resolution
+  }
+  std::printf("%.3f\n", std::chrono::duration<double>(Clock::now() - t0).count());
   return 0;
 }
 
@@ -381,7 +404,7 @@ int props_check(char** a) {
 int main(int argc, char** argv) {
   const std::map<std::string, std::pair<int, int (*)(char**)>> modes = {
       {"mkq", {5, mkq}},           {"fill", {3, fill}},
-      {"drain", {3, drain}},       {"depth", {1, depth}}, {"refused", {1, refused}},
+      {"drain", {3, drain}},       {"depth", {1, depth}}, {"refused", {1, refused}}, {"wait-depth", {3, wait_depth}},
       {"amqp-setup", {4, amqp_setup}}, {"amqp-depth", {2, amqp_depth}},
       {"amqp-publish", {6, amqp_publish}}, {"props-send", {1, props_send}},
       {"props-amqp", {2, props_amqp}}, {"props-check", {1, props_check}}};

@@ -215,7 +215,7 @@ void fail_connection(sb::Connection& conn, Counters& c, const std::string& why) 
   c.last_error = why;
   c.connected = false;
   logf("connection lost: %s", why.c_str());
-  conn.close();
+  conn.drop();
 }
 
 // ---- out: shmq -> RabbitMQ ------------------------------------------------------------------

@@ -112,7 +112,7 @@ bool Connection::open(const AmqpUrl& url, std::chrono::milliseconds timeout, int
   amqp_socket_t* socket = amqp_tcp_socket_new(conn_);
   if (socket == nullptr) {
     error_ = "cannot create a TCP socket";
-    close();
+    drop();
     return false;
   }
   timeval tv = to_timeval(timeout);
@@ -121,7 +121,7 @@ bool Connection::open(const AmqpUrl& url, std::chrono::milliseconds timeout, int
   if (const int st = amqp_socket_open_noblock(socket, url.host.c_str(), url.port, &tv);
       st != AMQP_STATUS_OK) {
     error_ = "connect to " + url.host + ":" + std::to_string(url.port) + ": " + status_text(st);
-    close();
+    drop();
     return false;
   }
   (void)amqp_set_handshake_timeout(conn_, &tv);
@@ -132,12 +132,12 @@ bool Connection::open(const AmqpUrl& url, std::chrono::milliseconds timeout, int
   if (login.reply_type != AMQP_RESPONSE_NORMAL) {
     error_ = "login to " + url.host + ":" + std::to_string(url.port) + " vhost '" + url.vhost +
              "' as '" + url.user + "': " + reply_text(login);
-    close();
+    drop();
     return false;
   }
   amqp_channel_open(conn_, 1);
   if (!rpc_ok("channel.open")) {
-    close();
+    drop();
     return false;
   }
   channel_open_ = true;
@@ -150,6 +150,13 @@ void Connection::close() noexcept {
   // at once.
   if (channel_open_) (void)amqp_channel_close(conn_, 1, AMQP_REPLY_SUCCESS);
   (void)amqp_connection_close(conn_, AMQP_REPLY_SUCCESS);
+  amqp_destroy_connection(conn_);
+  conn_ = nullptr;
+  channel_open_ = false;
+}
+
+void Connection::drop() noexcept {
+  if (conn_ == nullptr) return;
   amqp_destroy_connection(conn_);
   conn_ = nullptr;
   channel_open_ = false;

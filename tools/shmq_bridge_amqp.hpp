@@ -45,6 +45,9 @@ class Connection {
   bool open(const AmqpUrl& url, std::chrono::milliseconds timeout, int heartbeat_s);
   // Closes the channel and the connection politely if they are up, then frees everything.
   void close() noexcept;
+  // Frees everything without a word to the broker: the connection already failed (a socket
+  // error, or the broker closed the channel or connection), so nothing polite can follow.
+  void drop() noexcept;
   bool is_open() const noexcept { return conn_ != nullptr; }
   amqp_connection_state_t get() const noexcept { return conn_; }
   const std::string& error() const noexcept { return error_; }

@@ -4,7 +4,8 @@
 # an epmd and data of its own under DIR (made the rabbitmq user's when run as root: the
 # server runs as that user), and waits until `rabbitmqctl status` answers. Sets BROKER_PORT,
 # BROKER_NODE, BROKER_URL. broker_stop stops the server, broker_restart stops and starts it
-# on the same ports and data, broker_cleanup (for trap EXIT) stops it and the epmd it
+# on the same ports and data, broker_crash_restart SIGKILLs its VM and starts it again,
+# broker_cleanup (for trap EXIT) stops it and the epmd it
 # started, by pid. Nothing here touches a system broker, /var/lib/rabbitmq or port 5672.
 
 BROKER_BIN=${BROKER_BIN:-/usr/lib/rabbitmq/bin}
@@ -115,6 +116,16 @@ broker_stop() {
 }
 
 broker_restart() { broker_stop; broker_start "$BROKER_DIR"; }
+
+# Kills the broker's Erlang VM with SIGKILL (a crash: nothing flushed, nothing closed
+# politely), then starts it again on the same data. The VM is the wrapper's one child.
+broker_crash_restart() {
+  local vm
+  vm=$(pgrep -P "$broker_pid" -x beam.smp) || { echo "broker: no beam.smp under pid $broker_pid" >&2; return 1; }
+  kill -KILL "$vm"
+  broker_stop  # the wrapper exits once its child is gone
+  broker_start "$BROKER_DIR"
+}
 
 broker_cleanup() {
   broker_stop

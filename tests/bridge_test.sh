@@ -7,7 +7,8 @@
 #   2. out, N messages (64 B): shmq -> shmq-bridge out -> exchange -> durable queue R, the
 #      bridge SIGKILLed mid-stream and restarted, then the broker SIGKILLed (its Erlang VM:
 #      only what it confirmed, i.e. fsynced, may be kept) and started mid-stream, then the
-#      connection cut (rabbitmqctl close_all_connections). Asserts: the shmq queue ends empty (every message confirmed), R holds at
+#      connection cut (rabbitmqctl close_all_connections), then the bridge stopped with
+#      SIGTERM (exit 0, nothing in flight) and a third one started. Asserts: the shmq queue ends empty (every message confirmed), R holds at
 #      least N; prints the duplicates (R - N).
 #   3. in, the same messages: R -> shmq-bridge in -> a shmq queue with a dedup window, the
 #      bridge SIGKILLed and the broker stopped (SIGTERM, a clean stop) and started mid-stream. Asserts: every id 1..N arrived
@@ -150,13 +151,20 @@ echo "broker SIGKILLed mid-stream and restarted in $((SECONDS - t0)) s"
 wait_until 60 "out bridge reconnected after the restart" field_at_least "$work/out2.json" reconnects 1
 broker_ctl close_all_connections "test: connection cut" >/dev/null || fail "rabbitmqctl close_all_connections"
 wait_until 60 "out bridge reconnected after the cut" field_at_least "$work/out2.json" reconnects 2
+# SIGTERM mid-stream: it must exit 0 with nothing in flight (confirmed or given back), and a
+# new bridge finishes the stream.
+left=$("$tool" depth "$tag.a")
+stop_bridge "$bridge_pid"
+[ "$(json_field "$work/out2.json" in_flight)" -eq 0 ] || fail "out bridge stopped with messages in flight"
+echo "out bridge stopped with SIGTERM ($left messages not yet acked in shmq then): exit 0, nothing in flight"
+start_bridge out3 "${out_args[@]}"
 wait_until 120 "shmq queue $tag.a drained (every message confirmed)" shmq_empty "$tag.a"
 stop_bridge "$bridge_pid"
 r_count=$("$tool" amqp-depth "$BROKER_URL" "r.$tag")
 [ "$r_count" -ge "$N" ] || fail "RabbitMQ queue holds $r_count messages, fewer than $N: lost"
 echo "out: lost 0; RabbitMQ holds $r_count = $N + $((r_count - N)) duplicates;" \
-  "reconnects $(json_field "$work/out2.json" reconnects), released $(( $(json_field "$work/out2.json" released) ))," \
-  "redelivered by shmq $(( $(json_field "$work/out1.json" redelivered) + $(json_field "$work/out2.json" redelivered) ))"
+  "reconnects $(json_field "$work/out2.json" reconnects), released $(json_field "$work/out2.json" released)," \
+  "redelivered by shmq $(( $(json_field "$work/out1.json" redelivered) + $(json_field "$work/out2.json" redelivered) + $(json_field "$work/out3.json" redelivered) ))"
 
 echo "== 3. in: $r_count deliveries, bridge SIGKILLed and broker restarted mid-stream"
 in_args=(in --queue "$tag.c" --amqp-queue "r.$tag")

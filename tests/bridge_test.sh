@@ -199,9 +199,14 @@ echo "== 4. properties both ways"
 "$tool" mkq "$tag.props2" 64 1024 1024 5
 "$tool" amqp-setup "$BROKER_URL" "x.$tag" "rp.$tag" props
 "$tool" props-send "$tag.props1"
-start_bridge pout out --queue "$tag.props1" --exchange "x.$tag" --routing-key props
+start_bridge pout out --queue "$tag.props1" --exchange "x.$tag" --routing-key props \
+  --metrics-file "$work/pout.prom"
 wait_until 30 "the property message in RabbitMQ" field_at_least "$work/pout.json" confirmed 1
 stop_bridge "$bridge_pid"
+# The Prometheus text, as written at exit.
+grep -qx "shmq_bridge_confirmed_total{direction=\"out\",queue=\"$tag.props1\"} 1" "$work/pout.prom" &&
+  grep -qx '# TYPE shmq_bridge_lag gauge' "$work/pout.prom" ||
+  { cat "$work/pout.prom"; fail "metrics file"; }
 "$tool" props-amqp "$BROKER_URL" "rp.$tag" || fail "properties as seen from RabbitMQ"
 start_bridge pin in --queue "$tag.props2" --amqp-queue "rp.$tag"
 "$tool" props-check "$tag.props2" || fail "properties after the round trip"

@@ -9,16 +9,16 @@
 //
 // One thread; both directions reconnect with capped exponential backoff. docs/bridge.md has
 // the usage, the property mapping and the guarantees end to end.
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <time.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
-#include <cstdarg>
 #include <chrono>
+#include <cstdarg>
 #include <cstdio>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 
@@ -109,18 +109,18 @@ struct Options {
 
 // What the bridge did; written as JSON (--stats-file) and Prometheus text (--metrics-file).
 struct Counters {
-  std::uint64_t forwarded = 0;    // out: published; in: sent into shmq (ok or duplicate)
-  std::uint64_t confirmed = 0;    // out: confirmed by the broker and acked in shmq; in: acked
-  std::uint64_t nacked = 0;       // out: basic.nack from the broker; in: deliveries nacked back
-  std::uint64_t released = 0;     // out: unconfirmed messages given back to shmq (conn. lost)
-  std::uint64_t redelivered = 0;  // messages that arrived marked redelivered
-  std::uint64_t reconnects = 0;   // connections made after the first
-  std::uint64_t duplicates = 0;   // in: sends the queue's dedup window refused
-  std::uint64_t rejected = 0;     // in: deliveries shmq can never take (too large, invalid)
-  std::uint64_t lease_lost = 0;   // out: confirmed after the shmq lease ran out (a duplicate)
+  std::uint64_t forwarded = 0;        // out: published; in: sent into shmq (ok or duplicate)
+  std::uint64_t confirmed = 0;        // out: confirmed by the broker and acked in shmq; in: acked
+  std::uint64_t nacked = 0;           // out: basic.nack from the broker; in: deliveries nacked back
+  std::uint64_t released = 0;         // out: unconfirmed messages given back to shmq (conn. lost)
+  std::uint64_t redelivered = 0;      // messages that arrived marked redelivered
+  std::uint64_t reconnects = 0;       // connections made after the first
+  std::uint64_t duplicates = 0;       // in: sends the queue's dedup window refused
+  std::uint64_t rejected = 0;         // in: deliveries shmq can never take (too large, invalid)
+  std::uint64_t lease_lost = 0;       // out: confirmed after the shmq lease ran out (a duplicate)
   std::uint64_t headers_dropped = 0;  // in: headers over shmq's property limits
-  std::uint64_t lag = 0;          // out: shmq queue depth; in: deliveries not yet acked
-  std::uint64_t in_flight = 0;    // out: published, not confirmed
+  std::uint64_t lag = 0;              // out: shmq queue depth; in: deliveries not yet acked
+  std::uint64_t in_flight = 0;        // out: published, not confirmed
   bool connected = false;
   std::string last_error;
 };
@@ -135,36 +135,50 @@ class StatsWriter {
     if (!force && now - last_ < 1s) return;
     last_ = now;
     if (!o_.stats_file.empty()) {
-      nlohmann::json j = {{"direction", o_.direction},   {"queue", o_.queue},
-                          {"connected", c.connected},    {"forwarded", c.forwarded},
-                          {"confirmed", c.confirmed},    {"nacked", c.nacked},
-                          {"released", c.released},      {"redelivered", c.redelivered},
-                          {"reconnects", c.reconnects},  {"duplicates", c.duplicates},
-                          {"rejected", c.rejected},      {"lease_lost", c.lease_lost},
+      nlohmann::json j = {{"direction", o_.direction},
+                          {"queue", o_.queue},
+                          {"connected", c.connected},
+                          {"forwarded", c.forwarded},
+                          {"confirmed", c.confirmed},
+                          {"nacked", c.nacked},
+                          {"released", c.released},
+                          {"redelivered", c.redelivered},
+                          {"reconnects", c.reconnects},
+                          {"duplicates", c.duplicates},
+                          {"rejected", c.rejected},
+                          {"lease_lost", c.lease_lost},
                           {"headers_dropped", c.headers_dropped},
-                          {"lag", c.lag},                {"in_flight", c.in_flight},
+                          {"lag", c.lag},
+                          {"in_flight", c.in_flight},
                           {"last_error", c.last_error}};
       write_atomically(o_.stats_file, j.dump() + "\n");
     }
     if (!o_.metrics_file.empty()) {
       std::string out;
-      const std::string labels =
-          "{direction=\"" + o_.direction + "\",queue=\"" + o_.queue + "\"}";
+      const std::string labels = "{direction=\"" + o_.direction + "\",queue=\"" + o_.queue + "\"}";
       auto metric = [&](const char* name, const char* type, const char* help, auto value) {
         out += std::string("# HELP shmq_bridge_") + name + " " + help + "\n# TYPE shmq_bridge_" +
-               name + " " + type + "\nshmq_bridge_" + name + labels + " " +
-               std::to_string(value) + "\n";
+               name + " " + type + "\nshmq_bridge_" + name + labels + " " + std::to_string(value) +
+               "\n";
       };
       metric("connected", "gauge", "1 while connected to the broker.", c.connected ? 1 : 0);
-      metric("forwarded_total", "counter", "Messages published (out) or sent into shmq (in).", c.forwarded);
-      metric("confirmed_total", "counter", "Messages confirmed by the other side and acked.", c.confirmed);
-      metric("nacked_total", "counter", "Messages nacked by the broker (out) or back to it (in).", c.nacked);
-      metric("released_total", "counter", "Unconfirmed messages given back on connection loss or stop.", c.released);
-      metric("redelivered_total", "counter", "Messages received marked redelivered.", c.redelivered);
+      metric("forwarded_total", "counter", "Messages published (out) or sent into shmq (in).",
+             c.forwarded);
+      metric("confirmed_total", "counter", "Messages confirmed by the other side and acked.",
+             c.confirmed);
+      metric("nacked_total", "counter", "Messages nacked by the broker (out) or back to it (in).",
+             c.nacked);
+      metric("released_total", "counter",
+             "Unconfirmed messages given back on connection loss or stop.", c.released);
+      metric("redelivered_total", "counter", "Messages received marked redelivered.",
+             c.redelivered);
       metric("reconnects_total", "counter", "Connections made after the first.", c.reconnects);
-      metric("duplicates_total", "counter", "Sends refused by the queue's dedup window (in).", c.duplicates);
-      metric("rejected_total", "counter", "Deliveries shmq cannot take, rejected to the broker (in).", c.rejected);
-      metric("lag", "gauge", "Out: messages waiting in the shmq queue. In: deliveries not yet acked.", c.lag);
+      metric("duplicates_total", "counter", "Sends refused by the queue's dedup window (in).",
+             c.duplicates);
+      metric("rejected_total", "counter",
+             "Deliveries shmq cannot take, rejected to the broker (in).", c.rejected);
+      metric("lag", "gauge",
+             "Out: messages waiting in the shmq queue. In: deliveries not yet acked.", c.lag);
       metric("in_flight", "gauge", "Out: messages published and not yet confirmed.", c.in_flight);
       write_atomically(o_.metrics_file, out);
     }
@@ -223,7 +237,11 @@ void fail_connection(sb::Connection& conn, Counters& c, const std::string& why) 
 class OutBridge {
  public:
   OutBridge(const Options& o, shmq::Queue& q, shmq::Consumer& consumer)
-      : o_(o), q_(q), consumer_(consumer), stats_(o), backoff_(o.backoff_min_ms, o.backoff_max_ms) {}
+      : o_(o),
+        q_(q),
+        consumer_(consumer),
+        stats_(o),
+        backoff_(o.backoff_min_ms, o.backoff_max_ms) {}
 
   int run() {
     auto last_lag = Clock::now() - 2s;
@@ -237,7 +255,8 @@ class OutBridge {
       if (conn_.is_open()) {
         // Wait for confirms only when there is nothing better to do: the window is full,
         // or the queue had nothing for us.
-        const auto wait = pending_.size() >= o_.window ? 200ms : (got ? 0ms : (pending_.empty() ? 0ms : 5ms));
+        const auto wait =
+            pending_.size() >= o_.window ? 200ms : (got ? 0ms : (pending_.empty() ? 0ms : 5ms));
         read_frames(wait);
       }
       if (Clock::now() - last_lag >= 1s) {
@@ -297,7 +316,8 @@ class OutBridge {
     while (pending_.size() < o_.window && !g_stop.load() && conn_.is_open()) {
       shmq::Message m;
       // Block (briefly) only when nothing is in flight: otherwise confirms are waiting.
-      const Status s = pending_.empty() ? consumer_.receive_for(m, 100ms) : consumer_.try_receive(m);
+      const Status s =
+          pending_.empty() ? consumer_.receive_for(m, 100ms) : consumer_.try_receive(m);
       if (s != Status::ok) {
         if (s == Status::closed) {
           logf("queue '%s' was removed: stopping", o_.queue.c_str());
@@ -358,15 +378,18 @@ class OutBridge {
         case AMQP_CHANNEL_CLOSE_METHOD: {
           const auto* cl = static_cast<const amqp_channel_close_t*>(frame.payload.method.decoded);
           release_pending();
-          fail_connection(conn_, c_, "channel closed by the broker: " + std::to_string(cl->reply_code) +
-                                         " " + std::string(sb::view_of(cl->reply_text)));
+          fail_connection(conn_, c_,
+                          "channel closed by the broker: " + std::to_string(cl->reply_code) + " " +
+                              std::string(sb::view_of(cl->reply_text)));
           return;
         }
         case AMQP_CONNECTION_CLOSE_METHOD: {
-          const auto* cl = static_cast<const amqp_connection_close_t*>(frame.payload.method.decoded);
+          const auto* cl =
+              static_cast<const amqp_connection_close_t*>(frame.payload.method.decoded);
           release_pending();
-          fail_connection(conn_, c_, "connection closed by the broker: " + std::to_string(cl->reply_code) +
-                                         " " + std::string(sb::view_of(cl->reply_text)));
+          fail_connection(conn_, c_,
+                          "connection closed by the broker: " + std::to_string(cl->reply_code) +
+                              " " + std::string(sb::view_of(cl->reply_text)));
           return;
         }
         case AMQP_CONNECTION_BLOCKED_METHOD:
@@ -453,7 +476,10 @@ class OutBridge {
 class InBridge {
  public:
   InBridge(const Options& o, shmq::Queue& q, shmq::Producer& producer)
-      : o_(o), producer_(producer), max_priority_(q.options().max_priority), stats_(o),
+      : o_(o),
+        producer_(producer),
+        max_priority_(q.options().max_priority),
+        stats_(o),
         backoff_(o.backoff_min_ms, o.backoff_max_ms) {}
 
   int run() {
@@ -560,7 +586,8 @@ class InBridge {
       // queue has a dead-letter exchange, else drops it (counted, logged).
       flush_acks();
       if (c_.rejected++ < 10)
-        logf("delivery %llu rejected: shmq says %s", static_cast<unsigned long long>(env.delivery_tag),
+        logf("delivery %llu rejected: shmq says %s",
+             static_cast<unsigned long long>(env.delivery_tag),
              std::string(shmq::to_string(s)).c_str());
       (void)amqp_basic_reject(conn_.get(), 1, env.delivery_tag, 0);
       return true;
@@ -572,7 +599,8 @@ class InBridge {
     // interrupted (stop), timeout, unconfirmed, evicted...: not known to be in shmq. Back to
     // the broker; a resend of it is deduplicated by a queue with a dedup window.
     flush_acks();
-    if (s != Status::interrupted) logf("send failed: %s; delivery requeued", std::string(shmq::to_string(s)).c_str());
+    if (s != Status::interrupted)
+      logf("send failed: %s; delivery requeued", std::string(shmq::to_string(s)).c_str());
     (void)amqp_basic_nack(conn_.get(), 1, env.delivery_tag, 0, 1);
     ++c_.nacked;
     if (s == Status::evicted) {
@@ -683,43 +711,62 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{
       "Bridge a shmq queue and RabbitMQ, at-least-once each way (docs/bridge.md).\n"
-      "  out: shmq queue -> exchange, publisher confirms; a message is acked in shmq once confirmed.\n"
+      "  out: shmq queue -> exchange, publisher confirms; a message is acked in shmq once "
+      "confirmed.\n"
       "  in:  AMQP queue -> shmq queue; a delivery is acked once the shmq send returned ok."};
   app.set_version_flag("--version", std::string("shmq-bridge ") + SHMQ_VERSION);
   app.require_subcommand(1);
   auto common = [&](CLI::App* s) {
     s->add_option("--queue", o.queue, "the shmq queue (must exist)")->required();
     s->add_option("--amqp-url", o.url_text, "amqp://user:password@host:port/vhost")->required();
-    s->add_option("--stats-file", o.stats_file, "write the counters as JSON here every second (tmp + rename)");
-    s->add_option("--metrics-file", o.metrics_file, "write the counters in Prometheus text format here every second");
+    s->add_option("--stats-file", o.stats_file,
+                  "write the counters as JSON here every second (tmp + rename)");
+    s->add_option("--metrics-file", o.metrics_file,
+                  "write the counters in Prometheus text format here every second");
     s->add_option("--heartbeat", o.heartbeat_s, "AMQP heartbeat in seconds (0: off)")
-        ->default_val(30)->check(CLI::Range(0, 3600));
-    s->add_option("--connect-timeout-ms", o.connect_timeout_ms, "bound on connect, login and each synchronous call")
-        ->default_val(5000)->check(CLI::Range(10u, 600'000u));
+        ->default_val(30)
+        ->check(CLI::Range(0, 3600));
+    s->add_option("--connect-timeout-ms", o.connect_timeout_ms,
+                  "bound on connect, login and each synchronous call")
+        ->default_val(5000)
+        ->check(CLI::Range(10u, 600'000u));
     s->add_option("--backoff-min-ms", o.backoff_min_ms, "first wait before reconnecting")
-        ->default_val(50)->check(CLI::Range(1u, 600'000u));
-    s->add_option("--backoff-max-ms", o.backoff_max_ms, "cap of the doubling wait before reconnecting")
-        ->default_val(5000)->check(CLI::Range(1u, 600'000u));
-    s->add_flag("--declare", o.declare, "declare the exchange (out) or the queue (in), durable, on each connect");
+        ->default_val(50)
+        ->check(CLI::Range(1u, 600'000u));
+    s->add_option("--backoff-max-ms", o.backoff_max_ms,
+                  "cap of the doubling wait before reconnecting")
+        ->default_val(5000)
+        ->check(CLI::Range(1u, 600'000u));
+    s->add_flag("--declare", o.declare,
+                "declare the exchange (out) or the queue (in), durable, on each connect");
   };
   CLI::App* out = app.add_subcommand("out", "forward a shmq queue to a RabbitMQ exchange");
   common(out);
-  out->add_option("--exchange", o.exchange, "the exchange (\"\" = the default exchange)")->required();
+  out->add_option("--exchange", o.exchange, "the exchange (\"\" = the default exchange)")
+      ->required();
   out->add_option("--routing-key", o.routing_key, "routing key of every message");
-  out->add_option("--exchange-type", o.exchange_type, "with --declare: direct, fanout, topic, headers")
-      ->default_val("direct")->check(CLI::IsMember({"direct", "fanout", "topic", "headers"}));
+  out->add_option("--exchange-type", o.exchange_type,
+                  "with --declare: direct, fanout, topic, headers")
+      ->default_val("direct")
+      ->check(CLI::IsMember({"direct", "fanout", "topic", "headers"}));
   out->add_option("--window", o.window, "unconfirmed publishes in flight at most")
-      ->default_val(256)->check(CLI::Range(1u, 65535u));
-  out->add_flag("--transient", o.transient, "publish with delivery_mode 1 (default: 2, persistent)");
-  out->add_option("--drain-ms", o.drain_ms, "on SIGTERM/SIGINT, wait this long for outstanding confirms")
-      ->default_val(5000)->check(CLI::Range(0u, 600'000u));
+      ->default_val(256)
+      ->check(CLI::Range(1u, 65535u));
+  out->add_flag("--transient", o.transient,
+                "publish with delivery_mode 1 (default: 2, persistent)");
+  out->add_option("--drain-ms", o.drain_ms,
+                  "on SIGTERM/SIGINT, wait this long for outstanding confirms")
+      ->default_val(5000)
+      ->check(CLI::Range(0u, 600'000u));
   CLI::App* in = app.add_subcommand("in", "forward a RabbitMQ queue into a shmq queue");
   common(in);
   in->add_option("--amqp-queue", o.amqp_queue, "the RabbitMQ queue to consume")->required();
   in->add_option("--prefetch", o.prefetch, "unacked deliveries the broker may send (basic.qos)")
-      ->default_val(256)->check(CLI::Range(1u, 65535u));
+      ->default_val(256)
+      ->check(CLI::Range(1u, 65535u));
   in->add_flag("--quorum", o.quorum, "with --declare: declare a quorum queue (replicated)");
-  in->add_option("--bind-exchange", o.bind_exchange, "with --declare: bind the queue to this exchange");
+  in->add_option("--bind-exchange", o.bind_exchange,
+                 "with --declare: bind the queue to this exchange");
   in->add_option("--bind-key", o.bind_key, "with --bind-exchange: the binding key");
   try {
     app.parse(argc, argv);

@@ -280,13 +280,20 @@ std::string field_text(const amqp_field_value_t& v) {
       return std::string(view_of(v.value.bytes));
     case AMQP_FIELD_KIND_BOOLEAN:
       return v.value.boolean ? "true" : "false";
-    case AMQP_FIELD_KIND_I8: return std::to_string(v.value.i8);
-    case AMQP_FIELD_KIND_U8: return std::to_string(v.value.u8);
-    case AMQP_FIELD_KIND_I16: return std::to_string(v.value.i16);
-    case AMQP_FIELD_KIND_U16: return std::to_string(v.value.u16);
-    case AMQP_FIELD_KIND_I32: return std::to_string(v.value.i32);
-    case AMQP_FIELD_KIND_U32: return std::to_string(v.value.u32);
-    case AMQP_FIELD_KIND_I64: return std::to_string(v.value.i64);
+    case AMQP_FIELD_KIND_I8:
+      return std::to_string(v.value.i8);
+    case AMQP_FIELD_KIND_U8:
+      return std::to_string(v.value.u8);
+    case AMQP_FIELD_KIND_I16:
+      return std::to_string(v.value.i16);
+    case AMQP_FIELD_KIND_U16:
+      return std::to_string(v.value.u16);
+    case AMQP_FIELD_KIND_I32:
+      return std::to_string(v.value.i32);
+    case AMQP_FIELD_KIND_U32:
+      return std::to_string(v.value.u32);
+    case AMQP_FIELD_KIND_I64:
+      return std::to_string(v.value.i64);
     case AMQP_FIELD_KIND_U64:
     case AMQP_FIELD_KIND_TIMESTAMP:
       return std::to_string(v.value.u64);
@@ -336,7 +343,8 @@ void from_amqp(const amqp_basic_properties_t& p, std::uint32_t max_priority, InM
   std::string_view message_id;
   if (f & AMQP_BASIC_MESSAGE_ID_FLAG) message_id = view_of(p.message_id);
   out.id = id_from_message_id(message_id, out.id_hashed);
-  if (f & AMQP_BASIC_PRIORITY_FLAG) out.priority = std::min<std::uint32_t>(p.priority, max_priority);
+  if (f & AMQP_BASIC_PRIORITY_FLAG)
+    out.priority = std::min<std::uint32_t>(p.priority, max_priority);
   if (f & AMQP_BASIC_CONTENT_TYPE_FLAG) out.props.content_type = view_of(p.content_type);
   if (f & AMQP_BASIC_CORRELATION_ID_FLAG) out.props.correlation_id = view_of(p.correlation_id);
   if (f & AMQP_BASIC_REPLY_TO_FLAG) out.props.reply_to = view_of(p.reply_to);

@@ -126,7 +126,8 @@ int fill(char** a) {
   for (std::uint64_t i = 1; i <= n; ++i) {
     const std::string body = payload(i, size);
     const shmq::Status s = p.send(body, shmq::SendOptions{.id = i});
-    if (s != shmq::Status::ok) die("send " + std::to_string(i) + ": " + std::string(shmq::to_string(s)));
+    if (s != shmq::Status::ok)
+      die("send " + std::to_string(i) + ": " + std::string(shmq::to_string(s)));
   }
   std::printf("filled %llu\n", static_cast<unsigned long long>(n));
   return 0;
@@ -160,11 +161,12 @@ int drain(char** a) {
     (void)c.ack(m);
   }
   const std::uint64_t missing = n - distinct;
-  std::printf("total=%llu distinct=%llu missing=%llu duplicates=%llu bad_payload=%llu foreign=%llu\n",
-              static_cast<unsigned long long>(total), static_cast<unsigned long long>(distinct),
-              static_cast<unsigned long long>(missing),
-              static_cast<unsigned long long>(total - distinct - foreign),
-              static_cast<unsigned long long>(bad), static_cast<unsigned long long>(foreign));
+  std::printf(
+      "total=%llu distinct=%llu missing=%llu duplicates=%llu bad_payload=%llu foreign=%llu\n",
+      static_cast<unsigned long long>(total), static_cast<unsigned long long>(distinct),
+      static_cast<unsigned long long>(missing),
+      static_cast<unsigned long long>(total - distinct - foreign),
+      static_cast<unsigned long long>(bad), static_cast<unsigned long long>(foreign));
   return missing == 0 && bad == 0 && foreign == 0 ? 0 : 1;
 }
 
@@ -300,8 +302,10 @@ int props_amqp(char** a) {
          "amqp timestamp (seconds, within the last 10 min)");
   std::vector<std::pair<std::string, std::string>> headers;
   for (int i = 0; i < p.headers.num_entries; ++i)
-    headers.emplace_back(sb::view_of(p.headers.entries[i].key), sb::field_text(p.headers.entries[i].value));
-  expect(headers.size() == 4 && headers[0] == std::pair<std::string, std::string>{"tenant", "acme"} &&
+    headers.emplace_back(sb::view_of(p.headers.entries[i].key),
+                         sb::field_text(p.headers.entries[i].value));
+  expect(headers.size() == 4 &&
+             headers[0] == std::pair<std::string, std::string>{"tenant", "acme"} &&
              headers[1] == std::pair<std::string, std::string>{"trace", "t-1"} &&
              headers[2] == std::pair<std::string, std::string>{"tenant", "second"} &&
              headers[3].first == sb::kTimestampNsHeader &&
@@ -371,9 +375,10 @@ int props_check(char** a) {
       expect_eq(p.correlation_id(), std::string_view("corr-42"), "round trip correlation_id");
       expect_eq(p.reply_to(), std::string_view("replies.q"), "round trip reply_to");
       expect(h == test_properties().headers, "round trip headers (order, repeated key)");
-      const auto now_ns = static_cast<std::uint64_t>(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(
-              std::chrono::system_clock::now().time_since_epoch()).count());
+      const auto now_ns =
+          static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count());
       expect(p.timestamp_ns() <= now_ns && p.timestamp_ns() + 600'000'000'000ull >= now_ns,
              "round trip timestamp (ns, the original send time)");
     } else if (m.view() == "typed") {
@@ -381,10 +386,15 @@ int props_check(char** a) {
       bool hashed = false;
       expect_eq(m.id(), sb::id_from_message_id(kTypedMessageId, hashed), "typed: hashed id");
       expect(hashed && m.id() < (std::uint64_t{1} << 62), "typed: id below 2^62");
-      expect_eq(p.timestamp_ns(), std::uint64_t{1'700'000'000} * 1'000'000'000u, "typed: timestamp");
+      expect_eq(p.timestamp_ns(), std::uint64_t{1'700'000'000} * 1'000'000'000u,
+                "typed: timestamp");
       const std::vector<std::pair<std::string, std::string>> want = {
-          {"shmq-message-id", "order-abc"}, {"n", "-17"}, {"ok", "true"}, {"price", "19.99"},
-          {"t", "{\"k\":\"v\"}"}, {"big", "1234567890123"}};
+          {"shmq-message-id", "order-abc"},
+          {"n", "-17"},
+          {"ok", "true"},
+          {"price", "19.99"},
+          {"t", "{\"k\":\"v\"}"},
+          {"big", "1234567890123"}};
       expect(h == want, "typed: headers as text, message_id kept, over-long header dropped");
       if (h != want)
         for (const auto& [k, v] : h) std::printf("  got header %s=%s\n", k.c_str(), v.c_str());
@@ -403,13 +413,22 @@ int props_check(char** a) {
 
 int main(int argc, char** argv) {
   const std::map<std::string, std::pair<int, int (*)(char**)>> modes = {
-      {"mkq", {5, mkq}},           {"fill", {3, fill}},
-      {"drain", {3, drain}},       {"depth", {1, depth}}, {"refused", {1, refused}}, {"wait-depth", {3, wait_depth}},
-      {"amqp-setup", {4, amqp_setup}}, {"amqp-depth", {2, amqp_depth}},
-      {"amqp-publish", {6, amqp_publish}}, {"props-send", {1, props_send}},
-      {"props-amqp", {2, props_amqp}}, {"props-check", {1, props_check}}};
-  if (argc < 2 || modes.count(argv[1]) == 0) die("usage: see the comment at the top of shmq_bridge_tool.cpp");
+      {"mkq", {5, mkq}},
+      {"fill", {3, fill}},
+      {"drain", {3, drain}},
+      {"depth", {1, depth}},
+      {"refused", {1, refused}},
+      {"wait-depth", {3, wait_depth}},
+      {"amqp-setup", {4, amqp_setup}},
+      {"amqp-depth", {2, amqp_depth}},
+      {"amqp-publish", {6, amqp_publish}},
+      {"props-send", {1, props_send}},
+      {"props-amqp", {2, props_amqp}},
+      {"props-check", {1, props_check}}};
+  if (argc < 2 || modes.count(argv[1]) == 0)
+    die("usage: see the comment at the top of shmq_bridge_tool.cpp");
   const auto& [args, fn] = modes.at(argv[1]);
-  if (argc - 2 != args) die(std::string(argv[1]) + ": expects " + std::to_string(args) + " arguments");
+  if (argc - 2 != args)
+    die(std::string(argv[1]) + ": expects " + std::to_string(args) + " arguments");
   return fn(argv + 2);
 }

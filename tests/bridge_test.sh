@@ -18,7 +18,9 @@
 #      message_id.
 #   5. a missing exchange: the out bridge takes nothing from shmq while it is missing, and
 #      forwards every message once it exists.
-# Usage: bridge_test.sh TOOLS_DIR   (the build's tools/: shmq-bridge, shmq_bridge_tool)
+#   6. in, into a durability-sync queue whose shmqd is stopped (SIGSTOP): a delivery sent into
+#      the ring is not acked to RabbitMQ until shmqd runs again and confirms it.
+# Usage: bridge_test.sh TOOLS_DIR   (the build's tools/: shmq-bridge, shmq_bridge_tool, shmqd)
 # Exit 77 (ctest SKIP_RETURN_CODE) if rabbitmq-server is not installed.
 set -euo pipefail
 
@@ -225,5 +227,34 @@ stop_bridge "$bridge_pid"
 [ "$(json_field "$work/miss.json" redelivered)" -eq 0 ] || fail "messages were taken and given back while the exchange was missing"
 [ "$("$tool" amqp-depth "$BROKER_URL" "rm.$tag")" -eq 10 ] || fail "want exactly 10 messages in rm.$tag"
 echo "missing exchange: retried with backoff, no message taken until it existed, then 10 of 10"
+
+echo "== 6. in, into a sync queue: a delivery is acked only once shmqd has it on disk"
+shmqd=$tools/shmqd
+[ -x "$shmqd" ] || fail "no $shmqd (build the shmqd target)"
+mkdir -m 0700 "$work/data"
+"$tool" mkq-sync "$tag.s" "$work/data"
+"$shmqd" --data-dir "$work/data" "$tag.s" >>"$work/shmqd.log" 2>&1 &
+shmqd_pid=$!
+bridge_pids+=("$shmqd_pid")
+"$tool" amqp-setup "$BROKER_URL" "x.$tag" "rs.$tag" sync
+"$tool" amqp-publish "$BROKER_URL" "x.$tag" sync 200 64 256 >/dev/null
+# rabbitmqctl's view of a queue: "ready unacked".
+rq_counts() { broker_ctl list_queues --no-table-headers name messages_ready messages_unacknowledged |
+  awk -v q="$1" '$1 == q { print $2, $3 }'; }
+kill -STOP "$shmqd_pid"  # stopped: nothing is written, nothing confirmed
+start_bridge sync in --queue "$tag.s" --amqp-queue "rs.$tag"
+shmq_nonempty() { [ "$("$tool" depth "$1")" -gt 0 ]; }
+wait_until 30 "the first delivery in the sync queue's ring" shmq_nonempty "$tag.s"
+counts=$(rq_counts "rs.$tag")
+[ "$(echo "$counts" | awk '{ print $1 + $2 }')" -eq 200 ] ||
+  fail "with shmqd stopped, RabbitMQ holds ready+unacked '$counts', want 200: a delivery was acked before it was on disk"
+echo "shmqd stopped: the bridge sent a delivery and waits; RabbitMQ still holds 200 (ready unacked: $counts)"
+kill -CONT "$shmqd_pid"
+rq_empty() { [ "$(rq_counts "$1")" = "0 0" ]; }
+wait_until 60 "every delivery acked once on disk" rq_empty "rs.$tag"
+stop_bridge "$bridge_pid"
+"$tool" drain "$tag.s" 200 200 >"$work/sync.out" || { cat "$work/sync.out"; fail "sync: lost"; }
+kill -TERM "$shmqd_pid"; wait "$shmqd_pid" || fail "shmqd exited $? after SIGTERM"
+echo "sync queue: $(cat "$work/sync.out")"
 
 echo "PASS: bridge test (N=$N)"

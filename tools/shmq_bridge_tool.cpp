@@ -3,6 +3,7 @@
 //
 //   mkq NAME SLOTS SLOT_SIZE DEDUP PRIO     create a shmq queue (DEDUP 0: no window; PRIO:
 //                                           max_priority; max_deliveries unlimited)
+//   mkq-sync NAME DATA_DIR                  create a durability-sync queue (shmqd persists it)
 //   fill NAME N SIZE                        send N messages, ids 1..N, payload "<id>:" padded
 //   drain NAME N IDLE_MS                    receive until N distinct ids and IDLE_MS of quiet;
 //                                           print total/distinct/missing/duplicates; 1 if any
@@ -112,6 +113,18 @@ int mkq(char** a) {
   o.max_priority = static_cast<std::uint32_t>(num(a[4]));
   o.lease = 60s;
   // The bridge gives a message back on every connection loss: each counts as a delivery.
+  o.max_deliveries = 0;
+  auto q = shmq::Queue::create(a[0], o);
+  if (!q) die(q.error().message());
+  return 0;
+}
+
+int mkq_sync(char** a) {
+  shmq::QueueOptions o;
+  o.slot_count = 1024;
+  o.slot_size = 256;
+  o.durability = shmq::Durability::sync;
+  o.data_dir = a[1];
   o.max_deliveries = 0;
   auto q = shmq::Queue::create(a[0], o);
   if (!q) die(q.error().message());
@@ -413,7 +426,7 @@ int props_check(char** a) {
 
 int main(int argc, char** argv) {
   const std::map<std::string, std::pair<int, int (*)(char**)>> modes = {
-      {"mkq", {5, mkq}},
+      {"mkq", {5, mkq}}, {"mkq-sync", {2, mkq_sync}},
       {"fill", {3, fill}},
       {"drain", {3, drain}},
       {"depth", {1, depth}},

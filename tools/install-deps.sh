@@ -14,6 +14,7 @@ packages=(
   # man --warnings, systemd-analyze verify (systemd is not started by installing it).
   dpkg-dev file lintian man-db groff-base systemd
   pybind11-dev python3-dev python3-pytest
+  rabbitmq-server librabbitmq-dev
 )
 
 missing=()

@@ -26,6 +26,20 @@ std::string count_text(std::uint64_t n) {
   return n < 10000 ? std::to_string(n) : si(static_cast<double>(n));
 }
 
+// hot_compare: a figure in its unit.
+std::string hot_value(const HotSeries& s, double v) {
+  if (s.unit == "x") return fixed(v, 3) + "x";
+  if (s.unit == "ns") return human_ns(v);
+  return si(v);
+}
+std::string hot_goal(const HotSeries& s) {
+  if (s.cmp == 0) return "";
+  return std::string(s.cmp > 0 ? ">= " : "<= ") + fixed(s.goal, 2) + "x";
+}
+bool hot_met(const HotSeries& s) {
+  return s.cmp > 0 ? s.spread.median >= s.goal : s.spread.median <= s.goal;
+}
+
 int section_of(const Scenario& sc) {
   switch (sc.kind) {
     case Kind::throughput:
@@ -39,6 +53,7 @@ int section_of(const Scenario& sc) {
     case Kind::priority_latency: return 4;
     case Kind::persist:
     case Kind::sync_senders: return 3;
+    case Kind::hot_compare: return 5;
     default: return 2;
   }
 }
@@ -69,6 +84,9 @@ void TablePrinter::row(const Outcome& o) {
     else if (sec == 4)
       std::fprintf(out_, "%-30s %9s %-21s %9s %9s %9s %10s %9s\n", "PRIORITY PROBE (one way)",
                    "p50", "[min..max]", "p99", "p99.9", "max", "probes", "vcsw/prb");
+    else if (sec == 5)
+      std::fprintf(out_, "%-30s %s\n", "HOT PATH (issue 16)",
+                   "median [min..max] over repetitions; ratios: each repetition against itself");
     else
       std::fprintf(out_, "%-30s %9s %-21s %s\n", "DISK", "rate", "[min..max]", "what");
   }
@@ -78,7 +96,19 @@ void TablePrinter::row(const Outcome& o) {
     std::fflush(out_);
     return;
   }
-  if (sec == 0 || sec == 3) {
+  if (sec == 5) {
+    std::fprintf(out_, "%s\n", sc.name.c_str());
+    for (const HotSeries& h : o.series) {
+      std::string reps;
+      for (const double v : h.reps) reps += " " + hot_value(h, v);
+      std::string goal = hot_goal(h);
+      if (!goal.empty()) goal = "  target " + goal + ": " + (hot_met(h) ? "met" : "MISSED");
+      std::fprintf(out_, "  %-44s %9s %-21s reps:%s%s\n", h.name.c_str(),
+                   hot_value(h, h.spread.median).c_str(),
+                   ("[" + hot_value(h, h.spread.min) + ".." + hot_value(h, h.spread.max) + "]").c_str(),
+                   reps.c_str(), goal.c_str());
+    }
+  } else if (sec == 0 || sec == 3) {
     const std::string persisted = o.log_mb_per_s.valid ? mb(o.log_mb_per_s.median) : "-";
     std::fprintf(out_, "%-30s %9s %-21s %9s %10s %10s %9s\n", sc.name.c_str(),
                  si(o.msgs_per_s.median).c_str(), range(o.msgs_per_s, si).c_str(),
@@ -240,6 +270,22 @@ std::string json_line(const Outcome& o, const Machine& m) {
         o.queues_subs_cpu_ns.median, 1);
     num("bare_per_subscriber_publisher_cpu_ns_per_msg", ok && o.bare_pub_cpu_ns.valid, o.bare_pub_cpu_ns.median, 1);
     if (!o.detail.empty()) str("detail", o.detail);
+  } else if (sc.kind == Kind::hot_compare) {
+    s += ",\"series\":[";
+    for (std::size_t i = 0; i < o.series.size(); ++i) {
+      const HotSeries& h = o.series[i];
+      const int dec = h.unit == "x" ? 4 : 0;
+      s += std::string(i ? "," : "") + "{\"name\":" + json_string(h.name) + ",\"unit\":" + json_string(h.unit);
+      s += ",\"median\":" + fixed(h.spread.median, dec) + ",\"min\":" + fixed(h.spread.min, dec) +
+           ",\"max\":" + fixed(h.spread.max, dec) + ",\"reps\":[";
+      for (std::size_t r = 0; r < h.reps.size(); ++r) s += (r ? "," : "") + fixed(h.reps[r], dec);
+      s += "]";
+      if (h.cmp != 0)
+        s += ",\"target\":" + json_string(hot_goal(h)) + ",\"met\":" + (hot_met(h) ? "true" : "false");
+      s += "}";
+    }
+    s += "]";
+    if (!o.detail.empty()) str("detail", o.detail);
   } else if (sc.kind == Kind::topic_roundtrip) {
     num("queue_p50_ns", ok && o.base_p50.valid, o.base_p50.median, 0);
     num("queue_p99_ns", ok && o.base_p99.valid, o.base_p99.median, 0);
@@ -264,6 +310,7 @@ namespace {
 void print_ratios(std::FILE* out, const std::vector<Outcome>& all);
 void print_priorities(std::FILE* out, const std::vector<Outcome>& all);
 void print_topics(std::FILE* out, const std::vector<Outcome>& all);
+void print_hot(std::FILE* out, const std::vector<Outcome>& all);
 void print_durability(std::FILE* out, const std::vector<Outcome>& all, const std::string& data_fs);
 
 // value vs goal: cmp > 0 means "at least", cmp < 0 "at most".
@@ -298,7 +345,7 @@ void print_targets(std::FILE* out, const std::vector<Outcome>& all, const std::s
         o.sc->kind != Kind::checksum_cost && o.sc->kind != Kind::priority_cost &&
         o.sc->kind != Kind::dedup_cost && o.sc->kind != Kind::properties_cost &&
         o.sc->kind != Kind::priority_latency && o.sc->kind != Kind::topic_fanout &&
-        o.sc->kind != Kind::topic_roundtrip)
+        o.sc->kind != Kind::topic_roundtrip && o.sc->kind != Kind::hot_compare)
       any_none = true;
   if (any_none) print_ratios(out, all);
   print_durability(out, all, data_fs);
@@ -332,6 +379,7 @@ void print_targets(std::FILE* out, const std::vector<Outcome>& all, const std::s
   }
   print_priorities(out, all);
   print_topics(out, all);
+  print_hot(out, all);
 }
 
 namespace {
@@ -586,6 +634,30 @@ void print_topics(std::FILE* out, const std::vector<Outcome>& all) {
                  human_ns(o.base_p50.median).c_str(), human_ns(o.base_p99.median).c_str(),
                  human_ns(o.base_p999.median).c_str(), "topic / queue, per repetition",
                  reps_text(o.rep_p50_vs_baseline).c_str(), reps_text(o.rep_p99_vs_baseline).c_str());
+  }
+}
+
+// Issue 16's targets from the hot_compare family: each the median of per-repetition ratios.
+void print_hot(std::FILE* out, const std::vector<Outcome>& all) {
+  bool header = false;
+  for (const Outcome& o : all) {
+    if (o.sc->kind != Kind::hot_compare) continue;
+    if (!header)
+      std::fprintf(out, "\nISSUE 16 TARGETS (median over repetitions of ratios within one repetition)\n");
+    header = true;
+    if (o.state != Outcome::State::ok) {
+      std::fprintf(out, "  %-30s %s\n", o.sc->name.c_str(),
+                   o.state == Outcome::State::skipped ? "skipped" : "FAILED");
+      continue;
+    }
+    for (const HotSeries& h : o.series) {
+      if (h.cmp == 0) continue;
+      std::string reps;
+      for (const double v : h.reps) reps += " " + fixed(v, 2);
+      std::fprintf(out, "  %-22s %-40s %7.3fx [%.2f..%.2f] (reps:%s) target %s: %s\n",
+                   o.sc->name.c_str(), h.name.c_str(), h.spread.median, h.spread.min, h.spread.max,
+                   reps.c_str(), hot_goal(h).c_str(), verdict(h.spread.median, h.cmp, h.goal).c_str());
+    }
   }
 }
 

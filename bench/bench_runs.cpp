@@ -34,6 +34,7 @@ const char* to_string(Kind k) {
     case Kind::properties_cost: return "properties_cost";
     case Kind::topic_fanout: return "topic_fanout";
     case Kind::topic_roundtrip: return "topic_roundtrip";
+    case Kind::hot_compare: return "hot_compare";
   }
   return "?";
 }
@@ -47,6 +48,7 @@ const char* to_string(Transport t) {
     case Transport::unix_socket: return "unix";
     case Transport::moodycamel: return "moodycamel";
     case Transport::disk: return "disk";
+    case Transport::vyukov: return "vyukov";
   }
   return "?";
 }
@@ -115,6 +117,10 @@ std::vector<Scenario> all_scenarios() {
       v.push_back(tp(T::shmq, n, n, size, false));
       v.push_back(tp(T::shmq, n, n, size, true));
     }
+  // The Vyukov MPMC ring (issue 16's baseline): 1x1 at 64 B and 1 KiB, 4x4, round trip.
+  v.push_back(tp(T::vyukov, 1, 1, 64));
+  v.push_back(tp(T::vyukov, 1, 1, 1024));
+  v.push_back(tp(T::vyukov, 4, 4, 64));
   // Round trips.
   for (const std::size_t size : kSizes) {
     for (const T t : {T::bare, T::moodycamel, T::pipe, T::unix_socket, T::boost})
@@ -124,6 +130,14 @@ std::vector<Scenario> all_scenarios() {
     z.zero_copy = true;
     z.name += "/zero-copy";
     v.push_back(z);
+  }
+  v.push_back(rt(T::vyukov, 64));
+  // Round trip with each wait strategy on both sides (issue 16): shmq/rt/64B/<strategy>.
+  for (const Wait w : {Wait::futex, Wait::busy_spin, Wait::spin_yield, Wait::spin_sleep}) {
+    Scenario r = rt(T::shmq, 64);
+    r.consumer_wait = r.producer_wait = w;
+    r.name = "shmq/rt/64B/" + std::string(to_string(w));
+    v.push_back(r);
   }
   // Durability: the disk's limits, then shmq with shmqd.
   Scenario dd;
@@ -236,6 +250,7 @@ std::vector<Scenario> all_scenarios() {
     r.name = "shmq/topic/rt/64B";
     v.push_back(r);
   }
+  add_hot_scenarios(v);
   return v;
 }
 
@@ -767,6 +782,10 @@ ChannelSpec spec_for(const Scenario& sc, const DurableSide& side, std::size_t ca
   spec.max_priority = sc.max_priority;
   spec.priority_levels = sc.priority_levels;
   spec.properties = sc.properties;
+  spec.consumer_wait = sc.consumer_wait;
+  spec.producer_wait = sc.producer_wait;
+  if (!wait_supported(sc.consumer_wait) || !wait_supported(sc.producer_wait))
+    throw Skip("this build has no wait strategies (include/shmq/wait.hpp)");
   return spec;
 }
 
@@ -1435,6 +1454,36 @@ RepResult roundtrip_over(const Scenario& sc, TopicChannel& ping, TopicChannel& p
   return roundtrip_rep(sc, ping, pong, samples, calibrated, o, {});
 }
 
+RepResult throughput_over(const Scenario& sc, ShmqChannel& ch, std::uint64_t count,
+                          bool calibrated, const Options& o, const std::function<void()>& check,
+                          const std::function<std::uint64_t()>& log_bytes) {
+  const std::function<std::uint64_t()> none = [] { return std::uint64_t{0}; };
+  return throughput_rep(sc, ch, count, calibrated, o, check, log_bytes ? log_bytes : none);
+}
+RepResult throughput_over(const Scenario& sc, BareChannel& ch, std::uint64_t count,
+                          bool calibrated, const Options& o) {
+  return throughput_rep(sc, ch, count, calibrated, o, {}, [] { return std::uint64_t{0}; });
+}
+RepResult throughput_over(const Scenario& sc, VyukovChannel& ch, std::uint64_t count,
+                          bool calibrated, const Options& o) {
+  return throughput_rep(sc, ch, count, calibrated, o, {}, [] { return std::uint64_t{0}; });
+}
+RepResult throughput_over(const Scenario& sc, BoostChannel& ch, std::uint64_t count,
+                          bool calibrated, const Options& o) {
+  return throughput_rep(sc, ch, count, calibrated, o, {}, [] { return std::uint64_t{0}; });
+}
+RepResult roundtrip_over(const Scenario& sc, BareChannel& ping, BareChannel& pong,
+                         std::uint64_t samples, bool calibrated, const Options& o) {
+  return roundtrip_rep(sc, ping, pong, samples, calibrated, o, {});
+}
+RepResult roundtrip_over(const Scenario& sc, VyukovChannel& ping, VyukovChannel& pong,
+                         std::uint64_t samples, bool calibrated, const Options& o) {
+  return roundtrip_rep(sc, ping, pong, samples, calibrated, o, {});
+}
+ChannelSpec plain_spec_for(const Scenario& sc, std::size_t capacity) {
+  return spec_for(sc, DurableSide{}, capacity);
+}
+
 Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
   Outcome out;
   try {
@@ -1444,6 +1493,7 @@ Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
         case Transport::shmq: out = throughput_scenario<ShmqChannel>(sc, o, env); break;
         case Transport::boost: out = throughput_scenario<BoostChannel>(sc, o, env); break;
         case Transport::bare: out = throughput_scenario<BareChannel>(sc, o, env); break;
+        case Transport::vyukov: out = throughput_scenario<VyukovChannel>(sc, o, env); break;
         case Transport::pipe: out = throughput_scenario<PipeChannel>(sc, o, env); break;
         case Transport::unix_socket: out = throughput_scenario<UnixChannel>(sc, o, env); break;
         case Transport::moodycamel:
@@ -1456,6 +1506,7 @@ Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
         case Transport::shmq: out = roundtrip_scenario<ShmqChannel>(sc, o, env); break;
         case Transport::boost: out = roundtrip_scenario<BoostChannel>(sc, o, env); break;
         case Transport::bare: out = roundtrip_scenario<BareChannel>(sc, o, env); break;
+        case Transport::vyukov: out = roundtrip_scenario<VyukovChannel>(sc, o, env); break;
         case Transport::pipe: out = roundtrip_scenario<PipeChannel>(sc, o, env); break;
         case Transport::unix_socket: out = roundtrip_scenario<UnixChannel>(sc, o, env); break;
         case Transport::moodycamel:
@@ -1483,6 +1534,8 @@ Outcome run_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
       out = topic_fanout_scenario(sc, o);
     } else if (sc.kind == Kind::topic_roundtrip) {
       out = topic_roundtrip_scenario(sc, o);
+    } else if (sc.kind == Kind::hot_compare) {
+      out = hot_scenario(sc, o, env);
     } else {
       out = disk_scenario(sc, o);
     }

@@ -22,6 +22,7 @@ struct Options {
   std::string data_root = "/var/tmp";  // where durable queues' data dirs and dd's file go
   std::string out_dir = "bench-out";
   bool json = false;
+  bool reps_set = false;        // --reps given (hot_compare defaults to 5 otherwise)
   std::vector<std::string> filters;  // --scenario: regex or substring, any may match
 };
 
@@ -51,6 +52,9 @@ struct Options {
 // sends every message to each), and one bare SPSC ring per subscriber (bench_topic.cpp).
 // topic_roundtrip: ping-pong through two topics of one group each, against the same through
 // two queues, both in every repetition.
+// hot_compare (issue 16, bench_hot.cpp): each repetition runs, back to back and in an order
+// that alternates between repetitions, the baselines and the shmq variants of one target
+// (`hot` says which), and keeps each ratio against the same repetition's baseline.
 enum class Kind {
   throughput,
   roundtrip,
@@ -64,9 +68,15 @@ enum class Kind {
   priority_latency,
   properties_cost,
   topic_fanout,
-  topic_roundtrip
+  topic_roundtrip,
+  hot_compare
 };
-enum class Transport { shmq, bare, boost, pipe, unix_socket, moodycamel, disk };
+enum class Transport { shmq, bare, boost, pipe, unix_socket, moodycamel, disk, vyukov };
+
+// hot_compare: which comparison (see bench_hot.cpp).
+enum class Hot { none, tp_1x1, roundtrip, tp_4x4, durable, paced };
+
+
 
 const char* to_string(Kind k);
 const char* to_string(Transport t);
@@ -94,6 +104,10 @@ struct Scenario {
   std::uint32_t properties = 0;
   // topic_fanout: subscriber groups (one subscriber process each), 1..kMaxFanout.
   int groups = 0;
+  // shmq: how consumers and producers wait (ConsumerOptions::wait, ProducerOptions::wait).
+  Wait consumer_wait = Wait::futex;
+  Wait producer_wait = Wait::futex;
+  Hot hot = Hot::none;  // hot_compare
 };
 
 
@@ -145,6 +159,18 @@ struct RepResult {
   double bare_pub_cpu_ns_per_msg = -1;
 };
 
+// hot_compare: one figure or ratio over the repetitions. A ratio compares two variants of
+// the same repetition; `goal`/`cmp` give the issue's target (cmp > 0: at least, < 0: at
+// most, 0: none, reported only).
+struct HotSeries {
+  std::string name;
+  std::string unit;  // "msgs/s", "ns", "x" (a ratio)
+  std::vector<double> reps;
+  Spread spread;
+  int cmp = 0;
+  double goal = 0;
+};
+
 // A scenario's figures: the median of its repetitions, with min..max.
 struct Outcome {
   const Scenario* sc = nullptr;
@@ -185,6 +211,7 @@ struct Outcome {
   std::vector<double> group_msgs_per_s;  // median per group
   std::uint64_t baseline_count = 0;      // topic_fanout: messages per baseline run (queues)
   std::uint64_t bare_count = 0;          // ... and per bare-ring run
+  std::vector<HotSeries> series;         // hot_compare
 };
 
 // What the durable scenarios need, and why they are skipped if they are.
@@ -225,6 +252,33 @@ RepResult roundtrip_over(const Scenario& sc, ShmqChannel& ping, ShmqChannel& pon
 RepResult roundtrip_over(const Scenario& sc, TopicChannel& ping, TopicChannel& pong,
                          std::uint64_t samples, bool calibrated, const Options& o);
 
+// The runners of bench_runs.cpp for the transports the hot_compare family compares (`check`
+// and `log_bytes` may be empty).
+class BareChannel;
+class VyukovChannel;
+class BoostChannel;
+RepResult throughput_over(const Scenario& sc, ShmqChannel& ch, std::uint64_t count,
+                          bool calibrated, const Options& o, const std::function<void()>& check,
+                          const std::function<std::uint64_t()>& log_bytes);
+RepResult throughput_over(const Scenario& sc, BareChannel& ch, std::uint64_t count,
+                          bool calibrated, const Options& o);
+RepResult throughput_over(const Scenario& sc, VyukovChannel& ch, std::uint64_t count,
+                          bool calibrated, const Options& o);
+RepResult throughput_over(const Scenario& sc, BoostChannel& ch, std::uint64_t count,
+                          bool calibrated, const Options& o);
+RepResult roundtrip_over(const Scenario& sc, BareChannel& ping, BareChannel& pong,
+                         std::uint64_t samples, bool calibrated, const Options& o);
+RepResult roundtrip_over(const Scenario& sc, VyukovChannel& ping, VyukovChannel& pong,
+                         std::uint64_t samples, bool calibrated, const Options& o);
+// The channel of a scenario without durability (hot_compare's shmqd side is its own).
+struct ChannelSpec;
+ChannelSpec plain_spec_for(const Scenario& sc, std::size_t capacity);
+
+// The issue-16 family (bench_hot.cpp).
+Outcome hot_scenario(const Scenario& sc, const Options& o, DurableEnv& env);
+// Adds the hot_compare family and the wait-strategy scenarios to `v`.
+void add_hot_scenarios(std::vector<Scenario>& v);
+
 // The topic family (bench_topic.cpp).
 inline constexpr int kMaxFanout = 8;  // topic_fanout: groups at most
 Outcome topic_fanout_scenario(const Scenario& sc, const Options& o);
@@ -232,7 +286,7 @@ Outcome topic_roundtrip_scenario(const Scenario& sc, const Options& o);
 
 // --- shared between the runners and the in-process (moodycamel) baseline --------------------
 
-inline constexpr int kMaxSide = 8;  // producers or consumers per scenario
+inline constexpr int kMaxSide = 8;  // producers per scenario (consumers: up to 16)
 
 // Results of a throughput run, in a MAP_SHARED mapping written by the children.
 struct TpShared {

@@ -43,6 +43,16 @@
 #include "bench_proc.hpp"
 #include "bench_util.hpp"
 #include "shmq/shmq.hpp"
+#include "vyukov_ring.hpp"
+
+// Wait strategies (issue 16): include/shmq/wait.hpp, ConsumerOptions::wait and
+// Queue::producer(ProducerOptions). A tree without them builds the harness without
+// strategies: scenarios that ask for one other than futex are skipped.
+#if __has_include("shmq/wait.hpp")
+#define SHMQ_BENCH_WAIT_API 1
+#else
+#define SHMQ_BENCH_WAIT_API 0
+#endif
 
 namespace shmq_bench {
 
@@ -73,7 +83,27 @@ struct ChannelSpec {
   // added to each slot so that a message and its properties block fit one slot.
   std::uint32_t properties = 0;
   std::uint32_t slot_extra = 0;
+  // shmq: how the consumers and producers wait (ConsumerOptions::wait, ProducerOptions::wait).
+  Wait consumer_wait = Wait::futex;
+  Wait producer_wait = Wait::futex;
 };
+
+// Whether this build can run a shmq side with `w` (see SHMQ_BENCH_WAIT_API).
+inline bool wait_supported(Wait w) { return SHMQ_BENCH_WAIT_API || w == Wait::futex; }
+
+#if SHMQ_BENCH_WAIT_API
+// The library's options for `w`: its default spin (and, for spin_sleep, sleep).
+inline shmq::WaitOptions wait_options(Wait w) {
+  shmq::WaitOptions o;
+  switch (w) {
+    case Wait::futex: o.strategy = shmq::WaitStrategy::futex; break;
+    case Wait::busy_spin: o.strategy = shmq::WaitStrategy::busy_spin; break;
+    case Wait::spin_yield: o.strategy = shmq::WaitStrategy::spin_yield; break;
+    case Wait::spin_sleep: o.strategy = shmq::WaitStrategy::spin_sleep; break;
+  }
+  return o;
+}
+#endif
 
 // The properties of properties_cost: 1, "a few" (content type, correlation id, two
 // headers: a 92-byte block); 2, "many" (those, a reply-to and 16 more headers: 613 bytes).
@@ -176,7 +206,7 @@ class ShmqChannel {
   class Tx {
    public:
     Tx(const std::string& name, const ChannelSpec& spec)
-        : p_(take(take(shmq::Queue::open(name), "open " + name).producer(), "producer")),
+        : p_(make_producer(name, spec)),
           levels_(spec.priority_levels),
           max_priority_(spec.max_priority),
           // Ids of this sender: a random 30-bit prefix (fresh per process and repetition)
@@ -230,6 +260,16 @@ class ShmqChannel {
     }
 
    private:
+    static shmq::Producer make_producer(const std::string& name, const ChannelSpec& spec) {
+      shmq::Queue q = take(shmq::Queue::open(name), "open " + name);
+#if SHMQ_BENCH_WAIT_API
+      return take(q.producer({.wait = wait_options(spec.producer_wait)}), "producer");
+#else
+      if (!wait_supported(spec.producer_wait)) fail("no wait strategies in this build");
+      return take(q.producer(), "producer");
+#endif
+    }
+
     shmq::Producer p_;
     std::uint32_t levels_;
     std::uint32_t max_priority_;
@@ -243,7 +283,7 @@ class ShmqChannel {
    public:
     Rx(const std::string& name, const ChannelSpec& spec)
         : q_(take(shmq::Queue::open(name), "open " + name)),
-          c_(take(q_.consumer({.zero_copy = spec.zero_copy}), "consumer")),
+          c_(make_consumer(q_, spec)),
           batch_(spec.batch),
           levels_(spec.batch ? 0 : spec.priority_levels),  // batches: not checked
           max_priority_(spec.max_priority),
@@ -277,6 +317,16 @@ class ShmqChannel {
     }
 
    private:
+    static shmq::Consumer make_consumer(shmq::Queue& q, const ChannelSpec& spec) {
+#if SHMQ_BENCH_WAIT_API
+      return take(q.consumer({.zero_copy = spec.zero_copy, .wait = wait_options(spec.consumer_wait)}),
+                  "consumer");
+#else
+      if (!wait_supported(spec.consumer_wait)) fail("no wait strategies in this build");
+      return take(q.consumer({.zero_copy = spec.zero_copy}), "consumer");
+#endif
+    }
+
     template <typename F>
     void deliver(const shmq::Message& m, F& f) {
       const std::size_t n = m.size();
@@ -502,6 +552,113 @@ class BareChannel {
    private:
     std::uint64_t head_ = 0;
     std::uint64_t tail_cache_ = 0;
+    std::vector<std::byte> buf_;
+  };
+
+  Tx sender(int) const { return Tx(name_); }
+  Rx receiver(int) const { return Rx(name_); }
+
+ private:
+  ChannelSpec spec_;
+  std::string name_;
+  bool created_ = false;
+  pid_t owner_ = ::getpid();
+};
+
+// --- Vyukov MPMC ring (issue 16's baseline) ------------------------------------------------------
+//
+// The per-slot-sequence MPMC ring of vyukov_ring.hpp in a shared-memory object: any number
+// of producers and consumers, fixed-size messages, no acks, no durability, no futex. Both
+// sides wait with the bare ring's Backoff (spin, then yield). Receivers honour `wait` (the
+// throughput runner's consumers time out to see that the run is over).
+
+class VyukovChannel {
+ public:
+  static constexpr const char* kName = "vyukov";
+
+  explicit VyukovChannel(const ChannelSpec& spec) : spec_(spec), name_(fresh_name() + "-vyukov") {
+    try {
+      created_ = true;
+      bip::shared_memory_object shm(bip::create_only, name_.c_str(), bip::read_write,
+                                    bip::permissions(0600));
+      shm.truncate(static_cast<bip::offset_t>(VyukovRing::bytes_for(spec.capacity, spec.size)));
+      bip::mapped_region region(shm, bip::read_write);
+      (void)VyukovRing::init(region.get_address(), spec.capacity, spec.size);
+    } catch (const bip::interprocess_exception& e) {
+      fail("create vyukov ring " + name_ + ": " + e.what());
+    }
+  }
+  ~VyukovChannel() {
+    if (created_ && owner_ == ::getpid()) bip::shared_memory_object::remove(name_.c_str());
+  }
+  VyukovChannel(const VyukovChannel&) = delete;
+  VyukovChannel& operator=(const VyukovChannel&) = delete;
+
+  void prepare_run() {}
+  void after_fork() {}
+
+  class Mapping {
+   protected:
+    explicit Mapping(const std::string& name)
+        : shm_(bip::open_only, name.c_str(), bip::read_write),
+          region_(shm_, bip::read_write),
+          ring_(region_.get_address()) {
+      if (region_.get_size() < VyukovRing::bytes_for(ring_.cell_count(), ring_.message_size()))
+        fail("vyukov ring " + name + " is smaller than its geometry");
+    }
+    bip::shared_memory_object shm_;
+    bip::mapped_region region_;
+    VyukovRing ring_;
+  };
+
+  class Tx : Mapping {
+   public:
+    explicit Tx(const std::string& name) : Mapping(name), buf_(ring_.message_size()) {}
+    void send(const std::byte* p, std::size_t n) {
+      const std::byte* src = p;
+      if (n != ring_.message_size()) {  // the ring carries fixed-size messages
+        std::memset(buf_.data(), 0, buf_.size());
+        std::memcpy(buf_.data(), p, std::min(n, buf_.size()));
+        src = buf_.data();
+      }
+      Backoff b;
+      while (!ring_.try_enqueue(src)) b.pause();
+    }
+    void send_batch(std::span<const shmq::Bytes> msgs) {
+      for (const shmq::Bytes& m : msgs) send(m.data(), m.size());
+    }
+
+   private:
+    std::vector<std::byte> buf_;
+  };
+
+  class Rx : Mapping {
+   public:
+    explicit Rx(const std::string& name) : Mapping(name), buf_(ring_.message_size()) {}
+    template <typename F>
+    std::size_t receive(F&& f, std::chrono::nanoseconds wait) {
+      Backoff b;
+      std::uint64_t deadline = 0;  // read the clock only once spinning has gone on a while
+      for (std::uint32_t spins = 1;; ++spins) {
+        if (ring_.try_dequeue(buf_.data())) {
+          f(static_cast<const std::byte*>(buf_.data()), buf_.size());
+          return 1;
+        }
+        if ((spins & 255) == 0) {
+          const std::uint64_t now = now_ns();
+          if (deadline == 0) {
+            const auto w = static_cast<std::uint64_t>(std::max<std::int64_t>(0, wait.count()));
+            deadline = w > UINT64_MAX - now ? UINT64_MAX : now + w;
+          } else if (now >= deadline) {
+            return 0;
+          }
+        }
+        b.pause();
+      }
+    }
+    void wake_others(int) {}  // they time out and see the done flag
+
+   private:
     std::vector<std::byte> buf_;
   };
 

@@ -79,6 +79,19 @@ inline std::uint32_t priority_of(std::uint64_t k, std::uint32_t levels, std::uin
   return max_priority - static_cast<std::uint32_t>(k % levels) * step;
 }
 
+// How a shmq producer or consumer waits when it cannot go on (shmq::WaitStrategy of
+// include/shmq/wait.hpp, issue 16), in scenario names: "futex", "busy_spin", ...
+enum class Wait : std::uint8_t { futex, busy_spin, spin_yield, spin_sleep };
+inline const char* to_string(Wait w) {
+  switch (w) {
+    case Wait::futex: return "futex";
+    case Wait::busy_spin: return "busy_spin";
+    case Wait::spin_yield: return "spin_yield";
+    case Wait::spin_sleep: return "spin_sleep";
+  }
+  return "?";
+}
+
 // --- statistics ----------------------------------------------------------------------------
 
 // Median, min and max of the repetitions of one figure.

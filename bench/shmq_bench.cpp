@@ -53,8 +53,8 @@ void print_help() {
       "options:\n"
       "  --quick            one short repetition per scenario, no calibration (CI smoke;\n"
       "                     the whole run takes well under 30 s)\n"
-      "  --reps N           repetitions per scenario, 1..50 (default 3); figures are the\n"
-      "                     median, spread shown as [min..max]\n"
+      "  --reps N           repetitions per scenario, 1..50 (default 3; the hot/ family 5);\n"
+      "                     figures are the median, spread shown as [min..max]\n"
       "  --seconds S        target length of one repetition, 0.05..60 (default 0.8)\n"
       "  --scenario PAT     run the scenarios whose name matches PAT (an ECMAScript regex,\n"
       "                     or a plain substring); may be given several times\n"
@@ -155,6 +155,7 @@ int parse_args(int argc, char** argv, Cli& cli) {
       if (!parse_int(val, 1, 50, cli.o.reps))
         return bad("--reps must be a whole number from 1 to 50, got '" + std::string(val) + "'");
       reps_set = true;
+      cli.o.reps_set = true;
     } else if (k == "--seconds") {
       if (!value()) return bad(k + " needs a value");
       if (!parse_double(val, 0.05, 60, cli.o.seconds))

@@ -289,6 +289,7 @@ class Producer {
   std::unique_ptr<std::atomic<Producer*>[]> levels_;
   std::uint64_t last_position_ = 0;
   WaitOptions wait_{};
+  bool in_batch_ = false;  // send_batch: the per-send eviction check and clock read are done
   // Sends are not looked up in the dedup window (dlq replay: a dead letter goes back under
   // its original id, which is in the window). Set by detail::ProducerAccess.
   bool bypass_dedup_ = false;

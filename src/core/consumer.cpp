@@ -791,12 +791,44 @@ Status Consumer::ack(Message& m) {
   return Status::ok;
 }
 
+// The batch form of ack(m): the same checks and the same release per message, but the
+// eviction check, the counter and the wake of sleeping producers once for the batch (the
+// per-call costs of ack(m), about a third of it). A message of a priority level goes
+// through its level's consumer as in ack(m).
 Status Consumer::ack(std::span<Message> ms) {
+  if (!seg_) return Status::invalid;
   Status first = Status::ok;
+  const auto note = [&first](Status s) {
+    if (s != Status::ok && first == Status::ok) first = s;
+  };
+  const bool evicted_now = evicted();
+  std::uint64_t acked = 0;
   for (Message& m : ms) {
     if (!m.held_) continue;
-    const Status s = ack(m);
-    if (s != Status::ok && first == Status::ok) first = s;
+    if (levels_ && m.priority_ != 0) [[unlikely]] {
+      note(ack(m));
+      continue;
+    }
+    if (foreign(m)) {
+      note(Status::wrong_consumer);
+      continue;
+    }
+    if (evicted_now) {
+      drop(m);
+      note(Status::evicted);
+      continue;
+    }
+    const bool current = is_current(*seg_, m, m.delivery_count_);
+    drop(m);
+    if (!current || !detail::release_held(*seg_, m.position_, m.word_, owner_)) {
+      note(Status::lease_lost);
+      continue;
+    }
+    ++acked;
+  }
+  if (acked != 0) {
+    bump(seg_->member(member_).acked, acked);
+    wake_producers();
   }
   return first;
 }

@@ -410,8 +410,10 @@ Status Producer::claim(std::uint32_t k, std::uint64_t& pos, Clock::time_point de
     // Anything we committed without waking (batch sends) must be visible to consumers
     // before we sleep on them freeing space.
     wake_consumers();
-    seg.member(member_).heartbeat_ns.store(detail::monotonic_coarse_ns(),
-                                           std::memory_order_relaxed);
+    // The enqueue time of the message we wait to send is taken after the wait (a batch's
+    // later messages would otherwise carry the batch's start time).
+    now_ns_ = detail::monotonic_coarse_ns();
+    seg.member(member_).heartbeat_ns.store(now_ns_, std::memory_order_relaxed);
     const std::uint64_t persisted_seen = h.persisted.value.load(std::memory_order_seq_cst);
     // The bound on moves is per wait, not per call: a slot freed elsewhere in a ring of
     // delayed messages is reached by moving them round again after the wait.
@@ -564,12 +566,16 @@ Status Producer::send_impl(Bytes message, std::uint64_t id, Clock::time_point de
                            std::uint64_t due_ns) {
   if (!seg_) return Status::invalid;
   if (message.size() > seg_->max_message_size()) return Status::too_large;
-  // One load of our own row's line (we write its heartbeat): our row is still ours.
-  if (evicted()) return Status::evicted;
+  // In a batch (send_batch), the eviction check and the clock read were done once for the
+  // whole batch; a wait for room in claim() reads the clock again.
+  if (!in_batch_) {
+    // One load of our own row's line (we write its heartbeat): our row is still ours.
+    if (evicted()) return Status::evicted;
+    // One clock read per send: the heartbeat and the enqueue time (TTL) share it.
+    now_ns_ = detail::monotonic_coarse_ns();
+    seg_->member(member_).heartbeat_ns.store(now_ns_, std::memory_order_relaxed);
+  }
   const std::uint32_t k = seg_->fragments_for(message.size());
-  // One clock read per send: the heartbeat and the enqueue time (TTL) share it.
-  now_ns_ = detail::monotonic_coarse_ns();
-  seg_->member(member_).heartbeat_ns.store(now_ns_, std::memory_order_relaxed);
   // Deduplication (issue 14; docs/design_notes.md, "Deduplication"): an id of the
   // application's (or an idempotent session's) is looked up first, without a claim, so a
   // duplicate costs no hole; admit() below decides, while we hold the claim.
@@ -802,6 +808,18 @@ std::size_t Producer::send_batch(std::span<const Bytes> messages, std::chrono::n
   std::size_t sent = 0;
   Status s = Status::ok;
   std::uint64_t end = 0;
+  if (!seg_ || evicted()) {
+    if (status != nullptr) *status = seg_ ? Status::evicted : Status::invalid;
+    return 0;
+  }
+  // Once for the batch: send_impl skips them while in_batch_ is set.
+  now_ns_ = detail::monotonic_coarse_ns();
+  seg_->member(member_).heartbeat_ns.store(now_ns_, std::memory_order_relaxed);
+  in_batch_ = true;
+  struct EndBatch {
+    bool& flag;
+    ~EndBatch() { flag = false; }
+  } end_batch{in_batch_};
   for (const Bytes& m : messages) {
     if (o.properties == nullptr) {
       s = send_impl(m, 0, deadline, false, 0, &end, due_ns);

@@ -242,6 +242,22 @@ wait "$cpid"
 check "all 500 generated messages arrive, 40 bytes each" \
   test "$(wc -l <"$work/load")" = 500 -a "$(awk 'length($0) != 40' "$work/load" | wc -l)" = 0
 
+# Wait strategies (issue 16): the same load with a busy-spinning consumer and a producer that
+# spins then sleeps while the 64-slot ring is full; bad strategies are usage errors.
+"$ctl" consume "$q1" --count 500 --timeout-ms 10000 --wait busy-spin >"$work/load" 2>/dev/null &
+cpid=$!
+expect_ok "produce --wait spin-sleep --sleep-us 20 --count 500 (more than the ring holds)" \
+  "$ctl" produce "$q1" --count 500 --size 40 --wait spin-sleep --spin-us 5 --sleep-us 20
+wait "$cpid"
+check "... all 500 arrive at a consume --wait busy-spin" test "$(wc -l <"$work/load")" = 500
+expect_ok "consume --wait spin-yield times out on an empty queue" \
+  "$ctl" consume "$q1" --timeout-ms 50 --wait spin-yield
+expect_error "consume --wait nap is a usage error" 2 "wait" "$ctl" consume "$q1" --wait nap
+expect_error "consume --spin-us without --wait is a usage error" 2 "need --wait" \
+  "$ctl" consume "$q1" --spin-us 5 --timeout-ms 10
+expect_error "produce --sleep-us with busy-spin is a usage error" 2 "spin-sleep" \
+  "$ctl" produce "$q1" --count 1 --wait busy-spin --sleep-us 5
+
 # A line longer than the queue's max message size (64 bytes here).
 { echo ok-line; head -c 100 /dev/zero | tr '\0' x; echo; echo never; } >"$work/long"
 expect_error "produce: a line over the max message size fails naming it" 1 "line 2 " \

@@ -168,6 +168,20 @@ CLI::Validator whole_number() {
 
 }  // namespace
 
+// --wait STRATEGY [--spin-us US] [--sleep-us US] of produce and consume (issue 16).
+template <typename Args>
+void add_wait_options(CLI::App* cmd, Args& a, const char* what) {
+  cmd->add_option("--wait", a.wait,
+                  std::string("Queues: how ") + what +
+                      " waits: futex (default: spin briefly, then sleep until woken), "
+                      "busy-spin (never sleeps: a core of its own), spin-yield, spin-sleep")
+      ->check(CLI::IsMember({"futex", "busy-spin", "spin-yield", "spin-sleep"}));
+  cmd->add_option("--spin-us", a.spin_us,
+                  "With --wait: spin this long before yielding, sleeping or blocking");
+  cmd->add_option("--sleep-us", a.sleep_us, "With --wait spin-sleep: the sleep between looks")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1'000'000}));
+}
+
 int main(int argc, char** argv) {
   // First of all: fds 0-2 must be open, else the queue's segment could be opened as fd 1
   // and `consume` would print the messages over it (issue 12). A closed one stays unusable.
@@ -363,6 +377,7 @@ int main(int argc, char** argv) {
                       "Message property: correlation id (at most 255 bytes)");
   produce->add_option("--reply-to", pa.reply_to,
                       "Message property: reply-to queue name (at most 255 bytes)");
+  add_wait_options(produce, pa, "a send on a full queue");
   produce->callback([&] { run = [&] { return cmd_produce(pa); }; });
 
   // consume
@@ -387,6 +402,7 @@ int main(int argc, char** argv) {
   consume->add_flag("--show-properties", coa.show_properties,
                     "Before each payload line, a line '#' + the message's properties as "
                     "key=value words (docs/shmqctl.md)");
+  add_wait_options(consume, coa, "a receive on an empty queue");
   consume->callback([&] { run = [&] { return cmd_consume(coa); }; });
 
   // peek

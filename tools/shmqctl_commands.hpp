@@ -93,6 +93,11 @@ struct ProduceArgs {
   std::string content_type;
   std::string correlation_id;
   std::string reply_to;
+  // Issue 16: how a send waits while the ring is full (queues only): futex, busy-spin,
+  // spin-yield or spin-sleep; the spin before yielding or sleeping and the sleep, in us.
+  std::optional<std::string> wait;
+  std::optional<std::uint64_t> spin_us;
+  std::optional<std::uint64_t> sleep_us;
 };
 int cmd_produce(const ProduceArgs& a);
 
@@ -104,6 +109,10 @@ struct ConsumeArgs {
   bool follow = false;  // wait forever
   bool reject = false;  // reject (dead-letter) instead of ack
   bool show_properties = false;  // a "#" line of properties before each payload line
+  // Issue 16: how a receive waits while there is nothing to take (queues only), as produce.
+  std::optional<std::string> wait;
+  std::optional<std::uint64_t> spin_us;
+  std::optional<std::uint64_t> sleep_us;
 };
 int cmd_consume(const ConsumeArgs& a);
 

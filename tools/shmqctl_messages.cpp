@@ -637,13 +637,35 @@ int consume_topic(const ConsumeArgs& a, const std::string& group) {
 
 }  // namespace
 
+// The WaitOptions of --wait / --spin-us / --sleep-us (issue 16): queues only.
+template <typename Args>
+shmq::WaitOptions wait_options(const Args& a, bool topic) {
+  shmq::WaitOptions w;
+  if (!a.wait && !a.spin_us && !a.sleep_us) return w;
+  if (topic) fail(kExitUsage, "--wait, --spin-us and --sleep-us are for queues, not topics");
+  if (!a.wait) fail(kExitUsage, "--spin-us and --sleep-us need --wait STRATEGY");
+  if (*a.wait == "busy-spin") w.strategy = shmq::WaitStrategy::busy_spin;
+  else if (*a.wait == "spin-yield") w.strategy = shmq::WaitStrategy::spin_yield;
+  else if (*a.wait == "spin-sleep") w.strategy = shmq::WaitStrategy::spin_sleep;
+  if (a.sleep_us && w.strategy != shmq::WaitStrategy::spin_sleep)
+    fail(kExitUsage, "--sleep-us is for --wait spin-sleep");
+  if (a.spin_us) {
+    if (*a.spin_us > 60'000'000) fail(kExitUsage, "--spin-us: at most 60000000 (a minute)");
+    w.spin = std::chrono::microseconds(*a.spin_us);
+  }
+  if (a.sleep_us) w.sleep = std::chrono::microseconds(*a.sleep_us);
+  return w;
+}
+
 int cmd_produce(const ProduceArgs& a) {
   if (a.size && !a.count)
     fail(kExitUsage, "--size needs --count N (generated messages); without --count, produce "
                      "sends the lines of standard input");
-  if (is_topic(a.queue)) return produce_topic(a);
+  const bool topic = is_topic(a.queue);
+  const shmq::WaitOptions wait = wait_options(a, topic);
+  if (topic) return produce_topic(a);
   shmq::Queue q = open_queue(a.queue);
-  auto p = q.producer();
+  auto p = q.producer({.wait = wait});
   if (!p.ok()) fail(p.error());
   install_stop_handlers();
   InterruptScope scope(&p.value());
@@ -713,7 +735,9 @@ int cmd_produce(const ProduceArgs& a) {
 int cmd_consume(const ConsumeArgs& a) {
   // A topic needs --group, a queue takes none.
   if (a.group) check_group_name(*a.group);
-  if (is_topic(a.queue)) {
+  const bool topic = is_topic(a.queue);
+  const shmq::WaitOptions wait = wait_options(a, topic || a.group);
+  if (topic) {
     if (!a.group)
       fail(kExitUsage, "'" + a.queue + "' is a topic: consume from it with --group GROUP (its "
                        "groups: shmqctl group list " + a.queue + ")");
@@ -725,7 +749,7 @@ int cmd_consume(const ConsumeArgs& a) {
     (void)open_topic(a.queue);  // exit 1: "topic '...' not found", or why it cannot be opened
   }
   shmq::Queue q = open_queue(a.queue);
-  auto c = q.consumer();
+  auto c = q.consumer({.wait = wait});
   if (!c.ok()) fail(c.error());
   install_stop_handlers();
   InterruptScope scope(&c.value());

@@ -219,6 +219,8 @@ class Consumer {
   // The earliest due time of a delayed message any level's scans noted.
   std::uint64_t earliest_due() const noexcept;
   struct Levels;
+  // heartbeat() without its eviction check, for callers that have just made it.
+  void beat() noexcept;
   void make_dead_letter_sink();
   // Adds the consumer of level p (levels are added in order 1, 2, ...).
   void add_level(std::uint32_t p, Consumer&& level);

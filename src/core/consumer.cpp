@@ -116,6 +116,10 @@ Consumer::~Consumer() { release_member(); }
 
 void Consumer::heartbeat() noexcept {
   if (!seg_ || evicted()) return;
+  beat();
+}
+
+void Consumer::beat() noexcept {
   // One clock read per receive call: the heartbeat, leases and TTL checks share it.
   now_ns_ = detail::monotonic_coarse_ns();
   seg_->member(member_).heartbeat_ns.store(now_ns_, std::memory_order_relaxed);
@@ -580,7 +584,7 @@ Status Consumer::try_receive(Message& out) {
   if (evicted()) return Status::evicted;
   if (levels_ && levels_->evicted) [[unlikely]]
     return Status::evicted;
-  heartbeat();
+  beat();  // the row is ours: checked just above
   // busy: the walk used its budget without finding a message; say empty, the next call
   // walks on from where this one stopped.
   return poll_any(out) == Poll::got ? Status::ok : Status::empty;
@@ -680,7 +684,7 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
   if (evicted()) return Status::evicted;
   const Clock::time_point deadline = deadline_after(timeout);
   detail::SegmentHeader& h = seg_->header();
-  heartbeat();
+  beat();  // the row is ours: checked just above
   std::optional<detail::Idle> idle;  // made at the first look that finds nothing
   for (;;) {
     const Poll p = poll_any(out);
@@ -703,7 +707,7 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
         if (c->evicted()) levels_->evicted = true;
       if (levels_->evicted) return Status::evicted;
     }
-    heartbeat();
+    beat();
     if (idle->strategy() != WaitStrategy::futex) {
       // Spinning, yielding or sleeping between looks: nobody wakes us, so a delayed
       // message and a requeue are found by looking, as in the futex re-check below.

@@ -313,7 +313,8 @@ py::dict queue_stats_dict(const shmq::QueueStats& s) {
              "dead_letter_failed"_a = s.dead_letter_failed, "corrupt"_a = s.corrupt,
              "dedup_duplicates"_a = s.dedup_duplicates,
              "dedup_evicted_early"_a = s.dedup_evicted_early, "dedup_voided"_a = s.dedup_voided,
-             "watchdog_active"_a = s.watchdog_active, "persisted"_a = s.persisted);
+             "watchdog_active"_a = s.watchdog_active, "persisted"_a = s.persisted,
+             "synced"_a = s.synced);
   py::list levels;
   for (const auto& l : s.levels)
     levels.append(py::dict("priority"_a = l.priority, "ready"_a = l.ready,

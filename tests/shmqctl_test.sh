@@ -192,7 +192,7 @@ import json, sys
 d = json.loads(sys.argv[1])
 top = ["schema", "kind", "queue", "time_unix_ms", "state", "geometry", "policy", "durability", "data_dir",
        "flush_interval_ms", "depth", "ready", "delayed", "in_flight", "claimed", "free_slots",
-       "tail", "dispatch", "persisted", "persisted_lag", "counters", "rates", "watchdog_active",
+       "tail", "dispatch", "persisted", "persisted_lag", "synced", "counters", "rates", "watchdog_active",
        "producers", "consumers", "members"]
 counters = ["sent", "received", "acked", "requeued", "redelivered", "dead_lettered", "expired",
             "dead_letter_failed", "leases_expired", "holes_repaired", "members_reclaimed",

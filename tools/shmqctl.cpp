@@ -78,8 +78,9 @@
 //     "free_slots": 1021,
 //     "tail": 3,                      // next position producers will claim
 //     "dispatch": 0,                  // next position consumers will look at
-//     "persisted": null,              // durable: every position below is on disk
+//     "persisted": null,              // durable: every position below is in the log
 //     "persisted_lag": null,          // durable: tail - persisted
+//     "synced": null,                 // durable: every position below is on disk
 //     "counters": {"sent": 3, "received": 0, "acked": 0, "requeued": 0, "redelivered": 0,
 //                  "dead_lettered": 0, "expired": 0, "dead_letter_failed": 0,
 //                  "leases_expired": 0, "holes_repaired": 0, "members_reclaimed": 0,

@@ -144,6 +144,7 @@ nlohmann::ordered_json stat_json(const shmq::Queue& q, const shmq::QueueStats& s
   j["persisted"] = durable ? ordered_json(s.persisted) : ordered_json(nullptr);
   const auto lag = persisted_lag(o, s);
   j["persisted_lag"] = lag ? ordered_json(*lag) : ordered_json(nullptr);
+  j["synced"] = durable ? ordered_json(s.synced) : ordered_json(nullptr);
   j["counters"] = {
       {"sent", s.sent},
       {"received", s.received},
@@ -216,7 +217,7 @@ std::string stat_text(const shmq::Queue& q, const shmq::QueueStats& s,
   out << "durability   " << shmq::to_string(o.durability);
   if (const auto lag = persisted_lag(o, s)) {
     out << ", data dir " << o.data_dir << ", persisted below " << s.persisted << ", lag "
-        << *lag;
+        << *lag << ", on disk below " << s.synced;
   }
   out << "\n";
   out << "messages     depth " << depth(s) << " (ready " << s.ready << ", delayed " << s.delayed

@@ -224,7 +224,12 @@ struct QueueStats {
   std::uint64_t dedup_evicted_early = 0;
   std::uint64_t dedup_voided = 0;
   bool watchdog_active = false;    // some watchdog is elected
-  std::uint64_t persisted = 0;     // durable queues: positions below are on disk
+  // Durable queues. persisted: positions below are in the log (sync: on disk; async: written
+  // to the log file, so no process crash loses them, and on disk within the flush interval).
+  // synced: positions below are on disk (fdatasync returned); equal to persisted on a sync
+  // queue.
+  std::uint64_t persisted = 0;
+  std::uint64_t synced = 0;
 
   struct Member {
     std::uint32_t index = 0;

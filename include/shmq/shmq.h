@@ -227,8 +227,9 @@ typedef struct shmq_queue_stats {
   uint64_t dedup_duplicates;
   uint64_t dedup_evicted_early;
   uint64_t dedup_voided;
-  uint64_t persisted; /* durable queues: positions below are on disk */
+  uint64_t persisted; /* durable queues: positions below are in the log (sync: on disk) */
   bool watchdog_active;
+  uint64_t synced; /* durable queues: positions below are on disk */
 } shmq_queue_stats_t;
 /* Sets struct_size (and zeroes the rest). NULL: does nothing. */
 void shmq_queue_stats_init(shmq_queue_stats_t* stats);

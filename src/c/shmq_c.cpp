@@ -592,6 +592,7 @@ shmq_status_t shmq_queue_get_stats(const shmq_queue_t* queue, shmq_queue_stats_t
     s.dedup_voided = q.dedup_voided;
     s.persisted = q.persisted;
     s.watchdog_active = q.watchdog_active;
+    s.synced = q.synced;
     return write_versioned(fn, s, out);
   });
 }

@@ -528,6 +528,7 @@ QueueStats Queue::stats_one() const {
   s.corrupt = wc.corrupt.load(std::memory_order_relaxed);
   s.watchdog_active = h.watchdog.value.load(std::memory_order_relaxed) != 0;
   s.persisted = h.persisted.value.load(std::memory_order_relaxed);
+  s.synced = h.persisted.synced.load(std::memory_order_relaxed);
   const std::uint64_t now = detail::monotonic_coarse_ns();
   for (std::uint64_t i = 0; i < n; ++i) {
     const std::uint64_t w = seg.slot(i).word.load(std::memory_order_relaxed);

@@ -419,9 +419,13 @@ Result<std::unique_ptr<Wal>> Wal::open(const WalOptions& options, FileSystem& fs
     auto file = dir.open_append(seg.name);
     if (!file) return file.error();
     wal->current_ = std::move(file.value());
+    // Synced now, torn or not: the truncation must be durable before anything is appended
+    // after it, and the process that wrote the segment may have died between a write and its
+    // fdatasync (an async queue's persister writes every round and syncs once per flush
+    // interval). Its bytes are in the page cache; our own first sync would not cover them if
+    // we had nothing to write, yet `synced` would then claim them (design note 25).
+    if (auto r = wal->current_->sync(); !r) return r.error();
     if (torn) {
-      // The truncation must be durable before anything is appended after it.
-      if (auto r = wal->current_->sync(); !r) return r.error();
       report.truncated_bytes = last_result.size - last_result.torn_at;
       report.notes.push_back("truncated torn tail of " + seg.name + " at offset " +
                              std::to_string(last_result.torn_at) + " (" +
@@ -595,6 +599,11 @@ VoidResult Wal::write_buffer() {
   buffer_.clear();
   buffer_next_ = 0;
   return {};
+}
+
+VoidResult Wal::flush() {
+  if (failure_) return failed_error();
+  return write_buffer();
 }
 
 VoidResult Wal::sync() {

@@ -134,6 +134,15 @@ class Wal {
   // with the tmp + fdatasync + rename + fsync(dir) sequence).
   VoidResult sync();
 
+  // Writes everything buffered to the log file (write(2)) without fdatasync: after ok, what
+  // was appended survives a crash of this process (the kernel has it), not of the host. An
+  // async queue's persister flushes every round and syncs once per flush interval. A
+  // segment change on the way syncs the old segment (as sync() does).
+  VoidResult flush();
+
+  // True if something was written or buffered since the last sync().
+  bool unsynced() const noexcept { return unsynced_bytes_ != 0 || !buffer_.empty(); }
+
   // Durably records that every position < min_unacked is done and that next_position is
   // above every position ever logged (CHECKPOINT.tmp, fdatasync, rename over CHECKPOINT,
   // fsync(dir)); only then deletes the segment files that hold nothing at or above

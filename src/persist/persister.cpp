@@ -88,8 +88,14 @@ std::set<std::uint64_t> copies_in_ring(Segment& s) {
 Persister::Persister(std::shared_ptr<Segment> segment, log::Wal& wal, std::uint32_t member)
     : seg_(std::move(segment)), wal_(wal), member_(member) {
   next_ = seg_->header().persisted.value.load(std::memory_order_acquire);
+  // What the log file holds when we start is on disk once our first sync returns; until
+  // then the header's `synced` stays as it was (a crash of the last persister left it at or
+  // below what that one synced).
+  synced_ = std::min(next_, seg_->header().persisted.synced.load(std::memory_order_acquire));
   sync_queue_ = seg_->durability() == Durability::sync;
+  flush_interval_ = std::chrono::milliseconds(seg_->flush_interval_ms());
   last_checkpoint_ = std::chrono::steady_clock::now();
+  last_sync_ = last_checkpoint_;
 }
 
 VoidResult Persister::adopt(const log::RecoveryReport& report) {
@@ -106,7 +112,7 @@ VoidResult Persister::adopt(const log::RecoveryReport& report) {
     if ((word_lap(w) == lap_of(m.position, shift) && committed(word_state(w))) ||
         (lap_diff(word_lap(w), lap_of(m.position, shift)) > 0 &&
          !released_at(s, m.position, w, next_))) {
-      outstanding_[m.position] = std::max<std::uint32_t>(1, word_aux(w));
+      track(m.position);
     } else {
       if (auto r = wal_.append_ack(m.position); !r.ok()) return r;  // acked meanwhile
       acked = true;
@@ -114,8 +120,7 @@ VoidResult Persister::adopt(const log::RecoveryReport& report) {
   }
   // Durable now, not at the next checkpoint: the ring may reuse nothing of this, but a
   // crash before the next round would otherwise redeliver all of it again.
-  if (acked)
-    if (auto r = wal_.sync(); !r.ok()) return r;
+  if (acked) return sync_log(next_);
   return {};
 }
 
@@ -127,8 +132,13 @@ void Persister::expect_copies(const std::vector<std::uint64_t>& origins) {
 // them is on disk in the dead-letter queue: a dead-lettering consumer sends the copy to the
 // DLQ (claiming a DLQ position below the DLQ's tail) *before* it releases the original, so
 // once we have seen a release, any copy made of it is below the DLQ tail we read after that;
-// when the DLQ's persisted cursor has reached that tail, the copy is durable. Otherwise a
+// when the DLQ's synced cursor has reached that tail, the copy is on disk. Otherwise a
 // crash between our ack record and the DLQ's fdatasync would lose the message from both.
+// `synced`, not `persisted`: an async DLQ's persisted positions may still be in the page
+// cache only, and our own ack record may reach the disk before them (a host crash then
+// loses the message from both). The same holds for a message released before we logged
+// it, which we pass without a record: it leaves our log's care only once the copy is on
+// disk. The cost: an async queue that dead-letters waits up to the DLQ's flush interval.
 bool Persister::dead_letters_durable() {
   if (!seg_->dead_letter()) return true;
   if (dlq_ && dlq_->header().state.load(std::memory_order_acquire) !=
@@ -145,7 +155,31 @@ bool Persister::dead_letters_durable() {
   // Both seq_cst: the tail is read after the release we observed (program order, and the
   // release CAS we loaded seq_cst precedes it in the single total order).
   const std::uint64_t tail = h.tail.value.load(std::memory_order_seq_cst);
-  return h.persisted.value.load(std::memory_order_seq_cst) >= tail;
+  return h.persisted.synced.load(std::memory_order_seq_cst) >= tail;
+}
+
+// fdatasync of everything written so far, which then covers every position below `upto`
+// (the positions the log holds, or found released, up to the round's end).
+VoidResult Persister::sync_log(std::uint64_t upto) {
+  SHMQ_CRASH_POINT("persister.before_sync");
+  // Group commit: one fdatasync for everything written. Only after it returned 0 may
+  // anything be confirmed; a failure is final (the Wal refuses every later call).
+  const auto t0 = std::chrono::steady_clock::now();
+  if (auto r = wal_.sync(); !r.ok()) return r;
+  SHMQ_CRASH_POINT("persister.after_sync");
+  // Moving average (1/4 weight to the newest) of the fdatasync time: bounds group waits.
+  const auto t1 = std::chrono::steady_clock::now();
+  const std::chrono::nanoseconds took = t1 - t0;
+  sync_time_ += (took - sync_time_) / 4;
+  stats_.sync_ns += static_cast<std::uint64_t>(took.count());
+  ++stats_.syncs;
+  last_sync_ = t1;
+  synced_ = std::max(synced_, upto);
+  return {};
+}
+
+bool Persister::sync_due(std::chrono::steady_clock::time_point now) const noexcept {
+  return sync_queue_ || now - last_sync_ >= flush_interval_;
 }
 
 Result<std::size_t> Persister::round() {
@@ -235,7 +269,7 @@ Result<std::size_t> Persister::round() {
       }
       ++records;
       ++found;
-      outstanding_[pos] = k;  // even if releasing: its ack goes through the loop below
+      track(pos);  // even if releasing: its ack goes through the loop below
       pos += k;
     }
     // Sync queue: more senders may be about to commit; share this round's fdatasync with them
@@ -247,11 +281,11 @@ Result<std::size_t> Persister::round() {
   // have moved with it: see released_at().
   std::vector<std::uint64_t>& done = done_;  // reused: no allocation per round
   done.clear();
-  for (auto it = outstanding_.begin(); it != outstanding_.end(); ++it) {
-    const std::uint64_t w = s.slot(it->first).word.load(std::memory_order_seq_cst);
-    if (released_at(s, it->first, w, pos) ||
-        (word_lap(w) == lap_of(it->first, shift) && word_state(w) == SlotState::releasing))
-      done.push_back(it->first);
+  for (const std::uint64_t p : outstanding_) {
+    const std::uint64_t w = s.slot(p).word.load(std::memory_order_seq_cst);
+    if (released_at(s, p, w, pos) ||
+        (word_lap(w) == lap_of(p, shift) && word_state(w) == SlotState::releasing))
+      done.push_back(p);
   }
   if (!done.empty() && !dead_letters_durable()) {
     dlq_behind_ = true;
@@ -260,30 +294,47 @@ Result<std::size_t> Persister::round() {
   for (const std::uint64_t p : done) {
     if (auto r = wal_.append_ack(p); !r.ok()) return r.error();
     ++acks;
-    outstanding_.erase(p);
   }
-  if (records != 0 || acks != 0) {
-    SHMQ_CRASH_POINT("persister.before_sync");
-    // Group commit: one fdatasync for everything above. Only after it returned 0 may
-    // anything be confirmed; a failure is final (the Wal refuses every later call).
-    const auto t0 = std::chrono::steady_clock::now();
-    if (auto r = wal_.sync(); !r.ok()) return r.error();
-    SHMQ_CRASH_POINT("persister.after_sync");
-    // Moving average (1/4 weight to the newest) of the fdatasync time: bounds group waits.
-    const std::chrono::nanoseconds took = std::chrono::steady_clock::now() - t0;
-    sync_time_ += (took - sync_time_) / 4;
-    stats_.sync_ns += static_cast<std::uint64_t>(took.count());
-    ++stats_.syncs;
-    stats_.records += records;
-    stats_.acks += acks;
+  if (!done.empty()) {
+    // done is a subsequence of outstanding_ (both in position order): one pass removes it.
+    std::size_t j = 0, kept = 0;
+    for (const std::uint64_t p : outstanding_) {
+      if (j < done.size() && done[j] == p) {
+        ++j;
+        continue;
+      }
+      outstanding_[kept++] = p;
+    }
+    outstanding_.resize(kept);
+  }
+  stats_.records += records;
+  stats_.acks += acks;
+  // Sync queue: one fdatasync for what this round wrote (group commit), before `persisted`
+  // moves and confirms it. Async queue: written to the log file now (write(2): the kernel
+  // has it, no process crash can lose it), and `persisted` moves at once, so producers reuse
+  // the slots without waiting for the disk; one fdatasync per flush interval covers what
+  // was written meanwhile (here when due, after wait_for_work's wake-up, or at a
+  // checkpoint). Before, an async queue's slots waited for an fdatasync per round as a sync
+  // queue's do (design note 25).
+  if (sync_queue_ ? (records != 0 || acks != 0) : wal_.unsynced()) {
+    if (sync_due(std::chrono::steady_clock::now())) {
+      if (auto r = sync_log(pos); !r.ok()) return r.error();
+    } else if (auto r = wal_.flush(); !r.ok()) {
+      return r.error();
+    }
+  } else if (!wal_.unsynced()) {
+    synced_ = std::max(synced_, pos);  // nothing unsynced: what we passed without a record
   }
   // Also when only the header disagrees: a `persisted` scribbled away from ours (another
   // process wrote garbage) would wedge producers of a durable queue, or let them overwrite
-  // slots not on disk; ours is the truth, so it is put back every round.
+  // slots not in the log; ours is the truth, so it is put back every round. The same for
+  // `synced`, which the dead-letter check of the queue that feeds a DLQ trusts.
+  if (h.persisted.synced.load(std::memory_order_seq_cst) != synced_)
+    h.persisted.synced.store(synced_, std::memory_order_seq_cst);
   if (pos != next_ || h.persisted.value.load(std::memory_order_seq_cst) != pos) {
     next_ = pos;
-    // Publishes "everything below pos is on disk"; pairs with producers' and sync senders'
-    // seq_cst loads.
+    // Publishes "everything below pos is in the log" (sync: on disk); pairs with
+    // producers' and sync senders' seq_cst loads.
     h.persisted.value.store(pos, std::memory_order_seq_cst);
     // The sync senders woken now are likely to send again at once: the next round waits
     // for that many (gather_more).
@@ -298,7 +349,13 @@ Result<std::size_t> Persister::round() {
 
 VoidResult Persister::checkpoint() {
   last_checkpoint_ = std::chrono::steady_clock::now();
-  std::uint64_t min_unacked = outstanding_.empty() ? next_ : outstanding_.begin()->first;
+  // An async queue's writes since its last fdatasync first: the checkpoint then refers to
+  // nothing that is not on disk.
+  if (wal_.unsynced()) {
+    if (auto r = sync_log(next_); !r.ok()) return r;
+    seg_->header().persisted.synced.store(synced_, std::memory_order_seq_cst);
+  }
+  std::uint64_t min_unacked = outstanding_.empty() ? next_ : outstanding_.front();
   // An earlier epoch's message whose copy is not yet durable stays live in the log.
   if (!pending_origins_.empty()) min_unacked = std::min(min_unacked, *pending_origins_.begin());
   // Unchanged (a long-unacked message holds it): no new checkpoint, but the log may still
@@ -309,6 +366,16 @@ VoidResult Persister::checkpoint() {
   checkpointed_min_ = min_unacked;
   ++stats_.checkpoints;
   return {};
+}
+
+void Persister::track(std::uint64_t pos) {
+  // Rounds log in position order, above everything adopt() tracked: almost always an append.
+  if (outstanding_.empty() || outstanding_.back() < pos) {
+    outstanding_.push_back(pos);
+    return;
+  }
+  const auto it = std::lower_bound(outstanding_.begin(), outstanding_.end(), pos);
+  if (it == outstanding_.end() || *it != pos) outstanding_.insert(it, pos);
 }
 
 bool Persister::settled(std::uint64_t pos) {
@@ -355,7 +422,9 @@ bool Persister::gather_more(std::size_t found, std::uint64_t pos,
 void Persister::wait_for_work(std::chrono::milliseconds timeout) {
   Segment& s = *seg_;
   SegmentHeader& h = s.header();
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  // An async queue's unsynced writes: wake when their fdatasync is due (round() does it).
+  if (wal_.unsynced()) deadline = std::min(deadline, last_sync_ + flush_interval_);
   const std::uint64_t next = next_;
   // Work is there when round() would get past `next`. Checked after our waiting bit is set,
   // so a commit that happened just before we sleep is seen here, not 5 ms later.

@@ -52,6 +52,16 @@ struct alignas(kFalseSharingRange) CursorLine {
 };
 static_assert(sizeof(CursorLine) == kFalseSharingRange);
 
+// The persister's cursors (see SegmentHeader::persisted): `synced` lies in what was the
+// padding of a CursorLine, so a segment made before it existed reads 0 there ("nothing
+// known to be on disk"), which only makes a dead-letter check wait for the next fdatasync.
+struct alignas(kFalseSharingRange) PersistedLine {
+  std::atomic<std::uint64_t> value;   // in the log (see SegmentHeader::persisted)
+  std::atomic<std::uint64_t> synced;  // on disk
+  std::uint8_t pad[kFalseSharingRange - 2 * sizeof(std::atomic<std::uint64_t>)];
+};
+static_assert(sizeof(PersistedLine) == kFalseSharingRange);
+
 // A futex word and the bitmap of members sleeping on it (bit i = member row i).
 struct alignas(kFalseSharingRange) WaitLine {
   std::atomic<std::uint32_t> futex;  // bumped before every wake
@@ -172,11 +182,15 @@ struct SegmentHeader {
   WatchdogCounters watchdog_counters;
 
   // --- durability (async, sync) -----------------------------------------------------------
-  // Every position below `persisted` is on disk (or was a hole). Written only by the
-  // persister, after fdatasync returned. Producers of durable queues reuse a slot only once
-  // its previous message is below it; sync senders wait on persist_wait until their message
-  // is.
-  CursorLine persisted;
+  // Written only by the persister. Every position below `persisted` is in the log (or was
+  // a hole, or was released before it was logged): on a sync queue on disk (published
+  // after fdatasync returned), on an async queue written to the log file (after write(2)
+  // returned: it survives any process crash; fdatasync follows within the flush interval).
+  // Producers of durable queues reuse a slot only once its previous message is below it;
+  // sync senders wait on persist_wait until their message is. Every position below
+  // `persisted.synced` is on disk (published after fdatasync; equal to `persisted` on a sync
+  // queue): what the dead-letter check of the queue whose messages a DLQ took waits for.
+  PersistedLine persisted;
   WaitLine persist_wait;
   std::uint32_t durability;        // Durability
   std::uint32_t flush_interval_ms;

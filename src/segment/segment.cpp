@@ -268,6 +268,7 @@ Result<std::shared_ptr<Segment>> Segment::create(std::string_view name,
     h.tail.value.store(base_position, std::memory_order_relaxed);
     h.dispatch.value.store(base_position, std::memory_order_relaxed);
     h.persisted.value.store(base_position, std::memory_order_relaxed);
+    h.persisted.synced.store(base_position, std::memory_order_relaxed);
     auto* ring = static_cast<std::byte*>(seg.value()->map_) + g.ring_offset;
     const std::uint64_t n = options.slot_count;
     const auto shift = static_cast<std::uint32_t>(std::countr_zero(options.slot_count));

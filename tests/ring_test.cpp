@@ -349,6 +349,42 @@ TEST(Ring, ZeroCopyReserveWriteCommit) {
   EXPECT_EQ(p.try_reserve(65, big), Status::too_large);  // more than one slot's payload
 }
 
+// Issue 16: a batch takes the run of ready messages behind the first with one dispatch
+// move. The run ends at a message still being written: nothing behind it is taken past it,
+// and once it is committed the next batch starts there, in order.
+TEST(Ring, ABatchRunStopsAtAMessageStillBeingWrittenAndKeepsTheOrder) {
+  ScopedQueue q("batchrun", {.slot_count = 16});
+  auto p = q->producer().value();
+  auto c = q->consumer().value();
+  ASSERT_EQ(p.send("m0"), Status::ok);
+  ASSERT_EQ(p.send("m1"), Status::ok);
+  Reservation r;
+  ASSERT_EQ(p.try_reserve(2, r), Status::ok);  // position 2, being written
+  for (int i = 3; i < 8; ++i) ASSERT_EQ(p.send("m" + std::to_string(i)), Status::ok);
+  std::vector<Message> ms(16);
+  ASSERT_EQ(c.receive_batch(ms, 1s), 2u);
+  EXPECT_EQ(text(ms[0]), "m0");
+  EXPECT_EQ(text(ms[1]), "m1");
+  EXPECT_EQ(q->stats().dispatch, 2u);
+  ASSERT_EQ(c.ack(std::span<Message>(ms.data(), 2)), Status::ok);
+  std::memcpy(r.data().data(), "m2", 2);
+  ASSERT_EQ(p.commit(r), Status::ok);
+  ASSERT_EQ(c.receive_batch(ms, 1s), 6u);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(text(ms[i]), "m" + std::to_string(i + 2)) << i;
+  EXPECT_EQ(q->stats().dispatch, 8u);
+  // A batch that ends inside a run leaves the rest for the next one.
+  ASSERT_EQ(c.ack(std::span<Message>(ms.data(), 6)), Status::ok);
+  for (int i = 8; i < 12; ++i) ASSERT_EQ(p.send("m" + std::to_string(i)), Status::ok);
+  std::vector<Message> two(2);
+  ASSERT_EQ(c.receive_batch(two, 1s), 2u);
+  EXPECT_EQ(text(two[1]), "m9");
+  EXPECT_EQ(q->stats().dispatch, 10u);
+  ASSERT_EQ(c.receive_batch(two, 1s), 0u) << "the handles still hold their messages";
+  ASSERT_EQ(c.ack(std::span<Message>(two)), Status::ok);
+  ASSERT_EQ(c.receive_batch(two, 1s), 2u);
+  EXPECT_EQ(text(two[0]), "m10");
+}
+
 TEST(Ring, AbandonedReservationIsSkippedNotDelivered) {
   ScopedQueue q("zcabandon", {.slot_count = 2});
   auto p = q->producer().value();

@@ -225,6 +225,33 @@ TEST(Watchdog, ConsumerKilledInsideReceiveLosesNothing) {
   EXPECT_EQ(got, (std::vector<std::string>{"a", "b"}));
 }
 
+// Issue 16: a batch takes a run of ready messages and moves dispatch once, after the run. A
+// consumer killed in the middle of the run (right after its fourth claim) holds four and had
+// not moved dispatch: the watchdog takes them back and every message is delivered.
+TEST(Watchdog, ConsumerKilledInTheMiddleOfABatchRunLosesNothing) {
+  ScopedQueue q("wd-batchrun");
+  auto p = q->producer().value();
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(p.send("m" + std::to_string(i)), Status::ok);
+  const pid_t child = spawn([&] {
+    auto c = Queue::open(q.name())->consumer().value();
+    std::vector<Message> ms(10);
+    detail::arm_crash_point("consumer.after_claim", 4);  // dies after its fourth claim
+    (void)c.receive_batch(ms, std::chrono::seconds(1));
+    return 2;
+  });
+  EXPECT_EQ(wait_exit(child), 128 + SIGKILL);
+  EXPECT_EQ(q->stats().dispatch, 0u) << "the run's single dispatch move never happened";
+  auto w = Watchdog::attach(*q).value();
+  EXPECT_EQ(w.tick().redelivered, 4u);
+  auto c = q->consumer().value();
+  auto got = drain(c);
+  std::sort(got.begin(), got.end());
+  std::vector<std::string> want;
+  for (int i = 0; i < 10; ++i) want.push_back("m" + std::to_string(i));
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(got, want);
+}
+
 TEST(Watchdog, ConsumerKilledHalfwayThroughALargeAckIsFinished) {
   ScopedQueue q("wd-bigack", {.slot_count = 8, .slot_size = 128, .max_message_size = 400});
   auto p = q->producer().value();

@@ -196,6 +196,10 @@ class Consumer {
   // ended without finding one, call again (after checking the deadline and interrupt).
   enum class Poll { got, empty, busy };
   Poll poll(Message& out);
+  // After poll() took the ready message that ends before `pos`: takes the ready messages
+  // that follow it into run_ (as many as fit), and returns the position after the last one
+  // it took or passed; poll() then moves dispatch once, past all of them.
+  std::uint64_t take_run(std::uint64_t pos);
   // got: `out` holds a message; none: nothing requeued is due; busy: it dead-lettered as
   // many messages as one call may (kMaxDivertedPerPoll), there may be more.
   enum class Scan { got, none, busy };
@@ -236,6 +240,10 @@ class Consumer {
   std::uint64_t seen_requeue_epoch_ = 0;
   std::uint64_t next_due_ns_ = UINT64_MAX;  // earliest delayed message seen by a scan
   std::uint64_t now_ns_ = 0;                // CLOCK_MONOTONIC_COARSE read once per call
+  // Set by receive_batch only (no priorities) for the duration of one look: the rest of
+  // its span, which poll() fills with the run of ready messages after the one it takes.
+  std::span<Message> run_{};
+  std::size_t run_taken_ = 0;
   // Where release_all looks: positions delivered to us since it last ran, and how many of
   // those deliveries are still held (not acked, nacked or found lost).
   std::uint64_t held_lo_ = UINT64_MAX;

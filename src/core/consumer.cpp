@@ -522,8 +522,13 @@ Consumer::Poll Consumer::poll(Message& out) {
           continue;
         const Claim c = claim_at(d, w, out);
         if (c != Claim::lost) {
-          h.dispatch.value.compare_exchange_strong(expected, d + word_aux(w),
-                                                   std::memory_order_seq_cst);
+          // A batch takes the run of ready messages behind this one first, then moves
+          // dispatch once past all of it (a hint: each delivery is its own CAS on its slot
+          // word, and a consumer killed before this CAS leaves held slots ahead of
+          // dispatch, which the watchdog requeues and the next walk finds, as for one).
+          const std::uint64_t end =
+              c == Claim::taken && !run_.empty() ? take_run(d + word_aux(w)) : d + word_aux(w);
+          h.dispatch.value.compare_exchange_strong(expected, end, std::memory_order_seq_cst);
           if (c == Claim::taken) return Poll::got;
           if (c == Claim::diverted && ++diverted >= kMaxDivertedPerPoll) return Poll::busy;
           continue;
@@ -577,6 +582,32 @@ Consumer::Poll Consumer::poll(Message& out) {
     }
   }
   return Poll::busy;
+}
+
+std::uint64_t Consumer::take_run(std::uint64_t pos) {
+  detail::Segment& seg = *seg_;
+  const std::uint32_t shift = seg.slot_shift();
+  int diverted = 0;
+  while (run_taken_ < run_.size() && !run_[run_taken_].held_) {
+    const detail::SlotHeader& hdr = seg.slot(pos);
+    const std::uint64_t w = hdr.word.load(std::memory_order_seq_cst);
+    // Only a ready message of pos's own lap, at its own position (as poll() checks it);
+    // anything else (not produced yet, being written, someone else's, a hole, delayed)
+    // ends the run, and the next walk deals with it from dispatch.
+    if (detail::lap_diff(word_lap(w), detail::lap_of(pos, shift)) != 0 ||
+        word_state(w) != SlotState::ready ||
+        hdr.position.load(std::memory_order_relaxed) != pos)
+      break;
+    const Claim c = claim_at(pos, w, run_[run_taken_]);
+    if (c == Claim::lost) break;  // not passed: whoever has it, or the requeue map, does
+    pos += word_aux(w);           // claim_at checked 1 <= aux <= max_fragments
+    if (c == Claim::taken) {
+      ++run_taken_;
+    } else if (++diverted >= kMaxDivertedPerPoll) {
+      break;
+    }
+  }
+  return pos;
 }
 
 Status Consumer::try_receive(Message& out) {
@@ -751,10 +782,23 @@ Status Consumer::receive_for(Message& out, std::chrono::nanoseconds timeout) {
 
 std::size_t Consumer::receive_batch(std::span<Message> out, std::chrono::nanoseconds timeout) {
   if (out.empty()) return 0;
-  std::size_t n = 0;
-  if (receive_for(out[0], timeout) != Status::ok) return 0;
-  n = 1;
-  while (n < out.size() && !out[n].held_ && poll_any(out[n]) == Poll::got) ++n;
+  // Without priorities each look takes a run: the message it finds and the ready ones
+  // behind it (take_run), with one dispatch move. With priorities message by message, so
+  // that a batch never takes a lower level's run past a higher level's message.
+  const auto look_with_run = [this, out](std::size_t from) {
+    run_ = levels_ ? std::span<Message>{} : out.subspan(from + 1);
+    run_taken_ = 0;
+  };
+  look_with_run(0);
+  const Status s = receive_for(out[0], timeout);
+  std::size_t n = s == Status::ok ? 1 + run_taken_ : 0;
+  while (n != 0 && n < out.size() && !out[n].held_) {
+    look_with_run(n);
+    if (poll_any(out[n]) != Poll::got) break;
+    n += 1 + run_taken_;
+  }
+  run_ = {};
+  run_taken_ = 0;
   return n;
 }
 

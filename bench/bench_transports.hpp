@@ -188,15 +188,16 @@ class ShmqChannel {
   const std::string& name() const noexcept { return name_; }
   void prepare_run() {}
 
-  // Durable queues: waits until everything sent is on disk or acked (the persisted cursor
-  // reached the tail); returns that moment.
+  // Durable queues: waits until everything sent is on disk or acked (the synced cursor
+  // reached the tail: on an async queue `persisted` means written, not on disk); returns
+  // that moment.
   static std::uint64_t wait_persisted(const shmq::Queue& q, std::chrono::seconds limit) {
     const auto deadline = Clock::now() + limit;
     for (;;) {
       const shmq::QueueStats s = q.stats();
-      if (s.persisted >= s.tail) return now_ns();
+      if (s.synced >= s.tail) return now_ns();
       if (Clock::now() >= deadline)
-        fail("persisted cursor stuck at " + std::to_string(s.persisted) + " below tail " +
+        fail("synced cursor stuck at " + std::to_string(s.synced) + " below tail " +
              std::to_string(s.tail));
       std::this_thread::sleep_for(std::chrono::microseconds(100));
     }

@@ -305,7 +305,7 @@ int run(int argc, char** argv) {
   if (need_durable || need_disk)
     std::fprintf(out,
                  "persist:    one producer fills a 64 Ki-slot ring while no consumer runs, timed until\n"
-                 "            all is on disk (persisted cursor = tail), then drained untimed; log MB/s =\n"
+                 "            all is on disk (synced cursor = tail), then drained untimed; log MB/s =\n"
                  "            bytes shmqd passed to write() per second (/proc/PID/io wchar)\n"
                  "sync:       P processes send single 64 B messages to a sync queue (64 Ki slots, no\n"
                  "            consumer), each send returning once on disk; every repetition has its\n"

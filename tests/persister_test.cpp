@@ -14,6 +14,7 @@
 
 #include "fault_fs.hpp"
 #include "core/slot_ops.hpp"
+#include "log/log_format.hpp"
 #include "log/wal.hpp"
 #include "persist/persister.hpp"
 #include "ring/slot_word.hpp"
@@ -60,7 +61,10 @@ struct Fixture {
         fs(std::move(file_system)) {
     open_wal();
   }
-  ~Fixture() { (void)Queue::remove(name); }
+  ~Fixture() {
+    (void)Queue::remove(name);
+    (void)Queue::remove(name + ".dlq");
+  }
   void open_wal() {
     report = {};
     persister.reset();
@@ -240,7 +244,8 @@ TEST(Persister, RelocatedMessageIsNotAckedInTheLogBeforeItsNewPositionIsLogged) 
   // The move is finished (by the relocator, or the watchdog): 4 is logged, then 0 acked.
   ASSERT_TRUE(detail::finish_relocation(
       seg, 4, detail::make_word(1, detail::SlotState::relocating, f.member.owner, 1)));
-  ASSERT_TRUE(f.persister->round().ok());
+  ASSERT_TRUE(f.persister->round().ok());  // 4 logged and synced
+  ASSERT_TRUE(f.persister->round().ok());  // 0 acked: its new position is on disk now
   f.fs.crash(FaultFs::CrashMode::drop);
   f.open_wal();
   ASSERT_EQ(f.report.unacked.size(), 1u);
@@ -421,29 +426,38 @@ TEST(AsyncQueue, WritesEveryRoundReusesSlotsAtOnceAndSyncsOncePerFlushInterval) 
   ASSERT_TRUE(f.persister->round().ok());
   EXPECT_EQ(f.persisted(), 12u);
   EXPECT_EQ(f.persister->stats().syncs, 0u);
-  // A crash of the persister's process: the file keeps what was written. The next one
-  // adopts what the log holds, as shmqd does.
+  // A crash of the persister's process: the file keeps what was written: 9..12, and the
+  // acks of 5..8. Those of 1..4 wait until the messages now in their slots (9..12) are on
+  // disk (released_at cannot tell a slot reused from a message moved).
   f.open_wal();
-  ASSERT_EQ(f.report.unacked.size(), 4u);
-  EXPECT_EQ(f.report.unacked[0].id, 9u);
+  std::set<std::uint64_t> ids;
+  for (const auto& r : f.report.unacked) ids.insert(r.id);
+  EXPECT_EQ(ids, (std::set<std::uint64_t>{1, 2, 3, 4, 9, 10, 11, 12}));
+  // The next one adopts what the log holds, as shmqd does, and trusts the disk only up to
+  // `synced` (0): 9..12 are logged again from the ring.
   ASSERT_TRUE(f.persister->adopt(f.report).ok());
-  // The new persister writes more; a power cut then loses what no fdatasync covered.
   for (int i = 13; i <= 14; ++i) ASSERT_EQ(p.try_send("m" + std::to_string(i), i), Status::ok);
   ASSERT_TRUE(f.persister->round().ok());
   EXPECT_EQ(f.persisted(), 14u);
+  EXPECT_EQ(f.synced(), 0u);
   // A checkpoint syncs first: everything it refers to is on disk.
   ASSERT_TRUE(f.persister->checkpoint().ok());
   EXPECT_EQ(f.synced(), 14u);
   EXPECT_EQ(f.persister->stats().syncs, 1u);
   ASSERT_EQ(p.try_send("m15", 15), Status::ok);
+  ASSERT_TRUE(f.persister->round().ok());  // m15, and the acks of 1..4: written
+  ASSERT_TRUE(f.persister->checkpoint().ok());
+  EXPECT_EQ(f.synced(), 15u);
+  ASSERT_EQ(p.try_send("m16", 16), Status::ok);
   ASSERT_TRUE(f.persister->round().ok());
-  EXPECT_EQ(f.persisted(), 15u);
-  EXPECT_EQ(f.synced(), 14u);
+  EXPECT_EQ(f.persisted(), 16u);
+  EXPECT_EQ(f.synced(), 15u);
+  // A power cut loses what no fdatasync covered (m16), nothing else.
   f.fs.crash(FaultFs::CrashMode::drop);
   f.open_wal();
-  std::set<std::uint64_t> ids;
+  ids.clear();
   for (const auto& r : f.report.unacked) ids.insert(r.id);
-  EXPECT_EQ(ids, (std::set<std::uint64_t>{9, 10, 11, 12, 13, 14}));
+  EXPECT_EQ(ids, (std::set<std::uint64_t>{9, 10, 11, 12, 13, 14, 15}));
 }
 
 // A persister that starts after its predecessor died between a write and its fdatasync
@@ -458,7 +472,9 @@ TEST(AsyncQueue, ARestartedPersisterSyncsWhatItsDeadPredecessorWrote) {
   EXPECT_EQ(f.synced(), 0u);
   f.open_wal();  // the process died; the page cache kept its writes
   ASSERT_TRUE(f.persister->adopt(f.report).ok());
-  ASSERT_TRUE(f.persister->round().ok());  // nothing new to write
+  ASSERT_TRUE(f.persister->round().ok());  // logs 1..4 again from the ring: not trusted
+  EXPECT_EQ(f.synced(), 0u);
+  ASSERT_TRUE(f.persister->checkpoint().ok());
   ASSERT_EQ(f.synced(), 4u);
   f.fs.crash(FaultFs::CrashMode::drop);  // then the power goes
   f.open_wal();
@@ -517,6 +533,170 @@ TEST(AsyncQueue, ReleasesOfDeadLetteredMessagesWaitForTheDeadLetterQueuesSync) {
   EXPECT_EQ(f.persister->stats().acks, 1u);
 }
 
+// The queue's DLQ, made by hand (Queue::recreate leaves it to its own rebuild), as the
+// AsyncQueue dead-letter test of aff0034 does.
+Queue make_dead_letter_queue(const Fixture& f, Durability durability = Durability::async) {
+  QueueOptions o;
+  o.slot_count = 8;
+  o.slot_size = 128;
+  o.dead_letter = false;
+  o.durability = durability;
+  o.data_dir = "/data";
+  auto dlq = Queue::recreate(f.name + ".dlq", o, 0);
+  EXPECT_TRUE(dlq.ok());
+  return std::move(dlq.value());
+}
+
+// ---------------------------------------------------------------------------------------
+// Red-team finding L1 (loss), issue 16. An async queue publishes `persisted` after write(2); when the later
+// fdatasync fails, Linux may have dropped (marked clean) the pages it could not write. The
+// ring has already been told it may reuse those slots, the restarted shmqd's Wal::open
+// fdatasync "succeeds" over the loss (errseq reports an error once), and `synced` then
+// claims positions that the disk never got; they are never logged again.
+// FaultFs keeps unsynced data "in the page cache" after a failed sync and writes it at the
+// next successful one, which Linux does not do; the first crash(drop) below stands for the
+// kernel dropping the pages it failed to write (the host stays up, /dev/shm survives).
+// Before aff0034 `persisted` stayed below them and the restarted persister logged them again
+// from the ring.
+TEST(AsyncQueue, AFailedFdatasyncNeverLetsSyncedClaimWhatTheDiskNeverGot) {
+  Fixture f(8, Durability::async, FaultFs(), false, std::chrono::hours(1));
+  auto p = f.queue.producer().value();
+  for (int i = 1; i <= 4; ++i) ASSERT_EQ(p.try_send("m", i), Status::ok);
+  ASSERT_TRUE(f.persister->round().ok());
+  ASSERT_EQ(f.persisted(), 4u);  // written, not synced: the slots may be reused now
+  ASSERT_EQ(f.synced(), 0u);
+  f.fs.fail_next_sync(EIO);
+  EXPECT_FALSE(f.persister->checkpoint().ok());  // the flush interval's fdatasync fails
+  f.fs.crash(FaultFs::CrashMode::drop);          // the pages it could not write are gone
+  f.open_wal();                                  // shmqd exited 1; systemd restarts it
+  ASSERT_TRUE(f.persister->adopt(f.report).ok());
+  ASSERT_TRUE(f.persister->round().ok());
+  EXPECT_LT(f.synced(), 4u) << "synced claims 4 positions that are on no disk";
+  // They are logged again from the ring (still unacked there), and synced: a power cut then
+  // loses none of them.
+  ASSERT_TRUE(f.persister->checkpoint().ok());
+  EXPECT_EQ(f.synced(), 4u);
+  f.fs.crash(FaultFs::CrashMode::drop);
+  f.open_wal();
+  EXPECT_EQ(f.report.unacked.size(), 4u);
+}
+
+// ---------------------------------------------------------------------------------------
+// Red-team finding L2 (loss), issue 16. A relocated message (issue 11) has its old position journalled as
+// acked once its new position is *logged* (released_at(..., pos)), i.e. on an async queue
+// once the new record is written, not synced. Both records then sit unsynced in the log for
+// up to a flush interval; a power cut that persists the sector holding the ack but not the
+// one holding the moved record (FaultFs garble mode: "pages persisted in any order") loses a
+// message whose only durable record was synced long before the last fdatasync. The disk
+// state is built by hand here (deterministic): the moved record's bytes zero, the ack
+// present. In a real round the acks follow all of the round's message records, often
+// kilobytes later, so the two rarely share a sector.
+TEST(AsyncQueue, ARelocatedMessageIsNotAckedBeforeItsNewRecordIsOnDisk) {
+  Fixture f(4, Durability::async, FaultFs(), /*checksum=*/true, std::chrono::hours(1));
+  auto p = f.queue.producer().value();
+  auto c = f.queue.consumer().value();
+  detail::Segment& seg = *f.queue.segment();
+  ASSERT_EQ(p.try_send("parked", 77), Status::ok);
+  for (int i = 1; i <= 3; ++i) ASSERT_EQ(p.try_send("m", i), Status::ok);
+  ASSERT_TRUE(f.persister->round().ok());
+  std::vector<Message> got(4);
+  for (Message& m : got) ASSERT_EQ(c.try_receive(m), Status::ok);
+  ASSERT_EQ(got[0].id(), 77u);
+  for (int i = 1; i <= 3; ++i) ASSERT_EQ(c.ack(got[i]), Status::ok);
+  ASSERT_EQ(c.nack(got[0]), Status::ok);  // ready at 0, behind dispatch
+  ASSERT_TRUE(f.persister->round().ok());
+  ASSERT_TRUE(f.persister->checkpoint().ok());  // syncs: "parked" at 0 is on disk
+  ASSERT_GE(f.synced(), 4u);
+  const std::string file = f.wal->current_segment();
+  const std::size_t on_disk = f.fs.read(kDir, file).size();
+  // A producer laps it: moved to position 4 (same slot, lap 1).
+  const std::uint64_t w = seg.slot(0).word.load();
+  ASSERT_TRUE(detail::try_relocate(seg, 4, w, f.member.owner));
+  std::uint64_t t = 4;
+  ASSERT_TRUE(seg.header().tail.value.compare_exchange_strong(t, 5));
+  ASSERT_TRUE(detail::finish_relocation(
+      seg, 4, detail::make_word(1, detail::SlotState::relocating, f.member.owner, 1)));
+  const std::uint64_t acks = f.persister->stats().acks;
+  ASSERT_TRUE(f.persister->round().ok());  // record(4) and ack(0): written, not synced
+  EXPECT_EQ(f.persister->stats().acks, acks)
+      << "ack(0) journalled while record(4) is not on disk";
+  // The power cut: the ack's sector reached the disk, the moved record's did not.
+  std::vector<std::byte> disk = f.fs.read(kDir, file);
+  if (disk.size() >= on_disk + log::kRecordHeaderSize) {
+    const std::size_t ack_at = disk.size() - log::kRecordHeaderSize;  // an ack: header only
+    std::memset(disk.data() + on_disk, 0, ack_at - on_disk);
+    f.fs.write(kDir, file, disk);
+  }
+  f.fs.crash(FaultFs::CrashMode::drop);
+  f.open_wal();
+  std::set<std::uint64_t> ids;
+  for (const auto& r : f.report.unacked) ids.insert(r.id);
+  EXPECT_TRUE(ids.contains(77u)) << "\"parked\" was on disk before the last fdatasync, and is "
+                                    "lost: its old position's ack survived, its new record not";
+}
+
+// ---------------------------------------------------------------------------------------
+// Red-team finding L3 (loss; older than issue 16's async change, which widened it). adopt() journals (and syncs)
+// the ack of every logged message it finds released, without the dead-letter check that
+// round() applies: a message dead-lettered while shmqd was down is gone from its queue's
+// log before its dead letter is on any disk (the DLQ's persister, restarting in another
+// thread of the same shmqd, writes it in its first round and, async, syncs it only a flush
+// interval later). A power cut in between loses it from both.
+TEST(AsyncQueue, AdoptDoesNotJournalTheAckOfADeadLetterNotYetOnDisk) {
+  Fixture f(8, Durability::async);
+  Queue dlq = make_dead_letter_queue(f);
+  auto p = f.queue.producer().value();
+  auto c = f.queue.consumer().value();
+  ASSERT_EQ(p.try_send("m", 1), Status::ok);
+  ASSERT_TRUE(f.persister->round().ok());  // logged and synced (flush interval 0)
+  Message m;
+  ASSERT_EQ(c.try_receive(m), Status::ok);
+  ASSERT_EQ(c.nack(m, /*requeue=*/false), Status::ok);  // dead-lettered: DLQ tail 1
+  ASSERT_EQ(dlq.segment()->header().persisted.synced.load(), 0u);  // not on disk
+  // A round holds the ack back (the check of aff0034) ...
+  ASSERT_TRUE(f.persister->round().ok());
+  EXPECT_TRUE(f.persister->waiting_for_dead_letters());
+  // ... but a restart (shmqd killed and started again) does not.
+  f.open_wal();
+  ASSERT_TRUE(f.persister->adopt(f.report).ok());
+  f.fs.crash(FaultFs::CrashMode::drop);  // power cut; the DLQ's copy was on no disk
+  f.open_wal();
+  EXPECT_EQ(f.report.unacked.size(), 1u)
+      << "the message left its queue's log while its dead letter was only in memory";
+}
+
+// ---------------------------------------------------------------------------------------
+// Red-team finding W1 (stall), issue 16. The dead-letter check compares the DLQ's `synced` with the
+// DLQ's *current* tail. An async DLQ syncs once per flush interval; while dead letters keep
+// arriving, each sync is overtaken by the next dead letter, and the feeding queue's walk
+// stops at every message released before it was logged, even those whose dead letters are
+// long on disk: its `persisted` (and so its producers) waits as long as the stream lasts.
+// (Before aff0034 the check used the DLQ's `persisted`, which an async DLQ moved every
+// round.) Here the DLQ's persister is played by hand: it syncs everything it has just
+// before the next dead letter arrives.
+TEST(AsyncQueue, DeadLettersArrivingFasterThanTheDlqSyncsDoNotStallTheQueue) {
+  Fixture f(8, Durability::async);
+  Queue dlq = make_dead_letter_queue(f);
+  auto& dh = dlq.segment()->header();
+  auto p = f.queue.producer().value();
+  auto c = f.queue.consumer().value();
+  for (std::uint64_t i = 1; i <= 5; ++i) {
+    ASSERT_EQ(p.try_send("poison", i), Status::ok);
+    Message m;
+    ASSERT_EQ(c.try_receive(m), Status::ok);
+    ASSERT_EQ(c.nack(m, /*requeue=*/false), Status::ok);  // released before it was logged
+    ASSERT_EQ(dh.tail.value.load(), i);
+    ASSERT_TRUE(f.persister->round().ok());
+    // The DLQ's persister writes and syncs all it has (dead letters 0 .. i-1).
+    dh.persisted.value.store(i);
+    dh.persisted.synced.store(i);
+  }
+  // Dead letters 0..3 were on disk before the 5th arrived; the queue may pass 0..3 at least
+  // (on an async queue it need not wait for the DLQ's disk at all for them: no record of
+  // them is ever written to its own log).
+  EXPECT_GE(f.persisted(), 4u) << "the queue's persisted cursor never moved";
+}
+
 // The power-loss test of the real persister (what shmqd runs) over the fault-injecting file
 // system: a workload of sends, acks, rounds (group commits), segment rotation, checkpoints
 // with deletion, and compaction, cut at every file operation; each cut is then turned into
@@ -557,9 +737,10 @@ void power_loss_workload(Fixture& f, PowerLossOracle& o) {
         if (c.ack(h) == Status::ok) o.acked.insert(1);
     auto r = f.persister->round();
     if (!r.ok()) return;  // the cut: nothing more reaches the disk
-    // On disk: `synced` (the same as `persisted` here, with a flush interval of 0).
+    // On disk: `synced` (the same as `persisted` with a flush interval of 0; with a long one
+    // it moves at checkpoints only).
     const std::uint64_t synced = f.synced();
-    EXPECT_EQ(synced, f.persisted());
+    EXPECT_LE(synced, f.persisted());
     for (const auto& [i, pos] : position_of)
       if (pos < synced) o.confirmed.insert(i);
     o.compactions = f.wal->compactions();
@@ -570,9 +751,13 @@ void power_loss_workload(Fixture& f, PowerLossOracle& o) {
   }
 }
 
-TEST(PersisterPowerLoss, EveryConfirmedMessageSurvivesAPowerCutAtEveryFileOperation) {
-  auto make = [](std::uint64_t seed) {
-    auto f = std::make_unique<Fixture>(64, Durability::async, FaultFs(seed));
+// flush_interval 0: a sync every round. One hour: an async queue's deferred sync, here at
+// the workload's checkpoints only (the file operations of a run stay independent of the
+// clock), so that a cut meets written but unsynced records, acks and rotations.
+void power_loss_run(std::chrono::milliseconds flush_interval) {
+  auto make = [flush_interval](std::uint64_t seed) {
+    auto f = std::make_unique<Fixture>(64, Durability::async, FaultFs(seed), false,
+                                       flush_interval);
     f->segment_bytes = 256;
     f->open_wal();
     return f;
@@ -627,6 +812,14 @@ TEST(PersisterPowerLoss, EveryConfirmedMessageSurvivesAPowerCutAtEveryFileOperat
     }
   }
   EXPECT_GT(cases, 100);
+}
+
+TEST(PersisterPowerLoss, EveryConfirmedMessageSurvivesAPowerCutAtEveryFileOperation) {
+  power_loss_run(std::chrono::milliseconds(0));
+}
+
+TEST(PersisterPowerLoss, EverySyncedMessageOfAnAsyncQueueSurvivesAPowerCutAtEveryFileOperation) {
+  power_loss_run(std::chrono::hours(1));
 }
 
 }  // namespace

@@ -652,7 +652,8 @@ void write_metrics(const std::string& path, const std::vector<std::string>& queu
   series("delayed", "gauge", "Messages delayed (sent with a delay, or nacked with one), not yet delivered.", [](const S& s) { return s.delayed; });
   series("in_flight", "gauge", "Messages delivered and not yet acked.", [](const S& s) { return s.in_flight; });
   series("oldest_unacked_age_seconds", "gauge", "Age of the oldest message not yet acked (0: none).", [](const S& s) { return static_cast<double>(s.oldest_unacked_age_ms) / 1000.0; });
-  series("persisted_lag", "gauge", "Positions committed but not yet on disk.", [](const S& s) { return s.tail - std::min(s.tail, s.persisted); });
+  series("persisted_lag", "gauge", "Positions committed but not yet in the log (sync: on disk; async: written).", [](const S& s) { return s.tail - std::min(s.tail, s.persisted); });
+  series("synced_lag", "gauge", "Positions committed but not yet on disk (fdatasync).", [](const S& s) { return s.tail - std::min(s.tail, s.synced); });
   series("producers", "gauge", "Registered producers.", [](const S& s) { return s.producers; });
   series("consumers", "gauge", "Registered consumers.", [](const S& s) { return s.consumers; });
   series("sent_total", "counter", "Messages sent.", [](const S& s) { return s.sent; });

@@ -76,8 +76,9 @@ bool tail_out_of_range(const detail::Segment& seg, std::uint64_t t, std::uint64_
 // pos - N), ready or delayed, that dispatch has passed (a requeue, a delayed retry). A ready
 // message dispatch has not reached yet is not moved: the ring is full of undelivered
 // messages, and the producer waits (backpressure). On a durable queue the message must be
-// on disk at its old position first (the same rule as a claim of the slot): the persister
-// then journals the old position's ack only once the new one is logged (persister.cpp).
+// in the log at its old position first (the same rule as a claim of the slot): the
+// persister then journals the old position's ack only once the new one is on disk
+// (persister.cpp, released_at).
 bool relocatable(const detail::Segment& seg, std::uint64_t pos, std::uint64_t c) {
   const SlotState st = word_state(c);
   if (st != SlotState::ready && st != SlotState::delayed) return false;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <thread>
 
 #include "core/checksum.hpp"
 #include "core/slot_ops.hpp"
@@ -87,12 +88,24 @@ std::set<std::uint64_t> copies_in_ring(Segment& s) {
 
 Persister::Persister(std::shared_ptr<Segment> segment, log::Wal& wal, std::uint32_t member)
     : seg_(std::move(segment)), wal_(wal), member_(member) {
-  next_ = seg_->header().persisted.value.load(std::memory_order_acquire);
-  // What the log file holds when we start is on disk once our first sync returns; until
-  // then the header's `synced` stays as it was (a crash of the last persister left it at or
-  // below what that one synced).
-  synced_ = std::min(next_, seg_->header().persisted.synced.load(std::memory_order_acquire));
+  const SegmentHeader& h = seg_->header();
+  next_ = h.persisted.value.load(std::memory_order_acquire);
   sync_queue_ = seg_->durability() == Durability::sync;
+  rewalk_end_ = next_;
+  // An async persister that died (or failed: an fdatasync that returned EIO) after writing
+  // positions it had not synced: their records are in the page cache at best. A failed
+  // writeback marks the pages clean, and our own fdatasync would then "succeed" over the
+  // loss. So we trust the disk only up to `synced` and log [synced, persisted) again from
+  // the ring: every message there that is still unacked is still in its slot (a slot is
+  // reused only once acked); the rest is released, and its ack is journalled from adopt().
+  // A `synced` that is not below `persisted` and at or above the segment's base is not one
+  // a persister wrote (older segments read 0 there): then nothing is walked again.
+  if (const std::uint64_t synced = h.persisted.synced.load(std::memory_order_acquire);
+      !sync_queue_ && synced < next_ && synced >= h.base_position)
+    next_ = synced;
+  // Everything below next_ is on disk: the log below `synced` was synced by the persister
+  // that wrote it, and Wal::open syncs the segment it reopens.
+  synced_ = next_;
   flush_interval_ = std::chrono::milliseconds(seg_->flush_interval_ms());
   last_checkpoint_ = std::chrono::steady_clock::now();
   last_sync_ = last_checkpoint_;
@@ -102,25 +115,18 @@ VoidResult Persister::adopt(const log::RecoveryReport& report) {
   Segment& s = *seg_;
   const std::uint32_t shift = s.slot_shift();
   const std::uint64_t base = s.header().base_position;
-  bool acked = false;
+  (void)shift;
+  // Every unacked message the log holds below the ring's `persisted` is tracked: still in
+  // the ring (at its position, or relocated), or released while no persister ran. The first
+  // round journals the acks of the released ones through the same checks as any other
+  // (released_at, and the dead-letter gate: a message dead-lettered while shmqd was down
+  // leaves this log only once its copy is on the DLQ's disk), and syncs them with the
+  // round. Those at or above `persisted` are logged again by the rounds.
   for (const auto& m : report.unacked) {
-    if (m.position < base) continue;    // an earlier epoch's: see expect_copies()
-    if (m.position >= next_) continue;  // not yet persisted by the ring's account: relogged
-    const std::uint64_t w = s.slot(m.position).word.load(std::memory_order_seq_cst);
-    // Still in the ring: at its position, or perhaps relocated to a later one that is not
-    // logged yet (released_at); the round journals its ack when that is settled.
-    if ((word_lap(w) == lap_of(m.position, shift) && committed(word_state(w))) ||
-        (lap_diff(word_lap(w), lap_of(m.position, shift)) > 0 &&
-         !released_at(s, m.position, w, next_))) {
-      track(m.position);
-    } else {
-      if (auto r = wal_.append_ack(m.position); !r.ok()) return r;  // acked meanwhile
-      acked = true;
-    }
+    if (m.position < base) continue;          // an earlier epoch's: see expect_copies()
+    if (m.position >= rewalk_end_) continue;  // not yet persisted by the ring's account
+    track(m.position);
   }
-  // Durable now, not at the next checkpoint: the ring may reuse nothing of this, but a
-  // crash before the next round would otherwise redeliver all of it again.
-  if (acked) return sync_log(next_);
   return {};
 }
 
@@ -139,8 +145,8 @@ void Persister::expect_copies(const std::vector<std::uint64_t>& origins) {
 // loses the message from both). The same holds for a message released before we logged
 // it, which we pass without a record: it leaves our log's care only once the copy is on
 // disk. The cost: an async queue that dead-letters waits up to the DLQ's flush interval.
-bool Persister::dead_letters_durable() {
-  if (!seg_->dead_letter()) return true;
+Segment* Persister::dead_letter_queue() {
+  if (!seg_->dead_letter()) return nullptr;
   if (dlq_ && dlq_->header().state.load(std::memory_order_acquire) !=
                   static_cast<std::uint32_t>(SegmentState::active))
     dlq_.reset();  // deleted; a new one may have been created
@@ -148,14 +154,33 @@ bool Persister::dead_letters_durable() {
     // The DLQ is created with its queue; if it is not there, nothing can have been moved
     // into it (dead-lettering only opens it), so there is nothing to wait for.
     auto d = Segment::open(seg_->base_name() + ".dlq");  // a level's: its queue's DLQ
-    if (!d.ok() || !d.value()->durable()) return true;
+    if (!d.ok() || !d.value()->durable()) return nullptr;
     dlq_ = std::move(d.value());
   }
-  const SegmentHeader& h = dlq_->header();
-  // Both seq_cst: the tail is read after the release we observed (program order, and the
-  // release CAS we loaded seq_cst precedes it in the single total order).
-  const std::uint64_t tail = h.tail.value.load(std::memory_order_seq_cst);
-  return h.persisted.synced.load(std::memory_order_seq_cst) >= tail;
+  return dlq_.get();
+}
+
+bool Persister::dead_letters_durable(DlqGate& gate, bool on_disk) {
+  Segment* dlq = dead_letter_queue();
+  if (dlq == nullptr) {
+    gate.armed = false;
+    return true;
+  }
+  const SegmentHeader& h = dlq->header();
+  // Both seq_cst: the tail is read after the releases we observed (program order, and the
+  // release CAS we loaded seq_cst precedes it in the single total order). Read once per
+  // wait: the releases waiting on it were all observed before it, and later dead letters
+  // do not move it (they used to: a steady stream of them kept an async DLQ's `synced`
+  // below its tail, and this queue waiting, for as long as the stream lasted).
+  if (!gate.armed) {
+    gate.target = h.tail.value.load(std::memory_order_seq_cst);
+    gate.armed = true;
+  }
+  const std::uint64_t cursor = on_disk ? h.persisted.synced.load(std::memory_order_seq_cst)
+                                       : h.persisted.value.load(std::memory_order_seq_cst);
+  if (cursor < gate.target) return false;
+  gate.armed = false;
+  return true;
 }
 
 // fdatasync of everything written so far, which then covers every position below `upto`
@@ -212,21 +237,32 @@ Result<std::size_t> Persister::round() {
       if (d > 0) {
         // Released before we logged it: acked or dead-lettered (free), or a hole
         // (free_skipped). Producers cannot have reused it (they wait for `persisted`), so the
-        // free word's aux is its size and the header is still the message's.
-        if (word_state(w) == SlotState::free) {
-          if (!dead_letters_durable()) {
-            dlq_behind_ = true;  // its dead-letter copy (if any) is not on disk yet
+        // free word's aux is its size and the header is still the message's. Except below
+        // rewalk_end_ (see the constructor), where slots may have been reused since: there
+        // only a free word one lap on still describes this position's message, and any
+        // other is passed a position at a time (each of the positions it covered was
+        // released too: a continuation slot is released with its head).
+        const bool reused = pos < rewalk_end_ && !(d == 1 && st == SlotState::free);
+        if (st == SlotState::free || reused) {
+          // Its dead-letter copy, if it became one, must be in the DLQ's log first, and on
+          // its disk for a sync queue's confirmation. The gate is held for this position.
+          if (walk_gate_pos_ != pos) walk_gate_.armed = false;
+          if (!dead_letters_durable(walk_gate_, sync_queue_)) {
+            walk_gate_pos_ = pos;
+            dlq_behind_ = true;
             break;
           }
           ++found;  // its sync sender is confirmed by this round too
           // A copy republished after a rebuild, acked before we logged it: its origin is done.
-          if (const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
-              origin != 0 && pending_origins_.erase(origin - 1) != 0) {
-            if (auto r = wal_.append_ack(origin - 1); !r.ok()) return r.error();
-            ++acks;
+          if (!reused) {
+            if (const std::uint64_t origin = hdr.origin.load(std::memory_order_relaxed);
+                origin != 0 && pending_origins_.erase(origin - 1) != 0) {
+              if (auto r = wal_.append_ack(origin - 1); !r.ok()) return r.error();
+              ++acks;
+            }
           }
         }
-        pos += k;
+        pos += reused ? 1 : k;
         continue;
       }
       if (st == SlotState::claimed || is_free(st)) break;  // not committed yet
@@ -276,36 +312,55 @@ Result<std::size_t> Persister::round() {
     // (not past the round's budget: the next round goes on).
     if (steps == 0 || !gather_more(found, pos, gather_deadline)) break;
   }
-  // Acks: a logged message whose slot moved to a later lap is done (journalled once its
-  // dead letter, if it became one, is durable: see dead_letters_durable()), unless it may
-  // have moved with it: see released_at().
-  std::vector<std::uint64_t>& done = done_;  // reused: no allocation per round
-  done.clear();
-  for (const std::uint64_t p : outstanding_) {
-    const std::uint64_t w = s.slot(p).word.load(std::memory_order_seq_cst);
-    if (released_at(s, p, w, pos) ||
-        (word_lap(w) == lap_of(p, shift) && word_state(w) == SlotState::releasing))
-      done.push_back(p);
-  }
-  if (!done.empty() && !dead_letters_durable()) {
-    dlq_behind_ = true;
-    done.clear();
-  }
-  for (const std::uint64_t p : done) {
-    if (auto r = wal_.append_ack(p); !r.ok()) return r.error();
-    ++acks;
-  }
-  if (!done.empty()) {
-    // done is a subsequence of outstanding_ (both in position order): one pass removes it.
+  // Acks: a logged message whose slot moved to a later lap is done, unless it may have
+  // moved with it (released_at: its new position must be on disk, `synced_` as of before
+  // this round's sync, or a power cut could keep the old position's ack and lose the new
+  // record). Journalled once its dead letter, if it became one, is on the DLQ's disk: the
+  // acks found while the DLQ is behind wait in ack_wait_ for the DLQ's tail as it was
+  // then (ack_gate_); later ones are found again once those are journalled.
+  const auto journal = [&](std::vector<std::uint64_t>& ps) -> VoidResult {
+    for (const std::uint64_t p : ps) {
+      if (auto r = wal_.append_ack(p); !r.ok()) return r;
+      ++acks;
+    }
+    // ps is a subsequence of outstanding_ (both in position order): one pass removes it.
     std::size_t j = 0, kept = 0;
     for (const std::uint64_t p : outstanding_) {
-      if (j < done.size() && done[j] == p) {
+      if (j < ps.size() && ps[j] == p) {
         ++j;
         continue;
       }
       outstanding_[kept++] = p;
     }
     outstanding_.resize(kept);
+    ps.clear();
+    return {};
+  };
+  if (!ack_wait_.empty()) {
+    if (!dead_letters_durable(ack_gate_, /*on_disk=*/true)) {
+      dlq_behind_ = true;
+    } else if (auto r = journal(ack_wait_); !r.ok()) {
+      return r.error();
+    }
+  }
+  if (ack_wait_.empty()) {
+    std::vector<std::uint64_t>& done = done_;  // reused: no allocation per round
+    done.clear();
+    for (const std::uint64_t p : outstanding_) {
+      const std::uint64_t w = s.slot(p).word.load(std::memory_order_seq_cst);
+      if (released_at(s, p, w, synced_) ||
+          (word_lap(w) == lap_of(p, shift) && word_state(w) == SlotState::releasing))
+        done.push_back(p);
+    }
+    if (!done.empty()) {
+      ack_gate_.armed = false;  // a new wait: the DLQ's tail as of now
+      if (dead_letters_durable(ack_gate_, /*on_disk=*/true)) {
+        if (auto r = journal(done); !r.ok()) return r.error();
+      } else {
+        ack_wait_.swap(done);
+        dlq_behind_ = true;
+      }
+    }
   }
   stats_.records += records;
   stats_.acks += acks;
@@ -329,8 +384,7 @@ Result<std::size_t> Persister::round() {
   // process wrote garbage) would wedge producers of a durable queue, or let them overwrite
   // slots not in the log; ours is the truth, so it is put back every round. The same for
   // `synced`, which the dead-letter check of the queue that feeds a DLQ trusts.
-  if (h.persisted.synced.load(std::memory_order_seq_cst) != synced_)
-    h.persisted.synced.store(synced_, std::memory_order_seq_cst);
+  const bool synced_moved = h.persisted.synced.load(std::memory_order_seq_cst) != synced_;
   if (pos != next_ || h.persisted.value.load(std::memory_order_seq_cst) != pos) {
     next_ = pos;
     // Publishes "everything below pos is in the log" (sync: on disk); pairs with
@@ -341,6 +395,8 @@ Result<std::size_t> Persister::round() {
     expected_senders_ = wake_waiters(h.persist_wait, s.max_members());
     wake_waiters(h.producers_wait, s.max_members());
   }
+  // After `persisted`: a reader never sees synced above it.
+  if (synced_moved) h.persisted.synced.store(synced_, std::memory_order_seq_cst);
   if (std::chrono::steady_clock::now() - last_checkpoint_ >= kCheckpointEvery) {
     if (auto r = checkpoint(); !r.ok()) return r.error();
   }
@@ -429,6 +485,14 @@ void Persister::wait_for_work(std::chrono::milliseconds timeout) {
   // Work is there when round() would get past `next`. Checked after our waiting bit is set,
   // so a commit that happened just before we sleep is seen here, not 5 ms later.
   auto work = [&] { return settled(next); };
+  if (dlq_behind_) {
+    // Waiting for the dead-letter queue's persister, which does not wake us (we have no
+    // member row in its segment): look again in a millisecond rather than spin, since
+    // settled(next) is true for the released slot we stopped at.
+    std::this_thread::sleep_until(
+        std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(1)));
+    return;
+  }
   if (work()) return;
   // Producers wake consumers' sleepers after every commit; we sleep among them.
   wait_on(h.consumers_wait, member_, deadline, work);

@@ -114,7 +114,25 @@ class Persister {
   log::Wal& wal_;
   std::uint32_t member_;
   std::uint64_t next_ = 0;                        // first position not yet logged
-  bool dead_letters_durable();
+  // Positions below it were passed by a persister before us (the header's `persisted` when
+  // we started) and may be walked again (see the constructor): slots there may be reused.
+  std::uint64_t rewalk_end_ = 0;
+
+  // A wait for the dead-letter queue: releases observed before `target` (the DLQ's tail,
+  // read once when the wait started) may leave this log once the DLQ's cursor reaches it.
+  struct DlqGate {
+    std::uint64_t target = 0;
+    bool armed = false;
+  };
+  // The durable DLQ of this queue, or null when nothing can have been moved into one.
+  Segment* dead_letter_queue();
+  // True once the DLQ holds, in its log (`on_disk`: on its disk), every copy that may have
+  // been made of the releases observed before the gate was armed (arms it if it is not).
+  bool dead_letters_durable(DlqGate& gate, bool on_disk);
+  DlqGate walk_gate_;                      // the walk's, held for one position:
+  std::uint64_t walk_gate_pos_ = UINT64_MAX;
+  DlqGate ack_gate_;                       // the acks', held for ack_wait_
+  std::vector<std::uint64_t> ack_wait_;    // acks found, waiting for ack_gate_ (ascending)
 
   // Logged, not yet acked: positions, ascending, unique. A sorted vector, not a map: a
   // record used to cost a tree node (malloc, rebalance) in and out, ~5% of an async

@@ -520,63 +520,57 @@ std::uint64_t producer_send(PyProducer& p, py::handle data, std::optional<nanose
   return sent(s, p.producer.last_position(), "send");
 }
 
-// Receives into a new Message: None on timeout (or empty), an exception for the rest.
-std::shared_ptr<PyMessage> consumer_receive(PyConsumer& c, std::optional<nanoseconds> timeout,
-                                            bool wait) {
-  auto m = std::make_shared<PyMessage>();
+// Receives into a new Message (a consumer's) or Delivery (a subscriber's): None on timeout
+// (or empty), an exception for the rest. `end` has try_receive and receive_for.
+template <typename Out, typename End>
+std::shared_ptr<Out> receive_new(std::mutex& lock, End& end, std::optional<nanoseconds> timeout,
+                                 bool wait) {
+  auto out = std::make_shared<Out>();
   shmq::Status s;
   if (!wait) {
-    s = unsliced(c.lock, [&] { return c.consumer.try_receive(m->held->item); });
+    s = unsliced(lock, [&] { return end.try_receive(out->held->item); });
   } else {
-    s = sliced(c.lock, timeout,
-               [&](nanoseconds slice) { return c.consumer.receive_for(m->held->item, slice); });
+    s = sliced(lock, timeout,
+               [&](nanoseconds slice) { return end.receive_for(out->held->item, slice); });
   }
   if (s == shmq::Status::timeout || s == shmq::Status::empty) return nullptr;
   if (s != shmq::Status::ok) raise(s, "receive");
-  m->received();
-  return m;
+  out->received();
+  return out;
 }
 
-// ack / nack / reject / extend: an exception unless ok; the message's view is released
-// once the consumer no longer holds it.
-template <typename Op>
-void consumer_op(PyConsumer& c, PyMessage& m, const char* what, Op&& op) {
-  bool still_held = false;
-  const shmq::Status s = unsliced(c.lock, [&] {
-    const shmq::Status st = op(c.consumer, m.held->item);
-    still_held = m.held->item.held();
-    return st;
-  });
-  if (!still_held) m.release();
-  if (s != shmq::Status::ok) raise(s, what);
+std::shared_ptr<PyMessage> consumer_receive(PyConsumer& c, std::optional<nanoseconds> timeout,
+                                            bool wait) {
+  return receive_new<PyMessage>(c.lock, c.consumer, timeout, wait);
 }
 
 std::shared_ptr<PyDelivery> subscriber_receive(PySubscriber& sub,
                                                std::optional<nanoseconds> timeout, bool wait) {
-  auto d = std::make_shared<PyDelivery>();
-  shmq::Status s;
-  if (!wait) {
-    s = unsliced(sub.lock, [&] { return sub.subscriber.try_receive(d->held->item); });
-  } else {
-    s = sliced(sub.lock, timeout,
-               [&](nanoseconds slice) { return sub.subscriber.receive_for(d->held->item, slice); });
-  }
-  if (s == shmq::Status::timeout || s == shmq::Status::empty) return nullptr;
-  if (s != shmq::Status::ok) raise(s, "receive");
-  d->received();
-  return d;
+  return receive_new<PyDelivery>(sub.lock, sub.subscriber, timeout, wait);
+}
+
+// ack / nack / reject / extend of a Message or Delivery: an exception unless ok; its view is
+// released once the consumer (subscriber) no longer holds it.
+template <typename End, typename Held, typename Op>
+void held_op(std::mutex& lock, End& end, Held& h, const char* what, Op&& op) {
+  bool still_held = false;
+  const shmq::Status s = unsliced(lock, [&] {
+    const shmq::Status st = op(end, h.held->item);
+    still_held = h.held->item.held();
+    return st;
+  });
+  if (!still_held) h.release();
+  if (s != shmq::Status::ok) raise(s, what);
+}
+
+template <typename Op>
+void consumer_op(PyConsumer& c, PyMessage& m, const char* what, Op&& op) {
+  held_op(c.lock, c.consumer, m, what, std::forward<Op>(op));
 }
 
 template <typename Op>
 void subscriber_op(PySubscriber& sub, PyDelivery& d, const char* what, Op&& op) {
-  bool still_held = false;
-  const shmq::Status s = unsliced(sub.lock, [&] {
-    const shmq::Status st = op(sub.subscriber, d.held->item);
-    still_held = d.held->item.held();
-    return st;
-  });
-  if (!still_held) d.release();
-  if (s != shmq::Status::ok) raise(s, what);
+  held_op(sub.lock, sub.subscriber, d, what, std::forward<Op>(op));
 }
 
 shmq::GroupOptions to_group_options(const std::string& policy, py::handle start,

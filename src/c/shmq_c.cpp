@@ -175,6 +175,14 @@ bool read_versioned(const char* fn, const T* in, T& out, shmq_status_t& status) 
 }
 
 // Writes `full` into the caller's struct: its first struct_size bytes (struct_size kept).
+// The _init functions of the versioned structs: zeroed, struct_size set. NULL: nothing.
+template <typename T>
+void init_versioned(T* s) noexcept {
+  if (s == nullptr) return;
+  std::memset(static_cast<void*>(s), 0, sizeof *s);
+  s->struct_size = sizeof *s;
+}
+
 template <typename T>
 shmq_status_t write_versioned(const char* fn, const T& full, T* out) noexcept {
   if (out == nullptr) return null_argument(fn, "out");
@@ -519,11 +527,7 @@ shmq_status_t shmq_queue_get_options(const shmq_queue_t* queue, shmq_queue_optio
   });
 }
 
-void shmq_policy_update_init(shmq_policy_update_t* u) {
-  if (u == nullptr) return;
-  std::memset(static_cast<void*>(u), 0, sizeof *u);
-  u->struct_size = sizeof *u;
-}
+void shmq_policy_update_init(shmq_policy_update_t* u) { init_versioned(u); }
 
 shmq_status_t shmq_queue_set_policy(shmq_queue_t* queue, const shmq_policy_update_t* update) {
   static constexpr const char* fn = "shmq_queue_set_policy";
@@ -545,11 +549,7 @@ shmq_status_t shmq_queue_set_policy(shmq_queue_t* queue, const shmq_policy_updat
   });
 }
 
-void shmq_queue_stats_init(shmq_queue_stats_t* s) {
-  if (s == nullptr) return;
-  std::memset(static_cast<void*>(s), 0, sizeof *s);
-  s->struct_size = sizeof *s;
-}
+void shmq_queue_stats_init(shmq_queue_stats_t* s) { init_versioned(s); }
 
 shmq_status_t shmq_queue_get_stats(const shmq_queue_t* queue, shmq_queue_stats_t* out) {
   static constexpr const char* fn = "shmq_queue_get_stats";
@@ -625,11 +625,7 @@ shmq_status_t shmq_queue_idempotent_producer(shmq_queue_t* queue, uint32_t produ
   });
 }
 
-void shmq_repair_report_init(shmq_repair_report_t* r) {
-  if (r == nullptr) return;
-  std::memset(static_cast<void*>(r), 0, sizeof *r);
-  r->struct_size = sizeof *r;
-}
+void shmq_repair_report_init(shmq_repair_report_t* r) { init_versioned(r); }
 
 shmq_status_t shmq_queue_repair(shmq_queue_t* queue, shmq_repair_report_t* out) {
   static constexpr const char* fn = "shmq_queue_repair";
@@ -674,17 +670,9 @@ shmq_status_t shmq_queue_consumer(shmq_queue_t* queue, const shmq_consumer_optio
 
 // --- producers ---------------------------------------------------------------------------
 
-void shmq_properties_init(shmq_properties_t* p) {
-  if (p == nullptr) return;
-  std::memset(static_cast<void*>(p), 0, sizeof *p);
-  p->struct_size = sizeof *p;
-}
+void shmq_properties_init(shmq_properties_t* p) { init_versioned(p); }
 
-void shmq_send_options_init(shmq_send_options_t* o) {
-  if (o == nullptr) return;
-  std::memset(static_cast<void*>(o), 0, sizeof *o);
-  o->struct_size = sizeof *o;
-}
+void shmq_send_options_init(shmq_send_options_t* o) { init_versioned(o); }
 
 namespace {
 // The common part of the three sends: arguments checked, options converted.
@@ -816,11 +804,7 @@ uint32_t shmq_message_priority(const shmq_message_t* m) {
 bool shmq_message_held(const shmq_message_t* m) { return m != nullptr && m->message.held(); }
 bool shmq_message_valid(const shmq_message_t* m) { return m != nullptr && m->message.valid(); }
 
-void shmq_message_properties_init(shmq_message_properties_t* p) {
-  if (p == nullptr) return;
-  std::memset(static_cast<void*>(p), 0, sizeof *p);
-  p->struct_size = sizeof *p;
-}
+void shmq_message_properties_init(shmq_message_properties_t* p) { init_versioned(p); }
 
 shmq_status_t shmq_message_get_properties(const shmq_message_t* message,
                                           shmq_message_properties_t* out) {
@@ -1176,11 +1160,7 @@ shmq_status_t shmq_topic_delete_group(shmq_topic_t* topic, const char* group) {
   });
 }
 
-void shmq_topic_stats_init(shmq_topic_stats_t* s) {
-  if (s == nullptr) return;
-  std::memset(static_cast<void*>(s), 0, sizeof *s);
-  s->struct_size = sizeof *s;
-}
+void shmq_topic_stats_init(shmq_topic_stats_t* s) { init_versioned(s); }
 
 shmq_status_t shmq_topic_get_stats(const shmq_topic_t* topic, shmq_topic_stats_t* out) {
   static constexpr const char* fn = "shmq_topic_get_stats";
@@ -1207,11 +1187,7 @@ shmq_status_t shmq_topic_get_stats(const shmq_topic_t* topic, shmq_topic_stats_t
   });
 }
 
-void shmq_group_stats_init(shmq_group_stats_t* s) {
-  if (s == nullptr) return;
-  std::memset(static_cast<void*>(s), 0, sizeof *s);
-  s->struct_size = sizeof *s;
-}
+void shmq_group_stats_init(shmq_group_stats_t* s) { init_versioned(s); }
 
 shmq_status_t shmq_topic_group_stats(const shmq_topic_t* topic, const char* group,
                                      shmq_group_stats_t* out) {

@@ -433,6 +433,20 @@ check "... writes nothing" test -z "$out"
 expect_ok "stat --json after every group consumed" "$ctl" stat "$qt" --json
 check "... every lag 0, 10 delivered and acked each, nothing missed" \
   test "$(json "[(g['lag'], g['delivered'], g['acks'], g['missed'], g['members']) for g in d['groups']]")" = "[(0, 10, 10, 0, 0), (0, 10, 10, 0, 0), (0, 10, 10, 0, 0)]"
+# Wait strategies on a topic (issue 16): a publisher held back by a reliable group, and a
+# subscriber that busy-spins.
+qtw="${qt}w"
+expect_ok "topic create (wait strategies)" "$ctl" topic create "$qtw" --slots 16 --slot-size 128
+expect_ok "... group create" "$ctl" group create "$qtw" g --policy reliable
+"$ctl" consume "$qtw" --group g --count 200 --timeout-ms 10000 --wait busy-spin >"$work/tload" 2>/dev/null &
+cpid=$!
+expect_ok "topic produce --wait spin-sleep (more than the ring holds, a reliable group)" \
+  "$ctl" produce "$qtw" --count 200 --size 40 --wait spin-sleep --spin-us 5 --sleep-us 20
+wait "$cpid"
+check "... all 200 arrive at a consume --group --wait busy-spin" test "$(wc -l <"$work/tload")" = 200
+expect_ok "topic consume --wait spin-yield times out on an empty group" \
+  "$ctl" consume "$qtw" --group g --timeout-ms 50 --wait spin-yield
+expect_ok "... topic delete" "$ctl" topic delete "$qtw"
 expect_ok "stat (text) of the topic" "$ctl" stat "$qt"
 check "... a line per group" test "$(printf '%s\n' "$out" | awk '$1 == "audit" || $1 == "ticker" || $1 == "late"' | wc -l)" = 3
 expect_ok "group list" "$ctl" group list "$qt"

@@ -1,6 +1,7 @@
 // Wait strategies (issue 16, shmq/wait.hpp): every strategy delivers what is sent while it
 // waits, times out, honours interrupt(), sees a removed queue, and a producer waiting on a
-// full ring with any strategy gets room when a consumer acks. Threads of one process; no
+// full ring with any strategy gets room when a consumer acks; the same for a topic's
+// subscriber and publisher. Threads of one process; no
 // sleeps: each side waits on the other's progress with a deadline.
 #include <atomic>
 #include <chrono>
@@ -9,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "shmq/topic.hpp"
 #include "shmq/wait.hpp"
 #include "shmq/watchdog.hpp"
 #include "test_util.hpp"
@@ -138,6 +140,46 @@ TEST_P(WaitStrategies, ProducerOnAFullRingGetsRoomWhenAConsumerAcks) {
   // And a full ring still times out.
   for (int i = 0; i < 4; ++i) ASSERT_EQ(p.try_send("x"), Status::ok);
   EXPECT_EQ(p.send_for(as_bytes(std::string_view("y")), 20ms), Status::timeout);
+}
+
+// Topics take the same strategies: a subscriber waiting for a publisher, and a publisher
+// held back by a reliable group until its subscriber acks.
+TEST_P(WaitStrategies, TopicSubscriberAndHeldBackPublisherGetThrough) {
+  const std::string name = test::unique_name("wait-topic");
+  auto t = Topic::create(name, {.slot_count = 4});
+  ASSERT_TRUE(t.ok()) << t.error().message();
+  struct Remove {
+    std::string n;
+    ~Remove() { (void)Topic::remove(n); }
+  } remove{name};
+  ASSERT_TRUE(t->create_group("g").ok());
+  auto sub = t->subscriber("g", options()).value();
+  auto pub = t->publisher(options()).value();
+  constexpr int kMessages = 500;
+  std::atomic<int> sent{0};
+  std::thread publisher([&] {
+    for (int i = 0; i < kMessages; ++i) {
+      ASSERT_EQ(pub.send_for(as_bytes(std::to_string(i)), 20s), Status::ok) << "message " << i;
+      sent.store(i + 1, std::memory_order_release);
+    }
+  });
+  for (int i = 0; i < kMessages; ++i) {
+    // Every tenth: let the ring fill first (the publisher waits for room); in between the
+    // subscriber often finds the ring empty and waits for the publisher.
+    if (i % 10 == 0) {
+      ASSERT_TRUE(eventually([&] { return sent.load() >= std::min(kMessages, i + 4); }));
+    }
+    Delivery d;
+    ASSERT_EQ(sub.receive_for(d, 20s), Status::ok) << "message " << i;
+    const auto b = d.data();
+    ASSERT_EQ(std::string(reinterpret_cast<const char*>(b.data()), b.size()), std::to_string(i));
+    ASSERT_EQ(sub.ack(d), Status::ok);
+  }
+  publisher.join();
+  Delivery none;
+  EXPECT_EQ(sub.receive_for(none, 20ms), Status::timeout);
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(pub.try_send("x"), Status::ok);
+  EXPECT_EQ(pub.send_for(as_bytes(std::string_view("y")), 20ms), Status::timeout);
 }
 
 INSTANTIATE_TEST_SUITE_P(Wait, WaitStrategies,

@@ -173,7 +173,7 @@ CLI::Validator whole_number() {
 template <typename Args>
 void add_wait_options(CLI::App* cmd, Args& a, const char* what) {
   cmd->add_option("--wait", a.wait,
-                  std::string("Queues: how ") + what +
+                  std::string("How ") + what +
                       " waits: futex (default: spin briefly, then sleep until woken), "
                       "busy-spin (never sleeps: a core of its own), spin-yield, spin-sleep")
       ->check(CLI::IsMember({"futex", "busy-spin", "spin-yield", "spin-sleep"}));
@@ -378,7 +378,7 @@ int main(int argc, char** argv) {
                       "Message property: correlation id (at most 255 bytes)");
   produce->add_option("--reply-to", pa.reply_to,
                       "Message property: reply-to queue name (at most 255 bytes)");
-  add_wait_options(produce, pa, "a send on a full queue");
+  add_wait_options(produce, pa, "a send on a full queue (topic: held by a group)");
   produce->callback([&] { run = [&] { return cmd_produce(pa); }; });
 
   // consume
@@ -403,7 +403,7 @@ int main(int argc, char** argv) {
   consume->add_flag("--show-properties", coa.show_properties,
                     "Before each payload line, a line '#' + the message's properties as "
                     "key=value words (docs/shmqctl.md)");
-  add_wait_options(consume, coa, "a receive on an empty queue");
+  add_wait_options(consume, coa, "a receive on an empty queue (topic: group)");
   consume->callback([&] { run = [&] { return cmd_consume(coa); }; });
 
   // peek

@@ -493,7 +493,7 @@ void setup_ids(const ProduceArgs& a) {
 }
 
 // produce on a topic: one publish per message (every group gets it), ids as for a queue.
-int produce_topic(const ProduceArgs& a) {
+int produce_topic(const ProduceArgs& a, const shmq::WaitOptions& wait) {
   // A topic message is its payload: no priority, no delay, no properties (usage errors
   // before anything is opened or sent).
   std::string unsupported;
@@ -511,7 +511,7 @@ int produce_topic(const ProduceArgs& a) {
                      "message properties (" + unsupported + ")");
   setup_ids(a);
   shmq::Topic t = open_topic(a.queue);
-  auto p = t.publisher();
+  auto p = t.publisher(wait);
   if (!p.ok()) fail_topic(p.error());
   install_stop_handlers();
   InterruptScope scope(&p.value());
@@ -547,12 +547,13 @@ int produce_topic(const ProduceArgs& a) {
 
 // consume on a topic, as a subscriber of `group`: as for a queue, each message is written
 // and flushed before it is acked. Lossy groups: skipped messages are reported on stderr.
-int consume_topic(const ConsumeArgs& a, const std::string& group) {
+int consume_topic(const ConsumeArgs& a, const std::string& group,
+                  const shmq::WaitOptions& wait) {
   if (a.show_properties)
     fail(kExitUsage, "'" + a.queue + "' is a topic: topic messages have no properties "
                      "(drop --show-properties)");
   shmq::Topic t = open_topic(a.queue);
-  auto sub = t.subscriber(group);
+  auto sub = t.subscriber(group, wait);
   if (!sub.ok()) fail_topic(sub.error());
   install_stop_handlers();
   InterruptScope scope(&sub.value());
@@ -637,12 +638,11 @@ int consume_topic(const ConsumeArgs& a, const std::string& group) {
 
 }  // namespace
 
-// The WaitOptions of --wait / --spin-us / --sleep-us (issue 16): queues only.
+// The WaitOptions of --wait / --spin-us / --sleep-us (issue 16): queues and topics.
 template <typename Args>
-shmq::WaitOptions wait_options(const Args& a, bool topic) {
+shmq::WaitOptions wait_options(const Args& a) {
   shmq::WaitOptions w;
   if (!a.wait && !a.spin_us && !a.sleep_us) return w;
-  if (topic) fail(kExitUsage, "--wait, --spin-us and --sleep-us are for queues, not topics");
   if (!a.wait) fail(kExitUsage, "--spin-us and --sleep-us need --wait STRATEGY");
   if (*a.wait == "busy-spin") w.strategy = shmq::WaitStrategy::busy_spin;
   else if (*a.wait == "spin-yield") w.strategy = shmq::WaitStrategy::spin_yield;
@@ -662,8 +662,8 @@ int cmd_produce(const ProduceArgs& a) {
     fail(kExitUsage, "--size needs --count N (generated messages); without --count, produce "
                      "sends the lines of standard input");
   const bool topic = is_topic(a.queue);
-  const shmq::WaitOptions wait = wait_options(a, topic);
-  if (topic) return produce_topic(a);
+  const shmq::WaitOptions wait = wait_options(a);
+  if (topic) return produce_topic(a, wait);
   shmq::Queue q = open_queue(a.queue);
   auto p = q.producer({.wait = wait});
   if (!p.ok()) fail(p.error());
@@ -736,12 +736,12 @@ int cmd_consume(const ConsumeArgs& a) {
   // A topic needs --group, a queue takes none.
   if (a.group) check_group_name(*a.group);
   const bool topic = is_topic(a.queue);
-  const shmq::WaitOptions wait = wait_options(a, topic || a.group);
+  const shmq::WaitOptions wait = wait_options(a);
   if (topic) {
     if (!a.group)
       fail(kExitUsage, "'" + a.queue + "' is a topic: consume from it with --group GROUP (its "
                        "groups: shmqctl group list " + a.queue + ")");
-    return consume_topic(a, *a.group);
+    return consume_topic(a, *a.group, wait);
   }
   if (a.group) {
     if (auto q = shmq::Queue::open(a.queue); q.ok())

@@ -38,6 +38,7 @@
 #include "shmq/error.hpp"
 #include "shmq/producer.hpp"  // Bytes, as_bytes
 #include "shmq/queue.hpp"     // Durability
+#include "shmq/wait.hpp"
 
 namespace shmq {
 
@@ -240,6 +241,7 @@ class Publisher {
   std::uint64_t next_id_ = 0;
   std::uint64_t last_position_ = 0;
   std::shared_ptr<std::atomic<bool>> interrupted_;
+  WaitOptions wait_{};
 };
 
 class Subscriber {
@@ -295,6 +297,7 @@ class Subscriber {
   std::uint64_t seen_requeue_ = 0;
   std::shared_ptr<std::atomic<bool>> interrupted_;
   std::shared_ptr<detail::TopicState> state_;  // dead-letter producer, heal pacing
+  WaitOptions wait_{};
   Status last_dlq_status_ = Status::ok;
 };
 
@@ -317,6 +320,10 @@ class Topic {
 
   Result<Publisher> publisher();
   Result<Subscriber> subscriber(std::string_view group);
+  // The same with a wait strategy (shmq/wait.hpp): how a blocking send waits for room, and a
+  // blocking receive for a message. Default: the futex sleep after a short spin.
+  Result<Publisher> publisher(const WaitOptions& wait);
+  Result<Subscriber> subscriber(std::string_view group, const WaitOptions& wait);
 
   // Redelivers what dead subscribers held, turns dead publishers' claims into holes and
   // applies stall policies. Publishers and subscribers do this themselves when they wait;

@@ -35,6 +35,7 @@
 #include "core/call_util.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/futex.hpp"
+#include "platform/idle.hpp"
 #include "shmq/dead_letter.hpp"
 #include "platform/process.hpp"
 #include "ring/ring.hpp"
@@ -845,6 +846,18 @@ TopicStats Topic::stats() const {
   return t;
 }
 
+Result<Publisher> Topic::publisher(const WaitOptions& wait) {
+  auto p = publisher();
+  if (p.ok()) p.value().wait_ = wait;
+  return p;
+}
+
+Result<Subscriber> Topic::subscriber(std::string_view group, const WaitOptions& wait) {
+  auto sub = subscriber(group);
+  if (sub.ok()) sub.value().wait_ = wait;
+  return sub;
+}
+
 Result<Publisher> Topic::publisher() {
   auto m = segment_->register_member(Role::publisher);
   if (!m.ok() && m.error().code() == Errc::no_space) {
@@ -921,7 +934,7 @@ Status Publisher::publish(Bytes msg, std::uint64_t id, std::chrono::steady_clock
   const std::uint32_t shift = s.slot_shift();
   MemberRow& me = s.member(row_);
   if (id == 0) id = ++next_id_;
-  int spins = 0;
+  std::optional<Idle> idle;  // made at the first look that finds the ring full
   for (;;) {
     const std::uint64_t h = s.header().tail.value.load(std::memory_order_acquire);
     const std::uint64_t lap = lap_of(h, shift);
@@ -1031,11 +1044,8 @@ Status Publisher::publish(Bytes msg, std::uint64_t id, std::chrono::steady_clock
     }
     if (s.removed()) return Status::closed;
     if (!wait) return Status::full;
-    if (++spins < kSpinBeforeSleep) {
-      cpu_relax();
-      continue;
-    }
-    spins = 0;
+    if (!idle) idle.emplace(wait_);
+    if (idle->next() == Idle::Step::again) continue;  // the spin (shmq/wait.hpp)
     if (std::chrono::steady_clock::now() >= deadline) return Status::timeout;
     int blocking = -1;
     limit_ = publish_limit(s, &blocking);
@@ -1046,6 +1056,12 @@ Status Publisher::publish(Bytes msg, std::uint64_t id, std::chrono::steady_clock
       check_stall(s, g, monotonic_coarse_ns());
       limit_ = publish_limit(s);
       if (h < limit_) continue;
+    }
+    if (idle->strategy() != WaitStrategy::futex) {
+      // Yielding, sleeping or spinning between looks: nobody wakes us, and nothing needs to
+      // (the groups' floors and a stuck claim are read at every look).
+      idle->rest(deadline, [] {});
+      continue;
     }
     const auto cap = std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
     wait_on(s.header().producers_wait, row_, cap, [&] {
@@ -1146,7 +1162,8 @@ Status Subscriber::take(Delivery& out, std::chrono::steady_clock::time_point dea
   const std::uint32_t shift = s.slot_shift();
   std::uint64_t missed_now = 0;
   std::uint64_t d_seen = 0;
-  int spins = 0;
+  int spins = 0;  // looks that found nothing in this call (a claim is repaired after a few)
+  std::optional<Idle> idle;  // made at the first look that finds nothing, if we wait
   for (;;) {
     const std::uint64_t gst = r.state.load(std::memory_order_acquire);
     if (!group_live(gst) || group_generation(gst) != group_gen_) return Status::closed;
@@ -1294,7 +1311,15 @@ Status Subscriber::take(Delivery& out, std::chrono::steady_clock::time_point dea
       return Status::interrupted;
     }
     if (s.removed()) return Status::closed;
-    if (!wait || spins + 1 >= kSpinBeforeSleep) {
+    // The spin (shmq/wait.hpp): look again at once, or go the slow way below.
+    if (wait) {
+      if (!idle) idle.emplace(wait_);
+      if (idle->next() == Idle::Step::again) {
+        ++spins;
+        continue;
+      }
+    }
+    {
       // Before giving up or sleeping: heal the group (dead subscribers, leases, a dead
       // publisher's claim where it waits) at most every 50 ms, and look once for a requeued
       // message (its announcement may have died with its announcer).
@@ -1308,13 +1333,15 @@ Status Subscriber::take(Delivery& out, std::chrono::steady_clock::time_point dea
       }
     }
     if (!wait) return Status::empty;
-    if (++spins < kSpinBeforeSleep) {
-      cpu_relax();
-      continue;
-    }
-    spins = 0;
+    ++spins;
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) return Status::timeout;
+    if (idle->strategy() != WaitStrategy::futex) {
+      // Yielding, sleeping or spinning between looks: nobody wakes us; requeued messages
+      // are found through the group's epoch, read at every look.
+      idle->rest(deadline, [] {});
+      continue;
+    }
     const std::uint64_t d0 = r.dispatch.value.load(std::memory_order_acquire);
     const std::uint64_t e0 = r.requeue_epoch.value.load(std::memory_order_acquire);
     const auto cap = std::min(deadline, now + std::chrono::milliseconds(50));

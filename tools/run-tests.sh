@@ -6,7 +6,7 @@
 #      RabbitMQ bridge against a broker the test starts).
 #   2. ASan + UBSan: every test but the bridge's (a shorter soak).
 #   3. TSan: the in-process ring tests (label "ring").
-#   4. libFuzzer (clang-14, ASan + UBSan): each fuzz target of tests/fuzz for 30 s.
+#   4. libFuzzer (clang-14, ASan + UBSan): each fuzz target of tests/fuzz for 20 s.
 # Usage: tools/run-tests.sh [--quick]   (--quick: the Release build only)
 set -euo pipefail
 
@@ -57,7 +57,7 @@ ninja -C build/tsan -j "$jobs" $ring_targets
 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$root/tests/tsan.supp" \
   ctest --test-dir build/tsan --output-on-failure --no-tests=error -L ring -j "$jobs"
 
-section "libFuzzer (clang-14, ASan + UBSan): each fuzz target for 30 s"
+section "libFuzzer (clang-14, ASan + UBSan): each fuzz target for 20 s"
 # tools/fuzz.sh builds only the library and the target. It reads the committed corpus and
 # writes what it finds to a temporary dir (the repository is never written to); it prints a
 # summary, or the log's tail and fails if the fuzzer found a crash, a sanitizer report, a
@@ -66,7 +66,7 @@ section "libFuzzer (clang-14, ASan + UBSan): each fuzz target for 30 s"
 fuzz_tmp=$(mktemp -d)
 trap 'rm -rf "$fuzz_tmp"' EXIT
 for target in segment log; do
-  SHMQ_FUZZ_WORKDIR="$fuzz_tmp" JOBS="$jobs" tools/fuzz.sh "$target" 30
+  SHMQ_FUZZ_WORKDIR="$fuzz_tmp" JOBS="$jobs" tools/fuzz.sh "$target" 20
 done
 
 section "all test builds passed"

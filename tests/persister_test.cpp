@@ -434,12 +434,13 @@ TEST(AsyncQueue, WritesEveryRoundReusesSlotsAtOnceAndSyncsOncePerFlushInterval) 
   for (const auto& r : f.report.unacked) ids.insert(r.id);
   EXPECT_EQ(ids, (std::set<std::uint64_t>{1, 2, 3, 4, 9, 10, 11, 12}));
   // The next one adopts what the log holds, as shmqd does, and trusts the disk only up to
-  // `synced` (0): 9..12 are logged again from the ring.
+  // `synced` (0), or tail - N (4) below which every slot was claimed again: 9..12 are
+  // logged again from the ring.
   ASSERT_TRUE(f.persister->adopt(f.report).ok());
   for (int i = 13; i <= 14; ++i) ASSERT_EQ(p.try_send("m" + std::to_string(i), i), Status::ok);
   ASSERT_TRUE(f.persister->round().ok());
   EXPECT_EQ(f.persisted(), 14u);
-  EXPECT_EQ(f.synced(), 0u);
+  EXPECT_EQ(f.synced(), 4u);
   // A checkpoint syncs first: everything it refers to is on disk.
   ASSERT_TRUE(f.persister->checkpoint().ok());
   EXPECT_EQ(f.synced(), 14u);
@@ -695,6 +696,71 @@ TEST(AsyncQueue, DeadLettersArrivingFasterThanTheDlqSyncsDoNotStallTheQueue) {
   // (on an async queue it need not wait for the DLQ's disk at all for them: no record of
   // them is ever written to its own log).
   EXPECT_GE(f.persisted(), 4u) << "the queue's persisted cursor never moved";
+}
+
+// Recovery interrupted, twice: a persister that restarts over unsynced writes walks them
+// again from `synced`, and until it is past them it leaves `persisted` where it was, so that
+// a persister started after it (the second restart) walks the same range, and producers
+// never see the cursor move back. Here the walk is held at its first position by the
+// dead-letter gate (a message was dead-lettered, the DLQ has not written it).
+TEST(AsyncQueue, ARecoveryInterruptedTwiceNeverMovesPersistedBack) {
+  Fixture f(8, Durability::async, FaultFs(), false, std::chrono::hours(1));
+  Queue dlq = make_dead_letter_queue(f);
+  auto p = f.queue.producer().value();
+  auto c = f.queue.consumer().value();
+  for (int i = 1; i <= 4; ++i) ASSERT_EQ(p.try_send("m", i), Status::ok);
+  ASSERT_TRUE(f.persister->round().ok());
+  ASSERT_EQ(f.persisted(), 4u);
+  Message m;
+  for (int i = 1; i <= 4; ++i) {
+    ASSERT_EQ(c.try_receive(m), Status::ok);
+    ASSERT_EQ(i == 4 ? c.nack(m, /*requeue=*/false) : c.ack(m), Status::ok);
+  }
+  for (int i = 5; i <= 8; ++i) ASSERT_EQ(p.try_send("m", i), Status::ok);  // not logged
+  for (int restart = 0; restart < 2; ++restart) {
+    f.open_wal();
+    ASSERT_TRUE(f.persister->adopt(f.report).ok());
+    ASSERT_TRUE(f.persister->round().ok());
+    EXPECT_TRUE(f.persister->waiting_for_dead_letters());
+    EXPECT_EQ(f.persisted(), 4u) << "restart " << restart;
+  }
+  dlq.segment()->header().persisted.value.store(1);
+  dlq.segment()->header().persisted.synced.store(1);
+  ASSERT_TRUE(f.persister->round().ok());
+  EXPECT_EQ(f.persisted(), 8u);
+  ASSERT_TRUE(f.persister->checkpoint().ok());
+  f.fs.crash(FaultFs::CrashMode::drop);
+  f.open_wal();
+  std::set<std::uint64_t> ids;
+  for (const auto& r : f.report.unacked) ids.insert(r.id);
+  EXPECT_EQ(ids, (std::set<std::uint64_t>{5, 6, 7, 8}));
+}
+
+// A `synced` far below `persisted` (many laps of unsynced writes, or a scribble) is not
+// walked a position at a time: below tail - N every slot was claimed again.
+TEST(AsyncQueue, ARestartedPersisterSkipsWhatTheRingHasLappedSince) {
+  Fixture f(8, Durability::async, FaultFs(), false, std::chrono::hours(1));
+  auto p = f.queue.producer().value();
+  auto c = f.queue.consumer().value();
+  Message m;
+  for (int i = 1; i <= 100; ++i) {
+    ASSERT_EQ(p.try_send("m", i), Status::ok);
+    ASSERT_TRUE(f.persister->round().ok());
+    ASSERT_EQ(c.try_receive(m), Status::ok);
+    ASSERT_EQ(c.ack(m), Status::ok);
+  }
+  ASSERT_TRUE(f.persister->round().ok());
+  ASSERT_EQ(f.persisted(), 100u);
+  ASSERT_EQ(f.synced(), 0u);
+  f.open_wal();
+  EXPECT_EQ(f.persister->next_to_log(), 92u);  // tail - N, not synced (0)
+  ASSERT_TRUE(f.persister->adopt(f.report).ok());
+  ASSERT_TRUE(f.persister->round().ok());
+  EXPECT_EQ(f.persisted(), 100u);
+  ASSERT_TRUE(f.persister->checkpoint().ok());
+  f.fs.crash(FaultFs::CrashMode::drop);
+  f.open_wal();
+  EXPECT_TRUE(f.report.unacked.empty()) << f.report.unacked.size();
 }
 
 // The power-loss test of the real persister (what shmqd runs) over the fault-injecting file

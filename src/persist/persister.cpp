@@ -101,8 +101,19 @@ Persister::Persister(std::shared_ptr<Segment> segment, log::Wal& wal, std::uint3
   // A `synced` that is not below `persisted` and at or above the segment's base is not one
   // a persister wrote (older segments read 0 there): then nothing is walked again.
   if (const std::uint64_t synced = h.persisted.synced.load(std::memory_order_acquire);
-      !sync_queue_ && synced < next_ && synced >= h.base_position)
+      !sync_queue_ && synced < next_ && synced >= h.base_position) {
     next_ = synced;
+    // Every position below tail - N has had its slot claimed again (the tail passed the
+    // position a lap on), so its message was released: none needs logging again, and the
+    // walk need not pass them one at a time (as many as the gap, which a `synced` scribbled
+    // low would make any length). Only with an honest-looking tail (producers claim at most
+    // a lap past `persisted`); a message starting below tail - N cannot cover position
+    // tail - N while live, so the walk starts on a boundary or on a released position.
+    const std::uint64_t n = seg_->slot_count();
+    const std::uint64_t tail = h.tail.value.load(std::memory_order_acquire);
+    if (tail >= rewalk_end_ && tail - rewalk_end_ <= n && tail > n)
+      next_ = std::max(next_, tail - n);
+  }
   // Everything below next_ is on disk: the log below `synced` was synced by the persister
   // that wrote it, and Wal::open syncs the segment it reopens.
   synced_ = next_;
@@ -385,11 +396,17 @@ Result<std::size_t> Persister::round() {
   // slots not in the log; ours is the truth, so it is put back every round. The same for
   // `synced`, which the dead-letter check of the queue that feeds a DLQ trusts.
   const bool synced_moved = h.persisted.synced.load(std::memory_order_seq_cst) != synced_;
-  if (pos != next_ || h.persisted.value.load(std::memory_order_seq_cst) != pos) {
+  // While walking again below rewalk_end_ (see the constructor), `persisted` stays where the
+  // persister before us left it: those positions are written (we log again only what a
+  // failed writeback may have lost), their slots may already be reused, and a persister
+  // started after us again must see the same range to walk (interrupted twice, it would
+  // otherwise trust a `persisted` we had moved back and walk reused slots as unreused).
+  const std::uint64_t published = std::max(pos, rewalk_end_);
+  if (pos != next_ || h.persisted.value.load(std::memory_order_seq_cst) != published) {
     next_ = pos;
-    // Publishes "everything below pos is in the log" (sync: on disk); pairs with
-    // producers' and sync senders' seq_cst loads.
-    h.persisted.value.store(pos, std::memory_order_seq_cst);
+    // Publishes "everything below is in the log" (sync: on disk); pairs with producers'
+    // and sync senders' seq_cst loads.
+    h.persisted.value.store(published, std::memory_order_seq_cst);
     // The sync senders woken now are likely to send again at once: the next round waits
     // for that many (gather_more).
     expected_senders_ = wake_waiters(h.persist_wait, s.max_members());

@@ -89,7 +89,10 @@ std::set<std::uint64_t> copies_in_ring(Segment& s) {
 Persister::Persister(std::shared_ptr<Segment> segment, log::Wal& wal, std::uint32_t member)
     : seg_(std::move(segment)), wal_(wal), member_(member) {
   const SegmentHeader& h = seg_->header();
-  next_ = h.persisted.value.load(std::memory_order_acquire);
+  // Never above the tail: no honest `persisted` is, and one scribbled above it would keep
+  // the walk from ever starting (and, published as ours, let producers reuse unlogged slots).
+  next_ = std::min(h.persisted.value.load(std::memory_order_acquire),
+                   h.tail.value.load(std::memory_order_acquire));
   sync_queue_ = seg_->durability() == Durability::sync;
   rewalk_end_ = next_;
   // An async persister that died (or failed: an fdatasync that returned EIO) after writing
@@ -123,10 +126,7 @@ Persister::Persister(std::shared_ptr<Segment> segment, log::Wal& wal, std::uint3
 }
 
 VoidResult Persister::adopt(const log::RecoveryReport& report) {
-  Segment& s = *seg_;
-  const std::uint32_t shift = s.slot_shift();
-  const std::uint64_t base = s.header().base_position;
-  (void)shift;
+  const std::uint64_t base = seg_->header().base_position;
   // Every unacked message the log holds below the ring's `persisted` is tracked: still in
   // the ring (at its position, or relocated), or released while no persister ran. The first
   // round journals the acks of the released ones through the same checks as any other

@@ -329,7 +329,6 @@ Outcome hot_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
       vs.push_back(rt_variant(chs.vyukov, "vyukov",
                               shape(Kind::roundtrip, T::vyukov, 1, 1, 64, sc.name + " vyukov"), o));
       for (const Wait w : kWaits) {
-        if (!wait_supported(w)) continue;
         Scenario s = shape(Kind::roundtrip, T::shmq, 1, 1, 64, sc.name + " shmq " + to_string(w));
         s.consumer_wait = s.producer_wait = w;
         vs.push_back(rt_variant(chs.shmq, std::string("shmq ") + to_string(w), s, o));
@@ -388,7 +387,6 @@ Outcome hot_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
       vs.push_back(paced_variant(chs.vyukov, "vyukov",
                                  shape(Kind::roundtrip, T::vyukov, 1, 1, 64, sc.name + " vyukov"), o));
       for (const Wait w : kWaits) {
-        if (!wait_supported(w)) continue;
         Scenario s = shape(Kind::roundtrip, T::shmq, 1, 1, 64, sc.name + " shmq " + to_string(w));
         s.consumer_wait = s.producer_wait = w;
         vs.push_back(paced_variant(chs.shmq, std::string("shmq ") + to_string(w), s, o));
@@ -406,9 +404,6 @@ Outcome hot_scenario(const Scenario& sc, const Options& o, DurableEnv& env) {
     case Hot::none: fail("hot_compare scenario without a comparison");
   }
   Outcome out = compare(sc, o, vs, defs);
-  if (!wait_supported(Wait::busy_spin) && (sc.hot == Hot::roundtrip || sc.hot == Hot::paced))
-    out.detail += "; this build has no wait strategies (include/shmq/wait.hpp): shmq with "
-                  "the futex default only";
   if (dur.daemon) {
     const int st = dur.daemon->stop();
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)

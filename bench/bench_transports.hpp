@@ -45,14 +45,6 @@
 #include "shmq/shmq.hpp"
 #include "vyukov_ring.hpp"
 
-// Wait strategies (issue 16): include/shmq/wait.hpp, ConsumerOptions::wait and
-// Queue::producer(ProducerOptions). A tree without them builds the harness without
-// strategies: scenarios that ask for one other than futex are skipped.
-#if __has_include("shmq/wait.hpp")
-#define SHMQ_BENCH_WAIT_API 1
-#else
-#define SHMQ_BENCH_WAIT_API 0
-#endif
 
 namespace shmq_bench {
 
@@ -88,10 +80,6 @@ struct ChannelSpec {
   Wait producer_wait = Wait::futex;
 };
 
-// Whether this build can run a shmq side with `w` (see SHMQ_BENCH_WAIT_API).
-inline bool wait_supported(Wait w) { return SHMQ_BENCH_WAIT_API || w == Wait::futex; }
-
-#if SHMQ_BENCH_WAIT_API
 // The library's options for `w`: its default spin (and, for spin_sleep, sleep).
 inline shmq::WaitOptions wait_options(Wait w) {
   shmq::WaitOptions o;
@@ -103,7 +91,6 @@ inline shmq::WaitOptions wait_options(Wait w) {
   }
   return o;
 }
-#endif
 
 // The properties of properties_cost: 1, "a few" (content type, correlation id, two
 // headers: a 92-byte block); 2, "many" (those, a reply-to and 16 more headers: 613 bytes).
@@ -263,12 +250,7 @@ class ShmqChannel {
    private:
     static shmq::Producer make_producer(const std::string& name, const ChannelSpec& spec) {
       shmq::Queue q = take(shmq::Queue::open(name), "open " + name);
-#if SHMQ_BENCH_WAIT_API
       return take(q.producer({.wait = wait_options(spec.producer_wait)}), "producer");
-#else
-      if (!wait_supported(spec.producer_wait)) fail("no wait strategies in this build");
-      return take(q.producer(), "producer");
-#endif
     }
 
     shmq::Producer p_;
@@ -319,13 +301,8 @@ class ShmqChannel {
 
    private:
     static shmq::Consumer make_consumer(shmq::Queue& q, const ChannelSpec& spec) {
-#if SHMQ_BENCH_WAIT_API
       return take(q.consumer({.zero_copy = spec.zero_copy, .wait = wait_options(spec.consumer_wait)}),
                   "consumer");
-#else
-      if (!wait_supported(spec.consumer_wait)) fail("no wait strategies in this build");
-      return take(q.consumer({.zero_copy = spec.zero_copy}), "consumer");
-#endif
     }
 
     template <typename F>
